@@ -1,0 +1,66 @@
+// The op API that models call. Every op validates its inputs (errors are tagged
+// with the op: "[rms_norm] ..."), allocates its output on the input's device and
+// dispatches to that device's backend (backends/cpu, backends/cuda). Model code
+// never names a device.
+//
+// Conventions: activations are row-major and contiguous; "rows" are all leading
+// dimensions flattened, the last dimension is the feature dimension. Activations
+// are f32 on the CPU; weights may be f32, f16 or bf16. Outputs have the
+// activation's dtype unless stated.
+#pragma once
+
+#include <cstdint>
+
+#include "ops/attention.h"
+#include "ops/quant.h"
+#include "ops/rope.h"
+#include "tensor/tensor.h"
+
+namespace mlxcel::ops {
+
+// ---- copies and conversions -------------------------------------------------
+Tensor contiguous(const Tensor& x);                 // copy if x is a strided view
+Tensor astype(const Tensor& x, DType dtype);        // f32 <-> f16 <-> bf16, i32 -> f32
+Tensor to_device(const Tensor& x, Device device);
+Tensor zeros(const Shape& shape, DType dtype, Device device);
+// Rows of x picked by idx: x [R, D], idx i32 [n] -> [n, D].
+Tensor take_rows(const Tensor& x, const Tensor& idx);
+// Columns [begin, end) of the last dimension, as a new contiguous tensor.
+Tensor slice_last(const Tensor& x, int64_t begin, int64_t end);
+
+// ---- dense linear algebra ---------------------------------------------------
+// y = x @ w^T (+ bias).  x [..., K]; w [N, K] f32|f16|bf16 (the PyTorch Linear
+// layout); bias [N] or undefined -> [..., N].
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tensor());
+// Embedding lookup: ids i32 [T], table [V, D] f32|f16|bf16 -> f32 [T, D].
+// An id outside [0, V) throws invalid_request.
+Tensor embedding(const Tensor& ids, const Tensor& table);
+
+// ---- normalization ----------------------------------------------------------
+// y = x / sqrt(mean(x^2) + eps) * (w + w_offset). Gemma stores w - 1, so it
+// passes w_offset = 1. w [D] any float dtype; undefined w means all ones.
+Tensor rms_norm(const Tensor& x, const Tensor& w, float eps, float w_offset = 0.0f);
+// y = (x - mean) / sqrt(var + eps) * w + b; w, b [D] or undefined.
+Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps);
+
+// ---- elementwise ------------------------------------------------------------
+Tensor add(const Tensor& a, const Tensor& b);       // same shape, or b [D] broadcast over rows
+Tensor mul(const Tensor& a, const Tensor& b);       // same shape, or b [D] broadcast over rows
+Tensor scale(const Tensor& x, float s);
+void add_(Tensor& a, const Tensor& b);              // a += b, in place, same shape
+
+enum class Activation { silu, gelu_tanh, gelu_erf, relu, relu2 };
+// Parses a config's hidden_act ("silu", "gelu_pytorch_tanh", "gelu", "gelu_new", ...).
+Activation parse_activation(const std::string& name);
+Tensor activate(const Tensor& x, Activation act);
+// act(gate) * up, both [..., D].  SwiGLU is act = silu, GeGLU is gelu.
+Tensor gated(const Tensor& gate, const Tensor& up, Activation act);
+
+// tanh(x / cap) * cap  (Gemma 2 logit soft-capping).
+Tensor softcap(const Tensor& x, float cap);
+// Softmax over the last dimension, computed in f32.
+Tensor softmax(const Tensor& x);
+// Index of the max over the last dimension: [..., D] -> i32 [...]. Ties pick the lowest index.
+Tensor argmax(const Tensor& x);
+
+}  // namespace mlxcel::ops

@@ -1,0 +1,48 @@
+// Quantized weights. MLX affine quantization (mlx.core.quantize): each row of a
+// [N, K] weight is split into groups of `group_size` values; a group stores
+// q = round((w - bias) / scale) in `bits` bits, w ~= scale * q + bias. Values
+// are packed little-end-first into u32 words, so `packed` is u32 [N, K * bits / 32]
+// (3, 5 and 6 bits straddle words). scales and biases are [N, K / group_size] in
+// f16, bf16 or f32.
+#pragma once
+
+#include <string>
+
+#include "tensor/tensor.h"
+
+namespace mlxcel {
+
+enum class QuantFormat : uint8_t { mlx_affine };
+
+struct QuantSpec {
+  QuantFormat format = QuantFormat::mlx_affine;
+  int bits = 4;         // 2, 3, 4, 5, 6, 8
+  int group_size = 64;  // 32, 64, 128
+  std::string describe() const;  // "mlx q4 g64"
+};
+
+struct QuantizedWeight {
+  Tensor packed;  // u32 [N, K * bits / 32]
+  Tensor scales;  // [N, K / group_size]
+  Tensor biases;  // [N, K / group_size]
+  QuantSpec spec;
+  int64_t rows() const { return packed.dim(0); }
+  int64_t cols() const;  // K, derived from packed and bits
+};
+
+namespace ops {
+
+// Checks shapes and dtypes of a quantized weight; throws invalid_request naming `what`.
+void validate_quantized(const QuantizedWeight& w, const std::string& what);
+// y = x @ dequant(w)^T (+ bias): x [..., K] f32 -> [..., N] f32.
+Tensor qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias = Tensor());
+// Quantized embedding rows: ids i32 [T] -> f32 [T, K].
+Tensor qembedding(const Tensor& ids, const QuantizedWeight& table);
+// MLX-compatible quantizer (same rounding as mlx.core.quantize). w [N, K] float,
+// K divisible by group_size. scale_dtype is the dtype of scales and biases.
+QuantizedWeight quantize(const Tensor& w, QuantSpec spec, DType scale_dtype = DType::f16);
+// Dequantized weight as f32 [N, K].
+Tensor dequantize(const QuantizedWeight& w);
+
+}  // namespace ops
+}  // namespace mlxcel
