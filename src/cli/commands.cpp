@@ -1,0 +1,38 @@
+#include "cli/commands.h"
+
+#include <cstdio>
+#include <exception>
+
+#include "base/error.h"
+
+namespace mlxcel::cli {
+
+// One line per subcommand file.
+#define MLXCEL_CLI_COMMANDS(X)
+
+#define MLXCEL_DECLARE(name) void add_##name##_command(CLI::App& app);
+MLXCEL_CLI_COMMANDS(MLXCEL_DECLARE)
+#undef MLXCEL_DECLARE
+
+void add_all_commands(CLI::App& app) {
+#define MLXCEL_ADD(name) add_##name##_command(app);
+  MLXCEL_CLI_COMMANDS(MLXCEL_ADD)
+#undef MLXCEL_ADD
+}
+
+int run_main(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "mlxcel: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mlxcel: internal error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}
+
+}  // namespace mlxcel::cli
