@@ -1,0 +1,147 @@
+// Thin SIMD layer for the CPU kernels: one float vector type of kWidth lanes
+// (AVX-512: 16, AVX2+FMA+F16C: 8, otherwise a scalar "vector" of 1), loads that
+// widen f16/bf16 to f32, FMA and horizontal sums. The ISA is chosen at build
+// time (-march=native); kernels are written once against this layer.
+//
+// Internal to backends/cpu: never included outside it.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "base/half.h"
+
+namespace mlxcel::cpu {
+
+// Element tags for 16-bit floats (both are stored as uint16_t bits).
+struct bf16_t {
+  uint16_t bits;
+};
+struct f16_t {
+  uint16_t bits;
+};
+static_assert(sizeof(bf16_t) == 2 && sizeof(f16_t) == 2);
+
+inline float to_f32(float v) { return v; }
+inline float to_f32(bf16_t v) { return bf16_to_f32(v.bits); }
+inline float to_f32(f16_t v) { return f16_to_f32(v.bits); }
+
+template <typename T>
+inline T from_f32(float v);
+template <>
+inline float from_f32<float>(float v) { return v; }
+template <>
+inline bf16_t from_f32<bf16_t>(float v) { return bf16_t{f32_to_bf16(v)}; }
+template <>
+inline f16_t from_f32<f16_t>(float v) { return f16_t{f32_to_f16(v)}; }
+
+namespace simd {
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#define MLXCEL_SIMD_AVX512 1
+constexpr int kWidth = 16;
+using VecF = __m512;
+inline VecF zero() { return _mm512_setzero_ps(); }
+inline VecF set1(float v) { return _mm512_set1_ps(v); }
+inline VecF load(const float* p) { return _mm512_loadu_ps(p); }
+inline VecF load(const bf16_t* p) {
+  __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+inline VecF load(const f16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+inline void store(float* p, VecF v) { _mm512_storeu_ps(p, v); }
+inline VecF fma(VecF a, VecF b, VecF c) { return _mm512_fmadd_ps(a, b, c); }
+inline VecF add(VecF a, VecF b) { return _mm512_add_ps(a, b); }
+inline VecF sub(VecF a, VecF b) { return _mm512_sub_ps(a, b); }
+inline VecF mul(VecF a, VecF b) { return _mm512_mul_ps(a, b); }
+inline VecF max(VecF a, VecF b) { return _mm512_max_ps(a, b); }
+inline float hsum(VecF v) { return _mm512_reduce_add_ps(v); }
+inline float hmax(VecF v) { return _mm512_reduce_max_ps(v); }
+
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define MLXCEL_SIMD_AVX2 1
+constexpr int kWidth = 8;
+using VecF = __m256;
+inline VecF zero() { return _mm256_setzero_ps(); }
+inline VecF set1(float v) { return _mm256_set1_ps(v); }
+inline VecF load(const float* p) { return _mm256_loadu_ps(p); }
+inline VecF load(const bf16_t* p) {
+  __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+inline VecF load(const f16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline void store(float* p, VecF v) { _mm256_storeu_ps(p, v); }
+inline VecF fma(VecF a, VecF b, VecF c) { return _mm256_fmadd_ps(a, b, c); }
+inline VecF add(VecF a, VecF b) { return _mm256_add_ps(a, b); }
+inline VecF sub(VecF a, VecF b) { return _mm256_sub_ps(a, b); }
+inline VecF mul(VecF a, VecF b) { return _mm256_mul_ps(a, b); }
+inline VecF max(VecF a, VecF b) { return _mm256_max_ps(a, b); }
+inline float hsum(VecF v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline float hmax(VecF v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+#else
+// Scalar fallback: a "vector" of one lane. Same kernels, no intrinsics.
+constexpr int kWidth = 1;
+using VecF = float;
+inline VecF zero() { return 0.0f; }
+inline VecF set1(float v) { return v; }
+template <typename T>
+inline VecF load(const T* p) { return to_f32(*p); }
+inline void store(float* p, VecF v) { *p = v; }
+inline VecF fma(VecF a, VecF b, VecF c) { return a * b + c; }
+inline VecF add(VecF a, VecF b) { return a + b; }
+inline VecF sub(VecF a, VecF b) { return a - b; }
+inline VecF mul(VecF a, VecF b) { return a * b; }
+inline VecF max(VecF a, VecF b) { return a > b ? a : b; }
+inline float hsum(VecF v) { return v; }
+inline float hmax(VecF v) { return v; }
+#endif
+
+// Dot product of n elements, f32 accumulation. x is f32, w any element type.
+template <typename T>
+inline float dot(const float* x, const T* w, int64_t n) {
+  VecF a0 = zero(), a1 = zero();
+  int64_t k = 0;
+  for (; k + 2 * kWidth <= n; k += 2 * kWidth) {
+    a0 = fma(load(x + k), load(w + k), a0);
+    a1 = fma(load(x + k + kWidth), load(w + k + kWidth), a1);
+  }
+  for (; k + kWidth <= n; k += kWidth) a0 = fma(load(x + k), load(w + k), a0);
+  float s = hsum(add(a0, a1));
+  for (; k < n; ++k) s += x[k] * to_f32(w[k]);
+  return s;
+}
+
+// y[0..n) += a * v[0..n) with v of any element type.
+template <typename T>
+inline void axpy(float* y, float a, const T* v, int64_t n) {
+  VecF av = set1(a);
+  int64_t k = 0;
+  for (; k + kWidth <= n; k += kWidth) store(y + k, fma(av, load(v + k), load(y + k)));
+  for (; k < n; ++k) y[k] += a * to_f32(v[k]);
+}
+
+// y[0..n) *= a.
+inline void scale_inplace(float* y, float a, int64_t n) {
+  VecF av = set1(a);
+  int64_t k = 0;
+  for (; k + kWidth <= n; k += kWidth) store(y + k, mul(av, load(y + k)));
+  for (; k < n; ++k) y[k] *= a;
+}
+
+}  // namespace simd
+}  // namespace mlxcel::cpu

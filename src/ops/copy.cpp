@@ -1,0 +1,121 @@
+// Copies and conversions: contiguous, astype, to_device, zeros, take_rows, slice_last.
+#include <cstring>
+
+#include "backends/cpu/kernels.h"
+#include "ops/ops.h"
+#include "ops/ops_internal.h"
+
+namespace mlxcel::ops {
+
+using namespace detail;
+
+Tensor detail::contiguous_input(const Tensor& x) { return x.is_contiguous() ? x : contiguous(x); }
+
+Tensor contiguous(const Tensor& x) {
+  constexpr const char* kOp = "contiguous";
+  check_defined(kOp, x, "x");
+  if (x.is_contiguous()) return x;
+  check_backend(kOp, x.device());
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  switch (x.device().type) {
+    case DeviceType::cpu: cpu::copy_strided(x, out); break;
+    case DeviceType::cuda: no_cuda(kOp);
+  }
+  return out;
+}
+
+Tensor astype(const Tensor& x, DType dtype) {
+  constexpr const char* kOp = "astype";
+  check_defined(kOp, x, "x");
+  auto is_float = [](DType d) { return d == DType::f32 || d == DType::f16 || d == DType::bf16; };
+  const bool ok = dtype == x.dtype() || (is_float(x.dtype()) && is_float(dtype)) ||
+                  (x.dtype() == DType::i32 && dtype == DType::f32);
+  if (!ok)
+    invalid("[{}] cannot convert {} to {} (supported: f32|f16|bf16 -> f32|f16|bf16, i32 -> f32)", kOp,
+            x.describe(), dtype_name(dtype));
+  check_backend(kOp, x.device());
+  if (dtype == x.dtype()) {
+    Tensor out = Tensor::empty(x.shape(), dtype, x.device());
+    switch (x.device().type) {
+      case DeviceType::cpu: cpu::copy_strided(x, out); break;
+      case DeviceType::cuda: no_cuda(kOp);
+    }
+    return out;
+  }
+  Tensor xc = contiguous_input(x);
+  Tensor out = Tensor::empty(x.shape(), dtype, x.device());
+  switch (x.device().type) {
+    case DeviceType::cpu: cpu::convert(xc, out); break;
+    case DeviceType::cuda: no_cuda(kOp);
+  }
+  return out;
+}
+
+Tensor to_device(const Tensor& x, Device device) {
+  constexpr const char* kOp = "to_device";
+  check_defined(kOp, x, "x");
+  if (x.device().type == DeviceType::cpu && device.type == DeviceType::cpu) {
+    Tensor out = Tensor::empty(x.shape(), x.dtype(), device);
+    cpu::copy_strided(x, out);
+    return out;
+  }
+  // NOTE: host <-> device copies belong to the CUDA backend.
+  unsupported("[{}] copy from {} to {} needs the CUDA backend (not built)", kOp, device_name(x.device()),
+              device_name(device));
+}
+
+Tensor zeros(const Shape& shape, DType dtype, Device device) {
+  constexpr const char* kOp = "zeros";
+  check_backend(kOp, device);
+  switch (device.type) {
+    case DeviceType::cpu: return Tensor::zeros(shape, dtype, device);
+    case DeviceType::cuda: no_cuda(kOp);
+  }
+  no_cuda(kOp);
+}
+
+Tensor take_rows(const Tensor& x, const Tensor& idx) {
+  constexpr const char* kOp = "take_rows";
+  check_defined(kOp, x, "x");
+  check_defined(kOp, idx, "idx");
+  if (x.ndim() != 2) invalid("[{}] x must be [R, D], got {}", kOp, x.describe());
+  if (idx.ndim() != 1) invalid("[{}] idx must be i32 [n], got {}", kOp, idx.describe());
+  check_dtype(kOp, idx, "idx", {DType::i32});
+  check_same_device(kOp, x, idx, "idx");
+  check_backend(kOp, x.device());
+  Tensor xc = contiguous_input(x), ic = contiguous_input(idx);
+  const int64_t n = ic.dim(0), R = xc.dim(0);
+  Tensor out = Tensor::empty({n, xc.dim(1)}, x.dtype(), x.device());
+  switch (x.device().type) {
+    case DeviceType::cpu: {
+      const int32_t* ip = ic.data<int32_t>();
+      for (int64_t i = 0; i < n; ++i) {
+        if (ip[i] < 0 || ip[i] >= R) invalid("[{}] index {} at position {} is outside [0, {})", kOp, ip[i], i, R);
+      }
+      cpu::gather_rows(xc, ip, n, out);
+      break;
+    }
+    case DeviceType::cuda: no_cuda(kOp);
+  }
+  return out;
+}
+
+Tensor slice_last(const Tensor& x, int64_t begin, int64_t end) {
+  constexpr const char* kOp = "slice_last";
+  check_defined(kOp, x, "x");
+  check_ndim_at_least(kOp, x, "x", 1);
+  const int64_t D = x.dim(-1);
+  if (begin < 0 || end < begin || end > D) invalid("[{}] [{}, {}) is outside the last dimension of {}", kOp, begin, end, x.describe());
+  check_backend(kOp, x.device());
+  Tensor xc = contiguous_input(x);
+  Shape shape = x.shape();
+  shape.back() = end - begin;
+  Tensor out = Tensor::empty(shape, x.dtype(), x.device());
+  switch (x.device().type) {
+    case DeviceType::cpu: cpu::slice_last(xc, begin, end, out); break;
+    case DeviceType::cuda: no_cuda(kOp);
+  }
+  return out;
+}
+
+}  // namespace mlxcel::ops

@@ -1,0 +1,57 @@
+// Helpers shared by the op implementations (validation and device dispatch).
+// Private to src/ops: not part of the op API.
+#pragma once
+
+#include <initializer_list>
+#include <string>
+
+#include "base/error.h"
+#include "tensor/tensor.h"
+
+namespace mlxcel::ops::detail {
+
+// Thrown by the CUDA case of an op's dispatch switch until the CUDA backend has a kernel.
+[[noreturn]] inline void no_cuda(const char* op) {
+  throw Error(ErrorKind::unsupported, fmt::format("[{}] has no CUDA implementation", op));
+}
+
+// Rejects devices that have no backend for this op before anything is allocated there.
+inline void check_backend(const char* op, Device d) {
+#ifndef MLXCEL_WITH_CUDA
+  if (d.type == DeviceType::cuda) no_cuda(op);
+#else
+  (void)op;
+  (void)d;
+#endif
+}
+
+inline void check_defined(const char* op, const Tensor& t, const char* name) {
+  if (!t.defined()) invalid("[{}] {} is undefined", op, name);
+}
+
+inline void check_dtype(const char* op, const Tensor& t, const char* name, std::initializer_list<DType> ok) {
+  for (DType d : ok) {
+    if (t.dtype() == d) return;
+  }
+  std::string allowed;
+  for (DType d : ok) allowed += std::string(allowed.empty() ? "" : "|") + dtype_name(d);
+  invalid("[{}] {} must be {}, got {}", op, name, allowed, t.describe());
+}
+
+inline void check_float(const char* op, const Tensor& t, const char* name) {
+  check_dtype(op, t, name, {DType::f32, DType::f16, DType::bf16});
+}
+
+inline void check_same_device(const char* op, const Tensor& a, const Tensor& b, const char* b_name) {
+  if (b.defined() && !(a.device() == b.device()))
+    invalid("[{}] {} is on {} but the input is on {}", op, b_name, device_name(b.device()), device_name(a.device()));
+}
+
+inline void check_ndim_at_least(const char* op, const Tensor& t, const char* name, int n) {
+  if (t.ndim() < n) invalid("[{}] {} must have at least {} dimension(s), got {}", op, name, n, t.describe());
+}
+
+// The input as a contiguous tensor (no copy when it already is).
+Tensor contiguous_input(const Tensor& x);
+
+}  // namespace mlxcel::ops::detail

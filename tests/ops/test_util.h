@@ -1,0 +1,89 @@
+// Helpers for the op tests: random tensors, dtype round trips, comparisons.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "base/half.h"
+#include "ops/ops.h"
+#include "tensor/tensor.h"
+
+namespace mlxcel::testing {
+
+inline std::vector<float> rand_vec(int64_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+inline Tensor rand_f32(const Shape& shape, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  return Tensor::from_f32(shape, rand_vec(shape_numel(shape), seed, lo, hi));
+}
+
+// A tensor of `dtype` holding `values` rounded to that dtype.
+inline Tensor make_tensor(const Shape& shape, const std::vector<float>& values, DType dtype) {
+  Tensor t = Tensor::empty(shape, dtype);
+  for (size_t i = 0; i < values.size(); ++i) {
+    switch (dtype) {
+      case DType::f32: t.data<float>()[i] = values[i]; break;
+      case DType::f16: t.data<uint16_t>()[i] = f32_to_f16(values[i]); break;
+      case DType::bf16: t.data<uint16_t>()[i] = f32_to_bf16(values[i]); break;
+      default: ADD_FAILURE() << "make_tensor: dtype " << dtype_name(dtype);
+    }
+  }
+  return t;
+}
+
+// Values as the kernels see them after rounding to `dtype`.
+inline std::vector<float> round_to(const std::vector<float>& v, DType dtype) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    switch (dtype) {
+      case DType::f16: out[i] = f16_to_f32(f32_to_f16(v[i])); break;
+      case DType::bf16: out[i] = bf16_to_f32(f32_to_bf16(v[i])); break;
+      default: out[i] = v[i];
+    }
+  }
+  return out;
+}
+
+// |got - want| <= atol + rtol * |want| elementwise; reports the first few misses.
+inline void expect_close(const std::vector<float>& got, const std::vector<float>& want, float atol, float rtol,
+                         const std::string& what = "") {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  int misses = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const float tol = atol + rtol * std::fabs(want[i]);
+    const bool ok = std::fabs(got[i] - want[i]) <= tol || (std::isnan(got[i]) && std::isnan(want[i]));
+    if (!ok && misses++ < 5) ADD_FAILURE() << what << " [" << i << "] got " << got[i] << " want " << want[i];
+  }
+  EXPECT_EQ(misses, 0) << what << ": " << misses << " of " << got.size() << " differ";
+}
+
+inline void expect_close(const Tensor& got, const std::vector<float>& want, float atol, float rtol,
+                         const std::string& what = "") {
+  expect_close(got.to_f32_vector(), want, atol, rtol, what);
+}
+
+// fn() throws mlxcel::Error of `kind` whose message contains `needle`.
+inline void expect_error(const std::function<void()>& fn, ErrorKind kind, const std::string& needle = "") {
+  try {
+    fn();
+    ADD_FAILURE() << "no error thrown (wanted " << error_kind_name(kind) << " '" << needle << "')";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), kind) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "message: " << e.what();
+  }
+}
+
+inline const DType kFloatDTypes[] = {DType::f32, DType::f16, DType::bf16};
+
+}  // namespace mlxcel::testing
