@@ -1,0 +1,130 @@
+// Dense linear: GEMV for decode-sized batches, blocked GEMM otherwise.
+#include "backends/cpu/linear.h"
+
+#include <type_traits>
+#include <vector>
+
+#include "backends/cpu/gemm.h"
+#include "backends/cpu/parallel.h"
+#include "backends/cpu/simd.h"
+#include "base/error.h"
+
+namespace mlxcel::cpu {
+
+namespace {
+
+// y[m][n] = dot(x[m], w[n]) for n in [n0, n1), all M rows at once: each weight
+// row is read once. M accumulator sets of U vectors keep the FMA pipes busy.
+template <int M, typename T>
+void gemv_rows(const float* x, int64_t K, const T* w, int64_t n0, int64_t n1, float* y, int64_t N) {
+  using namespace simd;
+  constexpr int U = M <= 2 ? 4 : (M <= 4 ? 2 : 1);
+  for (int64_t n = n0; n < n1; ++n) {
+    const T* wr = w + n * K;
+    VecF acc[M][U];
+    for (int m = 0; m < M; ++m)
+      for (int u = 0; u < U; ++u) acc[m][u] = zero();
+    int64_t k = 0;
+    for (; k + U * kWidth <= K; k += U * kWidth) {
+      for (int u = 0; u < U; ++u) {
+        const VecF wv = load(wr + k + u * kWidth);
+        for (int m = 0; m < M; ++m) acc[m][u] = fma(load(x + m * K + k + u * kWidth), wv, acc[m][u]);
+      }
+    }
+    for (; k + kWidth <= K; k += kWidth) {
+      const VecF wv = load(wr + k);
+      for (int m = 0; m < M; ++m) acc[m][0] = fma(load(x + m * K + k), wv, acc[m][0]);
+    }
+    for (int m = 0; m < M; ++m) {
+      VecF a = acc[m][0];
+      for (int u = 1; u < U; ++u) a = add(a, acc[m][u]);
+      float s = hsum(a);
+      for (int64_t kk = k; kk < K; ++kk) s += x[m * K + kk] * to_f32(wr[kk]);
+      y[m * N + n] = s;
+    }
+  }
+}
+
+template <typename T>
+void gemv(const float* x, int64_t M, int64_t K, const T* w, int64_t N, float* y) {
+  auto body = [&](int64_t n0, int64_t n1) {
+    switch (M) {
+      case 1: gemv_rows<1>(x, K, w, n0, n1, y, N); break;
+      case 2: gemv_rows<2>(x, K, w, n0, n1, y, N); break;
+      case 3: gemv_rows<3>(x, K, w, n0, n1, y, N); break;
+      case 4: gemv_rows<4>(x, K, w, n0, n1, y, N); break;
+      case 5: gemv_rows<5>(x, K, w, n0, n1, y, N); break;
+      case 6: gemv_rows<6>(x, K, w, n0, n1, y, N); break;
+      case 7: gemv_rows<7>(x, K, w, n0, n1, y, N); break;
+      case 8: gemv_rows<8>(x, K, w, n0, n1, y, N); break;
+      default: MLXCEL_CHECK(false, "gemv with {} rows", M);
+    }
+  };
+  // NOTE: chunks of >= 16 rows keep each thread on long sequential weight streams.
+  ThreadPool::global().parallel_for(N, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, K * M)));
+}
+
+struct F32Source {
+  const float* w;
+  int64_t K;
+  const float* panel(int64_t n0, int64_t, int64_t k0, int64_t, float*, int64_t& ld) const {
+    ld = K;
+    return w + n0 * K + k0;
+  }
+};
+
+template <typename T>
+struct HalfSource {
+  const T* w;
+  int64_t K;
+  const float* panel(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float* buf, int64_t& ld) const {
+    ld = kb;
+    for (int64_t n = 0; n < nb; ++n) {
+      const T* src = w + (n0 + n) * K + k0;
+      float* dst = buf + n * kb;
+      int64_t k = 0;
+      for (; k + simd::kWidth <= kb; k += simd::kWidth) simd::store(dst + k, simd::load(src + k));
+      for (; k < kb; ++k) dst[k] = to_f32(src[k]);
+    }
+    return buf;
+  }
+};
+
+template <typename T>
+void linear_typed(const float* x, int64_t M, int64_t K, const T* w, int64_t N, const float* bias, float* y) {
+  if (M <= kGemvMaxRows) {
+    gemv(x, M, K, w, N, y);
+    if (bias) {
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) y[m * N + n] += bias[n];
+    }
+    return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    gemm::run(x, M, K, N, F32Source{w, K}, bias, y);
+  } else {
+    gemm::run(x, M, K, N, HalfSource<T>{w, K}, bias, y);
+  }
+}
+
+}  // namespace
+
+void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) {
+  const int64_t K = x.dim(-1);
+  int64_t M = 1;
+  for (int i = 0; i + 1 < x.ndim(); ++i) M *= x.shape()[size_t(i)];
+  const int64_t N = w.dim(0);
+  std::vector<float> bias_f32;
+  if (bias.defined()) bias_f32 = bias.to_f32_vector();
+  const float* b = bias.defined() ? bias_f32.data() : nullptr;
+  float* y = out.data<float>();
+  const float* xp = x.data<float>();
+  switch (w.dtype()) {
+    case DType::f32: linear_typed(xp, M, K, w.data<float>(), N, b, y); break;
+    case DType::f16: linear_typed(xp, M, K, w.data<f16_t>(), N, b, y); break;
+    case DType::bf16: linear_typed(xp, M, K, w.data<bf16_t>(), N, b, y); break;
+    default: MLXCEL_CHECK(false, "linear with weight {}", dtype_name(w.dtype()));
+  }
+}
+
+}  // namespace mlxcel::cpu
