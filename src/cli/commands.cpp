@@ -8,7 +8,10 @@
 namespace mlxcel::cli {
 
 // One line per subcommand file.
-#define MLXCEL_CLI_COMMANDS(X)
+#define MLXCEL_CLI_COMMANDS(X) \
+  X(list) \
+  X(rm) \
+  X(download)
 
 #define MLXCEL_DECLARE(name) void add_##name##_command(CLI::App& app);
 MLXCEL_CLI_COMMANDS(MLXCEL_DECLARE)
