@@ -1,0 +1,149 @@
+// Tokenizer::from_gguf: the tokenizer that llama.cpp builds from GGUF metadata.
+//
+// tokenizer.ggml.model "llama" -> SentencePiece BPE driven by token scores (llama.cpp's
+// llm_tokenizer_spm), with " " -> "▁" and an optional leading "▁".
+// tokenizer.ggml.model "gpt2"  -> byte-level BPE with merges; tokenizer.ggml.pre names the
+// pre-tokenizer regex list (copied from llama.cpp's llama-vocab.cpp; each regex splits every
+// piece further and keeps the unmatched text).
+// Tokens of type USER_DEFINED become non-special added tokens and CONTROL tokens special
+// ones, so encode(text, add_special, /*parse_special=*/false) reproduces llama_tokenize
+// with parse_special = false.
+#include <map>
+
+#include "base/error.h"
+#include "loader/gguf.h"
+#include "tokenizer/tokenizer_impl.h"
+
+namespace mlxcel {
+
+namespace {
+
+constexpr int kTypeControl = 3;
+constexpr int kTypeUserDefined = 4;
+
+const char* kLlama3 =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const char* kQwen2 =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const char* kQwen35 =
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| "
+    "?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const char* kGpt2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
+
+struct PreSpec {
+  std::vector<std::string> regexes;
+  bool ignore_merges = false;
+};
+
+PreSpec pre_spec(const std::string& pre) {
+  if (pre == "llama3" || pre == "llama-v3" || pre == "llama-bpe" || pre == "falcon3" || pre == "pixtral" ||
+      pre == "dbrx" || pre == "smaug-bpe" || pre == "chatglm-bpe" || pre == "glm4") {
+    return {{kLlama3}, pre != "dbrx" && pre != "smaug-bpe" && pre != "chatglm-bpe" && pre != "glm4"};
+  }
+  if (pre == "qwen2" || pre == "deepseek-r1-qwen" || pre == "stablelm2" || pre == "hunyuan") return {{kQwen2}};
+  if (pre == "qwen35") return {{kQwen35}};
+  if (pre == "deepseek-llm") {
+    return {{"[\r\n]",
+             "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+",
+             "\\s?[!-/:-~！-／：-～‘-‟　-。]+", "\\s+$", "[一-龥ࠀ-一가-퟿]+", "\\p{N}+"}};
+  }
+  if (pre == "deepseek-v3") {
+    return {{"\\p{N}{1,3}", "[一-龥぀-ゟ゠-ヿ]+",
+             "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| "
+             "?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+"}};
+  }
+  if (pre == "deepseek-coder") {
+    return {{"[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", "[一-龥ࠀ-一가-퟿]+", "\\p{N}"}};
+  }
+  if (pre == "falcon") return {{"[\\p{P}\\$\\+<=>\\^~\\|`]+", kGpt2, "[0-9][0-9][0-9]"}};
+  if (pre == "starcoder" || pre == "refact" || pre == "command-r" || pre == "smollm" || pre == "codeshell" ||
+      pre == "exaone" || pre == "minerva-7b") {
+    return {{"\\p{N}", kGpt2}};
+  }
+  if (pre == "gpt-2" || pre == "phi-2" || pre == "jina-es" || pre == "jina-de" || pre == "gigachat" ||
+      pre == "jina-v2-es" || pre == "jina-v2-de" || pre == "mpt" || pre == "olmo" || pre == "jais" ||
+      pre == "roberta-bpe" || pre == "jina-v1-en" || pre == "jina-v2-code" || pre == "trillion") {
+    return {{kGpt2}};
+  }
+  if (pre == "poro-chat" || pre == "bloom" || pre == "gpt3-finnish") return {{" ?[^(\\s|.,!?…。，、।۔،)]+"}};
+  if (pre == "viking") return {{" ?[^(\\s|.,!?…。，、।۔،)]+", "\\p{N}"}};
+  if (pre.empty() || pre == "default") {
+    return {{"[\\p{P}\\$\\+<=>\\^~\\|]+", kGpt2, "\\p{N}+", "[0-9][0-9][0-9]"}};
+  }
+  unsupported("[tokenizer] GGUF pre-tokenizer '{}' is not supported", pre);
+}
+
+const std::vector<std::string>& strings_of(const GgufFile& g, const char* key) {
+  const GgufArray& a = g.at(key).as_array();
+  if (a.elem_type != GgufType::string) invalid("[tokenizer] GGUF {} must be an array of strings", key);
+  return a.strings;
+}
+
+}  // namespace
+
+Tokenizer Tokenizer::from_gguf(const GgufFile& g) {
+  std::string kind = g.get_string("tokenizer.ggml.model");
+  const std::vector<std::string>& tokens = strings_of(g, "tokenizer.ggml.tokens");
+  std::vector<int64_t> types;
+  if (const GgufValue* t = g.find("tokenizer.ggml.token_type")) {
+    types = t->as_array().ints;
+    if (types.size() != tokens.size()) invalid("[tokenizer] GGUF token_type has {} entries for {} tokens", types.size(), tokens.size());
+  }
+  auto impl = std::make_shared<TokenizerImpl>();
+  if (kind == "llama") {
+    std::vector<float> scores(tokens.size(), 0.f);
+    if (const GgufValue* s = g.find("tokenizer.ggml.scores")) {
+      const GgufArray& a = s->as_array();
+      if (a.floats.size() != tokens.size()) invalid("[tokenizer] GGUF scores has {} entries for {} tokens", a.floats.size(), tokens.size());
+      for (size_t i = 0; i < tokens.size(); ++i) scores[i] = static_cast<float>(a.floats[i]);
+    }
+    auto model = std::make_unique<SpmScoresModel>(std::move(scores));
+    for (size_t i = 0; i < tokens.size(); ++i) model->add_token(tokens[i], static_cast<int32_t>(i));
+    impl->model = std::move(model);
+    bool prefix = g.get_bool("tokenizer.ggml.add_space_prefix", true);
+    std::vector<std::unique_ptr<Normalizer>> norms;
+    if (prefix) norms.push_back(make_prepend(" "));
+    norms.push_back(make_replace(" ", "\xE2\x96\x81"));
+    impl->normalizer = make_norm_sequence(std::move(norms));
+    impl->decoder = make_spm_decoder(prefix);
+  } else if (kind == "gpt2") {
+    PreSpec spec = pre_spec(g.get_string("tokenizer.ggml.pre", ""));
+    BpeOptions o;
+    o.ignore_merges = spec.ignore_merges;
+    auto model = std::make_unique<BpeModel>(o);
+    for (size_t i = 0; i < tokens.size(); ++i) model->add_token(tokens[i], static_cast<int32_t>(i));
+    std::vector<std::pair<std::string, std::string>> merges;
+    if (g.has("tokenizer.ggml.merges")) {
+      for (const std::string& m : strings_of(g, "tokenizer.ggml.merges")) {
+        size_t sp = m.find(' ', 1);
+        if (sp == std::string::npos) invalid("[tokenizer] GGUF merge '{}' has no separator", m);
+        merges.emplace_back(m.substr(0, sp), m.substr(sp + 1));
+      }
+    }
+    model->set_merges(merges);
+    impl->model = std::move(model);
+    std::vector<std::unique_ptr<PreTokenizer>> parts;
+    for (const std::string& re : spec.regexes) parts.push_back(make_regex_split(re));
+    parts.push_back(make_byte_level(false, false));
+    impl->pre_tokenizer = make_pre_sequence(std::move(parts));
+    impl->decoder = make_byte_level_decoder();
+  } else {
+    unsupported("[tokenizer] GGUF tokenizer model '{}' is not supported (only 'llama' and 'gpt2')", kind);
+  }
+  std::vector<AddedToken> added;
+  for (size_t i = 0; i < types.size(); ++i) {
+    if (types[i] != kTypeControl && types[i] != kTypeUserDefined) continue;
+    AddedToken a;
+    a.id = static_cast<int32_t>(i);
+    a.content = tokens[i];
+    a.special = types[i] == kTypeControl;
+    a.normalized = false;
+    added.push_back(std::move(a));
+  }
+  impl->set_added(std::move(added));
+  return TokenizerImpl::wrap(std::move(impl));
+}
+
+}  // namespace mlxcel

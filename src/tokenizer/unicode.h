@@ -1,0 +1,47 @@
+// UTF-8 and Unicode helpers for the tokenizer: decoding, lossy repair, normalization (ICU),
+// case mapping and the character classes that Hugging Face `tokenizers` uses (Rust's char
+// methods), plus the GPT-2 byte <-> unicode table.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mlxcel::unicode {
+
+// Decodes the code point at s[i] and advances i. Invalid sequences yield U+FFFD and advance
+// by the maximal invalid prefix, exactly like Rust's String::from_utf8_lossy.
+char32_t next_cp(std::string_view s, size_t& i);
+void append_utf8(std::string& out, char32_t cp);
+std::string to_utf8(char32_t cp);
+std::vector<char32_t> decode(std::string_view s);
+// Length in bytes of the (valid) UTF-8 sequence starting with lead byte b; 1 for bad leads.
+size_t utf8_len(uint8_t b);
+bool is_valid_utf8(std::string_view s);
+// Replaces every invalid sequence with U+FFFD (Rust from_utf8_lossy semantics).
+std::string sanitize_utf8(std::string_view s);
+size_t count_chars(std::string_view s);
+
+enum class NormForm { nfc, nfd, nfkc, nfkd };
+std::string normalize(std::string_view s, NormForm form);
+// Rust char::to_lowercase applied char by char (no context-sensitive final sigma).
+std::string lowercase(std::string_view s);
+
+// Character classes with Rust / HF semantics.
+bool is_whitespace(char32_t c);    // Unicode White_Space
+bool is_alphanumeric(char32_t c);  // Alphabetic or numeric (Nd, Nl, No)
+bool is_numeric(char32_t c);
+bool is_punctuation(char32_t c);  // general category P*
+bool is_bert_punctuation(char32_t c);  // ASCII punctuation or P*
+bool is_other(char32_t c);        // general category C* (Cc, Cf, Cs, Co, Cn)
+bool is_mark(char32_t c);         // general category M*
+bool is_mark_nonspacing(char32_t c);  // Mn
+bool is_chinese_char(char32_t c);  // BERT's CJK ideograph ranges
+
+// GPT-2 byte-level alphabet: every byte maps to one printable code point.
+const std::string& byte_to_unicode(uint8_t b);  // UTF-8 of the mapped code point
+// Inverse map; returns -1 when c is not in the alphabet.
+int unicode_to_byte(char32_t c);
+
+}  // namespace mlxcel::unicode
