@@ -2,7 +2,7 @@
 # Installs every Debian package the build and the tests need. Idempotent.
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build ccache pkg-config git
-      libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libpcre2-dev
+      libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libicu-dev
       libyaml-cpp-dev libcurl4-openssl-dev libboost1.81-dev
       libgtest-dev libgmock-dev libbenchmark-dev
       clang libclang-rt-14-dev
