@@ -410,8 +410,9 @@ ModelConfig parse_model_config(const json& root, const std::string& source) {
       break;
     }
   }
-  if (auto v = r.opt_str("hidden_act")) cfg.hidden_act = *v;
-  else if (auto v2 = r.opt_str("hidden_activation")) cfg.hidden_act = *v2;
+  // Gemma's hidden_activation overrides its (legacy) hidden_act, as in transformers.
+  if (auto v = r.opt_str("hidden_activation")) cfg.hidden_act = *v;
+  else if (auto v2 = r.opt_str("hidden_act")) cfg.hidden_act = *v2;
   if (auto v = r.opt_bool("tie_word_embeddings")) cfg.tie_word_embeddings = *v;
   if (auto v = r.opt_bool("attention_bias")) cfg.attention_bias = *v;
   if (auto v = r.opt_bool("mlp_bias")) cfg.mlp_bias = *v;

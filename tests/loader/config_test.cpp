@@ -393,3 +393,84 @@ TEST(Config, LoadFromFile) {
   expect_error([&] { load_model_config((dir / "missing.json").string()); }, ErrorKind::not_found, {"missing.json"});
   std::filesystem::remove_all(dir);
 }
+
+TEST(Config, GemmaHiddenActivationWins) {
+  ModelConfig c = parse(R"({"model_type": "gemma", "hidden_size": 64, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "vocab_size": 100, "hidden_act": "gelu"})");
+  EXPECT_EQ(c.hidden_act, "gelu_pytorch_tanh");
+  EXPECT_TRUE(c.tie_word_embeddings);
+}
+
+// The transformers 5.17 fixtures (tests/fixtures/<family>/config.json).
+TEST(Config, Fixtures) {
+  std::string root = std::string(MLXCEL_SOURCE_DIR) + "/tests/fixtures/";
+  auto load = [&](const std::string& family) { return load_model_config(root + family + "/config.json"); };
+  if (!std::filesystem::exists(root + "llama/config.json")) GTEST_SKIP() << "no fixtures";
+
+  ModelConfig llama = load("llama");
+  EXPECT_EQ(llama.rope_for("full_attention").type, "llama3");
+  EXPECT_EQ(llama.rope_for("full_attention").original_max_position, 16);
+  EXPECT_EQ(llama.rope_for("full_attention").max_position, 128);
+  EXPECT_DOUBLE_EQ(llama.rope_for("full_attention").theta, 5e5);
+  EXPECT_EQ(llama.head_dim, 16);
+  EXPECT_EQ(llama.num_key_value_heads, 2);
+  EXPECT_FALSE(llama.tie_word_embeddings);
+  EXPECT_TRUE(llama.eos_token_ids.empty());
+  EXPECT_EQ(llama.pad_token_id, -1);
+
+  ModelConfig mistral = load("mistral");
+  EXPECT_EQ(mistral.sliding_window, 8);
+  EXPECT_EQ(mistral.layer_types, std::vector<std::string>(2, "sliding_attention"));
+
+  ModelConfig starcoder2 = load("starcoder2");
+  EXPECT_EQ(starcoder2.layer_types, std::vector<std::string>(2, "sliding_attention"));
+  EXPECT_FLOAT_EQ(starcoder2.norm_eps, 1e-5f);
+  EXPECT_EQ(starcoder2.hidden_act, "gelu_pytorch_tanh");
+
+  for (const char* f : {"qwen2", "qwen3", "smollm3"}) {
+    ModelConfig c = load(f);
+    EXPECT_EQ(c.sliding_window, 0) << f;
+    for (const auto& t : c.layer_types) EXPECT_EQ(t, "full_attention") << f;
+  }
+  EXPECT_DOUBLE_EQ(load("qwen2").rope_for("").theta, 1e6);
+  EXPECT_EQ(load("qwen3").head_dim, 32);
+
+  ModelConfig gemma = load("gemma");
+  EXPECT_EQ(gemma.num_key_value_heads, 1);
+  EXPECT_EQ(gemma.head_dim, 32);
+  EXPECT_EQ(gemma.hidden_act, "gelu_pytorch_tanh");
+
+  ModelConfig gemma2 = load("gemma2");
+  EXPECT_EQ(gemma2.layer_types, (std::vector<std::string>{"sliding_attention", "full_attention", "sliding_attention",
+                                                           "full_attention"}));
+  EXPECT_FLOAT_EQ(gemma2.attn_logit_softcapping, 50.0f);
+  EXPECT_FLOAT_EQ(gemma2.final_logit_softcapping, 30.0f);
+  EXPECT_FLOAT_EQ(gemma2.query_pre_attn_scalar, 24.0f);
+  EXPECT_EQ(gemma2.sliding_window, 8);
+
+  ModelConfig gemma3 = load("gemma3_text");
+  EXPECT_EQ(gemma3.layer_types, (std::vector<std::string>{"sliding_attention", "sliding_attention",
+                                                           "sliding_attention", "full_attention"}));
+  EXPECT_EQ(gemma3.rope_for("full_attention").type, "linear");
+  EXPECT_DOUBLE_EQ(gemma3.rope_for("full_attention").factor, 8.0);
+  EXPECT_DOUBLE_EQ(gemma3.rope_for("full_attention").theta, 1e6);
+  EXPECT_EQ(gemma3.rope_for("sliding_attention").type, "default");
+  EXPECT_DOUBLE_EQ(gemma3.rope_for("sliding_attention").theta, 1e4);
+  EXPECT_FLOAT_EQ(gemma3.final_logit_softcapping, 0.0f);
+  EXPECT_FLOAT_EQ(gemma3.query_pre_attn_scalar, 48.0f);
+
+  ModelConfig phi3 = load("phi3");
+  const RopeConfig& pr = phi3.rope_for("full_attention");
+  EXPECT_EQ(pr.type, "longrope");
+  EXPECT_EQ(pr.head_dim, 16);
+  EXPECT_EQ(pr.rotary_dim, 8);
+  EXPECT_EQ(pr.original_max_position, 16);
+  EXPECT_EQ(pr.max_position, 128);
+  EXPECT_EQ(pr.long_factor, (std::vector<double>{1.0, 2.0, 3.5, 6.0}));
+  EXPECT_EQ(phi3.sliding_window, 0);
+
+  ModelConfig granite = load("granite");
+  EXPECT_DOUBLE_EQ(granite.raw["embedding_multiplier"].get<double>(), 4.0);
+  ModelConfig olmo2 = load("olmo2");
+  EXPECT_DOUBLE_EQ(olmo2.rope_for("").theta, 5e5);
+}

@@ -217,3 +217,27 @@ TEST(Checkpoint, Errors) {
   msg = error_of([&] { load_checkpoint_weights(d.str()); }, ErrorKind::invalid_request);
   EXPECT_TRUE(has(msg, "s3.safetensors") && has(msg, "layers.3.w")) << msg;
 }
+
+// model.safetensors of every transformers fixture: written by the reference library.
+TEST(Checkpoint, Fixtures) {
+  fs::path root = fs::path(MLXCEL_SOURCE_DIR) / "tests/fixtures";
+  if (!fs::exists(root / "llama/model.safetensors")) GTEST_SKIP() << "no fixtures";
+  int families = 0;
+  for (const auto& e : fs::directory_iterator(root)) {
+    if (!fs::exists(e.path() / "model.safetensors")) continue;
+    ++families;
+    WeightMap w = load_checkpoint_weights(e.path().string());
+    EXPECT_TRUE(w.notes().empty()) << e.path();
+    EXPECT_TRUE(w.contains("model.embed_tokens.weight")) << e.path();
+    const Tensor& emb = w.get("model.embed_tokens.weight");
+    EXPECT_EQ(emb.dtype(), DType::f32);
+    EXPECT_EQ(emb.shape(), (Shape{512, 64})) << e.path();
+    for (const auto& [name, t] : w) {
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw()) % dtype_size(t.dtype()), 0u) << name;
+    }
+    // The reference logits files too.
+    WeightMap ref = load_checkpoint_weights((e.path() / "reference.safetensors").string());
+    EXPECT_EQ(ref.get("logits_0").shape(), (Shape{19, 512}));
+  }
+  EXPECT_GE(families, 10);
+}
