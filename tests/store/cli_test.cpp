@@ -1,6 +1,8 @@
 // End-to-end: the built `mlxcel` binary's list, rm and download commands.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <regex>
@@ -206,6 +208,51 @@ TEST_F(CliTest, Download) {
   EXPECT_NE(r.err.find("Revision not found"), std::string::npos) << r.err;
   r = mlxcel("download 'bad id!'");
   EXPECT_EQ(r.rc, 1);
+}
+
+TEST_F(CliTest, CtrlCLeavesNoModelAndResumes) {
+  MockHub hub;
+  env_.set("HF_ENDPOINT", hub.url());
+  fs::path err = dir_ / "sigint-stderr.txt";
+  pid_t pid = fork();
+  if (pid == 0) {
+    FILE* f = std::freopen(err.c_str(), "w", stderr);
+    (void)f;
+    execl(MLXCEL_BIN, MLXCEL_BIN, "download", "test-org/slow", (char*)nullptr);
+    _exit(127);
+  }
+  // Wait until the weights are partly there, then interrupt.
+  fs::path part;
+  for (int i = 0; i < 500 && part.empty(); ++i) {
+    std::error_code ec;
+    for (auto it = fs::recursive_directory_iterator(models(), ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      if (it->path().filename() == "model.safetensors.part" && it->file_size(ec) > 0)
+        part = it->path();
+    }
+    usleep(10000);
+  }
+  ASSERT_FALSE(part.empty()) << "download never started";
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  std::string msg = testing::read_file(err);
+  EXPECT_NE(msg.find("interrupted"), std::string::npos) << msg;
+  // Nothing that looks like a model; the part file stays for a resume.
+  EXPECT_FALSE(fs::exists(models() / "test-org" / "slow"));
+  EXPECT_EQ(mlxcel("list -q").out, "");
+  ASSERT_TRUE(fs::exists(part));
+  uint64_t had = fs::file_size(part);
+  EXPECT_LT(had, 400000u);
+
+  hub.reset();
+  CliRun r = mlxcel("download test-org/slow");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(fs::file_size(models() / "test-org" / "slow" / "model.safetensors"), 400000u);
+  EXPECT_NE(hub.log().find("bytes=" + std::to_string(had) + "-"), std::string::npos)
+      << hub.log();
 }
 
 }  // namespace

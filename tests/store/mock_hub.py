@@ -11,6 +11,7 @@ GET /{owner}/{name}/resolve/{rev}/{file} (with Range), for a few fake repos:
   test-org/truncated  model.safetensors always ends early (a short but clean response)
   test-org/flaky      the first request for each file drops the connection mid-body
   test-org/gguf-only  only a .gguf file and a README
+  test-org/slow       model.safetensors trickles out in small chunks (for Ctrl-C tests)
   mlx-community/tiny-bare   a small repo for bare-name resolution
 
 GET /_mock/log returns the requests seen (path, range, auth); GET /_mock/reset clears the
@@ -22,6 +23,7 @@ import json
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlparse, parse_qs
 
@@ -61,6 +63,8 @@ REPOS = {
                            "model.safetensors": blob("truncated", 100_000)},
     "test-org/flaky": {"config.json": b'{"model_type": "tiny"}',
                        "model.safetensors": blob("flaky", 300_000)},
+    "test-org/slow": {"config.json": b'{"model_type": "tiny"}',
+                      "model.safetensors": blob("slow", 400_000)},
     "test-org/gguf-only": {"model-Q4_0.gguf": blob("gguf", 4_000), "README.md": b"# gguf\n"},
     "mlx-community/tiny-bare": {"config.json": b'{"model_type": "tiny"}',
                                 "model.safetensors": blob("bare", 1_000)},
@@ -219,6 +223,15 @@ class Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             self.close_connection = True
+            return
+        if repo == "test-org/slow" and name == "model.safetensors":
+            try:
+                for i in range(0, len(body), 8192):
+                    self.wfile.write(body[i:i + 8192])
+                    self.wfile.flush()
+                    time.sleep(0.02)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client went away (interrupted)
             return
         self.wfile.write(body)
 
