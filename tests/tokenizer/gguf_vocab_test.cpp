@@ -1,0 +1,108 @@
+// llama.cpp's vocabulary test vectors (.testdata/llama.cpp/models/ggml-vocab-*.gguf with
+// .inp/.out, the format of llama.cpp tests/test-tokenizer-0.cpp): the inputs are separated by
+// "\n__ggml_vocab_test__\n", each output line holds the expected ids. llama.cpp tokenizes
+// them with add_special = false and parse_special = false.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "base/error.h"
+#include "loader/gguf.h"
+#include "tokenizer/tokenizer.h"
+
+namespace mlxcel {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path models_dir() { return fs::path(MLXCEL_SOURCE_DIR) / ".testdata/llama.cpp/models"; }
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::pair<std::string, std::vector<int32_t>>> read_vectors(const fs::path& gguf) {
+  std::string raw = slurp(gguf.string() + ".inp");
+  std::vector<std::string> inputs;
+  const std::string sep = "\n__ggml_vocab_test__\n";
+  for (size_t pos = 0; pos < raw.size();) {
+    size_t next = raw.find(sep, pos);
+    if (next == std::string::npos) {
+      inputs.push_back(raw.substr(pos));
+      break;
+    }
+    inputs.push_back(raw.substr(pos, next - pos));
+    pos = next + sep.size();
+  }
+  std::ifstream out(gguf.string() + ".out");
+  std::vector<std::pair<std::string, std::vector<int32_t>>> tests;
+  std::string line;
+  for (size_t i = 0; i < inputs.size() && std::getline(out, line); ++i) {
+    std::vector<int32_t> ids;
+    std::istringstream ls(line);
+    for (int32_t id; ls >> id;) ids.push_back(id);
+    tests.emplace_back(inputs[i], ids);
+  }
+  EXPECT_EQ(tests.size(), inputs.size()) << gguf;
+  return tests;
+}
+
+// Vocabularies whose vectors we do not run, with the reason.
+const std::map<std::string, std::string>& skipped() {
+  static const std::map<std::string, std::string> s = {
+      {"bert-bge", "WPM (BERT WordPiece) GGUF vocabularies are not supported by Tokenizer::from_gguf yet"},
+      {"gemma-4", "Gemma 4 GGUF ('gemma4' SPM-style BPE on raw UTF-8) is not mapped yet"},
+  };
+  return s;
+}
+
+class GgufVocab : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GgufVocab, MatchesLlamaCpp) {
+  const std::string name = GetParam();
+  fs::path gguf = models_dir() / ("ggml-vocab-" + name + ".gguf");
+  if (!fs::exists(gguf)) GTEST_SKIP() << "no .testdata";
+  if (skipped().count(name)) GTEST_SKIP() << skipped().at(name);
+  Tokenizer tok = Tokenizer::from_gguf(GgufFile::open(gguf.string()));
+  int n_fail = 0;
+  auto tests = read_vectors(gguf);
+  for (const auto& [text, want] : tests) {
+    auto got = tok.encode(text, /*add_special_tokens=*/false, /*parse_special=*/false);
+    EXPECT_EQ(got, want) << name << ": '" << text << "'";
+    if (got != want) ++n_fail;
+  }
+  EXPECT_EQ(n_fail, 0) << name << ": " << n_fail << " of " << tests.size() << " vectors differ";
+}
+
+std::vector<std::string> vocab_names() {
+  std::vector<std::string> names;
+  if (!fs::exists(models_dir())) return {"none"};
+  for (const auto& e : fs::directory_iterator(models_dir())) {
+    std::string f = e.path().filename().string();
+    const std::string pre = "ggml-vocab-", ext = ".gguf.inp";
+    if (f.rfind(pre, 0) == 0 && f.size() > pre.size() + ext.size() && f.compare(f.size() - ext.size(), ext.size(), ext) == 0) {
+      names.push_back(f.substr(pre.size(), f.size() - pre.size() - ext.size()));
+    }
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string test_name(const ::testing::TestParamInfo<std::string>& info) {
+  std::string s = info.param;
+  for (char& c : s) {
+    if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  return s;
+}
+
+INSTANTIATE_TEST_SUITE_P(LlamaCpp, GgufVocab, ::testing::ValuesIn(vocab_names()), test_name);
+
+}  // namespace
+}  // namespace mlxcel
