@@ -40,6 +40,8 @@ int64_t to_int_arg(const Value& v, const char* what) {
   return v.as_int();
 }
 
+}  // namespace
+
 std::string html_escape(const std::string& s) {
   std::string o;
   for (char c : s) {
@@ -54,6 +56,8 @@ std::string html_escape(const std::string& s) {
   }
   return o;
 }
+
+namespace {
 
 // Python's str.splitlines() on code points.
 std::vector<std::string> splitlines(const std::string& s, bool keepends) {
@@ -233,7 +237,9 @@ Value length_of(const Value& v) {
   switch (v.kind()) {
     case Value::Kind::undefined: return Value(static_cast<int64_t>(0));
     case Value::Kind::string: return Value(static_cast<int64_t>(utf8_length(v.as_string())));
-    case Value::Kind::list: return Value(static_cast<int64_t>(v.as_list()->items.size()));
+    case Value::Kind::list:
+      if (v.is_generator()) fail("object of type 'generator' has no len()");
+      return Value(static_cast<int64_t>(v.as_list()->items.size()));
     case Value::Kind::dict: return Value(static_cast<int64_t>(v.as_dict()->size()));
     default: fail(fmt::format("object of type '{}' has no len()", v.type_name()));
   }
@@ -277,6 +283,7 @@ Value select_impl(Interpreter& in, const Value& seq, CallArgs& a, bool attr, boo
     args.erase(args.begin());
   }
   std::vector<Value> out;
+  if (!seq.truthy()) return Value::generator({});
   for (auto& item : in.iterate(seq)) {
     in.step();
     Value subject = attr ? get_attribute_path(in, item, attribute) : item;
@@ -291,7 +298,7 @@ Value select_impl(Interpreter& in, const Value& seq, CallArgs& a, bool attr, boo
     }
     if (r == want) out.push_back(item);
   }
-  return Value::list(std::move(out));
+  return Value::generator(std::move(out));
 }
 
 Value minmax(Interpreter& in, const Value& v, CallArgs& a, bool want_max) {
@@ -345,7 +352,7 @@ const std::unordered_map<std::string, FilterFn>& filters() {
           while (static_cast<int64_t>(cur.size()) < n) cur.push_back(*fill);
         out.push_back(Value::list(std::move(cur)));
       }
-      return Value::list(std::move(out));
+      return Value::generator(std::move(out));
     };
     f["capitalize"] = [](Interpreter&, const Value& v, CallArgs&) -> Value { return Value(capitalize(v.str())); };
     f["center"] = [](Interpreter& in, const Value& v, CallArgs& a) -> Value {
@@ -392,16 +399,19 @@ const std::unordered_map<std::string, FilterFn>& filters() {
       for (auto& kv : items) out.push_back(kv.second);
       return Value::list(std::move(out));
     };
-    f["escape"] = [](Interpreter&, const Value& v, CallArgs&) -> Value { return Value(html_escape(v.str())); };
+    f["escape"] = [](Interpreter&, const Value& v, CallArgs&) -> Value {
+      if (v.is_markup()) return v;
+      return Value::markup(html_escape(v.str()));
+    };
     f["e"] = f["escape"];
-    f["forceescape"] = f["escape"];
+    f["forceescape"] = [](Interpreter&, const Value& v, CallArgs&) -> Value { return Value::markup(html_escape(v.str())); };
     f["first"] = [](Interpreter& in, const Value& v, CallArgs&) -> Value {
       auto items = in.iterate(v);
       if (items.empty()) return Value::undefined("No first item, sequence was empty.");
       return items[0];
     };
     f["last"] = [](Interpreter& in, const Value& v, CallArgs&) -> Value {
-      if (!v.is_list() && !v.is_string() && !v.is_undefined()) fail(fmt::format("'{}' object is not reversible", v.type_name()));
+      if ((!v.is_list() && !v.is_string() && !v.is_undefined()) || v.is_generator()) fail(fmt::format("'{}' object is not reversible", v.type_name()));
       auto items = in.iterate(v);
       if (items.empty()) return Value::undefined("No last item, sequence was empty.");
       return items.back();
@@ -452,11 +462,11 @@ const std::unordered_map<std::string, FilterFn>& filters() {
       return Value(rv);
     };
     f["items"] = [](Interpreter&, const Value& v, CallArgs&) -> Value {
-      if (v.is_undefined()) return Value::list();
+      if (v.is_undefined()) return Value::generator({});
       if (!v.is_dict()) fail("Can only get item pairs from a mapping.");
       std::vector<Value> out;
       for (auto& [k, x] : v.as_dict()->items) out.push_back(Value::list({k, x}, true));
-      return Value::list(std::move(out));
+      return Value::generator(std::move(out));
     };
     f["join"] = [](Interpreter& in, const Value& v, CallArgs& a) -> Value {
       ArgParser p("join", a, {"d", "attribute"});
@@ -473,8 +483,12 @@ const std::unordered_map<std::string, FilterFn>& filters() {
       return Value(out);
     };
     f["list"] = [](Interpreter& in, const Value& v, CallArgs&) -> Value { return Value::list(in.iterate(v)); };
-    f["lower"] = [](Interpreter&, const Value& v, CallArgs&) -> Value { return Value(py_lower(v.str())); };
-    f["upper"] = [](Interpreter&, const Value& v, CallArgs&) -> Value { return Value(py_upper(v.str())); };
+    f["lower"] = [](Interpreter&, const Value& v, CallArgs&) -> Value {
+      return v.is_markup() ? Value::markup(py_lower(v.str())) : Value(py_lower(v.str()));
+    };
+    f["upper"] = [](Interpreter&, const Value& v, CallArgs&) -> Value {
+      return v.is_markup() ? Value::markup(py_upper(v.str())) : Value(py_upper(v.str()));
+    };
     f["map"] = [](Interpreter& in, const Value& v, CallArgs& a) -> Value {
       std::vector<Value> out;
       Value attribute, def;
@@ -488,6 +502,7 @@ const std::unordered_map<std::string, FilterFn>& filters() {
           has_default = true;
         }
       }
+      if (!v.truthy()) return Value::generator({});
       if (by_attr) {
         for (auto& item : in.iterate(v)) {
           in.step();
@@ -495,7 +510,7 @@ const std::unordered_map<std::string, FilterFn>& filters() {
           if (has_default && r.is_undefined()) r = def;
           out.push_back(r);
         }
-        return Value::list(std::move(out));
+        return Value::generator(std::move(out));
       }
       if (a.args.empty()) fail("map requires a filter argument");
       std::string name = a.args[0].str();
@@ -506,7 +521,7 @@ const std::unordered_map<std::string, FilterFn>& filters() {
         CallArgs ca = rest;
         out.push_back(in.apply_filter(name, item, ca));
       }
-      return Value::list(std::move(out));
+      return Value::generator(std::move(out));
     };
     f["max"] = [](Interpreter& in, const Value& v, CallArgs& a) { return minmax(in, v, a, true); };
     f["min"] = [](Interpreter& in, const Value& v, CallArgs& a) { return minmax(in, v, a, false); };
@@ -529,20 +544,20 @@ const std::unordered_map<std::string, FilterFn>& filters() {
       }
       auto items = in.iterate(v);
       std::reverse(items.begin(), items.end());
-      return Value::list(std::move(items));
+      return Value::generator(std::move(items));
     };
     f["round"] = [](Interpreter&, const Value& v, CallArgs& a) -> Value {
       ArgParser p("round", a, {"precision", "method"});
       return py_round(v, to_int_arg(p.get_or(0, Value(0)), "precision"), p.get_or(1, Value("common")).str());
     };
-    f["safe"] = [](Interpreter&, const Value& v, CallArgs&) -> Value { return Value(v.str()); };
+    f["safe"] = [](Interpreter&, const Value& v, CallArgs&) -> Value { return Value::markup(v.str()); };
     f["sort"] = [](Interpreter& in, const Value& v, CallArgs& a) -> Value {
       ArgParser p("sort", a, {"reverse", "case_sensitive", "attribute"});
       Value attribute = p.get_or(2, Value::none());
       return Value::list(sorted(in, in.iterate(v), p.get_or(0, Value(false)).truthy(),
                                 p.get_or(1, Value(false)).truthy(), &attribute));
     };
-    f["string"] = [](Interpreter&, const Value& v, CallArgs&) -> Value { return Value(v.str()); };
+    f["string"] = [](Interpreter&, const Value& v, CallArgs&) -> Value { return v.is_string() ? v : Value(v.str()); };
     f["striptags"] = [](Interpreter&, const Value& v, CallArgs&) -> Value {
       std::string s = v.str(), o;
       size_t i = 0;
@@ -580,7 +595,8 @@ const std::unordered_map<std::string, FilterFn>& filters() {
     f["tojson"] = tojson;
     f["trim"] = [](Interpreter&, const Value& v, CallArgs& a) -> Value {
       ArgParser p("trim", a, {"chars"});
-      return Value(py_strip(v.str(), p.get(0), true, true));
+      std::string r = py_strip(v.str(), p.get(0), true, true);
+      return v.is_markup() ? Value::markup(r) : Value(r);
     };
     f["truncate"] = [](Interpreter&, const Value& v, CallArgs& a) -> Value {
       ArgParser p("truncate", a, {"length", "killwords", "end", "leeway"});
@@ -610,7 +626,7 @@ const std::unordered_map<std::string, FilterFn>& filters() {
         Value k = ignore_case(attribute.is_none() ? x : get_attribute_path(in, x, attribute), cs);
         if (seen.emplace(hash_key(k), true).second) out.push_back(x);
       }
-      return Value::list(std::move(out));
+      return Value::generator(std::move(out));
     };
     f["wordcount"] = [](Interpreter&, const Value& v, CallArgs&) -> Value {
       std::string s = v.str();
@@ -656,7 +672,7 @@ const std::unordered_map<std::string, TestFn>& tests() {
       return v.is_undefined() || v.is_string() || v.is_list() || v.is_dict();
     };
     t["sequence"] = [](Interpreter&, const Value& v, CallArgs&) {
-      return v.is_undefined() || v.is_string() || v.is_list() || v.is_dict();
+      return v.is_undefined() || v.is_string() || (v.is_list() && !v.is_generator()) || v.is_dict();
     };
     t["callable"] = [](Interpreter&, const Value& v, CallArgs&) { return v.is_callable(); };
     t["escaped"] = [](Interpreter&, const Value&, CallArgs&) { return false; };
@@ -770,7 +786,7 @@ Value Interpreter::call_method(const Value& obj, const std::string& name, CallAr
       return Value(c);
     }
   }
-  if (obj.is_list()) {
+ if (obj.is_list() && !obj.is_generator()) {
     const auto& items = obj.as_list()->items;
     if (name == "index" || name == "count") {
       if (a.args.empty()) fail(name + "() takes at least 1 argument");

@@ -191,7 +191,7 @@ bool is_safe_method(const Value& obj, const std::string& name) {
   } else if (obj.is_dict()) {
     for (const char* m : dict_methods)
       if (name == m) return true;
-  } else if (obj.is_list()) {
+  } else if (obj.is_list() && !obj.is_generator()) {
     for (const char* m : list_methods)
       if (name == m) return true;
   }
@@ -204,7 +204,7 @@ bool is_unsafe_method(const Value& obj, const std::string& name) {
   if (obj.is_dict() && !obj.is_tuple()) {
     for (const char* m : dict_unsafe)
       if (name == m) return true;
-  } else if (obj.is_list() && !obj.is_tuple()) {
+  } else if (obj.is_list() && !obj.is_tuple() && !obj.is_generator()) {
     for (const char* m : list_unsafe)
       if (name == m) return true;
   }
@@ -640,8 +640,14 @@ Value Interpreter::get_attr(const Value& obj, const std::string& name) {
 Value Interpreter::get_item(const Value& obj, const Value& key) {
   if (obj.is_undefined()) fail(obj.undefined_hint());
   if (obj.is_dict()) {
-    if (const Value* v = obj.as_dict()->find(key)) return *v;
-  } else if (obj.is_list() && (key.is_int() || key.is_bool())) {
+    const Value* v = nullptr;
+    try {
+      v = obj.as_dict()->find(key);
+    } catch (const RenderError&) {
+      v = nullptr;  // unhashable key: jinja2 turns the TypeError into an undefined
+    }
+    if (v) return *v;
+  } else if (obj.is_list() && !obj.is_generator() && (key.is_int() || key.is_bool())) {
     const auto& items = obj.as_list()->items;
     int64_t i = key.as_int();
     int64_t n = static_cast<int64_t>(items.size());
@@ -669,7 +675,7 @@ Value Interpreter::slice(const Value& obj, const Expr& s, const ScopePtr& scope)
   Value vst = s.args[2] ? eval(*s.args[2], scope) : Value::none();
   if (obj.is_undefined()) fail(obj.undefined_hint());
   int64_t start, stop, step;
-  if (obj.is_list()) {
+  if (obj.is_list() && !obj.is_generator()) {
     const auto& items = obj.as_list()->items;
     slice_indices(static_cast<int64_t>(items.size()), vs, ve, vst, start, stop, step);
     std::vector<Value> out;
@@ -724,10 +730,6 @@ bool Interpreter::contains(const Value& container, const Value& item) {
 }
 
 namespace {
-int64_t checked(bool overflow, int64_t v) {
-  if (overflow) fail("integer overflow");
-  return v;
-}
 int64_t floordiv(int64_t a, int64_t b) {
   int64_t q = a / b;
   if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
@@ -747,13 +749,18 @@ Value Interpreter::binary(const std::string& op, const Value& a, const Value& b)
   if (op == "+") {
     if (both_num) {
       if (any_float) return Value(a.as_double() + b.as_double());
-      return Value(checked(__builtin_add_overflow(a.as_int(), b.as_int(), &r), r));
+      if (__builtin_add_overflow(a.as_int(), b.as_int(), &r)) fail("integer overflow");
+      return Value(r);
     }
     if (a.is_string() && b.is_string()) {
       check_size(a.as_string().size() + b.as_string().size());
+      if (a.is_markup() || b.is_markup()) {
+        return Value::markup((a.is_markup() ? a.as_string() : html_escape(a.as_string())) +
+                             (b.is_markup() ? b.as_string() : html_escape(b.as_string())));
+      }
       return Value(a.as_string() + b.as_string());
     }
-    if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
+    if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple() && !a.is_generator() && !b.is_generator()) {
       std::vector<Value> items = a.as_list()->items;
       for (const auto& x : b.as_list()->items) items.push_back(x);
       check_size(items.size());
@@ -764,17 +771,19 @@ Value Interpreter::binary(const std::string& op, const Value& a, const Value& b)
   if (op == "-") {
     if (!both_num) return type_error();
     if (any_float) return Value(a.as_double() - b.as_double());
-    return Value(checked(__builtin_sub_overflow(a.as_int(), b.as_int(), &r), r));
+    if (__builtin_sub_overflow(a.as_int(), b.as_int(), &r)) fail("integer overflow");
+      return Value(r);
   }
   if (op == "*") {
     if (both_num) {
       if (any_float) return Value(a.as_double() * b.as_double());
-      return Value(checked(__builtin_mul_overflow(a.as_int(), b.as_int(), &r), r));
+      if (__builtin_mul_overflow(a.as_int(), b.as_int(), &r)) fail("integer overflow");
+      return Value(r);
     }
     const Value* seq = nullptr;
     const Value* count = nullptr;
-    if ((a.is_string() || a.is_list()) && (b.is_int() || b.is_bool())) seq = &a, count = &b;
-    else if ((b.is_string() || b.is_list()) && (a.is_int() || a.is_bool())) seq = &b, count = &a;
+    if ((a.is_string() || (a.is_list() && !a.is_generator())) && (b.is_int() || b.is_bool())) seq = &a, count = &b;
+    else if ((b.is_string() || (b.is_list() && !b.is_generator())) && (a.is_int() || a.is_bool())) seq = &b, count = &a;
     if (!seq) return type_error();
     int64_t n = std::max<int64_t>(0, count->as_int());
     if (seq->is_string()) {
@@ -783,7 +792,7 @@ Value Interpreter::binary(const std::string& op, const Value& a, const Value& b)
       std::string out;
       out.reserve(len * static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i) out += seq->as_string();
-      return Value(std::move(out));
+      return seq->is_markup() ? Value::markup(std::move(out)) : Value(std::move(out));
     }
     size_t len = seq->as_list()->items.size();
     if (len != 0 && static_cast<uint64_t>(n) > limits_.max_output_bytes / len) check_size(limits_.max_output_bytes + 1);

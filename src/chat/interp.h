@@ -121,6 +121,7 @@ class ArgParser {
 std::string py_strip(const std::string& s, const Value* chars, bool left, bool right);
 std::vector<Value> py_split(const std::string& s, const Value* sep, int64_t maxsplit, bool from_right);
 std::string py_lower(const std::string& s);
+std::string html_escape(const std::string& s);
 std::string py_upper(const std::string& s);
 std::string py_format(Interpreter& in, const std::string& fmt, CallArgs& args);
 std::string py_percent_format(const std::string& fmt, const Value& args);

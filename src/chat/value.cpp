@@ -14,6 +14,15 @@ Value Value::list(std::vector<Value> items, bool tuple) {
   return Value(std::move(l));
 }
 
+Value Value::generator(std::vector<Value> items) {
+  auto l = std::make_shared<List>();
+  l->items = std::move(items);
+  l->generator = true;
+  return Value(std::move(l));
+}
+
+bool Value::is_generator() const { return is_list() && as_list()->generator; }
+
 Value Value::dict() { return Value(std::make_shared<Dict>()); }
 
 namespace {
@@ -74,7 +83,7 @@ bool Value::truthy() const {
     case Kind::integer: return as_int() != 0;
     case Kind::floating: return as_double() != 0.0;
     case Kind::string: return !as_string().empty();
-    case Kind::list: return !as_list()->items.empty();
+    case Kind::list: return as_list()->generator || !as_list()->items.empty();
     case Kind::dict: return as_dict()->size() != 0;
     case Kind::object: return true;
   }
@@ -89,7 +98,7 @@ std::string Value::type_name() const {
     case Kind::integer: return "int";
     case Kind::floating: return "float";
     case Kind::string: return "str";
-    case Kind::list: return as_list()->tuple ? "tuple" : "list";
+    case Kind::list: return as_list()->generator ? "generator" : as_list()->tuple ? "tuple" : "list";
     case Kind::dict: return "dict";
     case Kind::object: return as_object()->type_name();
   }
@@ -166,6 +175,7 @@ std::string Value::repr() const {
     case Kind::string: return py_str_repr(as_string());
     case Kind::list: {
       const auto& l = *as_list();
+      if (l.generator) return "<generator object>";
       std::string out = l.tuple ? "(" : "[";
       for (size_t i = 0; i < l.items.size(); ++i) {
         if (i) out += ", ";
@@ -216,6 +226,7 @@ void require_defined(const Value& v) {
 std::string hash_key(const Value& v) {
   switch (v.kind()) {
     case Value::Kind::none: return "n";
+    case Value::Kind::undefined: return "u";
     case Value::Kind::boolean:
     case Value::Kind::integer: return "i" + std::to_string(v.as_int());
     case Value::Kind::floating: {
@@ -279,6 +290,7 @@ bool py_equal(const Value& a, const Value& b) {
     case Value::Kind::list: {
       const auto& x = *a.as_list();
       const auto& y = *b.as_list();
+      if (x.generator || y.generator) return a.as_list() == b.as_list();
       if (x.tuple != y.tuple || x.items.size() != y.items.size()) return false;
       for (size_t i = 0; i < x.items.size(); ++i)
         if (!py_equal(x.items[i], y.items[i])) return false;
@@ -405,6 +417,7 @@ void dump(std::string& out, const Value& v, const JsonDumpOptions& o, int level)
     case Value::Kind::floating: out += json_float(v.as_double()); return;
     case Value::Kind::string: json_escape(out, v.as_string(), o.ensure_ascii); return;
     case Value::Kind::list: {
+      if (v.is_generator()) fail("Object of type generator is not JSON serializable");
       const auto& items = v.as_list()->items;
       if (items.empty()) {
         out += "[]";
@@ -470,6 +483,7 @@ nlohmann::ordered_json to_json(const Value& v) {
     case Value::Kind::floating: return v.as_double();
     case Value::Kind::string: return v.as_string();
     case Value::Kind::list: {
+      if (v.is_generator()) fail("Object of type generator is not JSON serializable");
       auto a = nlohmann::ordered_json::array();
       for (const auto& e : v.as_list()->items) a.push_back(to_json(e));
       return a;

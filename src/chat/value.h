@@ -62,6 +62,17 @@ class Value {
   static Value none() { return Value(None{}); }
   static Value list(std::vector<Value> items = {}, bool tuple = false);
   static Value dict();
+  // A lazy Python iterable (generator, reverse iterator): iterates like a list but has
+  // no len(), is always truthy and is not JSON serializable.
+  static Value generator(std::vector<Value> items);
+  // markupsafe.Markup: `Markup + str` HTML-escapes the str operand.
+  static Value markup(std::string s) {
+    Value v(std::move(s));
+    v.markup_ = true;
+    return v;
+  }
+  bool is_markup() const { return markup_ && is_string(); }
+  bool is_generator() const;
   // JSON -> Value; objects keep the key order of the json type (use ordered_json for
   // transformers-exact key order).
   static Value from_json(const nlohmann::json& j);
@@ -101,11 +112,13 @@ class Value {
  private:
   std::variant<Undefined, None, bool, int64_t, double, std::string, ListPtr, DictPtr, ObjectPtr>
       v_;
+  bool markup_ = false;
 };
 
 struct List {
   std::vector<Value> items;
   bool tuple = false;
+  bool generator = false;
 };
 
 // Insertion-ordered dict with Python key equality (1 == 1.0 == True).
