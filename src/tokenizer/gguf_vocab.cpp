@@ -108,6 +108,24 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& g) {
     norms.push_back(make_replace(" ", "\xE2\x96\x81"));
     impl->normalizer = make_norm_sequence(std::move(norms));
     impl->decoder = make_spm_decoder(prefix);
+  } else if (kind == "gemma4" || (kind == "gpt2" && g.get_string("tokenizer.ggml.pre", "") == "gemma4")) {
+    // SentencePiece-style BPE on raw UTF-8: " " -> "▁", split only at newlines, merges, and
+    // <0xXX> byte tokens for what the vocabulary lacks.
+    BpeOptions o;
+    o.byte_fallback = true;
+    auto model = std::make_unique<BpeModel>(o);
+    for (size_t i = 0; i < tokens.size(); ++i) model->add_token(tokens[i], static_cast<int32_t>(i));
+    std::vector<std::pair<std::string, std::string>> merges;
+    for (const std::string& m : strings_of(g, "tokenizer.ggml.merges")) {
+      size_t sp = m.find(' ', 1);
+      if (sp == std::string::npos) invalid("[tokenizer] GGUF merge '{}' has no separator", m);
+      merges.emplace_back(m.substr(0, sp), m.substr(sp + 1));
+    }
+    model->set_merges(merges);
+    impl->model = std::move(model);
+    impl->normalizer = make_replace(" ", "\xE2\x96\x81");
+    impl->pre_tokenizer = make_regex_split("[^\\n]+|[\\n]+");
+    impl->decoder = make_spm_decoder(false);
   } else if (kind == "gpt2") {
     PreSpec spec = pre_spec(g.get_string("tokenizer.ggml.pre", ""));
     BpeOptions o;
@@ -130,7 +148,7 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& g) {
     impl->pre_tokenizer = make_pre_sequence(std::move(parts));
     impl->decoder = make_byte_level_decoder();
   } else {
-    unsupported("[tokenizer] GGUF tokenizer model '{}' is not supported (only 'llama' and 'gpt2')", kind);
+    unsupported("[tokenizer] GGUF tokenizer model '{}' is not supported (only 'llama', 'gpt2' and 'gemma4')", kind);
   }
   std::vector<AddedToken> added;
   for (size_t i = 0; i < types.size(); ++i) {

@@ -57,7 +57,6 @@ std::vector<std::pair<std::string, std::vector<int32_t>>> read_vectors(const fs:
 const std::map<std::string, std::string>& skipped() {
   static const std::map<std::string, std::string> s = {
       {"bert-bge", "WPM (BERT WordPiece) GGUF vocabularies are not supported by Tokenizer::from_gguf yet"},
-      {"gemma-4", "Gemma 4 GGUF ('gemma4' SPM-style BPE on raw UTF-8) is not mapped yet"},
   };
   return s;
 }
