@@ -1,0 +1,278 @@
+// Paged attention over a ragged batch (ops/attention.h): cache writes, and one kernel
+// for decode and prefill rows. Each block takes one query row, one KV head with up to
+// kHeadsPerCta of its query heads (GQA: the K/V loads are shared), and one split of
+// the visible keys; warps stride over keys with an online softmax in f32. Splits are
+// merged by a second kernel.
+// TODO(cuda): a tiled (flash) prefill kernel on tensor cores; this one re-reads K/V per row.
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/kernels.h"
+
+namespace mlxcel::cuda {
+
+namespace {
+
+constexpr int kHeadsPerCta = 8;
+constexpr int kMaxDimPerLane = 8;  // head_dim and v_head_dim <= 256
+constexpr int kAttnWarps = 4;
+
+__global__ void kv_write_kernel(void* kc, int kcdt, void* vc, int vcdt, const void* k, int kdt, const void* v, int vdt,
+                                const int32_t* __restrict__ slots, int64_t n_slots, int64_t kw, int64_t vw) {
+  const int64_t t = blockIdx.x;
+  const int64_t slot = slots[t];
+  if (slot < 0 || slot >= n_slots) return;  // padding (or a bad slot: skipped)
+  for (int64_t i = threadIdx.x; i < kw; i += blockDim.x) store_any(kc, kcdt, slot * kw + i, load_any(k, kdt, t * kw + i));
+  for (int64_t i = threadIdx.x; i < vw; i += blockDim.x) store_any(vc, vcdt, slot * vw + i, load_any(v, vdt, t * vw + i));
+}
+
+struct AttnArgs {
+  const void* q;
+  int qdt;
+  const int32_t* q_start;
+  const int32_t* kv_len;
+  const int32_t* block_table;
+  int max_blocks, block_size, n_seqs, n_heads, n_kv, D, Dv, G, head_groups;
+  float scale, softcap;
+  int window;
+  bool causal;
+  int n_splits;
+  float* part_o;   // [T, n_heads, n_splits, Dv] unnormalized (n_splits > 1)
+  float* part_ml;  // [T, n_heads, n_splits, 2] (max, sum)
+  void* out;       // [T, n_heads, Dv]
+  int odt;
+};
+
+template <typename KV>
+__global__ void __launch_bounds__(kAttnWarps * 32) attn_kernel(const KV* __restrict__ kc, const KV* __restrict__ vc,
+                                                               AttnArgs a) {
+  __shared__ float qs[kHeadsPerCta][kMaxDimPerLane * 32];
+  __shared__ float so[kAttnWarps][kHeadsPerCta][kMaxDimPerLane * 32];
+  __shared__ float sm[kAttnWarps][kHeadsPerCta], sl[kAttnWarps][kHeadsPerCta];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int t = blockIdx.x;
+  const int kvh = blockIdx.y / a.head_groups, hg = blockIdx.y % a.head_groups;
+  const int z = blockIdx.z;
+  const int h0 = kvh * a.G + hg * kHeadsPerCta;
+  const int nh = min(kHeadsPerCta, a.G - hg * kHeadsPerCta);
+
+  // Sequence of row t: the last s with q_start[s] <= t.
+  int lo_s = 0, hi_s = a.n_seqs - 1;
+  while (lo_s < hi_s) {
+    const int mid = (lo_s + hi_s + 1) / 2;
+    if (a.q_start[mid] <= t) lo_s = mid;
+    else hi_s = mid - 1;
+  }
+  const int s = lo_s;
+  const int q_len = a.q_start[s + 1] - a.q_start[s];
+  const int L = a.kv_len[s];
+  const int pos = L - q_len + (t - a.q_start[s]);
+  const int hi = a.causal ? min(pos + 1, L) : L;
+  const int lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;
+  const int n_vis = max(0, hi - lo);
+  const int chunk = (n_vis + a.n_splits - 1) / a.n_splits;
+  const int k0 = lo + z * chunk, k1 = min(hi, k0 + chunk);
+
+  for (int i = threadIdx.x; i < nh * a.D; i += blockDim.x) {
+    const int hh = i / a.D, d = i % a.D;
+    qs[hh][d] = load_any(a.q, a.qdt, (int64_t(t) * a.n_heads + h0 + hh) * a.D + d);
+  }
+  __syncthreads();
+
+  float m[kHeadsPerCta], l[kHeadsPerCta], o[kHeadsPerCta][kMaxDimPerLane];
+#pragma unroll
+  for (int hh = 0; hh < kHeadsPerCta; ++hh) {
+    m[hh] = -INFINITY;
+    l[hh] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kMaxDimPerLane; ++i) o[hh][i] = 0.0f;
+  }
+  const int32_t* table = a.block_table + int64_t(s) * a.max_blocks;
+  for (int j = k0 + warp; j < k1; j += kAttnWarps) {
+    const int64_t slot = int64_t(table[j / a.block_size]) * a.block_size + j % a.block_size;
+    const KV* kr = kc + (slot * a.n_kv + kvh) * a.D;
+    const KV* vr = vc + (slot * a.n_kv + kvh) * a.Dv;
+    float kv[kMaxDimPerLane], vv[kMaxDimPerLane];
+#pragma unroll
+    for (int i = 0; i < kMaxDimPerLane; ++i) {
+      const int d = lane + 32 * i;
+      kv[i] = d < a.D ? to_f(kr[d]) : 0.0f;
+      vv[i] = d < a.Dv ? to_f(vr[d]) : 0.0f;
+    }
+#pragma unroll
+    for (int hh = 0; hh < kHeadsPerCta; ++hh) {
+      if (hh < nh) {
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kMaxDimPerLane; ++i) {
+          const int d = lane + 32 * i;
+          if (d < a.D) dot = fmaf(qs[hh][d], kv[i], dot);
+        }
+        float sc = warp_sum(dot) * a.scale;
+        if (a.softcap > 0.0f) sc = tanhf(sc / a.softcap) * a.softcap;
+        const float mn = fmaxf(m[hh], sc);
+        const float corr = expf(m[hh] - mn), p = expf(sc - mn);
+        l[hh] = l[hh] * corr + p;
+#pragma unroll
+        for (int i = 0; i < kMaxDimPerLane; ++i) o[hh][i] = fmaf(o[hh][i], corr, p * vv[i]);
+        m[hh] = mn;
+      }
+    }
+  }
+  // Merge the warps.
+#pragma unroll
+  for (int hh = 0; hh < kHeadsPerCta; ++hh) {
+    if (hh < nh) {
+      if (lane == 0) {
+        sm[warp][hh] = m[hh];
+        sl[warp][hh] = l[hh];
+      }
+#pragma unroll
+      for (int i = 0; i < kMaxDimPerLane; ++i) {
+        const int d = lane + 32 * i;
+        if (d < a.Dv) so[warp][hh][d] = o[hh][i];
+      }
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < nh * a.Dv; i += blockDim.x) {
+    const int hh = i / a.Dv, d = i % a.Dv;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kAttnWarps; ++w) M = fmaxf(M, sm[w][hh]);
+    float Ls = 0.0f, O = 0.0f;
+    if (M != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < kAttnWarps; ++w) {
+        const float f = sm[w][hh] == -INFINITY ? 0.0f : expf(sm[w][hh] - M);
+        Ls += sl[w][hh] * f;
+        O += so[w][hh][d] * f;
+      }
+    }
+    const int64_t th = int64_t(t) * a.n_heads + h0 + hh;
+    if (a.n_splits == 1) {
+      store_any(a.out, a.odt, th * a.Dv + d, Ls > 0.0f ? O / Ls : 0.0f);
+    } else {
+      a.part_o[(th * a.n_splits + z) * a.Dv + d] = O;
+      if (d == 0) {
+        a.part_ml[(th * a.n_splits + z) * 2] = M;
+        a.part_ml[(th * a.n_splits + z) * 2 + 1] = Ls;
+      }
+    }
+  }
+}
+
+// out[t, h] = merge of the splits' (max, sum, unnormalized o).
+__global__ void attn_combine_kernel(const float* __restrict__ part_o, const float* __restrict__ part_ml, int n_splits,
+                                    int Dv, void* out, int odt) {
+  const int64_t th = blockIdx.x;
+  float M = -INFINITY;
+  for (int z = 0; z < n_splits; ++z) M = fmaxf(M, part_ml[(th * n_splits + z) * 2]);
+  for (int d = threadIdx.x; d < Dv; d += blockDim.x) {
+    float Ls = 0.0f, O = 0.0f;
+    if (M != -INFINITY) {
+      for (int z = 0; z < n_splits; ++z) {
+        const float mz = part_ml[(th * n_splits + z) * 2];
+        const float f = mz == -INFINITY ? 0.0f : expf(mz - M);
+        Ls += part_ml[(th * n_splits + z) * 2 + 1] * f;
+        O += part_o[(th * n_splits + z) * Dv + d] * f;
+      }
+    }
+    store_any(out, odt, th * Dv + d, Ls > 0.0f ? O / Ls : 0.0f);
+  }
+}
+
+int sm_count(int dev) {
+  static int cached[16] = {};
+  if (dev < 16 && cached[dev]) return cached[dev];
+  int n = 0;
+  MLXCEL_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+  if (dev < 16) cached[dev] = n;
+  return n;
+}
+
+}  // namespace
+
+void kv_cache_write(Tensor& k_cache, Tensor& v_cache, const Tensor& k, const Tensor& v, const AttentionContext& ctx) {
+  init();
+  const int64_t T = k.dim(0);
+  if (T == 0) return;
+  Launch l(k_cache);
+  const int dev = k_cache.device().index;
+  Tensor slots = on_device_i32(ctx.slot_mapping, dev);
+  const int64_t n_slots = k_cache.dim(0) * k_cache.dim(1);
+  const int64_t kw = k.numel() / T, vw = v.numel() / T;
+  MLXCEL_CUDA_REQUIRE(T <= INT32_MAX, "kv_cache_write: too many tokens");
+  kv_write_kernel<<<unsigned(T), 128, 0, l.stream>>>(k_cache.raw(), int(k_cache.dtype()), v_cache.raw(),
+                                                     int(v_cache.dtype()), k.raw(), int(k.dtype()), v.raw(),
+                                                     int(v.dtype()), slots.data<int32_t>(), n_slots, kw, vw);
+  MLXCEL_CUDA_LAUNCH_CHECK();
+}
+
+void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionContext& ctx,
+                     const AttentionParams& params, Tensor& out) {
+  init();
+  const int64_t T = q.dim(0);
+  if (T == 0) return;
+  Launch l(out);
+  const int dev = out.device().index;
+  AttnArgs a{};
+  a.n_heads = int(q.dim(1));
+  a.D = int(q.dim(2));
+  a.n_kv = int(k_cache.dim(2));
+  a.Dv = int(v_cache.dim(3));
+  if (a.D > kMaxDimPerLane * 32 || a.Dv > kMaxDimPerLane * 32)
+    throw_unsupported("[paged_attention] CUDA supports head dims up to 256");
+  MLXCEL_CUDA_REQUIRE(a.n_kv > 0 && a.n_heads % a.n_kv == 0, "paged_attention: heads");
+  Tensor qs = on_device_i32(ctx.q_start, dev), kl = on_device_i32(ctx.kv_len, dev),
+         bt = on_device_i32(ctx.block_table, dev);
+  a.q = q.raw();
+  a.qdt = int(q.dtype());
+  a.q_start = qs.data<int32_t>();
+  a.kv_len = kl.data<int32_t>();
+  a.block_table = bt.data<int32_t>();
+  a.max_blocks = int(ctx.block_table.dim(1));
+  a.block_size = ctx.block_size;
+  a.n_seqs = ctx.n_seqs();
+  a.G = a.n_heads / a.n_kv;
+  a.head_groups = int(ceil_div(a.G, kHeadsPerCta));
+  a.scale = params.scale;
+  a.softcap = params.softcap;
+  a.window = params.sliding_window;
+  a.causal = params.causal;
+  a.out = out.raw();
+  a.odt = int(out.dtype());
+  // Enough blocks to fill the card twice, but no split shorter than 128 keys of the
+  // longest possible context (max_blocks * block_size, known on the host).
+  const int64_t base = T * a.n_kv * a.head_groups;
+  const int64_t max_ctx = int64_t(a.max_blocks) * a.block_size;
+  int64_t splits = ceil_div(2 * sm_count(dev), base);
+  splits = splits > ceil_div(max_ctx, 128) ? ceil_div(max_ctx, 128) : splits;
+  splits = splits < 1 ? 1 : splits > 64 ? 64 : splits;
+  a.n_splits = int(splits);
+  if (a.n_splits > 1) {
+    const int64_t rows = T * a.n_heads * a.n_splits;
+    a.part_o = static_cast<float*>(scratch(size_t(rows * a.Dv) * 4, 0));
+    a.part_ml = static_cast<float*>(scratch(size_t(rows * 2) * 4, 1));
+  }
+  MLXCEL_CUDA_REQUIRE(T <= INT32_MAX && a.n_kv * a.head_groups <= 65535, "paged_attention: grid");
+  const dim3 grid(unsigned(T), unsigned(a.n_kv * a.head_groups), unsigned(a.n_splits));
+  switch (k_cache.dtype()) {
+    case DType::f32: attn_kernel<float><<<grid, kAttnWarps * 32, 0, l.stream>>>(k_cache.data<float>(), v_cache.data<float>(), a); break;
+    case DType::f16:
+      attn_kernel<f16><<<grid, kAttnWarps * 32, 0, l.stream>>>(static_cast<const f16*>(k_cache.raw()),
+                                                               static_cast<const f16*>(v_cache.raw()), a);
+      break;
+    case DType::bf16:
+      attn_kernel<bf16><<<grid, kAttnWarps * 32, 0, l.stream>>>(static_cast<const bf16*>(k_cache.raw()),
+                                                                static_cast<const bf16*>(v_cache.raw()), a);
+      break;
+    default: throw_internal("paged_attention: cache must be f32|f16|bf16");
+  }
+  MLXCEL_CUDA_LAUNCH_CHECK();
+  if (a.n_splits > 1) {
+    attn_combine_kernel<<<unsigned(T * a.n_heads), 128, 0, l.stream>>>(a.part_o, a.part_ml, a.n_splits, a.Dv, a.out,
+                                                                       a.odt);
+    MLXCEL_CUDA_LAUNCH_CHECK();
+  }
+}
+
+}  // namespace mlxcel::cuda

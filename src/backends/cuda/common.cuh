@@ -1,0 +1,100 @@
+// Device helpers shared by the .cu files of backends/cuda (internal).
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "backends/cuda/runtime.h"
+#include "tensor/tensor.h"
+
+namespace mlxcel::cuda {
+
+using bf16 = __nv_bfloat16;
+using f16 = __half;
+
+// Widen / narrow between storage types and f32.
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(f16 v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(bf16 v) { return __bfloat162float(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_f(float v);
+template <>
+__device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ f16 from_f<f16>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ bf16 from_f<bf16>(float v) { return __float2bfloat16_rn(v); }
+
+// Reads element i of a buffer of runtime dtype (f32|f16|bf16) as f32.
+__device__ __forceinline__ float load_any(const void* p, int dt, int64_t i) {
+  if (dt == int(DType::f32)) return static_cast<const float*>(p)[i];
+  if (dt == int(DType::f16)) return __half2float(static_cast<const f16*>(p)[i]);
+  return __bfloat162float(static_cast<const bf16*>(p)[i]);
+}
+__device__ __forceinline__ void store_any(void* p, int dt, int64_t i, float v) {
+  if (dt == int(DType::f32)) static_cast<float*>(p)[i] = v;
+  else if (dt == int(DType::f16)) static_cast<f16*>(p)[i] = __float2half_rn(v);
+  else static_cast<bf16*>(p)[i] = __float2bfloat16_rn(v);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block of blockDim.x threads (a multiple of 32, at most 1024); every thread
+// gets the result. `sh` holds 32 floats. Contains __syncthreads.
+__device__ __forceinline__ float block_sum(float v, float* sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // sh may still be read by a previous call
+  if (lane == 0) sh[warp] = v;
+  __syncthreads();
+  float r = lane < nw ? sh[lane] : 0.0f;
+  return warp_sum(r);
+}
+__device__ __forceinline__ float block_max(float v, float* sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) sh[warp] = v;
+  __syncthreads();
+  float r = lane < nw ? sh[lane] : -INFINITY;
+  return warp_max(r);
+}
+
+#define MLXCEL_CUDA_REQUIRE(cond, msg)                                                      \
+  do {                                                                                      \
+    if (!(cond))                                                                            \
+      ::mlxcel::cuda::throw_internal(std::string("internal check failed at ") + __FILE__ + ":" + \
+                                     std::to_string(__LINE__) + ": " + #cond + ": " + (msg)); \
+  } while (0)
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Grid size for a grid-stride loop over n elements.
+inline unsigned grid_for(int64_t n, int threads) {
+  int64_t b = ceil_div(n, threads);
+  if (b < 1) b = 1;
+  if (b > 65535LL * 64) b = 65535LL * 64;
+  return unsigned(b);
+}
+
+// Sets the tensor's device current and returns its stream.
+struct Launch {
+  DeviceGuard guard;
+  cudaStream_t stream;
+  explicit Launch(const Tensor& t) : guard(t.device().index), stream(stream_of(t.device().index)) {}
+  explicit Launch(int device) : guard(device), stream(stream_of(device)) {}
+};
+
+}  // namespace mlxcel::cuda

@@ -1,0 +1,119 @@
+// Elementwise kernels: add/mul (with row broadcast), scale, activations, gated, softcap.
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/kernels.h"
+
+namespace mlxcel::cuda {
+
+namespace {
+
+template <Act A>
+__device__ __forceinline__ float act(float x) {
+  // Same formulas as backends/cpu (activate_scalar).
+  if constexpr (A == Act::silu) return x / (1.0f + expf(-x));
+  if constexpr (A == Act::gelu_tanh) {
+    const float k = 0.7978845608028654f;
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+  }
+  if constexpr (A == Act::gelu_erf) return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+  if constexpr (A == Act::relu) return x > 0.0f ? x : 0.0f;
+  if constexpr (A == Act::relu2) return x > 0.0f ? x * x : 0.0f;
+  return x;
+}
+
+template <typename B, bool kAdd>
+__global__ void binary_kernel(const float* __restrict__ a, const B* __restrict__ b, float* out, int64_t n, int64_t D) {
+  // D == n: same shape; otherwise b [D] broadcast over the rows. out may alias a.
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float bv = to_f(b[D == n ? i : i % D]);
+    out[i] = kAdd ? a[i] + bv : a[i] * bv;
+  }
+}
+
+__global__ void scale_kernel(const float* __restrict__ x, float s, float* __restrict__ out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = x[i] * s;
+}
+
+template <Act A>
+__global__ void act_kernel(const float* __restrict__ x, const float* __restrict__ up, float* __restrict__ out,
+                           int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = up ? act<A>(x[i]) * up[i] : act<A>(x[i]);
+}
+
+__global__ void softcap_kernel(const float* __restrict__ x, float cap, float* __restrict__ out, int64_t n) {
+  const float inv = 1.0f / cap;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = tanhf(x[i] * inv) * cap;
+}
+
+void act_dispatch(const float* x, const float* up, float* out, int64_t n, Act a, cudaStream_t st) {
+  const unsigned g = grid_for(n, 256);
+  switch (a) {
+    case Act::silu: act_kernel<Act::silu><<<g, 256, 0, st>>>(x, up, out, n); break;
+    case Act::gelu_tanh: act_kernel<Act::gelu_tanh><<<g, 256, 0, st>>>(x, up, out, n); break;
+    case Act::gelu_erf: act_kernel<Act::gelu_erf><<<g, 256, 0, st>>>(x, up, out, n); break;
+    case Act::relu: act_kernel<Act::relu><<<g, 256, 0, st>>>(x, up, out, n); break;
+    case Act::relu2: act_kernel<Act::relu2><<<g, 256, 0, st>>>(x, up, out, n); break;
+  }
+  MLXCEL_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+void binary(const Tensor& a, const Tensor& b, BinaryOp op, Tensor& out) {
+  init();
+  const int64_t n = a.numel();
+  if (n == 0) return;
+  Launch l(out);
+  const int64_t D = b.numel();
+  MLXCEL_CUDA_REQUIRE(D > 0 && n % D == 0, "binary: b does not broadcast");
+  const unsigned g = grid_for(n, 256);
+  auto run = [&](auto tag) {
+    using B = decltype(tag);
+    const B* bp = static_cast<const B*>(b.raw());
+    if (op == BinaryOp::add) binary_kernel<B, true><<<g, 256, 0, l.stream>>>(a.data<float>(), bp, out.data<float>(), n, D);
+    else binary_kernel<B, false><<<g, 256, 0, l.stream>>>(a.data<float>(), bp, out.data<float>(), n, D);
+  };
+  switch (b.dtype()) {
+    case DType::f32: run(float{}); break;
+    case DType::f16: run(f16{}); break;
+    case DType::bf16: run(bf16{}); break;
+    default: throw_internal("binary: b must be f32|f16|bf16");
+  }
+  MLXCEL_CUDA_LAUNCH_CHECK();
+}
+
+void scale(const Tensor& x, float s, Tensor& out) {
+  init();
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  Launch l(out);
+  scale_kernel<<<grid_for(n, 256), 256, 0, l.stream>>>(x.data<float>(), s, out.data<float>(), n);
+  MLXCEL_CUDA_LAUNCH_CHECK();
+}
+
+void activate(const Tensor& x, Act a, Tensor& out) {
+  init();
+  if (x.numel() == 0) return;
+  Launch l(out);
+  act_dispatch(x.data<float>(), nullptr, out.data<float>(), x.numel(), a, l.stream);
+}
+
+void gated(const Tensor& gate, const Tensor& up, Act a, Tensor& out) {
+  init();
+  if (gate.numel() == 0) return;
+  Launch l(out);
+  act_dispatch(gate.data<float>(), up.data<float>(), out.data<float>(), gate.numel(), a, l.stream);
+}
+
+void softcap(const Tensor& x, float cap, Tensor& out) {
+  init();
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  Launch l(out);
+  softcap_kernel<<<grid_for(n, 256), 256, 0, l.stream>>>(x.data<float>(), cap, out.data<float>(), n);
+  MLXCEL_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace mlxcel::cuda

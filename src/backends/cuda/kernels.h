@@ -1,0 +1,99 @@
+// CUDA kernels behind the ops API: the mirror of backends/cpu (kernels.h, linear.h,
+// quantized.h). Same signatures as the cpu:: functions where possible, so an op's
+// dispatch is one line per device. Tensors here live on a CUDA device; raw pointers
+// (qlinear, gather_rows) are device pointers.
+//
+// Work is enqueued on the stream of the tensor's device (stream_of); nothing waits
+// unless stated. Host <-> device copies (to_device) are synchronous for the host.
+// This header includes no CUDA header: ops/*.cpp include it as plain C++.
+#pragma once
+
+#include <cstdint>
+
+#include "backends/cpu/kernels.h"
+#include "backends/cpu/quantized.h"
+#include "ops/attention.h"
+#include "ops/rope.h"
+#include "tensor/tensor.h"
+
+namespace mlxcel::cuda {
+
+using cpu::Act;
+using cpu::BinaryOp;
+using cpu::QuantMatrix;
+
+// ---- runtime ----------------------------------------------------------------
+// Registers the CUDA allocator (a stream-ordered caching pool per device) with
+// tensor/. Idempotent and cheap; every entry point below calls it. It creates no
+// CUDA context: that happens at the first allocation or launch.
+void init();
+int device_count();        // 0 when there is no driver or no device
+bool available();          // device_count() > 0
+// Waits for all work queued on the device's stream; surfaces asynchronous errors.
+void synchronize(Device d = Device::cuda());
+// Copy to any device (cpu <-> cuda, cuda <-> cuda); x may be strided.
+Tensor to_device(const Tensor& x, Device device);
+// Bytes held by the device's pool (in use + cached), for tests and stats.
+size_t pool_reserved_bytes(Device d = Device::cuda());
+
+// ---- copies and conversions -------------------------------------------------
+void copy_strided(const Tensor& src, Tensor& dst);
+void convert(const Tensor& src, Tensor& dst);
+// idx is a device pointer; rows outside [0, R) throw invalid_request (this waits
+// for the kernel to report).
+void gather_rows(const Tensor& x, const int32_t* idx, int64_t n, Tensor& out);
+void gather_rows_f32(const Tensor& table, const int32_t* idx, int64_t n, Tensor& out);
+void slice_last(const Tensor& x, int64_t begin, int64_t end, Tensor& out);
+void fill_zero(Tensor& out);
+
+// ---- normalization ----------------------------------------------------------
+void rms_norm(const Tensor& x, const Tensor& w, float eps, float w_offset, Tensor& out);
+// Fused residual add: sum = x + residual (written to sum_out, may alias residual),
+// out = rms_norm(sum). All f32 [rows, D].
+void add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& w, float eps, float w_offset,
+                  Tensor& sum_out, Tensor& out);
+void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& out);
+
+// ---- elementwise (f32 activations; b of add/mul f32|f16|bf16) -----------------
+void binary(const Tensor& a, const Tensor& b, BinaryOp op, Tensor& out);
+void scale(const Tensor& x, float s, Tensor& out);
+void activate(const Tensor& x, Act act, Tensor& out);
+void gated(const Tensor& gate, const Tensor& up, Act act, Tensor& out);
+void softcap(const Tensor& x, float cap, Tensor& out);
+void softmax(const Tensor& x, Tensor& out);
+void argmax(const Tensor& x, Tensor& out);
+
+// ---- dense linear -----------------------------------------------------------
+// out [M, N] (f32|bf16) = x [M, K] (f32|bf16) @ w [N, K]^T (+ bias [N]); w and bias
+// f32|f16|bf16. M <= kGemvMaxRows runs a bandwidth-bound GEMV kernel with f32 x;
+// larger M runs cuBLAS (f32 weights: SGEMM; f16/bf16 weights: x is rounded to the
+// weight's dtype and the product runs on tensor cores), f32 accumulation.
+void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out);
+constexpr int kGemvMaxRows = 8;
+
+// ---- MLX affine quantized -----------------------------------------------------
+// y f32 [M, N] = x f32 [M, K] @ dequant(w)^T (+ bias f32 [N] or null). Device pointers.
+// M <= kGemvMaxRows: fused dequantizing GEMV; larger M: dequantize tiles + SGEMM.
+void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias, float* y);
+// out f32 [n, K] = dequantized rows rows[0..n) of w; rows null means rows 0..n-1.
+// Row indices outside [0, N) throw invalid_request (this waits for the kernel).
+void dequantize_rows_f32(const QuantMatrix& w, const int32_t* rows, int64_t n, float* out);
+// out [N, K] of w.scale_dtype (f16|bf16), rounded step by step like MLX.
+void dequantize_same_dtype(const QuantMatrix& w, void* out);
+
+// ---- rotary embeddings ------------------------------------------------------
+// x [T, H, D] f32|f16|bf16, positions i32 [T] (cpu or cuda); p.inv_freq on the host.
+// out like x. NeoX halves or interleaved pairs; features past rotary_dim copied.
+void rope(const Tensor& x, const Tensor& positions, const RopeParams& p, Tensor& out);
+
+// ---- paged attention --------------------------------------------------------
+// Context tensors may live on the host or the device (host ones are copied).
+// Slots < 0 in slot_mapping are skipped (padding).
+void kv_cache_write(Tensor& k_cache, Tensor& v_cache, const Tensor& k, const Tensor& v,
+                    const AttentionContext& ctx);
+// q [T, n_heads, D] f32|f16|bf16; caches f32|f16|bf16; out [T, n_heads, Dv] like q.
+// Online softmax in f32, split-KV across blocks, query heads of one KV head share loads.
+void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionContext& ctx,
+                     const AttentionParams& params, Tensor& out);
+
+}  // namespace mlxcel::cuda

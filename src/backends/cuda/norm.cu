@@ -1,0 +1,102 @@
+// RMSNorm (plus a fused residual add) and LayerNorm over the last dimension; f32 rows,
+// weights f32|f16|bf16 or absent. One block per row; the row is read from L1/L2 again
+// for the output pass.
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/kernels.h"
+
+namespace mlxcel::cuda {
+
+namespace {
+
+// res != nullptr: h = x + res is written to sum_out and normalized.
+__global__ void rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ res, float* sum_out,
+                                const void* __restrict__ w, int wdt, float w_offset, float eps, int64_t D,
+                                float* __restrict__ out) {
+  __shared__ float sh[32];
+  const int64_t base = int64_t(blockIdx.x) * D;
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+    float v = x[base + i];
+    if (res) {
+      v += res[base + i];
+      sum_out[base + i] = v;
+    }
+    ss += v * v;
+  }
+  ss = block_sum(ss, sh);
+  // Like transformers: x * rsqrt(mean(x^2) + eps), then times the weight.
+  const float inv = 1.0f / sqrtf(ss / float(D) + eps);
+  const float* src = res ? sum_out : x;
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+    const float wv = (w ? load_any(w, wdt, i) : 1.0f) + w_offset;
+    out[base + i] = (src[base + i] * inv) * wv;
+  }
+}
+
+__global__ void layer_norm_kernel(const float* __restrict__ x, const void* __restrict__ w, int wdt,
+                                  const void* __restrict__ b, int bdt, float eps, int64_t D, float* __restrict__ out) {
+  __shared__ float sh[32];
+  const float* row = x + int64_t(blockIdx.x) * D;
+  float* o = out + int64_t(blockIdx.x) * D;
+  float s = 0.0f;
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) s += row[i];
+  const float mean = block_sum(s, sh) / float(D);
+  float v = 0.0f;
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+    const float d = row[i] - mean;
+    v += d * d;
+  }
+  const float var = block_sum(v, sh) / float(D);
+  const float inv = 1.0f / sqrtf(var + eps);
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+    const float wv = w ? load_any(w, wdt, i) : 1.0f;
+    const float bv = b ? load_any(b, bdt, i) : 0.0f;
+    o[i] = (row[i] - mean) * inv * wv + bv;
+  }
+}
+
+int threads_for(int64_t D) { return D >= 1024 ? 512 : D >= 256 ? 256 : 128; }
+
+void rms_launch(const Tensor& x, const float* res, float* sum_out, const Tensor& w, float eps, float w_offset,
+                Tensor& out) {
+  init();
+  const int64_t D = x.dim(-1);
+  const int64_t rows = D ? x.numel() / D : 0;
+  if (rows == 0) return;
+  Launch l(out);
+  MLXCEL_CUDA_REQUIRE(rows <= INT32_MAX, "rms_norm: too many rows");
+  Tensor wc = w.defined() && !w.is_contiguous() ? to_device(w, w.device()) : w;
+  rms_norm_kernel<<<unsigned(rows), threads_for(D), 0, l.stream>>>(
+      x.data<float>(), res, sum_out, wc.defined() ? wc.raw() : nullptr, wc.defined() ? int(wc.dtype()) : 0, w_offset,
+      eps, D, out.data<float>());
+  MLXCEL_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+void rms_norm(const Tensor& x, const Tensor& w, float eps, float w_offset, Tensor& out) {
+  rms_launch(x, nullptr, nullptr, w, eps, w_offset, out);
+}
+
+void add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& w, float eps, float w_offset,
+                  Tensor& sum_out, Tensor& out) {
+  MLXCEL_CUDA_REQUIRE(residual.numel() == x.numel() && sum_out.numel() == x.numel(), "add_rms_norm: shapes");
+  rms_launch(x, residual.data<float>(), sum_out.data<float>(), w, eps, w_offset, out);
+}
+
+void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& out) {
+  init();
+  const int64_t D = x.dim(-1);
+  const int64_t rows = D ? x.numel() / D : 0;
+  if (rows == 0) return;
+  Launch l(out);
+  MLXCEL_CUDA_REQUIRE(rows <= INT32_MAX, "layer_norm: too many rows");
+  Tensor wc = w.defined() && !w.is_contiguous() ? to_device(w, w.device()) : w;
+  Tensor bc = b.defined() && !b.is_contiguous() ? to_device(b, b.device()) : b;
+  layer_norm_kernel<<<unsigned(rows), threads_for(D), 0, l.stream>>>(
+      x.data<float>(), wc.defined() ? wc.raw() : nullptr, wc.defined() ? int(wc.dtype()) : 0,
+      bc.defined() ? bc.raw() : nullptr, bc.defined() ? int(bc.dtype()) : 0, eps, D, out.data<float>());
+  MLXCEL_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace mlxcel::cuda

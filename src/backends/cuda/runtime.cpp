@@ -1,0 +1,245 @@
+// CUDA runtime glue: allocator registration (a stream-ordered caching pool per
+// device), streams, cuBLAS handles, scratch buffers, host <-> device copies, errors.
+#include "backends/cuda/runtime.h"
+
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "backends/cpu/kernels.h"
+#include "backends/cuda/kernels.h"
+#include "base/error.h"
+
+namespace mlxcel::cuda {
+
+namespace {
+
+struct DeviceState {
+  bool ready = false;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  void* scratch[4] = {};
+  size_t scratch_bytes[4] = {};
+};
+
+std::mutex g_mu;
+std::vector<DeviceState> g_devices;           // by device index
+std::unordered_map<void*, int> g_owner;       // allocation -> device
+std::once_flag g_init_once;
+
+DeviceState& state_locked(int device) {
+  if (device < 0) throw Error(ErrorKind::internal, fmt::format("bad CUDA device index {}", device));
+  if (int(g_devices.size()) <= device) g_devices.resize(size_t(device) + 1);
+  DeviceState& s = g_devices[size_t(device)];
+  if (!s.ready) {
+    int count = device_count();
+    if (device >= count)
+      throw Error(ErrorKind::invalid_request,
+                  fmt::format("CUDA device {} does not exist ({} device(s) visible)", device, count));
+    DeviceGuard g(device);
+    MLXCEL_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+    // Keep freed memory in the pool (a caching allocator) instead of returning it to
+    // the driver at every synchronization.
+    cudaMemPool_t pool;
+    MLXCEL_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t threshold = UINT64_MAX;
+    MLXCEL_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+    MLXCEL_CUBLAS_CHECK(cublasCreate(&s.cublas));
+    MLXCEL_CUBLAS_CHECK(cublasSetStream(s.cublas, s.stream));
+    MLXCEL_CUBLAS_CHECK(cublasSetMathMode(s.cublas, CUBLAS_DEFAULT_MATH));  // no TF32 for f32
+    s.ready = true;
+  }
+  return s;
+}
+
+DeviceState& state(int device) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  return state_locked(device);
+}
+
+void* device_alloc(size_t n) {
+  const int dev = current_device();
+  cudaStream_t st = stream_of(dev);
+  void* p = nullptr;
+  cudaError_t e = cudaMallocAsync(&p, n, st);
+  if (e == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    // Return cached blocks to the driver once and retry before giving up.
+    MLXCEL_CUDA_CHECK(cudaStreamSynchronize(st));
+    cudaMemPool_t pool;
+    MLXCEL_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
+    MLXCEL_CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
+    e = cudaMallocAsync(&p, n, st);
+    if (e == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();
+      throw Error(ErrorKind::resource_exhausted,
+                  fmt::format("out of memory on cuda:{} allocating {} bytes", dev, n));
+    }
+  }
+  MLXCEL_CUDA_CHECK(e);
+  std::lock_guard<std::mutex> lk(g_mu);
+  g_owner[p] = dev;
+  return p;
+}
+
+// Runs from destructors: never throws. Errors at process exit (runtime unloading) are ignored.
+void device_free(void* p) noexcept {
+  int dev = 0;
+  cudaStream_t st = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(g_mu);
+    auto it = g_owner.find(p);
+    if (it == g_owner.end()) return;
+    dev = it->second;
+    g_owner.erase(it);
+    if (dev < int(g_devices.size())) st = g_devices[size_t(dev)].stream;
+  }
+  int prev = -1;
+  if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
+  if (prev != dev) (void)cudaSetDevice(dev);
+  if (cudaFreeAsync(p, st) != cudaSuccess) (void)cudaGetLastError();
+  if (prev >= 0 && prev != dev) (void)cudaSetDevice(prev);
+}
+
+}  // namespace
+
+[[noreturn]] void throw_cuda_error(cudaError_t e, const char* call, const char* file, int line) {
+  (void)cudaGetLastError();  // clear a sticky-free error so later calls are not blamed
+  const ErrorKind kind = e == cudaErrorMemoryAllocation ? ErrorKind::resource_exhausted : ErrorKind::internal;
+  throw Error(kind, fmt::format("CUDA error in {} at {}:{}: {} ({})", call, file, line, cudaGetErrorString(e),
+                                cudaGetErrorName(e)));
+}
+
+[[noreturn]] void throw_cublas_error(cublasStatus_t s, const char* call, const char* file, int line) {
+  const ErrorKind kind = s == CUBLAS_STATUS_ALLOC_FAILED ? ErrorKind::resource_exhausted : ErrorKind::internal;
+  throw Error(kind, fmt::format("cuBLAS error in {} at {}:{}: {} ({})", call, file, line, cublasGetStatusString(s),
+                                cublasGetStatusName(s)));
+}
+
+[[noreturn]] void throw_invalid(const std::string& message) { throw Error(ErrorKind::invalid_request, message); }
+[[noreturn]] void throw_unsupported(const std::string& message) { throw Error(ErrorKind::unsupported, message); }
+[[noreturn]] void throw_internal(const std::string& message) { throw Error(ErrorKind::internal, message); }
+
+DeviceGuard::DeviceGuard(int index) {
+  MLXCEL_CUDA_CHECK(cudaGetDevice(&prev_));
+  if (prev_ != index) MLXCEL_CUDA_CHECK(cudaSetDevice(index));
+}
+
+DeviceGuard::~DeviceGuard() {
+  int cur = -1;
+  if (cudaGetDevice(&cur) == cudaSuccess && cur != prev_ && prev_ >= 0) (void)cudaSetDevice(prev_);
+}
+
+int current_device() {
+  int d = 0;
+  MLXCEL_CUDA_CHECK(cudaGetDevice(&d));
+  return d;
+}
+
+cudaStream_t stream_of(int device) { return state(device).stream; }
+cudaStream_t current_stream() { return stream_of(current_device()); }
+cublasHandle_t cublas_handle(int device) { return state(device).cublas; }
+
+void* scratch(size_t bytes, int slot) {
+  MLXCEL_CHECK(slot >= 0 && slot < 4, "scratch slot {}", slot);
+  const int dev = current_device();
+  std::lock_guard<std::mutex> lk(g_mu);
+  DeviceState& s = state_locked(dev);
+  if (s.scratch_bytes[slot] < bytes) {
+    if (s.scratch[slot]) MLXCEL_CUDA_CHECK(cudaFreeAsync(s.scratch[slot], s.stream));
+    s.scratch[slot] = nullptr;
+    s.scratch_bytes[slot] = 0;
+    const size_t n = bytes < 4096 ? 4096 : bytes + bytes / 4;
+    MLXCEL_CUDA_CHECK(cudaMallocAsync(&s.scratch[slot], n, s.stream));
+    s.scratch_bytes[slot] = n;
+  }
+  return s.scratch[slot];
+}
+
+void init() {
+  std::call_once(g_init_once, [] {
+    Allocator a;
+    a.alloc = [](size_t n) { return device_alloc(n); };
+    a.free = [](void* p) { device_free(p); };
+    register_allocator(DeviceType::cuda, std::move(a));
+  });
+}
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+bool available() { return device_count() > 0; }
+
+void synchronize(Device d) {
+  init();
+  MLXCEL_CUDA_CHECK(cudaStreamSynchronize(stream_of(d.index)));
+}
+
+size_t pool_reserved_bytes(Device d) {
+  cudaMemPool_t pool;
+  MLXCEL_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, d.index));
+  uint64_t v = 0;
+  MLXCEL_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &v));
+  return size_t(v);
+}
+
+Tensor to_device(const Tensor& x, Device device) {
+  init();
+  const Device from = x.device();
+  if (from.type == DeviceType::cpu && device.type == DeviceType::cpu) {
+    Tensor out = Tensor::empty(x.shape(), x.dtype(), device);
+    cpu::copy_strided(x, out);
+    return out;
+  }
+  if (from.type == DeviceType::cpu) {  // host -> device
+    Tensor src = x.is_contiguous() ? x : x.clone();
+    DeviceGuard g(device.index);
+    Tensor out = Tensor::empty(x.shape(), x.dtype(), device);
+    cudaStream_t st = stream_of(device.index);
+    if (src.nbytes()) MLXCEL_CUDA_CHECK(cudaMemcpyAsync(out.raw(), src.raw(), src.nbytes(), cudaMemcpyHostToDevice, st));
+    // The host buffer may be freed as soon as we return.
+    MLXCEL_CUDA_CHECK(cudaStreamSynchronize(st));
+    return out;
+  }
+  DeviceGuard g(from.index);
+  Tensor src = x;
+  if (!x.is_contiguous()) {
+    src = Tensor::empty(x.shape(), x.dtype(), from);
+    copy_strided(x, src);
+  }
+  cudaStream_t st = stream_of(from.index);
+  if (device.type == DeviceType::cpu) {  // device -> host
+    Tensor out = Tensor::empty(x.shape(), x.dtype(), device);
+    if (src.nbytes()) MLXCEL_CUDA_CHECK(cudaMemcpyAsync(out.raw(), src.raw(), src.nbytes(), cudaMemcpyDeviceToHost, st));
+    MLXCEL_CUDA_CHECK(cudaStreamSynchronize(st));
+    return out;
+  }
+  if (device.index == from.index) {
+    Tensor out = Tensor::empty(x.shape(), x.dtype(), device);
+    if (src.nbytes()) MLXCEL_CUDA_CHECK(cudaMemcpyAsync(out.raw(), src.raw(), src.nbytes(), cudaMemcpyDeviceToDevice, st));
+    return out;
+  }
+  Tensor out;
+  {
+    DeviceGuard g2(device.index);
+    out = Tensor::empty(x.shape(), x.dtype(), device);
+  }
+  // Peer copy ordered after the source's stream; the destination's stream waits for it.
+  if (src.nbytes()) MLXCEL_CUDA_CHECK(cudaMemcpyPeerAsync(out.raw(), device.index, src.raw(), from.index, src.nbytes(), st));
+  MLXCEL_CUDA_CHECK(cudaStreamSynchronize(st));
+  return out;
+}
+
+Tensor on_device_i32(const Tensor& t, int device) {
+  if (t.device().type == DeviceType::cuda && t.device().index == device && t.is_contiguous()) return t;
+  return to_device(t, Device::cuda(device));
+}
+
+}  // namespace mlxcel::cuda
