@@ -241,9 +241,11 @@ class PreSequence : public PreTokenizer {
   std::vector<std::unique_ptr<PreTokenizer>> parts_;
 };
 
-// Oniguruma's Unicode \w (Alphabetic, marks, decimal digits, connector punctuation).
+// Unicode \w as HF's regex engine sees it (Alphabetic, marks, decimal digits, connector
+// punctuation, Join_Control).
 const char* kWhitespacePattern =
-    "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}]+|[^\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\s]+";
+    "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}]+|"
+    "[^\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}\\s]+";
 
 bool is_ascii_digit(char32_t c) { return c >= '0' && c <= '9'; }
 
