@@ -1,0 +1,192 @@
+// CUDA decode GEMV benchmark: the card's copy bandwidth, then y = x @ W^T for M = 1
+// over the projections of one Llama-3.1-8B layer, with bf16, MLX q4 g64 and MLX q8 g64
+// weights, each as a share of the measured bandwidth (same run). cuBLAS bf16 GEMV
+// (x rounded to bf16) is the anchor.
+//
+//   cuda_bench [--reps N]     prints a markdown report on stdout
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/kernels.h"
+#include "backends/cuda/runtime.h"
+
+using namespace mlxcel;
+
+namespace {
+
+__global__ void fill_random_u32(uint32_t* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 0x2c1b3c6du;
+    h ^= h >> 12;
+    h *= 0x297a2d39u;
+    h ^= h >> 15;
+    p[i] = h;
+  }
+}
+
+// Random 16-bit floats of small magnitude: a uniform mantissa, exponent fixed near 2^-3.
+// f16: sign | 01100 | mantissa;  bf16: sign | 01111100 | mantissa.
+__global__ void to_half_range(uint16_t* p, size_t n, bool bf16) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    const uint16_t r = p[i];
+    p[i] = bf16 ? uint16_t((r & 0x807f) | 0x3e00) : uint16_t((r & 0x83ff) | 0x3000);
+  }
+}
+
+void fill(void* p, size_t bytes, uint32_t seed) {
+  fill_random_u32<<<1024, 256, 0, cuda::current_stream()>>>(static_cast<uint32_t*>(p), bytes / 4, seed);
+  MLXCEL_CUDA_LAUNCH_CHECK();
+}
+
+Tensor dev_random(const Shape& s, DType dt, uint32_t seed) {
+  Tensor t = Tensor::empty(s, dt, Device::cuda());
+  fill(t.raw(), t.nbytes(), seed);
+  if (dt == DType::bf16 || dt == DType::f16) {
+    to_half_range<<<1024, 256, 0, cuda::current_stream()>>>(static_cast<uint16_t*>(t.raw()), size_t(t.numel()),
+                                                            dt == DType::bf16);
+    MLXCEL_CUDA_LAUNCH_CHECK();
+  }
+  return t;
+}
+
+struct Timer {
+  cudaEvent_t a, b;
+  Timer() {
+    MLXCEL_CUDA_CHECK(cudaEventCreate(&a));
+    MLXCEL_CUDA_CHECK(cudaEventCreate(&b));
+  }
+  ~Timer() {
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+  }
+  // Median over `trials` of the mean time (ms) of `reps` calls of f(i).
+  template <typename F>
+  double median_ms(int trials, int reps, F&& f) {
+    std::vector<double> v;
+    cudaStream_t st = cuda::current_stream();
+    for (int i = 0; i < 3; ++i) f(i);  // warm-up
+    for (int t = 0; t < trials; ++t) {
+      MLXCEL_CUDA_CHECK(cudaEventRecord(a, st));
+      for (int i = 0; i < reps; ++i) f(i);
+      MLXCEL_CUDA_CHECK(cudaEventRecord(b, st));
+      MLXCEL_CUDA_CHECK(cudaEventSynchronize(b));
+      float ms = 0;
+      MLXCEL_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+      v.push_back(double(ms) / reps);
+    }
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  }
+};
+
+struct Shape2 {
+  const char* name;
+  int64_t N, K;
+  int count;  // matrices of this shape per layer
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int reps = 40;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == "--reps") reps = std::atoi(argv[i + 1]);
+  try {
+    cuda::init();
+    if (!cuda::available()) {
+      std::printf("no CUDA device\n");
+      return 1;
+    }
+    cudaDeviceProp prop{};
+    MLXCEL_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    Timer timer;
+    cudaStream_t st = cuda::current_stream();
+
+    // 1. Bandwidth: a 2 GiB device-to-device copy, bytes read + written.
+    const size_t copy_bytes = size_t(2) << 30;
+    Tensor src = Tensor::empty({int64_t(copy_bytes)}, DType::u8, Device::cuda());
+    Tensor dst = Tensor::empty({int64_t(copy_bytes)}, DType::u8, Device::cuda());
+    fill(src.raw(), copy_bytes, 1);
+    const double copy_ms = timer.median_ms(7, 5, [&](int) {
+      MLXCEL_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), copy_bytes, cudaMemcpyDeviceToDevice, st));
+    });
+    const double bw = 2.0 * double(copy_bytes) / (copy_ms * 1e-3) / 1e9;  // GB/s
+    src = Tensor();
+    dst = Tensor();
+
+    std::printf("## CUDA decode GEMV (M = 1), Llama-3.1-8B layer shapes\n\n");
+    std::printf("device: %s, %d SMs, L2 %d MB\n\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+    std::printf("copy bandwidth (2 GiB D2D, read + write): %.0f GB/s (%.3f ms)\n\n", bw, copy_ms);
+    std::printf("| matrix | N x K | format | MB moved | us | GB/s | %% of copy BW |\n");
+    std::printf("| --- | --- | --- | ---: | ---: | ---: | ---: |\n");
+
+    const Shape2 shapes[] = {{"q_proj/o_proj", 4096, 4096, 2},
+                             {"k_proj/v_proj", 1024, 4096, 2},
+                             {"gate_proj/up_proj", 14336, 4096, 2},
+                             {"down_proj", 4096, 14336, 1}};
+    const char* formats[] = {"bf16", "mlx q4 g64", "mlx q8 g64", "cuBLAS bf16"};
+    for (int f = 0; f < 4; ++f) {
+      double layer_us = 0, layer_bytes = 0;
+      for (const Shape2& s : shapes) {
+        const int bits = f == 1 ? 4 : 8;
+        const bool quant = f == 1 || f == 2;
+        const double wbytes = quant ? double(s.N) * s.K * bits / 8 + 2.0 * s.N * (s.K / 64) * 2 : double(s.N) * s.K * 2;
+        const double bytes = wbytes + double(s.K) * (f == 3 ? 2 : 4) + double(s.N) * 4;
+        // Enough copies that the rotation does not fit in L2 (>= 256 MB in all).
+        const int copies = std::max(2, int(256e6 / wbytes) + 1);
+        std::vector<Tensor> ws, ss, bs;
+        std::vector<cpu::QuantMatrix> qm;
+        for (int c = 0; c < copies; ++c) {
+          if (quant) {
+            ws.push_back(dev_random({s.N, s.K * bits / 32}, DType::u32, 100 + c));
+            ss.push_back(dev_random({s.N, s.K / 64}, DType::f16, 200 + c));
+            bs.push_back(dev_random({s.N, s.K / 64}, DType::f16, 300 + c));
+            qm.push_back({ws.back().data<uint32_t>(), ss.back().raw(), bs.back().raw(), DType::f16, bits, 64, s.N, s.K});
+          } else {
+            ws.push_back(dev_random({s.N, s.K}, DType::bf16, 100 + c));
+          }
+        }
+        Tensor x = dev_random({1, s.K}, DType::bf16, 7);
+        Tensor x32 = Tensor::empty({1, s.K}, DType::f32, Device::cuda());
+        cuda::convert(x, x32);
+        Tensor y = Tensor::empty({1, s.N}, DType::f32, Device::cuda());
+        const float one = 1.0f, zero = 0.0f;
+        const double ms = timer.median_ms(5, reps, [&](int i) {
+          const int c = i % copies;
+          if (quant) {
+            cuda::qlinear(x32.data<float>(), 1, qm[size_t(c)], nullptr, y.data<float>());
+          } else if (f == 0) {
+            cuda::linear(x32, ws[size_t(c)], Tensor(), y);
+          } else {
+            MLXCEL_CUBLAS_CHECK(cublasGemmEx(cuda::cublas_handle(0), CUBLAS_OP_T, CUBLAS_OP_N, int(s.N), 1, int(s.K),
+                                             &one, ws[size_t(c)].raw(), CUDA_R_16BF, int(s.K), x.raw(), CUDA_R_16BF,
+                                             int(s.K), &zero, y.raw(), CUDA_R_32F, int(s.N), CUBLAS_COMPUTE_32F,
+                                             CUBLAS_GEMM_DEFAULT));
+          }
+        });
+        const double gbs = bytes / (ms * 1e-3) / 1e9;
+        std::printf("| %s | %lld x %lld | %s | %.1f | %.1f | %.0f | %.1f%% |\n", s.name, (long long)s.N,
+                    (long long)s.K, formats[f], bytes / 1e6, ms * 1e3, gbs, 100.0 * gbs / bw);
+        layer_us += ms * 1e3 * s.count;
+        layer_bytes += bytes * s.count;
+      }
+      const double gbs = layer_bytes / (layer_us * 1e-6) / 1e9;
+      std::printf("| **layer (7 matrices)** | | %s | %.1f | %.1f | %.0f | **%.1f%%** |\n", formats[f], layer_bytes / 1e6,
+                  layer_us, gbs, 100.0 * gbs / bw);
+    }
+    std::printf("\nEach row: median of 5 trials of the mean over %d calls, rotating over enough weight copies to\n"
+                "defeat the L2; bytes = weights (+ scales and biases) + x + y. One launch per call, no graph.\n",
+                reps);
+    cuda::synchronize();
+  } catch (const std::exception& e) {
+    std::printf("error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
