@@ -38,7 +38,9 @@ __device__ __forceinline__ float chunk_value(const uint32_t* wd, int j) {
   const int bit = j * BITS, w = bit >> 5, sh = bit & 31;
   uint32_t v = wd[w] >> sh;
   if (sh + BITS > 32) v |= wd[w + 1] << (32 - sh);
-  return float(v & mask);
+  // float(q) without I2F (a quarter-rate instruction): 2^23 + q has q in the low
+  // mantissa bits, so the subtraction is exact. One LOP3 + one FADD.
+  return __uint_as_float((v & mask) | 0x4B000000u) - 8388608.0f;
 }
 
 // y [M, N] = x [M, K] @ dequant(w)^T (+ bias). Uses sum_j x_j (s q_j + b) = s (x.q) + b sum(x).
@@ -160,7 +162,8 @@ __global__ void dequant_same_kernel(const uint32_t* __restrict__ packed, const S
     for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
       const int64_t g = row * groups_per_row + k / group_size;
       const S q = from_f<S>(float(q_at(pr, k, bits)));  // exact: q < 256
-      out[row * K + k] = __hadd(__hmul(q, scales[g]), biases[g]);
+      // _rn: no contraction into an FMA, each step rounds like MLX.
+      out[row * K + k] = __hadd_rn(__hmul_rn(q, scales[g]), biases[g]);
     }
   }
 }

@@ -122,6 +122,10 @@ void device_free(void* p) noexcept {
 [[noreturn]] void throw_internal(const std::string& message) { throw Error(ErrorKind::internal, message); }
 
 DeviceGuard::DeviceGuard(int index) {
+  static const int count = device_count();
+  if (index < 0 || index >= count)
+    throw Error(ErrorKind::invalid_request,
+                fmt::format("CUDA device {} does not exist ({} device(s) visible)", index, count));
   MLXCEL_CUDA_CHECK(cudaGetDevice(&prev_));
   if (prev_ != index) MLXCEL_CUDA_CHECK(cudaSetDevice(index));
 }
