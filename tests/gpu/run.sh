@@ -45,7 +45,8 @@ echo "== GPU suite (rc=$rc_gpu)"
 grep -E '^\[  (PASSED|FAILED|SKIPPED) |tests? ran|FAILED TEST|Failure|error' "$OUT/gpu_tests.log" 2>/dev/null | head -40
 echo "== bench"; cat "$OUT/cuda_bench.md" 2>/dev/null
 
-# ---- 2. the whole project with CUDA, normal ctest suite
+# ---- 2. the whole project with CUDA, normal ctest suite (SKIP_FULL=1 skips it)
+[ "${SKIP_FULL:-0}" = 1 ] && exit $rc_gpu
 B2=$ROOT/build-gpu
 EXTRA=()
 if [ -f .devcarry/include/pcre2.h ] && [ ! -e /usr/include/pcre2.h ]; then
