@@ -1,0 +1,161 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+
+#include "base/error.h"
+
+namespace mlxcel {
+
+namespace {
+EngineConfig resolve(const Model& model, EngineConfig cfg) {
+  if (cfg.block_size <= 0) invalid("[engine] block_size must be positive, got {}", cfg.block_size);
+  if (cfg.max_model_len <= 0)
+    cfg.max_model_len = model.config().max_position_embeddings > 0 ? model.config().max_position_embeddings : 4096;
+  if (cfg.n_blocks <= 0) cfg.n_blocks = 4 * ((cfg.max_model_len + cfg.block_size - 1) / cfg.block_size);
+  return cfg;
+}
+SchedulerConfig scheduler_config(const EngineConfig& c) {
+  SchedulerConfig s;
+  s.max_num_seqs = c.max_num_seqs;
+  s.max_num_batched_tokens = c.max_num_batched_tokens;
+  s.max_model_len = c.max_model_len;
+  s.enable_chunked_prefill = c.enable_chunked_prefill;
+  return s;
+}
+KvCacheConfig kv_config(const EngineConfig& c) { return {c.n_blocks, c.block_size, c.enable_prefix_caching}; }
+}  // namespace
+
+Engine::Engine(Model& model, const EngineConfig& cfg)
+    : cfg_(resolve(model, cfg)),
+      vocab_(model.config().vocab_size),
+      scheduler_(scheduler_config(cfg_), kv_config(cfg_)),
+      runner_(model, cfg_.n_blocks, cfg_.block_size, cfg_.kv_dtype) {}
+
+void Engine::validate(const GenerationRequest& req) const {
+  const int n = int(req.prompt.size());
+  if (n == 0) invalid("the prompt is empty");
+  if (n >= scheduler_.max_len())
+    invalid("the prompt has {} tokens but the context holds {} (prompt plus at least one generated token)", n,
+            scheduler_.max_len());
+  for (int t : req.prompt)
+    if (t < 0 || t >= vocab_) invalid("prompt token id {} is outside the vocabulary [0, {})", t, vocab_);
+  if (req.max_tokens < 1) invalid("max_tokens must be at least 1, got {}", req.max_tokens);
+  req.sampling.validate();
+}
+
+RequestId Engine::open(GenerationRequest req) {
+  const RequestId id = reserve_id();
+  open_as(id, std::move(req));
+  return id;
+}
+
+void Engine::open_as(RequestId id, GenerationRequest req) {
+  validate(req);
+  Request r;
+  r.id = id;
+  r.tokens = std::move(req.prompt);
+  r.max_tokens = req.max_tokens;
+  r.stop_token_ids = std::move(req.stop_token_ids);
+  r.extra_keys = std::move(req.extra_keys);
+  scheduler_.add_request(std::move(r));
+  samplers_.emplace(id, Sampler(req.sampling));
+}
+
+bool Engine::close(RequestId id) {
+  if (!scheduler_.finish_request(id, FinishReason::cancelled)) return false;
+  samplers_.erase(id);
+  StepEvent ev;
+  ev.id = id;
+  ev.finished = true;
+  ev.reason = FinishReason::cancelled;
+  pending_.push_back(ev);
+  return true;
+}
+
+void Engine::sample_rows(const std::vector<const ScheduledSeq*>& seqs, const Tensor& logits,
+                         std::vector<RowResult>& rows) {
+  const int vocab = int(logits.dim(-1));
+  std::vector<float> host;
+  const float* data = nullptr;
+  if (logits.dtype() == DType::f32 && logits.is_contiguous() && logits.device().type == DeviceType::cpu) {
+    data = logits.data<float>();
+  } else {
+    host = logits.to_f32_vector();
+    data = host.data();
+  }
+  int row = 0;
+  for (const ScheduledSeq* s : seqs) {
+    if (!s->sample) continue;
+    RowResult r;
+    r.id = s->id;
+    try {
+      const Request* req = scheduler_.find(s->id);
+      MLXCEL_CHECK(req != nullptr, "sampling unknown request {}", s->id);
+      r.token = samplers_.at(s->id).sample(data + size_t(row) * vocab, vocab, req->tokens);
+    } catch (const std::exception& e) {
+      r.error = e.what();
+    }
+    rows.push_back(std::move(r));
+    ++row;
+  }
+}
+
+std::vector<RowResult> Engine::run(const SchedulerOutput& out) {
+  std::vector<RowResult> rows;
+  std::vector<const ScheduledSeq*> all;
+  for (const auto& s : out.seqs) all.push_back(&s);
+  try {
+    Tensor logits = runner_.execute(all);
+    sample_rows(all, logits, rows);
+    return rows;
+  } catch (const std::exception& e) {
+    if (all.size() == 1) {
+      rows.push_back({all[0]->id, -1, e.what()});
+      return rows;
+    }
+  }
+  // NOTE: the batch failed; rerun each sequence alone so that only the failing ones
+  // end. Rewriting the same K/V into the same slots is harmless.
+  rows.clear();
+  for (const ScheduledSeq* s : all) {
+    std::vector<const ScheduledSeq*> one{s};
+    try {
+      Tensor logits = runner_.execute(one);
+      sample_rows(one, logits, rows);
+    } catch (const std::exception& e) {
+      rows.push_back({s->id, -1, e.what()});
+    }
+  }
+  return rows;
+}
+
+std::vector<StepEvent> Engine::step() {
+  std::vector<StepEvent> events = std::move(pending_);
+  pending_.clear();
+  SchedulerOutput out = scheduler_.schedule();
+  if (out.empty()) return events;
+  runner_.copy_blocks(out.block_copies);
+  std::vector<RowResult> rows = run(out);
+  ++stats_.steps;
+  stats_.scheduled_tokens += out.n_tokens;
+  for (const auto& r : rows)
+    if (!r.error.empty()) ++stats_.failed_rows;
+  for (auto& o : scheduler_.update(out, rows)) {
+    stats_.generated_tokens += int64_t(o.new_tokens.size());
+    if (o.finished) samplers_.erase(o.id);
+    events.push_back(std::move(o));
+  }
+  return events;
+}
+
+EngineStats Engine::stats() const {
+  EngineStats s = stats_;
+  s.preemptions = scheduler_.n_preemptions();
+  s.prefix = scheduler_.kv().stats();
+  s.n_waiting = scheduler_.n_waiting();
+  s.n_running = scheduler_.n_running();
+  s.kv_usage = scheduler_.kv().pool().usage();
+  return s;
+}
+
+}  // namespace mlxcel

@@ -1,0 +1,301 @@
+// Engine, ModelRunner and AsyncEngine with a fake model (no weights): the fake stores
+// each token id in its KV slot and derives the logits from what it reads back through
+// the block table, so batching, paging, prefix hits and preemption must all preserve
+// every sequence's exact history for the generated tokens to match.
+// NOTE: designated initializers leave the other fields defaulted on purpose.
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "base/error.h"
+#include "engine/async_engine.h"
+#include "engine/engine.h"
+
+namespace mlxcel {
+namespace {
+
+constexpr int kVocab = 97;
+constexpr int kPoison = 96;  // a sequence holding this token makes forward throw
+
+int next_token(const std::vector<int>& seq) {
+  uint64_t h = 1469598103934665603ull;
+  for (int t : seq) h = (h ^ uint64_t(t + 1)) * 1099511628211ull;
+  return int(h % (kVocab - 1));  // never the poison token
+}
+
+std::vector<int> expected(std::vector<int> seq, int n) {
+  std::vector<int> out;
+  for (int i = 0; i < n; ++i) out.push_back(next_token(seq)), seq.push_back(out.back());
+  return out;
+}
+
+class FakeModel : public Model {
+ public:
+  FakeModel() {
+    config_.vocab_size = kVocab;
+    config_.max_position_embeddings = 256;
+    kv_layers_.push_back({1, 1, 1, 0});
+  }
+  int forwards = 0;
+  int sleep_ms = 0;  // per forward, to give other threads time to act
+  Tensor forward(const Batch& b, KvCache& cache) override {
+    ++forwards;
+    if (sleep_ms) std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms));
+    const int T = int(b.token_ids.dim(0));
+    const int32_t* ids = b.token_ids.data<int32_t>();
+    const int32_t* pos = b.positions.data<int32_t>();
+    const int32_t* slot = b.attn.slot_mapping.data<int32_t>();
+    const int32_t* qs = b.attn.q_start.data<int32_t>();
+    const int32_t* kvl = b.attn.kv_len.data<int32_t>();
+    const int32_t* table = b.attn.block_table.data<int32_t>();
+    const int64_t width = b.attn.block_table.dim(1);
+    const int bs = b.attn.block_size;
+    float* k = cache.k[0].data<float>();
+    int64_t max_pos = 0;
+    for (int i = 0; i < T; ++i) k[slot[i]] = float(ids[i]), max_pos = std::max<int64_t>(max_pos, pos[i]);
+    if (max_pos != b.max_position) throw Error(ErrorKind::internal, "max_position mismatch");
+    const int R = int(b.logit_rows.dim(0));
+    Tensor logits = Tensor::zeros({R, kVocab}, DType::f32);
+    for (int r = 0; r < R; ++r) {
+      const int row = b.logit_rows.data<int32_t>()[r];
+      int s = 0;
+      while (qs[s + 1] <= row) ++s;
+      const int p = kvl[s] - (qs[s + 1] - row);
+      if (p != pos[row]) throw Error(ErrorKind::internal, "position mismatch");
+      std::vector<int> seq;
+      for (int t = 0; t <= p; ++t) seq.push_back(int(k[table[s * width + t / bs] * bs + t % bs]));
+      if (std::count(seq.begin(), seq.end(), kPoison)) throw Error(ErrorKind::invalid_request, "poisoned sequence");
+      logits.data<float>()[size_t(r) * kVocab + next_token(seq)] = 1.0f;
+    }
+    return logits;
+  }
+};
+
+std::vector<int> prompt(int n, int seed) {
+  std::vector<int> p;
+  for (int i = 0; i < n; ++i) p.push_back((seed * 13 + i * 5) % (kVocab - 1));
+  return p;
+}
+
+struct RunResult {
+  std::map<RequestId, std::vector<int>> tokens;
+  std::map<RequestId, StepEvent> last;
+};
+
+RunResult drive(Engine& e) {
+  RunResult r;
+  for (int i = 0; i < 10000 && e.has_work(); ++i)
+    for (auto& ev : e.step()) {
+      auto& t = r.tokens[ev.id];
+      t.insert(t.end(), ev.new_tokens.begin(), ev.new_tokens.end());
+      if (ev.finished) r.last[ev.id] = ev;
+    }
+  EXPECT_FALSE(e.has_work());
+  return r;
+}
+
+void expect_all_free(const Engine& e) {
+  const auto& pool = e.scheduler().kv().pool();
+  pool.check_invariants();
+  EXPECT_EQ(pool.n_free(), pool.n_blocks());
+  EXPECT_EQ(e.scheduler().kv().n_tables(), 0);
+}
+
+TEST(Engine, BatchedPagedPreemptedAndCachedSequencesMatchAlone) {
+  FakeModel model;
+  EngineConfig cfg;
+  cfg.block_size = 4;
+  cfg.n_blocks = 24;
+  cfg.max_num_batched_tokens = 16;
+  Engine e(model, cfg);
+  std::vector<std::vector<int>> ps;
+  std::vector<int> n_out;
+  std::vector<RequestId> ids;
+  auto shared = prompt(10, 42);
+  for (int i = 0; i < 12; ++i) {
+    auto p = i % 2 ? prompt(3 + i * 3, i) : shared;
+    if (i % 2 == 0) p.push_back(i);
+    ps.push_back(p);
+    n_out.push_back(4 + i % 5 * 3);
+    ids.push_back(e.open({.prompt = p, .max_tokens = n_out.back()}));
+  }
+  RunResult r = drive(e);
+  for (int i = 0; i < 12; ++i) {
+    EXPECT_EQ(r.tokens[ids[i]], expected(ps[i], n_out[i])) << i;
+    EXPECT_EQ(r.last[ids[i]].reason, FinishReason::length);
+  }
+  EngineStats st = e.stats();
+  EXPECT_GT(st.preemptions, 0);
+  EXPECT_GT(st.prefix.hit_tokens, 0);
+  EXPECT_EQ(st.failed_rows, 0);
+  expect_all_free(e);
+}
+
+TEST(Engine, OpenRejectsBadRequestsClearly) {
+  FakeModel model;
+  Engine e(model, EngineConfig{.block_size = 4, .n_blocks = 16, .max_model_len = 32});
+  EXPECT_EQ(e.max_model_len(), 32);
+  auto expect_invalid = [&](GenerationRequest req, const std::string& needle) {
+    try {
+      e.open(std::move(req));
+      ADD_FAILURE() << "accepted: " << needle;
+    } catch (const Error& err) {
+      EXPECT_EQ(err.kind(), ErrorKind::invalid_request);
+      EXPECT_NE(std::string(err.what()).find(needle), std::string::npos) << err.what();
+    }
+  };
+  expect_invalid({.prompt = prompt(40, 1)}, "context holds 32");
+  expect_invalid({.prompt = {}}, "empty");
+  expect_invalid({.prompt = {1, 2, kVocab}}, "outside the vocabulary");
+  expect_invalid({.prompt = {1, -1}}, "outside the vocabulary");
+  expect_invalid({.prompt = {1, 2}, .max_tokens = 0}, "max_tokens");
+  expect_invalid({.prompt = {1, 2}, .sampling = {.temperature = -1}}, "temperature");
+  EXPECT_FALSE(e.has_work());
+  expect_all_free(e);
+}
+
+TEST(Engine, CloseCancelsAndReportsIt) {
+  FakeModel model;
+  Engine e(model, EngineConfig{.block_size = 4, .n_blocks = 16});
+  RequestId a = e.open({.prompt = prompt(6, 1), .max_tokens = 50});
+  RequestId b = e.open({.prompt = prompt(6, 2), .max_tokens = 5});
+  std::vector<int> b_tokens;
+  for (int i = 0; i < 2; ++i)
+    for (auto& ev : e.step())
+      if (ev.id == b) b_tokens.insert(b_tokens.end(), ev.new_tokens.begin(), ev.new_tokens.end());
+  EXPECT_TRUE(e.close(a));
+  EXPECT_FALSE(e.close(a));
+  EXPECT_FALSE(e.close(12345));
+  RunResult r = drive(e);
+  b_tokens.insert(b_tokens.end(), r.tokens[b].begin(), r.tokens[b].end());
+  r.tokens[b] = b_tokens;
+  EXPECT_EQ(r.last[a].reason, FinishReason::cancelled);
+  EXPECT_EQ(r.tokens[b], expected(prompt(6, 2), 5));
+  expect_all_free(e);
+}
+
+TEST(Engine, AFailingRowEndsOnlyItsRequest) {
+  FakeModel model;
+  Engine e(model, EngineConfig{.block_size = 4, .n_blocks = 32});
+  RequestId good1 = e.open({.prompt = prompt(7, 1), .max_tokens = 6});
+  RequestId bad = e.open({.prompt = {1, 2, kPoison, 4}, .max_tokens = 6});
+  RequestId good2 = e.open({.prompt = prompt(9, 2), .max_tokens = 6});
+  RunResult r = drive(e);
+  EXPECT_EQ(r.last[bad].reason, FinishReason::error);
+  EXPECT_NE(r.last[bad].error.find("poisoned"), std::string::npos);
+  EXPECT_EQ(r.tokens[good1], expected(prompt(7, 1), 6));
+  EXPECT_EQ(r.tokens[good2], expected(prompt(9, 2), 6));
+  EXPECT_EQ(e.stats().failed_rows, 1);
+  expect_all_free(e);
+}
+
+TEST(Engine, StopTokensEndARequest) {
+  FakeModel model;
+  Engine e(model, EngineConfig{.block_size = 4, .n_blocks = 32});
+  auto exp = expected(prompt(5, 3), 8);
+  RequestId a = e.open({.prompt = prompt(5, 3), .max_tokens = 8, .stop_token_ids = {exp[3]}});
+  RunResult r = drive(e);
+  const auto stop_at = std::find(exp.begin(), exp.end(), exp[3]) - exp.begin();
+  EXPECT_EQ(r.tokens[a], std::vector<int>(exp.begin(), exp.begin() + stop_at + 1));
+  EXPECT_EQ(r.last[a].reason, FinishReason::stop);
+  expect_all_free(e);
+}
+
+TEST(Engine, SeededSamplingIsPerRequest) {
+  FakeModel model;
+  SamplingParams sp{.temperature = 3.0f, .seed = 1234};
+  auto p = prompt(8, 5);
+  std::vector<int> alone;
+  {
+    Engine e(model, EngineConfig{.block_size = 4, .n_blocks = 64});
+    RequestId id = e.open({.prompt = p, .sampling = sp, .max_tokens = 12});
+    alone = drive(e).tokens[id];
+  }
+  Engine e(model, EngineConfig{.block_size = 4, .n_blocks = 64, .max_num_batched_tokens = 8});
+  for (int i = 0; i < 3; ++i) e.open({.prompt = prompt(5 + i, i), .sampling = {.temperature = 1.0f, .seed = uint64_t(i)}, .max_tokens = 9});
+  RequestId id = e.open({.prompt = p, .sampling = sp, .max_tokens = 12});
+  EXPECT_EQ(drive(e).tokens[id], alone);
+  EXPECT_EQ(alone.size(), 12u);
+  expect_all_free(e);
+}
+
+TEST(ModelRunner, BuildsTheFlatBatch) {
+  FakeModel model;
+  ModelRunner runner(model, 8, 4);
+  ScheduledSeq a{.id = 1, .start = 0, .token_ids = {5, 6, 7}, .block_table = {3}, .sample = true};
+  ScheduledSeq b{.id = 2, .start = 6, .token_ids = {9}, .block_table = {0, 5}, .sample = true};
+  ScheduledSeq c{.id = 3, .start = 0, .token_ids = {1, 2, 3, 4, 5}, .block_table = {1, 2}, .sample = false};
+  std::vector<const ScheduledSeq*> seqs{&a, &b, &c};
+  Batch batch = runner.build_batch(seqs);
+  auto vec = [](const Tensor& t) {
+    return std::vector<int32_t>(t.data<int32_t>(), t.data<int32_t>() + t.numel());
+  };
+  EXPECT_EQ(vec(batch.token_ids), (std::vector<int32_t>{5, 6, 7, 9, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(vec(batch.positions), (std::vector<int32_t>{0, 1, 2, 6, 0, 1, 2, 3, 4}));
+  EXPECT_EQ(vec(batch.attn.q_start), (std::vector<int32_t>{0, 3, 4, 9}));
+  EXPECT_EQ(vec(batch.attn.kv_len), (std::vector<int32_t>{3, 7, 5}));
+  EXPECT_EQ(vec(batch.attn.block_table), (std::vector<int32_t>{3, 0, 0, 5, 1, 2}));
+  EXPECT_EQ(vec(batch.attn.slot_mapping), (std::vector<int32_t>{12, 13, 14, 22, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(vec(batch.logit_rows), (std::vector<int32_t>{2, 3}));
+  EXPECT_EQ(batch.max_position, 6);
+  EXPECT_EQ(batch.attn.block_size, 4);
+  // Copy-on-write copies whole blocks of every layer.
+  float* k = runner.cache().k[0].data<float>();
+  for (int i = 0; i < 4; ++i) k[3 * 4 + i] = float(10 + i);
+  runner.copy_blocks({{3, 6}});
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(k[6 * 4 + i], float(10 + i));
+}
+
+TEST(AsyncEngine, StreamsTokensFromManyThreadsAndCancels) {
+  FakeModel model;
+  AsyncEngine eng(model, EngineConfig{.block_size = 4, .n_blocks = 40, .max_num_batched_tokens = 16});
+  EXPECT_THROW(eng.submit({.prompt = {}}), Error);
+  constexpr int kThreads = 6;
+  std::vector<std::vector<int>> got(kThreads);
+  std::vector<FinishReason> reasons(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      auto stream = eng.submit({.prompt = prompt(4 + t * 3, t), .max_tokens = 5 + t});
+      StepEvent ev;
+      while (stream->next(ev)) {
+        got[t].insert(got[t].end(), ev.new_tokens.begin(), ev.new_tokens.end());
+        if (ev.finished) reasons[t] = ev.reason;
+      }
+    });
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_EQ(got[t], expected(prompt(4 + t * 3, t), 5 + t)) << t;
+    EXPECT_EQ(reasons[t], FinishReason::length);
+  }
+  // A long request cancelled midway ends with cancelled.
+  model.sleep_ms = 2;
+  auto stream = eng.submit({.prompt = prompt(5, 9), .max_tokens = 200});
+  StepEvent ev;
+  ASSERT_TRUE(stream->next(ev));
+  eng.cancel(stream->id());
+  FinishReason last = FinishReason::none;
+  while (stream->next(ev)) last = ev.reason;
+  EXPECT_EQ(last, FinishReason::cancelled);
+  eng.stop();
+  EXPECT_THROW(eng.submit({.prompt = {1}}), Error);
+}
+
+TEST(AsyncEngine, StopEndsOpenStreams) {
+  FakeModel model;
+  auto eng = std::make_unique<AsyncEngine>(model, EngineConfig{.block_size = 4, .n_blocks = 40});
+  auto stream = eng->submit({.prompt = prompt(5, 1), .max_tokens = 200});
+  eng.reset();
+  StepEvent ev;
+  FinishReason last = FinishReason::none;
+  while (stream->next(ev)) last = ev.reason;
+  EXPECT_TRUE(last == FinishReason::cancelled || last == FinishReason::length);
+}
+
+}  // namespace
+}  // namespace mlxcel
