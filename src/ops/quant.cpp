@@ -1,6 +1,11 @@
+// MLX affine quantization: validation, qlinear, qembedding, quantize, dequantize.
 #include "ops/quant.h"
 
 #include <fmt/format.h>
+
+#include "backends/cpu/quantized.h"
+#include "ops/ops.h"
+#include "ops/ops_internal.h"
 
 namespace mlxcel {
 
@@ -8,4 +13,177 @@ std::string QuantSpec::describe() const { return fmt::format("mlx q{} g{}", bits
 
 int64_t QuantizedWeight::cols() const { return packed.dim(1) * 32 / spec.bits; }
 
+namespace ops {
+
+using namespace detail;
+
+namespace {
+
+void check_spec(const char* op, const QuantSpec& spec, const std::string& what) {
+  if (spec.format != QuantFormat::mlx_affine) invalid("[{}] {}: unknown quantization format", op, what);
+  const int b = spec.bits;
+  if (!(b == 2 || b == 3 || b == 4 || b == 5 || b == 6 || b == 8))
+    invalid("[{}] {}: bits must be 2, 3, 4, 5, 6 or 8, got {}", op, what, b);
+  const int g = spec.group_size;
+  if (!(g == 32 || g == 64 || g == 128)) invalid("[{}] {}: group_size must be 32, 64 or 128, got {}", op, what, g);
+}
+
+void validate(const char* op, const QuantizedWeight& w, const std::string& what) {
+  check_spec(op, w.spec, what);
+  if (!w.packed.defined() || !w.scales.defined() || !w.biases.defined())
+    invalid("[{}] {}: packed, scales and biases must all be defined", op, what);
+  if (w.packed.dtype() != DType::u32 || w.packed.ndim() != 2)
+    invalid("[{}] {}: packed must be u32 [N, K * bits / 32], got {}", op, what, w.packed.describe());
+  if ((w.packed.dim(1) * 32) % w.spec.bits != 0)
+    invalid("[{}] {}: packed width {} is not a whole number of {}-bit values", op, what, w.packed.dim(1), w.spec.bits);
+  const int64_t N = w.packed.dim(0), K = w.cols();
+  if (K % w.spec.group_size != 0)
+    invalid("[{}] {}: K = {} is not a multiple of group_size {}", op, what, K, w.spec.group_size);
+  const Shape sshape{N, K / w.spec.group_size};
+  for (const auto* t : {&w.scales, &w.biases}) {
+    const char* name = t == &w.scales ? "scales" : "biases";
+    check_float(op, *t, name);
+    if (t->shape() != sshape)
+      invalid("[{}] {}: {} must be {} for {} packed as {}, got {}", op, what, name, shape_str(sshape),
+              w.packed.describe(), w.spec.describe(), t->describe());
+    check_same_device(op, w.packed, *t, name);
+  }
+  if (w.scales.dtype() != w.biases.dtype())
+    invalid("[{}] {}: scales ({}) and biases ({}) differ in dtype", op, what, dtype_name(w.scales.dtype()),
+            dtype_name(w.biases.dtype()));
+}
+
+// Contiguous views of the three tensors, and the kernel's description of them.
+struct Prepared {
+  Tensor packed, scales, biases;
+  cpu::QuantMatrix m;
+};
+
+Prepared prepare(const QuantizedWeight& w) {
+  Prepared p{contiguous_input(w.packed), contiguous_input(w.scales), contiguous_input(w.biases), {}};
+  p.m.packed = p.packed.data<uint32_t>();
+  p.m.scales = p.scales.raw();
+  p.m.biases = p.biases.raw();
+  p.m.scale_dtype = p.scales.dtype();
+  p.m.bits = w.spec.bits;
+  p.m.group_size = w.spec.group_size;
+  p.m.N = w.rows();
+  p.m.K = w.cols();
+  return p;
+}
+
+}  // namespace
+
+void validate_quantized(const QuantizedWeight& w, const std::string& what) { validate("quantized", w, what); }
+
+Tensor qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias) {
+  constexpr const char* kOp = "qlinear";
+  validate(kOp, w, "w");
+  check_defined(kOp, x, "x");
+  check_dtype(kOp, x, "x", {DType::f32});
+  check_ndim_at_least(kOp, x, "x", 1);
+  if (x.dim(-1) != w.cols())
+    invalid("[{}] x's last dimension {} does not match the weight's K {} ({})", kOp, x.dim(-1), w.cols(),
+            w.spec.describe());
+  check_same_device(kOp, x, w.packed, "w");
+  if (bias.defined()) {
+    check_float(kOp, bias, "bias");
+    check_same_device(kOp, x, bias, "bias");
+    if (bias.ndim() != 1 || bias.dim(0) != w.rows())
+      invalid("[{}] bias must be [{}], got {}", kOp, w.rows(), bias.describe());
+  }
+  check_backend(kOp, x.device());
+  Tensor xc = contiguous_input(x);
+  Shape shape = x.shape();
+  shape.back() = w.rows();
+  Tensor out = Tensor::empty(shape, DType::f32, x.device());
+  switch (x.device().type) {
+    case DeviceType::cpu: {
+      Prepared p = prepare(w);
+      Tensor b32 = bias.defined() ? astype(bias, DType::f32) : Tensor();
+      const int64_t M = w.cols() ? xc.numel() / w.cols() : 0;
+      cpu::qlinear(xc.data<float>(), M, p.m, b32.defined() ? b32.data<float>() : nullptr, out.data<float>());
+      break;
+    }
+    case DeviceType::cuda: no_cuda(kOp);
+  }
+  return out;
+}
+
+Tensor qembedding(const Tensor& ids, const QuantizedWeight& table) {
+  constexpr const char* kOp = "qembedding";
+  validate(kOp, table, "table");
+  check_defined(kOp, ids, "ids");
+  check_dtype(kOp, ids, "ids", {DType::i32});
+  if (ids.ndim() != 1) invalid("[{}] ids must be i32 [T], got {}", kOp, ids.describe());
+  check_same_device(kOp, table.packed, ids, "ids");
+  check_backend(kOp, ids.device());
+  Tensor ic = contiguous_input(ids);
+  const int64_t T = ic.dim(0), V = table.rows();
+  Tensor out = Tensor::empty({T, table.cols()}, DType::f32, ids.device());
+  switch (ids.device().type) {
+    case DeviceType::cpu: {
+      const int32_t* ip = ic.data<int32_t>();
+      for (int64_t i = 0; i < T; ++i) {
+        if (ip[i] < 0 || ip[i] >= V) invalid("[{}] token id {} at position {} is outside [0, {})", kOp, ip[i], i, V);
+      }
+      Prepared p = prepare(table);
+      cpu::dequantize_rows_f32(p.m, ip, T, out.data<float>());
+      break;
+    }
+    case DeviceType::cuda: no_cuda(kOp);
+  }
+  return out;
+}
+
+QuantizedWeight quantize(const Tensor& w, QuantSpec spec, DType scale_dtype) {
+  constexpr const char* kOp = "quantize";
+  check_spec(kOp, spec, "spec");
+  check_defined(kOp, w, "w");
+  check_float(kOp, w, "w");
+  if (w.ndim() != 2) invalid("[{}] w must be [N, K], got {}", kOp, w.describe());
+  if (w.dim(1) % spec.group_size != 0)
+    invalid("[{}] K = {} is not a multiple of group_size {}", kOp, w.dim(1), spec.group_size);
+  if (!(scale_dtype == DType::f32 || scale_dtype == DType::f16 || scale_dtype == DType::bf16))
+    invalid("[{}] scale_dtype must be f32|f16|bf16, got {}", kOp, dtype_name(scale_dtype));
+  check_backend(kOp, w.device());
+  Tensor wc = contiguous_input(w);
+  const int64_t N = w.dim(0), K = w.dim(1);
+  QuantizedWeight q;
+  q.spec = spec;
+  q.packed = Tensor::empty({N, K * spec.bits / 32}, DType::u32, w.device());
+  q.scales = Tensor::empty({N, K / spec.group_size}, scale_dtype, w.device());
+  q.biases = Tensor::empty({N, K / spec.group_size}, scale_dtype, w.device());
+  switch (w.device().type) {
+    case DeviceType::cpu: cpu::quantize(wc, spec.bits, spec.group_size, q.packed, q.scales, q.biases); break;
+    case DeviceType::cuda: no_cuda(kOp);
+  }
+  return q;
+}
+
+Tensor dequantize(const QuantizedWeight& w, DType dtype) {
+  constexpr const char* kOp = "dequantize";
+  validate(kOp, w, "w");
+  if (!(dtype == DType::f32 || dtype == DType::f16 || dtype == DType::bf16))
+    invalid("[{}] dtype must be f32|f16|bf16, got {}", kOp, dtype_name(dtype));
+  check_backend(kOp, w.packed.device());
+  const int64_t N = w.rows(), K = w.cols();
+  const bool same = dtype == w.scales.dtype() && dtype != DType::f32;
+  Tensor out = Tensor::empty({N, K}, same ? dtype : DType::f32, w.packed.device());
+  switch (w.packed.device().type) {
+    case DeviceType::cpu: {
+      Prepared p = prepare(w);
+      if (same) {
+        cpu::dequantize_same_dtype(p.m, out.raw());
+      } else {
+        cpu::dequantize_rows_f32(p.m, nullptr, N, out.data<float>());
+      }
+      break;
+    }
+    case DeviceType::cuda: no_cuda(kOp);
+  }
+  return (dtype == out.dtype()) ? out : astype(out, dtype);
+}
+
+}  // namespace ops
 }  // namespace mlxcel

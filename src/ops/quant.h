@@ -38,11 +38,17 @@ void validate_quantized(const QuantizedWeight& w, const std::string& what);
 Tensor qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias = Tensor());
 // Quantized embedding rows: ids i32 [T] -> f32 [T, K].
 Tensor qembedding(const Tensor& ids, const QuantizedWeight& table);
-// MLX-compatible quantizer (same rounding as mlx.core.quantize). w [N, K] float,
-// K divisible by group_size. scale_dtype is the dtype of scales and biases.
+// MLX-compatible quantizer (same rounding as mlx.core.quantize on the CPU). w [N, K]
+// float, K divisible by group_size. scale_dtype is the dtype of scales and biases;
+// MLX stores them in w's dtype, so pass scale_dtype = w.dtype() to reproduce it.
+// NOTE: MLX's Metal kernel differs from its CPU one in two corners (it rounds ties
+// away from zero and clamps a group's max at >= 0); this follows the CPU one.
 QuantizedWeight quantize(const Tensor& w, QuantSpec spec, DType scale_dtype = DType::f16);
-// Dequantized weight as f32 [N, K].
-Tensor dequantize(const QuantizedWeight& w);
+// Dequantized weight [N, K] of `dtype`: w = scale * q + bias, bit-exact with
+// mlx.core.dequantize. f32 rounds the product and the sum in f32 (what MLX gives
+// for f32 scales); dtype == the scales' dtype (f16|bf16) rounds each step in that
+// dtype (what MLX gives for f16/bf16 scales); any other dtype is the f32 result cast.
+Tensor dequantize(const QuantizedWeight& w, DType dtype = DType::f32);
 
 }  // namespace ops
 }  // namespace mlxcel

@@ -4,9 +4,9 @@
 namespace mlxcel {
 namespace {
 
-using testing::expect_close;
-using testing::expect_error;
-using testing::rand_f32;
+using optest::expect_close;
+using optest::expect_error;
+using optest::rand_f32;
 
 TEST(Contiguous, CopiesStridedViews) {
   Tensor x = rand_f32({5, 7, 3}, 1);
@@ -35,11 +35,11 @@ TEST(Astype, RoundTripsAndRounds) {
   for (DType dt : {DType::f16, DType::bf16}) {
     Tensor h = ops::astype(x, dt);
     EXPECT_EQ(h.dtype(), dt);
-    expect_close(ops::astype(h, DType::f32), testing::round_to(vals, dt), 0, 0, dtype_name(dt));
+    expect_close(ops::astype(h, DType::f32), optest::round_to(vals, dt), 0, 0, dtype_name(dt));
   }
   // f16 -> bf16 goes through f32.
   Tensor hb = ops::astype(ops::astype(x, DType::f16), DType::bf16);
-  expect_close(hb, testing::round_to(testing::round_to(vals, DType::f16), DType::bf16), 0, 0);
+  expect_close(hb, optest::round_to(optest::round_to(vals, DType::f16), DType::bf16), 0, 0);
   Tensor i = Tensor::from_i32({3}, {-7, 0, 123456});
   expect_close(ops::astype(i, DType::f32), {-7.0f, 0.0f, 123456.0f}, 0, 0);
   // Same dtype: a new contiguous copy.
@@ -80,7 +80,7 @@ TEST(TakeRows, PicksRowsAndChecksIds) {
   Tensor xb = ops::astype(x, DType::bf16);
   Tensor yb = ops::take_rows(xb, idx);
   EXPECT_EQ(yb.dtype(), DType::bf16);
-  expect_close(yb, testing::round_to(want, DType::bf16), 0, 0);
+  expect_close(yb, optest::round_to(want, DType::bf16), 0, 0);
   expect_error([&] { ops::take_rows(x, Tensor::from_i32({1}, {10})); }, ErrorKind::invalid_request, "[take_rows]");
   expect_error([&] { ops::take_rows(x, Tensor::from_i32({1}, {-1})); }, ErrorKind::invalid_request, "[take_rows]");
   expect_error([&] { ops::take_rows(x, Tensor::from_f32({1}, {0.0f})); }, ErrorKind::invalid_request, "[take_rows]");

@@ -7,10 +7,10 @@
 namespace mlxcel {
 namespace {
 
-using testing::expect_close;
-using testing::expect_error;
-using testing::rand_f32;
-using testing::rand_vec;
+using optest::expect_close;
+using optest::expect_error;
+using optest::rand_f32;
+using optest::rand_vec;
 
 // A tensor on a (fake) CUDA device: only its metadata is ever read.
 Tensor fake_cuda(const Shape& shape, DType dt = DType::f32) {
@@ -22,9 +22,9 @@ TEST(Binary, SameShapeAndBroadcast) {
   const int R = 37, D = 129;  // odd sizes: SIMD tails
   auto av = rand_vec(R * D, 1), bv = rand_vec(R * D, 2), cv = rand_vec(D, 3);
   Tensor a = Tensor::from_f32({R, D}, av);
-  for (DType dt : testing::kFloatDTypes) {
-    auto bq = testing::round_to(bv, dt), cq = testing::round_to(cv, dt);
-    Tensor b = testing::make_tensor({R, D}, bv, dt), c = testing::make_tensor({D}, cv, dt);
+  for (DType dt : optest::kFloatDTypes) {
+    auto bq = optest::round_to(bv, dt), cq = optest::round_to(cv, dt);
+    Tensor b = optest::make_tensor({R, D}, bv, dt), c = optest::make_tensor({D}, cv, dt);
     std::vector<float> add_ref(av.size()), mul_ref(av.size()), addb_ref(av.size()), mulb_ref(av.size());
     for (int i = 0; i < R * D; ++i) {
       add_ref[i] = av[i] + bq[i];
@@ -39,7 +39,7 @@ TEST(Binary, SameShapeAndBroadcast) {
   }
   expect_error([&] { ops::add(a, rand_f32({R, D + 1}, 4)); }, ErrorKind::invalid_request, "[add]");
   expect_error([&] { ops::mul(a, rand_f32({D + 1}, 4)); }, ErrorKind::invalid_request, "[mul]");
-  expect_error([&] { ops::add(testing::make_tensor({2}, {1, 2}, DType::bf16), rand_f32({2}, 1)); },
+  expect_error([&] { ops::add(optest::make_tensor({2}, {1, 2}, DType::bf16), rand_f32({2}, 1)); },
                ErrorKind::invalid_request, "[add] a must be f32");
 }
 
@@ -126,9 +126,9 @@ TEST(Argmax, LowestIndexOnTies) {
   EXPECT_EQ(a.data<int32_t>()[2], 4);
   // Large random rows in every float dtype.
   auto v = rand_vec(4 * 3001, 11);
-  for (DType dt : testing::kFloatDTypes) {
-    auto q = testing::round_to(v, dt);
-    Tensor am = ops::argmax(testing::make_tensor({4, 3001}, v, dt));
+  for (DType dt : optest::kFloatDTypes) {
+    auto q = optest::round_to(v, dt);
+    Tensor am = ops::argmax(optest::make_tensor({4, 3001}, v, dt));
     for (int r = 0; r < 4; ++r) {
       auto it = std::max_element(q.begin() + r * 3001, q.begin() + (r + 1) * 3001);
       EXPECT_EQ(am.data<int32_t>()[r], int(it - (q.begin() + r * 3001)));

@@ -6,16 +6,16 @@
 namespace mlxcel {
 namespace {
 
-using testing::expect_error;
-using testing::rand_vec;
+using optest::expect_error;
+using optest::rand_vec;
 
 // y = x @ w^T + b in double, with per-element error bounds from sum |x_k w_k|.
 void check_linear(int64_t M, int64_t K, int64_t N, DType wdt, bool with_bias, uint32_t seed) {
   auto xv = rand_vec(M * K, seed), wv = rand_vec(N * K, seed + 1), bv = rand_vec(N, seed + 2);
   Tensor x = Tensor::from_f32({M, K}, xv);
-  Tensor w = testing::make_tensor({N, K}, wv, wdt);
-  Tensor b = with_bias ? testing::make_tensor({N}, bv, wdt) : Tensor();
-  auto wq = testing::round_to(wv, wdt), bq = testing::round_to(bv, wdt);
+  Tensor w = optest::make_tensor({N, K}, wv, wdt);
+  Tensor b = with_bias ? optest::make_tensor({N}, bv, wdt) : Tensor();
+  auto wq = optest::round_to(wv, wdt), bq = optest::round_to(bv, wdt);
   Tensor y = ops::linear(x, w, b);
   ASSERT_EQ(y.shape(), (Shape{M, N}));
   auto yv = y.to_f32_vector();
@@ -37,7 +37,7 @@ void check_linear(int64_t M, int64_t K, int64_t N, DType wdt, bool with_bias, ui
 
 TEST(Linear, GemvPathOddSizes) {
   uint32_t seed = 1;
-  for (DType dt : testing::kFloatDTypes)
+  for (DType dt : optest::kFloatDTypes)
     for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 8})
       for (int64_t K : {1, 7, 67, 130})
         for (int64_t N : {1, 3, 65}) check_linear(M, K, N, dt, (M + K) % 2 == 0, seed++);
@@ -45,22 +45,22 @@ TEST(Linear, GemvPathOddSizes) {
 
 TEST(Linear, GemmPathOddSizes) {
   uint32_t seed = 100;
-  for (DType dt : testing::kFloatDTypes)
+  for (DType dt : optest::kFloatDTypes)
     for (int64_t M : {9, 13, 70})
       for (int64_t K : {1, 67, 517, 1100})  // K blocks of 512 with tails
         for (int64_t N : {3, 65, 130}) check_linear(M, K, N, dt, (M + N) % 2 == 1, seed++);
 }
 
 TEST(Linear, LeadingDimsAndErrors) {
-  Tensor x = testing::rand_f32({2, 3, 20}, 7);
-  Tensor w = testing::rand_f32({5, 20}, 8);
+  Tensor x = optest::rand_f32({2, 3, 20}, 7);
+  Tensor w = optest::rand_f32({5, 20}, 8);
   Tensor y = ops::linear(x, w);
   EXPECT_EQ(y.shape(), (Shape{2, 3, 5}));
   Tensor y2 = ops::linear(x.reshape({6, 20}), w);
   EXPECT_EQ(y.to_f32_vector(), y2.to_f32_vector());
-  expect_error([&] { ops::linear(x, testing::rand_f32({5, 21}, 1)); }, ErrorKind::invalid_request, "[linear]");
-  expect_error([&] { ops::linear(x, testing::rand_f32({20}, 1)); }, ErrorKind::invalid_request, "[linear]");
-  expect_error([&] { ops::linear(x, w, testing::rand_f32({4}, 1)); }, ErrorKind::invalid_request, "[linear] bias");
+  expect_error([&] { ops::linear(x, optest::rand_f32({5, 21}, 1)); }, ErrorKind::invalid_request, "[linear]");
+  expect_error([&] { ops::linear(x, optest::rand_f32({20}, 1)); }, ErrorKind::invalid_request, "[linear]");
+  expect_error([&] { ops::linear(x, w, optest::rand_f32({4}, 1)); }, ErrorKind::invalid_request, "[linear] bias");
   expect_error([&] { ops::linear(x, Tensor::from_i32({5, 20}, std::vector<int32_t>(100))); },
                ErrorKind::invalid_request, "[linear]");
 }
@@ -69,17 +69,17 @@ TEST(Embedding, LooksUpRowsInEveryDtype) {
   const int V = 50, D = 37;
   auto tv = rand_vec(V * D, 9);
   Tensor ids = Tensor::from_i32({5}, {0, 49, 7, 7, 23});
-  for (DType dt : testing::kFloatDTypes) {
-    auto tq = testing::round_to(tv, dt);
-    Tensor e = ops::embedding(ids, testing::make_tensor({V, D}, tv, dt));
+  for (DType dt : optest::kFloatDTypes) {
+    auto tq = optest::round_to(tv, dt);
+    Tensor e = ops::embedding(ids, optest::make_tensor({V, D}, tv, dt));
     EXPECT_EQ(e.dtype(), DType::f32);
     EXPECT_EQ(e.shape(), (Shape{5, D}));
     std::vector<float> want;
     for (int id : {0, 49, 7, 7, 23})
       for (int k = 0; k < D; ++k) want.push_back(tq[size_t(id * D + k)]);
-    testing::expect_close(e, want, 0, 0, dtype_name(dt));
+    optest::expect_close(e, want, 0, 0, dtype_name(dt));
   }
-  Tensor table = testing::rand_f32({V, D}, 1);
+  Tensor table = optest::rand_f32({V, D}, 1);
   expect_error([&] { ops::embedding(Tensor::from_i32({2}, {3, 50}), table); }, ErrorKind::invalid_request,
                "[embedding] token id 50");
   expect_error([&] { ops::embedding(Tensor::from_i32({1}, {-2}), table); }, ErrorKind::invalid_request,

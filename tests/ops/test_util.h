@@ -14,7 +14,7 @@
 #include "ops/ops.h"
 #include "tensor/tensor.h"
 
-namespace mlxcel::testing {
+namespace mlxcel::optest {
 
 inline std::vector<float> rand_vec(int64_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
   std::mt19937 rng(seed);
@@ -86,4 +86,4 @@ inline void expect_error(const std::function<void()>& fn, ErrorKind kind, const 
 
 inline const DType kFloatDTypes[] = {DType::f32, DType::f16, DType::bf16};
 
-}  // namespace mlxcel::testing
+}  // namespace mlxcel::optest

@@ -1,0 +1,373 @@
+// MLX affine quantized matmul, dequantize and quantize.
+//
+// Packing: row n of `packed` is a little-endian bit stream; value k of the row
+// occupies bits [k * bits, (k + 1) * bits). For 2, 4 and 8 bits this is MLX's
+// "value j at bits j * bits of each u32"; for 3, 5 and 6 bits values straddle
+// bytes and u32 words exactly as MLX packs them.
+#include "backends/cpu/quantized.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "backends/cpu/gemm.h"
+#include "backends/cpu/linear.h"
+#include "backends/cpu/parallel.h"
+#include "backends/cpu/simd.h"
+#include "base/error.h"
+
+namespace mlxcel::cpu {
+
+namespace {
+
+// SIMD loads read up to this many bytes from where a vector's values start.
+constexpr int64_t kOverread = 16;
+
+// Value k of a row (reads only the bytes that hold it).
+inline uint32_t qvalue(const uint8_t* row, int64_t k, int bits) {
+  const int64_t bit = k * bits;
+  const int64_t byte = bit >> 3;
+  const int shift = int(bit & 7);
+  uint32_t v = row[byte];
+  if (shift + bits > 8) v |= uint32_t(row[byte + 1]) << 8;
+  return (v >> shift) & ((1u << bits) - 1);
+}
+
+// Unpacks the kWidth values k.. of a row into floats; k is a multiple of kWidth,
+// so for the SIMD paths the values start on a byte boundary.
+struct Unpacker {
+  int bits;
+#if defined(MLXCEL_SIMD_AVX512)
+  __m512i shuf, shift, mask;
+  explicit Unpacker(int b) : bits(b) {
+    alignas(64) int8_t s[64];
+    alignas(64) int32_t sh[16];
+    for (int l = 0; l < 16; ++l) {
+      const int bit = l * b;
+      s[4 * l] = int8_t(bit >> 3);
+      s[4 * l + 1] = int8_t((bit >> 3) + 1);
+      s[4 * l + 2] = s[4 * l + 3] = int8_t(0x80);
+      sh[l] = bit & 7;
+    }
+    shuf = _mm512_load_si512(s);
+    shift = _mm512_load_si512(sh);
+    mask = _mm512_set1_epi32((1 << b) - 1);
+  }
+  // Reads 16 bytes.
+  simd::VecF operator()(const uint8_t* row, int64_t k) const {
+    const uint8_t* p = row + ((k * bits) >> 3);
+    __m512i src = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    __m512i g = _mm512_and_si512(_mm512_srlv_epi32(_mm512_shuffle_epi8(src, shuf), shift), mask);
+    return _mm512_cvtepi32_ps(g);
+  }
+#elif defined(MLXCEL_SIMD_AVX2)
+  __m256i shuf, shift, mask;
+  explicit Unpacker(int b) : bits(b) {
+    alignas(32) int8_t s[32];
+    alignas(32) int32_t sh[8];
+    for (int l = 0; l < 8; ++l) {
+      const int bit = l * b;
+      // NOTE: pshufb indexes within each 128-bit half; both halves hold the same 8 bytes.
+      s[4 * l] = int8_t(bit >> 3);
+      s[4 * l + 1] = int8_t((bit >> 3) + 1);
+      s[4 * l + 2] = s[4 * l + 3] = int8_t(0x80);
+      sh[l] = bit & 7;
+    }
+    shuf = _mm256_load_si256(reinterpret_cast<const __m256i*>(s));
+    shift = _mm256_load_si256(reinterpret_cast<const __m256i*>(sh));
+    mask = _mm256_set1_epi32((1 << b) - 1);
+  }
+  // Reads 8 bytes.
+  simd::VecF operator()(const uint8_t* row, int64_t k) const {
+    const uint8_t* p = row + ((k * bits) >> 3);
+    int64_t v;
+    std::memcpy(&v, p, 8);
+    __m256i g = _mm256_shuffle_epi8(_mm256_set1_epi64x(v), shuf);
+    g = _mm256_and_si256(_mm256_srlv_epi32(g, shift), mask);
+    return _mm256_cvtepi32_ps(g);
+  }
+#else
+  explicit Unpacker(int b) : bits(b) {}
+  simd::VecF operator()(const uint8_t* row, int64_t k) const { return float(qvalue(row, k, bits)); }
+#endif
+};
+
+// Rows whose SIMD loads could run past the end of the packed buffer are copied
+// into a padded buffer first (only the last one or two rows ever are).
+class RowReader {
+ public:
+  explicit RowReader(const QuantMatrix& w)
+      : base_(reinterpret_cast<const uint8_t*>(w.packed)), row_bytes_(w.K * w.bits / 8), n_rows_(w.N) {}
+  const uint8_t* row(int64_t n) {
+    const uint8_t* p = base_ + n * row_bytes_;
+    if ((n_rows_ - 1 - n) * row_bytes_ >= kOverread) return p;
+    pad_.assign(size_t(row_bytes_ + kOverread), 0);
+    std::memcpy(pad_.data(), p, size_t(row_bytes_));
+    return pad_.data();
+  }
+
+ private:
+  const uint8_t* base_;
+  int64_t row_bytes_, n_rows_;
+  std::vector<uint8_t> pad_;
+};
+
+template <typename S>
+inline float sval(const void* p, int64_t i) {
+  return to_f32(static_cast<const S*>(p)[i]);
+}
+
+// ---- decode: GEMV over N, M <= kGemvMaxRows ------------------------------------
+//
+// y[m][n] = sum_g scale[n][g] * (sum_{k in g} x[m][k] q[n][k]) + bias[n][g] * xsum[m][g]
+template <int M, typename S>
+void qgemv_rows(const float* x, const float* xsum, const QuantMatrix& w, int64_t n0, int64_t n1, float* y) {
+  using namespace simd;
+  constexpr int U = M <= 2 ? 2 : 1;  // independent partial sums per row
+  const int64_t K = w.K, G = K / w.group_size, gs = w.group_size;
+  const int bits = w.bits;
+  const Unpacker unpack(bits);
+  RowReader reader(w);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* row = reader.row(n);
+    VecF acc[M];
+    float bacc[M];
+    for (int m = 0; m < M; ++m) {
+      acc[m] = zero();
+      bacc[m] = 0.0f;
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      VecF part[M][U];
+      for (int m = 0; m < M; ++m)
+        for (int u = 0; u < U; ++u) part[m][u] = zero();
+      const int64_t k0 = g * gs;
+      for (int64_t j = 0; j < gs; j += kWidth) {
+        const VecF q = unpack(row, k0 + j);
+        const int u = int(j / kWidth) % U;
+        for (int m = 0; m < M; ++m) part[m][u] = fma(q, load(x + m * K + k0 + j), part[m][u]);
+      }
+      const float s = sval<S>(w.scales, n * G + g), b = sval<S>(w.biases, n * G + g);
+      const VecF sv = set1(s);
+      for (int m = 0; m < M; ++m) {
+        VecF p = part[m][0];
+        for (int u = 1; u < U; ++u) p = add(p, part[m][u]);
+        acc[m] = fma(sv, p, acc[m]);
+        bacc[m] += b * xsum[m * G + g];
+      }
+    }
+    for (int m = 0; m < M; ++m) y[m * w.N + n] = hsum(acc[m]) + bacc[m];
+  }
+}
+
+template <typename S>
+void qgemv(const float* x, int64_t M, const QuantMatrix& w, float* y) {
+  const int64_t K = w.K, G = K / w.group_size;
+  std::vector<float> xsum(size_t(M * G));
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t g = 0; g < G; ++g) {
+      float s = 0.0f;
+      for (int64_t k = g * w.group_size; k < (g + 1) * w.group_size; ++k) s += x[m * K + k];
+      xsum[size_t(m * G + g)] = s;
+    }
+  auto body = [&](int64_t n0, int64_t n1) {
+    switch (M) {
+      case 1: qgemv_rows<1, S>(x, xsum.data(), w, n0, n1, y); break;
+      case 2: qgemv_rows<2, S>(x, xsum.data(), w, n0, n1, y); break;
+      case 3: qgemv_rows<3, S>(x, xsum.data(), w, n0, n1, y); break;
+      case 4: qgemv_rows<4, S>(x, xsum.data(), w, n0, n1, y); break;
+      case 5: qgemv_rows<5, S>(x, xsum.data(), w, n0, n1, y); break;
+      case 6: qgemv_rows<6, S>(x, xsum.data(), w, n0, n1, y); break;
+      case 7: qgemv_rows<7, S>(x, xsum.data(), w, n0, n1, y); break;
+      case 8: qgemv_rows<8, S>(x, xsum.data(), w, n0, n1, y); break;
+      default: MLXCEL_CHECK(false, "qgemv with {} rows", M);
+    }
+  };
+  ThreadPool::global().parallel_for(w.N, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, K * M)));
+}
+
+// ---- prefill: blocked GEMM over dequantized panels -------------------------------
+template <typename S>
+struct QuantSource {
+  const QuantMatrix& w;
+  const float* panel(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float* buf, int64_t& ld) const {
+    using namespace simd;
+    ld = kb;
+    const int64_t G = w.K / w.group_size, gs = w.group_size;
+    const int bits = w.bits;
+    const Unpacker unpack(bits);
+    RowReader reader(w);
+    for (int64_t n = 0; n < nb; ++n) {
+      const uint8_t* row = reader.row(n0 + n);
+      float* dst = buf + n * kb;
+      for (int64_t g = k0 / gs; g < (k0 + kb) / gs; ++g) {
+        const VecF s = set1(sval<S>(w.scales, (n0 + n) * G + g)), b = set1(sval<S>(w.biases, (n0 + n) * G + g));
+        for (int64_t j = 0; j < gs; j += kWidth) {
+          const int64_t k = g * gs + j;
+          store(dst + (k - k0), fma(unpack(row, k), s, b));
+        }
+      }
+    }
+    return buf;
+  }
+};
+
+template <typename S>
+void qlinear_typed(const float* x, int64_t M, const QuantMatrix& w, const float* bias, float* y) {
+  if (M <= kGemvMaxRows) {
+    qgemv<S>(x, M, w, y);
+    if (bias) {
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < w.N; ++n) y[m * w.N + n] += bias[n];
+    }
+    return;
+  }
+  gemm::run(x, M, w.K, w.N, QuantSource<S>{w}, bias, y);
+}
+
+template <typename S>
+void dequantize_rows_typed(const QuantMatrix& w, const int32_t* rows, int64_t n, float* out) {
+  const int64_t K = w.K, G = K / w.group_size;
+  const uint8_t* base = reinterpret_cast<const uint8_t*>(w.packed);
+  const int64_t row_bytes = K * w.bits / 8;
+  parallel_for(n, K * 2, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t r = rows ? rows[i] : i;
+      const uint8_t* row = base + r * row_bytes;
+      float* o = out + i * K;
+      for (int64_t g = 0; g < G; ++g) {
+        const float s = sval<S>(w.scales, r * G + g), b = sval<S>(w.biases, r * G + g);
+        for (int64_t k = g * w.group_size; k < (g + 1) * w.group_size; ++k) {
+          const float p = float(qvalue(row, k, w.bits)) * s;  // NOTE: two roundings, like MLX
+          o[k] = p + b;
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void dequantize_same_typed(const QuantMatrix& w, T* out) {
+  const int64_t K = w.K, G = K / w.group_size;
+  const uint8_t* base = reinterpret_cast<const uint8_t*>(w.packed);
+  const int64_t row_bytes = K * w.bits / 8;
+  parallel_for(w.N, K * 2, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* row = base + r * row_bytes;
+      for (int64_t g = 0; g < G; ++g) {
+        const float s = sval<T>(w.scales, r * G + g), b = sval<T>(w.biases, r * G + g);
+        for (int64_t k = g * w.group_size; k < (g + 1) * w.group_size; ++k) {
+          // NOTE: f32 holds q * s exactly and rounds the sum once more; with 24 bits
+          // >= 2p + 2 that double rounding equals rounding the exact sum to T.
+          const float p = to_f32(from_f32<T>(float(qvalue(row, k, w.bits)) * s));
+          out[r * K + k] = from_f32<T>(p + b);
+        }
+      }
+    }
+  });
+}
+
+// One group of MLX's CPU quantize (mlx/backend/cpu/quantized.cpp), bit for bit.
+template <typename T>
+void quantize_group(const T* w, int gs, int bits, uint32_t* out_words, float& scale_out, float& bias_out) {
+  const float n_bins = float((1 << bits) - 1);
+  const float eps = 1e-7f;
+  float w_min = std::numeric_limits<float>::infinity();
+  float w_max = -w_min;
+  for (int j = 0; j < gs; ++j) {
+    w_max = std::max(w_max, to_f32(w[j]));
+    w_min = std::min(w_min, to_f32(w[j]));
+  }
+  const bool mask = std::abs(w_min) > std::abs(w_max);
+  float scale = std::max((w_max - w_min) / n_bins, eps);
+  scale = mask ? scale : -scale;
+  const float edge = mask ? w_min : w_max;
+  const float q0 = std::rint(edge / scale);
+  float bias = 0;
+  if (q0 != 0) {
+    scale = edge / q0;
+    bias = edge;
+  }
+  const int n_words = gs * bits / 32;
+  std::fill(out_words, out_words + n_words, 0u);
+  for (int j = 0; j < gs; ++j) {
+    float q = std::rint((to_f32(w[j]) - bias) / scale);
+    q = std::min(std::max(q, 0.0f), n_bins);
+    const uint64_t v = uint64_t(q);
+    const int bit = j * bits;
+    const uint64_t shifted = v << (bit & 31);
+    out_words[bit >> 5] |= uint32_t(shifted);
+    if ((bit & 31) + bits > 32) out_words[(bit >> 5) + 1] |= uint32_t(shifted >> 32);
+  }
+  scale_out = scale;
+  bias_out = bias;
+}
+
+template <typename T, typename S>
+void quantize_typed(const T* w, int64_t N, int64_t K, int bits, int gs, uint32_t* packed, S* scales, S* biases) {
+  const int64_t G = K / gs, words_per_row = K * bits / 32, words_per_group = gs * bits / 32;
+  parallel_for(N, K * 4, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t g = 0; g < G; ++g) {
+        float s, b;
+        quantize_group(w + r * K + g * gs, gs, bits, packed + r * words_per_row + g * words_per_group, s, b);
+        scales[r * G + g] = from_f32<S>(s);
+        biases[r * G + g] = from_f32<S>(b);
+      }
+    }
+  });
+}
+
+template <typename T>
+void quantize_dispatch_scales(const T* w, int64_t N, int64_t K, int bits, int gs, Tensor& packed, Tensor& scales,
+                              Tensor& biases) {
+  uint32_t* p = packed.data<uint32_t>();
+  switch (scales.dtype()) {
+    case DType::f32: quantize_typed(w, N, K, bits, gs, p, scales.data<float>(), biases.data<float>()); break;
+    case DType::f16: quantize_typed(w, N, K, bits, gs, p, scales.data<f16_t>(), biases.data<f16_t>()); break;
+    case DType::bf16: quantize_typed(w, N, K, bits, gs, p, scales.data<bf16_t>(), biases.data<bf16_t>()); break;
+    default: MLXCEL_CHECK(false, "quantize scales {}", dtype_name(scales.dtype()));
+  }
+}
+
+}  // namespace
+
+void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias, float* y) {
+  switch (w.scale_dtype) {
+    case DType::f32: qlinear_typed<float>(x, M, w, bias, y); break;
+    case DType::f16: qlinear_typed<f16_t>(x, M, w, bias, y); break;
+    case DType::bf16: qlinear_typed<bf16_t>(x, M, w, bias, y); break;
+    default: MLXCEL_CHECK(false, "qlinear scales {}", dtype_name(w.scale_dtype));
+  }
+}
+
+void dequantize_rows_f32(const QuantMatrix& w, const int32_t* rows, int64_t n, float* out) {
+  switch (w.scale_dtype) {
+    case DType::f32: dequantize_rows_typed<float>(w, rows, n, out); break;
+    case DType::f16: dequantize_rows_typed<f16_t>(w, rows, n, out); break;
+    case DType::bf16: dequantize_rows_typed<bf16_t>(w, rows, n, out); break;
+    default: MLXCEL_CHECK(false, "dequantize scales {}", dtype_name(w.scale_dtype));
+  }
+}
+
+void dequantize_same_dtype(const QuantMatrix& w, void* out) {
+  switch (w.scale_dtype) {
+    case DType::f16: dequantize_same_typed(w, static_cast<f16_t*>(out)); break;
+    case DType::bf16: dequantize_same_typed(w, static_cast<bf16_t*>(out)); break;
+    case DType::f32: dequantize_rows_typed<float>(w, nullptr, w.N, static_cast<float*>(out)); break;
+    default: MLXCEL_CHECK(false, "dequantize scales {}", dtype_name(w.scale_dtype));
+  }
+}
+
+void quantize(const Tensor& w, int bits, int group_size, Tensor& packed, Tensor& scales, Tensor& biases) {
+  const int64_t N = w.dim(0), K = w.dim(1);
+  switch (w.dtype()) {
+    case DType::f32: quantize_dispatch_scales(w.data<float>(), N, K, bits, group_size, packed, scales, biases); break;
+    case DType::f16: quantize_dispatch_scales(w.data<f16_t>(), N, K, bits, group_size, packed, scales, biases); break;
+    case DType::bf16: quantize_dispatch_scales(w.data<bf16_t>(), N, K, bits, group_size, packed, scales, biases); break;
+    default: MLXCEL_CHECK(false, "quantize {}", dtype_name(w.dtype()));
+  }
+}
+
+}  // namespace mlxcel::cpu
