@@ -1,5 +1,6 @@
 #include "loader/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -23,6 +24,30 @@ constexpr int64_t kMaxHeadDim = int64_t(1) << 16;
 constexpr int64_t kMaxVocab = int64_t(1) << 24;
 constexpr int64_t kMaxPositions = int64_t(1) << 31;  // exclusive; fits an int
 constexpr double kMaxTheta = 1e12;
+
+constexpr int kMaxConfigDepth = 64;
+
+// Max nesting of [] / {} outside strings, stopping once past `limit`.
+int json_depth(const std::string& s, int limit) {
+  int depth = 0, max_depth = 0;
+  bool in_str = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (in_str) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_str = false;
+      continue;
+    }
+    if (c == '"') in_str = true;
+    else if (c == '{' || c == '[') {
+      max_depth = std::max(max_depth, ++depth);
+      if (max_depth > limit) break;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return max_depth;
+}
 
 const char* json_type(const json& v) {
   switch (v.type()) {
@@ -142,8 +167,7 @@ class Reader {
 
 // transformers class defaults for fields that real config files leave out (the
 // Gemma 3 multimodal checkpoints only write a handful of text_config keys).
-void apply_family_defaults(json& text) {
-  std::string mt = text.value("model_type", std::string());
+void apply_family_defaults(json& text, const std::string& mt) {
   auto set_default = [&](const char* key, json v) {
     if (!text.contains(key)) text[key] = std::move(v);
   };
@@ -281,7 +305,11 @@ std::optional<QuantConfig> read_quant(const json& root, const json& text, const 
       auto it = obj->find("quantization_config");
       if (it == obj->end() || it->is_null()) continue;
       if (!it->is_object()) invalid("{}: field 'quantization_config' must be an object", source);
-      std::string method = it->value("quant_method", std::string());
+      std::string method;
+      if (auto m = it->find("quant_method"); m != it->end() && !m->is_null()) {
+        if (!m->is_string()) invalid("{}: field 'quantization_config.quant_method' must be a string", source);
+        method = m->get<std::string>();
+      }
       bool mlx_style = it->contains("bits") && it->contains("group_size");
       if (!method.empty() && method != "mlx") {
         throw_error(ErrorKind::unsupported, "{}: quantization_config.quant_method '{}' is not supported (only MLX "
@@ -358,9 +386,9 @@ ModelConfig parse_model_config(const json& root, const std::string& source) {
     Reader rt(text, source, prefix);
     if (auto mt = rt.opt_str("model_type")) cfg.model_type = *mt;
     else if (auto mt2 = Reader(root, source, "").opt_str("model_type")) cfg.model_type = *mt2;
-    if (!text.contains("model_type") && !cfg.model_type.empty()) text["model_type"] = cfg.model_type;
+    if (!cfg.model_type.empty()) text["model_type"] = cfg.model_type;
   }
-  apply_family_defaults(text);
+  apply_family_defaults(text, cfg.model_type);
   cfg.raw = text;
   Reader r(text, source, prefix);
   Reader rr(root, source, "");
@@ -405,7 +433,9 @@ ModelConfig parse_model_config(const json& root, const std::string& source) {
 
   for (const char* key : {"rms_norm_eps", "layer_norm_eps", "norm_epsilon", "layer_norm_epsilon"}) {
     if (auto v = r.opt_num(key)) {
-      if (!(*v > 0) || *v >= 1) r.fail(key, fmt::format("must be in (0, 1), got {}", *v));
+      // Stored as a float: a value that would round to 0 (or a denormal) is as bad as 0.
+      if (!(*v >= double(std::numeric_limits<float>::min())) || *v >= 1)
+        r.fail(key, fmt::format("must be in (0, 1) and representable as a float, got {}", *v));
       cfg.norm_eps = float(*v);
       break;
     }
@@ -419,7 +449,7 @@ ModelConfig parse_model_config(const json& root, const std::string& source) {
   auto softcap = [&](const char* key) -> float {
     auto v = r.opt_num(key);
     if (!v) return 0.0f;
-    if (*v < 0) r.fail(key, fmt::format("must not be negative, got {}", *v));
+    if (*v < 0 || *v > 1e30) r.fail(key, fmt::format("must be in [0, 1e30], got {}", *v));
     return float(*v);
   };
   cfg.attn_logit_softcapping = softcap("attn_logit_softcapping");
@@ -547,9 +577,14 @@ ModelConfig load_model_config(const std::string& path) {
   if (!in) throw_error(ErrorKind::not_found, "cannot open model config {}", path);
   std::stringstream ss;
   ss << in.rdbuf();
+  std::string text = ss.str();
+  // Real configs nest a few levels; a hostile one could nest deep enough for the
+  // recursive json copy/destroy to exhaust the stack.
+  if (json_depth(text, kMaxConfigDepth) > kMaxConfigDepth)
+    invalid("{}: JSON nests deeper than {} levels", path, kMaxConfigDepth);
   json root;
   try {
-    root = json::parse(ss.str());
+    root = json::parse(text);
   } catch (const json::exception& e) {
     invalid("{}: not valid JSON: {}", path, e.what());
   }

@@ -336,6 +336,12 @@ TEST(Config, BadConfigs) {
   expect_bad(R"({"hidden_size": 66, "num_hidden_layers": 2, )" + ok_tail, {"head_dim", "divisible"});
   expect_bad(R"({"hidden_size": 64, "num_hidden_layers": 2, "rms_norm_eps": 0, )" + ok_tail, {"rms_norm_eps"});
   expect_bad(R"({"hidden_size": 64, "num_hidden_layers": 2, "rms_norm_eps": -1e-6, )" + ok_tail, {"rms_norm_eps"});
+  // Found by config_fuzz: a positive double that is 0 as a float.
+  expect_bad(R"({"hidden_size": 64, "num_hidden_layers": 2, "rms_norm_eps": 1e-85, )" + ok_tail, {"rms_norm_eps"});
+  expect_bad(R"({"hidden_size": 64, "num_hidden_layers": 2, "final_logit_softcapping": 1e300, )" + ok_tail,
+             {"final_logit_softcapping"});
+  expect_bad(R"({"hidden_size": 64, "num_hidden_layers": 2, "query_pre_attn_scalar": -1, )" + ok_tail,
+             {"query_pre_attn_scalar"});
   expect_bad(R"({"hidden_size": 64, "num_hidden_layers": 2, "rope_theta": 0, )" + ok_tail, {"rope_theta"});
   expect_bad(R"({"hidden_size": 64, "num_hidden_layers": 2, "rope_theta": "1e4", )" + ok_tail,
              {"rope_theta", "number"});
