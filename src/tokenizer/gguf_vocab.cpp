@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "loader/gguf.h"
 #include "tokenizer/tokenizer_impl.h"
+#include "tokenizer/unicode.h"
 
 namespace mlxcel {
 
@@ -75,6 +76,68 @@ PreSpec pre_spec(const std::string& pre) {
   unsupported("[tokenizer] GGUF pre-tokenizer '{}' is not supported", pre);
 }
 
+// llama.cpp's WPM (BERT) tokenizer: its own pre-processing (NFD + accent stripping,
+// lowercasing, splitting at whitespace, punctuation, ASCII symbols and CJK), then a greedy
+// longest match of "▁" + word over the vocabulary (the GGUF converter turned "##x" into "x"
+// and "x" into "▁x"); a word with an unmatched position becomes [UNK].
+class WpmModel : public Model {
+ public:
+  WpmModel(int32_t unk_id, bool lowercase, bool strip_accents)
+      : unk_id_(unk_id), lowercase_(lowercase), strip_accents_(strip_accents) {}
+  void finish() {
+    for (const auto& [t, id] : token_to_id_) max_len_ = std::max(max_len_, t.size());
+  }
+  void tokenize(const std::string& text, std::vector<int32_t>& out) const override {
+    namespace u = unicode;
+    std::string src = strip_accents_ ? u::normalize(text, u::NormForm::nfd) : text;
+    std::vector<std::string> words(1);
+    for (size_t i = 0; i < src.size();) {
+      char32_t c = u::next_cp(src, i);
+      if (u::is_whitespace(c)) {
+        if (!words.back().empty()) words.emplace_back();
+        continue;
+      }
+      if (c == 0 || c == 0xFFFD || u::is_other(c)) continue;
+      if (strip_accents_ && u::is_mark(c)) continue;
+      std::string s = u::to_utf8(lowercase_ ? u::simple_lower(c) : c);
+      if (u::is_punctuation(c) || (c < 0x7F && u::is_symbol(c)) || u::is_chinese_char(c)) {
+        if (!words.back().empty()) words.emplace_back();
+        words.back() = s;
+        words.emplace_back();
+      } else {
+        words.back() += s;
+      }
+    }
+    for (const std::string& word : words) {
+      if (word.empty()) continue;
+      const std::string w = "\xE2\x96\x81" + word;
+      size_t before = out.size();
+      size_t n = w.size();
+      for (size_t i = 0; i < n; ++i) {
+        bool match = false;
+        for (size_t j = std::min(n, i + max_len_ + 1); j > i; --j) {
+          if (auto id = token_to_id(w.substr(i, j - i))) {
+            out.push_back(*id);
+            match = true;
+            i = j - 1;
+            break;
+          }
+        }
+        if (!match) {
+          out.resize(before);
+          break;
+        }
+      }
+      if (out.size() == before) out.push_back(unk_id_);
+    }
+  }
+
+ private:
+  int32_t unk_id_;
+  bool lowercase_, strip_accents_;
+  size_t max_len_ = 0;
+};
+
 const std::vector<std::string>& strings_of(const GgufFile& g, const char* key) {
   const GgufArray& a = g.at(key).as_array();
   if (a.elem_type != GgufType::string) invalid("[tokenizer] GGUF {} must be an array of strings", key);
@@ -108,6 +171,14 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& g) {
     norms.push_back(make_replace(" ", "\xE2\x96\x81"));
     impl->normalizer = make_norm_sequence(std::move(norms));
     impl->decoder = make_spm_decoder(prefix);
+  } else if (kind == "bert") {
+    bool lower = g.get_bool("tokenizer.ggml.normalizer.lowercase", true);
+    bool strip = g.get_bool("tokenizer.ggml.normalizer.strip_accents", lower);
+    auto model = std::make_unique<WpmModel>(static_cast<int32_t>(g.get_int("tokenizer.ggml.unknown_token_id", 100)), lower, strip);
+    for (size_t i = 0; i < tokens.size(); ++i) model->add_token(tokens[i], static_cast<int32_t>(i));
+    model->finish();
+    impl->model = std::move(model);
+    impl->decoder = make_spm_decoder(true);
   } else if (kind == "gemma4" || (kind == "gpt2" && g.get_string("tokenizer.ggml.pre", "") == "gemma4")) {
     // SentencePiece-style BPE on raw UTF-8: " " -> "▁", split only at newlines, merges, and
     // <0xXX> byte tokens for what the vocabulary lacks.
@@ -148,7 +219,7 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& g) {
     impl->pre_tokenizer = make_pre_sequence(std::move(parts));
     impl->decoder = make_byte_level_decoder();
   } else {
-    unsupported("[tokenizer] GGUF tokenizer model '{}' is not supported (only 'llama', 'gpt2' and 'gemma4')", kind);
+    unsupported("[tokenizer] GGUF tokenizer model '{}' is not supported (only 'llama', 'gpt2', 'gemma4' and 'bert')", kind);
   }
   std::vector<AddedToken> added;
   for (size_t i = 0; i < types.size(); ++i) {

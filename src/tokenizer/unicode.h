@@ -38,6 +38,8 @@ bool is_other(char32_t c);        // general category C* (Cc, Cf, Cs, Co, Cn)
 bool is_mark(char32_t c);         // general category M*
 bool is_mark_nonspacing(char32_t c);  // Mn
 bool is_chinese_char(char32_t c);  // BERT's CJK ideograph ranges
+bool is_symbol(char32_t c);        // general category S*
+char32_t simple_lower(char32_t c);  // one-to-one lowercase mapping
 
 // GPT-2 byte-level alphabet: every byte maps to one printable code point.
 const std::string& byte_to_unicode(uint8_t b);  // UTF-8 of the mapped code point
