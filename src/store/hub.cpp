@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -604,10 +605,34 @@ DownloadResult download_into(const std::string& repo_id, const fs::path& dest,
   bool has_safetensors = std::any_of(info.files.begin(), info.files.end(), [](const HubFile& f) {
     return f.name.size() > 12 && f.name.substr(f.name.size() - 12) == ".safetensors";
   });
-  bool gguf = opts.include_gguf || !has_safetensors;
+  auto included = [&](const std::string& name) {
+    for (const auto& pattern : opts.include) {
+      if (fnmatch(pattern.c_str(), name.c_str(), 0) == 0) return true;
+    }
+    return false;
+  };
+  bool gguf = opts.include_gguf;
+  if (!has_safetensors && !gguf && opts.include.empty()) {
+    // A GGUF repo: take its one .gguf; with several quantizations, ask which.
+    std::vector<std::string> ggufs;
+    for (const auto& f : info.files) {
+      if (f.name.size() > 5 && f.name.substr(f.name.size() - 5) == ".gguf") ggufs.push_back(f.name);
+    }
+    if (ggufs.size() > 1) {
+      std::string names;
+      for (size_t i = 0; i < ggufs.size() && i < 12; ++i) names += (i ? ", " : "") + ggufs[i];
+      if (ggufs.size() > 12) names += ", ...";
+      throw_error(ErrorKind::invalid_request,
+                  "[download] {} has {} GGUF files ({}); choose one with --include "
+                  "'PATTERN' (e.g. '*Q4_K_M*'), or pass --gguf for all",
+                  repo_id, ggufs.size(), names);
+    }
+    gguf = true;
+  }
   std::vector<HubFile> wanted;
   for (const auto& f : info.files) {
-    if (is_runtime_file(f.name, gguf) && safe_rel_name(f.name)) wanted.push_back(f);
+    if ((is_runtime_file(f.name, gguf) || included(f.name)) && safe_rel_name(f.name))
+      wanted.push_back(f);
   }
   if (wanted.empty()) {
     throw_error(ErrorKind::not_found,

@@ -23,7 +23,10 @@ struct DownloadOptions {
   std::string endpoint = "https://huggingface.co";  // HF_ENDPOINT
   std::string token;                                // HF_TOKEN (sent as a Bearer token)
   std::string revision = "main";
-  bool include_gguf = false;  // fetch *.gguf too (automatic when the repo has no safetensors)
+  bool include_gguf = false;  // fetch every *.gguf too
+  // Extra files to fetch: shell globs on the repo path ("*Q4_K_M*.gguf"). A repo without
+  // safetensors gets its single .gguf automatically; with several, one must be chosen.
+  std::vector<std::string> include;
   int n_parallel = 4;         // files downloaded at once
   int max_retries = 3;        // per file; each retry resumes where the last one stopped
   int retry_delay_ms = 500;   // grows linearly with the attempt

@@ -311,7 +311,10 @@ ModelEntry plan_remove(std::string_view id, const StoreConfig& cfg) {
   fs::path root = fs::canonical(cfg.models_dir, ec);
   fs::path target;
   std::string repo_id;
-  if (is_repo_id(id) && !fs::exists(fs::path(std::string(id)), ec)) {
+  // A repo id unless it is only a path: the store copy wins over a same-named folder here.
+  bool in_store = is_repo_id(id) && !root.empty() &&
+                  fs::exists(fs::symlink_status(store_path(parse_repo_id(id, cfg), cfg), ec));
+  if (is_repo_id(id) && (in_store || !fs::exists(fs::path(std::string(id)), ec))) {
     RepoId repo = parse_repo_id(id, cfg);
     repo_id = repo.str();
     if (root.empty()) {

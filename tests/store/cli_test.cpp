@@ -195,6 +195,15 @@ TEST_F(CliTest, Download) {
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_TRUE(fs::exists(dir_ / "m2" / "mlx-community" / "tiny-bare" / "config.json"));
 
+  // GGUF repos: pick a quantization with --include.
+  r = mlxcel("download test-org/multi-gguf");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("--include"), std::string::npos) << r.err;
+  r = mlxcel("download test-org/multi-gguf --include '*Q4_0*'");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_TRUE(fs::exists(models() / "test-org" / "multi-gguf" / "m-Q4_0.gguf"));
+  EXPECT_FALSE(fs::exists(models() / "test-org" / "multi-gguf" / "m-Q8_0.gguf"));
+
   // Errors are one plain line and exit code 1.
   r = mlxcel("download test-org/nope");
   EXPECT_EQ(r.rc, 1);

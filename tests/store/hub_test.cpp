@@ -239,6 +239,17 @@ TEST_F(HubTest, GgufOnlyRepo) {
   EXPECT_TRUE(find_model("test-org/gguf-only", cfg_));
 }
 
+TEST_F(HubTest, SeveralGgufsNeedAChoice) {
+  Error e = error_of([&] { download_model({"test-org", "multi-gguf"}, cfg_, opts_); });
+  EXPECT_NE(std::string(e.what()).find("--include"), std::string::npos) << e.what();
+  EXPECT_NE(std::string(e.what()).find("m-Q8_0.gguf"), std::string::npos) << e.what();
+  opts_.include = {"*Q8_0*"};
+  auto r = download_model({"test-org", "multi-gguf"}, cfg_, opts_);
+  EXPECT_TRUE(fs::exists(r.path / "m-Q8_0.gguf"));
+  EXPECT_FALSE(fs::exists(r.path / "m-Q4_0.gguf"));
+  EXPECT_TRUE(find_model("test-org/multi-gguf", cfg_));
+}
+
 TEST_F(HubTest, LocalDir) {
   fs::path dest = dir_ / "out" / "tiny";
   auto r = download_to_dir("test-org/tiny", dest, opts_);

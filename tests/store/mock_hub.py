@@ -11,6 +11,7 @@ GET /{owner}/{name}/resolve/{rev}/{file} (with Range), for a few fake repos:
   test-org/truncated  model.safetensors always ends early (a short but clean response)
   test-org/flaky      the first request for each file drops the connection mid-body
   test-org/gguf-only  only a .gguf file and a README
+  test-org/multi-gguf two .gguf quantizations
   test-org/slow       model.safetensors trickles out in small chunks (for Ctrl-C tests)
   mlx-community/tiny-bare   a small repo for bare-name resolution
 
@@ -63,6 +64,8 @@ REPOS = {
                            "model.safetensors": blob("truncated", 100_000)},
     "test-org/flaky": {"config.json": b'{"model_type": "tiny"}',
                        "model.safetensors": blob("flaky", 300_000)},
+    "test-org/multi-gguf": {"m-Q4_0.gguf": blob("q4", 3_000), "m-Q8_0.gguf": blob("q8", 5_000),
+                            "README.md": b"# gguf\n"},
     "test-org/slow": {"config.json": b'{"model_type": "tiny"}',
                       "model.safetensors": blob("slow", 400_000)},
     "test-org/gguf-only": {"model-Q4_0.gguf": blob("gguf", 4_000), "README.md": b"# gguf\n"},

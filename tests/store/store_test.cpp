@@ -322,6 +322,17 @@ TEST_F(StoreTest, RmRefusesSymlinkTricks) {
   EXPECT_TRUE(fs::exists(dir_ / "precious" / "m" / "config.json"));
 }
 
+TEST_F(StoreTest, RmPrefersTheStoreOverASameNamedFolderHere) {
+  make_model(models() / "acme" / "A");
+  make_model(dir_ / "cwd" / "acme" / "A");
+  fs::path old = fs::current_path();
+  fs::current_path(dir_ / "cwd");
+  EXPECT_NO_THROW(remove_model("acme/A", cfg_));
+  fs::current_path(old);
+  EXPECT_FALSE(fs::exists(models() / "acme" / "A"));
+  EXPECT_TRUE(fs::exists(dir_ / "cwd" / "acme" / "A" / "config.json"));
+}
+
 TEST_F(StoreTest, RmWithSymlinkedStoreRoot) {
   make_model(dir_ / "real-models" / "acme" / "A");
   fs::create_directory_symlink(dir_ / "real-models", dir_ / "models");
