@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -18,6 +19,7 @@ struct DownloadArgs {
   std::string revision = "main";
   std::string models_dir;
   bool gguf = false;
+  std::vector<std::string> include;
   int jobs = 4;
 };
 
@@ -27,6 +29,7 @@ void run_download(const DownloadArgs& args) {
   auto opts = store::DownloadOptions::from_env();
   opts.revision = args.revision;
   opts.include_gguf = args.gguf;
+  opts.include = args.include;
   if (args.jobs < 1 || args.jobs > 64) invalid("--jobs must be between 1 and 64");
   opts.n_parallel = args.jobs;
   store::DownloadResult r = args.local_dir.empty()
@@ -53,7 +56,9 @@ void add_download_command(CLI::App& app) {
   cmd->add_option("--revision", args->revision, "Branch, tag or commit (default main)");
   cmd->add_option("--models-dir", args->models_dir,
                   "Store directory (default: $MLXCEL_MODELS_DIR or ~/.cache/mlxcel/models)");
-  cmd->add_flag("--gguf", args->gguf, "Also download *.gguf files");
+  cmd->add_flag("--gguf", args->gguf, "Also download every *.gguf file");
+  cmd->add_option("--include", args->include,
+                  "Also download files matching this glob, e.g. '*Q4_K_M*.gguf' (repeatable)");
   cmd->add_option("-j,--jobs", args->jobs, "Files downloaded at once (default 4)");
   cmd->callback([args] { run_download(*args); });
 }
