@@ -198,6 +198,14 @@ void slice_last(const Tensor& x, int64_t begin, int64_t end, Tensor& out) {
   MLXCEL_CUDA_LAUNCH_CHECK();
 }
 
+Tensor zeros(const Shape& shape, DType dtype, Device device) {
+  init();
+  DeviceGuard g(device.index);
+  Tensor t = Tensor::empty(shape, dtype, device);
+  fill_zero(t);
+  return t;
+}
+
 void fill_zero(Tensor& out) {
   init();
   if (out.nbytes() == 0) return;

@@ -33,6 +33,8 @@ bool available();          // device_count() > 0
 void synchronize(Device d = Device::cuda());
 // Copy to any device (cpu <-> cuda, cuda <-> cuda); x may be strided.
 Tensor to_device(const Tensor& x, Device device);
+// A zero-filled tensor on a CUDA device (calls init() first, unlike Tensor::empty).
+Tensor zeros(const Shape& shape, DType dtype, Device device);
 // Bytes held by the device's pool (in use + cached), for tests and stats.
 size_t pool_reserved_bytes(Device d = Device::cuda());
 
@@ -80,6 +82,10 @@ void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias,
 void dequantize_rows_f32(const QuantMatrix& w, const int32_t* rows, int64_t n, float* out);
 // out [N, K] of w.scale_dtype (f16|bf16), rounded step by step like MLX.
 void dequantize_same_dtype(const QuantMatrix& w, void* out);
+
+// MLX quantizer for a device weight w [N, K] into pre-allocated device outputs; runs the
+// CPU quantizer on a host copy (bit-identical to cpu::quantize).
+void quantize(const Tensor& w, int bits, int group_size, Tensor& packed, Tensor& scales, Tensor& biases);
 
 // ---- rotary embeddings ------------------------------------------------------
 // x [T, H, D] f32|f16|bf16, positions i32 [T] (cpu or cuda); p.inv_freq on the host.

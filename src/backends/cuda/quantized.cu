@@ -9,7 +9,8 @@ namespace mlxcel::cuda {
 
 namespace {
 
-constexpr int kQRows = 4;     // weight rows per block
+// Decode (M == 1) takes 8 weight rows per block; M in 2..8 takes 4 (its accumulators
+// grow with M).
 constexpr int kQThreads = 128;
 
 // A "chunk" is 32 consecutive values of a row = BITS u32 words, word-aligned, and
@@ -44,19 +45,19 @@ __device__ __forceinline__ float chunk_value(const uint32_t* wd, int j) {
 }
 
 // y [M, N] = x [M, K] @ dequant(w)^T (+ bias). Uses sum_j x_j (s q_j + b) = s (x.q) + b sum(x).
-template <int BITS, typename S>
+template <int BITS, typename S, int MAXM, int kQRows>
 __global__ void __launch_bounds__(kQThreads) qgemv_kernel(const float* __restrict__ x, int M,
                                                           const uint32_t* __restrict__ packed,
                                                           const S* __restrict__ scales, const S* __restrict__ biases,
-                                                          int64_t N, int64_t K, int group_size,
+                                                          int64_t N, int64_t K, int group_shift,
                                                           const float* __restrict__ bias, float* __restrict__ y) {
-  __shared__ float red[kQThreads / 32][kGemvMaxRows][kQRows];
+  __shared__ float red[kQThreads / 32][MAXM][kQRows];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t row0 = int64_t(blockIdx.x) * kQRows;
-  const int64_t words_per_row = K / 32 * BITS, groups_per_row = K / group_size, chunks = K / 32;
-  float acc[kGemvMaxRows][kQRows];
+  const int64_t words_per_row = K / 32 * BITS, groups_per_row = K >> group_shift, chunks = K / 32;
+  float acc[MAXM][kQRows];
 #pragma unroll
-  for (int m = 0; m < kGemvMaxRows; ++m)
+  for (int m = 0; m < MAXM; ++m)
 #pragma unroll
     for (int r = 0; r < kQRows; ++r) acc[m][r] = 0.0f;
   int64_t rows[kQRows];
@@ -66,7 +67,7 @@ __global__ void __launch_bounds__(kQThreads) qgemv_kernel(const float* __restric
   for (int64_t c = threadIdx.x; c < chunks; c += kQThreads) {
     uint32_t wd[kQRows][BITS];
     float sc[kQRows], bi[kQRows];
-    const int64_t g = c * 32 / group_size;
+    const int64_t g = (c * 32) >> group_shift;
 #pragma unroll
     for (int r = 0; r < kQRows; ++r) {
       load_chunk<BITS>(packed + rows[r] * words_per_row + c * BITS, wd[r]);
@@ -74,7 +75,7 @@ __global__ void __launch_bounds__(kQThreads) qgemv_kernel(const float* __restric
       bi[r] = to_f(biases[rows[r] * groups_per_row + g]);
     }
 #pragma unroll
-    for (int m = 0; m < kGemvMaxRows; ++m) {
+    for (int m = 0; m < MAXM; ++m) {
       if (m < M) {
         float xv[32];
         const float4* xp = reinterpret_cast<const float4*>(x + int64_t(m) * K + c * 32);
@@ -97,7 +98,7 @@ __global__ void __launch_bounds__(kQThreads) qgemv_kernel(const float* __restric
     }
   }
 #pragma unroll
-  for (int m = 0; m < kGemvMaxRows; ++m) {
+  for (int m = 0; m < MAXM; ++m) {
     if (m < M) {
 #pragma unroll
       for (int r = 0; r < kQRows; ++r) {
@@ -180,11 +181,16 @@ void by_scale(DType dt, F&& f) {
 
 template <typename S>
 void qgemv_launch(const float* x, int M, const QuantMatrix& w, const float* bias, float* y, cudaStream_t st) {
-  const unsigned grid = unsigned(ceil_div(w.N, kQRows));
   const S* sc = static_cast<const S*>(w.scales);
   const S* bi = static_cast<const S*>(w.biases);
-#define MLXCEL_QGEMV(B) \
-  qgemv_kernel<B, S><<<grid, kQThreads, 0, st>>>(x, M, w.packed, sc, bi, w.N, w.K, w.group_size, bias, y)
+  const int shift = w.group_size == 32 ? 5 : w.group_size == 64 ? 6 : w.group_size == 128 ? 7 : -1;
+  if (shift < 0) throw_unsupported("[qlinear] CUDA supports group sizes 32, 64 and 128");
+  const unsigned grid1 = unsigned(ceil_div(w.N, 8)), grid8 = unsigned(ceil_div(w.N, 4));
+#define MLXCEL_QGEMV(B)                                                                                          \
+  if (M == 1)                                                                                                    \
+    qgemv_kernel<B, S, 1, 8><<<grid1, kQThreads, 0, st>>>(x, M, w.packed, sc, bi, w.N, w.K, shift, bias, y);     \
+  else                                                                                                           \
+    qgemv_kernel<B, S, kGemvMaxRows, 4><<<grid8, kQThreads, 0, st>>>(x, M, w.packed, sc, bi, w.N, w.K, shift, bias, y)
   switch (w.bits) {
     case 2: MLXCEL_QGEMV(2); break;
     case 3: MLXCEL_QGEMV(3); break;
