@@ -33,9 +33,16 @@ B1=$ROOT/build-gpu-standalone
 rc_gpu=1
 if cmake -S tests/gpu/standalone -B "$B1" -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_CUDA_COMPILER="$NVCC" \
      -DMLXCEL_BUILD_BENCH=ON > "$OUT/gpu_build.log" 2>&1 &&
-   ninja -C "$B1" -j"$JOBS" test_cuda_kernels cuda_bench >> "$OUT/gpu_build.log" 2>&1; then
+   { T="test_cuda_kernels cuda_bench"; ninja -C "$B1" -t targets all | grep -q '^test_cuda_ops:' && T="$T test_cuda_ops";
+     ninja -C "$B1" -j"$JOBS" -k 0 $T >> "$OUT/gpu_build.log" 2>&1;
+     [ -x "$B1/gpu/test_cuda_kernels" ]; }; then
   "$B1/gpu/test_cuda_kernels" --gtest_color=no > "$OUT/gpu_tests.log" 2>&1
   rc_gpu=$?
+  if [ -x "$B1/gpu/test_cuda_ops" ]; then
+    "$B1/gpu/test_cuda_ops" --gtest_color=no >> "$OUT/gpu_tests.log" 2>&1 || rc_gpu=1
+  else
+    echo "test_cuda_ops did not build (see gpu_build.log)" >> "$OUT/gpu_tests.log"
+  fi
   "$B1/gpu/cuda_bench" > "$OUT/cuda_bench.md" 2>&1
   echo "cuda_bench rc=$?" >> "$OUT/cuda_bench.md"
 else

@@ -1,0 +1,70 @@
+// The op API on CUDA tensors (src/ops dispatch -> backends/cuda) against the same ops
+// on the CPU. Fresh random data for every check.
+#include "base/error.h"
+#include "ops/ops.h"
+#include "test_util.h"
+
+namespace mlxcel {
+namespace {
+
+using namespace gputest;
+
+Tensor dev(const Tensor& t) { return ops::to_device(t, Device::cuda()); }
+
+TEST(CudaOps, DenseOpsMatchCpu) {
+  REQUIRE_GPU();
+  Tensor x = rand_host({5, 96}, DType::f32, -2.0f, 2.0f), w = rand_host({96}, DType::bf16);
+  EXPECT_LT(rel_err(ops::rms_norm(dev(x), dev(w), 1e-6f), ops::rms_norm(x, w, 1e-6f)), kTolF32);
+  EXPECT_LT(rel_err(ops::layer_norm(dev(x), dev(w), Tensor(), 1e-5f), ops::layer_norm(x, w, Tensor(), 1e-5f)), kTolF32);
+  Tensor y = rand_host({5, 96});
+  EXPECT_LT(rel_err(ops::add(dev(x), dev(y)), ops::add(x, y)), kTolF32);
+  EXPECT_LT(rel_err(ops::mul(dev(x), dev(w)), ops::mul(x, w)), kTolF32);
+  EXPECT_LT(rel_err(ops::scale(dev(x), 0.3f), ops::scale(x, 0.3f)), kTolF32);
+  EXPECT_LT(rel_err(ops::gated(dev(x), dev(y), ops::Activation::silu), ops::gated(x, y, ops::Activation::silu)), kTolF32);
+  EXPECT_LT(rel_err(ops::activate(dev(x), ops::Activation::gelu_tanh), ops::activate(x, ops::Activation::gelu_tanh)),
+            kTolF32);
+  EXPECT_LT(rel_err(ops::softcap(dev(x), 1.5f), ops::softcap(x, 1.5f)), kTolF32);
+  EXPECT_LT(rel_err(ops::softmax(dev(x)), ops::softmax(x)), kTolF32);
+  EXPECT_TRUE(bytes_equal(ops::argmax(dev(x)), ops::argmax(x)));
+  Tensor dx = dev(x);
+  ops::add_(dx, dev(y));
+  EXPECT_LT(rel_err(dx, ops::add(x, y)), kTolF32);
+
+  Tensor lw = rand_host({33, 96}, DType::bf16), lb = rand_host({33});
+  for (int64_t M : {1, 20}) {
+    Tensor lx = rand_host({M, 96});
+    EXPECT_LT(rel_err(ops::linear(dev(lx), dev(lw), dev(lb)), ops::linear(lx, lw, lb)),
+              M > 8 ? kTolBf16 : kTolF32);
+  }
+  Tensor table = rand_host({50, 24}, DType::bf16), ids = rand_ids(7, 50);
+  EXPECT_TRUE(bytes_equal(ops::embedding(dev(ids), dev(table)), ops::embedding(ids, table)));
+  EXPECT_TRUE(bytes_equal(ops::take_rows(dev(table), dev(ids)), ops::take_rows(table, ids)));
+  EXPECT_THROW(ops::embedding(dev(Tensor::from_i32({1}, {50})), dev(table)), Error);
+  EXPECT_TRUE(bytes_equal(ops::astype(dev(table), DType::f32), ops::astype(table, DType::f32)));
+  EXPECT_TRUE(bytes_equal(ops::slice_last(dev(x), 3, 40), ops::slice_last(x, 3, 40)));
+  EXPECT_TRUE(bytes_equal(ops::contiguous(dev(x).slice(1, 2, 50)), ops::contiguous(x.slice(1, 2, 50))));
+  EXPECT_EQ(rel_err(ops::zeros({3, 4}, DType::f32, Device::cuda()), Tensor::zeros({3, 4}, DType::f32)), 0.0);
+}
+
+TEST(CudaOps, QuantizedOpsMatchCpu) {
+  REQUIRE_GPU();
+  Tensor w = rand_host({40, 128});
+  QuantizedWeight q = ops::quantize(w, QuantSpec{QuantFormat::mlx_affine, 4, 64}, DType::bf16);
+  QuantizedWeight dq = q;
+  dq.packed = dev(q.packed);
+  dq.scales = dev(q.scales);
+  dq.biases = dev(q.biases);
+  for (int64_t M : {1, 12}) {
+    Tensor x = rand_host({M, 128});
+    EXPECT_LT(rel_err(ops::qlinear(dev(x), dq), ops::qlinear(x, q)), kTolQuant);
+  }
+  Tensor ids = rand_ids(6, 40);
+  EXPECT_TRUE(bytes_equal(ops::qembedding(dev(ids), dq), ops::qembedding(ids, q)));
+  EXPECT_TRUE(bytes_equal(ops::dequantize(dq, DType::bf16), ops::dequantize(q, DType::bf16)));
+  QuantizedWeight q2 = ops::quantize(dev(w), QuantSpec{QuantFormat::mlx_affine, 4, 64}, DType::bf16);
+  EXPECT_TRUE(bytes_equal(q2.packed, q.packed));
+  EXPECT_TRUE(bytes_equal(q2.scales, q.scales));
+}
+
+}  // namespace
+}  // namespace mlxcel
