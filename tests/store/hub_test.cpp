@@ -194,6 +194,21 @@ TEST_F(HubTest, WrongChecksumFails) {
         << p.path();
 }
 
+TEST_F(HubTest, HeadersAloneAreVerified) {
+  auto info = fetch_repo_info("test-org/headers-only", opts_);
+  for (const auto& f : info.files) {
+    EXPECT_FALSE(f.size);
+    EXPECT_TRUE(f.sha256.empty());
+  }
+  auto r = download_model({"test-org", "headers-only"}, cfg_, opts_);
+  EXPECT_EQ(fs::file_size(r.path / "model.safetensors"), 30000u);
+
+  Error e = error_of([&] { download_model({"test-org", "bad-etag"}, cfg_, opts_); });
+  EXPECT_NE(std::string(e.what()).find("checksum mismatch"), std::string::npos) << e.what();
+  EXPECT_NE(std::string(e.what()).find(std::string(64, 'f')), std::string::npos) << e.what();
+  EXPECT_FALSE(find_model("test-org/bad-etag", cfg_));
+}
+
 TEST_F(HubTest, DroppedConnectionResumesInProcess) {
   auto r = download_model({"test-org", "flaky"}, cfg_, opts_);
   fs::path weights = r.path / "model.safetensors";

@@ -12,6 +12,9 @@ GET /{owner}/{name}/resolve/{rev}/{file} (with Range), for a few fake repos:
   test-org/flaky      the first request for each file drops the connection mid-body
   test-org/gguf-only  only a .gguf file and a README
   test-org/multi-gguf two .gguf quantizations
+  test-org/headers-only, test-org/bad-etag   the API lists no sizes or hashes (like a
+                      server without ?blobs=true): only the X-Linked-* headers can be checked;
+                      bad-etag's X-Linked-Etag is wrong
   test-org/slow       model.safetensors trickles out in small chunks (for Ctrl-C tests)
   mlx-community/tiny-bare   a small repo for bare-name resolution
 
@@ -66,6 +69,10 @@ REPOS = {
                        "model.safetensors": blob("flaky", 300_000)},
     "test-org/multi-gguf": {"m-Q4_0.gguf": blob("q4", 3_000), "m-Q8_0.gguf": blob("q8", 5_000),
                             "README.md": b"# gguf\n"},
+    "test-org/headers-only": {"config.json": b'{"model_type": "tiny"}',
+                              "model.safetensors": blob("hdr", 30_000)},
+    "test-org/bad-etag": {"config.json": b'{"model_type": "tiny"}',
+                          "model.safetensors": blob("badetag", 30_000)},
     "test-org/slow": {"config.json": b'{"model_type": "tiny"}',
                       "model.safetensors": blob("slow", 400_000)},
     "test-org/gguf-only": {"model-Q4_0.gguf": blob("gguf", 4_000), "README.md": b"# gguf\n"},
@@ -85,6 +92,8 @@ def sha256(data):
 def listed_sha(repo, name):
     if repo == "test-org/badsum" and name == "model.safetensors":
         return "0" * 64
+    if repo == "test-org/bad-etag" and name == "model.safetensors":
+        return "f" * 64
     return sha256(REPOS[repo][name])
 
 
@@ -150,7 +159,7 @@ class Handler(BaseHTTPRequestHandler):
         siblings = []
         for name, data in REPOS[repo].items():
             s = {"rfilename": name}
-            if blobs:
+            if blobs and repo not in ("test-org/headers-only", "test-org/bad-etag"):
                 s["size"] = len(data)
                 if name.endswith(LFS_EXT):
                     s["lfs"] = {"sha256": listed_sha(repo, name), "size": len(data),
@@ -209,6 +218,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Accept-Ranges", "bytes")
         if name.endswith(LFS_EXT):
             self.send_header("X-Linked-Size", str(total))
+            self.send_header("X-Linked-Etag", f'"{listed_sha(repo, name)}"')
             self.send_header("ETag", f'"{listed_sha(repo, name)}"')
         else:
             self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
