@@ -1,0 +1,153 @@
+// Paged KV cache: kv_cache_write and paged_attention. All of ctx is validated here
+// (the kernels trust it), so a bad batch is an invalid_request, never a stray read.
+#include "ops/attention.h"
+
+#include "backends/cpu/attention.h"
+#include "ops/ops_internal.h"
+
+namespace mlxcel::ops {
+
+using namespace detail;
+
+namespace {
+
+void check_cache(const char* op, const Tensor& c, const char* name, const AttentionContext& ctx) {
+  check_defined(op, c, name);
+  check_float(op, c, name);
+  if (c.ndim() != 4) invalid("[{}] {} must be [n_blocks, block_size, n_kv_heads, dim], got {}", op, name, c.describe());
+  if (!c.is_contiguous()) invalid("[{}] {} must be contiguous, got a strided view", op, name);
+  if (c.dim(1) != ctx.block_size)
+    invalid("[{}] {} has blocks of {} tokens but ctx.block_size is {}", op, name, c.dim(1), ctx.block_size);
+}
+
+void check_caches(const char* op, const Tensor& k_cache, const Tensor& v_cache, const AttentionContext& ctx) {
+  if (ctx.block_size <= 0) invalid("[{}] ctx.block_size must be positive, got {}", op, ctx.block_size);
+  check_cache(op, k_cache, "k_cache", ctx);
+  check_cache(op, v_cache, "v_cache", ctx);
+  check_same_device(op, k_cache, v_cache, "v_cache");
+  if (k_cache.dtype() != v_cache.dtype())
+    invalid("[{}] k_cache ({}) and v_cache ({}) differ in dtype", op, dtype_name(k_cache.dtype()),
+            dtype_name(v_cache.dtype()));
+  if (k_cache.dim(0) != v_cache.dim(0) || k_cache.dim(2) != v_cache.dim(2))
+    invalid("[{}] k_cache {} and v_cache {} differ in blocks or kv heads", op, k_cache.describe(), v_cache.describe());
+}
+
+// ctx tensors are read on the host: CPU i32 of the documented shapes.
+const int32_t* host_i32(const char* op, const Tensor& t, const char* name, const Shape& shape) {
+  if (!t.defined()) invalid("[{}] ctx.{} is undefined", op, name);
+  if (t.dtype() != DType::i32 || t.shape() != shape || !t.is_contiguous())
+    invalid("[{}] ctx.{} must be contiguous i32 {}, got {}", op, name, shape_str(shape), t.describe());
+  if (t.device().type != DeviceType::cpu) invalid("[{}] ctx.{} must be on the host, got {}", op, name, t.describe());
+  return t.data<int32_t>();
+}
+
+}  // namespace
+
+void kv_cache_write(Tensor& k_cache, Tensor& v_cache, const Tensor& k, const Tensor& v, const AttentionContext& ctx) {
+  constexpr const char* kOp = "kv_cache_write";
+  check_caches(kOp, k_cache, v_cache, ctx);
+  check_defined(kOp, k, "k");
+  check_defined(kOp, v, "v");
+  check_dtype(kOp, k, "k", {DType::f32});
+  check_dtype(kOp, v, "v", {DType::f32});
+  const int64_t Hkv = k_cache.dim(2), D = k_cache.dim(3), Dv = v_cache.dim(3);
+  if (k.ndim() != 3 || k.dim(1) != Hkv || k.dim(2) != D)
+    invalid("[{}] k must be [T, {}, {}] to match k_cache, got {}", kOp, Hkv, D, k.describe());
+  const int64_t T = k.dim(0);
+  if (v.ndim() != 3 || v.dim(0) != T || v.dim(1) != Hkv || v.dim(2) != Dv)
+    invalid("[{}] v must be [{}, {}, {}] to match k and v_cache, got {}", kOp, T, Hkv, Dv, v.describe());
+  check_same_device(kOp, k_cache, k, "k");
+  check_same_device(kOp, k_cache, v, "v");
+  const int32_t* slots = host_i32(kOp, ctx.slot_mapping, "slot_mapping", {T});
+  const int64_t n_slots = k_cache.dim(0) * k_cache.dim(1);
+  for (int64_t t = 0; t < T; ++t) {
+    if (slots[t] < 0 || slots[t] >= n_slots)
+      invalid("[{}] slot_mapping[{}] = {} is outside the cache's {} slots", kOp, t, slots[t], n_slots);
+  }
+  check_backend(kOp, k_cache.device());
+  Tensor kc = contiguous_input(k), vc = contiguous_input(v);
+  switch (k_cache.device().type) {
+    case DeviceType::cpu:
+      cpu::kv_cache_write(k_cache.raw(), v_cache.raw(), k_cache.dtype(), kc.data<float>(), vc.data<float>(), T, Hkv, D,
+                          Dv, slots);
+      break;
+    case DeviceType::cuda: no_cuda(kOp);
+  }
+}
+
+Tensor paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionContext& ctx,
+                       const AttentionParams& params) {
+  constexpr const char* kOp = "paged_attention";
+  check_caches(kOp, k_cache, v_cache, ctx);
+  check_defined(kOp, q, "q");
+  check_dtype(kOp, q, "q", {DType::f32});
+  const int64_t n_blocks = k_cache.dim(0), Hkv = k_cache.dim(2), D = k_cache.dim(3), Dv = v_cache.dim(3);
+  if (q.ndim() != 3 || q.dim(2) != D)
+    invalid("[{}] q must be [T, n_heads, {}] (the cache's head_dim), got {}", kOp, D, q.describe());
+  const int64_t T = q.dim(0), H = q.dim(1);
+  if (Hkv <= 0 || H % Hkv != 0)
+    invalid("[{}] n_heads {} must be a multiple of n_kv_heads {}", kOp, H, Hkv);
+  check_same_device(kOp, q, k_cache, "k_cache");
+  if (params.sliding_window < 0) invalid("[{}] sliding_window must be >= 0, got {}", kOp, params.sliding_window);
+  if (params.softcap < 0.0f) invalid("[{}] softcap must be >= 0, got {}", kOp, params.softcap);
+
+  if (!ctx.kv_len.defined() || ctx.kv_len.ndim() != 1)
+    invalid("[{}] ctx.kv_len must be i32 [n_seqs], got {}", kOp, ctx.kv_len.describe());
+  const int64_t S = ctx.kv_len.dim(0);
+  const int32_t* kv_len = host_i32(kOp, ctx.kv_len, "kv_len", {S});
+  const int32_t* q_start = host_i32(kOp, ctx.q_start, "q_start", {S + 1});
+  if (!ctx.block_table.defined() || ctx.block_table.ndim() != 2)
+    invalid("[{}] ctx.block_table must be i32 [n_seqs, max_blocks], got {}", kOp, ctx.block_table.describe());
+  const int64_t max_blocks = ctx.block_table.dim(1);
+  const int32_t* table = host_i32(kOp, ctx.block_table, "block_table", {S, max_blocks});
+  if (q_start[0] != 0 || q_start[S] != T)
+    invalid("[{}] ctx.q_start must run from 0 to T = {}, got {} .. {}", kOp, T, q_start[0], q_start[S]);
+  const int64_t bs = ctx.block_size;
+  for (int64_t s = 0; s < S; ++s) {
+    const int64_t q_len = int64_t(q_start[s + 1]) - q_start[s];
+    if (q_len < 0) invalid("[{}] ctx.q_start decreases at sequence {}", kOp, s);
+    if (kv_len[s] < q_len)
+      invalid("[{}] sequence {} has kv_len {} < its {} new tokens", kOp, s, kv_len[s], q_len);
+    if (kv_len[s] > max_blocks * bs)
+      invalid("[{}] sequence {} has kv_len {} but its block table holds {} tokens", kOp, s, kv_len[s], max_blocks * bs);
+    for (int64_t b = 0; b * bs < kv_len[s]; ++b) {
+      const int32_t blk = table[s * max_blocks + b];
+      if (blk < 0 || blk >= n_blocks)
+        invalid("[{}] block_table[{}][{}] = {} is outside the cache's {} blocks", kOp, s, b, blk, n_blocks);
+    }
+  }
+  check_backend(kOp, q.device());
+  Tensor qc = contiguous_input(q);
+  Tensor out = Tensor::empty({T, H, Dv}, DType::f32, q.device());
+  switch (q.device().type) {
+    case DeviceType::cpu: {
+      cpu::PagedAttentionArgs a;
+      a.q = qc.data<float>();
+      a.T = T;
+      a.n_heads = H;
+      a.head_dim = D;
+      a.k_cache = k_cache.raw();
+      a.v_cache = v_cache.raw();
+      a.cache_dtype = k_cache.dtype();
+      a.block_size = bs;
+      a.n_kv_heads = Hkv;
+      a.v_head_dim = Dv;
+      a.q_start = q_start;
+      a.kv_len = kv_len;
+      a.block_table = table;
+      a.n_seqs = S;
+      a.max_blocks = max_blocks;
+      a.scale = params.scale;
+      a.sliding_window = params.sliding_window;
+      a.softcap = params.softcap;
+      a.causal = params.causal;
+      a.out = out.data<float>();
+      cpu::paged_attention(a);
+      break;
+    }
+    case DeviceType::cuda: no_cuda(kOp);
+  }
+  return out;
+}
+
+}  // namespace mlxcel::ops
