@@ -71,6 +71,25 @@ TEST(Tokenizer, AddedTokenFlags) {
   EXPECT_EQ(tok.encode("azzb", false), (std::vector<int32_t>{0, 6, 1}));
 }
 
+TEST(Tokenizer, DecodersWithoutGoldens) {
+  // CTC: repeats collapse, pads vanish, the word delimiter becomes a space.
+  Tokenizer ctc = Tokenizer::from_json(R"({
+    "model": {"type": "WordLevel", "vocab": {"<pad>": 0, "|": 1, "h": 2, "i": 3}, "unk_token": "<pad>"},
+    "decoder": {"type": "CTC", "pad_token": "<pad>", "word_delimiter_token": "|", "cleanup": true}})");
+  EXPECT_EQ(ctc.decode({2, 2, 0, 3, 1, 3, 3}), "hi i");
+  // Replace (regex) + Strip, and Prepend/NFKC/Split(invert) on the way in.
+  Tokenizer t = Tokenizer::from_json(R"({
+    "normalizer": {"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Prepend", "prepend": "_"}]},
+    "pre_tokenizer": {"type": "Split", "pattern": {"String": "_"}, "behavior": "MergedWithNext", "invert": false},
+    "model": {"type": "WordLevel", "vocab": {"_a": 0, "_b": 1, "?": 2}, "unk_token": "?"},
+    "decoder": {"type": "Sequence", "decoders": [
+      {"type": "Replace", "pattern": {"Regex": "_+"}, "content": " "},
+      {"type": "Fuse"},
+      {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}})");
+  EXPECT_EQ(t.encode("\uFF41_b", false), (std::vector<int32_t>{0, 1}));  // fullwidth a -> a
+  EXPECT_EQ(t.decode({0, 1, 0}), "a b a");
+}
+
 TEST(Tokenizer, MalformedJsonFailsClearly) {
   EXPECT_THROW(Tokenizer::from_json("{"), Error);
   EXPECT_THROW(Tokenizer::from_json("[]"), Error);
