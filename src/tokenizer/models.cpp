@@ -416,6 +416,7 @@ std::unique_ptr<Model> make_model(const json& j) {
   }
   auto fill_map_vocab = [&](Model& m) {
     if (!vocab->is_object()) invalid("[tokenizer] {} vocab must be an object of token -> id", type);
+    m.reserve(vocab->size());
     for (auto it = vocab->begin(); it != vocab->end(); ++it) {
       if (!it.value().is_number_integer()) invalid("[tokenizer] vocab id of '{}' is not an integer", it.key());
       m.add_token(it.key(), it.value().get<int32_t>());

@@ -27,6 +27,11 @@ class Model {
   size_t vocab_size() const { return id_to_token_.size(); }
   // Registers a token (tokens may be sparse; later ids grow the table).
   void add_token(const std::string& token, int32_t id);
+  void reserve(size_t n) {
+    token_to_id_.reserve(n);
+    id_to_token_.reserve(n);
+    has_id_.reserve(n);
+  }
 
  protected:
   std::unordered_map<std::string, int32_t> token_to_id_;
