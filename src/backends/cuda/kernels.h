@@ -16,6 +16,10 @@
 #include "ops/rope.h"
 #include "tensor/tensor.h"
 
+namespace mlxcel::cpu {
+struct PagedAttentionArgs;  // backends/cpu/attention.h
+}  // namespace mlxcel::cpu
+
 namespace mlxcel::cuda {
 
 using cpu::Act;
@@ -101,5 +105,14 @@ void kv_cache_write(Tensor& k_cache, Tensor& v_cache, const Tensor& k, const Ten
 // Online softmax in f32, split-KV across blocks, query heads of one KV head share loads.
 void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const AttentionContext& ctx,
                      const AttentionParams& params, Tensor& out);
+
+// ---- raw-pointer forms of the CPU signatures (backends/cpu/rope.h, attention.h) ----
+// Device pointers for tensor data; context arrays (positions, slots, q_start, kv_len,
+// block_table) and inv_freq may be host or device pointers (host ones are uploaded).
+void rope(const float* x, int64_t T, int64_t H, int64_t D, const int32_t* positions, const float* inv_freq, int rot,
+          float attn_scale, bool interleaved, float* out);
+void kv_cache_write(void* k_cache, void* v_cache, DType cache_dtype, const float* k, const float* v, int64_t T,
+                    int64_t n_kv_heads, int64_t head_dim, int64_t v_head_dim, const int32_t* slots);
+void paged_attention(const cpu::PagedAttentionArgs& a);
 
 }  // namespace mlxcel::cuda
