@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "backends/cpu/attention.h"
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/quantized.h"
 #include "base/error.h"
@@ -308,6 +309,69 @@ TEST(CudaAttention, PagedMatchesDenseReference) {
     cuda::paged_attention(gpu(q), b.k_cache, b.v_cache, dctx, p, out2);
     EXPECT_LT(rel_err(out2, want), tol) << "case " << ci << " (device context)";
   }
+}
+
+// The raw-pointer forms (the CPU kernels' signatures) against the CPU kernels themselves.
+TEST(CudaAttention, PointerFormsMatchCpuKernels) {
+  REQUIRE_GPU();
+  for (DType cdt : {DType::f32, DType::bf16}) {
+    const int n_kv = 2, D = 64, Dv = 48, H = 6;
+    PagedBatch b = make_batch({3, 1}, {9, 40}, n_kv, D, Dv, cdt, 16);
+    const int64_t T = 4;
+    Tensor q = rand_host({T, H, D});
+    Tensor kh = host(b.k_cache), vh = host(b.v_cache);
+    cpu::PagedAttentionArgs a;
+    a.q = q.data<float>();
+    a.T = T;
+    a.n_heads = H;
+    a.head_dim = D;
+    a.k_cache = kh.raw();
+    a.v_cache = vh.raw();
+    a.cache_dtype = cdt;
+    a.block_size = 16;
+    a.n_kv_heads = n_kv;
+    a.v_head_dim = Dv;
+    a.q_start = b.ctx.q_start.data<int32_t>();
+    a.kv_len = b.ctx.kv_len.data<int32_t>();
+    a.block_table = b.ctx.block_table.data<int32_t>();
+    a.n_seqs = 2;
+    a.max_blocks = b.ctx.block_table.dim(1);
+    a.scale = 0.125f;
+    a.sliding_window = 7;
+    Tensor want = Tensor::empty({T, H, Dv}, DType::f32);
+    a.out = want.data<float>();
+    cpu::paged_attention(a);
+    // Same call with device q / caches / out and the host context arrays.
+    Tensor dq = gpu(q), out = poisoned({T, H, Dv}, DType::f32);
+    a.q = dq.data<float>();
+    a.k_cache = b.k_cache.raw();
+    a.v_cache = b.v_cache.raw();
+    a.out = out.data<float>();
+    cuda::paged_attention(a);
+    EXPECT_LT(rel_err(out, want), kTolF32) << dtype_name(cdt);
+
+    // kv_cache_write, pointer form vs CPU kernel, on fresh caches.
+    const int64_t nb = 3, bs = 4, nt = 5;
+    Tensor k = rand_host({nt, n_kv, D}), v = rand_host({nt, n_kv, Dv});
+    std::vector<int32_t> slots = {7, 0, 11, 3, 5};
+    Tensor kw = Tensor::zeros({nb, bs, n_kv, D}, cdt), vw = Tensor::zeros({nb, bs, n_kv, Dv}, cdt);
+    cpu::kv_cache_write(kw.raw(), vw.raw(), cdt, k.data<float>(), v.data<float>(), nt, n_kv, D, Dv, slots.data());
+    Tensor kd = gpu(Tensor::zeros({nb, bs, n_kv, D}, cdt)), vd = gpu(Tensor::zeros({nb, bs, n_kv, Dv}, cdt));
+    Tensor dk = gpu(k), dv = gpu(v);
+    cuda::kv_cache_write(kd.raw(), vd.raw(), cdt, dk.data<float>(), dv.data<float>(), nt, n_kv, D, Dv, slots.data());
+    EXPECT_TRUE(bytes_equal(kd, kw));
+    EXPECT_TRUE(bytes_equal(vd, vw));
+  }
+  // rope, pointer form: host inv_freq, device positions.
+  const int64_t T = 5, H = 2, D = 32;
+  Tensor x = rand_host({T, H, D}), pos = rand_ids(T, 900);
+  std::vector<float> inv(8);
+  for (int i = 0; i < 8; ++i) inv[size_t(i)] = std::pow(10000.0f, -2.0f * i / 16);
+  std::vector<int32_t> pv(pos.data<int32_t>(), pos.data<int32_t>() + T);
+  Tensor want = rope_ref(x, pv, inv, 16, false, 1.0f);
+  Tensor dx = gpu(x), dp = gpu(pos), out = poisoned({T, H, D}, DType::f32);
+  cuda::rope(dx.data<float>(), T, H, D, dp.data<int32_t>(), inv.data(), 16, 1.0f, false, out.data<float>());
+  EXPECT_LT(rel_err(out, want), kTolF32);
 }
 
 }  // namespace
