@@ -20,6 +20,7 @@ class Macro : public Object {
     if (n == "name") return Value(name_);
     return std::nullopt;
   }
+  void release() override { closure_.reset(); }
 
   Value call(Interpreter& in, CallArgs& args) override {
     in.step();
@@ -93,10 +94,14 @@ class Namespace : public Object {
     return true;
   }
   std::string repr() const override { return "<Namespace " + Value(attrs_).repr() + ">"; }
+  void release() override {
+    attrs_->items.clear();
+    attrs_->index.clear();
+  }
   DictPtr attrs_;
 };
 
-class LoopObject : public Object {
+class LoopObject : public Object, public std::enable_shared_from_this<LoopObject> {
  public:
   LoopObject(std::vector<Value> items, int depth, const Node* node, ScopePtr scope, Interpreter* in)
       : items_(std::move(items)), depth_(depth), node_(node), scope_(std::move(scope)), in_(in) {}
@@ -135,7 +140,7 @@ class LoopObject : public Object {
           })));
     }
     if (n == "changed") {
-      auto self = const_cast<LoopObject*>(this);
+      auto self = std::const_pointer_cast<LoopObject>(shared_from_this());
       return Value(std::static_pointer_cast<Object>(std::make_shared<Builtin>(
           "changed", [self](Interpreter&, CallArgs& a) -> Value {
             Value cur = Value::list(a.args);
@@ -245,6 +250,12 @@ void slice_indices(int64_t len, const Value& vstart, const Value& vstop, const V
 
 // ---------------------------------------------------------------------------
 
+Interpreter::~Interpreter() {
+  for (auto& w : tracked_) {
+    if (auto o = w.lock()) o->release();
+  }
+}
+
 void Interpreter::step(uint64_t n) {
   steps_ += n;
   if (steps_ > limits_.max_steps) fail("template exceeded the step limit (infinite loop?)");
@@ -346,12 +357,15 @@ Interpreter::Flow Interpreter::exec_node(const Node& n, const ScopePtr& scope, s
         break;
       }
       case Node::Kind::macro: {
-        scope->vars[n.text] = Value(std::static_pointer_cast<Object>(
-            std::make_shared<Macro>(n.text, &n.params, &n.body, scope)));
+        ObjectPtr m = std::make_shared<Macro>(n.text, &n.params, &n.body, scope);
+        track(m);
+        scope->vars[n.text] = Value(m);
         break;
       }
       case Node::Kind::call_block: {
-        Value caller(std::static_pointer_cast<Object>(std::make_shared<Macro>("caller", &n.params, &n.body, scope)));
+        ObjectPtr m = std::make_shared<Macro>("caller", &n.params, &n.body, scope);
+        track(m);
+        Value caller(m);
         const Expr& call = *n.expr;
         Value callee = eval(*call.args[0], scope);
         CallArgs a = eval_args(call, 1, scope);
@@ -427,8 +441,9 @@ Value Interpreter::lookup_global(const std::string& name) {
       }
       return Value::list(std::move(items));
     });
-    add("namespace", [](Interpreter&, CallArgs& a) -> Value {
+    add("namespace", [](Interpreter& in, CallArgs& a) -> Value {
       auto ns = std::make_shared<Namespace>();
+      in.track(ns);
       for (auto& v : a.args) {
         if (!v.is_dict()) fail("namespace() positional argument must be a mapping");
         for (auto& [k, x] : v.as_dict()->items) ns->attrs_->set(k, x);

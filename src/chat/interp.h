@@ -59,6 +59,12 @@ class Builtin : public Object {
 class Interpreter {
  public:
   Interpreter(const Limits& limits, std::optional<std::time_t> now) : limits_(limits), now_(now) {}
+  ~Interpreter();
+  Interpreter(const Interpreter&) = delete;
+  Interpreter& operator=(const Interpreter&) = delete;
+  // Remembers an object that can take part in a reference cycle (macro closures,
+  // namespaces); it is released when the render ends.
+  void track(const ObjectPtr& o) { tracked_.push_back(o); }
 
   // Renders `body` with `root` as the template scope.
   std::string render(const NodeList& body, ScopePtr root);
@@ -102,6 +108,7 @@ class Interpreter {
   uint64_t steps_ = 0;
   int call_depth_ = 0;
   std::unordered_map<std::string, Value> globals_;
+  std::vector<std::weak_ptr<Object>> tracked_;
 };
 
 // Argument helper for builtins: positional-or-keyword parameters with defaults.

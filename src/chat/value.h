@@ -145,6 +145,8 @@ class Object {
   virtual bool callable() const { return false; }
   virtual Value call(Interpreter& interp, CallArgs& args);
   virtual std::string repr() const;
+  // Drops references to other values (breaks shared_ptr cycles after a render).
+  virtual void release() {}
 };
 
 // Thrown for runtime errors; the interpreter adds the template position.
