@@ -4,7 +4,8 @@
 // (qlinear, gather_rows) are device pointers.
 //
 // Work is enqueued on the stream of the tensor's device (stream_of); nothing waits
-// unless stated. Host <-> device copies (to_device) are synchronous for the host.
+// unless stated. to_device: device -> host waits for the data; host -> device returns once
+// the bytes are staged (the host tensor may be freed at once).
 // This header includes no CUDA header: ops/*.cpp include it as plain C++.
 #pragma once
 
