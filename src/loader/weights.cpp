@@ -88,6 +88,7 @@ std::optional<QuantizedWeight> WeightMap::get_quantized(const std::string& prefi
   if (!b) throw_error(ErrorKind::not_found, "{}: has scales but no '{}.biases'", what, prefix);
   QuantizedWeight q{*w, *scales, *b, spec};
   check_quantized_shapes(q, what);
+  ops::validate_quantized(q, what);  // the kernels' own rules, so a bad weight fails at load
   return q;
 }
 

@@ -39,8 +39,9 @@ class WeightMap {
 
   // An MLX quantized linear/embedding under `prefix` ("model.layers.0.mlp.up_proj"):
   // when `prefix.scales` exists, returns {prefix.weight (u32), prefix.scales,
-  // prefix.biases, spec} after checking shapes and dtypes (Error(invalid_request)
-  // naming the checkpoint and the prefix); nullopt when there are no scales.
+  // prefix.biases, spec} after checking shapes and dtypes (check_quantized_shapes, then
+  // ops::validate_quantized; Error(invalid_request) naming the checkpoint and the prefix,
+  // Error(not_found) when weight or biases are missing); nullopt when there are no scales.
   std::optional<QuantizedWeight> get_quantized(const std::string& prefix, const QuantSpec& spec) const;
 
   // Things worth telling the user that did not stop loading (stale index, copies).
