@@ -43,6 +43,9 @@ Batch ModelRunner::build_batch(std::span<const ScheduledSeq* const> seqs) const 
     if (s.sample) rows.push_back(q_start.back() - 1);
     max_position = std::max<int64_t>(max_position, end - 1);
   }
+  // NOTE: a step of prompt chunks only needs no logits, but forward's LM head does not
+  // take 0 rows (gemv with 0 rows); one extra row is cheap and its logits are ignored.
+  if (rows.empty()) rows.push_back(n_tokens - 1);
   const int n_seqs = int(seqs.size());
   Batch b;
   b.token_ids = Tensor::from_i32({n_tokens}, ids);
