@@ -4,6 +4,7 @@
 
 #include "backends/cpu/attention.h"
 #include "ops/ops_internal.h"
+#include "backends/cuda/dispatch.h"
 
 namespace mlxcel::ops {
 
@@ -71,7 +72,10 @@ void kv_cache_write(Tensor& k_cache, Tensor& v_cache, const Tensor& k, const Ten
       cpu::kv_cache_write(k_cache.raw(), v_cache.raw(), k_cache.dtype(), kc.data<float>(), vc.data<float>(), T, Hkv, D,
                           Dv, slots);
       break;
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, {
+      cuda::kv_cache_write(k_cache.raw(), v_cache.raw(), k_cache.dtype(), kc.data<float>(), vc.data<float>(), T, Hkv, D,
+                          Dv, slots);
+    }); break;
   }
 }
 
@@ -145,7 +149,30 @@ Tensor paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_c
       cpu::paged_attention(a);
       break;
     }
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, {
+      cpu::PagedAttentionArgs a;
+      a.q = qc.data<float>();
+      a.T = T;
+      a.n_heads = H;
+      a.head_dim = D;
+      a.k_cache = k_cache.raw();
+      a.v_cache = v_cache.raw();
+      a.cache_dtype = k_cache.dtype();
+      a.block_size = bs;
+      a.n_kv_heads = Hkv;
+      a.v_head_dim = Dv;
+      a.q_start = q_start;
+      a.kv_len = kv_len;
+      a.block_table = table;
+      a.n_seqs = S;
+      a.max_blocks = max_blocks;
+      a.scale = params.scale;
+      a.sliding_window = params.sliding_window;
+      a.softcap = params.softcap;
+      a.causal = params.causal;
+      a.out = out.data<float>();
+      cuda::paged_attention(a);
+    }); break;
   }
   return out;
 }

@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "backends/cpu/kernels.h"
+#include "backends/cuda/dispatch.h"
 #include "ops/ops.h"
 #include "ops/ops_internal.h"
 
@@ -19,7 +20,7 @@ Tensor contiguous(const Tensor& x) {
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   switch (x.device().type) {
     case DeviceType::cpu: cpu::copy_strided(x, out); break;
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::copy_strided(x, out)); break;
   }
   return out;
 }
@@ -38,7 +39,7 @@ Tensor astype(const Tensor& x, DType dtype) {
     Tensor out = Tensor::empty(x.shape(), dtype, x.device());
     switch (x.device().type) {
       case DeviceType::cpu: cpu::copy_strided(x, out); break;
-      case DeviceType::cuda: no_cuda(kOp);
+      case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::copy_strided(x, out)); break;
     }
     return out;
   }
@@ -46,7 +47,7 @@ Tensor astype(const Tensor& x, DType dtype) {
   Tensor out = Tensor::empty(x.shape(), dtype, x.device());
   switch (x.device().type) {
     case DeviceType::cpu: cpu::convert(xc, out); break;
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::convert(xc, out)); break;
   }
   return out;
 }
@@ -59,9 +60,13 @@ Tensor to_device(const Tensor& x, Device device) {
     cpu::copy_strided(x, out);
     return out;
   }
+#ifdef MLXCEL_WITH_CUDA
+  return cuda::to_device(x, device);
+#else
   // NOTE: host <-> device copies belong to the CUDA backend.
   unsupported("[{}] copy from {} to {} needs the CUDA backend (not built)", kOp, device_name(x.device()),
               device_name(device));
+#endif
 }
 
 Tensor zeros(const Shape& shape, DType dtype, Device device) {
@@ -69,7 +74,7 @@ Tensor zeros(const Shape& shape, DType dtype, Device device) {
   check_backend(kOp, device);
   switch (device.type) {
     case DeviceType::cpu: return Tensor::zeros(shape, dtype, device);
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, return cuda::zeros(shape, dtype, device));
   }
   no_cuda(kOp);
 }
@@ -95,7 +100,7 @@ Tensor take_rows(const Tensor& x, const Tensor& idx) {
       cpu::gather_rows(xc, ip, n, out);
       break;
     }
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::gather_rows(xc, ic.data<int32_t>(), n, out)); break;
   }
   return out;
 }
@@ -113,7 +118,7 @@ Tensor slice_last(const Tensor& x, int64_t begin, int64_t end) {
   Tensor out = Tensor::empty(shape, x.dtype(), x.device());
   switch (x.device().type) {
     case DeviceType::cpu: cpu::slice_last(xc, begin, end, out); break;
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::slice_last(xc, begin, end, out)); break;
   }
   return out;
 }

@@ -2,6 +2,7 @@
 #include <string>
 
 #include "backends/cpu/kernels.h"
+#include "backends/cuda/dispatch.h"
 #include "ops/ops.h"
 #include "ops/ops_internal.h"
 
@@ -39,7 +40,7 @@ Tensor binary_op(const char* op, const Tensor& a, const Tensor& b, cpu::BinaryOp
   Tensor out = Tensor::empty(a.shape(), DType::f32, a.device());
   switch (a.device().type) {
     case DeviceType::cpu: cpu::binary(ac, bc, kind, out); break;
-    case DeviceType::cuda: no_cuda(op);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(op, cuda::binary(ac, bc, kind, out)); break;
   }
   return out;
 }
@@ -61,7 +62,7 @@ void add_(Tensor& a, const Tensor& b) {
   Tensor bc = contiguous_input(b);
   switch (a.device().type) {
     case DeviceType::cpu: cpu::binary(a, bc, cpu::BinaryOp::add, a); break;
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::binary(a, bc, cpu::BinaryOp::add, a)); break;
   }
 }
 
@@ -73,7 +74,7 @@ Tensor scale(const Tensor& x, float s) {
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
   switch (x.device().type) {
     case DeviceType::cpu: cpu::scale(xc, s, out); break;
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::scale(xc, s, out)); break;
   }
   return out;
 }
@@ -112,7 +113,7 @@ Tensor activate(const Tensor& x, Activation act) {
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
   switch (x.device().type) {
     case DeviceType::cpu: cpu::activate(xc, cpu::Act(act), out); break;
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::activate(xc, cpu::Act(act), out)); break;
   }
   return out;
 }
@@ -129,7 +130,7 @@ Tensor gated(const Tensor& gate, const Tensor& up, Activation act) {
   Tensor out = Tensor::empty(gate.shape(), DType::f32, gate.device());
   switch (gate.device().type) {
     case DeviceType::cpu: cpu::gated(gc, uc, cpu::Act(act), out); break;
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::gated(gc, uc, cpu::Act(act), out)); break;
   }
   return out;
 }
@@ -143,7 +144,7 @@ Tensor softcap(const Tensor& x, float cap) {
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
   switch (x.device().type) {
     case DeviceType::cpu: cpu::softcap(xc, cap, out); break;
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::softcap(xc, cap, out)); break;
   }
   return out;
 }
@@ -157,7 +158,7 @@ Tensor softmax(const Tensor& x) {
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
   switch (x.device().type) {
     case DeviceType::cpu: cpu::softmax(xc, out); break;
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::softmax(xc, out)); break;
   }
   return out;
 }
@@ -174,7 +175,7 @@ Tensor argmax(const Tensor& x) {
   Tensor out = Tensor::empty(shape, DType::i32, x.device());
   switch (x.device().type) {
     case DeviceType::cpu: cpu::argmax(xc, out); break;
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::argmax(xc, out)); break;
   }
   return out;
 }

@@ -1,5 +1,6 @@
 // Dense linear and embedding lookup.
 #include "backends/cpu/kernels.h"
+#include "backends/cuda/dispatch.h"
 #include "backends/cpu/linear.h"
 #include "ops/ops.h"
 #include "ops/ops_internal.h"
@@ -33,7 +34,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   Tensor out = Tensor::empty(shape, DType::f32, x.device());
   switch (x.device().type) {
     case DeviceType::cpu: cpu::linear(xc, wc, bias, out); break;
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::linear(xc, wc, bias, out)); break;
   }
   return out;
 }
@@ -60,7 +61,7 @@ Tensor embedding(const Tensor& ids, const Tensor& table) {
       cpu::gather_rows_f32(tc, ip, T, out);
       break;
     }
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::gather_rows_f32(tc, ic.data<int32_t>(), T, out)); break;
   }
   return out;
 }

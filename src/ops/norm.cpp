@@ -1,5 +1,6 @@
 // RMSNorm and LayerNorm.
 #include "backends/cpu/kernels.h"
+#include "backends/cuda/dispatch.h"
 #include "ops/ops.h"
 #include "ops/ops_internal.h"
 
@@ -28,7 +29,7 @@ Tensor rms_norm(const Tensor& x, const Tensor& w, float eps, float w_offset) {
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
   switch (x.device().type) {
     case DeviceType::cpu: cpu::rms_norm(xc, w, eps, w_offset, out); break;
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::rms_norm(xc, w, eps, w_offset, out)); break;
   }
   return out;
 }
@@ -45,7 +46,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) 
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
   switch (x.device().type) {
     case DeviceType::cpu: cpu::layer_norm(xc, w, b, eps, out); break;
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::layer_norm(xc, w, b, eps, out)); break;
   }
   return out;
 }

@@ -6,6 +6,7 @@
 #include "backends/cpu/quantized.h"
 #include "ops/ops.h"
 #include "ops/ops_internal.h"
+#include "backends/cuda/dispatch.h"
 
 namespace mlxcel {
 
@@ -105,7 +106,12 @@ Tensor qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias) {
       cpu::qlinear(xc.data<float>(), M, p.m, b32.defined() ? b32.data<float>() : nullptr, out.data<float>());
       break;
     }
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, {
+      Prepared p = prepare(w);
+      Tensor b32 = bias.defined() ? astype(bias, DType::f32) : Tensor();
+      const int64_t M = w.cols() ? xc.numel() / w.cols() : 0;
+      cuda::qlinear(xc.data<float>(), M, p.m, b32.defined() ? b32.data<float>() : nullptr, out.data<float>());
+    }); break;
   }
   return out;
 }
@@ -131,7 +137,10 @@ Tensor qembedding(const Tensor& ids, const QuantizedWeight& table) {
       cpu::dequantize_rows_f32(p.m, ip, T, out.data<float>());
       break;
     }
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, {
+      Prepared p = prepare(table);
+      cuda::dequantize_rows_f32(p.m, ic.data<int32_t>(), T, out.data<float>());
+    }); break;
   }
   return out;
 }
@@ -156,7 +165,7 @@ QuantizedWeight quantize(const Tensor& w, QuantSpec spec, DType scale_dtype) {
   q.biases = Tensor::empty({N, K / spec.group_size}, scale_dtype, w.device());
   switch (w.device().type) {
     case DeviceType::cpu: cpu::quantize(wc, spec.bits, spec.group_size, q.packed, q.scales, q.biases); break;
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::quantize(wc, spec.bits, spec.group_size, q.packed, q.scales, q.biases)); break;
   }
   return q;
 }
@@ -180,7 +189,14 @@ Tensor dequantize(const QuantizedWeight& w, DType dtype) {
       }
       break;
     }
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, {
+      Prepared p = prepare(w);
+      if (same) {
+        cuda::dequantize_same_dtype(p.m, out.raw());
+      } else {
+        cuda::dequantize_rows_f32(p.m, nullptr, N, out.data<float>());
+      }
+    }); break;
   }
   return (dtype == out.dtype()) ? out : astype(out, dtype);
 }
