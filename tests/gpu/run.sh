@@ -34,10 +34,15 @@ rc_gpu=1
 if cmake -S tests/gpu/standalone -B "$B1" -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_CUDA_COMPILER="$NVCC" \
      -DMLXCEL_BUILD_BENCH=ON > "$OUT/gpu_build.log" 2>&1 &&
    { T="test_cuda_kernels cuda_bench"; ninja -C "$B1" -t targets all | grep -q '^test_cuda_ops:' && T="$T test_cuda_ops";
+     T="$T $(ninja -C "$B1" -t targets all | grep -oE '^test_ops_[a-z_]+' | sort -u | tr '\n' ' ')";
      ninja -C "$B1" -j"$JOBS" -k 0 $T >> "$OUT/gpu_build.log" 2>&1;
      [ -x "$B1/gpu/test_cuda_kernels" ]; }; then
   "$B1/gpu/test_cuda_kernels" --gtest_color=no > "$OUT/gpu_tests.log" 2>&1
   rc_gpu=$?
+  for t in "$B1"/tests_ops/test_ops_*; do  # the CPU op tests, built with the CUDA dispatch
+    [ -x "$t" ] && { "$t" --gtest_color=no --gtest_brief=1 >> "$OUT/ops_cpu_tests.log" 2>&1 || rc_gpu=1; }
+  done
+  grep -hE '^\[  (PASSED|FAILED) ' "$OUT/ops_cpu_tests.log" 2>/dev/null
   if [ -x "$B1/gpu/test_cuda_ops" ]; then
     "$B1/gpu/test_cuda_ops" --gtest_color=no >> "$OUT/gpu_tests.log" 2>&1 || rc_gpu=1
   else
