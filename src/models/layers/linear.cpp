@@ -1,0 +1,120 @@
+#include "models/layers/linear.h"
+
+#include "base/error.h"
+#include "ops/ops.h"
+
+namespace mlxcel {
+
+namespace {
+
+void check_dim(const std::string& what, const char* which, int64_t got, int64_t want) {
+  if (want > 0 && got != want) invalid("{}: {} is {}, expected {}", what, which, got, want);
+}
+
+std::string module_of(const std::string& prefix) { return prefix; }
+
+}  // namespace
+
+std::optional<Linear> Linear::load_optional(const WeightMap& w, const std::string& prefix,
+                                            const ModelConfig& cfg, int64_t expect_out, int64_t expect_in) {
+  if (!w.contains(prefix + ".weight")) return std::nullopt;
+  return load(w, prefix, cfg, expect_out, expect_in);
+}
+
+Linear Linear::load(const WeightMap& w, const std::string& prefix, const ModelConfig& cfg, int64_t expect_out,
+                    int64_t expect_in) {
+  Linear l;
+  l.name_ = prefix;
+  if (w.contains(prefix + ".scales")) {
+    std::optional<QuantSpec> spec;
+    if (cfg.quantization) spec = cfg.quantization->spec_for(module_of(prefix));
+    if (!spec) invalid("{}: tensor {}.scales is present but config.json has no quantization for it", w.source, prefix);
+    auto q = w.get_quantized(prefix, *spec);
+    if (!q) invalid("{}: incomplete quantized weight {}", w.source, prefix);
+    l.qweight_ = std::move(*q);
+  } else {
+    l.weight_ = w.get(prefix + ".weight");
+    if (l.weight_.ndim() != 2) invalid("{}: {}.weight must be 2-D, got {}", w.source, prefix, l.weight_.describe());
+    if (!is_floating(l.weight_.dtype()))
+      invalid("{}: {}.weight has dtype {}, expected a float type", w.source, prefix, dtype_name(l.weight_.dtype()));
+  }
+  check_dim(w.source + ": " + prefix, "output size", l.out_features(), expect_out);
+  check_dim(w.source + ": " + prefix, "input size", l.in_features(), expect_in);
+  if (w.contains(prefix + ".bias")) {
+    l.bias_ = w.get(prefix + ".bias");
+    if (l.bias_.ndim() != 1 || l.bias_.dim(0) != l.out_features())
+      invalid("{}: {}.bias has shape {}, expected [{}]", w.source, prefix, shape_str(l.bias_.shape()),
+              l.out_features());
+  }
+  return l;
+}
+
+Linear Linear::rows(int64_t begin, int64_t end) const {
+  Linear l;
+  l.name_ = name_ + "[" + std::to_string(begin) + ":" + std::to_string(end) + "]";
+  if (qweight_) {
+    QuantizedWeight q = *qweight_;
+    q.packed = q.packed.slice(0, begin, end);
+    q.scales = q.scales.slice(0, begin, end);
+    q.biases = q.biases.slice(0, begin, end);
+    l.qweight_ = std::move(q);
+  } else {
+    l.weight_ = weight_.slice(0, begin, end);
+  }
+  if (bias_.defined()) l.bias_ = bias_.slice(0, begin, end);
+  return l;
+}
+
+Tensor Linear::operator()(const Tensor& x) const {
+  if (qweight_) return ops::qlinear(x, *qweight_, bias_);
+  return ops::linear(x, weight_, bias_);
+}
+
+int64_t Linear::out_features() const { return qweight_ ? qweight_->rows() : weight_.dim(0); }
+int64_t Linear::in_features() const { return qweight_ ? qweight_->cols() : weight_.dim(1); }
+
+Embedding Embedding::load(const WeightMap& w, const std::string& prefix, const ModelConfig& cfg, int64_t expect_vocab,
+                          int64_t expect_dim) {
+  Embedding e;
+  e.table_ = Linear::load(w, prefix, cfg, expect_vocab, expect_dim);
+  return e;
+}
+
+Tensor Embedding::operator()(const Tensor& ids) const {
+  if (table_.qweight_) return ops::qembedding(ids, *table_.qweight_);
+  return ops::embedding(ids, table_.weight_);
+}
+
+Linear Embedding::as_linear() const {
+  Linear l = table_;
+  l.bias_ = Tensor();
+  return l;
+}
+
+int64_t Embedding::vocab() const { return table_.out_features(); }
+int64_t Embedding::dim() const { return table_.in_features(); }
+
+Norm Norm::rms(const WeightMap& w, const std::string& prefix, float eps, float w_offset, int64_t expect_dim) {
+  Norm n;
+  n.kind_ = Kind::rms;
+  n.weight_ = w.get(prefix + ".weight");
+  n.eps_ = eps;
+  n.w_offset_ = w_offset;
+  if (n.weight_.ndim() != 1) invalid("{}: {}.weight must be 1-D, got {}", w.source, prefix, n.weight_.describe());
+  check_dim(w.source + ": " + prefix, "size", n.weight_.dim(0), expect_dim);
+  return n;
+}
+
+Norm Norm::layer(const WeightMap& w, const std::string& prefix, float eps, int64_t expect_dim) {
+  Norm n = rms(w, prefix, eps, 0.0f, expect_dim);
+  n.kind_ = Kind::layer;
+  if (w.contains(prefix + ".bias")) n.bias_ = w.get(prefix + ".bias");
+  return n;
+}
+
+Tensor Norm::operator()(const Tensor& x) const {
+  if (kind_ == Kind::rms) return ops::rms_norm(x, weight_, eps_, w_offset_);
+  return ops::layer_norm(x, weight_, bias_, eps_);
+}
+
+}  // namespace mlxcel

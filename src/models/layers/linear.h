@@ -1,0 +1,77 @@
+// Linear and Embedding layers that hold dense or MLX-quantized storage and dispatch
+// to the right op; families never look at the weight format (DESIGN.md §2.4).
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "loader/config.h"
+#include "loader/weights.h"
+#include "ops/quant.h"
+#include "tensor/tensor.h"
+
+namespace mlxcel {
+
+class Linear {
+ public:
+  Linear() = default;
+  // Loads `prefix`.weight (+ .scales/.biases when quantized, + .bias when present).
+  // Quantized storage is recognised by the presence of `prefix`.scales; its spec comes
+  // from cfg.quantization. `expect_out`/`expect_in` (when > 0) are checked.
+  static Linear load(const WeightMap& w, const std::string& prefix, const ModelConfig& cfg,
+                     int64_t expect_out = 0, int64_t expect_in = 0);
+  static std::optional<Linear> load_optional(const WeightMap& w, const std::string& prefix,
+                                             const ModelConfig& cfg, int64_t expect_out = 0,
+                                             int64_t expect_in = 0);
+  // A Linear over output rows [begin, end) of this one (weight surgery for fused
+  // projections such as Phi-3's qkv_proj). Shares storage.
+  Linear rows(int64_t begin, int64_t end) const;
+
+  Tensor operator()(const Tensor& x) const;  // [..., in] -> [..., out]
+  int64_t out_features() const;
+  int64_t in_features() const;
+  bool quantized() const { return qweight_.has_value(); }
+  const std::string& name() const { return name_; }
+
+ private:
+  friend class Embedding;
+  std::string name_;
+  Tensor weight_;                           // [out, in] when dense
+  std::optional<QuantizedWeight> qweight_;  // when quantized
+  Tensor bias_;                             // [out] or undefined
+};
+
+class Embedding {
+ public:
+  Embedding() = default;
+  static Embedding load(const WeightMap& w, const std::string& prefix, const ModelConfig& cfg,
+                        int64_t expect_vocab = 0, int64_t expect_dim = 0);
+  Tensor operator()(const Tensor& ids) const;  // i32 [T] -> f32 [T, dim]
+  // The same storage as an output projection (tied word embeddings).
+  Linear as_linear() const;
+  int64_t vocab() const;
+  int64_t dim() const;
+
+ private:
+  Linear table_;  // reuses Linear's dense-or-quantized storage, [vocab, dim]
+};
+
+// RMSNorm (optionally with Gemma's 1 + w) or LayerNorm with optional bias.
+class Norm {
+ public:
+  enum class Kind { rms, layer };
+  Norm() = default;
+  static Norm rms(const WeightMap& w, const std::string& prefix, float eps, float w_offset = 0.0f,
+                  int64_t expect_dim = 0);
+  static Norm layer(const WeightMap& w, const std::string& prefix, float eps, int64_t expect_dim = 0);
+  Tensor operator()(const Tensor& x) const;
+  bool defined() const { return weight_.defined(); }
+
+ private:
+  Kind kind_ = Kind::rms;
+  Tensor weight_, bias_;
+  float eps_ = 1e-6f;
+  float w_offset_ = 0.0f;
+};
+
+}  // namespace mlxcel

@@ -1,0 +1,124 @@
+#include "models/memory.h"
+
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "base/error.h"
+#include "loader/config.h"
+#include "loader/weights.h"
+
+namespace mlxcel {
+
+namespace {
+
+std::string human(int64_t b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = double(b);
+  int u = 0;
+  while (v >= 1024 && u < 4) v /= 1024, ++u;
+  return fmt::format("{:.2f} {}", v, units[u]);
+}
+
+int64_t mem_available() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  int64_t kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit) {
+    if (key == "MemAvailable:") return kb * 1024;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int64_t parse_byte_size(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  if (i == 0) invalid("'{}' is not a byte size (e.g. 8GB, 512MiB)", s);
+  double v = std::atof(s.substr(0, i).c_str());
+  std::string u = s.substr(i);
+  for (auto& c : u) c = char(std::tolower(static_cast<unsigned char>(c)));
+  double mult = 1;
+  if (u.empty() || u == "b") mult = 1;
+  else if (u == "k" || u == "kb") mult = 1e3;
+  else if (u == "kib") mult = 1024.0;
+  else if (u == "m" || u == "mb") mult = 1e6;
+  else if (u == "mib") mult = 1024.0 * 1024;
+  else if (u == "g" || u == "gb") mult = 1e9;
+  else if (u == "gib") mult = 1024.0 * 1024 * 1024;
+  else if (u == "t" || u == "tb") mult = 1e12;
+  else if (u == "tib") mult = 1024.0 * 1024 * 1024 * 1024;
+  else invalid("'{}' is not a byte size (unknown unit '{}')", s, u);
+  double r = v * mult;
+  if (!std::isfinite(r) || r < 0 || r > 9e18) invalid("'{}' is not a byte size", s);
+  return int64_t(r);
+}
+
+MemoryEstimate estimate_memory(const std::string& model_dir, const MemoryRequest& req) {
+  if (req.max_tokens <= 0 || req.batch <= 0) invalid("inspect: --max-tokens and --batch must be positive");
+  MemoryEstimate e;
+  ModelConfig cfg = load_model_config(model_dir + "/config.json");
+  WeightMap w = load_checkpoint_weights(model_dir);  // maps the files; reads headers only
+  for (const auto& [name, t] : w) {
+    e.weight_bytes += int64_t(t.nbytes());
+    e.n_tensors++;
+  }
+  // KV: every layer keeps K and V for its window (or the whole context).
+  const int64_t per_tok_layer = 2LL * cfg.num_key_value_heads * cfg.head_dim * req.kv_bytes_per_elem;
+  for (int i = 0; i < cfg.num_hidden_layers; ++i) {
+    const bool sliding = i < int(cfg.layer_types.size()) && cfg.layer_types[i] == "sliding_attention" &&
+                         cfg.sliding_window > 0;
+    const int64_t toks = sliding ? std::min<int64_t>(req.max_tokens, cfg.sliding_window) : req.max_tokens;
+    e.kv_bytes += per_tok_layer * toks * req.batch;
+    e.kv_bytes_per_token += per_tok_layer;
+  }
+  // Activations of one prefill chunk (f32): residual stream, q/k/v/o, MLP, logits row.
+  const int64_t chunk = std::min(req.prefill_chunk, req.max_tokens) * 1;
+  const int64_t q_dim = int64_t(cfg.num_attention_heads) * cfg.head_dim;
+  const int64_t per_token = 4LL * (4 * cfg.hidden_size + 2 * q_dim + 3LL * std::max(cfg.intermediate_size, cfg.hidden_size));
+  e.activation_bytes = chunk * per_token + req.batch * int64_t(cfg.vocab_size) * 4 * 2;
+  if (const char* h = std::getenv("MLXCEL_HEADROOM_FACTOR")) {
+    e.headroom = std::atof(h);
+    if (!(e.headroom >= 1.0 && e.headroom <= 100.0)) invalid("MLXCEL_HEADROOM_FACTOR must be in [1, 100], got '{}'", h);
+  }
+  e.total_bytes = int64_t(double(e.weight_bytes + e.kv_bytes + e.activation_bytes) * e.headroom);
+  e.available_bytes = mem_available();
+  e.available_source = "/proc/meminfo MemAvailable";
+  if (const char* lim = std::getenv("MLXCEL_MEMORY_LIMIT")) {
+    int64_t l = parse_byte_size(lim);
+    if (e.available_bytes == 0 || l < e.available_bytes) {
+      e.available_bytes = l;
+      e.available_source = "MLXCEL_MEMORY_LIMIT";
+    }
+  }
+  e.fits = e.total_bytes <= e.available_bytes;
+  return e;
+}
+
+std::string MemoryEstimate::describe() const {
+  return fmt::format(
+      "weights      {:>12}  ({} tensors, exact from the headers)\n"
+      "kv cache     {:>12}  ({} per token over all layers, before sliding-window capping)\n"
+      "activations  {:>12}\n"
+      "headroom     {:>12.2f}x (MLXCEL_HEADROOM_FACTOR)\n"
+      "total        {:>12}\n"
+      "available    {:>12}  ({})\n"
+      "verdict      {}\n",
+      human(weight_bytes), n_tensors, human(kv_bytes), human(kv_bytes_per_token), human(activation_bytes), headroom,
+      human(total_bytes), human(available_bytes), available_source, fits ? "fits" : "does NOT fit");
+}
+
+nlohmann::json MemoryEstimate::to_json() const {
+  return {{"weight_bytes", weight_bytes},       {"n_tensors", n_tensors},
+          {"kv_bytes", kv_bytes},               {"kv_bytes_per_token", kv_bytes_per_token},
+          {"activation_bytes", activation_bytes}, {"headroom", headroom},
+          {"total_bytes", total_bytes},         {"available_bytes", available_bytes},
+          {"available_source", available_source}, {"fits", fits}};
+}
+
+}  // namespace mlxcel

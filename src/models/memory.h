@@ -1,0 +1,43 @@
+// Memory needed to run a checkpoint, computed from its headers and config alone
+// (nothing is loaded): exact weight bytes, KV cache by architecture, activations,
+// times a headroom factor, against the memory available.
+//
+//   MemoryEstimate e = estimate_memory("/models/qwen3", {.max_tokens = 4096, .batch = 4});
+//   if (!e.fits) ...
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace mlxcel {
+
+struct MemoryRequest {
+  int64_t max_tokens = 4096;  // context per sequence
+  int64_t batch = 1;          // concurrent sequences
+  int kv_bytes_per_elem = 4;  // the CPU cache is f32
+  int64_t prefill_chunk = 512;
+};
+
+struct MemoryEstimate {
+  int64_t weight_bytes = 0;
+  int64_t n_tensors = 0;
+  int64_t kv_bytes = 0;
+  int64_t kv_bytes_per_token = 0;   // summed over layers, before window capping
+  int64_t activation_bytes = 0;
+  double headroom = 1.2;
+  int64_t total_bytes = 0;          // (weights + kv + activations) * headroom
+  int64_t available_bytes = 0;
+  std::string available_source;     // "/proc/meminfo MemAvailable", "MLXCEL_MEMORY_LIMIT"
+  bool fits = false;
+  std::string describe() const;     // the human report
+  nlohmann::json to_json() const;
+};
+
+MemoryEstimate estimate_memory(const std::string& model_dir, const MemoryRequest& req);
+
+// Parses "8GB", "512MiB", "1073741824"; throws Error(invalid_request) otherwise.
+int64_t parse_byte_size(const std::string& s);
+
+}  // namespace mlxcel
