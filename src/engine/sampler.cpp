@@ -1,0 +1,84 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <unordered_map>
+
+#include "base/error.h"
+
+namespace mlxcel {
+
+void SamplingParams::validate() const {
+  if (!std::isfinite(temperature) || temperature < 0) invalid("temperature must be >= 0, got {}", temperature);
+  if (top_k < 0) invalid("top_k must be >= 0, got {}", top_k);
+  if (!(top_p > 0.0f && top_p <= 1.0f)) invalid("top_p must be in (0, 1], got {}", top_p);
+  if (!(min_p >= 0.0f && min_p <= 1.0f)) invalid("min_p must be in [0, 1], got {}", min_p);
+  if (!(repetition_penalty > 0.0f) || !std::isfinite(repetition_penalty))
+    invalid("repetition_penalty must be > 0, got {}", repetition_penalty);
+  if (!std::isfinite(presence_penalty)) invalid("presence_penalty must be finite");
+  if (!std::isfinite(frequency_penalty)) invalid("frequency_penalty must be finite");
+}
+
+Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) { p_.validate(); }
+
+int Sampler::sample(const float* logits, int vocab, const std::vector<int>& history) {
+  work_.assign(logits, logits + vocab);
+  // Penalties, as llama.cpp/vLLM apply them: repetition divides positive logits and
+  // multiplies negative ones; presence/frequency subtract.
+  if (p_.repetition_penalty != 1.0f || p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f) {
+    std::unordered_map<int, int> counts;
+    for (int t : history)
+      if (t >= 0 && t < vocab) counts[t]++;
+    for (auto [t, c] : counts) {
+      float& l = work_[t];
+      if (p_.repetition_penalty != 1.0f) l = l > 0 ? l / p_.repetition_penalty : l * p_.repetition_penalty;
+      l -= p_.presence_penalty + p_.frequency_penalty * float(c);
+    }
+  }
+  if (p_.temperature <= 0.0f) {
+    return int(std::max_element(work_.begin(), work_.end()) - work_.begin());
+  }
+  // Candidates sorted by logit, descending (ties: lower id first).
+  idx_.resize(vocab);
+  std::iota(idx_.begin(), idx_.end(), 0);
+  int k = (p_.top_k > 0 && p_.top_k < vocab) ? p_.top_k : vocab;
+  auto cmp = [&](int a, int b) { return work_[a] > work_[b] || (work_[a] == work_[b] && a < b); };
+  if (k < vocab) {
+    std::partial_sort(idx_.begin(), idx_.begin() + k, idx_.end(), cmp);
+    idx_.resize(k);
+  } else {
+    std::sort(idx_.begin(), idx_.end(), cmp);
+  }
+  const float inv_t = 1.0f / p_.temperature;
+  const float mx = work_[idx_[0]];
+  std::vector<double> probs(idx_.size());
+  double sum = 0;
+  for (size_t i = 0; i < idx_.size(); ++i) sum += probs[i] = std::exp(double(work_[idx_[i]] - mx) * inv_t);
+  for (auto& p : probs) p /= sum;
+  size_t n = probs.size();
+  if (p_.min_p > 0.0f) {
+    const double floor = probs[0] * p_.min_p;
+    while (n > 1 && probs[n - 1] < floor) --n;
+  }
+  if (p_.top_p < 1.0f) {
+    double acc = 0;
+    size_t keep = 0;
+    while (keep < n) {
+      acc += probs[keep++];
+      if (acc >= p_.top_p) break;
+    }
+    n = std::max<size_t>(1, keep);
+  }
+  double total = 0;
+  for (size_t i = 0; i < n; ++i) total += probs[i];
+  std::uniform_real_distribution<double> u(0.0, total);
+  double r = u(rng_), acc = 0;
+  for (size_t i = 0; i < n; ++i) {
+    acc += probs[i];
+    if (r < acc) return idx_[i];
+  }
+  return idx_[n - 1];
+}
+
+}  // namespace mlxcel
