@@ -9,6 +9,11 @@ namespace mlxcel::cli {
 
 // One line per subcommand file.
 #define MLXCEL_CLI_COMMANDS(X) \
+  X(run) \
+  X(generate) \
+  X(convert) \
+  X(inspect) \
+  X(arch) \
   X(list) \
   X(rm) \
   X(download)
