@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Writes rope_reference.inc: RoPE reference values from Hugging Face transformers.
+
+Run where torch + transformers are installed (the GPU machine: torch 2.11,
+transformers 5.17):   python3 gen_rope_reference.py > rope_reference.inc
+
+For each case it builds the model's config with the given rope parameters, runs
+that model's RotaryEmbedding (transformers' ROPE_INIT_FUNCTIONS, the dynamic and
+longrope updates, attention_scaling) at the case's positions on the CPU, and
+applies the model's apply_rotary_pos_emb to the first rotary_dim features of a
+deterministic input x[t][h][d] (formula below, exact in float32), passing the
+rest through as the attention layers do. It also writes the RopeConfig that
+mlxcel's loader would build from the same parameters.
+"""
+import importlib
+import math
+import sys
+
+import torch
+import transformers
+
+N_HEADS = 2
+
+
+def x_value(t, h, d):
+    return float(((t * 131 + h * 17 + d * 7) % 97) - 48) / 16.0
+
+
+SHORT = [1.0 + 0.05 * i for i in range(16)]
+LONG = [1.5 + 0.75 * i for i in range(16)]
+
+# name, model, config kwargs, rope_parameters, positions
+CASES = [
+    ("default", "llama", dict(head_dim=32), dict(rope_type="default", rope_theta=10000.0), [0, 1, 7, 1000, 4000]),
+    ("partial", "phi", dict(hidden_size=64, partial_rotary_factor=0.5),
+     dict(rope_type="default", rope_theta=10000.0), [0, 3, 77, 2047]),
+    ("glm_interleaved", "glm", dict(head_dim=32, partial_rotary_factor=0.5),
+     dict(rope_type="default", rope_theta=10000.0), [0, 5, 300, 1800]),
+    ("linear", "llama", dict(head_dim=32), dict(rope_type="linear", rope_theta=10000.0, factor=4.0), [0, 5, 999, 3000]),
+    ("dynamic", "llama", dict(head_dim=32, max_position_embeddings=2048),
+     dict(rope_type="dynamic", rope_theta=10000.0, factor=2.0), [0, 10, 1500, 2999]),
+    ("dynamic_short", "llama", dict(head_dim=32, max_position_embeddings=2048),
+     dict(rope_type="dynamic", rope_theta=10000.0, factor=2.0), [0, 10, 1500, 2000]),
+    ("llama3", "llama", dict(head_dim=32, max_position_embeddings=131072),
+     dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+          original_max_position_embeddings=8192), [0, 1, 100, 5000]),
+    ("yarn", "llama", dict(head_dim=32, max_position_embeddings=4096),
+     dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=1024),
+     [0, 2, 900, 4000]),
+    ("yarn_mscale", "llama", dict(head_dim=32, max_position_embeddings=163840),
+     dict(rope_type="yarn", rope_theta=10000.0, factor=40.0, mscale=0.707, mscale_all_dim=1.0, beta_fast=32.0,
+          beta_slow=1.0, original_max_position_embeddings=4096), [0, 3, 4100, 9000]),
+    ("yarn_notrunc", "llama", dict(head_dim=32, max_position_embeddings=131072),
+     dict(rope_type="yarn", rope_theta=150000.0, factor=32.0, beta_fast=32.0, beta_slow=1.0, truncate=False,
+          original_max_position_embeddings=4096), [0, 1, 500, 6000]),
+    ("longrope_short", "phi3", dict(hidden_size=64, max_position_embeddings=4096, original_max_position_embeddings=1024),
+     dict(rope_type="longrope", rope_theta=10000.0, short_factor=SHORT, long_factor=LONG), [0, 4, 600, 1023]),
+    ("longrope_long", "phi3", dict(hidden_size=64, max_position_embeddings=4096, original_max_position_embeddings=1024),
+     dict(rope_type="longrope", rope_theta=10000.0, short_factor=SHORT, long_factor=LONG), [0, 4, 600, 3000]),
+]
+
+
+def fmt(v):
+    return repr(float(v))
+
+
+def cpp_config(kw, rp, head_dim, interleaved):
+    """The RopeConfig (C++ designated initializer) for these parameters."""
+    f = [".type = \"%s\"" % rp["rope_type"], ".theta = %s" % fmt(rp["rope_theta"]), ".head_dim = %d" % head_dim,
+         ".rotary_dim = %d" % int(head_dim * kw.get("partial_rotary_factor", 1.0))]
+    if "factor" in rp:
+        f.append(".factor = %s" % fmt(rp["factor"]))
+    omp = rp.get("original_max_position_embeddings", kw.get("original_max_position_embeddings"))
+    if omp:
+        f.append(".original_max_position = %d" % omp)
+    f.append(".max_position = %d" % kw.get("max_position_embeddings", 4096))
+    for key, name in (("low_freq_factor", "low_freq_factor"), ("high_freq_factor", "high_freq_factor"),
+                      ("beta_fast", "beta_fast"), ("beta_slow", "beta_slow"), ("mscale", "mscale"),
+                      ("mscale_all_dim", "mscale_all_dim")):
+        if key in rp:
+            f.append(".%s = %s" % (name, fmt(rp[key])))
+    if "truncate" in rp:
+        f.append(".truncate = %s" % ("true" if rp["truncate"] else "false"))
+    if "short_factor" in rp:
+        f.append(".short_factor = {%s}" % ", ".join(fmt(v) for v in rp["short_factor"]))
+        f.append(".long_factor = {%s}" % ", ".join(fmt(v) for v in rp["long_factor"]))
+    if interleaved:
+        f.append(".interleaved = true")
+    return "RopeConfig{%s}" % ", ".join(f)
+
+
+def main():
+    out = sys.stdout
+    out.write("// Generated by tests/ops/gen_rope_reference.py with torch %s, transformers %s.\n"
+              % (torch.__version__, transformers.__version__))
+    out.write("// Do not edit by hand.\n")
+    for name, model, extra, rp, positions in CASES:
+        try:
+            mod = importlib.import_module("transformers.models.%s.modeling_%s" % (model, model))
+            cfg_mod = importlib.import_module("transformers.models.%s.configuration_%s" % (model, model))
+            Config = [getattr(cfg_mod, n) for n in dir(cfg_mod) if n.endswith("Config") and n != "PreTrainedConfig"
+                      and n.lower().startswith(model)][0]
+            Rotary = [getattr(mod, n) for n in dir(mod) if n.endswith("RotaryEmbedding")][0]
+            kw = dict(hidden_size=32 * N_HEADS, num_attention_heads=N_HEADS, num_key_value_heads=N_HEADS,
+                      max_position_embeddings=4096)
+            kw.update(extra)
+            cfg = Config(rope_parameters=dict(rp), **kw)
+            head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+            emb = Rotary(config=cfg)
+            T = len(positions)
+            x = torch.tensor([[[x_value(t, h, d) for d in range(head_dim)] for h in range(N_HEADS)]
+                              for t in range(T)], dtype=torch.float32)  # [T, H, D]
+            cos, sin = emb(x, torch.tensor([positions], dtype=torch.int64))  # [1, T, rot]
+            rot = cos.shape[-1]
+            q = x.permute(1, 0, 2).unsqueeze(0)  # [1, H, T, D]
+            q_rot, q_pass = q[..., :rot], q[..., rot:]
+            q_rot, _ = mod.apply_rotary_pos_emb(q_rot, q_rot, cos, sin)
+            y = torch.cat([q_rot, q_pass], dim=-1)[0].permute(1, 0, 2).contiguous()  # [T, H, D]
+            inv = emb.inv_freq.float().tolist()
+            interleaved = model == "glm"
+            seq_len = max(positions) + 1
+            out.write("RopeCase{\"%s\", %s, %d, %d, {%s}, {%s}, %s, {%s}, {%s}},\n" % (
+                name, cpp_config(kw, rp, head_dim, interleaved), seq_len, rot,
+                ", ".join(str(p) for p in positions), ", ".join(fmt(v) for v in inv),
+                fmt(float(emb.attention_scaling)), ", ".join(fmt(v) for v in cos[0].flatten().tolist()),
+                ", ".join(fmt(v) for v in y.flatten().tolist())))
+        except Exception as e:  # report and go on with the other cases
+            sys.stderr.write("case %s failed: %r\n" % (name, e))
+
+
+if __name__ == "__main__":
+    main()
