@@ -72,7 +72,9 @@ TEST(Rope, MatchesTransformersOutputs) {
     // Features past rotary_dim are untouched.
     auto yv = y.to_f32_vector();
     for (size_t i = 0; i < xv.size(); ++i) {
-      if (int(i % size_t(D)) >= c.rot) EXPECT_EQ(yv[i], xv[i]);
+      if (int(i % size_t(D)) >= c.rot) {
+        EXPECT_EQ(yv[i], xv[i]);
+      }
     }
   }
 }
