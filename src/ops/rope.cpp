@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backends/cpu/rope.h"
+#include "backends/cuda/dispatch.h"
 #include "ops/ops_internal.h"
 #include "ops/rope.h"
 
@@ -193,7 +194,10 @@ Tensor rope(const Tensor& x, const Tensor& positions, const RopeParams& p) {
       cpu::rope(xc.data<float>(), x.dim(0), x.dim(1), x.dim(2), pc.data<int32_t>(), fc.data<float>(), rot,
                 p.attention_scaling, p.interleaved, out.data<float>());
       break;
-    case DeviceType::cuda: no_cuda(kOp);
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, {
+      cuda::rope(xc.data<float>(), x.dim(0), x.dim(1), x.dim(2), pc.data<int32_t>(), fc.data<float>(), rot,
+                p.attention_scaling, p.interleaved, out.data<float>());
+    }); break;
   }
   return out;
 }
