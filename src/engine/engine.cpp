@@ -11,7 +11,8 @@ EngineConfig resolve(const Model& model, EngineConfig cfg) {
   if (cfg.block_size <= 0) invalid("[engine] block_size must be positive, got {}", cfg.block_size);
   if (cfg.max_model_len <= 0)
     cfg.max_model_len = model.config().max_position_embeddings > 0 ? model.config().max_position_embeddings : 4096;
-  if (cfg.n_blocks <= 0) cfg.n_blocks = 4 * ((cfg.max_model_len + cfg.block_size - 1) / cfg.block_size);
+  // NOTE: a placeholder until the server sizes the pool from free memory.
+  if (cfg.n_blocks <= 0) cfg.n_blocks = 4 * ((std::min(cfg.max_model_len, 4096) + cfg.block_size - 1) / cfg.block_size);
   return cfg;
 }
 SchedulerConfig scheduler_config(const EngineConfig& c) {

@@ -22,7 +22,7 @@ namespace mlxcel {
 
 struct EngineConfig {
   int block_size = 16;
-  int n_blocks = 0;                   // 0: room for 4 sequences of max_model_len
+  int n_blocks = 0;                   // 0: room for 4 x min(max_model_len, 4096) tokens
   int max_num_seqs = 64;
   int max_num_batched_tokens = 2048;  // token budget per step
   int max_model_len = 0;              // 0: the model's max_position_embeddings (4096 if unset)

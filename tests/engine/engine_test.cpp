@@ -244,6 +244,9 @@ TEST(ModelRunner, BuildsTheFlatBatch) {
   EXPECT_EQ(vec(batch.logit_rows), (std::vector<int32_t>{2, 3}));
   EXPECT_EQ(batch.max_position, 6);
   EXPECT_EQ(batch.attn.block_size, 4);
+  // A step of prompt chunks only still asks for one (ignored) logit row.
+  std::vector<const ScheduledSeq*> chunk_only{&c};
+  EXPECT_EQ(vec(runner.build_batch(chunk_only).logit_rows), (std::vector<int32_t>{4}));
   // Copy-on-write copies whole blocks of every layer.
   float* k = runner.cache().k[0].data<float>();
   for (int i = 0; i < 4; ++i) k[3 * 4 + i] = float(10 + i);
