@@ -1,4 +1,4 @@
-// Batching invariants (DESIGN.md §7) on the family fixtures, fp32 greedy: a sequence
+// Batching invariants (DESIGN.md §7) on every family fixture, fp32 greedy: a sequence
 // gives the reference tokens of tests/fixtures/<family>/reference.json alone, inside a
 // batch of 8 sequences of different lengths (with and without chunked prefill), after
 // a prefix-cache hit, and after preemption and resume.
@@ -9,6 +9,7 @@
 // NOTE: designated initializers leave the other fields defaulted on purpose.
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -143,7 +144,17 @@ TEST_P(EngineFixture, PreemptionAndResumeMatchAlone) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Families, EngineFixture, ::testing::Values("llama", "qwen3", "gemma2", "phi3"),
+// Every family fixture (llama, qwen3, gemma2 with its sliding window, phi3, ...).
+std::vector<std::string> families() {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(fs::path(MLXCEL_SOURCE_DIR) / "tests" / "fixtures"))
+    if (fs::exists(e.path() / "reference.json") && fs::exists(e.path() / "config.json"))
+      out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, EngineFixture, ::testing::ValuesIn(families()),
                          [](const auto& info) { return info.param; });
 
 }  // namespace
