@@ -1,0 +1,28 @@
+// Hermes/Qwen-style tool calls in generated text:
+//   <tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>
+// -> OpenAI tool_calls. Text outside the tags stays content; a block whose JSON does not
+// parse (or has no name) is left in the content unchanged.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace mlxcel::server {
+
+struct ToolCall {
+  std::string id;         // "call_<random>"
+  std::string name;
+  std::string arguments;  // a JSON text (OpenAI sends arguments as a string)
+};
+
+struct ParsedToolCalls {
+  std::string content;
+  std::vector<ToolCall> calls;
+};
+
+inline constexpr const char* kToolCallOpen = "<tool_call>";
+inline constexpr const char* kToolCallClose = "</tool_call>";
+
+ParsedToolCalls parse_tool_calls(const std::string& text);
+
+}  // namespace mlxcel::server
