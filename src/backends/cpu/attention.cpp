@@ -2,6 +2,7 @@
 #include "backends/cpu/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -47,8 +48,20 @@ void attend(const PagedAttentionArgs& a, int64_t h, const WorkItem& w, std::vect
     std::fill(acc.begin() + r * Dv, acc.begin() + (r + 1) * Dv, 0.0f);
   }
 
+  const int64_t last_block = (hi_max - 1) / bs;
   for (int64_t b = lo_min / bs; b * bs < hi_max; ++b) {
     const int64_t base = int64_t(table[b]) * bs;  // flat slot of the block's first token
+    // NOTE: a head's keys are n_kv_heads * head_dim apart (often a page), which the
+    // hardware prefetcher does not follow: fetch the next block's rows ahead.
+    if (b < last_block) {
+      const int64_t next = int64_t(table[b + 1]) * bs;
+      for (int64_t j = 0; j < bs; ++j) {
+        const char* kp = reinterpret_cast<const char*>(kc + ((next + j) * a.n_kv_heads + kvh) * D);
+        const char* vp = reinterpret_cast<const char*>(vc + ((next + j) * a.n_kv_heads + kvh) * Dv);
+        for (int64_t off = 0; off < D * int64_t(sizeof(C)); off += 64) __builtin_prefetch(kp + off);
+        for (int64_t off = 0; off < Dv * int64_t(sizeof(C)); off += 64) __builtin_prefetch(vp + off);
+      }
+    }
     for (int64_t r = 0; r < n_rows; ++r) {
       const int64_t j0 = std::max(lo[r], b * bs), j1 = std::min(hi[r], (b + 1) * bs);
       if (j0 >= j1) continue;
@@ -91,13 +104,21 @@ void paged_attention_typed(const PagedAttentionArgs& a) {
     for (int32_t r = a.q_start[s]; r < a.q_start[s + 1]; r += int32_t(kRowBlock))
       items.push_back({int32_t(s), r, std::min<int32_t>(r + int32_t(kRowBlock), a.q_start[s + 1])});
   }
-  const int64_t n_items = int64_t(items.size());
-  // NOTE: head-major order: a thread's contiguous chunk holds whole heads, so causal
-  // prefill (later rows see more keys) stays balanced when heads >= threads.
-  ThreadPool::global().parallel_for(a.n_heads * n_items, [&](int64_t i0, int64_t i1) {
+  const int64_t n_items = int64_t(items.size()), group = a.n_heads / a.n_kv_heads;
+  const int64_t total = a.n_heads * n_items;
+  // NOTE: items are pulled dynamically in (kv head, rows, q head) order: causal
+  // prefill stays balanced (later rows see more keys), and the q heads sharing a
+  // kv head run at the same time, so their K/V reads hit the shared cache.
+  std::atomic<int64_t> next{0};
+  const int workers = int(std::min<int64_t>(ThreadPool::global().size(), total));
+  ThreadPool::global().parallel_for(workers, [&](int64_t, int64_t) {
     std::vector<float> acc(size_t(kRowBlock * a.v_head_dim)), m(kRowBlock), l(kRowBlock),
         scores(size_t(a.block_size));
-    for (int64_t i = i0; i < i1; ++i) attend<C>(a, i / n_items, items[size_t(i % n_items)], acc, m, l, scores);
+    for (int64_t i = next.fetch_add(1); i < total; i = next.fetch_add(1)) {
+      const int64_t kvh = i / (n_items * group), rest = i % (n_items * group);
+      const int64_t h = kvh * group + rest % group;
+      attend<C>(a, h, items[size_t(rest / group)], acc, m, l, scores);
+    }
   });
 }
 

@@ -2,13 +2,14 @@
 // (dense f32/f16/bf16 or quantized), shared by linear.cpp and quantized.cpp.
 // Internal to backends/cpu.
 //
-// Work is split over column tiles of NB weight rows (and over row ranges of x when
+// Work is split over column tiles of kNB weight rows (and over row ranges of x when
 // there are few tiles). For each tile and each K block the weight panel is widened
-// to f32 once (Source::panel) and stays in L2 while every row of x streams past it;
-// an MR x NR register-tiled dot-product kernel does the arithmetic.
+// to f32 once (Source::panel), packed k-major and stays in L2 while every row of x
+// streams past it; a kMR x kNR register-tiled outer-product kernel does the arithmetic.
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -18,61 +19,75 @@
 
 namespace mlxcel::cpu::gemm {
 
+// Register tile: kMR rows of x by kNV vectors (kNR = kNV * kWidth columns) of y.
 #if defined(MLXCEL_SIMD_AVX512)
-constexpr int kMR = 4, kNR = 4;
+constexpr int kMR = 8, kNV = 2;
+#elif defined(MLXCEL_SIMD_AVX2)
+constexpr int kMR = 6, kNV = 2;
 #else
-constexpr int kMR = 4, kNR = 2;
+constexpr int kMR = 4, kNV = 4;
 #endif
-constexpr int64_t kNB = 64;   // weight rows per tile
+constexpr int kNR = kNV * simd::kWidth;
+constexpr int64_t kNB = 64;   // weight rows (columns of y) per tile, a multiple of kNR
 constexpr int64_t kKB = 512;  // K block (a multiple of every quantization group size)
+static_assert(kNB % kNR == 0);
 
-// y[m][n] (+)= sum_k x[m][k] * w[n][k] for m < MR, n < NR, k < kb.
-template <int MR, int NR>
-inline void micro(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t kb, float* y, int64_t ldy,
-                  bool accumulate) {
+// y[m][0..ncols) (+)= sum_k x[m][k] * wp[k][0..ncols) for m < MR: an outer-product
+// kernel over a packed panel wp [kb][kNR] (zero past ncols). Accumulators stay in
+// registers for the whole K block; x is broadcast one element at a time.
+template <int MR>
+void micro(const float* x, int64_t ldx, const float* wp, int64_t kb, float* y, int64_t ldy, bool accumulate,
+           int ncols) {
   using namespace simd;
-  VecF acc[MR][NR];
+  VecF c[MR][kNV];
   for (int m = 0; m < MR; ++m)
-    for (int n = 0; n < NR; ++n) acc[m][n] = zero();
-  int64_t k = 0;
-  for (; k + kWidth <= kb; k += kWidth) {
-    VecF xv[MR];
-    for (int m = 0; m < MR; ++m) xv[m] = load(x + m * ldx + k);
-    for (int n = 0; n < NR; ++n) {
-      VecF wv = load(w + n * ldw + k);
-      for (int m = 0; m < MR; ++m) acc[m][n] = fma(xv[m], wv, acc[m][n]);
+    for (int v = 0; v < kNV; ++v) c[m][v] = zero();
+  for (int64_t k = 0; k < kb; ++k) {
+    VecF b[kNV];
+    for (int v = 0; v < kNV; ++v) b[v] = load(wp + k * kNR + v * kWidth);
+    for (int m = 0; m < MR; ++m) {
+      const VecF a = set1(x[m * ldx + k]);
+      for (int v = 0; v < kNV; ++v) c[m][v] = fma(a, b[v], c[m][v]);
     }
   }
+  if (ncols == kNR) {
+    for (int m = 0; m < MR; ++m)
+      for (int v = 0; v < kNV; ++v) {
+        float* out = y + m * ldy + v * kWidth;
+        store(out, accumulate ? add(load(out), c[m][v]) : c[m][v]);
+      }
+    return;
+  }
+  alignas(64) float tmp[kNR];
   for (int m = 0; m < MR; ++m) {
-    for (int n = 0; n < NR; ++n) {
-      float s = hsum(acc[m][n]);
-      for (int64_t kk = k; kk < kb; ++kk) s += x[m * ldx + kk] * w[n * ldw + kk];
-      float& out = y[m * ldy + n];
-      out = accumulate ? out + s : s;
-    }
+    for (int v = 0; v < kNV; ++v) store(tmp + v * kWidth, c[m][v]);
+    float* out = y + m * ldy;
+    for (int n = 0; n < ncols; ++n) out[n] = accumulate ? out[n] + tmp[n] : tmp[n];
   }
 }
 
-using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t, bool);
+using MicroFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t, bool, int);
 
-template <int MR, int... NRs>
-void fill_row(MicroFn* row, std::integer_sequence<int, NRs...>) {
-  ((row[NRs] = &micro<MR, NRs + 1>), ...);
+// kernel for mr rows (1 <= mr <= kMR).
+inline MicroFn micro_kernel(int mr) {
+  static const auto table = []<int... I>(std::integer_sequence<int, I...>) {
+    return std::array<MicroFn, kMR>{&micro<I + 1>...};
+  }(std::make_integer_sequence<int, kMR>{});
+  return table[size_t(mr - 1)];
 }
-template <int... MRs>
-void fill_table(MicroFn (*table)[kNR], std::integer_sequence<int, MRs...>) {
-  ((fill_row<MRs + 1>(table[MRs], std::make_integer_sequence<int, kNR>{})), ...);
-}
-// kernel(mr, nr) for edge tiles (1 <= mr <= kMR, 1 <= nr <= kNR).
-inline MicroFn micro_kernel(int mr, int nr) {
-  static const auto table = [] {
-    struct T {
-      MicroFn f[kMR][kNR];
-    } t{};
-    fill_table(t.f, std::make_integer_sequence<int, kMR>{});
-    return t;
-  }();
-  return table.f[mr - 1][nr - 1];
+
+// Packs rows [0, nb) x columns [0, kb) of a row-major f32 panel (leading dimension
+// ld) into kNR-column groups [group][kb][kNR], zero-padding the last group.
+inline void pack_panel(const float* w, int64_t ld, int64_t nb, int64_t kb, float* packed) {
+  for (int64_t g = 0; g * kNR < nb; ++g) {
+    float* dst = packed + g * kb * kNR;
+    const int64_t n0 = g * kNR, cols = std::min<int64_t>(kNR, nb - n0);
+    if (cols < kNR) std::fill(dst, dst + kb * kNR, 0.0f);
+    for (int64_t j = 0; j < cols; ++j) {
+      const float* src = w + (n0 + j) * ld;
+      for (int64_t k = 0; k < kb; ++k) dst[k * kNR + j] = src[k];
+    }
+  }
 }
 
 // Source concept:
@@ -89,11 +104,11 @@ void run(const float* x, int64_t M, int64_t K, int64_t N, const Source& src, con
   const int64_t n_tiles = (N + kNB - 1) / kNB;
   const int threads = ThreadPool::global().size();
   // Few column tiles: split the rows of x as well so every thread has work.
-  int64_t m_splits = std::max<int64_t>(1, std::min<int64_t>((2 * threads + n_tiles - 1) / n_tiles, M / (8 * kMR)));
+  int64_t m_splits = std::max<int64_t>(1, std::min<int64_t>((2 * threads + n_tiles - 1) / n_tiles, M / (4 * kMR)));
   const int64_t m_chunk = (M + m_splits - 1) / m_splits;
   m_splits = (M + m_chunk - 1) / m_chunk;
   ThreadPool::global().parallel_for(n_tiles * m_splits, [&](int64_t item0, int64_t item1) {
-    std::vector<float> buf(size_t(kNB * kKB));
+    std::vector<float> buf(size_t(kNB * kKB)), packed(size_t(kNB * kKB));
     for (int64_t item = item0; item < item1; ++item) {
       const int64_t n0 = (item / m_splits) * kNB, nb = std::min(kNB, N - n0);
       const int64_t m_begin = (item % m_splits) * m_chunk, m_end = std::min(M, m_begin + m_chunk);
@@ -101,12 +116,14 @@ void run(const float* x, int64_t M, int64_t K, int64_t N, const Source& src, con
         const int64_t kb = std::min(kKB, K - k0);
         int64_t ldw = 0;
         const float* w = src.panel(n0, nb, k0, kb, buf.data(), ldw);
+        pack_panel(w, ldw, nb, kb, packed.data());
         const bool acc = k0 > 0;
         for (int64_t m = m_begin; m < m_end; m += kMR) {
           const int mr = int(std::min<int64_t>(kMR, m_end - m));
-          for (int64_t n = 0; n < nb; n += kNR) {
-            const int nr = int(std::min<int64_t>(kNR, nb - n));
-            micro_kernel(mr, nr)(x + m * K + k0, K, w + n * ldw, ldw, kb, y + m * N + n0 + n, N, acc);
+          const MicroFn kernel = micro_kernel(mr);
+          for (int64_t g = 0; g * kNR < nb; ++g) {
+            const int cols = int(std::min<int64_t>(kNR, nb - g * kNR));
+            kernel(x + m * K + k0, K, packed.data() + g * kb * kNR, kb, y + m * N + n0 + g * kNR, N, acc, cols);
           }
         }
       }

@@ -13,10 +13,19 @@ namespace mlxcel::cpu {
 
 namespace {
 
-// y[m][n] = dot(x[m], w[n]) for n in [n0, n1), all M rows at once: each weight
-// row is read once. M accumulator sets of U vectors keep the FMA pipes busy.
+// Columns of x per pass so that M rows of x stay in L1 (~24 KiB) while weight
+// rows stream past; a multiple of 64 so only the last pass has a SIMD tail.
+inline int64_t gemv_k_chunk(int64_t M, int64_t multiple) {
+  const int64_t c = (int64_t(24 * 1024) / (4 * M)) / multiple * multiple;
+  return std::max<int64_t>(multiple, c);
+}
+
+// y[m][n] (+)= dot(x[m][k0..k1), w[n][k0..k1)) for n in [n0, n1), all M rows at
+// once: each weight row is read once. M x U independent accumulators keep the
+// FMA pipes busy.
 template <int M, typename T>
-void gemv_rows(const float* x, int64_t K, const T* w, int64_t n0, int64_t n1, float* y, int64_t N) {
+void gemv_rows(const float* x, int64_t K, const T* w, int64_t n0, int64_t n1, int64_t k0, int64_t k1, float* y,
+               int64_t N, bool accumulate) {
   using namespace simd;
   constexpr int U = M <= 2 ? 4 : (M <= 4 ? 2 : 1);
   for (int64_t n = n0; n < n1; ++n) {
@@ -24,14 +33,14 @@ void gemv_rows(const float* x, int64_t K, const T* w, int64_t n0, int64_t n1, fl
     VecF acc[M][U];
     for (int m = 0; m < M; ++m)
       for (int u = 0; u < U; ++u) acc[m][u] = zero();
-    int64_t k = 0;
-    for (; k + U * kWidth <= K; k += U * kWidth) {
+    int64_t k = k0;
+    for (; k + U * kWidth <= k1; k += U * kWidth) {
       for (int u = 0; u < U; ++u) {
         const VecF wv = load(wr + k + u * kWidth);
         for (int m = 0; m < M; ++m) acc[m][u] = fma(load(x + m * K + k + u * kWidth), wv, acc[m][u]);
       }
     }
-    for (; k + kWidth <= K; k += kWidth) {
+    for (; k + kWidth <= k1; k += kWidth) {
       const VecF wv = load(wr + k);
       for (int m = 0; m < M; ++m) acc[m][0] = fma(load(x + m * K + k), wv, acc[m][0]);
     }
@@ -39,24 +48,30 @@ void gemv_rows(const float* x, int64_t K, const T* w, int64_t n0, int64_t n1, fl
       VecF a = acc[m][0];
       for (int u = 1; u < U; ++u) a = add(a, acc[m][u]);
       float s = hsum(a);
-      for (int64_t kk = k; kk < K; ++kk) s += x[m * K + kk] * to_f32(wr[kk]);
-      y[m * N + n] = s;
+      for (int64_t kk = k; kk < k1; ++kk) s += x[m * K + kk] * to_f32(wr[kk]);
+      y[m * N + n] = accumulate ? y[m * N + n] + s : s;
     }
   }
+}
+
+template <int M, typename T>
+void gemv_chunked(const float* x, int64_t K, const T* w, int64_t n0, int64_t n1, float* y, int64_t N) {
+  const int64_t kc = gemv_k_chunk(M, 64);
+  for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += kc) gemv_rows<M>(x, K, w, n0, n1, k0, std::min(K, k0 + kc), y, N, k0 > 0);
 }
 
 template <typename T>
 void gemv(const float* x, int64_t M, int64_t K, const T* w, int64_t N, float* y) {
   auto body = [&](int64_t n0, int64_t n1) {
     switch (M) {
-      case 1: gemv_rows<1>(x, K, w, n0, n1, y, N); break;
-      case 2: gemv_rows<2>(x, K, w, n0, n1, y, N); break;
-      case 3: gemv_rows<3>(x, K, w, n0, n1, y, N); break;
-      case 4: gemv_rows<4>(x, K, w, n0, n1, y, N); break;
-      case 5: gemv_rows<5>(x, K, w, n0, n1, y, N); break;
-      case 6: gemv_rows<6>(x, K, w, n0, n1, y, N); break;
-      case 7: gemv_rows<7>(x, K, w, n0, n1, y, N); break;
-      case 8: gemv_rows<8>(x, K, w, n0, n1, y, N); break;
+      case 1: gemv_chunked<1>(x, K, w, n0, n1, y, N); break;
+      case 2: gemv_chunked<2>(x, K, w, n0, n1, y, N); break;
+      case 3: gemv_chunked<3>(x, K, w, n0, n1, y, N); break;
+      case 4: gemv_chunked<4>(x, K, w, n0, n1, y, N); break;
+      case 5: gemv_chunked<5>(x, K, w, n0, n1, y, N); break;
+      case 6: gemv_chunked<6>(x, K, w, n0, n1, y, N); break;
+      case 7: gemv_chunked<7>(x, K, w, n0, n1, y, N); break;
+      case 8: gemv_chunked<8>(x, K, w, n0, n1, y, N); break;
       default: MLXCEL_CHECK(false, "gemv with {} rows", M);
     }
   };

@@ -121,70 +121,76 @@ inline float sval(const void* p, int64_t i) {
 
 // ---- decode: GEMV over N, M <= kGemvMaxRows ------------------------------------
 //
-// y[m][n] = sum_g scale[n][g] * (sum_{k in g} x[m][k] q[n][k]) + bias[n][g] * xsum[m][g]
-template <int M, typename S>
-void qgemv_rows(const float* x, const float* xsum, const QuantMatrix& w, int64_t n0, int64_t n1, float* y) {
+// Each weight vector is unpacked once, dequantized (q * scale + bias, one FMA) and
+// used by all M rows. Columns are processed in passes that keep M rows of x in L1.
+template <int M, typename S, int GS>
+void qgemv_rows(const float* x, const QuantMatrix& w, int64_t n0, int64_t n1, int64_t k0, int64_t k1, float* y,
+                bool accumulate) {
   using namespace simd;
-  constexpr int U = M <= 2 ? 2 : 1;  // independent partial sums per row
-  const int64_t K = w.K, G = K / w.group_size, gs = w.group_size;
-  const int bits = w.bits;
-  const Unpacker unpack(bits);
+  constexpr int U = M <= 4 ? 2 : 1;  // independent accumulators per row
+  static_assert(GS % (U * kWidth) == 0);
+  const int64_t K = w.K, G = K / GS;
+  const Unpacker unpack(w.bits);
   RowReader reader(w);
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* row = reader.row(n);
-    VecF acc[M];
-    float bacc[M];
+    const S* scales = static_cast<const S*>(w.scales) + n * G;
+    const S* biases = static_cast<const S*>(w.biases) + n * G;
+    VecF acc[M][U];
+    for (int m = 0; m < M; ++m)
+      for (int u = 0; u < U; ++u) acc[m][u] = zero();
+    // NOTE: GS is a compile-time constant so the group body unrolls completely and
+    // the accumulators stay in registers.
+    for (int64_t g = k0 / GS; g < k1 / GS; ++g) {
+      const VecF sv = set1(to_f32(scales[g])), bv = set1(to_f32(biases[g]));
+      for (int j = 0; j < GS; j += U * kWidth) {
+        const int64_t k = g * GS + j;
+        for (int u = 0; u < U; ++u) {
+          const VecF wv = fma(unpack(row, k + u * kWidth), sv, bv);
+          for (int m = 0; m < M; ++m) acc[m][u] = fma(wv, load(x + m * K + k + u * kWidth), acc[m][u]);
+        }
+      }
+    }
     for (int m = 0; m < M; ++m) {
-      acc[m] = zero();
-      bacc[m] = 0.0f;
+      VecF a = acc[m][0];
+      for (int u = 1; u < U; ++u) a = add(a, acc[m][u]);
+      const float s = hsum(a);
+      y[m * w.N + n] = accumulate ? y[m * w.N + n] + s : s;
     }
-    for (int64_t g = 0; g < G; ++g) {
-      VecF part[M][U];
-      for (int m = 0; m < M; ++m)
-        for (int u = 0; u < U; ++u) part[m][u] = zero();
-      const int64_t k0 = g * gs;
-      for (int64_t j = 0; j < gs; j += kWidth) {
-        const VecF q = unpack(row, k0 + j);
-        const int u = int(j / kWidth) % U;
-        for (int m = 0; m < M; ++m) part[m][u] = fma(q, load(x + m * K + k0 + j), part[m][u]);
-      }
-      const float s = sval<S>(w.scales, n * G + g), b = sval<S>(w.biases, n * G + g);
-      const VecF sv = set1(s);
-      for (int m = 0; m < M; ++m) {
-        VecF p = part[m][0];
-        for (int u = 1; u < U; ++u) p = add(p, part[m][u]);
-        acc[m] = fma(sv, p, acc[m]);
-        bacc[m] += b * xsum[m * G + g];
-      }
+  }
+}
+
+template <int M, typename S>
+void qgemv_chunked(const float* x, const QuantMatrix& w, int64_t n0, int64_t n1, float* y) {
+  // A multiple of 128 columns keeps passes on group boundaries.
+  const int64_t kc = std::max<int64_t>(128, (int64_t(24 * 1024) / (4 * M)) / 128 * 128);
+  for (int64_t k0 = 0; k0 < w.K; k0 += kc) {
+    const int64_t k1 = std::min(w.K, k0 + kc);
+    switch (w.group_size) {
+      case 32: qgemv_rows<M, S, 32>(x, w, n0, n1, k0, k1, y, k0 > 0); break;
+      case 64: qgemv_rows<M, S, 64>(x, w, n0, n1, k0, k1, y, k0 > 0); break;
+      case 128: qgemv_rows<M, S, 128>(x, w, n0, n1, k0, k1, y, k0 > 0); break;
+      default: MLXCEL_CHECK(false, "group size {}", w.group_size);
     }
-    for (int m = 0; m < M; ++m) y[m * w.N + n] = hsum(acc[m]) + bacc[m];
   }
 }
 
 template <typename S>
 void qgemv(const float* x, int64_t M, const QuantMatrix& w, float* y) {
-  const int64_t K = w.K, G = K / w.group_size;
-  std::vector<float> xsum(size_t(M * G));
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t g = 0; g < G; ++g) {
-      float s = 0.0f;
-      for (int64_t k = g * w.group_size; k < (g + 1) * w.group_size; ++k) s += x[m * K + k];
-      xsum[size_t(m * G + g)] = s;
-    }
   auto body = [&](int64_t n0, int64_t n1) {
     switch (M) {
-      case 1: qgemv_rows<1, S>(x, xsum.data(), w, n0, n1, y); break;
-      case 2: qgemv_rows<2, S>(x, xsum.data(), w, n0, n1, y); break;
-      case 3: qgemv_rows<3, S>(x, xsum.data(), w, n0, n1, y); break;
-      case 4: qgemv_rows<4, S>(x, xsum.data(), w, n0, n1, y); break;
-      case 5: qgemv_rows<5, S>(x, xsum.data(), w, n0, n1, y); break;
-      case 6: qgemv_rows<6, S>(x, xsum.data(), w, n0, n1, y); break;
-      case 7: qgemv_rows<7, S>(x, xsum.data(), w, n0, n1, y); break;
-      case 8: qgemv_rows<8, S>(x, xsum.data(), w, n0, n1, y); break;
+      case 1: qgemv_chunked<1, S>(x, w, n0, n1, y); break;
+      case 2: qgemv_chunked<2, S>(x, w, n0, n1, y); break;
+      case 3: qgemv_chunked<3, S>(x, w, n0, n1, y); break;
+      case 4: qgemv_chunked<4, S>(x, w, n0, n1, y); break;
+      case 5: qgemv_chunked<5, S>(x, w, n0, n1, y); break;
+      case 6: qgemv_chunked<6, S>(x, w, n0, n1, y); break;
+      case 7: qgemv_chunked<7, S>(x, w, n0, n1, y); break;
+      case 8: qgemv_chunked<8, S>(x, w, n0, n1, y); break;
       default: MLXCEL_CHECK(false, "qgemv with {} rows", M);
     }
   };
-  ThreadPool::global().parallel_for(w.N, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, K * M)));
+  ThreadPool::global().parallel_for(w.N, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, w.K * M)));
 }
 
 // ---- prefill: blocked GEMM over dequantized panels -------------------------------
