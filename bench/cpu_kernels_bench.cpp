@@ -2,7 +2,7 @@
 // same run: GEMV (decode) and GEMM (prefill) for a 4096 x 4096 weight in bf16 and
 // MLX q4 g64, plus paged attention decode.
 //
-//   cpu_kernels_bench [--threads N] [--seconds S]
+//   cpu_kernels_bench [--threads N] [--seconds S] [--only SUBSTRING]
 //
 // GEMV is memory-bound, so its figure of merit is weight bytes streamed per second
 // compared with a plain multi-threaded read of a buffer larger than the caches.
@@ -24,6 +24,9 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 double g_seconds = 1.0;
+std::string g_only;  // run only the kernels whose label contains this
+
+bool wanted(const std::string& label) { return g_only.empty() || label.find(g_only) != std::string::npos; }
 
 // Median seconds per call of fn over repeated runs of about g_seconds in total.
 double time_it(const std::function<void(int)>& fn) {
@@ -80,15 +83,13 @@ double memcpy_bandwidth() {
   return double(n) / s / 1e9;  // bytes read per second
 }
 
-struct Row {
-  std::string what;
-  double seconds, bytes, flops;
-};
-
-void print(const Row& r, double read_gbs) {
-  const double gbs = r.bytes / r.seconds / 1e9;
-  std::printf("| %-44s | %9.3f | %8.1f | %6.0f%% | %8.1f |\n", r.what.c_str(), r.seconds * 1e3, gbs,
-              100.0 * gbs / read_gbs, r.flops / r.seconds / 1e9);
+void row(const std::string& what, const std::function<void(int)>& fn, double bytes, double flops, double read_gbs) {
+  if (!wanted(what)) return;
+  const double sec = time_it(fn);
+  const double gbs = bytes / sec / 1e9;
+  std::printf("| %-44s | %9.3f | %8.1f | %6.0f%% | %8.1f |\n", what.c_str(), sec * 1e3, gbs, 100.0 * gbs / read_gbs,
+              flops / sec / 1e9);
+  std::fflush(stdout);
 }
 
 }  // namespace
@@ -97,6 +98,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) ThreadPool::set_global_threads(std::atoi(argv[++i]));
     if (!std::strcmp(argv[i], "--seconds") && i + 1 < argc) g_seconds = std::atof(argv[++i]);
+    if (!std::strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
   }
   const int64_t N = 4096, K = 4096;
   std::printf("threads: %d\n", ThreadPool::global().size());
@@ -115,43 +117,42 @@ int main(int argc, char** argv) {
   const double wbytes = double(N * K * 2);
   for (int64_t M : {1, 4, 8}) {
     Tensor x = random_f32({M, K}, 99);
-    print({"linear bf16 4096x4096 M=" + std::to_string(M) + " (hot)",
-           time_it([&](int) { ops::linear(x, wb[0]); }), wbytes, 2.0 * double(M * N * K)},
-          read_gbs);
-    print({"linear bf16 4096x4096 M=" + std::to_string(M) + " (cold)",
-           time_it([&](int i) { ops::linear(x, wb[size_t(i % n_copies)]); }), wbytes, 2.0 * double(M * N * K)},
-          read_gbs);
+    const std::string m = std::to_string(M);
+    row("linear bf16 4096x4096 M=" + m + " (hot)", [&](int) { ops::linear(x, wb[0]); }, wbytes, 2.0 * M * N * K,
+        read_gbs);
+    row("linear bf16 4096x4096 M=" + m + " (cold)", [&](int i) { ops::linear(x, wb[size_t(i % n_copies)]); }, wbytes,
+        2.0 * M * N * K, read_gbs);
   }
-  {
-    Tensor x = random_f32({128, K}, 98);
-    print({"linear bf16 4096x4096 M=128 (GEMM)", time_it([&](int) { ops::linear(x, wb[0]); }), wbytes,
-           2.0 * double(128 * N * K)},
-          read_gbs);
+  for (int64_t M : {128, 512}) {
+    Tensor x = random_f32({M, K}, 98);
+    row("linear bf16 4096x4096 M=" + std::to_string(M) + " (GEMM)", [&](int) { ops::linear(x, wb[0]); }, wbytes,
+        2.0 * M * N * K, read_gbs);
   }
 
   // MLX q4 g64 weights with bf16 scales: packed 8 MiB + scales/biases 1 MiB per copy.
-  const int q_copies = 64;
-  std::vector<QuantizedWeight> wq;
-  for (int c = 0; c < q_copies; ++c) wq.push_back(ops::quantize(wb[size_t(c % n_copies)], {QuantFormat::mlx_affine, 4, 64}, DType::bf16));
-  const double qbytes = double(wq[0].packed.nbytes() + wq[0].scales.nbytes() + wq[0].biases.nbytes());
-  for (int64_t M : {1, 4, 8}) {
-    Tensor x = random_f32({M, K}, 97);
-    print({"qlinear q4 g64 4096x4096 M=" + std::to_string(M) + " (hot)",
-           time_it([&](int) { ops::qlinear(x, wq[0]); }), qbytes, 2.0 * double(M * N * K)},
-          read_gbs);
-    print({"qlinear q4 g64 4096x4096 M=" + std::to_string(M) + " (cold)",
-           time_it([&](int i) { ops::qlinear(x, wq[size_t(i % q_copies)]); }), qbytes, 2.0 * double(M * N * K)},
-          read_gbs);
-  }
-  {
-    Tensor x = random_f32({128, K}, 96);
-    print({"qlinear q4 g64 4096x4096 M=128 (GEMM)", time_it([&](int) { ops::qlinear(x, wq[0]); }), qbytes,
-           2.0 * double(128 * N * K)},
-          read_gbs);
+  if (wanted("qlinear")) {
+    const int q_copies = 64;
+    std::vector<QuantizedWeight> wq;
+    for (int c = 0; c < q_copies; ++c)
+      wq.push_back(ops::quantize(wb[size_t(c % n_copies)], {QuantFormat::mlx_affine, 4, 64}, DType::bf16));
+    const double qbytes = double(wq[0].packed.nbytes() + wq[0].scales.nbytes() + wq[0].biases.nbytes());
+    for (int64_t M : {1, 4, 8}) {
+      Tensor x = random_f32({M, K}, 97);
+      const std::string m = std::to_string(M);
+      row("qlinear q4 g64 4096x4096 M=" + m + " (hot)", [&](int) { ops::qlinear(x, wq[0]); }, qbytes,
+          2.0 * M * N * K, read_gbs);
+      row("qlinear q4 g64 4096x4096 M=" + m + " (cold)", [&](int i) { ops::qlinear(x, wq[size_t(i % q_copies)]); },
+          qbytes, 2.0 * M * N * K, read_gbs);
+    }
+    for (int64_t M : {128, 512}) {
+      Tensor x = random_f32({M, K}, 96);
+      row("qlinear q4 g64 4096x4096 M=" + std::to_string(M) + " (GEMM)", [&](int) { ops::qlinear(x, wq[0]); }, qbytes,
+          2.0 * M * N * K, read_gbs);
+    }
   }
 
   // Paged attention decode: 8 sequences x 4096 cached tokens, 32 q heads / 8 kv heads, d 128, f32 cache.
-  {
+  if (wanted("paged_attention")) {
     const int64_t S = 8, L = 4096, bs = 16, Hq = 32, Hkv = 8, D = 128;
     const int64_t nb = S * L / bs;
     Tensor kc = ops::zeros({nb, bs, Hkv, D}, DType::f32, Device::cpu());
@@ -169,9 +170,8 @@ int main(int argc, char** argv) {
     AttentionParams p;
     p.scale = 0.088f;
     const double kv_bytes = double(2 * S * L * Hkv * D * 4);
-    print({"paged_attention decode 8x4096 tok f32 cache", time_it([&](int) { ops::paged_attention(q, kc, vc, ctx, p); }),
-           kv_bytes, 4.0 * double(S * L * Hq * D)},
-          read_gbs);
+    row("paged_attention decode 8x4096 tok f32 cache", [&](int) { ops::paged_attention(q, kc, vc, ctx, p); }, kv_bytes,
+        4.0 * double(S * L * Hq * D), read_gbs);
   }
   return 0;
 }

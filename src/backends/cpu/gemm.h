@@ -4,7 +4,7 @@
 //
 // Work is split over column tiles of kNB weight rows (and over row ranges of x when
 // there are few tiles). For each tile and each K block the weight panel is widened
-// to f32 once (Source::panel), packed k-major and stays in L2 while every row of x
+// to f32 once (Source::pack), packed k-major and stays in L2 while every row of x
 // streams past it; a kMR x kNR register-tiled outer-product kernel does the arithmetic.
 #pragma once
 
@@ -76,24 +76,27 @@ inline MicroFn micro_kernel(int mr) {
   return table[size_t(mr - 1)];
 }
 
-// Packs rows [0, nb) x columns [0, kb) of a row-major f32 panel (leading dimension
-// ld) into kNR-column groups [group][kb][kNR], zero-padding the last group.
-inline void pack_panel(const float* w, int64_t ld, int64_t nb, int64_t kb, float* packed) {
+// Packs rows [0, nb) x columns [0, kb) of a row-major panel of T (leading
+// dimension ld) into kNR-column groups [group][kb][kNR] of f32, zero-padding the
+// last group.
+template <typename T>
+void pack_panel(const T* w, int64_t ld, int64_t nb, int64_t kb, float* packed) {
   for (int64_t g = 0; g * kNR < nb; ++g) {
     float* dst = packed + g * kb * kNR;
     const int64_t n0 = g * kNR, cols = std::min<int64_t>(kNR, nb - n0);
     if (cols < kNR) std::fill(dst, dst + kb * kNR, 0.0f);
-    for (int64_t j = 0; j < cols; ++j) {
-      const float* src = w + (n0 + j) * ld;
-      for (int64_t k = 0; k < kb; ++k) dst[k * kNR + j] = src[k];
-    }
+    // NOTE: k outer, rows inner: stores are sequential and the kNR source rows are
+    // read as kNR short streams that stay in L1.
+    const T* src = w + n0 * ld;
+    for (int64_t k = 0; k < kb; ++k)
+      for (int64_t j = 0; j < cols; ++j) dst[k * kNR + j] = to_f32(src[j * ld + k]);
   }
 }
 
 // Source concept:
-//   const float* panel(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float* buf, int64_t& ld) const;
-// returns f32 weights [nb][ld] for rows n0.. and columns k0.., either pointing into
-// the source (f32 weights) or filled into buf (capacity kNB * kKB).
+//   void pack(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float* buf, float* packed) const;
+// writes the f32 weights of rows n0.. and columns k0.. into `packed` in the
+// pack_panel layout; buf (kNB * kKB floats) is scratch.
 template <typename Source>
 void run(const float* x, int64_t M, int64_t K, int64_t N, const Source& src, const float* bias, float* y) {
   if (K == 0) {
@@ -114,9 +117,7 @@ void run(const float* x, int64_t M, int64_t K, int64_t N, const Source& src, con
       const int64_t m_begin = (item % m_splits) * m_chunk, m_end = std::min(M, m_begin + m_chunk);
       for (int64_t k0 = 0; k0 < K; k0 += kKB) {
         const int64_t kb = std::min(kKB, K - k0);
-        int64_t ldw = 0;
-        const float* w = src.panel(n0, nb, k0, kb, buf.data(), ldw);
-        pack_panel(w, ldw, nb, kb, packed.data());
+        src.pack(n0, nb, k0, kb, buf.data(), packed.data());
         const bool acc = k0 > 0;
         for (int64_t m = m_begin; m < m_end; m += kMR) {
           const int mr = int(std::min<int64_t>(kMR, m_end - m));

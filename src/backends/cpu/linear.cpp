@@ -1,7 +1,6 @@
 // Dense linear: GEMV for decode-sized batches, blocked GEMM otherwise.
 #include "backends/cpu/linear.h"
 
-#include <type_traits>
 #include <vector>
 
 #include "backends/cpu/gemm.h"
@@ -79,29 +78,13 @@ void gemv(const float* x, int64_t M, int64_t K, const T* w, int64_t N, float* y)
   ThreadPool::global().parallel_for(N, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, K * M)));
 }
 
-struct F32Source {
-  const float* w;
-  int64_t K;
-  const float* panel(int64_t n0, int64_t, int64_t k0, int64_t, float*, int64_t& ld) const {
-    ld = K;
-    return w + n0 * K + k0;
-  }
-};
-
+// Dense weights [N, K] of T (f32, f16 or bf16), packed straight from the source.
 template <typename T>
-struct HalfSource {
+struct DenseSource {
   const T* w;
   int64_t K;
-  const float* panel(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float* buf, int64_t& ld) const {
-    ld = kb;
-    for (int64_t n = 0; n < nb; ++n) {
-      const T* src = w + (n0 + n) * K + k0;
-      float* dst = buf + n * kb;
-      int64_t k = 0;
-      for (; k + simd::kWidth <= kb; k += simd::kWidth) simd::store(dst + k, simd::load(src + k));
-      for (; k < kb; ++k) dst[k] = to_f32(src[k]);
-    }
-    return buf;
+  void pack(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float*, float* packed) const {
+    gemm::pack_panel(w + n0 * K + k0, K, nb, kb, packed);
   }
 };
 
@@ -115,11 +98,7 @@ void linear_typed(const float* x, int64_t M, int64_t K, const T* w, int64_t N, c
     }
     return;
   }
-  if constexpr (std::is_same_v<T, float>) {
-    gemm::run(x, M, K, N, F32Source{w, K}, bias, y);
-  } else {
-    gemm::run(x, M, K, N, HalfSource<T>{w, K}, bias, y);
-  }
+  gemm::run(x, M, K, N, DenseSource<T>{w, K}, bias, y);
 }
 
 }  // namespace

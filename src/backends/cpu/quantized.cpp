@@ -197,9 +197,8 @@ void qgemv(const float* x, int64_t M, const QuantMatrix& w, float* y) {
 template <typename S>
 struct QuantSource {
   const QuantMatrix& w;
-  const float* panel(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float* buf, int64_t& ld) const {
+  void pack(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float* buf, float* packed) const {
     using namespace simd;
-    ld = kb;
     const int64_t G = w.K / w.group_size, gs = w.group_size;
     const int bits = w.bits;
     const Unpacker unpack(bits);
@@ -215,7 +214,7 @@ struct QuantSource {
         }
       }
     }
-    return buf;
+    gemm::pack_panel(buf, kb, nb, kb, packed);
   }
 };
 
