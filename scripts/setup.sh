@@ -3,7 +3,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake ninja-build ccache pkg-config git
       libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libicu-dev
-      libyaml-cpp-dev libcurl4-openssl-dev libboost1.81-dev
+      libyaml-cpp-dev libcurl4-openssl-dev libboost1.81-dev libssl-dev curl
       libgtest-dev libgmock-dev libbenchmark-dev
       clang libclang-rt-14-dev
       python3 python3-jinja2 python3-numpy python3-pytest)

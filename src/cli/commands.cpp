@@ -16,7 +16,8 @@ namespace mlxcel::cli {
   X(arch) \
   X(list) \
   X(rm) \
-  X(download)
+  X(download) \
+  X(serve)
 
 #define MLXCEL_DECLARE(name) void add_##name##_command(CLI::App& app);
 MLXCEL_CLI_COMMANDS(MLXCEL_DECLARE)

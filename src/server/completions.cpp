@@ -15,8 +15,9 @@ namespace {
 enum class Kind { chat, completion, llama };
 
 struct Choice {
-  std::string content, reasoning, held;  // held: text that may be (part of) a tool call
-  bool in_tool = false, role_sent = false, done = false;
+  std::string content, reasoning;
+  ToolCallFilter tools;  // streaming: holds text that may be a tool call
+  bool role_sent = false, done = false;
   std::string finish, error;
   int n_tokens = 0;
   std::vector<ToolCall> calls;
@@ -88,25 +89,6 @@ struct Job {
             {"truncated", false}};
   }
 
-  // Visible content of a streamed delta; text that may start a tool call is held back.
-  std::string route_content(Choice& c, const std::string& text) {
-    if (!parse_tools) return text;
-    c.held += text;
-    if (c.in_tool) return {};
-    size_t at = c.held.find(kToolCallOpen);
-    std::string out;
-    if (at != std::string::npos) {
-      out = c.held.substr(0, at);
-      c.held.erase(0, at);
-      c.in_tool = true;
-    } else {
-      size_t keep = partial_suffix_len(c.held, {kToolCallOpen});
-      out = c.held.substr(0, c.held.size() - keep);
-      c.held.erase(0, c.held.size() - keep);
-    }
-    return out;
-  }
-
   void on_update(const ChoiceUpdate& u) {
     std::lock_guard<std::mutex> lk(mu);
     Choice& c = choices[u.index];
@@ -118,7 +100,7 @@ struct Job {
         c.role_sent = true;
       }
       if (!u.reasoning.empty() && kind == Kind::chat) emit_delta(u.index, {{"reasoning_content", u.reasoning}});
-      std::string visible = route_content(c, u.content);
+      std::string visible = parse_tools ? c.tools.push(u.content) : u.content;
       if (!visible.empty()) emit_delta(u.index, {{"content", visible}});
     } else {
       c.content += u.content;
@@ -128,7 +110,7 @@ struct Job {
     c.finish = u.finish_reason;
     c.error = u.error;
     if (parse_tools) {
-      ParsedToolCalls p = parse_tool_calls(stream ? c.held : c.content);
+      ParsedToolCalls p = stream ? c.tools.finish() : parse_tool_calls(c.content);
       c.calls = std::move(p.calls);
       if (stream && !p.content.empty()) emit_delta(u.index, {{"content", p.content}});
       if (!stream) c.content = p.content;

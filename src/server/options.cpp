@@ -201,7 +201,7 @@ ServerOptions parse_server_args(const std::vector<std::string>& args,
       value = (a.rfind("--no-", 0) == 0) ? "false" : "true";
     }
     given.insert(f);
-    cli.emplace_back(f, value);
+    cli.emplace_back(f, f->apply ? value : a);
   }
   // Environment first, then the command line (which wins).
   for (const Flag& f : flags()) {
@@ -213,7 +213,7 @@ ServerOptions parse_server_args(const std::vector<std::string>& args,
   }
   for (auto& [f, v] : cli) {
     if (f->apply) f->apply(o, v);
-    else o.inert.push_back(f->names.back());
+    else o.inert.push_back(v);  // the spelling given
   }
   if (o.port < 0 || o.port > 65535) invalid("--port {} is out of range", o.port);
   if (o.n_parallel < 1) invalid("-np must be at least 1 (got {})", o.n_parallel);

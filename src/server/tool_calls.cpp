@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/text_stream.h"
 #include "server/wire.h"
 
 namespace mlxcel::server {
@@ -57,6 +58,29 @@ ParsedToolCalls parse_tool_calls(const std::string& text) {
     size_t b = r.content.find_first_not_of(" \t\r\n");
     r.content = b == std::string::npos ? "" : r.content.substr(b, r.content.find_last_not_of(" \t\r\n") - b + 1);
   }
+  return r;
+}
+
+std::string ToolCallFilter::push(const std::string& text) {
+  held_ += text;
+  if (in_tool_) return {};
+  std::string out;
+  size_t at = held_.find(kToolCallOpen);
+  if (at != std::string::npos) {
+    out = held_.substr(0, at);
+    held_.erase(0, at);
+    in_tool_ = true;
+  } else {
+    size_t keep = partial_suffix_len(held_, {kToolCallOpen});
+    out = held_.substr(0, held_.size() - keep);
+    held_.erase(0, held_.size() - keep);
+  }
+  return out;
+}
+
+ParsedToolCalls ToolCallFilter::finish() {
+  ParsedToolCalls r = parse_tool_calls(held_);
+  held_.clear();
   return r;
 }
 

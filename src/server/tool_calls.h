@@ -25,4 +25,16 @@ inline constexpr const char* kToolCallClose = "</tool_call>";
 
 ParsedToolCalls parse_tool_calls(const std::string& text);
 
+// Streaming side: push() returns the text that can be shown now; text that may begin a
+// <tool_call> (and everything after one begins) is held until finish() parses it.
+class ToolCallFilter {
+ public:
+  std::string push(const std::string& text);
+  ParsedToolCalls finish();  // the held text, parsed
+
+ private:
+  std::string held_;
+  bool in_tool_ = false;
+};
+
 }  // namespace mlxcel::server

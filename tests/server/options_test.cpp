@@ -95,5 +95,20 @@ TEST(ToolCalls, BadJsonStaysContent) {
   EXPECT_EQ(parse_tool_calls("plain").content, "plain");
 }
 
+TEST(ToolCalls, StreamingFilterHoldsPossibleCalls) {
+  ToolCallFilter f;
+  std::string shown;
+  for (std::string piece : {"Sure. <to", "ol_ca", "ll>{\"name\": \"f\", ", "\"arguments\": {\"a\": 1}}</tool_call>"})
+    shown += f.push(piece);
+  EXPECT_EQ(shown, "Sure. ");
+  auto r = f.finish();
+  ASSERT_EQ(r.calls.size(), 1u);
+  EXPECT_EQ(r.calls[0].name, "f");
+  ToolCallFilter g;
+  EXPECT_EQ(g.push("a <b"), "a <b");
+  EXPECT_EQ(g.push(" <tool"), " ");
+  EXPECT_EQ(g.finish().content, "<tool");  // not a call after all: shown at the end
+}
+
 }  // namespace
 }  // namespace mlxcel::server

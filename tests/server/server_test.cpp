@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <thread>
 
@@ -14,6 +15,8 @@
 
 #include "chat/chat_template.h"
 #include "models/model.h"
+#include "base/error.h"
+#include "server/http.h"
 #include "server/server.h"
 #include "test_client.h"
 #include "tokenizer/tokenizer.h"
@@ -34,7 +37,9 @@ const char* kChatml =
 
 std::string make_model_dir() {
   const fs::path src = fs::path(MLXCEL_SOURCE_DIR) / "tests" / "fixtures";
-  fs::path dir = fs::temp_directory_path() / ("mlxcel_server_test_" + std::to_string(::getpid()));
+  static int counter = 0;
+  fs::path dir = fs::temp_directory_path() /
+                 ("mlxcel_server_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
   fs::create_directories(dir);
   fs::copy_file(src / "qwen3" / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
   fs::copy_file(src / "qwen3" / "model.safetensors", dir / "model.safetensors", fs::copy_options::overwrite_existing);
@@ -347,6 +352,95 @@ TEST(ServerUnix, UnixSocketWithCurl) {
   EXPECT_NE(std::string(buf, n).find("ok"), std::string::npos);
   srv.reset();
   fs::remove_all(dir);
+}
+
+std::string run_cmd(const std::string& cmd) {
+  FILE* f = ::popen(cmd.c_str(), "r");
+  if (!f) return {};
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  ::pclose(f);
+  return out;
+}
+
+TEST(ServerTls, HttpsWithSelfSignedCert) {
+  if (!HttpServer::tls_available()) GTEST_SKIP() << "built without OpenSSL";
+  if (std::system("openssl version > /dev/null 2>&1 && curl --version > /dev/null 2>&1") != 0)
+    GTEST_SKIP() << "openssl or curl is not installed";
+  std::string dir = make_model_dir();
+  std::string key = dir + "/key.pem", cert = dir + "/cert.pem";
+  ASSERT_EQ(std::system(("openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 -keyout " + key +
+                         " -out " + cert + " > /dev/null 2>&1")
+                            .c_str()),
+            0);
+  auto srv = start_server(dir, {"--ssl-key-file", key, "--ssl-cert-file", cert});
+  std::string out = run_cmd("curl -sk https://127.0.0.1:" + std::to_string(srv->port()) + "/health");
+  EXPECT_NE(out.find("ok"), std::string::npos) << out;
+  // Plain HTTP to the TLS port gets no HTTP answer.
+  EXPECT_EQ(run_cmd("curl -s --max-time 5 http://127.0.0.1:" + std::to_string(srv->port()) + "/health").find("ok"),
+            std::string::npos);
+  srv.reset();
+  fs::remove_all(dir);
+  // Bad certificate files fail at start-up.
+  Server bad(parse_server_args({"--port", "0", "--ssl-key-file", "/nonexistent.pem", "--ssl-cert-file", "/nonexistent.pem"},
+                               [](const char*) -> const char* { return nullptr; }),
+             [] { return ServedModel{}; });
+  EXPECT_THROW(bad.start(), Error);
+}
+
+TEST(ServerLoading, HealthIs503WhileLoading) {
+  std::string dir = make_model_dir();
+  std::promise<void> go;
+  std::shared_future<void> gate = go.get_future().share();
+  auto inner = loader_for(dir);
+  Server srv(parse_server_args({"--port", "0"}, [](const char*) -> const char* { return nullptr; }), [gate, inner] {
+    gate.wait();
+    return inner();
+  });
+  srv.start();
+  auto h = call(srv.port(), "GET", "/health");
+  EXPECT_EQ(h.status, 503);
+  EXPECT_EQ(json::parse(h.body)["error"]["message"], "Loading model");
+  EXPECT_EQ(call(srv.port(), "POST", "/v1/completions", R"({"prompt": "x"})").status, 503);
+  go.set_value();
+  for (int i = 0; i < 600 && !srv.ready(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(call(srv.port(), "GET", "/health").status, 200);
+  srv.stop();
+  // A model that fails to load: /health says so (500) instead of loading forever.
+  Server bad(parse_server_args({"--port", "0"}, [](const char*) -> const char* { return nullptr; }),
+             []() -> ServedModel { throw Error(ErrorKind::not_found, "no such model"); });
+  bad.start();
+  for (int i = 0; i < 200 && bad.load_error().empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  auto b = call(bad.port(), "GET", "/health");
+  EXPECT_EQ(b.status, 500);
+  EXPECT_NE(b.body.find("no such model"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST_F(ServerTest, ClientDisconnectCancels) {
+  // Slow enough to outlive the client: n=2 streams to the end of the context.
+  std::string body = json({{"prompt", "hello"}, {"stream", true}, {"temperature", 1.0}}).dump();
+  std::string raw = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
+                    "\r\n\r\n" + body;
+  for (int i = 0; i < 4; ++i) test::send_raw(port(), raw, 0);  // reads nothing, closes at once
+  // The server keeps serving (503 busy only until the cancelled generations are gone),
+  // and nothing is left in flight afterwards.
+  test::Resp r;
+  for (int i = 0; i < 200; ++i) {
+    r = call(port(), "POST", "/v1/completions", json({{"prompt", "hi"}, {"max_tokens", 2}}).dump());
+    if (r.status != 503) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(r.status, 200) << r.body;
+  std::string slots;
+  for (int i = 0; i < 100; ++i) {
+    slots = call(port(), "GET", "/slots").body;
+    if (slots.find("true") == std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(slots.find("\"is_processing\":true"), std::string::npos) << slots;
 }
 
 }  // namespace
