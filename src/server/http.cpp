@@ -177,6 +177,9 @@ class Connection : public ConnBase, public std::enable_shared_from_this<Connecti
 
   void queue_bytes(std::string bytes) override {
     if (closed_) return;
+    // A client that stops reading a stream must not grow memory without bound.
+    outq_bytes_ += bytes.size();
+    if (outq_bytes_ > kMaxQueuedBytes) return close_now();
     outq_.push_back(std::move(bytes));
     do_write();
   }
@@ -327,6 +330,7 @@ class Connection : public ConnBase, public std::enable_shared_from_this<Connecti
     net::async_write(stream_, net::buffer(outq_.front()), [self](beast::error_code ec, size_t) {
       self->writing_ = false;
       if (ec) return self->close_now();
+      self->outq_bytes_ -= self->outq_.front().size();
       self->outq_.pop_front();
       if (!self->outq_.empty()) return self->do_write();
       if (self->close_after_write_) self->shutdown();
@@ -368,7 +372,9 @@ class Connection : public ConnBase, public std::enable_shared_from_this<Connecti
   std::optional<bool> pending_keep_alive_;
   int pending_status_ = 0;
   std::string pending_msg_;
+  static constexpr size_t kMaxQueuedBytes = 64u << 20;
   std::deque<std::string> outq_;
+  size_t outq_bytes_ = 0;
   char scratch_[4096];
   bool reading_ = false, writing_ = false, closed_ = false, keep_alive_ = true, close_after_write_ = false;
 };

@@ -33,7 +33,8 @@ const char* kChatml =
     "{%- if message['role'] not in ['system', 'user', 'assistant', 'tool'] %}"
     "{{ raise_exception('Unknown role: ' + message['role']) }}{%- endif %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') + '<|im_end|>\\n' }}"
-    "{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}";
+    "{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking %}{{ '<think>\\n' }}{%- endif %}{%- endif %}";
 
 std::string make_model_dir() {
   const fs::path src = fs::path(MLXCEL_SOURCE_DIR) / "tests" / "fixtures";
@@ -269,6 +270,20 @@ TEST_F(ServerTest, ErrorBodiesAndServerKeepsServing) {
   // Still serving.
   json j = post_json("/v1/chat/completions", {{"messages", kMsgs}, {"max_tokens", 3}});
   EXPECT_EQ(j["object"], "chat.completion");
+}
+
+TEST_F(ServerTest, ReasoningSplit) {
+  // The prompt ends in <think>: the output is reasoning until </think>.
+  json j = post_json("/v1/chat/completions", {{"messages", kMsgs},
+                                               {"max_tokens", 6},
+                                               {"temperature", 0},
+                                               {"chat_template_kwargs", {{"enable_thinking", true}}}});
+  json msg = j["choices"][0]["message"];
+  ASSERT_TRUE(msg.contains("reasoning_content")) << msg.dump();
+  EXPECT_FALSE(msg["reasoning_content"].get<std::string>().empty());
+  EXPECT_EQ(msg["reasoning_content"].get<std::string>().find("<think>"), std::string::npos);
+  json a = post_json("/apply-template", {{"messages", kMsgs}, {"chat_template_kwargs", {{"enable_thinking", true}}}});
+  EXPECT_NE(a["prompt"].get<std::string>().find("<think>"), std::string::npos);
 }
 
 TEST_F(ServerTest, KeepAliveAndPipelining) {
