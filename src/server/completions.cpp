@@ -14,10 +14,20 @@ namespace {
 
 enum class Kind { chat, completion, llama };
 
+std::string lstrip(const std::string& s) {
+  size_t b = s.find_first_not_of(" \t\r\n");
+  return b == std::string::npos ? "" : s.substr(b);
+}
+std::string rstrip(const std::string& s) {
+  size_t e = s.find_last_not_of(" \t\r\n");
+  return e == std::string::npos ? "" : s.substr(0, e + 1);
+}
+
 struct Choice {
   std::string content, reasoning;
   ToolCallFilter tools;  // streaming: holds text that may be a tool call
   bool role_sent = false, done = false;
+  bool reasoning_started = false, content_started = false;  // for trimming the joins
   std::string finish, error;
   int n_tokens = 0;
   std::vector<ToolCall> calls;
@@ -93,20 +103,29 @@ struct Job {
     std::lock_guard<std::mutex> lk(mu);
     Choice& c = choices[u.index];
     c.n_tokens = u.n_tokens;
-    c.reasoning += u.reasoning;
+    // Whitespace around <think>...</think> belongs to neither part (as llama-server).
+    std::string reasoning = c.reasoning_started ? u.reasoning : lstrip(u.reasoning);
+    if (!reasoning.empty()) c.reasoning_started = true;
+    c.reasoning += reasoning;
     if (stream) {
       if (kind == Kind::chat && !c.role_sent) {
         emit_delta(u.index, {{"role", "assistant"}, {"content", ""}});
         c.role_sent = true;
       }
-      if (!u.reasoning.empty() && kind == Kind::chat) emit_delta(u.index, {{"reasoning_content", u.reasoning}});
+      if (!reasoning.empty() && kind == Kind::chat) emit_delta(u.index, {{"reasoning_content", reasoning}});
       std::string visible = parse_tools ? c.tools.push(u.content) : u.content;
+      if (c.reasoning_started && !c.content_started) visible = lstrip(visible);
+      if (!visible.empty()) c.content_started = true;
       if (!visible.empty()) emit_delta(u.index, {{"content", visible}});
     } else {
       c.content += u.content;
     }
     if (!u.finished) return;
     c.done = true;
+    if (!stream) {
+      c.reasoning = rstrip(c.reasoning);
+      if (!c.reasoning.empty()) c.content = lstrip(c.content);
+    }
     c.finish = u.finish_reason;
     c.error = u.error;
     if (parse_tools) {

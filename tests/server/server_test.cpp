@@ -405,6 +405,41 @@ TEST(ServerTls, HttpsWithSelfSignedCert) {
   EXPECT_THROW(bad.start(), Error);
 }
 
+// The project's own demo model (models/mlxcel-demo) answers checkable questions.
+TEST(ServerDemoModel, AnswersToolCallsAndReasoning) {
+  const std::string dir = std::string(MLXCEL_SOURCE_DIR) + "/models/mlxcel-demo";
+  if (!fs::exists(dir + "/model.safetensors")) GTEST_SKIP() << "models/mlxcel-demo is not present";
+  auto srv = start_server(dir, {"-np", "2"});
+  const int p = srv->port();
+  auto post = [&](const json& body) { return json::parse(call(p, "POST", "/v1/chat/completions", body.dump()).body); };
+  json add = post({{"messages", {{{"role", "user"}, {"content", "What is 667 + 911?"}}}},
+                   {"chat_template_kwargs", {{"enable_thinking", false}}}});
+  EXPECT_EQ(add["choices"][0]["message"]["content"], "1578") << add.dump();
+  EXPECT_EQ(add["choices"][0]["finish_reason"], "stop");
+  json tools = json::array({{{"type", "function"},
+                             {"function",
+                              {{"name", "get_stock_price"},
+                               {"description", "Get the latest stock price for a ticker symbol."},
+                               {"parameters",
+                                {{"type", "object"},
+                                 {"properties", {{"symbol", {{"type", "string"}, {"description", "Ticker symbol"}}}}},
+                                 {"required", {"symbol"}}}}}}}});
+  json tc = post({{"messages", {{{"role", "user"}, {"content", "What is the stock price of AMZN?"}}}},
+                  {"tools", tools},
+                  {"max_tokens", 60},
+                  {"chat_template_kwargs", {{"enable_thinking", false}}}});
+  EXPECT_EQ(tc["choices"][0]["finish_reason"], "tool_calls") << tc.dump();
+  if (tc["choices"][0]["message"].contains("tool_calls")) {
+    json call0 = tc["choices"][0]["message"]["tool_calls"][0];
+    EXPECT_EQ(call0["function"]["name"], "get_stock_price");
+    EXPECT_EQ(json::parse(call0["function"]["arguments"].get<std::string>())["symbol"], "AMZN");
+  }
+  json th = post({{"messages", {{{"role", "user"}, {"content", "What is the capital of France?"}}}}, {"max_tokens", 60}});
+  json msg = th["choices"][0]["message"];
+  EXPECT_EQ(msg["content"], "Paris") << th.dump();
+  EXPECT_FALSE(msg.value("reasoning_content", "").empty()) << th.dump();
+}
+
 TEST(ServerLoading, HealthIs503WhileLoading) {
   std::string dir = make_model_dir();
   std::promise<void> go;
