@@ -105,3 +105,27 @@ TEST(ModelErrors, BadTokenIdsAndContextOverflow) {
 
 }  // namespace
 }  // namespace mlxcel
+
+namespace mlxcel {
+namespace {
+
+// A step that only advances a prompt chunk asks for no logits.
+TEST(ModelForward, ZeroLogitRowsReturnsEmptyLogits) {
+  auto model = load_model(kLlama.string());
+  KvCache cache = model->make_cache(2, 16);
+  Batch b;
+  b.token_ids = Tensor::from_i32({3}, {1, 2, 3});
+  b.positions = Tensor::from_i32({3}, {0, 1, 2});
+  b.max_position = 2;
+  b.attn.q_start = Tensor::from_i32({2}, {0, 3});
+  b.attn.kv_len = Tensor::from_i32({1}, {3});
+  b.attn.block_table = Tensor::from_i32({1, 2}, {0, 1});
+  b.attn.slot_mapping = Tensor::from_i32({3}, {0, 1, 2});
+  b.attn.block_size = 16;
+  b.logit_rows = Tensor::from_i32({0}, {});
+  Tensor logits = model->forward(b, cache);
+  EXPECT_EQ(logits.shape(), (Shape{0, 512}));
+}
+
+}  // namespace
+}  // namespace mlxcel

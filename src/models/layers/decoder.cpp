@@ -75,7 +75,11 @@ Tensor DecoderLM::forward(const Batch& batch, KvCache& cache) {
     if (b.residual_scale != 1.0f) h = ops::scale(h, b.residual_scale);
     x = ops::add(x, h);
   }
-  if (batch.logit_rows.defined()) x = ops::take_rows(x, batch.logit_rows);
+  if (batch.logit_rows.defined()) {
+    // A step that only advances prompt chunks wants no logits.
+    if (batch.logit_rows.numel() == 0) return ops::zeros({0, int64_t(config_.vocab_size)}, DType::f32, x.device());
+    x = ops::take_rows(x, batch.logit_rows);
+  }
   x = final_norm(x);
   Tensor logits = lm_head(x);
   if (logit_scale != 1.0f) logits = ops::scale(logits, logit_scale);
