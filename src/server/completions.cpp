@@ -12,7 +12,7 @@ namespace mlxcel::server {
 
 namespace {
 
-enum class Kind { chat, completion, llama };
+enum class Kind { chat, completion, llama, responses };
 
 std::string lstrip(const std::string& s) {
   size_t b = s.find_first_not_of(" \t\r\n");
@@ -84,6 +84,38 @@ struct Job {
       arr.push_back(tc);
     }
     return arr;
+  }
+  // POST /v1/responses (non-streaming): one assistant message, reasoning as a
+  // reasoning item, tool calls as function_call items.
+  json responses_body(const Choice& c) const {
+    json output = json::array();
+    if (!c.reasoning.empty())
+      output.push_back({{"type", "reasoning"},
+                        {"id", random_id("rs_")},
+                        {"summary", json::array()},
+                        {"content", json::array({{{"type", "reasoning_text"}, {"text", c.reasoning}}})}});
+    if (!c.content.empty() || c.calls.empty())
+      output.push_back({{"type", "message"},
+                        {"id", random_id("msg_")},
+                        {"status", "completed"},
+                        {"role", "assistant"},
+                        {"content", json::array({{{"type", "output_text"}, {"text", c.content}, {"annotations", json::array()}}})}});
+    for (const ToolCall& tc : c.calls)
+      output.push_back({{"type", "function_call"}, {"id", random_id("fc_")}, {"call_id", tc.id}, {"name", tc.name},
+                        {"arguments", tc.arguments}, {"status", "completed"}});
+    const bool truncated = c.finish == "length";
+    return {{"id", id},
+            {"object", "response"},
+            {"created_at", created},
+            {"status", truncated ? "incomplete" : "completed"},
+            {"incomplete_details", truncated ? json({{"reason", "max_output_tokens"}}) : json(nullptr)},
+            {"model", model},
+            {"output", output},
+            {"output_text", c.content},
+            {"usage",
+             {{"input_tokens", n_prompt},
+              {"output_tokens", c.n_tokens},
+              {"total_tokens", n_prompt + c.n_tokens}}}};
   }
   json llama_final(const Choice& c) const {
     std::string stop_type = c.finish == "length" ? "limit" : c.finish == "stop" ? "eos" : c.finish;
@@ -167,6 +199,7 @@ struct Job {
             ApiError(504, "timeout_error", fmt::format("generation timed out after {} s", timeout_s), {}, "timeout")));
     }
     json out;
+    if (kind == Kind::responses) return w->send(json_response(responses_body(choices[0])));
     if (kind == Kind::llama) {
       out = llama_final(choices[0]);
       out["prompt"] = prompt_text;
@@ -245,7 +278,60 @@ void run_job(ServerState& s, std::shared_ptr<Job> job, const GenParams& gp, std:
 
 }  // namespace
 
+namespace {
+void start_chat(ServerState& s, const json& body, WriterPtr w, Kind kind);
+}
+
 void handle_chat_completions(ServerState& s, const json& body, WriterPtr w) {
+  start_chat(s, body, std::move(w), Kind::chat);
+}
+
+void handle_responses(ServerState& s, const json& body, WriterPtr w) {
+  if (get_bool(body, "stream").value_or(false))
+    not_supported("stream", "streaming /v1/responses is not supported yet; use /v1/chat/completions with stream");
+  if (body.contains("tools") && !body["tools"].is_null() && !body["tools"].empty())
+    not_supported("tools", "tools in /v1/responses are not supported yet; use /v1/chat/completions");
+  if (body.contains("previous_response_id") && !body["previous_response_id"].is_null())
+    not_supported("previous_response_id", "stored responses are not supported (mlxcel keeps no state)");
+  json chat = json::object();
+  json msgs = json::array();
+  if (auto ins = get_string(body, "instructions")) msgs.push_back({{"role", "system"}, {"content", *ins}});
+  auto it = body.find("input");
+  if (it == body.end() || it->is_null()) bad_param("input", "'input' is required");
+  if (it->is_string()) {
+    msgs.push_back({{"role", "user"}, {"content", *it}});
+  } else if (it->is_array()) {
+    for (const json& item : *it) {
+      if (!item.is_object() || !item.contains("role") || item.value("type", "message") != "message")
+        not_supported("input", "only message items (role + content) are supported in 'input'");
+      json m = {{"role", item["role"]}};
+      const json& content = item.contains("content") ? item["content"] : json(nullptr);
+      if (content.is_array()) {
+        json parts = json::array();
+        for (const json& part : content) {
+          std::string type = part.is_object() ? part.value("type", "") : "";
+          if (type != "input_text" && type != "output_text" && type != "text")
+            not_supported("input", fmt::format("content parts of type '{}' are not supported", type));
+          parts.push_back({{"type", "text"}, {"text", part.value("text", "")}});
+        }
+        m["content"] = parts;
+      } else {
+        m["content"] = content;
+      }
+      msgs.push_back(m);
+    }
+  } else {
+    bad_param("input", "'input' must be a string or an array of messages");
+  }
+  chat["messages"] = msgs;
+  for (const char* f : {"temperature", "top_p", "top_k", "min_p", "seed", "model", "chat_template_kwargs"})
+    if (body.contains(f)) chat[f] = body[f];
+  if (body.contains("max_output_tokens")) chat["max_tokens"] = body["max_output_tokens"];
+  start_chat(s, chat, std::move(w), Kind::responses);
+}
+
+namespace {
+void start_chat(ServerState& s, const json& body, WriterPtr w, Kind kind) {
   GenParams gp = parse_gen_params(body, s.defaults, Flavor::openai_chat);
   ChatParams cp = parse_chat_params(body);
   if (!s.model.chat_template)
@@ -269,11 +355,13 @@ void handle_chat_completions(ServerState& s, const json& body, WriterPtr w) {
   }
   auto job = std::make_shared<Job>();
   job->w = std::move(w);
-  job->kind = Kind::chat;
-  job->id = random_id("chatcmpl-");
+  job->kind = kind;
+  job->id = random_id(kind == Kind::responses ? "resp_" : "chatcmpl-");
   job->parse_tools = !cp.tools.is_null();
+  if (kind == Kind::responses) gp.n = 1;
   run_job(s, job, gp, std::vector<int>(ids.begin(), ids.end()), std::move(text), "messages");
 }
+}  // namespace
 
 void handle_completions(ServerState& s, const json& body, WriterPtr w, Flavor flavor) {
   GenParams gp = parse_gen_params(body, s.defaults, flavor);

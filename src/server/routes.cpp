@@ -210,7 +210,8 @@ void route(ServerState& s, const HttpRequest& req, const WriterPtr& w) {
       throw ApiError(501, "not_supported_error", "the /metrics endpoint is disabled; start the server with --metrics");
     return handle_metrics(s, w);
   }
-  if (p == "/v1/responses" || p == "/v1/embeddings" || p == "/embedding" || p == "/embeddings" || p == "/infill" ||
+  if (post && (p == "/v1/responses" || p == "/responses")) return handle_responses(s, body(), w);
+  if (p == "/v1/embeddings" || p == "/embedding" || p == "/embeddings" || p == "/infill" ||
       p == "/v1/rerank" || p == "/rerank")
     throw ApiError(501, "not_supported_error", fmt::format("{} is not implemented by mlxcel-server yet", p), {},
                    "not_implemented");

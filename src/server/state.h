@@ -39,6 +39,7 @@ struct ServerState {
 void handle_http(ServerState& s, HttpRequest req, WriterPtr w);
 // completions.cpp
 void handle_chat_completions(ServerState& s, const json& body, WriterPtr w);
+void handle_responses(ServerState& s, const json& body, WriterPtr w);  // non-streaming
 void handle_completions(ServerState& s, const json& body, WriterPtr w, Flavor flavor);
 
 }  // namespace mlxcel::server

@@ -230,7 +230,18 @@ TEST_F(ServerTest, PropsSlotsMetrics) {
   EXPECT_NE(m.body.find("llamacpp:prompt_tokens_total"), std::string::npos);
   EXPECT_NE(m.body.find("llamacpp:tokens_predicted_total"), std::string::npos);
   expect_error(call(port(), "POST", "/props", "{}"), 501, "not_supported_error");
-  expect_error(call(port(), "POST", "/v1/responses", "{}"), 501, "not_supported_error");
+  expect_error(call(port(), "POST", "/v1/embeddings", "{}"), 501, "not_supported_error");
+  json r = post_json("/v1/responses", {{"input", "hello"}, {"instructions", "be brief"}, {"max_output_tokens", 4}});
+  EXPECT_EQ(r["object"], "response");
+  EXPECT_EQ(r["id"].get<std::string>().rfind("resp_", 0), 0u);
+  EXPECT_EQ(r["output"].back()["type"], "message");
+  EXPECT_LE(r["usage"]["output_tokens"].get<int>(), 4);
+  json r2 = post_json("/v1/responses",
+                      {{"input", {{{"role", "user"}, {"content", {{{"type", "input_text"}, {"text", "hi"}}}}}}},
+                       {"max_output_tokens", 2}});
+  EXPECT_EQ(r2["output"].back()["content"][0]["type"], "output_text");
+  expect_error(call(port(), "POST", "/v1/responses", R"({"input": "x", "stream": true})"), 400, "invalid_request_error");
+  expect_error(call(port(), "POST", "/v1/responses", "{}"), 400, "invalid_request_error");
 }
 
 TEST_F(ServerTest, ErrorBodiesAndServerKeepsServing) {
