@@ -1,65 +1,13 @@
-// Gemma 1, 2 and 3 (text). All scale the embeddings by sqrt(hidden) and store RMSNorm
-// weights as w - 1 (so norms use 1 + w). Gemma 2 and 3 wrap attention and MLP in
-// pre- and post-norms ("sandwich"); Gemma 2 soft-caps attention scores and the final
-// logits; Gemma 3 adds per-head q/k RMSNorm and a separate RoPE for sliding layers.
+// Gemma (1): Llama-like with GELU (tanh), (1 + w) norms, sqrt(d) embedding scale, MQA.
 //   x = embed(ids) * sqrt(d); per layer: x += post(attn(pre(x))); x += post(mlp(pre(x)))
-#include <cmath>
-
-#include "base/error.h"
-#include "models/layers/decoder.h"
+#include "models/layers/gemma_decoder.h"
 
 namespace mlxcel {
 namespace {
 
-constexpr float kGemmaNormOffset = 1.0f;
-
-// Older Gemma configs say hidden_act "gelu" while the model always ran the tanh
-// approximation (hidden_activation); transformers keeps that behaviour.
-ModelConfig gemma_config(const ModelConfig& cfg) {
-  ModelConfig c = cfg;
-  auto it = cfg.raw.find("hidden_activation");
-  if (it != cfg.raw.end() && it->is_string()) c.hidden_act = it->get<std::string>();
-  if (c.hidden_act == "gelu") c.hidden_act = "gelu_pytorch_tanh";
-  return c;
-}
-
-enum class Generation { v1, v2, v3 };
-
-std::unique_ptr<Model> build(const ModelConfig& cfg_in, const WeightMap& w, Generation gen) {
-  const ModelConfig cfg = gemma_config(cfg_in);
-  auto m = std::make_unique<DecoderLM>(cfg);
-  const float eps = cfg.norm_eps;
-  const int64_t d = cfg.hidden_size;
-  m->embed_tokens = Embedding::load(w, "model.embed_tokens", cfg, cfg.vocab_size, d);
-  m->embed_scale = std::sqrt(float(d));
-  const QkNorm qk = gen == Generation::v3 ? QkNorm::per_head : QkNorm::none;
-  for (int i = 0; i < cfg.num_hidden_layers; ++i) {
-    const std::string p = "model.layers." + std::to_string(i);
-    DecoderBlock b;
-    b.pre_attn_norm = Norm::rms(w, p + ".input_layernorm", eps, kGemmaNormOffset, d);
-    b.attn = load_attention(w, p + ".self_attn", cfg, i, qk, kGemmaNormOffset);
-    if (gen == Generation::v1) {
-      b.pre_ffw_norm = Norm::rms(w, p + ".post_attention_layernorm", eps, kGemmaNormOffset, d);
-    } else {
-      b.post_attn_norm = Norm::rms(w, p + ".post_attention_layernorm", eps, kGemmaNormOffset, d);
-      b.pre_ffw_norm = Norm::rms(w, p + ".pre_feedforward_layernorm", eps, kGemmaNormOffset, d);
-      b.post_ffw_norm = Norm::rms(w, p + ".post_feedforward_layernorm", eps, kGemmaNormOffset, d);
-    }
-    b.mlp = load_gated_mlp(w, p + ".mlp", cfg);
-    m->blocks.push_back(std::move(b));
-  }
-  m->final_norm = Norm::rms(w, "model.norm", eps, kGemmaNormOffset, d);
-  m->lm_head = load_lm_head(w, cfg, m->embed_tokens);
-  m->final_softcap = cfg.final_logit_softcapping;
-  m->finalize();
-  return m;
-}
-
-const bool registered =
-    register_model_family("gemma", [](const ModelConfig& c, const WeightMap& w) { return build(c, w, Generation::v1); }) &&
-    register_model_family("gemma2", [](const ModelConfig& c, const WeightMap& w) { return build(c, w, Generation::v2); }) &&
-    register_model_family("gemma3_text",
-                          [](const ModelConfig& c, const WeightMap& w) { return build(c, w, Generation::v3); });
+const bool registered = register_model_family("gemma", [](const ModelConfig& c, const WeightMap& w) {
+  return build_gemma_decoder(c, w, GemmaGeneration::v1);
+});
 
 }  // namespace
 }  // namespace mlxcel

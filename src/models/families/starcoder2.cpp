@@ -1,15 +1,12 @@
 // StarCoder 2: LayerNorm with biases, biased projections, a plain (ungated) MLP
-// c_fc -> gelu -> c_proj, and a sliding window on every layer when set.
+// c_fc -> gelu -> c_proj, and a sliding window on every layer when set (the loader marks the layers).
 #include "base/error.h"
 #include "models/layers/decoder.h"
 
 namespace mlxcel {
 namespace {
 
-std::unique_ptr<Model> build_starcoder2(const ModelConfig& cfg_in, const WeightMap& w) {
-  ModelConfig cfg = cfg_in;
-  if (cfg.sliding_window > 0 && !cfg.raw.contains("layer_types"))
-    cfg.layer_types.assign(cfg.num_hidden_layers, "sliding_attention");
+std::unique_ptr<Model> build_starcoder2(const ModelConfig& cfg, const WeightMap& w) {
   auto m = std::make_unique<DecoderLM>(cfg);
   const int64_t d = cfg.hidden_size;
   m->embed_tokens = Embedding::load(w, "model.embed_tokens", cfg, cfg.vocab_size, d);
