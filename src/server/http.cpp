@@ -169,7 +169,10 @@ class Connection : public ConnBase, public std::enable_shared_from_this<Connecti
         self->do_read();
       });
     } else {
-      net::dispatch(stream_.get_executor(), [self] { self->do_read(); });
+      net::dispatch(stream_.get_executor(), [self] {
+        self->arm_idle();  // a connection that never sends a request is closed too
+        self->do_read();
+      });
     }
   }
 
