@@ -245,7 +245,19 @@ class Connection : public ConnBase, public std::enable_shared_from_this<Connecti
     parser_->body_limit(sh_->cfg.max_body_bytes);
     parser_->header_limit(64 * 1024);
     auto self = this->shared_from_this();
-    http::async_read(stream_, buf_, *parser_, [self](beast::error_code ec, size_t) { self->on_read(ec); });
+    http::async_read_header(stream_, buf_, *parser_, [self](beast::error_code ec, size_t) { self->on_header(ec); });
+  }
+
+  // Headers are in: answer `Expect: 100-continue` (curl sends it before large bodies and
+  // would otherwise wait a second), then read the body.
+  void on_header(beast::error_code ec) {
+    if (ec || closed_ || parser_->is_done()) return on_read(ec);
+    const auto& msg = parser_->get();
+    auto it = msg.find(http::field::expect);
+    if (it != msg.end() && beast::iequals(it->value(), "100-continue") && !current_)
+      queue_bytes("HTTP/1.1 100 Continue\r\n\r\n");
+    auto self = this->shared_from_this();
+    http::async_read(stream_, buf_, *parser_, [self](beast::error_code e, size_t) { self->on_read(e); });
   }
 
   void on_read(beast::error_code ec) {
@@ -321,8 +333,9 @@ class Connection : public ConnBase, public std::enable_shared_from_this<Connecti
     current_ = std::make_shared<Writer>(this->shared_from_this(), false);
     HttpResponse r;
     r.status = status;
-    r.body = fmt::format(R"({{"error":{{"message":"{}","type":"invalid_request_error","param":null,"code":{}}}}})",
-                         msg, status);
+    const char* code = status == 413 ? "request_too_large" : status == 431 ? "headers_too_large" : "bad_request";
+    r.body = fmt::format(R"({{"error":{{"message":"{}","type":"invalid_request_error","param":null,"code":"{}"}}}})",
+                         msg, code);
     current_->send(std::move(r));
   }
 

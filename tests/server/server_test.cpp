@@ -274,7 +274,8 @@ TEST_F(ServerTest, ErrorBodiesAndServerKeepsServing) {
   // 404, 413, busy 503.
   expect_error(call(port(), "GET", "/nope"), 404, "not_found_error");
   auto big = call(port(), "POST", "/v1/chat/completions", std::string(100000, ' '));
-  EXPECT_EQ(big.status, 413);
+  expect_error(big, 413, "invalid_request_error");
+  EXPECT_EQ(json::parse(big.body)["error"]["code"], "request_too_large");
   auto busy = chat(json({{"messages", kMsgs}, {"n", 16}, {"max_tokens", 2}}).dump());
   expect_error(busy, 503, "unavailable_error");
   EXPECT_EQ(busy.header("retry-after"), "1");
@@ -308,6 +309,18 @@ TEST_F(ServerTest, KeepAliveAndPipelining) {
   EXPECT_EQ(rs[1].status, 200);
   EXPECT_EQ(rs[2].status, 200);
   EXPECT_EQ(rs[0].header("connection"), "keep-alive");
+}
+
+TEST_F(ServerTest, ExpectContinue) {
+  std::string body = json({{"prompt", "hi"}, {"max_tokens", 2}}).dump();
+  std::string raw = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nExpect: 100-continue\r\n"
+                    "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+  // send_raw sends headers and body together; the interim 100 comes first either way.
+  std::string out = test::send_raw(port(), raw + body);
+  EXPECT_EQ(out.rfind("HTTP/1.1 100 Continue\r\n\r\n", 0), 0u) << out.substr(0, 80);
+  auto rs = test::parse_responses(out.substr(out.find("\r\n\r\n") + 4));
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0].status, 200);
 }
 
 TEST_F(ServerTest, StopStringsAndCurl) {
