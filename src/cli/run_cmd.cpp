@@ -91,6 +91,7 @@ void run_repl(const RunArgs& a) {
   }
   struct sigaction sa {};
   sa.sa_handler = on_sigint;
+  sa.sa_flags = SA_RESTART;  // Ctrl-C at the prompt must not end the read (and the REPL)
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   std::fprintf(stderr, "mlxcel: chatting with %s. /clear starts over, /exit (or Ctrl-D) quits, Ctrl-C stops an answer.\n",
@@ -99,13 +100,7 @@ void run_repl(const RunArgs& a) {
   for (;;) {
     std::fputs(">>> ", stdout);
     std::fflush(stdout);
-    if (!std::getline(std::cin, line)) {
-      if (g_interrupted && !std::cin.eof()) {  // Ctrl-C at the prompt: a fresh prompt
-        std::cin.clear();
-        g_interrupted = false;
-        std::fputs("\n", stdout);
-        continue;
-      }
+    if (!std::getline(std::cin, line)) {  // Ctrl-D
       std::fputs("\n", stdout);
       break;
     }
