@@ -55,15 +55,19 @@ TEST(ToDevice, CpuCopyAndCudaUnsupported) {
   Tensor y = ops::to_device(x, Device::cpu());
   EXPECT_NE(y.raw(), x.raw());
   EXPECT_EQ(y.to_f32_vector(), x.to_f32_vector());
+#ifndef MLXCEL_WITH_CUDA  // with the CUDA backend built these succeed (tests/gpu checks them)
   expect_error([&] { ops::to_device(x, Device::cuda()); }, ErrorKind::unsupported, "[to_device]");
+#endif
 }
 
 TEST(Zeros, IsZero) {
   Tensor z = ops::zeros({4, 5}, DType::bf16, Device::cpu());
   EXPECT_EQ(z.dtype(), DType::bf16);
   for (float v : z.to_f32_vector()) EXPECT_EQ(v, 0.0f);
+#ifndef MLXCEL_WITH_CUDA
   expect_error([&] { ops::zeros({2}, DType::f32, Device::cuda()); }, ErrorKind::unsupported,
                "[zeros] has no CUDA implementation");
+#endif
 }
 
 TEST(TakeRows, PicksRowsAndChecksIds) {
