@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "base/error.h"
+#include "loader/json_checks.h"
 
 namespace mlxcel {
 
@@ -26,42 +27,6 @@ constexpr int64_t kMaxPositions = int64_t(1) << 31;  // exclusive; fits an int
 constexpr double kMaxTheta = 1e12;
 
 constexpr int kMaxConfigDepth = 64;
-
-// Max nesting of [] / {} outside strings, stopping once past `limit`.
-int json_depth(const std::string& s, int limit) {
-  int depth = 0, max_depth = 0;
-  bool in_str = false;
-  for (size_t i = 0; i < s.size(); ++i) {
-    char c = s[i];
-    if (in_str) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_str = false;
-      continue;
-    }
-    if (c == '"') in_str = true;
-    else if (c == '{' || c == '[') {
-      max_depth = std::max(max_depth, ++depth);
-      if (max_depth > limit) break;
-    } else if (c == '}' || c == ']') {
-      --depth;
-    }
-  }
-  return max_depth;
-}
-
-const char* json_type(const json& v) {
-  switch (v.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::object: return "an object";
-    case json::value_t::array: return "an array";
-    case json::value_t::string: return "a string";
-    case json::value_t::boolean: return "a boolean";
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned: return "an integer";
-    case json::value_t::number_float: return "a number";
-    default: return "an unsupported value";
-  }
-}
 
 // Reads fields of one JSON object and names them (with their path) in errors.
 class Reader {
@@ -102,7 +67,7 @@ class Reader {
       if (d != std::floor(d) || std::fabs(d) > 9.0e18) fail(key, fmt::format("must be an integer, got {}", d));
       x = int64_t(d);
     } else {
-      fail(key, fmt::format("must be an integer, got {}", json_type(v)));
+      fail(key, fmt::format("must be an integer, got {}", json_type_name(v)));
     }
     if (x < lo || x > hi) fail(key, fmt::format("is out of range: {} (expected {}..{})", x, lo, hi));
     return x;
@@ -113,7 +78,7 @@ class Reader {
     return to_num(*v, key);
   }
   double to_num(const json& v, const std::string& key) const {
-    if (!v.is_number()) fail(key, fmt::format("must be a number, got {}", json_type(v)));
+    if (!v.is_number()) fail(key, fmt::format("must be a number, got {}", json_type_name(v)));
     double d = v.get<double>();
     if (!std::isfinite(d)) fail(key, "must be a finite number");
     return d;
@@ -121,18 +86,18 @@ class Reader {
   std::optional<bool> opt_bool(const std::string& key) const {
     const json* v = find(key);
     if (!v) return std::nullopt;
-    if (!v->is_boolean()) fail(key, fmt::format("must be a boolean, got {}", json_type(*v)));
+    if (!v->is_boolean()) fail(key, fmt::format("must be a boolean, got {}", json_type_name(*v)));
     return v->get<bool>();
   }
   std::optional<std::string> opt_str(const std::string& key) const {
     const json* v = find(key);
     if (!v) return std::nullopt;
-    if (!v->is_string()) fail(key, fmt::format("must be a string, got {}", json_type(*v)));
+    if (!v->is_string()) fail(key, fmt::format("must be a string, got {}", json_type_name(*v)));
     return v->get<std::string>();
   }
   const json* opt_obj(const std::string& key) const {
     const json* v = find(key);
-    if (v && !v->is_object()) fail(key, fmt::format("must be an object, got {}", json_type(*v)));
+    if (v && !v->is_object()) fail(key, fmt::format("must be an object, got {}", json_type_name(*v)));
     return v;
   }
   // An int or a list of ints (token ids).
@@ -152,7 +117,7 @@ class Reader {
     return out;
   }
   std::vector<double> num_list(const json& v, const std::string& key) const {
-    if (!v.is_array()) fail(key, fmt::format("must be an array of numbers, got {}", json_type(v)));
+    if (!v.is_array()) fail(key, fmt::format("must be an array of numbers, got {}", json_type_name(v)));
     std::vector<double> out;
     out.reserve(v.size());
     for (size_t i = 0; i < v.size(); ++i) out.push_back(to_num(v[i], fmt::format("{}[{}]", key, i)));
@@ -325,7 +290,7 @@ std::optional<QuantConfig> read_quant(const json& root, const json& text, const 
     }
   }
   if (!q) return std::nullopt;
-  if (!q->is_object()) invalid("{}: field '{}' must be an object, got {}", source, where, json_type(*q));
+  if (!q->is_object()) invalid("{}: field '{}' must be an object, got {}", source, where, json_type_name(*q));
   QuantConfig qc;
   qc.base = *read_spec(*q, source, where, nullptr);
   for (auto it = q->begin(); it != q->end(); ++it) {
@@ -362,7 +327,7 @@ const RopeConfig& ModelConfig::rope_for(const std::string& layer_type) const {
 }
 
 ModelConfig parse_model_config(const json& root, const std::string& source) {
-  if (!root.is_object()) invalid("{}: the config must be a JSON object, got {}", source, json_type(root));
+  if (!root.is_object()) invalid("{}: the config must be a JSON object, got {}", source, json_type_name(root));
   ModelConfig cfg;
   cfg.raw_root = root;
 
@@ -372,7 +337,7 @@ ModelConfig parse_model_config(const json& root, const std::string& source) {
   {
     auto it = root.find("text_config");
     if (it != root.end() && !it->is_null()) {
-      if (!it->is_object()) invalid("{}: field 'text_config' must be an object, got {}", source, json_type(*it));
+      if (!it->is_object()) invalid("{}: field 'text_config' must be an object, got {}", source, json_type_name(*it));
       text = *it;
       prefix = "text_config.";
       // Fields the wrappers keep at the root only.
@@ -462,7 +427,7 @@ ModelConfig parse_model_config(const json& root, const std::string& source) {
   if (!use_sliding) cfg.sliding_window = 0;
   const int L = cfg.num_hidden_layers;
   if (const json* lt = r.find("layer_types")) {
-    if (!lt->is_array()) r.fail("layer_types", fmt::format("must be an array of strings, got {}", json_type(*lt)));
+    if (!lt->is_array()) r.fail("layer_types", fmt::format("must be an array of strings, got {}", json_type_name(*lt)));
     if (int64_t(lt->size()) != L)
       r.fail("layer_types", fmt::format("has {} entries for {} layers", lt->size(), L));
     for (size_t i = 0; i < lt->size(); ++i) {
@@ -529,7 +494,7 @@ ModelConfig parse_model_config(const json& root, const std::string& source) {
   };
 
   if (const json* rp = r.find("rope_parameters")) {
-    if (!rp->is_object()) r.fail("rope_parameters", fmt::format("must be an object, got {}", json_type(*rp)));
+    if (!rp->is_object()) r.fail("rope_parameters", fmt::format("must be an object, got {}", json_type_name(*rp)));
     bool single = rp->empty();
     for (auto it = rp->begin(); it != rp->end(); ++it) {
       if (!it.value().is_object()) single = true;
@@ -556,7 +521,7 @@ ModelConfig parse_model_config(const json& root, const std::string& source) {
     RopeConfig rc = base;
     double pf = partial;
     if (const json* rs = r.find("rope_scaling")) {
-      if (!rs->is_object()) r.fail("rope_scaling", fmt::format("must be an object, got {}", json_type(*rs)));
+      if (!rs->is_object()) r.fail("rope_scaling", fmt::format("must be an object, got {}", json_type_name(*rs)));
       Reader sr(*rs, source, prefix + "rope_scaling.");
       read_rope_dict(sr, rc, &pf);
     }
@@ -580,7 +545,7 @@ ModelConfig load_model_config(const std::string& path) {
   std::string text = ss.str();
   // Real configs nest a few levels; a hostile one could nest deep enough for the
   // recursive json copy/destroy to exhaust the stack.
-  if (json_depth(text, kMaxConfigDepth) > kMaxConfigDepth)
+  if (json_nesting_depth(text, kMaxConfigDepth) > kMaxConfigDepth)
     invalid("{}: JSON nests deeper than {} levels", path, kMaxConfigDepth);
   json root;
   try {

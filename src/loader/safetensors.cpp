@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "loader/json_checks.h"
 
 namespace mlxcel {
 
@@ -33,42 +34,6 @@ constexpr DTypeName kDTypes[] = {
 // Nesting deeper than this is never a valid header (tensors sit at depth 2, their
 // fields at depth 3); rejecting it early bounds the parser's work on hostile input.
 constexpr int kMaxHeaderDepth = 8;
-
-// Max nesting of [] / {} outside strings; stops at the first level past `limit`.
-int json_depth(const char* p, size_t n, int limit) {
-  int depth = 0, max_depth = 0;
-  bool in_str = false;
-  for (size_t i = 0; i < n; ++i) {
-    char c = p[i];
-    if (in_str) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_str = false;
-      continue;
-    }
-    if (c == '"') in_str = true;
-    else if (c == '{' || c == '[') {
-      if (++depth > max_depth) max_depth = depth;
-      if (max_depth > limit) return max_depth;
-    } else if (c == '}' || c == ']') {
-      --depth;
-    }
-  }
-  return max_depth;
-}
-
-const char* json_type(const json& v) {
-  switch (v.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::object: return "an object";
-    case json::value_t::array: return "an array";
-    case json::value_t::string: return "a string";
-    case json::value_t::boolean: return "a boolean";
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned: return "an integer";
-    case json::value_t::number_float: return "a number";
-    default: return "an unsupported value";
-  }
-}
 
 // A non-negative integer that fits uint64 (JSON integers only; 2.0 is rejected).
 bool get_u64(const json& v, uint64_t& out) {
@@ -112,7 +77,7 @@ SafetensorsHeader parse_safetensors(const uint8_t* data, size_t size, const std:
                     hp[hn - 1] == '\r'))
     --hn;
   if (hn == 0 || hp[0] != '{') invalid("{}: safetensors header is not a JSON object (does not start with '{{')", source);
-  if (json_depth(hp, hn, kMaxHeaderDepth) > kMaxHeaderDepth)
+  if (json_nesting_depth(std::string_view(hp, hn), kMaxHeaderDepth) > kMaxHeaderDepth)
     invalid("{}: safetensors header nests deeper than {} levels", source, kMaxHeaderDepth);
 
   // Parse, rejecting duplicate top-level names (json would keep only the last one).
@@ -143,20 +108,20 @@ SafetensorsHeader parse_safetensors(const uint8_t* data, size_t size, const std:
     const json& e = it.value();
     if (name == "__metadata__") {
       if (e.is_null()) continue;
-      if (!e.is_object()) invalid("{}: __metadata__ must be an object of strings, got {}", source, json_type(e));
+      if (!e.is_object()) invalid("{}: __metadata__ must be an object of strings, got {}", source, json_type_name(e));
       for (auto m = e.begin(); m != e.end(); ++m) {
         h.metadata[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
       }
       continue;
     }
     auto bad = [&](const std::string& what) { invalid("{}: tensor '{}': {}", source, name, what); };
-    if (!e.is_object()) bad(fmt::format("header entry must be an object, got {}", json_type(e)));
+    if (!e.is_object()) bad(fmt::format("header entry must be an object, got {}", json_type_name(e)));
     SafetensorsEntry t;
     t.name = name;
 
     auto dt = e.find("dtype");
     if (dt == e.end()) bad("missing 'dtype'");
-    if (!dt->is_string()) bad(fmt::format("'dtype' must be a string, got {}", json_type(*dt)));
+    if (!dt->is_string()) bad(fmt::format("'dtype' must be a string, got {}", json_type_name(*dt)));
     const std::string& dts = dt->get_ref<const std::string&>();
     bool found = false;
     for (const auto& d : kDTypes) {
@@ -169,7 +134,7 @@ SafetensorsHeader parse_safetensors(const uint8_t* data, size_t size, const std:
 
     auto sh = e.find("shape");
     if (sh == e.end()) bad("missing 'shape'");
-    if (!sh->is_array()) bad(fmt::format("'shape' must be an array of integers, got {}", json_type(*sh)));
+    if (!sh->is_array()) bad(fmt::format("'shape' must be an array of integers, got {}", json_type_name(*sh)));
     int64_t numel = 1;
     for (const auto& d : *sh) {
       uint64_t v = 0;
@@ -361,6 +326,5 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
     invalid("cannot rename {} to {}: {}", tmp, path, std::strerror(err));
   }
 }
-
 
 }  // namespace mlxcel
