@@ -3,6 +3,7 @@
 
 #include "tokenizer/components.h"
 #include "tokenizer/json_util.h"
+#include "tokenizer/precompiled.h"
 #include "tokenizer/regex.h"
 #include "tokenizer/unicode.h"
 
@@ -166,6 +167,15 @@ class ByteLevelNorm : public Normalizer {
   }
 };
 
+class PrecompiledNorm : public Normalizer {
+ public:
+  explicit PrecompiledNorm(PrecompiledCharsmap m) : map_(std::move(m)) {}
+  void normalize(std::string& s) const override { s = map_.normalize(s); }
+
+ private:
+  PrecompiledCharsmap map_;
+};
+
 class NormSequence : public Normalizer {
  public:
   explicit NormSequence(std::vector<std::unique_ptr<Normalizer>> parts) : parts_(std::move(parts)) {}
@@ -236,9 +246,13 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j) {
     return std::make_unique<NormSequence>(std::move(parts));
   }
   if (type == "Precompiled") {
-    unsupported(
-        "[tokenizer] the 'Precompiled' normalizer (a SentencePiece charsmap, used by T5/XLM-R style "
-        "tokenizer.json files) is not supported yet");
+    const json* cm = tokjson::get(j, "precompiled_charsmap");
+    if (!cm || !cm->is_string()) invalid("[tokenizer] Precompiled normalizer needs a base64 'precompiled_charsmap' string");
+    try {
+      return std::make_unique<PrecompiledNorm>(PrecompiledCharsmap::parse(base64_decode(cm->get<std::string>())));
+    } catch (const Error& e) {
+      invalid("[tokenizer] Precompiled normalizer: {}", e.what());
+    }
   }
   unsupported("[tokenizer] unknown normalizer type '{}'", type);
 }

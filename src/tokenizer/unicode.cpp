@@ -4,7 +4,10 @@
 #include <mutex>
 #include <unordered_map>
 
+#include <unicode/ubrk.h>
 #include <unicode/uchar.h>
+#include <unicode/uscript.h>
+#include <unicode/utext.h>
 #include <unicode/unorm2.h>
 #include <unicode/ustring.h>
 #include <unicode/utf8.h>
@@ -289,6 +292,51 @@ int unicode_to_byte(char32_t c) {
   const auto& m = tables().to_byte;
   auto it = m.find(c);
   return it == m.end() ? -1 : it->second;
+}
+
+std::vector<size_t> grapheme_breaks(std::string_view s) {
+  std::vector<size_t> out{0};
+  if (s.empty()) return out;
+  // One break iterator per thread: ubrk_open loads the rules, which is slow.
+  struct Iter {
+    UBreakIterator* it = nullptr;
+    ~Iter() {
+      if (it) ubrk_close(it);
+    }
+  };
+  thread_local Iter cache;
+  UErrorCode err = U_ZERO_ERROR;
+  if (!cache.it) {
+    cache.it = ubrk_open(UBRK_CHARACTER, "", nullptr, 0, &err);
+    if (U_FAILURE(err)) throw_error(ErrorKind::internal, "[tokenizer] ICU break iterator unavailable: {}", u_errorName(err));
+  }
+  UText* ut = utext_openUTF8(nullptr, s.data(), static_cast<int64_t>(s.size()), &err);
+  if (U_FAILURE(err)) throw_error(ErrorKind::internal, "[tokenizer] ICU utext failed: {}", u_errorName(err));
+  ubrk_setUText(cache.it, ut, &err);
+  if (U_FAILURE(err)) {
+    utext_close(ut);
+    throw_error(ErrorKind::internal, "[tokenizer] ICU break iterator failed: {}", u_errorName(err));
+  }
+  // With a UTF-8 UText the iterator's indices are byte offsets.
+  for (int32_t p = ubrk_next(cache.it); p != UBRK_DONE; p = ubrk_next(cache.it)) out.push_back(static_cast<size_t>(p));
+  ubrk_setText(cache.it, nullptr, 0, &err);
+  utext_close(ut);
+  if (out.back() != s.size()) out.push_back(s.size());
+  return out;
+}
+
+int hf_script(char32_t c) {
+  if (c == ' ') return -1;
+  if (c == 0x30FC) return USCRIPT_HAN;
+  UVersionInfo age;
+  u_charAge(static_cast<UChar32>(c), age);
+  // HF's table is generated from Unicode 9; later and unassigned characters are "Any".
+  if (age[0] == 0 || age[0] > 9) return -1;
+  UErrorCode err = U_ZERO_ERROR;
+  UScriptCode sc = uscript_getScript(static_cast<UChar32>(c), &err);
+  if (U_FAILURE(err) || sc == USCRIPT_UNKNOWN) return -1;
+  if (sc == USCRIPT_HIRAGANA || sc == USCRIPT_KATAKANA) return USCRIPT_HAN;
+  return static_cast<int>(sc);
 }
 
 }  // namespace mlxcel::unicode

@@ -41,6 +41,16 @@ bool is_chinese_char(char32_t c);  // BERT's CJK ideograph ranges
 bool is_symbol(char32_t c);        // general category S*
 char32_t simple_lower(char32_t c);  // one-to-one lowercase mapping
 
+// Extended grapheme cluster boundaries of valid UTF-8 `s` (ICU character break rules, as
+// Rust's unicode-segmentation graphemes(true)): byte offsets, starting with 0 and ending
+// with s.size() (just {0} for an empty string).
+std::vector<size_t> grapheme_breaks(std::string_view s);
+
+// The script of `c` for the UnicodeScripts pre-tokenizer, as HF's table: ICU's script code
+// (UScriptCode) with Hiragana, Katakana and U+30FC folded into Han, ' ' and characters
+// unassigned in Unicode 9 (HF's table) mapped to -1 ("Any").
+int hf_script(char32_t c);
+
 // GPT-2 byte-level alphabet: every byte maps to one printable code point.
 const std::string& byte_to_unicode(uint8_t b);  // UTF-8 of the mapped code point
 // Inverse map; returns -1 when c is not in the alphabet.
