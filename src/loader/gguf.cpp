@@ -1,5 +1,6 @@
 #include "loader/gguf.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/error.h"
@@ -355,6 +356,24 @@ GgufFile GgufFile::parse(const uint8_t* data, size_t size, const std::string& na
     if (t.offset > avail || t.n_bytes > avail - t.offset) {
       invalid("[gguf] {}: tensor '{}' ({} bytes at data offset {}) runs past the end of the file",
               name, t.name, t.n_bytes, t.offset);
+    }
+  }
+  // Names are unique and the byte ranges of the tensors do not overlap.
+  std::vector<const GgufTensorInfo*> by_offset;
+  by_offset.reserve(f.tensors_.size());
+  std::map<std::string, int> seen;
+  for (const GgufTensorInfo& t : f.tensors_) {
+    if (!seen.emplace(t.name, 0).second) invalid("[gguf] {}: duplicate tensor name '{}'", name, t.name);
+    if (t.n_bytes > 0) by_offset.push_back(&t);
+  }
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const GgufTensorInfo* a, const GgufTensorInfo* b) { return a->offset < b->offset; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const GgufTensorInfo& a = *by_offset[i - 1];
+    const GgufTensorInfo& b = *by_offset[i];
+    if (a.offset + a.n_bytes > b.offset) {
+      invalid("[gguf] {}: tensors '{}' (bytes {}..{}) and '{}' (from {}) overlap", name, a.name, a.offset,
+              a.offset + a.n_bytes, b.name, b.offset);
     }
   }
   return f;

@@ -1,0 +1,55 @@
+// GGUF (ggml) block formats on the CPU: reference dequantization of every block format
+// mlxcel reads, the reference quantizers the GGUF writer uses (Q8_0, Q4_0), and packed
+// matrix products for the formats kept packed at run time (Q8_0, Q4_0).
+//
+// Block layouts (little-endian, as ggml-common.h defines them; "half" = IEEE f16):
+//   Q4_0  32 values, 18 B: half d; u8 qs[16]          w = d * (nibble - 8)
+//   Q4_1  32 values, 20 B: half d, m; u8 qs[16]       w = d * nibble + m
+//   Q5_0  32 values, 22 B: half d; u8 qh[4]; qs[16]   w = d * (q5 - 16)
+//   Q5_1  32 values, 24 B: half d, m; qh[4]; qs[16]   w = d * q5 + m
+//   Q8_0  32 values, 34 B: half d; i8 qs[32]          w = d * q
+//   Q2_K..Q6_K: 256-value super-blocks (84, 110, 144, 176, 210 B).
+// In the 32-value formats byte j holds value j in its low nibble and value j + 16 in its
+// high nibble.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mlxcel::gguf {
+
+// ggml_type values.
+enum GgmlType : uint32_t {
+  kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8,
+  kQ2_K = 10, kQ3_K = 11, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kBF16 = 30,
+};
+
+// True for the types dequantize_row() handles.
+bool can_dequantize(uint32_t type);
+// Elements per block and bytes per block of a supported type ({1, 4} for F32, ...).
+size_t block_elems(uint32_t type);
+size_t block_bytes(uint32_t type);
+// Bytes of a row of n values (n a multiple of block_elems).
+size_t row_bytes(uint32_t type, int64_t n);
+
+// n values (a multiple of the block size) from `src` into dst.
+void dequantize_row(uint32_t type, const uint8_t* src, float* dst, int64_t n);
+
+// ggml's reference quantizers (quantize_row_q8_0_ref / q4_0_ref): n a multiple of 32.
+void quantize_row_q8_0(const float* src, uint8_t* dst, int64_t n);
+void quantize_row_q4_0(const float* src, uint8_t* dst, int64_t n);
+
+// y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]) for a packed W of `type` (Q8_0 or Q4_0)
+// with `n_rows` rows of K values, row r at w + r * row_stride bytes. x is f32 [M, K]
+// contiguous, y f32 [M, n_rows] contiguous. Multithreaded over rows on the global pool.
+void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* w, size_t row_stride,
+                   int64_t n_rows, const float* bias, float* y);
+
+// Rows `ids` of a packed table, dequantized to f32 [n_ids, K].
+void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, const int32_t* ids,
+                 int64_t n_ids, float* out);
+
+// Name of the kernel matmul_packed uses on this CPU ("avx2", "scalar").
+const char* matmul_isa();
+
+}  // namespace mlxcel::gguf

@@ -1,0 +1,77 @@
+// GGUF checkpoints as mlxcel models: the metadata as a Hugging Face config (then the
+// typed ModelConfig), the tensors under their Hugging Face names, in the layout the
+// families expect.
+//
+//   GgufCheckpoint ck = load_gguf_checkpoint("/models/qwen3-0.6b-q8_0.gguf");
+//   auto model = build_model(ck.config, ck.weights);   // models/model.h
+//
+// What differs between llama.cpp's layout and Hugging Face's, and is undone here:
+//  - names: blk.N.attn_q -> model.layers.N.self_attn.q_proj, ... (per family:
+//    gemma2/3 and olmo2 have post norms, phi3 keeps fused qkv/gate_up, starcoder2 c_fc);
+//  - shapes: GGUF lists dims fastest first ([K, N]); tensors here are [N, K];
+//  - the llama-arch Q/K row permutation (convert_hf_to_gguf.py LlamaModel.permute, used
+//    for the llama, granite and smollm3 archs; mistral checkpoints convert to "llama"):
+//    llama.cpp rotates interleaved pairs, mlxcel (like transformers) rotates halves;
+//  - Gemma's norm weights, which the converter stores as w + 1;
+//  - RoPE scaling that lives in tensors (rope_freqs for llama3, rope_factors_long/short
+//    for phi3 longrope).
+// Tensors whose format is F32/F16/BF16 are zero-copy views of the mapping; Q8_0 and Q4_0
+// linear weights stay packed when `keep_packed` (CPU kernels in backends/cpu/gguf_quants),
+// every other block format is dequantized to f32 at load.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "loader/config.h"
+#include "loader/gguf.h"
+#include "loader/weights.h"
+
+namespace mlxcel {
+
+struct GgufLoadOptions {
+  // Keep Q8_0/Q4_0 matrices packed (ops::qlinear with QuantFormat::gguf_*). Only the CPU
+  // backend runs them; pass false to dequantize everything (e.g. for CUDA).
+  bool keep_packed = false;
+  // Use the exact config.json that mlxcel's writer embeds (key mlxcel.hf_config) when present.
+  bool use_embedded_config = true;
+};
+
+struct GgufCheckpoint {
+  std::shared_ptr<const GgufFile> file;
+  ModelConfig config;
+  WeightMap weights;
+};
+
+// The Hugging Face model_type for a GGUF general.architecture; "" when unsupported.
+std::string gguf_arch_to_model_type(const std::string& arch);
+// The GGUF architecture for a Hugging Face model_type; "" when unsupported.
+std::string model_type_to_gguf_arch(const std::string& model_type);
+// True when llama.cpp's converter permutes Q/K rows for this GGUF architecture.
+bool gguf_arch_permutes_qk(const std::string& arch);
+
+// Tensor names. hf_to_gguf_tensor_name returns "" for names llama.cpp has no slot for.
+std::optional<std::string> gguf_to_hf_tensor_name(const std::string& model_type, const std::string& gguf_name);
+std::string hf_to_gguf_tensor_name(const std::string& model_type, const std::string& hf_name);
+
+// Reorders the rows of a [n_heads * head_dim, ...] matrix given as `rows` rows of
+// `row_bytes` bytes: to_gguf applies LlamaModel.permute, !to_gguf undoes it.
+void permute_qk_rows(const uint8_t* src, uint8_t* dst, int64_t rows, size_t row_bytes, int n_heads, bool to_gguf);
+
+// config.json equivalent of the GGUF metadata (and the rope tensors). Throws
+// Error(unsupported) for an unknown architecture, Error(invalid_request) for missing or
+// absurd hyperparameters.
+nlohmann::json gguf_hf_config(const GgufFile& f, bool use_embedded_config = true);
+
+// Opens, maps and converts a .gguf file. The returned weights keep the mapping alive.
+GgufCheckpoint load_gguf_checkpoint(const std::string& path, const GgufLoadOptions& opts = {});
+// The same over an already opened file (tests, fuzzing).
+GgufCheckpoint gguf_checkpoint(std::shared_ptr<const GgufFile> file, const GgufLoadOptions& opts = {});
+
+// True when `path` names a GGUF file (extension .gguf, or the GGUF magic).
+bool is_gguf_path(const std::string& path);
+
+}  // namespace mlxcel

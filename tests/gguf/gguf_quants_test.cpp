@@ -1,0 +1,257 @@
+// GGUF block formats: hand-built blocks dequantize to the values their layout defines,
+// the reference quantizers round-trip, and the packed matmul matches a dequantized one.
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "backends/cpu/gguf_quants.h"
+#include "base/half.h"
+
+namespace mlxcel::gguf {
+namespace {
+
+void put_half(std::vector<uint8_t>& b, size_t at, float v) {
+  uint16_t h = f32_to_f16(v);
+  std::memcpy(b.data() + at, &h, 2);
+}
+
+std::vector<float> deq(uint32_t type, const std::vector<uint8_t>& b, int64_t n) {
+  std::vector<float> y(static_cast<size_t>(n));
+  dequantize_row(type, b.data(), y.data(), n);
+  return y;
+}
+
+TEST(GgufQuants, SizesMatchGgml) {
+  EXPECT_EQ(block_bytes(kQ4_0), 18u);
+  EXPECT_EQ(block_bytes(kQ4_1), 20u);
+  EXPECT_EQ(block_bytes(kQ5_0), 22u);
+  EXPECT_EQ(block_bytes(kQ5_1), 24u);
+  EXPECT_EQ(block_bytes(kQ8_0), 34u);
+  EXPECT_EQ(block_bytes(kQ2_K), 84u);
+  EXPECT_EQ(block_bytes(kQ3_K), 110u);
+  EXPECT_EQ(block_bytes(kQ4_K), 144u);
+  EXPECT_EQ(block_bytes(kQ5_K), 176u);
+  EXPECT_EQ(block_bytes(kQ6_K), 210u);
+  EXPECT_EQ(row_bytes(kQ4_0, 64), 36u);
+  EXPECT_FALSE(can_dequantize(16));  // IQ2_XXS
+}
+
+TEST(GgufQuants, Q4_0) {
+  std::vector<uint8_t> b(18);
+  put_half(b, 0, 0.5f);
+  for (int j = 0; j < 16; ++j) b[2 + j] = uint8_t(j | ((15 - j) << 4));
+  auto y = deq(kQ4_0, b, 32);
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(y[j], 0.5f * (j - 8));
+    EXPECT_EQ(y[j + 16], 0.5f * (15 - j - 8));
+  }
+}
+
+TEST(GgufQuants, Q4_1) {
+  std::vector<uint8_t> b(20);
+  put_half(b, 0, 0.25f);
+  put_half(b, 2, -1.0f);
+  for (int j = 0; j < 16; ++j) b[4 + j] = uint8_t(j | (3 << 4));
+  auto y = deq(kQ4_1, b, 32);
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(y[j], 0.25f * j - 1.0f);
+    EXPECT_EQ(y[j + 16], 0.25f * 3 - 1.0f);
+  }
+}
+
+TEST(GgufQuants, Q5_0AndQ5_1) {
+  // Value j's fifth bit is bit j of qh (values 16..31: bits 16..31).
+  std::vector<uint8_t> b(22);
+  put_half(b, 0, 1.0f);
+  uint32_t qh = 0xAAAA5555u;
+  std::memcpy(b.data() + 2, &qh, 4);
+  for (int j = 0; j < 16; ++j) b[6 + j] = uint8_t(j | (j << 4));
+  auto y = deq(kQ5_0, b, 32);
+  for (int j = 0; j < 32; ++j) {
+    int q = (j % 16) | (((qh >> j) & 1) << 4);
+    EXPECT_EQ(y[j], float(q - 16)) << j;
+  }
+  std::vector<uint8_t> c(24);
+  put_half(c, 0, 2.0f);
+  put_half(c, 2, 0.5f);
+  std::memcpy(c.data() + 4, &qh, 4);
+  for (int j = 0; j < 16; ++j) c[8 + j] = uint8_t(j | (j << 4));
+  auto z = deq(kQ5_1, c, 32);
+  for (int j = 0; j < 32; ++j) {
+    int q = (j % 16) | (((qh >> j) & 1) << 4);
+    EXPECT_EQ(z[j], 2.0f * q + 0.5f) << j;
+  }
+}
+
+TEST(GgufQuants, Q8_0) {
+  std::vector<uint8_t> b(34);
+  put_half(b, 0, 0.125f);
+  for (int j = 0; j < 32; ++j) b[2 + j] = uint8_t(int8_t(j * 8 - 128));
+  auto y = deq(kQ8_0, b, 32);
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(y[j], 0.125f * (j * 8 - 128));
+}
+
+TEST(GgufQuants, Q2_K) {
+  // scales[16] (low nibble scale, high nibble min); qs[64]; d; dmin.
+  std::vector<uint8_t> b(84);
+  for (int i = 0; i < 16; ++i) b[i] = uint8_t((i % 16) | (1 << 4));
+  for (int i = 0; i < 64; ++i) b[16 + i] = uint8_t(0b11100100);  // 2-bit values 0,1,2,3 by shift
+  put_half(b, 80, 1.0f);
+  put_half(b, 82, 0.5f);
+  auto y = deq(kQ2_K, b, 256);
+  // Output order: for each 128 half n, for shift j=0..3, 16 values from q[0..15] with
+  // scale index is, then 16 from q[16..31] with is+1.
+  int idx = 0, is = 0;
+  for (int n = 0; n < 2; ++n)
+    for (int j = 0; j < 4; ++j)
+      for (int h = 0; h < 2; ++h, ++is)
+        for (int l = 0; l < 16; ++l, ++idx) EXPECT_EQ(y[idx], float(is % 16) * j - 0.5f) << idx;
+}
+
+TEST(GgufQuants, Q3_K) {
+  // hmask[32]; qs[64]; scales[12]; d. All scales 32 + 1 (i.e. 1), hmask all set -> q in 0..3.
+  std::vector<uint8_t> b(110);
+  for (int i = 0; i < 32; ++i) b[i] = 0xFF;
+  for (int i = 0; i < 64; ++i) b[32 + i] = uint8_t(0b00011011);  // shifts 0,2,4,6 -> 3,2,1,0
+  // 6-bit scale 33 = 0b100001: low nibble 1, high bits 2.
+  for (int i = 0; i < 8; ++i) b[96 + i] = 0x11;
+  for (int i = 0; i < 4; ++i) b[104 + i] = 0b10101010;
+  put_half(b, 108, 2.0f);
+  auto y = deq(kQ3_K, b, 256);
+  int idx = 0;
+  for (int n = 0; n < 2; ++n)
+    for (int j = 0; j < 4; ++j)
+      for (int l = 0; l < 32; ++l, ++idx) EXPECT_EQ(y[idx], 2.0f * (3 - j)) << idx;
+  // Clearing hmask subtracts 4.
+  for (int i = 0; i < 32; ++i) b[i] = 0;
+  y = deq(kQ3_K, b, 256);
+  EXPECT_EQ(y[0], 2.0f * (3 - 4));
+}
+
+TEST(GgufQuants, Q4_KAndQ5_K) {
+  // d, dmin, scales[12] (6-bit scale/min pairs), qs[128].
+  std::vector<uint8_t> b(144);
+  put_half(b, 0, 1.0f);
+  put_half(b, 2, 1.0f);
+  // Sub-blocks 0..3: scale j+1, min 0; 4..7: scale 2, min 1.
+  for (int j = 0; j < 4; ++j) {
+    b[4 + j] = uint8_t(j + 1);
+    b[4 + j + 4] = 0;
+  }
+  for (int j = 4; j < 8; ++j) b[4 + j + 4] = uint8_t(2 | (1 << 4));
+  for (int i = 0; i < 128; ++i) b[16 + i] = uint8_t(5 | (9 << 4));
+  auto y = deq(kQ4_K, b, 256);
+  const float sc[8] = {1, 2, 3, 4, 2, 2, 2, 2}, mn[8] = {0, 0, 0, 0, 1, 1, 1, 1};
+  for (int s = 0; s < 8; ++s)
+    for (int l = 0; l < 32; ++l) EXPECT_EQ(y[s * 32 + l], sc[s] * (s % 2 == 0 ? 5 : 9) - mn[s]) << s;
+
+  std::vector<uint8_t> c(176);
+  std::memcpy(c.data(), b.data(), 16);
+  for (int i = 0; i < 32; ++i) c[16 + i] = 0b01010101;  // high bit set for even sub-blocks
+  for (int i = 0; i < 128; ++i) c[48 + i] = uint8_t(5 | (9 << 4));
+  auto z = deq(kQ5_K, c, 256);
+  for (int s = 0; s < 8; ++s)
+    for (int l = 0; l < 32; ++l)
+      EXPECT_EQ(z[s * 32 + l], sc[s] * ((s % 2 == 0 ? 5 : 9) + (s % 2 == 0 ? 16 : 0)) - mn[s]) << s;
+}
+
+TEST(GgufQuants, Q6_K) {
+  // ql[128]; qh[64]; scales[16] (i8); d.
+  std::vector<uint8_t> b(210);
+  for (int i = 0; i < 128; ++i) b[i] = uint8_t(1 | (2 << 4));
+  for (int i = 0; i < 64; ++i) b[128 + i] = uint8_t(0b11100100);  // high pairs 0,1,2,3
+  for (int i = 0; i < 16; ++i) b[192 + i] = uint8_t(int8_t(i - 8));
+  put_half(b, 208, 0.5f);
+  auto y = deq(kQ6_K, b, 256);
+  for (int n = 0; n < 2; ++n) {
+    for (int l = 0; l < 32; ++l) {
+      const int is = n * 8 + l / 16;
+      auto sc = [&](int k) { return float(int8_t(b[192 + is + k])); };
+      EXPECT_EQ(y[n * 128 + l], 0.5f * sc(0) * float((1 | (0 << 4)) - 32));
+      EXPECT_EQ(y[n * 128 + l + 32], 0.5f * sc(2) * float((1 | (1 << 4)) - 32));
+      EXPECT_EQ(y[n * 128 + l + 64], 0.5f * sc(4) * float((2 | (2 << 4)) - 32));
+      EXPECT_EQ(y[n * 128 + l + 96], 0.5f * sc(6) * float((2 | (3 << 4)) - 32));
+    }
+  }
+}
+
+TEST(GgufQuants, DenseTypes) {
+  std::vector<uint8_t> b(6);
+  put_half(b, 0, 1.5f);
+  uint16_t bf = f32_to_bf16(-2.0f);
+  std::memcpy(b.data() + 2, &bf, 2);
+  float f;
+  dequantize_row(kF16, b.data(), &f, 1);
+  EXPECT_EQ(f, 1.5f);
+  dequantize_row(kBF16, b.data() + 2, &f, 1);
+  EXPECT_EQ(f, -2.0f);
+}
+
+TEST(GgufQuants, ReferenceQuantizersRoundTrip) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<float> x(256);
+  for (auto& v : x) v = nd(rng);
+  for (uint32_t t : {kQ8_0, kQ4_0}) {
+    std::vector<uint8_t> q(row_bytes(t, 256));
+    if (t == kQ8_0) quantize_row_q8_0(x.data(), q.data(), 256);
+    else quantize_row_q4_0(x.data(), q.data(), 256);
+    auto y = deq(t, q, 256);
+    for (int b = 0; b < 8; ++b) {
+      float amax = 0;
+      for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+      // Q8_0 rounds to the nearest step; Q4_0 (levels -8..7 of d = max / -8) may clip the
+      // side opposite the extreme by one more step.
+      const float tol = t == kQ8_0 ? amax / 127 * 0.51f : amax / 8 * 1.01f;
+      for (int j = 0; j < 32; ++j) EXPECT_LE(std::fabs(y[b * 32 + j] - x[b * 32 + j]), tol + 1e-3f);
+    }
+  }
+  // Q4_0 keeps the signed extreme exactly representable (d = max / -8).
+  std::vector<float> z(32, 0.0f);
+  z[3] = -4.0f;
+  std::vector<uint8_t> q(18);
+  quantize_row_q4_0(z.data(), q.data(), 32);
+  EXPECT_EQ(deq(kQ4_0, q, 32)[3], -4.0f);
+}
+
+TEST(GgufQuants, PackedMatmulMatchesDequantized) {
+  std::mt19937 rng(2);
+  std::normal_distribution<float> nd(0, 1);
+  const int64_t K = 256, N = 37;
+  for (uint32_t t : {kQ8_0, kQ4_0}) {
+    for (int64_t M : {1, 3}) {
+      std::vector<float> w(static_cast<size_t>(N * K)), x(static_cast<size_t>(M * K)), bias(static_cast<size_t>(N));
+      for (auto& v : w) v = nd(rng);
+      for (auto& v : x) v = nd(rng);
+      for (auto& v : bias) v = nd(rng);
+      const size_t rb = row_bytes(t, K);
+      std::vector<uint8_t> packed(rb * size_t(N));
+      for (int64_t r = 0; r < N; ++r) {
+        if (t == kQ8_0) quantize_row_q8_0(w.data() + r * K, packed.data() + r * rb, K);
+        else quantize_row_q4_0(w.data() + r * K, packed.data() + r * rb, K);
+      }
+      std::vector<float> y(static_cast<size_t>(M * N));
+      matmul_packed(t, x.data(), M, K, packed.data(), rb, N, bias.data(), y.data());
+      std::vector<float> row(static_cast<size_t>(K));
+      for (int64_t r = 0; r < N; ++r) {
+        dequantize_row(t, packed.data() + r * rb, row.data(), K);
+        for (int64_t m = 0; m < M; ++m) {
+          double ref = bias[size_t(r)], mag = 0;
+          for (int64_t k = 0; k < K; ++k) {
+            ref += double(row[size_t(k)]) * x[size_t(m * K + k)];
+            mag += std::fabs(double(row[size_t(k)]) * x[size_t(m * K + k)]);
+          }
+          // Activations are quantized to 8 bits per block of 32: error ~ 1% of sum |w x|.
+          EXPECT_NEAR(y[size_t(m * N + r)], ref, 0.01 * mag + 1e-4) << "type " << t << " row " << r;
+        }
+      }
+    }
+  }
+  EXPECT_TRUE(std::string(matmul_isa()) == "avx2" || std::string(matmul_isa()) == "scalar");
+}
+
+}  // namespace
+}  // namespace mlxcel::gguf
