@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "base/error.h"
+#include "loader/gguf_model.h"
 #include "ops/ops.h"
 
 namespace mlxcel {
@@ -62,6 +63,10 @@ std::unique_ptr<Model> build_model(const ModelConfig& cfg, const WeightMap& weig
 }
 
 std::unique_ptr<Model> load_model(const std::string& dir) {
+  if (is_gguf_path(dir)) {  // a .gguf file: metadata -> config, tensors under HF names
+    GgufCheckpoint ck = load_gguf_checkpoint(dir);
+    return build_model(ck.config, ck.weights);
+  }
   ModelConfig cfg = load_model_config(dir + "/config.json");
   WeightMap weights = load_checkpoint_weights(dir);
   return build_model(cfg, weights);
