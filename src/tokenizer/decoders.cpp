@@ -252,40 +252,196 @@ class DecSequence : public Decoder {
 
 // --- post-processors ---
 
-class NoopPost : public PostProcessor {
- public:
-  void process(std::vector<int32_t>&) const override {}
-};
+// Appends special tokens (offsets (0, 0), mask 1, sequence id -1).
+void add_specials(Encoding& e, const std::vector<int32_t>& ids, const std::vector<std::string>& tokens, int32_t type_id,
+                  bool with_offsets) {
+  for (size_t k = 0; k < ids.size(); ++k) {
+    e.ids.push_back(ids[k]);
+    e.type_ids.push_back(type_id);
+    e.special_tokens_mask.push_back(1);
+    e.sequence_ids.push_back(-1);
+    if (with_offsets) {
+      e.tokens.push_back(k < tokens.size() ? tokens[k] : std::string());
+      e.offsets.emplace_back(0, 0);
+    }
+  }
+}
 
-class WrapPost : public PostProcessor {
+void append(Encoding& dst, const Encoding& src) {
+  dst.ids.insert(dst.ids.end(), src.ids.begin(), src.ids.end());
+  dst.type_ids.insert(dst.type_ids.end(), src.type_ids.begin(), src.type_ids.end());
+  dst.tokens.insert(dst.tokens.end(), src.tokens.begin(), src.tokens.end());
+  dst.offsets.insert(dst.offsets.end(), src.offsets.begin(), src.offsets.end());
+  dst.special_tokens_mask.insert(dst.special_tokens_mask.end(), src.special_tokens_mask.begin(), src.special_tokens_mask.end());
+  dst.sequence_ids.insert(dst.sequence_ids.end(), src.sequence_ids.begin(), src.sequence_ids.end());
+}
+
+bool has_offsets(const Encoding& e) { return e.offsets.size() == e.ids.size() && e.tokens.size() == e.ids.size(); }
+
+// HF byte_level::process_offsets: leading/trailing spaces ('Ġ' or whitespace) of a token
+// leave its offsets.
+void trim_offsets(Encoding& e, bool add_prefix_space) {
+  if (!has_offsets(e)) return;
+  auto is_space = [](char32_t c) { return c == 0x120 || u::is_whitespace(c); };
+  for (size_t i = 0; i < e.ids.size(); ++i) {
+    auto cps = u::decode(e.tokens[i]);
+    size_t lead = 0, trail = 0;
+    while (lead < cps.size() && is_space(cps[lead])) ++lead;
+    while (trail < cps.size() && is_space(cps[cps.size() - 1 - trail])) ++trail;
+    auto& [b, en] = e.offsets[i];
+    if (lead > 0) {
+      bool is_first = i == 0 || b == 0;
+      if (is_first && add_prefix_space && lead == 1) lead = 0;
+      b = std::min(b + lead, en);
+    }
+    if (trail > 0 && en >= trail) en = std::max(en - trail, b);
+  }
+}
+
+class ByteLevelPost : public PostProcessor {
  public:
-  WrapPost(std::vector<int32_t> before, std::vector<int32_t> after) : before_(std::move(before)), after_(std::move(after)) {}
-  void process(std::vector<int32_t>& ids) const override {
-    ids.insert(ids.begin(), before_.begin(), before_.end());
-    ids.insert(ids.end(), after_.begin(), after_.end());
+  ByteLevelPost(bool trim, bool add_prefix_space) : trim_(trim), add_prefix_space_(add_prefix_space) {}
+  void process(std::vector<Encoding>& encs, bool) const override {
+    if (!trim_) return;
+    for (Encoding& e : encs) trim_offsets(e, add_prefix_space_);
   }
 
  private:
-  std::vector<int32_t> before_, after_;
+  bool trim_, add_prefix_space_;
+};
+
+struct NamedId {
+  std::string token;
+  int32_t id;
+};
+
+class BertPost : public PostProcessor {
+ public:
+  BertPost(NamedId cls, NamedId sep) : cls_(std::move(cls)), sep_(std::move(sep)) {}
+  void process(std::vector<Encoding>& encs, bool add_special_tokens) const override {
+    if (!add_special_tokens) return;
+    bool off = has_offsets(encs[0]);
+    std::vector<Encoding> out(encs.size());
+    add_specials(out[0], {cls_.id}, {cls_.token}, 0, off);
+    append(out[0], encs[0]);
+    add_specials(out[0], {sep_.id}, {sep_.token}, 0, off);
+    if (encs.size() > 1) {
+      Encoding b = encs[1];
+      std::fill(b.type_ids.begin(), b.type_ids.end(), 1);
+      append(out[1], b);
+      add_specials(out[1], {sep_.id}, {sep_.token}, 1, off);
+    }
+    encs = std::move(out);
+  }
+
+ private:
+  NamedId cls_, sep_;
+};
+
+class RobertaPost : public PostProcessor {
+ public:
+  RobertaPost(NamedId cls, NamedId sep, bool trim, bool add_prefix_space)
+      : cls_(std::move(cls)), sep_(std::move(sep)), trim_(trim), add_prefix_space_(add_prefix_space) {}
+  void process(std::vector<Encoding>& encs, bool add_special_tokens) const override {
+    for (Encoding& e : encs) {
+      if (trim_) trim_offsets(e, add_prefix_space_);
+      std::fill(e.type_ids.begin(), e.type_ids.end(), 0);
+    }
+    if (!add_special_tokens) return;
+    bool off = has_offsets(encs[0]);
+    std::vector<Encoding> out(encs.size());
+    add_specials(out[0], {cls_.id}, {cls_.token}, 0, off);
+    append(out[0], encs[0]);
+    add_specials(out[0], {sep_.id}, {sep_.token}, 0, off);
+    if (encs.size() > 1) {
+      add_specials(out[1], {sep_.id}, {sep_.token}, 0, off);
+      append(out[1], encs[1]);
+      add_specials(out[1], {sep_.id}, {sep_.token}, 0, off);
+    }
+    encs = std::move(out);
+  }
+
+ private:
+  NamedId cls_, sep_;
+  bool trim_, add_prefix_space_;
+};
+
+class TemplatePost : public PostProcessor {
+ public:
+  struct Piece {
+    int seq = -1;  // 0 = $A, 1 = $B; -1: special token
+    int32_t type_id = 0;
+    std::vector<int32_t> ids;
+    std::vector<std::string> tokens;
+  };
+  TemplatePost(std::vector<Piece> single, std::vector<Piece> pair) : single_(std::move(single)), pair_(std::move(pair)) {}
+  void process(std::vector<Encoding>& encs, bool add_special_tokens) const override {
+    if (encs.size() > 1 && pair_.empty()) invalid("[tokenizer] TemplateProcessing has no 'pair' template");
+    const std::vector<Piece>& tmpl = encs.size() > 1 ? pair_ : single_;
+    bool off = has_offsets(encs[0]);
+    Encoding out;
+    for (const Piece& p : tmpl) {
+      if (p.seq >= 0) {
+        if (static_cast<size_t>(p.seq) >= encs.size()) continue;
+        Encoding e = encs[static_cast<size_t>(p.seq)];
+        std::fill(e.type_ids.begin(), e.type_ids.end(), p.type_id);
+        append(out, e);
+      } else if (add_special_tokens) {
+        add_specials(out, p.ids, p.tokens, p.type_id, off);
+      }
+    }
+    encs.assign(1, std::move(out));
+  }
+
+ private:
+  std::vector<Piece> single_, pair_;
 };
 
 class PostSequence : public PostProcessor {
  public:
   explicit PostSequence(std::vector<std::unique_ptr<PostProcessor>> parts) : parts_(std::move(parts)) {}
-  void process(std::vector<int32_t>& ids) const override {
-    for (const auto& p : parts_) p->process(ids);
+  void process(std::vector<Encoding>& encs, bool add_special_tokens) const override {
+    for (const auto& p : parts_) p->process(encs, add_special_tokens);
   }
 
  private:
   std::vector<std::unique_ptr<PostProcessor>> parts_;
 };
 
-int32_t pair_id(const json& j, const char* key, const char* what) {
+NamedId named_id(const json& j, const char* key, const char* what) {
   const json* p = tokjson::get(j, key);
-  if (!p || !p->is_array() || p->size() != 2 || !(*p)[1].is_number_integer()) {
+  if (!p || !p->is_array() || p->size() != 2 || !(*p)[0].is_string() || !(*p)[1].is_number_integer()) {
     invalid("[tokenizer] {}: '{}' must be [token, id]", what, key);
   }
-  return (*p)[1].get<int32_t>();
+  return {(*p)[0].get<std::string>(), (*p)[1].get<int32_t>()};
+}
+
+std::vector<TemplatePost::Piece> read_template(const json* list, const std::map<std::string, TemplatePost::Piece>& specials,
+                                               const char* which) {
+  std::vector<TemplatePost::Piece> out;
+  if (!list) return out;
+  if (!list->is_array()) invalid("[tokenizer] TemplateProcessing '{}' must be an array", which);
+  for (const json& piece : *list) {
+    if (const json* sp = tokjson::get(piece, "SpecialToken")) {
+      std::string id = tokjson::str_req(*sp, "id", "TemplateProcessing SpecialToken");
+      auto it = specials.find(id);
+      if (it == specials.end()) invalid("[tokenizer] TemplateProcessing uses unknown special token '{}'", id);
+      TemplatePost::Piece p = it->second;
+      p.type_id = static_cast<int32_t>(tokjson::integer(*sp, "type_id", 0));
+      out.push_back(std::move(p));
+    } else if (const json* sq = tokjson::get(piece, "Sequence")) {
+      std::string id = tokjson::str(*sq, "id", "A");
+      TemplatePost::Piece p;
+      if (id == "A") p.seq = 0;
+      else if (id == "B") p.seq = 1;
+      else invalid("[tokenizer] TemplateProcessing sequence id must be A or B, got '{}'", id);
+      p.type_id = static_cast<int32_t>(tokjson::integer(*sq, "type_id", 0));
+      out.push_back(std::move(p));
+    } else {
+      invalid("[tokenizer] bad TemplateProcessing piece {}", piece.dump());
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -344,44 +500,38 @@ std::unique_ptr<Decoder> make_decoder(const json& j) {
 
 std::unique_ptr<PostProcessor> make_post_processor(const json& j) {
   std::string type = tokjson::type_of(j, "post_processor");
-  if (type == "ByteLevel") return std::make_unique<NoopPost>();
+  if (type == "ByteLevel") {
+    return std::make_unique<ByteLevelPost>(tokjson::boolean(j, "trim_offsets", true),
+                                           tokjson::boolean(j, "add_prefix_space", true));
+  }
   if (type == "BertProcessing") {
-    return std::make_unique<WrapPost>(std::vector<int32_t>{pair_id(j, "cls", "BertProcessing")},
-                                      std::vector<int32_t>{pair_id(j, "sep", "BertProcessing")});
+    return std::make_unique<BertPost>(named_id(j, "cls", "BertProcessing"), named_id(j, "sep", "BertProcessing"));
   }
   if (type == "RobertaProcessing") {
-    return std::make_unique<WrapPost>(std::vector<int32_t>{pair_id(j, "cls", "RobertaProcessing")},
-                                      std::vector<int32_t>{pair_id(j, "sep", "RobertaProcessing")});
+    return std::make_unique<RobertaPost>(named_id(j, "cls", "RobertaProcessing"), named_id(j, "sep", "RobertaProcessing"),
+                                         tokjson::boolean(j, "trim_offsets", true),
+                                         tokjson::boolean(j, "add_prefix_space", true));
   }
   if (type == "TemplateProcessing") {
-    std::map<std::string, std::vector<int32_t>> specials;
+    std::map<std::string, TemplatePost::Piece> specials;
     if (const json* st = tokjson::get(j, "special_tokens")) {
       if (!st->is_object()) invalid("[tokenizer] TemplateProcessing special_tokens must be an object");
       for (auto it = st->begin(); it != st->end(); ++it) {
         const json* ids = tokjson::get(it.value(), "ids");
         if (!ids || !ids->is_array()) invalid("[tokenizer] TemplateProcessing special token '{}' has no ids", it.key());
-        specials[it.key()] = ids->get<std::vector<int32_t>>();
+        TemplatePost::Piece p;
+        p.ids = ids->get<std::vector<int32_t>>();
+        if (const json* toks = tokjson::get(it.value(), "tokens"); toks && toks->is_array()) {
+          p.tokens = toks->get<std::vector<std::string>>();
+        }
+        if (p.tokens.size() != p.ids.size()) p.tokens.assign(p.ids.size(), it.key());
+        specials[it.key()] = std::move(p);
       }
     }
     const json* single = tokjson::get(j, "single");
     if (!single || !single->is_array()) invalid("[tokenizer] TemplateProcessing needs a 'single' template array");
-    std::vector<int32_t> before, after;
-    bool seen_seq = false;
-    for (const json& piece : *single) {
-      if (const json* sp = tokjson::get(piece, "SpecialToken")) {
-        std::string id = tokjson::str_req(*sp, "id", "TemplateProcessing SpecialToken");
-        auto it = specials.find(id);
-        if (it == specials.end()) invalid("[tokenizer] TemplateProcessing uses unknown special token '{}'", id);
-        auto& dst = seen_seq ? after : before;
-        dst.insert(dst.end(), it->second.begin(), it->second.end());
-      } else if (tokjson::get(piece, "Sequence")) {
-        if (seen_seq) unsupported("[tokenizer] TemplateProcessing 'single' with two sequences");
-        seen_seq = true;
-      } else {
-        invalid("[tokenizer] bad TemplateProcessing piece {}", piece.dump());
-      }
-    }
-    return std::make_unique<WrapPost>(std::move(before), std::move(after));
+    return std::make_unique<TemplatePost>(read_template(single, specials, "single"),
+                                          read_template(tokjson::get(j, "pair"), specials, "pair"));
   }
   if (type == "Sequence") {
     const json* list = tokjson::get(j, "processors");

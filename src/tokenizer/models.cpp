@@ -62,10 +62,12 @@ void BpeModel::set_merges(const std::vector<std::pair<std::string, std::string>>
   }
 }
 
-void BpeModel::tokenize(const std::string& piece, std::vector<int32_t>& out) const {
+void BpeModel::run(const std::string& piece, std::vector<int32_t>& out,
+                   std::vector<std::pair<uint32_t, uint32_t>>* offs) const {
   if (opts_.ignore_merges) {
     if (auto id = token_to_id(piece)) {
       out.push_back(*id);
+      if (offs) offs->emplace_back(0u, static_cast<uint32_t>(piece.size()));
       return;
     }
   }
@@ -73,6 +75,7 @@ void BpeModel::tokenize(const std::string& piece, std::vector<int32_t>& out) con
     int32_t id;
     int prev, next;
     bool alive;
+    uint32_t b = 0, e = 0;  // byte range in piece
   };
   std::vector<Sym> syms;
   std::optional<int32_t> unk_id;
@@ -84,8 +87,9 @@ void BpeModel::tokenize(const std::string& piece, std::vector<int32_t>& out) con
     std::string s = piece.substr(b, i - b);
     if (b != 0) s = opts_.continuing_subword_prefix + s;
     if (i == piece.size()) s += opts_.end_of_word_suffix;
+    uint32_t cb = static_cast<uint32_t>(b), ce = static_cast<uint32_t>(i);
     if (auto id = token_to_id(s)) {
-      syms.push_back({*id, 0, 0, true});
+      syms.push_back({*id, 0, 0, true, cb, ce});
       last_unk = false;
       continue;
     }
@@ -101,14 +105,19 @@ void BpeModel::tokenize(const std::string& piece, std::vector<int32_t>& out) con
         bytes.push_back(*bid);
       }
       if (all) {
-        for (int32_t id : bytes) syms.push_back({id, 0, 0, true});
+        // HF gives each byte token one byte of the piece.
+        for (size_t k = 0; k < bytes.size(); ++k) {
+          uint32_t p = std::min<uint32_t>(cb + static_cast<uint32_t>(k), ce - 1);
+          syms.push_back({bytes[k], 0, 0, true, p, p + 1});
+        }
         last_unk = false;
         continue;
       }
     }
     if (opts_.unk_token) {
       if (!unk_id) invalid("[tokenizer] BPE unk_token '{}' is not in the vocabulary", *opts_.unk_token);
-      if (!(opts_.fuse_unk && last_unk)) syms.push_back({*unk_id, 0, 0, true});
+      if (opts_.fuse_unk && last_unk) syms.back().e = ce;
+      else syms.push_back({*unk_id, 0, 0, true, cb, ce});
       last_unk = true;
     }
   }
@@ -143,6 +152,7 @@ void BpeModel::tokenize(const std::string& piece, std::vector<int32_t>& out) con
     auto it = merges_.find(pair_key(left.id, syms[rpos].id));
     if (it == merges_.end() || it->second.second != top.new_id) continue;
     left.id = top.new_id;
+    left.e = syms[rpos].e;
     syms[rpos].alive = false;
     left.next = syms[rpos].next;
     if (left.next >= 0) syms[left.next].prev = top.pos;
@@ -150,18 +160,23 @@ void BpeModel::tokenize(const std::string& piece, std::vector<int32_t>& out) con
     try_push(top.pos);
   }
   for (int k = 0; k < n; ++k) {
-    if (syms[k].alive) out.push_back(syms[k].id);
+    if (!syms[k].alive) continue;
+    out.push_back(syms[k].id);
+    if (offs) offs->emplace_back(syms[k].b, syms[k].e);
   }
 }
 
 // ---------------------------------------------------------------- WordPiece / WordLevel
 
-void WordPieceModel::tokenize(const std::string& piece, std::vector<int32_t>& out) const {
+void WordPieceModel::run(const std::string& piece, std::vector<int32_t>& out,
+                         std::vector<std::pair<uint32_t, uint32_t>>* offs) const {
   auto unk = [&] {
     auto id = token_to_id(unk_);
     if (!id) invalid("[tokenizer] WordPiece unk_token '{}' is not in the vocabulary", unk_);
     out.push_back(*id);
+    if (offs) offs->emplace_back(0u, static_cast<uint32_t>(piece.size()));
   };
+  std::vector<std::pair<uint32_t, uint32_t>> sub_offs;
   if (u::count_chars(piece) > max_chars_) return unk();
   std::vector<int32_t> sub;
   size_t start = 0;
@@ -178,6 +193,7 @@ void WordPieceModel::tokenize(const std::string& piece, std::vector<int32_t>& ou
       if (start > 0) s = prefix_ + s;
       if (auto id = token_to_id(s)) {
         sub.push_back(*id);
+        sub_offs.emplace_back(static_cast<uint32_t>(start), static_cast<uint32_t>(*it));
         start = *it;
         found = true;
         break;
@@ -186,6 +202,7 @@ void WordPieceModel::tokenize(const std::string& piece, std::vector<int32_t>& ou
     if (!found) return unk();
   }
   out.insert(out.end(), sub.begin(), sub.end());
+  if (offs) offs->insert(offs->end(), sub_offs.begin(), sub_offs.end());
 }
 
 void WordLevelModel::tokenize(const std::string& piece, std::vector<int32_t>& out) const {
@@ -219,7 +236,8 @@ UnigramModel::UnigramModel(std::vector<std::pair<std::string, double>> vocab, st
   unk_score_ = min_score - 10.0;
 }
 
-void UnigramModel::tokenize(const std::string& s, std::vector<int32_t>& out) const {
+void UnigramModel::run(const std::string& s, std::vector<int32_t>& out,
+                       std::vector<std::pair<uint32_t, uint32_t>>* offs) const {
   size_t n = s.size();
   struct Node {
     int32_t id = -1;
@@ -264,55 +282,67 @@ void UnigramModel::tokenize(const std::string& s, std::vector<int32_t>& out) con
     pos += clen;
   }
   // Backtrack; consecutive unknown pieces are fused (fuse_unk is always on for Unigram).
-  std::vector<std::pair<std::string, int32_t>> pieces;
-  std::string unk_buf;
+  struct Piece {
+    size_t b, e;
+    int32_t id;  // -2: fused unknown run
+  };
+  std::vector<Piece> pieces;
+  size_t unk_b = 0, unk_e = 0;
   bool in_unk = false;
   for (size_t e = n; e > 0;) {
     const Node& nd = best[e];
     size_t st = static_cast<size_t>(nd.start);
     bool is_unk = !unk_id_ || nd.id == *unk_id_ || nd.id < 0;
     if (is_unk && unk_id_) {
-      unk_buf = s.substr(st, e - st) + unk_buf;
+      if (!in_unk) unk_e = e;
+      unk_b = st;
       in_unk = true;
     } else {
       if (in_unk) {
-        pieces.push_back({unk_buf, -2});
-        unk_buf.clear();
+        pieces.push_back({unk_b, unk_e, -2});
         in_unk = false;
       }
-      pieces.push_back({s.substr(st, e - st), nd.id});
+      pieces.push_back({st, e, nd.id});
     }
     e = st;
   }
-  if (in_unk) pieces.push_back({unk_buf, -2});
+  if (in_unk) pieces.push_back({unk_b, unk_e, -2});
   std::reverse(pieces.begin(), pieces.end());
-  for (auto& [text, id] : pieces) {
-    if (id >= 0) {
-      out.push_back(id);
-      continue;
-    }
-    if (auto known = token_to_id(text)) {
-      out.push_back(*known);
-      continue;
-    }
-    if (byte_fallback_) {
-      std::vector<int32_t> bytes;
-      bool all = true;
-      for (unsigned char c : text) {
-        auto bid = token_to_id(byte_token(c));
-        if (!bid) {
-          all = false;
-          break;
+  for (const Piece& p : pieces) {
+    // HF: every token of a piece (byte-fallback bytes included) carries the piece's range.
+    std::pair<uint32_t, uint32_t> range{static_cast<uint32_t>(p.b), static_cast<uint32_t>(p.e)};
+    size_t before = out.size();
+    if (p.id >= 0) {
+      out.push_back(p.id);
+    } else {
+      std::string text = s.substr(p.b, p.e - p.b);
+      if (auto known = token_to_id(text)) {
+        out.push_back(*known);
+      } else {
+        bool done = false;
+        if (byte_fallback_) {
+          std::vector<int32_t> bytes;
+          bool all = true;
+          for (unsigned char c : text) {
+            auto bid = token_to_id(byte_token(c));
+            if (!bid) {
+              all = false;
+              break;
+            }
+            bytes.push_back(*bid);
+          }
+          if (all) {
+            out.insert(out.end(), bytes.begin(), bytes.end());
+            done = true;
+          }
         }
-        bytes.push_back(*bid);
-      }
-      if (all) {
-        out.insert(out.end(), bytes.begin(), bytes.end());
-        continue;
+        if (!done) {
+          if (!unk_id_) invalid("[tokenizer] Unigram model has no unk_id and cannot encode '{}'", text);
+          out.push_back(*unk_id_);
+        }
       }
     }
-    if (!unk_id_) invalid("[tokenizer] Unigram model has no unk_id and cannot encode '{}'", text);
-    out.push_back(*unk_id_);
+    if (offs) offs->resize(offs->size() + (out.size() - before), range);
   }
 }
 

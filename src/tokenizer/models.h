@@ -20,6 +20,14 @@ class Model {
   virtual ~Model() = default;
   // Appends the ids of `piece` (never empty) to `out`.
   virtual void tokenize(const std::string& piece, std::vector<int32_t>& out) const = 0;
+  // The same, also appending each token's byte range within `piece` to `offs` (HF model
+  // offsets). The default gives every token the whole piece.
+  virtual void tokenize_offsets(const std::string& piece, std::vector<int32_t>& out,
+                                std::vector<std::pair<uint32_t, uint32_t>>& offs) const {
+    size_t n = out.size();
+    tokenize(piece, out);
+    offs.resize(offs.size() + (out.size() - n), {0u, static_cast<uint32_t>(piece.size())});
+  }
 
   std::optional<int32_t> token_to_id(const std::string& token) const;
   // nullptr when the id has no token.
@@ -53,9 +61,14 @@ class BpeModel : public Model {
   explicit BpeModel(BpeOptions opts) : opts_(std::move(opts)) {}
   // Merges in priority order. Merges that name unknown tokens are skipped.
   void set_merges(const std::vector<std::pair<std::string, std::string>>& merges);
-  void tokenize(const std::string& piece, std::vector<int32_t>& out) const override;
+  void tokenize(const std::string& piece, std::vector<int32_t>& out) const override { run(piece, out, nullptr); }
+  void tokenize_offsets(const std::string& piece, std::vector<int32_t>& out,
+                        std::vector<std::pair<uint32_t, uint32_t>>& offs) const override {
+    run(piece, out, &offs);
+  }
 
  private:
+  void run(const std::string& piece, std::vector<int32_t>& out, std::vector<std::pair<uint32_t, uint32_t>>* offs) const;
   BpeOptions opts_;
   std::unordered_map<uint64_t, std::pair<uint32_t, int32_t>> merges_;  // (a,b) -> (rank, new id)
 };
@@ -64,9 +77,14 @@ class WordPieceModel : public Model {
  public:
   WordPieceModel(std::string unk, std::string prefix, size_t max_chars)
       : unk_(std::move(unk)), prefix_(std::move(prefix)), max_chars_(max_chars) {}
-  void tokenize(const std::string& piece, std::vector<int32_t>& out) const override;
+  void tokenize(const std::string& piece, std::vector<int32_t>& out) const override { run(piece, out, nullptr); }
+  void tokenize_offsets(const std::string& piece, std::vector<int32_t>& out,
+                        std::vector<std::pair<uint32_t, uint32_t>>& offs) const override {
+    run(piece, out, &offs);
+  }
 
  private:
+  void run(const std::string& piece, std::vector<int32_t>& out, std::vector<std::pair<uint32_t, uint32_t>>* offs) const;
   std::string unk_, prefix_;
   size_t max_chars_;
 };
@@ -83,9 +101,14 @@ class WordLevelModel : public Model {
 class UnigramModel : public Model {
  public:
   UnigramModel(std::vector<std::pair<std::string, double>> vocab, std::optional<int32_t> unk_id, bool byte_fallback);
-  void tokenize(const std::string& piece, std::vector<int32_t>& out) const override;
+  void tokenize(const std::string& piece, std::vector<int32_t>& out) const override { run(piece, out, nullptr); }
+  void tokenize_offsets(const std::string& piece, std::vector<int32_t>& out,
+                        std::vector<std::pair<uint32_t, uint32_t>>& offs) const override {
+    run(piece, out, &offs);
+  }
 
  private:
+  void run(const std::string& piece, std::vector<int32_t>& out, std::vector<std::pair<uint32_t, uint32_t>>* offs) const;
   std::vector<double> scores_;
   std::optional<int32_t> unk_id_;
   bool byte_fallback_;

@@ -14,10 +14,46 @@ namespace {
 using nlohmann::json;
 namespace u = unicode;
 
+// Rewrites `t` character by character: f(c, out) appends c's replacement (possibly nothing);
+// every output byte keeps the span of its source character.
+template <typename F>
+void map_chars(NormText& t, F&& f) {
+  NormBuilder nb(t.track, t.text.size());
+  std::string buf;
+  for (size_t i = 0; i < t.text.size();) {
+    size_t b = i;
+    char32_t c = u::next_cp(t.text, i);
+    buf.clear();
+    f(c, buf);
+    nb.add(buf, t.span(b, i));
+  }
+  t = nb.finish();
+}
+
 class UnicodeNorm : public Normalizer {
  public:
   explicit UnicodeNorm(u::NormForm f) : form_(f) {}
-  void normalize(std::string& s) const override { s = u::normalize(s, form_); }
+  void normalize(NormText& t) const override {
+    if (!t.track) {
+      t.text = u::normalize(t.text, form_);
+      return;
+    }
+    // Chunk by chunk between normalization boundaries; a chunk's output keeps its span.
+    NormBuilder nb(true, t.text.size());
+    size_t start = 0;
+    for (size_t i = 0; i < t.text.size();) {
+      size_t b = i;
+      char32_t c = u::next_cp(t.text, i);
+      if (b > start && u::norm_boundary_before(c, form_)) {
+        nb.add(u::normalize(std::string_view(t.text).substr(start, b - start), form_), t.span(start, b));
+        start = b;
+      }
+    }
+    if (start < t.text.size()) {
+      nb.add(u::normalize(std::string_view(t.text).substr(start), form_), t.span(start, t.text.size()));
+    }
+    t = nb.finish();
+  }
 
  private:
   u::NormForm form_;
@@ -25,20 +61,37 @@ class UnicodeNorm : public Normalizer {
 
 class Lowercase : public Normalizer {
  public:
-  void normalize(std::string& s) const override { s = u::lowercase(s); }
+  void normalize(NormText& t) const override {
+    if (!t.track) {
+      t.text = u::lowercase(t.text);
+      return;
+    }
+    map_chars(t, [](char32_t c, std::string& out) { out = u::lowercase(u::to_utf8(c)); });
+  }
 };
 
 class Strip : public Normalizer {
  public:
   Strip(bool left, bool right) : left_(left), right_(right) {}
-  void normalize(std::string& s) const override {
-    auto cps = u::decode(s);
-    size_t b = 0, e = cps.size();
-    if (left_) while (b < e && u::is_whitespace(cps[b])) ++b;
-    if (right_) while (e > b && u::is_whitespace(cps[e - 1])) --e;
-    std::string out;
-    for (size_t i = b; i < e; ++i) u::append_utf8(out, cps[i]);
-    s = std::move(out);
+  void normalize(NormText& t) const override {
+    size_t b = 0, e = t.text.size();
+    if (left_) {
+      while (b < e) {
+        size_t i = b;
+        if (!u::is_whitespace(u::next_cp(t.text, i))) break;
+        b = i;
+      }
+    }
+    if (right_) {
+      while (e > b) {
+        size_t p = e - 1;
+        while (p > b && (static_cast<uint8_t>(t.text[p]) & 0xC0) == 0x80) --p;
+        size_t q = p;
+        if (!u::is_whitespace(u::next_cp(t.text, q))) break;
+        e = p;
+      }
+    }
+    if (b != 0 || e != t.text.size()) t = t.slice(b, e);
   }
 
  private:
@@ -47,13 +100,10 @@ class Strip : public Normalizer {
 
 class StripAccents : public Normalizer {
  public:
-  void normalize(std::string& s) const override {
-    std::string out;
-    for (size_t i = 0; i < s.size();) {
-      char32_t c = u::next_cp(s, i);
+  void normalize(NormText& t) const override {
+    map_chars(t, [](char32_t c, std::string& out) {
       if (!u::is_mark(c)) u::append_utf8(out, c);
-    }
-    s = std::move(out);
+    });
   }
 };
 
@@ -61,25 +111,27 @@ class Replace : public Normalizer {
  public:
   Replace(std::string literal, std::unique_ptr<Regex> re, std::string content)
       : literal_(std::move(literal)), re_(std::move(re)), content_(std::move(content)) {}
-  void normalize(std::string& s) const override {
-    std::string out;
-    size_t prev = 0;
+  void normalize(NormText& t) const override {
+    std::vector<std::pair<size_t, size_t>> matches;
     if (re_) {
-      for (auto [b, e] : re_->find_all(s)) {
-        out.append(s, prev, b - prev);
-        out += content_;
-        prev = e;
-      }
-    } else {
-      if (literal_.empty()) return;
-      for (size_t p = s.find(literal_); p != std::string::npos; p = s.find(literal_, prev)) {
-        out.append(s, prev, p - prev);
-        out += content_;
-        prev = p + literal_.size();
+      matches = re_->find_all(t.text);
+    } else if (!literal_.empty()) {
+      for (size_t p = t.text.find(literal_); p != std::string::npos; p = t.text.find(literal_, p + literal_.size())) {
+        matches.emplace_back(p, p + literal_.size());
       }
     }
-    out.append(s, prev, std::string::npos);
-    s = std::move(out);
+    if (matches.empty()) return;
+    NormBuilder nb(t.track, t.text.size());
+    size_t prev = 0;
+    for (auto [b, e] : matches) {
+      nb.copy(t, prev, b);
+      // HF: the content shares the alignment of the last replaced byte (of the byte before
+      // an empty match; (0, 0) at the start).
+      nb.add(content_, e > 0 && t.track ? t.align[e - 1] : Span{});
+      prev = e;
+    }
+    nb.copy(t, prev, t.text.size());
+    t = nb.finish();
   }
 
  private:
@@ -91,8 +143,14 @@ class Replace : public Normalizer {
 class Prepend : public Normalizer {
  public:
   explicit Prepend(std::string p) : prefix_(std::move(p)) {}
-  void normalize(std::string& s) const override {
-    if (!s.empty()) s = prefix_ + s;
+  void normalize(NormText& t) const override {
+    if (t.text.empty()) return;
+    size_t first = 0;
+    u::next_cp(t.text, first);
+    NormBuilder nb(t.track, t.text.size() + prefix_.size());
+    nb.add(prefix_, t.span(0, first));  // HF: the prefix shares the first character's span
+    nb.copy(t, 0, t.text.size());
+    t = nb.finish();
   }
 
  private:
@@ -103,14 +161,12 @@ class BertNormalizer : public Normalizer {
  public:
   BertNormalizer(bool clean, bool chinese, bool strip_accents, bool lower)
       : clean_(clean), chinese_(chinese), strip_accents_(strip_accents), lower_(lower) {}
-  void normalize(std::string& s) const override {
-    std::string out;
-    for (size_t i = 0; i < s.size();) {
-      char32_t c = u::next_cp(s, i);
+  void normalize(NormText& t) const override {
+    map_chars(t, [&](char32_t c, std::string& out) {
       if (clean_) {
         bool ws = c == '\t' || c == '\n' || c == '\r' || u::is_whitespace(c);
         bool ctrl = !(c == '\t' || c == '\n' || c == '\r') && u::is_other(c);
-        if (c == 0 || c == 0xFFFD || ctrl) continue;
+        if (c == 0 || c == 0xFFFD || ctrl) return;
         if (ws) c = ' ';
       }
       if (chinese_ && u::is_chinese_char(c)) {
@@ -120,17 +176,14 @@ class BertNormalizer : public Normalizer {
       } else {
         u::append_utf8(out, c);
       }
-    }
+    });
     if (strip_accents_) {
-      std::string nfd = u::normalize(out, u::NormForm::nfd);
-      out.clear();
-      for (size_t i = 0; i < nfd.size();) {
-        char32_t c = u::next_cp(nfd, i);
+      UnicodeNorm(u::NormForm::nfd).normalize(t);
+      map_chars(t, [](char32_t c, std::string& out) {
         if (!u::is_mark_nonspacing(c)) u::append_utf8(out, c);
-      }
+      });
     }
-    if (lower_) out = u::lowercase(out);
-    s = std::move(out);
+    if (lower_) Lowercase().normalize(t);
   }
 
  private:
@@ -140,37 +193,56 @@ class BertNormalizer : public Normalizer {
 // SentencePiece's "nmt_nfkc" control-character clean-up (the part that is not the charsmap).
 class Nmt : public Normalizer {
  public:
-  void normalize(std::string& s) const override {
-    std::string out;
-    for (size_t i = 0; i < s.size();) {
-      char32_t c = u::next_cp(s, i);
+  void normalize(NormText& t) const override {
+    map_chars(t, [](char32_t c, std::string& out) {
       if ((c >= 0x01 && c <= 0x08) || c == 0x0B || (c >= 0x0E && c <= 0x1F) || c == 0x7F || c == 0x8F ||
           c == 0x9F) {
-        continue;
+        return;
       }
       if (c == 0x09 || c == 0x0A || c == 0x0C || c == 0x0D || c == 0x1680 || (c >= 0x200B && c <= 0x200F) ||
           c == 0x2028 || c == 0x2029 || c == 0x2581 || c == 0xFEFF || c == 0xFFFD) {
         c = ' ';
       }
       u::append_utf8(out, c);
-    }
-    s = std::move(out);
+    });
   }
 };
 
 class ByteLevelNorm : public Normalizer {
  public:
-  void normalize(std::string& s) const override {
-    std::string out;
-    for (unsigned char b : s) out += u::byte_to_unicode(b);
-    s = std::move(out);
+  void normalize(NormText& t) const override {
+    NormBuilder nb(t.track, t.text.size() * 2);
+    for (size_t i = 0; i < t.text.size(); ++i) nb.add(u::byte_to_unicode(static_cast<uint8_t>(t.text[i])), t.span(i, i + 1));
+    t = nb.finish();
   }
 };
 
 class PrecompiledNorm : public Normalizer {
  public:
   explicit PrecompiledNorm(PrecompiledCharsmap m) : map_(std::move(m)) {}
-  void normalize(std::string& s) const override { s = map_.normalize(s); }
+  void normalize(NormText& t) const override {
+    if (!t.track) {
+      t.text = map_.normalize(t.text);
+      return;
+    }
+    // HF replace(): output character k takes the alignment of replaced character k; extra
+    // output characters repeat the last one; surplus replaced characters are dropped.
+    NormBuilder nb(true, t.text.size());
+    map_.normalize(t.text, [&](std::string_view piece, size_t b, size_t e) {
+      size_t src = b;
+      Span last = t.align[b];
+      for (size_t i = 0; i < piece.size();) {
+        size_t cb = i;
+        u::next_cp(piece, i);
+        if (src < e) {
+          last = t.align[src];
+          u::next_cp(t.text, src);
+        }
+        nb.add(piece.substr(cb, i - cb), last);
+      }
+    });
+    t = nb.finish();
+  }
 
  private:
   PrecompiledCharsmap map_;
@@ -179,8 +251,8 @@ class PrecompiledNorm : public Normalizer {
 class NormSequence : public Normalizer {
  public:
   explicit NormSequence(std::vector<std::unique_ptr<Normalizer>> parts) : parts_(std::move(parts)) {}
-  void normalize(std::string& s) const override {
-    for (const auto& p : parts_) p->normalize(s);
+  void normalize(NormText& t) const override {
+    for (const auto& p : parts_) p->normalize(t);
   }
 
  private:

@@ -1,4 +1,4 @@
-// Pre-tokenizers of tokenizer.json (HF `tokenizers` semantics, offsets not tracked).
+// Pre-tokenizers of tokenizer.json (HF `tokenizers` semantics; offsets follow NormText).
 #include <functional>
 
 #include <nlohmann/json.hpp>
@@ -103,7 +103,10 @@ void split_by(const PreSplit& in, const Ranges& matches, Behavior behavior, bool
   }
   for (auto& p : res) {
     if (p.flag || p.e <= p.b) continue;
-    out.push_back({s.substr(p.b, p.e - p.b), in.at_start && p.b == 0});
+    PreSplit piece;
+    static_cast<NormText&>(piece) = in.slice(p.b, p.e);
+    piece.at_start = in.at_start && p.b == 0;
+    out.push_back(std::move(piece));
   }
 }
 
@@ -160,19 +163,33 @@ class ByteLevelPre : public PreTokenizer {
       : add_prefix_space_(add_prefix_space), re_(use_regex ? std::make_unique<Regex>(kGpt2Pattern) : nullptr) {}
   void pre_tokenize(std::vector<PreSplit>& splits) const override {
     for_each_split(splits, [&](const PreSplit& sp0, std::vector<PreSplit>& out) {
-      PreSplit sp = sp0;
-      if (add_prefix_space_ && (sp.text.empty() || sp.text[0] != ' ')) sp.text = " " + sp.text;
-      if (re_) {
-        split_by(sp, re_->find_all(sp.text), Behavior::isolated, false, out);
-      } else if (!sp.text.empty()) {
-        out.push_back(sp);
+      if (add_prefix_space_ && (sp0.text.empty() || sp0.text[0] != ' ')) {
+        PreSplit sp;
+        NormBuilder nb(sp0.track, sp0.text.size() + 1);
+        nb.add(" ", sp0.span(0, sp0.text.empty() ? 0 : u::utf8_len(static_cast<uint8_t>(sp0.text[0]))));
+        nb.copy(sp0, 0, sp0.text.size());
+        static_cast<NormText&>(sp) = nb.finish();
+        sp.at_start = sp0.at_start;
+        emit(sp, out);
+      } else {
+        emit(sp0, out);
       }
     });
     for (PreSplit& sp : splits) {
-      std::string mapped;
-      mapped.reserve(sp.text.size() * 2);
-      for (unsigned char c : sp.text) mapped += u::byte_to_unicode(c);
-      sp.text = std::move(mapped);
+      NormBuilder nb(sp.track, sp.text.size() * 2);
+      for (size_t i = 0; i < sp.text.size(); ++i) {
+        nb.add(u::byte_to_unicode(static_cast<uint8_t>(sp.text[i])), sp.span(i, i + 1));
+      }
+      static_cast<NormText&>(sp) = nb.finish();
+    }
+  }
+
+ private:
+  void emit(const PreSplit& sp, std::vector<PreSplit>& out) const {
+    if (re_) {
+      split_by(sp, re_->find_all(sp.text), Behavior::isolated, false, out);
+    } else if (!sp.text.empty()) {
+      out.push_back(sp);
     }
   }
 
@@ -189,18 +206,22 @@ class MetaspacePre : public PreTokenizer {
       : rep_(rep), rep_str_(u::to_utf8(rep)), scheme_(scheme), split_(split) {}
   void pre_tokenize(std::vector<PreSplit>& splits) const override {
     for_each_split(splits, [&](const PreSplit& sp0, std::vector<PreSplit>& out) {
-      PreSplit sp{std::string(), sp0.at_start};
-      for (char c : sp0.text) {
-        if (c == ' ') {
-          sp.text += rep_str_;
-        } else {
-          sp.text.push_back(c);
-        }
+      bool starts = sp0.text.compare(0, 1, " ") == 0 || sp0.text.compare(0, rep_str_.size(), rep_str_) == 0;
+      bool prepend = !starts && !sp0.text.empty() &&
+                     (scheme_ == PrependScheme::always || (scheme_ == PrependScheme::first && sp0.at_start));
+      NormBuilder nb(sp0.track, sp0.text.size() + 8);
+      if (prepend) nb.add(rep_str_, sp0.span(0, u::utf8_len(static_cast<uint8_t>(sp0.text[0]))));
+      size_t prev = 0;
+      for (size_t i = 0; i < sp0.text.size(); ++i) {
+        if (sp0.text[i] != ' ') continue;
+        nb.copy(sp0, prev, i);
+        nb.add(rep_str_, sp0.span(i, i + 1));
+        prev = i + 1;
       }
-      bool starts = sp.text.compare(0, rep_str_.size(), rep_str_) == 0;
-      if (!starts && (scheme_ == PrependScheme::always || (scheme_ == PrependScheme::first && sp.at_start))) {
-        sp.text = rep_str_ + sp.text;
-      }
+      nb.copy(sp0, prev, sp0.text.size());
+      PreSplit sp;
+      static_cast<NormText&>(sp) = nb.finish();
+      sp.at_start = sp0.at_start;
       if (split_) {
         split_by(sp, literal_matches(sp.text, rep_str_), Behavior::merged_with_next, false, out);
       } else if (!sp.text.empty()) {
@@ -239,6 +260,57 @@ class PreSequence : public PreTokenizer {
 
  private:
   std::vector<std::unique_ptr<PreTokenizer>> parts_;
+};
+
+// HF UnicodeScripts: a new piece wherever the script changes; "Any" characters (space,
+// unassigned) join the current piece, and leading "Any" characters are dropped (HF's
+// ranges start at the first character with a script).
+class UnicodeScriptsPre : public PreTokenizer {
+ public:
+  void pre_tokenize(std::vector<PreSplit>& splits) const override {
+    for_each_split(splits, [&](const PreSplit& sp, std::vector<PreSplit>& out) {
+      std::vector<size_t> cuts;
+      int last = -2;  // none yet
+      for (size_t i = 0; i < sp.text.size();) {
+        size_t b = i;
+        int script = u::hf_script(u::next_cp(sp.text, i));
+        if (script != -1 && last != -1 && last != script) cuts.push_back(b);
+        if (script != -1) last = script;
+      }
+      cuts.push_back(sp.text.size());
+      for (size_t k = 0; k + 1 < cuts.size(); ++k) {
+        PreSplit piece;
+        static_cast<NormText&>(piece) = sp.slice(cuts[k], cuts[k + 1]);
+        piece.at_start = sp.at_start && cuts[k] == 0;
+        out.push_back(std::move(piece));
+      }
+    });
+  }
+};
+
+// HF FixedLength: pieces of `length` characters.
+class FixedLengthPre : public PreTokenizer {
+ public:
+  explicit FixedLengthPre(size_t length) : length_(length) {}
+  void pre_tokenize(std::vector<PreSplit>& splits) const override {
+    for_each_split(splits, [&](const PreSplit& sp, std::vector<PreSplit>& out) {
+      size_t start = 0, n = 0;
+      for (size_t i = 0; i < sp.text.size();) {
+        u::next_cp(sp.text, i);
+        if (++n == length_ || i == sp.text.size()) {
+          PreSplit piece;
+          static_cast<NormText&>(piece) = sp.slice(start, i);
+          piece.at_start = sp.at_start && start == 0;
+          out.push_back(std::move(piece));
+          start = i;
+          n = 0;
+        }
+      }
+    });
+  }
+
+ private:
+  size_t length_;
 };
 
 // Unicode \w as HF's regex engine sees it (Alphabetic, marks, decimal digits, connector
@@ -306,6 +378,12 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j) {
     parts.push_back(std::make_unique<PredicatePre>(u::is_whitespace, Behavior::removed));
     parts.push_back(std::make_unique<PredicatePre>(u::is_bert_punctuation, Behavior::isolated));
     return make_pre_sequence(std::move(parts));
+  }
+  if (type == "UnicodeScripts") return std::make_unique<UnicodeScriptsPre>();
+  if (type == "FixedLength") {
+    int64_t len = tokjson::integer(j, "length", 5);
+    if (len <= 0) invalid("[tokenizer] FixedLength pre-tokenizer needs a positive 'length', got {}", len);
+    return std::make_unique<FixedLengthPre>(static_cast<size_t>(len));
   }
   if (type == "Sequence") {
     const json* list = tokjson::get(j, "pretokenizers");

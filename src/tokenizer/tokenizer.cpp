@@ -66,16 +66,17 @@ char32_t last_cp(std::string_view s) {
 }
 
 struct Segment {
-  std::string text;
+  NormText t;
   int32_t id = -1;  // >= 0: an added token
   bool at_start = false;
+  Span span;  // original span of an added token
 };
 
-// HF AddedVocabulary::find_matches over `s`, appending to `out`.
-void split_added(const TokenizerImpl& t, const AddedMatcher& m, const std::string& s, bool at_start,
-                 std::vector<Segment>& out) {
+// HF AddedVocabulary::find_matches over `in`, appending to `out`.
+void split_added(const TokenizerImpl& t, const AddedMatcher& m, NormText in, bool at_start, std::vector<Segment>& out) {
+  const std::string& s = in.text;
   if (m.empty()) {
-    out.push_back({s, -1, at_start});
+    out.push_back({std::move(in), -1, at_start, {}});
     return;
   }
   size_t start_offset = 0;
@@ -116,12 +117,12 @@ void split_added(const TokenizerImpl& t, const AddedMatcher& m, const std::strin
       stop = e;
       i = stop;
     }
-    if (start > start_offset) out.push_back({s.substr(start_offset, start - start_offset), -1, at_start && start_offset == 0});
-    out.push_back({std::string(), tok.id, false});
+    if (start > start_offset) out.push_back({in.slice(start_offset, start), -1, at_start && start_offset == 0, {}});
+    out.push_back({NormText{}, tok.id, false, in.span(start, stop)});
     start_offset = stop;
   }
   if (start_offset < s.size() || s.empty()) {
-    out.push_back({s.substr(start_offset), -1, at_start && start_offset == 0});
+    out.push_back({in.slice(start_offset, s.size()), -1, at_start && start_offset == 0, {}});
   }
 }
 
@@ -150,7 +151,7 @@ void TokenizerImpl::set_added(std::vector<AddedToken> tokens) {
     added_by_content[a.content] = a.id;
     if (a.special) special_ids.insert(a.id);
     std::string c = a.content;
-    if (a.normalized && normalizer) normalizer->normalize(c);
+    if (a.normalized && normalizer) c = normalizer->normalize_str(c);
     AddedMatcher& all = a.normalized ? normalized_matcher : raw_matcher;
     AddedMatcher& plain = a.normalized ? normalized_matcher_plain : raw_matcher_plain;
     all.add(c, static_cast<int>(i));
@@ -209,36 +210,125 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   }
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view input, bool add_special_tokens, bool parse_special) const {
-  const TokenizerImpl& t = *impl_;
-  std::string text = u::sanitize_utf8(input);
-  std::vector<int32_t> ids;
+namespace {
+// Encodes one sequence without post-processing; with `track`, fills tokens and offsets.
+Encoding encode_one(const TokenizerImpl& t, std::string_view input, bool parse_special, bool track, int32_t seq_id) {
+  Encoding enc;
+  NormText text;
+  text.text = u::sanitize_utf8(input);
+  text.track = track;
+  if (track) {
+    text.align.resize(text.text.size());
+    for (size_t i = 0; i < text.text.size();) {
+      size_t b = i;
+      u::next_cp(text.text, i);
+      for (size_t k = b; k < i; ++k) text.align[k] = {static_cast<uint32_t>(b), static_cast<uint32_t>(i)};
+    }
+  }
   std::vector<Segment> raw;
-  split_added(t, parse_special ? t.raw_matcher : t.raw_matcher_plain, text, true, raw);
+  split_added(t, parse_special ? t.raw_matcher : t.raw_matcher_plain, std::move(text), true, raw);
   std::vector<Segment> segs;
   for (Segment& s : raw) {
     if (s.id >= 0) {
       segs.push_back(std::move(s));
       continue;
     }
-    if (t.normalizer) t.normalizer->normalize(s.text);
-    split_added(t, parse_special ? t.normalized_matcher : t.normalized_matcher_plain, s.text, s.at_start, segs);
+    if (t.normalizer) t.normalizer->normalize(s.t);
+    split_added(t, parse_special ? t.normalized_matcher : t.normalized_matcher_plain, std::move(s.t), s.at_start, segs);
   }
   std::vector<PreSplit> splits;
+  std::vector<std::pair<uint32_t, uint32_t>> offs;
+  auto push_token_info = [&](int32_t id, Span sp) {
+    if (!track) return;
+    auto it = t.added_by_id.find(id);
+    const std::string* tok = it != t.added_by_id.end() ? &t.added[it->second].content : t.model->id_to_token(id);
+    enc.tokens.push_back(tok ? *tok : std::string());
+    enc.offsets.emplace_back(sp.b, sp.e);
+  };
   for (Segment& s : segs) {
     if (s.id >= 0) {
-      ids.push_back(s.id);
+      enc.ids.push_back(s.id);
+      push_token_info(s.id, s.span);
       continue;
     }
-    if (s.text.empty()) continue;
-    splits.assign(1, PreSplit{std::move(s.text), s.at_start});
+    if (s.t.text.empty()) continue;
+    splits.assign(1, PreSplit{});
+    static_cast<NormText&>(splits[0]) = std::move(s.t);
+    splits[0].at_start = s.at_start;
     if (t.pre_tokenizer) t.pre_tokenizer->pre_tokenize(splits);
     for (const PreSplit& p : splits) {
-      if (!p.text.empty()) t.model->tokenize(p.text, ids);
+      if (p.text.empty()) continue;
+      if (!track) {
+        t.model->tokenize(p.text, enc.ids);
+        continue;
+      }
+      size_t before = enc.ids.size();
+      offs.clear();
+      t.model->tokenize_offsets(p.text, enc.ids, offs);
+      for (size_t k = before; k < enc.ids.size(); ++k) {
+        auto [b, e] = k - before < offs.size() ? offs[k - before] : std::pair<uint32_t, uint32_t>{0, 0};
+        push_token_info(enc.ids[k], p.span(b, e));
+      }
     }
   }
-  if (add_special_tokens && t.post_processor) t.post_processor->process(ids);
-  return ids;
+  enc.type_ids.assign(enc.ids.size(), 0);
+  enc.special_tokens_mask.assign(enc.ids.size(), 0);
+  enc.sequence_ids.assign(enc.ids.size(), seq_id);
+  return enc;
+}
+
+Encoding encode_seqs(const TokenizerImpl& t, std::vector<Encoding> encs, bool add_special_tokens) {
+  if (t.post_processor) t.post_processor->process(encs, add_special_tokens);
+  Encoding out = std::move(encs[0]);
+  for (size_t k = 1; k < encs.size(); ++k) {
+    const Encoding& e = encs[k];
+    out.ids.insert(out.ids.end(), e.ids.begin(), e.ids.end());
+    out.type_ids.insert(out.type_ids.end(), e.type_ids.begin(), e.type_ids.end());
+    out.tokens.insert(out.tokens.end(), e.tokens.begin(), e.tokens.end());
+    out.offsets.insert(out.offsets.end(), e.offsets.begin(), e.offsets.end());
+    out.special_tokens_mask.insert(out.special_tokens_mask.end(), e.special_tokens_mask.begin(), e.special_tokens_mask.end());
+    out.sequence_ids.insert(out.sequence_ids.end(), e.sequence_ids.begin(), e.sequence_ids.end());
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::pair<size_t, size_t>> char_offsets(std::string_view text,
+                                                    const std::vector<std::pair<size_t, size_t>>& byte_offsets) {
+  std::string s = u::sanitize_utf8(text);
+  std::vector<size_t> char_at(s.size() + 1, 0);  // byte offset -> chars before it
+  size_t n = 0;
+  for (size_t i = 0; i < s.size();) {
+    size_t b = i;
+    u::next_cp(s, i);
+    for (size_t k = b; k < i; ++k) char_at[k] = n;
+    ++n;
+  }
+  char_at[s.size()] = n;
+  std::vector<std::pair<size_t, size_t>> out;
+  out.reserve(byte_offsets.size());
+  for (auto [b, e] : byte_offsets) out.emplace_back(char_at[std::min(b, s.size())], char_at[std::min(e, s.size())]);
+  return out;
+}
+
+Encoding Tokenizer::encode_full(std::string_view text, bool add_special_tokens, bool parse_special) const {
+  std::vector<Encoding> encs;
+  encs.push_back(encode_one(*impl_, text, parse_special, true, 0));
+  return encode_seqs(*impl_, std::move(encs), add_special_tokens);
+}
+
+Encoding Tokenizer::encode_pair(std::string_view a, std::string_view b, bool add_special_tokens, bool parse_special) const {
+  std::vector<Encoding> encs;
+  encs.push_back(encode_one(*impl_, a, parse_special, true, 0));
+  encs.push_back(encode_one(*impl_, b, parse_special, true, 1));
+  return encode_seqs(*impl_, std::move(encs), add_special_tokens);
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view input, bool add_special_tokens, bool parse_special) const {
+  std::vector<Encoding> encs;
+  encs.push_back(encode_one(*impl_, input, parse_special, false, 0));
+  return encode_seqs(*impl_, std::move(encs), add_special_tokens).ids;
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special_tokens) const {

@@ -35,6 +35,25 @@ struct AddedToken {
   bool single_word = false;
 };
 
+// The full result of encoding one sequence or a pair (HF tokenizers' Encoding). All vectors
+// have one entry per token.
+struct Encoding {
+  std::vector<int32_t> ids;
+  std::vector<int32_t> type_ids;      // segment ids from the post-processor (pair: 0 / 1)
+  std::vector<std::string> tokens;    // vocabulary strings
+  // Byte offsets [begin, end) into the input of the token's own sequence (after invalid
+  // UTF-8 was replaced with U+FFFD, which does not move valid text); (0, 0) for special
+  // tokens added by the post-processor. See char_offsets() for Python-style offsets.
+  std::vector<std::pair<size_t, size_t>> offsets;
+  std::vector<uint8_t> special_tokens_mask;  // 1 for tokens added by the post-processor
+  std::vector<int32_t> sequence_ids;         // 0 or 1; -1 for post-processor special tokens
+  size_t size() const { return ids.size(); }
+};
+
+// Byte offsets into `text` -> code point offsets (what Python's `tokenizers` reports).
+std::vector<std::pair<size_t, size_t>> char_offsets(std::string_view text,
+                                                    const std::vector<std::pair<size_t, size_t>>& byte_offsets);
+
 struct TokenizerImpl;
 
 class Tokenizer {
@@ -51,6 +70,14 @@ class Tokenizer {
   // are still matched.
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true, bool parse_special = true) const;
   std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
+
+  // encode() with offsets, tokens, type ids and the special-tokens mask.
+  Encoding encode_full(std::string_view text, bool add_special_tokens = true, bool parse_special = true) const;
+  // A pair (HF encode(a, b)): the post-processor's pair template (TemplateProcessing "pair",
+  // Bert "[CLS] A [SEP] B [SEP]" with type ids 0/1, Roberta "<s> A </s></s> B </s>").
+  // Offsets of B's tokens are relative to `b`.
+  Encoding encode_pair(std::string_view a, std::string_view b, bool add_special_tokens = true,
+                       bool parse_special = true) const;
 
   std::optional<int32_t> token_to_id(const std::string& token) const;
   std::optional<std::string> id_to_token(int32_t id) const;

@@ -162,6 +162,25 @@ std::string from_u16(const char16_t* s, size_t n) {
 
 }  // namespace
 
+namespace {
+const UNormalizer2* normalizer_for(NormForm form) {
+  UErrorCode err = U_ZERO_ERROR;
+  const UNormalizer2* n = nullptr;
+  switch (form) {
+    case NormForm::nfc: n = unorm2_getNFCInstance(&err); break;
+    case NormForm::nfd: n = unorm2_getNFDInstance(&err); break;
+    case NormForm::nfkc: n = unorm2_getNFKCInstance(&err); break;
+    case NormForm::nfkd: n = unorm2_getNFKDInstance(&err); break;
+  }
+  if (U_FAILURE(err)) throw_error(ErrorKind::internal, "[tokenizer] ICU normalizer unavailable: {}", u_errorName(err));
+  return n;
+}
+}  // namespace
+
+bool norm_boundary_before(char32_t c, NormForm form) {
+  return unorm2_hasBoundaryBefore(normalizer_for(form), static_cast<UChar32>(c));
+}
+
 std::string normalize(std::string_view s, NormForm form) {
   UErrorCode err = U_ZERO_ERROR;
   const UNormalizer2* n = nullptr;

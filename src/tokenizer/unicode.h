@@ -25,6 +25,9 @@ size_t count_chars(std::string_view s);
 
 enum class NormForm { nfc, nfd, nfkc, nfkd };
 std::string normalize(std::string_view s, NormForm form);
+// True when normalization never combines `c` with what precedes it (ICU hasBoundaryBefore):
+// text can be normalized chunk by chunk between such characters.
+bool norm_boundary_before(char32_t c, NormForm form);
 // Rust char::to_lowercase applied char by char (no context-sensitive final sigma).
 std::string lowercase(std::string_view s);
 

@@ -193,6 +193,9 @@ TEST(Precompiled, InTokenizerJson) {
   // "™ Ａｂc" -> "TM Abc" -> "▁TM ▁Abc"
   EXPECT_EQ(tok.encode("\xE2\x84\xA2 \xEF\xBC\xA1\xEF\xBD\x82" "c", false), (std::vector<int32_t>{2, 7}));
   EXPECT_EQ(tok.encode("x", false), (std::vector<int32_t>{1, 6}));
+  // Offsets: "TM" keeps the span of ™, the ▁ of "▁Abc" is the space.
+  Encoding e = tok.encode_full("\xE2\x84\xA2 \xEF\xBC\xA1\xEF\xBD\x82" "c", false);
+  EXPECT_EQ(e.offsets, (std::vector<std::pair<size_t, size_t>>{{0, 3}, {3, 11}}));
   EXPECT_THROW(Tokenizer::from_json(unigram_json("@@@").dump()), Error);
   EXPECT_THROW(Tokenizer::from_json(unigram_json("").dump()), Error);
   try {
