@@ -35,7 +35,7 @@ namespace mlxcel {
 struct GgufLoadOptions {
   // Keep Q8_0/Q4_0 matrices packed (ops::qlinear with QuantFormat::gguf_*). Only the CPU
   // backend runs them; pass false to dequantize everything (e.g. for CUDA).
-  bool keep_packed = false;
+  bool keep_packed = true;
   // Use the exact config.json that mlxcel's writer embeds (key mlxcel.hf_config) when present.
   bool use_embedded_config = true;
 };
