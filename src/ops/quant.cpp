@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "backends/cpu/quantized.h"
+#include "ops/gguf_quant.h"
 #include "ops/ops.h"
 #include "ops/ops_internal.h"
 #include "backends/cuda/dispatch.h"
@@ -12,7 +13,11 @@ namespace mlxcel {
 
 std::string QuantSpec::describe() const { return fmt::format("mlx q{} g{}", bits, group_size); }
 
-int64_t QuantizedWeight::cols() const { return packed.dim(1) * 32 / spec.bits; }
+int64_t QuantizedWeight::cols() const {
+  if (spec.format == QuantFormat::gguf_q8_0) return packed.dim(1) / 34 * 32;
+  if (spec.format == QuantFormat::gguf_q4_0) return packed.dim(1) / 18 * 32;
+  return packed.dim(1) * 32 / spec.bits;
+}
 
 namespace ops {
 
@@ -75,10 +80,14 @@ Prepared prepare(const QuantizedWeight& w) {
 
 }  // namespace
 
-void validate_quantized(const QuantizedWeight& w, const std::string& what) { validate("quantized", w, what); }
+void validate_quantized(const QuantizedWeight& w, const std::string& what) {
+  if (is_gguf_format(w.spec.format)) return gguf_validate("quantized", w, what);
+  validate("quantized", w, what);
+}
 
 Tensor qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias) {
   constexpr const char* kOp = "qlinear";
+  if (is_gguf_format(w.spec.format)) return gguf_qlinear(x, w, bias);
   validate(kOp, w, "w");
   check_defined(kOp, x, "x");
   check_dtype(kOp, x, "x", {DType::f32});
@@ -118,6 +127,7 @@ Tensor qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias) {
 
 Tensor qembedding(const Tensor& ids, const QuantizedWeight& table) {
   constexpr const char* kOp = "qembedding";
+  if (is_gguf_format(table.spec.format)) return gguf_qembedding(ids, table);
   validate(kOp, table, "table");
   check_defined(kOp, ids, "ids");
   check_dtype(kOp, ids, "ids", {DType::i32});
@@ -172,6 +182,7 @@ QuantizedWeight quantize(const Tensor& w, QuantSpec spec, DType scale_dtype) {
 
 Tensor dequantize(const QuantizedWeight& w, DType dtype) {
   constexpr const char* kOp = "dequantize";
+  if (is_gguf_format(w.spec.format)) return gguf_dequantize(w, dtype);
   validate(kOp, w, "w");
   if (!(dtype == DType::f32 || dtype == DType::f16 || dtype == DType::bf16))
     invalid("[{}] dtype must be f32|f16|bf16, got {}", kOp, dtype_name(dtype));

@@ -12,7 +12,10 @@
 
 namespace mlxcel {
 
-enum class QuantFormat : uint8_t { mlx_affine };
+// gguf_q8_0 / gguf_q4_0: GGUF (ggml) blocks of 32 kept packed: `packed` is u8
+// [N, K / 32 * 34 (Q8_0) or 18 (Q4_0)], scales and biases are undefined; CPU only
+// (ops/gguf_quant.h, backends/cpu/gguf_quants.h).
+enum class QuantFormat : uint8_t { mlx_affine, gguf_q8_0, gguf_q4_0 };
 
 struct QuantSpec {
   QuantFormat format = QuantFormat::mlx_affine;

@@ -1,0 +1,85 @@
+#include "ops/gguf_quant.h"
+
+#include "backends/cpu/gguf_quants.h"
+#include "ops/ops.h"
+#include "ops/ops_internal.h"
+
+namespace mlxcel::ops::detail {
+
+namespace {
+
+uint32_t ggml_type_of(QuantFormat f) { return f == QuantFormat::gguf_q8_0 ? gguf::kQ8_0 : gguf::kQ4_0; }
+
+void cpu_only(const char* op, Device d) {
+  if (d.type != DeviceType::cpu)
+    unsupported("[{}] GGUF Q8_0/Q4_0 weights kept packed run on the CPU only (load with keep_packed = false)", op);
+}
+
+}  // namespace
+
+void gguf_validate(const char* op, const QuantizedWeight& w, const std::string& what) {
+  if (!w.packed.defined() || w.packed.dtype() != DType::u8 || w.packed.ndim() != 2)
+    invalid("[{}] {}: a GGUF packed weight must be u8 [N, row bytes], got {}", op, what,
+            w.packed.defined() ? w.packed.describe() : std::string("undefined"));
+  const size_t bb = gguf::block_bytes(ggml_type_of(w.spec.format));
+  if (w.packed.dim(1) == 0 || size_t(w.packed.dim(1)) % bb != 0)
+    invalid("[{}] {}: row of {} bytes is not a whole number of {}-byte blocks", op, what, w.packed.dim(1), bb);
+  if (w.packed.strides().back() != 1)
+    invalid("[{}] {}: GGUF packed rows must be contiguous", op, what);
+}
+
+Tensor gguf_qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias) {
+  constexpr const char* kOp = "qlinear";
+  gguf_validate(kOp, w, "w");
+  check_defined(kOp, x, "x");
+  check_dtype(kOp, x, "x", {DType::f32});
+  check_ndim_at_least(kOp, x, "x", 1);
+  const int64_t K = w.cols(), N = w.rows();
+  if (x.dim(-1) != K) invalid("[{}] x's last dimension {} does not match the weight's K {}", kOp, x.dim(-1), K);
+  cpu_only(kOp, x.device());
+  cpu_only(kOp, w.packed.device());
+  if (bias.defined() && (bias.ndim() != 1 || bias.dim(0) != N))
+    invalid("[{}] bias must be [{}], got {}", kOp, N, bias.describe());
+  Tensor xc = contiguous_input(x);
+  Shape shape = x.shape();
+  shape.back() = N;
+  Tensor out = Tensor::empty(shape, DType::f32, x.device());
+  Tensor b32 = bias.defined() ? contiguous_input(astype(bias, DType::f32)) : Tensor();
+  const int64_t M = xc.numel() / K;
+  gguf::matmul_packed(ggml_type_of(w.spec.format), xc.data<float>(), M, K, w.packed.data<uint8_t>(),
+                      size_t(w.packed.strides()[0]), N, b32.defined() ? b32.data<float>() : nullptr,
+                      out.data<float>());
+  return out;
+}
+
+Tensor gguf_qembedding(const Tensor& ids, const QuantizedWeight& table) {
+  constexpr const char* kOp = "qembedding";
+  gguf_validate(kOp, table, "table");
+  check_defined(kOp, ids, "ids");
+  check_dtype(kOp, ids, "ids", {DType::i32});
+  if (ids.ndim() != 1) invalid("[{}] ids must be i32 [T], got {}", kOp, ids.describe());
+  cpu_only(kOp, ids.device());
+  Tensor ic = contiguous_input(ids);
+  const int64_t T = ic.dim(0), V = table.rows(), K = table.cols();
+  const int32_t* ip = ic.data<int32_t>();
+  for (int64_t i = 0; i < T; ++i)
+    if (ip[i] < 0 || ip[i] >= V) invalid("[{}] token id {} at position {} is outside [0, {})", kOp, ip[i], i, V);
+  Tensor out = Tensor::empty({T, K}, DType::f32, ids.device());
+  gguf::gather_rows(ggml_type_of(table.spec.format), table.packed.data<uint8_t>(), size_t(table.packed.strides()[0]),
+                    K, ip, T, out.data<float>());
+  return out;
+}
+
+Tensor gguf_dequantize(const QuantizedWeight& w, DType dtype) {
+  constexpr const char* kOp = "dequantize";
+  gguf_validate(kOp, w, "w");
+  cpu_only(kOp, w.packed.device());
+  const int64_t N = w.rows(), K = w.cols();
+  Tensor out = Tensor::empty({N, K}, DType::f32);
+  for (int64_t r = 0; r < N; ++r)
+    gguf::dequantize_row(ggml_type_of(w.spec.format), w.packed.data<uint8_t>() + r * w.packed.strides()[0],
+                         out.data<float>() + r * K, K);
+  return dtype == DType::f32 ? out : astype(out, dtype);
+}
+
+}  // namespace mlxcel::ops::detail

@@ -1,0 +1,18 @@
+// GGUF block formats kept packed (QuantFormat::gguf_q8_0 / gguf_q4_0): the op side of
+// ops::qlinear / qembedding / dequantize / validate_quantized for them. CPU only; the
+// kernels are in backends/cpu/gguf_quants.h. Internal to ops (quant.cpp dispatches here).
+#pragma once
+
+#include <string>
+
+#include "ops/quant.h"
+
+namespace mlxcel::ops::detail {
+
+inline bool is_gguf_format(QuantFormat f) { return f == QuantFormat::gguf_q8_0 || f == QuantFormat::gguf_q4_0; }
+void gguf_validate(const char* op, const QuantizedWeight& w, const std::string& what);
+Tensor gguf_qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias);
+Tensor gguf_qembedding(const Tensor& ids, const QuantizedWeight& table);
+Tensor gguf_dequantize(const QuantizedWeight& w, DType dtype);
+
+}  // namespace mlxcel::ops::detail
