@@ -25,7 +25,17 @@ Linear Linear::load(const WeightMap& w, const std::string& prefix, const ModelCo
                     int64_t expect_in) {
   Linear l;
   l.name_ = prefix;
-  if (w.contains(prefix + ".scales")) {
+  if (const Tensor* gt = w.find(prefix + ".gguf_type")) {
+    // GGUF Q8_0/Q4_0 kept packed (loader/gguf_model.h): u8 [N, row bytes] + the ggml type.
+    QuantizedWeight q;
+    q.packed = w.get(prefix + ".weight");
+    const int32_t type = gt->dtype() == DType::i32 && gt->numel() == 1 ? *gt->data<int32_t>() : -1;
+    if (type == 8) q.spec = {QuantFormat::gguf_q8_0, 8, 32};
+    else if (type == 2) q.spec = {QuantFormat::gguf_q4_0, 4, 32};
+    else invalid("{}: {} has GGUF type {}, which is not kept packed", w.source, prefix, type);
+    ops::validate_quantized(q, w.source + ": " + prefix);
+    l.qweight_ = std::move(q);
+  } else if (w.contains(prefix + ".scales")) {
     std::optional<QuantSpec> spec;
     if (cfg.quantization) spec = cfg.quantization->spec_for(module_of(prefix));
     if (!spec) invalid("{}: tensor {}.scales is present but config.json has no quantization for it", w.source, prefix);
@@ -55,8 +65,8 @@ Linear Linear::rows(int64_t begin, int64_t end) const {
   if (qweight_) {
     QuantizedWeight q = *qweight_;
     q.packed = q.packed.slice(0, begin, end);
-    q.scales = q.scales.slice(0, begin, end);
-    q.biases = q.biases.slice(0, begin, end);
+    if (q.scales.defined()) q.scales = q.scales.slice(0, begin, end);  // undefined for GGUF blocks
+    if (q.biases.defined()) q.biases = q.biases.slice(0, begin, end);
     l.qweight_ = std::move(q);
   } else {
     l.weight_ = weight_.slice(0, begin, end);
