@@ -1,16 +1,18 @@
-// `mlxcel convert`: quantize a Hugging Face checkpoint into the MLX layout.
+// `mlxcel convert`: quantize a Hugging Face checkpoint into the MLX layout, or write it
+// as one GGUF file (--to gguf --quant f16|q8_0|q4_0) in llama.cpp's layout.
 #include <memory>
 #include <string>
 
 #include "base/error.h"
 #include "cli/commands.h"
+#include "loader/gguf_writer.h"
 #include "models/convert.h"
 
 namespace mlxcel::cli {
 
 void add_convert_command(CLI::App& app) {
   struct Args {
-    std::string model, out, scale_dtype = "f16";
+    std::string model, out, scale_dtype = "f16", to = "mlx", gguf_quant = "f16";
     bool quantize = false;
     int bits = 4, group_size = 64;
   };
@@ -23,7 +25,17 @@ void add_convert_command(CLI::App& app) {
   cmd->add_option("--q-group-size", a->group_size, "Group size")->check(CLI::IsMember({32, 64, 128}));
   cmd->add_option("--scale-dtype", a->scale_dtype, "dtype of scales and biases")
       ->check(CLI::IsMember({"f16", "bf16", "f32"}));
+  cmd->add_option("--to", a->to, "Output format: mlx (a folder) or gguf (one file, llama.cpp layout)")
+      ->check(CLI::IsMember({"mlx", "gguf"}));
+  cmd->add_option("--quant", a->gguf_quant, "GGUF tensor type of the matrices (with --to gguf)")
+      ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_0"}));
   cmd->callback([a] {
+    if (a->to == "gguf") {
+      GgufConvertOptions g;
+      g.quant = parse_gguf_quant(a->gguf_quant);
+      convert_to_gguf(a->model, a->out, g);
+      return;
+    }
     ConvertOptions o;
     o.quantize = a->quantize;
     o.spec.bits = a->bits;
