@@ -271,9 +271,11 @@ Encoding encode_one(const TokenizerImpl& t, std::string_view input, bool parse_s
       }
     }
   }
-  enc.type_ids.assign(enc.ids.size(), 0);
-  enc.special_tokens_mask.assign(enc.ids.size(), 0);
-  enc.sequence_ids.assign(enc.ids.size(), seq_id);
+  if (track) {  // the ids-only path (encode) skips the per-token side vectors
+    enc.type_ids.assign(enc.ids.size(), 0);
+    enc.special_tokens_mask.assign(enc.ids.size(), 0);
+    enc.sequence_ids.assign(enc.ids.size(), seq_id);
+  }
   return enc;
 }
 
@@ -355,6 +357,11 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
     }
   }
   return out;
+}
+
+std::string Tokenizer::normalize(std::string_view text) const {
+  std::string s = u::sanitize_utf8(text);
+  return impl_->normalizer ? impl_->normalizer->normalize_str(std::move(s)) : s;
 }
 
 std::optional<int32_t> Tokenizer::token_to_id(const std::string& token) const {

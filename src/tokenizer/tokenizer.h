@@ -79,6 +79,9 @@ class Tokenizer {
   Encoding encode_pair(std::string_view a, std::string_view b, bool add_special_tokens = true,
                        bool parse_special = true) const;
 
+  // The normalizer alone (HF tokenizer.normalizer.normalize_str); the input when there is none.
+  std::string normalize(std::string_view text) const;
+
   std::optional<int32_t> token_to_id(const std::string& token) const;
   std::optional<std::string> id_to_token(int32_t id) const;
   size_t vocab_size() const;  // largest id + 1, added tokens included
