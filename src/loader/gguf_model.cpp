@@ -11,6 +11,7 @@
 
 #include "backends/cpu/gguf_quants.h"
 #include "base/error.h"
+#include "ops/ops.h"
 
 namespace mlxcel {
 
@@ -374,8 +375,8 @@ namespace {
 
 // A GGUF tensor as an HF-layout Tensor: [dims reversed], f32/f16/bf16 views when the
 // bytes can be used as they are, f32 copies otherwise (dequantized, permuted, shifted).
-Tensor load_tensor(const std::shared_ptr<const GgufFile>& file, const GgufTensorInfo& t, const std::string& mt,
-                   int permute_heads, bool gemma_norm, bool keep_packed, bool* packed) {
+Tensor load_tensor(const std::shared_ptr<const GgufFile>& file, const GgufTensorInfo& t, int permute_heads,
+                   bool gemma_norm, bool keep_packed, DType dequant_dtype, bool* packed) {
   const GgufFile& f = *file;
   *packed = false;
   if (!gguf::can_dequantize(t.ggml_type))
@@ -420,7 +421,8 @@ Tensor load_tensor(const std::shared_ptr<const GgufFile>& file, const GgufTensor
   if (gemma_norm) {
     for (int64_t i = 0; i < rows * K; ++i) y[i] -= 1.0f;
   }
-  (void)mt;
+  // Matrices of block formats: the requested dtype (f16 by default); vectors stay f32.
+  if (is_matrix && !dense && dequant_dtype != DType::f32) return ops::astype(out, dequant_dtype);
   return out;
 }
 
@@ -452,7 +454,7 @@ GgufCheckpoint gguf_checkpoint(std::shared_ptr<const GgufFile> file, const GgufL
     }
     const bool gemma_norm = is_gemma(mt) && ends_with(*hf_name, "norm.weight");
     bool packed = false;
-    Tensor w = load_tensor(file, t, mt, heads, gemma_norm, opts.keep_packed, &packed);
+    Tensor w = load_tensor(file, t, heads, gemma_norm, opts.keep_packed, opts.dequant_dtype, &packed);
     if (packed) {
       const std::string prefix = hf_name->substr(0, hf_name->size() - std::string(".weight").size());
       ck.weights.insert(prefix + ".gguf_type", Tensor::from_i32({1}, {int32_t(t.ggml_type)}));

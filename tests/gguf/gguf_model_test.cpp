@@ -127,6 +127,7 @@ TEST_P(GgufFamily, RoundTripMatchesReference) {
     for (bool keep_packed : {false, true}) {
       GgufLoadOptions lo;
       lo.keep_packed = keep_packed;
+      lo.dequant_dtype = DType::f32;
       GgufCheckpoint ck = load_gguf_checkpoint(out.string(), lo);
       auto model = build_model(ck.config, ck.weights);
       (keep_packed ? packed : deq) = all_logits(*model, ref);
