@@ -193,7 +193,7 @@ def test_request_timeout():
 def test_request_timeout_real_server(llm):
     # A long generation answered as one body: the read deadline passes first.
     with pytest.raises(mlxcel.MlxcelTimeoutError):
-        llm.generate("The", max_tokens=1000, temperature=3.0, seed=1, timeout=0.05)
+        llm.generate("The", max_tokens=300, temperature=3.0, seed=1, timeout=0.05)
     assert llm.chat("What is 12 + 30?", temperature=0, chat_template_kwargs={"enable_thinking": False}).text == "42"
 
 
@@ -201,14 +201,14 @@ def test_server_killed_mid_stream(binary, model_dir):
     llm = mlxcel.LLM(model_dir, binary=binary)
     pid = llm.pid
     # Sampling at a high temperature with a fixed seed: a long, deterministic answer.
-    it = llm.stream("The", max_tokens=1500, temperature=3.0, seed=1)
+    it = llm.stream("The", max_tokens=2000, temperature=3.0, seed=1)
     got = [next(it)]
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(mlxcel.MlxcelError) as ei:
         for piece in it:
             got.append(piece)
     assert isinstance(ei.value, mlxcel.MlxcelConnectionError), repr(ei.value)
-    assert len(got) < 1500
+    assert len(got) < 2000
     with pytest.raises(mlxcel.MlxcelConnectionError):
         llm.models()  # nothing listens any more
     llm.close()  # reaps the dead child without hanging
