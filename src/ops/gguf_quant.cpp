@@ -3,6 +3,8 @@
 #include "backends/cpu/gguf_quants.h"
 #include "ops/ops.h"
 #include "ops/ops_internal.h"
+#include "base/thread_pool.h"
+#include <algorithm>
 
 namespace mlxcel::ops::detail {
 
@@ -76,9 +78,15 @@ Tensor gguf_dequantize(const QuantizedWeight& w, DType dtype) {
   cpu_only(kOp, w.packed.device());
   const int64_t N = w.rows(), K = w.cols();
   Tensor out = Tensor::empty({N, K}, DType::f32);
-  for (int64_t r = 0; r < N; ++r)
-    gguf::dequantize_row(ggml_type_of(w.spec.format), w.packed.data<uint8_t>() + r * w.packed.strides()[0],
-                         out.data<float>() + r * K, K);
+  const uint32_t type = ggml_type_of(w.spec.format);
+  const uint8_t* base = w.packed.data<uint8_t>();
+  const int64_t stride = w.packed.strides()[0];
+  float* y = out.data<float>();
+  ThreadPool::global().parallel_for(
+      N, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) gguf::dequantize_row(type, base + r * stride, y + r * K, K);
+      },
+      std::max<int64_t>(1, 16384 / std::max<int64_t>(1, K)));
   return dtype == DType::f32 ? out : astype(out, dtype);
 }
 
