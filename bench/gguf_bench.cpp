@@ -4,6 +4,7 @@
 //
 //   gguf_bench synth <dir> qwen3-0.6b|llama-3.2-1b   random bf16 safetensors + config.json
 //                                                    (+ the test-data tokenizer) in <dir>
+//   gguf_bench convert <dir> <out.gguf> f16|q8_0|q4_0   (what mlxcel convert --to gguf does)
 //   gguf_bench kernel                                GEMV GB/s per format, read bandwidth
 //   gguf_bench model <model.gguf|dir> [pp] [tg]      pp<pp> and tg<tg> tok/s, weight GB/s
 //
@@ -24,6 +25,7 @@
 #include "backends/cpu/gguf_quants.h"
 #include "base/half.h"
 #include "base/thread_pool.h"
+#include "loader/gguf_writer.h"
 #include "loader/safetensors.h"
 #include "models/model.h"
 
@@ -243,9 +245,17 @@ int main(int argc, char** argv) {
     const std::string mode = argc > 1 ? argv[1] : "kernel";
     if (mode == "synth" && argc >= 4) return synth(argv[2], argv[3]);
     if (mode == "kernel") return kernel_bench();
+    if (mode == "convert" && argc >= 5) {  // convert <dir> <out.gguf> f16|q8_0|q4_0 (as mlxcel convert --to gguf)
+      auto t0 = Clock::now();
+      GgufConvertOptions o;
+      o.quant = parse_gguf_quant(argv[4]);
+      convert_to_gguf(argv[2], argv[3], o);
+      std::printf("wrote %s in %.1f s\n", argv[3], seconds_since(t0));
+      return 0;
+    }
     if (mode == "model" && argc >= 3)
       return model_bench(argv[2], argc > 3 ? std::atoi(argv[3]) : 512, argc > 4 ? std::atoi(argv[4]) : 128);
-    std::fprintf(stderr, "usage: gguf_bench synth <dir> qwen3-0.6b|llama-3.2-1b | kernel | model <path> [pp] [tg]\n");
+    std::fprintf(stderr, "usage: gguf_bench synth <dir> qwen3-0.6b|llama-3.2-1b | convert <dir> <out.gguf> <quant> | kernel | model <path> [pp] [tg]\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gguf_bench: %s\n", e.what());
