@@ -376,7 +376,7 @@ class TemplatePost : public PostProcessor {
   };
   TemplatePost(std::vector<Piece> single, std::vector<Piece> pair) : single_(std::move(single)), pair_(std::move(pair)) {}
   void process(std::vector<Encoding>& encs, bool add_special_tokens) const override {
-    if (encs.size() > 1 && pair_.empty()) invalid("[tokenizer] TemplateProcessing has no 'pair' template");
+    // NOTE: an empty pair template yields an empty encoding, as in HF.
     const std::vector<Piece>& tmpl = encs.size() > 1 ? pair_ : single_;
     bool off = has_offsets(encs[0]);
     Encoding out;
@@ -530,8 +530,16 @@ std::unique_ptr<PostProcessor> make_post_processor(const json& j) {
     }
     const json* single = tokjson::get(j, "single");
     if (!single || !single->is_array()) invalid("[tokenizer] TemplateProcessing needs a 'single' template array");
-    return std::make_unique<TemplatePost>(read_template(single, specials, "single"),
-                                          read_template(tokjson::get(j, "pair"), specials, "pair"));
+    std::vector<TemplatePost::Piece> pair;
+    if (const json* pj = tokjson::get(j, "pair")) {
+      pair = read_template(pj, specials, "pair");
+    } else {  // HF's builder default "$A:0 $B:1" (HF's deserializer would reject the file)
+      pair.resize(2);
+      pair[0].seq = 0;
+      pair[1].seq = 1;
+      pair[1].type_id = 1;
+    }
+    return std::make_unique<TemplatePost>(read_template(single, specials, "single"), std::move(pair));
   }
   if (type == "Sequence") {
     const json* list = tokjson::get(j, "processors");

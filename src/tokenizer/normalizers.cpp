@@ -30,6 +30,23 @@ void map_chars(NormText& t, F&& f) {
   t = nb.finish();
 }
 
+// Adds `out`, the replacement of t.text[b, e), with HF's transform alignment rule: output
+// character k takes the span of replaced character k, extra output characters repeat the
+// last span, surplus replaced characters are dropped.
+void add_positional(NormBuilder& nb, const NormText& t, size_t b, size_t e, std::string_view out) {
+  size_t src = b;
+  Span last = b < t.align.size() ? t.align[b] : Span{};
+  for (size_t i = 0; i < out.size();) {
+    size_t cb = i;
+    u::next_cp(out, i);
+    if (src < e) {
+      last = t.align[src];
+      u::next_cp(t.text, src);
+    }
+    nb.add(out.substr(cb, i - cb), last);
+  }
+}
+
 class UnicodeNorm : public Normalizer {
  public:
   explicit UnicodeNorm(u::NormForm f) : form_(f) {}
@@ -38,19 +55,20 @@ class UnicodeNorm : public Normalizer {
       t.text = u::normalize(t.text, form_);
       return;
     }
-    // Chunk by chunk between normalization boundaries; a chunk's output keeps its span.
+    // Chunk by chunk between normalization boundaries, aligned like HF's transform (e.g. NFC
+    // "e" + U+0301 -> "é" keeps the span of "e"; NFD "é" -> both characters keep the span of é).
     NormBuilder nb(true, t.text.size());
     size_t start = 0;
     for (size_t i = 0; i < t.text.size();) {
       size_t b = i;
       char32_t c = u::next_cp(t.text, i);
       if (b > start && u::norm_boundary_before(c, form_)) {
-        nb.add(u::normalize(std::string_view(t.text).substr(start, b - start), form_), t.span(start, b));
+        add_positional(nb, t, start, b, u::normalize(std::string_view(t.text).substr(start, b - start), form_));
         start = b;
       }
     }
     if (start < t.text.size()) {
-      nb.add(u::normalize(std::string_view(t.text).substr(start), form_), t.span(start, t.text.size()));
+      add_positional(nb, t, start, t.text.size(), u::normalize(std::string_view(t.text).substr(start), form_));
     }
     t = nb.finish();
   }
@@ -225,22 +243,9 @@ class PrecompiledNorm : public Normalizer {
       t.text = map_.normalize(t.text);
       return;
     }
-    // HF replace(): output character k takes the alignment of replaced character k; extra
-    // output characters repeat the last one; surplus replaced characters are dropped.
+    // HF replace(): positional alignment (see add_positional).
     NormBuilder nb(true, t.text.size());
-    map_.normalize(t.text, [&](std::string_view piece, size_t b, size_t e) {
-      size_t src = b;
-      Span last = t.align[b];
-      for (size_t i = 0; i < piece.size();) {
-        size_t cb = i;
-        u::next_cp(piece, i);
-        if (src < e) {
-          last = t.align[src];
-          u::next_cp(t.text, src);
-        }
-        nb.add(piece.substr(cb, i - cb), last);
-      }
-    });
+    map_.normalize(t.text, [&](std::string_view piece, size_t b, size_t e) { add_positional(nb, t, b, e, piece); });
     t = nb.finish();
   }
 

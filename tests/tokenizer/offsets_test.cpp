@@ -98,12 +98,30 @@ TEST(Offsets, TemplatePairAddedTokensMetaspace) {
   EXPECT_EQ(n.type_ids, (std::vector<int32_t>{0, 1}));
 }
 
-TEST(Offsets, NoPairTemplateIsAnError) {
-  std::string j = kTemplate;
-  nlohmann::json js = nlohmann::json::parse(j);
-  js["post_processor"].erase("pair");
+TEST(Offsets, PairTemplateMissingOrEmpty) {
+  nlohmann::json js = nlohmann::json::parse(kTemplate);
+  js["post_processor"].erase("pair");  // missing: "$A:0 $B:1"
   Tokenizer tok = Tokenizer::from_json(js.dump());
-  EXPECT_THROW(tok.encode_pair("ab", "c"), Error);
+  Encoding e = tok.encode_pair("ab", "c");
+  EXPECT_EQ(e.ids, (std::vector<int32_t>{2, 3}));
+  EXPECT_EQ(e.type_ids, (std::vector<int32_t>{0, 1}));
+  js["post_processor"]["pair"] = nlohmann::json::array();  // empty: an empty encoding (HF)
+  EXPECT_TRUE(Tokenizer::from_json(js.dump()).encode_pair("ab", "c").ids.empty());
+}
+
+// NFC composes "e" + U+0301 into "é", which keeps the span of "e" (HF's alignment rule);
+// NFD splits "é" and both characters keep its span.
+TEST(Offsets, UnicodeNormalizationAlignment) {
+  Tokenizer nfc = Tokenizer::from_json(R"({"normalizer": {"type": "NFC"}, "pre_tokenizer": {"type": "WhitespaceSplit"},
+    "model": {"type": "WordLevel", "unk_token": "?", "vocab": {"?": 0, "caf\u00e9": 1, "x": 2}}})");
+  Encoding e = nfc.encode_full("cafe\xCC\x81 x");
+  EXPECT_EQ(e.ids, (std::vector<int32_t>{1, 2}));
+  EXPECT_EQ(e.offsets, (Offs{{0, 4}, {7, 8}}));
+  Tokenizer nfd = Tokenizer::from_json(R"({"normalizer": {"type": "NFD"},
+    "model": {"type": "BPE", "vocab": {"e": 0, "\u0301": 1, "a": 2}, "merges": []}})");
+  Encoding d = nfd.encode_full("a\xC3\xA9");
+  EXPECT_EQ(d.ids, (std::vector<int32_t>{2, 0, 1}));
+  EXPECT_EQ(d.offsets, (Offs{{0, 1}, {1, 3}, {1, 3}}));
 }
 
 TEST(Offsets, ByteFallbackBytesShareTheirCharacter) {
