@@ -42,6 +42,8 @@ void Engine::validate(const GenerationRequest& req) const {
     if (t < 0 || t >= vocab_) invalid("prompt token id {} is outside the vocabulary [0, {})", t, vocab_);
   if (req.max_tokens < 1) invalid("max_tokens must be at least 1, got {}", req.max_tokens);
   req.sampling.validate();
+  for (const auto& [t, bias] : req.sampling.logit_bias)
+    if (t >= vocab_) invalid("logit_bias token id {} is outside the vocabulary [0, {})", t, vocab_);
 }
 
 RequestId Engine::open(GenerationRequest req) {
@@ -92,7 +94,9 @@ void Engine::sample_rows(const std::vector<const ScheduledSeq*>& seqs, const Ten
     try {
       const Request* req = scheduler_.find(s->id);
       MLXCEL_CHECK(req != nullptr, "sampling unknown request {}", s->id);
-      r.token = samplers_.at(s->id).sample(data + size_t(row) * vocab, vocab, req->tokens);
+      Sampler& sampler = samplers_.at(s->id);
+      r.token = sampler.sample(data + size_t(row) * vocab, vocab, req->tokens, &r.logprobs);
+      r.has_logprobs = sampler.wants_logprobs();
     } catch (const std::exception& e) {
       r.error = e.what();
     }

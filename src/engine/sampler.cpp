@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <unordered_map>
 
@@ -18,12 +19,45 @@ void SamplingParams::validate() const {
     invalid("repetition_penalty must be > 0, got {}", repetition_penalty);
   if (!std::isfinite(presence_penalty)) invalid("presence_penalty must be finite");
   if (!std::isfinite(frequency_penalty)) invalid("frequency_penalty must be finite");
+  for (auto [id, bias] : logit_bias) {
+    if (id < 0) invalid("logit_bias token id must be >= 0, got {}", id);
+    if (!std::isfinite(bias) || bias < -100.0f || bias > 100.0f)
+      invalid("logit_bias for token {} must be in [-100, 100], got {}", id, bias);
+  }
+  if (logprobs < -1 || logprobs > 20) invalid("logprobs must be in [0, 20] (or -1: off), got {}", logprobs);
 }
 
 Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) { p_.validate(); }
 
-int Sampler::sample(const float* logits, int vocab, const std::vector<int>& history) {
+void Sampler::fill_logprobs(const float* logits, int vocab, int token, TokenLogprobs& out) {
+  // log-softmax in double: logprob(t) = l_t - (max + log(sum exp(l - max))).
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int i = 0; i < vocab; ++i) mx = std::max(mx, logits[i]);
+  double sum = 0;
+  for (int i = 0; i < vocab; ++i) sum += std::exp(double(logits[i]) - double(mx));
+  const double lse = double(mx) + std::log(sum);
+  out.token = token;
+  out.logprob = float(double(logits[token]) - lse);
+  out.top.clear();
+  const int n = std::min(p_.logprobs, vocab);
+  if (n <= 0) return;
+  std::vector<int> idx(vocab);
+  std::iota(idx.begin(), idx.end(), 0);
+  std::partial_sort(idx.begin(), idx.begin() + n, idx.end(),
+                    [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+  for (int i = 0; i < n; ++i) out.top.push_back({idx[i], float(double(logits[idx[i]]) - lse)});
+}
+
+int Sampler::sample(const float* logits, int vocab, const std::vector<int>& history, TokenLogprobs* lp) {
+  const int token = sample_token(logits, vocab, history);
+  if (lp && p_.logprobs >= 0) fill_logprobs(logits, vocab, token, *lp);
+  return token;
+}
+
+int Sampler::sample_token(const float* logits, int vocab, const std::vector<int>& history) {
   work_.assign(logits, logits + vocab);
+  for (auto [id, bias] : p_.logit_bias)
+    if (id >= 0 && id < vocab) work_[id] += bias;
   // Penalties, as llama.cpp/vLLM apply them: repetition divides positive logits and
   // multiplies negative ones; presence/frequency subtract.
   if (p_.repetition_penalty != 1.0f || p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f) {

@@ -1,10 +1,16 @@
-// Token sampling for one row of logits: penalties, temperature, top-k, top-p, min-p,
-// seeded. temperature <= 0 is greedy (argmax, lowest id on ties).
+// Token sampling for one row of logits: logit bias, penalties, temperature, top-k, top-p,
+// min-p, seeded. temperature <= 0 is greedy (argmax, lowest id on ties). On request it
+// also reports log-probabilities (engine/logprobs.h) of the model's raw distribution:
+// the log-softmax of the logits before bias, penalties and temperature (as vLLM's
+// default `raw_logprobs`).
 #pragma once
 
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
+
+#include "engine/logprobs.h"
 
 namespace mlxcel {
 
@@ -17,6 +23,13 @@ struct SamplingParams {
   float presence_penalty = 0.0f;
   float frequency_penalty = 0.0f;
   uint64_t seed = 0;
+  // Added to the logit of a token id before the penalties and sampling (OpenAI
+  // `logit_bias`); each bias in [-100, 100]. Ids are checked against the vocabulary by
+  // Engine::validate.
+  std::vector<std::pair<int, float>> logit_bias;
+  // -1: off. n in [0, 20]: report the chosen token's log-probability and the n most
+  // likely tokens for every sampled token.
+  int logprobs = -1;
   // Validates ranges; throws Error(invalid_request) naming the field.
   void validate() const;
 };
@@ -26,13 +39,17 @@ class Sampler {
   explicit Sampler(const SamplingParams& p);
   // Picks a token from logits [vocab]; `history` is every token so far (prompt and
   // generated) for the penalties. Modifies nothing outside.
-  int sample(const float* logits, int vocab, const std::vector<int>& history);
+  // With `lp` and logprobs >= 0 also fills *lp for the chosen token.
+  int sample(const float* logits, int vocab, const std::vector<int>& history, TokenLogprobs* lp = nullptr);
+  bool wants_logprobs() const { return p_.logprobs >= 0; }
 
  private:
   SamplingParams p_;
   std::mt19937_64 rng_;
   std::vector<float> work_;
   std::vector<int> idx_;
+  int sample_token(const float* logits, int vocab, const std::vector<int>& history);
+  void fill_logprobs(const float* logits, int vocab, int token, TokenLogprobs& out);
 };
 
 }  // namespace mlxcel

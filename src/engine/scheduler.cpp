@@ -156,6 +156,7 @@ std::vector<RequestOutput> Scheduler::update(const SchedulerOutput& out, const s
         const int tok = row->token;
         r.tokens.push_back(tok);
         o.new_tokens.push_back(tok);
+        if (row->has_logprobs) o.logprobs.push_back(row->logprobs);
         if (std::find(r.stop_token_ids.begin(), r.stop_token_ids.end(), tok) != r.stop_token_ids.end())
           o.finished = true, o.reason = FinishReason::stop;
         else if (r.n_output() >= r.max_tokens || r.n_tokens() >= max_len_)

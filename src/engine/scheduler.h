@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "engine/kv_cache_manager.h"
+#include "engine/logprobs.h"
 
 namespace mlxcel {
 
@@ -85,12 +86,15 @@ struct RowResult {
   RequestId id = 0;
   int token = -1;
   std::string error;  // non-empty: the row failed
+  bool has_logprobs = false;  // the request asked for them: `logprobs` is filled
+  TokenLogprobs logprobs;
 };
 
 // What changed for one request in update() (or a cancellation).
 struct RequestOutput {
   RequestId id = 0;
   std::vector<int> new_tokens;
+  std::vector<TokenLogprobs> logprobs;  // one per new token when the request asked, else empty
   bool finished = false;
   FinishReason reason = FinishReason::none;
   std::string error;

@@ -6,6 +6,7 @@
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <map>
 #include <thread>
@@ -221,6 +222,89 @@ TEST(Engine, SeededSamplingIsPerRequest) {
   RequestId id = e.open({.prompt = p, .sampling = sp, .max_tokens = 12});
   EXPECT_EQ(drive(e).tokens[id], alone);
   EXPECT_EQ(alone.size(), 12u);
+  expect_all_free(e);
+}
+
+// Independent reference: log-softmax of a row in long double.
+std::vector<double> log_softmax(const std::vector<float>& l) {
+  long double mx = *std::max_element(l.begin(), l.end()), sum = 0;
+  for (float x : l) sum += std::exp((long double)x - mx);
+  std::vector<double> out;
+  for (float x : l) out.push_back(double((long double)x - mx - std::log(sum)));
+  return out;
+}
+
+TEST(Sampler, LogitBiasSteersAndLogprobsAreTheRawLogSoftmax) {
+  std::vector<float> logits = {1.0f, 3.5f, -2.0f, 0.25f, 3.5f, -7.0f, 2.0f};
+  const int V = int(logits.size());
+  const auto ref = log_softmax(logits);
+  // Greedy: argmax is 1 (ties -> lower id). A +100 bias on 5 makes it win, a -100 on 1 makes 4 win.
+  EXPECT_EQ(Sampler(SamplingParams{}).sample(logits.data(), V, {}), 1);
+  EXPECT_EQ(Sampler(SamplingParams{.logit_bias = {{5, 100.0f}}}).sample(logits.data(), V, {}), 5);
+  EXPECT_EQ(Sampler(SamplingParams{.logit_bias = {{1, -100.0f}}}).sample(logits.data(), V, {}), 4);
+  // Sampling with a huge bias on one token always picks it.
+  Sampler hot(SamplingParams{.temperature = 1.0f, .seed = 7, .logit_bias = {{2, 100.0f}}});
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(hot.sample(logits.data(), V, {}), 2);
+  // Logprobs: of the raw logits (before bias), top-n by logit, ties lower id first.
+  Sampler s(SamplingParams{.logit_bias = {{5, 100.0f}}, .logprobs = 3});
+  TokenLogprobs lp;
+  EXPECT_EQ(s.sample(logits.data(), V, {}, &lp), 5);
+  EXPECT_EQ(lp.token, 5);
+  EXPECT_NEAR(lp.logprob, ref[5], 1e-5);
+  ASSERT_EQ(lp.top.size(), 3u);
+  EXPECT_EQ(lp.top[0].token, 1);
+  EXPECT_EQ(lp.top[1].token, 4);
+  EXPECT_EQ(lp.top[2].token, 6);
+  for (auto& t : lp.top) EXPECT_NEAR(t.logprob, ref[t.token], 1e-5);
+  // logprobs = 0: only the chosen token; off (-1): untouched.
+  Sampler zero(SamplingParams{.logprobs = 0});
+  TokenLogprobs z;
+  EXPECT_EQ(zero.sample(logits.data(), V, {}, &z), 1);
+  EXPECT_NEAR(z.logprob, ref[1], 1e-5);
+  EXPECT_TRUE(z.top.empty());
+  TokenLogprobs untouched;
+  Sampler(SamplingParams{}).sample(logits.data(), V, {}, &untouched);
+  EXPECT_EQ(untouched.token, -1);
+  // Validation.
+  EXPECT_THROW((SamplingParams{.logit_bias = {{1, 100.5f}}}.validate()), Error);
+  EXPECT_THROW((SamplingParams{.logit_bias = {{-1, 1.0f}}}.validate()), Error);
+  EXPECT_THROW((SamplingParams{.logit_bias = {{1, NAN}}}.validate()), Error);
+  EXPECT_THROW(SamplingParams{.logprobs = 21}.validate(), Error);
+  EXPECT_NO_THROW((SamplingParams{.logit_bias = {{0, -100.0f}, {3, 100.0f}}, .logprobs = 20}.validate()));
+}
+
+TEST(Engine, LogprobsComeWithEveryTokenAndBiasIdsAreChecked) {
+  FakeModel model;
+  Engine e(model, EngineConfig{.block_size = 4, .n_blocks = 32});
+  auto p = prompt(5, 3);
+  // The fake model's logits are one-hot (1 at the next token, 0 elsewhere).
+  const double lp_hit = 1.0 - std::log(std::exp(1.0) + (kVocab - 1));
+  const double lp_miss = -std::log(std::exp(1.0) + (kVocab - 1));
+  RequestId with = e.open({.prompt = p, .sampling = {.logprobs = 2}, .max_tokens = 6});
+  RequestId without = e.open({.prompt = p, .max_tokens = 6});
+  // A +100 bias on token 0 makes greedy pick it; its logprob stays the raw one.
+  RequestId biased = e.open({.prompt = p, .sampling = {.logit_bias = {{0, 100.0f}}, .logprobs = 1}, .max_tokens = 3});
+  std::map<RequestId, std::vector<TokenLogprobs>> lps;
+  std::map<RequestId, std::vector<int>> toks;
+  while (e.has_work())
+    for (auto& ev : e.step()) {
+      if (ev.id != without) EXPECT_EQ(ev.logprobs.size(), ev.new_tokens.size());
+      if (ev.id == without) EXPECT_TRUE(ev.logprobs.empty());
+      lps[ev.id].insert(lps[ev.id].end(), ev.logprobs.begin(), ev.logprobs.end());
+      toks[ev.id].insert(toks[ev.id].end(), ev.new_tokens.begin(), ev.new_tokens.end());
+    }
+  EXPECT_EQ(toks[with], expected(p, 6));
+  ASSERT_EQ(lps[with].size(), 6u);
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(lps[with][i].token, toks[with][i]);
+    EXPECT_NEAR(lps[with][i].logprob, lp_hit, 1e-5);
+    ASSERT_EQ(lps[with][i].top.size(), 2u);
+    EXPECT_EQ(lps[with][i].top[0].token, toks[with][i]);
+    EXPECT_NEAR(lps[with][i].top[1].logprob, lp_miss, 1e-5);
+  }
+  EXPECT_EQ(toks[biased], std::vector<int>({0, 0, 0}));
+  for (auto& lp : lps[biased]) EXPECT_NEAR(lp.logprob, lp_miss, 1e-5);
+  EXPECT_THROW(e.open({.prompt = p, .sampling = {.logit_bias = {{kVocab, 1.0f}}}}), Error);
   expect_all_free(e);
 }
 
