@@ -65,6 +65,11 @@ TEST_P(Goldens, MatchesHuggingFace) {
     auto want_special = c["ids_special"].get<std::vector<int32_t>>();
     EXPECT_EQ(ids, want) << name << " / " << c["name"];
     EXPECT_EQ(ids_special, want_special) << name << " / " << c["name"] << " (add_special_tokens)";
+    // The offset-tracking path must give the same ids, with offsets inside the text.
+    Encoding full = tok.encode_full(text, true);
+    EXPECT_EQ(full.ids, want_special) << name << " / " << c["name"] << " (encode_full)";
+    ASSERT_EQ(full.offsets.size(), full.ids.size());
+    for (auto [b, e] : full.offsets) EXPECT_TRUE(b <= e && e <= text.size()) << name << " / " << c["name"];
     EXPECT_EQ(tok.decode(want, false), c["decode"].get<std::string>()) << name << " / " << c["name"] << " decode";
     EXPECT_EQ(tok.decode(want_special, true), c["decode_skip"].get<std::string>())
         << name << " / " << c["name"] << " decode(skip_special_tokens)";

@@ -9,8 +9,8 @@ Usage:
       models/ggml-vocab-nomic-bert-moe.gguf (XLM-R vocabulary, scores and precompiled_charsmap):
       Sequence[Precompiled, Replace(" {2,}" -> " ")], Metaspace(always), Unigram(unk <unk>),
       TemplateProcessing "<s> $A </s>" / "<s> $A </s> </s> $B </s>", Metaspace decoder.
-  make_goldens_extra.py --gguf PATH --models DIR --corpus corpus.jsonl --out OUTDIR
-      derives the tokenizer above into OUTDIR, then for it, every DIR/<name>/tokenizer.json and
+  make_goldens_extra.py [--gguf PATH] --models DIR [--corpus corpus.jsonl] --out OUTDIR [--derived-dir D]
+      derives the tokenizers above into D (default OUTDIR), then for it, every DIR/<name>/tokenizer.json and
       every tests/fixtures/tokenizer/trained_*.json writes OUTDIR/goldens_extra.json:
         single[i] = {ids, type_ids, offsets (char offsets, as Python reports), special_tokens_mask}
                     of encode(text_i, add_special_tokens=True)
@@ -146,9 +146,10 @@ def main():
     ap.add_argument("--corpus", default="tests/fixtures/tokenizer/corpus.jsonl")
     ap.add_argument("--out", required=True)
     ap.add_argument("--derive-only", action="store_true")
+    ap.add_argument("--derived-dir", help="where the derived tokenizers go (default: --out)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    derived = derive_xlmr(args.gguf, args.out)
+    derived = derive_xlmr(args.gguf, args.derived_dir or args.out)
     print("derived", " ".join(derived.values()), flush=True)
     if args.derive_only:
         return 0
