@@ -193,7 +193,7 @@ std::string guess_pre(const json& tok, const std::string& model_type) {
 }  // namespace
 
 void add_tokenizer_metadata(GgufWriter& w, const std::string& tokenizer_json, const std::string& tokenizer_config_json,
-                            const std::string& model_type) {
+                            const std::string& model_type, int64_t vocab_size) {
   json tok;
   try {
     tok = json::parse(tokenizer_json);
@@ -224,7 +224,7 @@ void add_tokenizer_metadata(GgufWriter& w, const std::string& tokenizer_json, co
     }
   }
   if (by_id.empty()) invalid("[gguf] tokenizer.json has no vocabulary");
-  const int64_t n = by_id.rbegin()->first + 1;
+  const int64_t n = std::max(by_id.rbegin()->first + 1, vocab_size);
   if (n > (int64_t(1) << 24)) invalid("[gguf] tokenizer.json: token id {} is absurd", n - 1);
   std::vector<std::string> tokens(static_cast<size_t>(n));
   std::vector<int32_t> token_type(static_cast<size_t>(n), 1);
@@ -432,7 +432,7 @@ void convert_to_gguf(const std::string& src_dir, const std::string& dst_path, co
   const std::string tok_text = read_text(src / "tokenizer.json");
   if (!tok_text.empty()) {
     std::string tcfg = read_text(src / "tokenizer_config.json");
-    add_tokenizer_metadata(w, tok_text, tcfg, mt);
+    add_tokenizer_metadata(w, tok_text, tcfg, mt, cfg.vocab_size);
     if (!w.has_key("tokenizer.chat_template")) {
       std::string tpl = read_text(src / "chat_template.jinja");
       if (!tpl.empty()) w.add_string("tokenizer.chat_template", tpl);

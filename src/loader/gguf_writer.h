@@ -77,7 +77,9 @@ void convert_to_gguf(const std::string& src_dir, const std::string& dst_path, co
 // tokenizer.ggml.* and tokenizer.chat_template keys from a tokenizer.json (+ optional
 // tokenizer_config.json text; "" when absent). Byte-level BPE becomes "gpt2" with merges;
 // BPE with byte fallback (SentencePiece-style) becomes "llama" with scores from merge ranks.
+// The token list is padded with "[PAD<i>]" (type unused) up to `vocab_size` (the model's
+// embedding rows; llama.cpp requires them to match), as convert_hf_to_gguf.py does.
 void add_tokenizer_metadata(GgufWriter& w, const std::string& tokenizer_json, const std::string& tokenizer_config_json,
-                            const std::string& model_type);
+                            const std::string& model_type, int64_t vocab_size = 0);
 
 }  // namespace mlxcel

@@ -2,6 +2,9 @@
 // the reference quantizers round-trip, and the packed matmul matches a dequantized one.
 #include <cmath>
 #include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -251,6 +254,33 @@ TEST(GgufQuants, PackedMatmulMatchesDequantized) {
     }
   }
   EXPECT_TRUE(std::string(matmul_isa()) == "avx2" || std::string(matmul_isa()) == "scalar");
+}
+
+// tests/gguf/data/quant_vectors.bin: random blocks of every format dequantized by
+// llama.cpp's gguf-py (tools/gguf/make_quant_vectors.py). Bit-exact, except that gguf-py
+// computes some products in a different order (K-quants: d * sc first), so allow 1 ulp-ish.
+TEST(GgufQuants, MatchLlamaCppReferenceVectors) {
+  std::ifstream in(std::string(MLXCEL_SOURCE_DIR) + "/tests/gguf/data/quant_vectors.bin", std::ios::binary);
+  ASSERT_TRUE(in) << "missing tests/gguf/data/quant_vectors.bin";
+  std::string buf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t pos = 0;
+  int types = 0;
+  while (pos + 12 <= buf.size()) {
+    uint32_t hdr[3];
+    std::memcpy(hdr, buf.data() + pos, 12);
+    pos += 12;
+    const uint32_t type = hdr[0], n = hdr[1], nbytes = hdr[2];
+    ASSERT_LE(pos + nbytes + size_t(n) * 4, buf.size());
+    ASSERT_EQ(row_bytes(type, n), nbytes) << "type " << type;
+    std::vector<float> want(n), got(n);
+    std::memcpy(want.data(), buf.data() + pos + nbytes, size_t(n) * 4);
+    dequantize_row(type, reinterpret_cast<const uint8_t*>(buf.data() + pos), got.data(), n);
+    for (uint32_t i = 0; i < n; ++i)
+      ASSERT_NEAR(got[i], want[i], 1e-6f * std::max(1.0f, std::fabs(want[i]))) << "type " << type << " value " << i;
+    pos += nbytes + size_t(n) * 4;
+    ++types;
+  }
+  EXPECT_EQ(types, 10);
 }
 
 }  // namespace
