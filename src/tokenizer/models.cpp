@@ -234,6 +234,17 @@ UnigramModel::UnigramModel(std::vector<std::pair<std::string, double>> vocab, st
     invalid("[tokenizer] Unigram unk_id {} is out of range", *unk_id_);
   }
   unk_score_ = min_score - 10.0;
+  trie_id_.assign(1, -1);
+  trie_edges_.reserve(token_to_id_.size() * 3);
+  for (const auto& [piece, id] : token_to_id_) {
+    uint32_t node = 0;
+    for (unsigned char c : piece) {
+      auto [it, fresh] = trie_edges_.try_emplace((static_cast<uint64_t>(node) << 8) | c, static_cast<uint32_t>(trie_id_.size()));
+      if (fresh) trie_id_.push_back(-1);
+      node = it->second;
+    }
+    trie_id_[node] = id;
+  }
 }
 
 void UnigramModel::run(const std::string& s, std::vector<int32_t>& out,
@@ -255,18 +266,22 @@ void UnigramModel::run(const std::string& s, std::vector<int32_t>& out,
     }
     double base = best[pos].score;
     bool has_single = false;
-    // Prefixes in increasing length, as a trie walk would find them.
-    for (size_t len = 1; len <= max_piece_bytes_ && pos + len <= n; ++len) {
+    // Prefixes in increasing length (a trie walk, as HF's common-prefix search).
+    uint32_t node = 0;
+    for (size_t len = 1; pos + len <= n; ++len) {
+      auto edge = trie_edges_.find((static_cast<uint64_t>(node) << 8) | static_cast<uint8_t>(s[pos + len - 1]));
+      if (edge == trie_edges_.end()) break;
+      node = edge->second;
+      int32_t id = trie_id_[node];
+      if (id < 0) continue;
       size_t e = pos + len;
       if (e < n && (static_cast<uint8_t>(s[e]) & 0xC0) == 0x80) continue;  // not a char boundary
-      auto it = token_to_id_.find(s.substr(pos, len));
-      if (it == token_to_id_.end()) continue;
-      double cand = base + scores_[it->second];
+      double cand = base + scores_[static_cast<size_t>(id)];
       Node& t = best[e];
       if (t.start < 0 || cand > t.score) {
         t.score = cand;
         t.start = static_cast<long>(pos);
-        t.id = it->second;
+        t.id = id;
       }
       if (len == clen) has_single = true;
     }

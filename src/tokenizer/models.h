@@ -114,6 +114,9 @@ class UnigramModel : public Model {
   bool byte_fallback_;
   double unk_score_ = 0;
   size_t max_piece_bytes_ = 0;
+  // Byte trie over the pieces: (node << 8 | byte) -> child; trie_id_[node] = id or -1.
+  std::unordered_map<uint64_t, uint32_t> trie_edges_;
+  std::vector<int32_t> trie_id_;
 };
 
 class SpmScoresModel : public Model {

@@ -313,9 +313,11 @@ int unicode_to_byte(char32_t c) {
   return it == m.end() ? -1 : it->second;
 }
 
-std::vector<size_t> grapheme_breaks(std::string_view s) {
-  std::vector<size_t> out{0};
-  if (s.empty()) return out;
+namespace {
+
+// ICU's character (extended grapheme cluster) breaks of `s`, appended to `out` offset by `base`
+// (the break at 0 excluded).
+void icu_grapheme_breaks(std::string_view s, size_t base, std::vector<size_t>& out) {
   // One break iterator per thread: ubrk_open loads the rules, which is slow.
   struct Iter {
     UBreakIterator* it = nullptr;
@@ -337,10 +339,33 @@ std::vector<size_t> grapheme_breaks(std::string_view s) {
     throw_error(ErrorKind::internal, "[tokenizer] ICU break iterator failed: {}", u_errorName(err));
   }
   // With a UTF-8 UText the iterator's indices are byte offsets.
-  for (int32_t p = ubrk_next(cache.it); p != UBRK_DONE; p = ubrk_next(cache.it)) out.push_back(static_cast<size_t>(p));
+  for (int32_t p = ubrk_next(cache.it); p != UBRK_DONE; p = ubrk_next(cache.it)) out.push_back(base + static_cast<size_t>(p));
   ubrk_setText(cache.it, nullptr, 0, &err);
   utext_close(ut);
-  if (out.back() != s.size()) out.push_back(s.size());
+  if (out.back() != base + s.size()) out.push_back(base + s.size());
+}
+
+}  // namespace
+
+std::vector<size_t> grapheme_breaks(std::string_view s) {
+  std::vector<size_t> out{0};
+  const auto* p = reinterpret_cast<const uint8_t*>(s.data());
+  size_t n = s.size();
+  // Between two ASCII characters there is always a break (except CR LF), and no rule looks
+  // across it: ASCII runs are split here, and only the stretches between such safe breaks
+  // go through ICU.
+  auto safe_break_at = [&](size_t j) { return p[j - 1] < 0x80 && p[j] < 0x80 && !(p[j - 1] == '\r' && p[j] == '\n'); };
+  size_t i = 0;
+  while (i < n) {
+    if (i + 1 == n ? p[i] < 0x80 : safe_break_at(i + 1)) {
+      out.push_back(++i);
+      continue;
+    }
+    size_t j = i + 1;
+    while (j < n && !safe_break_at(j)) ++j;
+    icu_grapheme_breaks(s.substr(i, j - i), i, out);
+    i = j;
+  }
   return out;
 }
 
