@@ -12,9 +12,16 @@ Every example is a dict:
   text       plain text (raw completion) items only
 
 Held-out splits: arithmetic pairs used for eval never appear in training; capital
-questions in eval use templates never trained on; reversal/counting eval words never
-appear in training; JSON eval uses held-out names; tool eval questions are excluded
-from training.
+questions in eval use templates never trained on; reversal/counting eval words are
+never reversed or counted in training (they appear only in the forward spelling task,
+so the model knows their letters); JSON eval (template, name, age) triples never appear
+in training (every name does, with other ages); tool eval questions are excluded from
+training.
+
+Reversal answers are spelled backwards letter by letter with hyphens ("w-a-r-d"), the
+same format as forward spelling ("d-r-a-w"): with a byte-level BPE, a reversed word as
+one string would tokenize into pieces unrelated to the word's own tokens, while spelled
+letters are one small token each.
 """
 
 import json
@@ -50,6 +57,11 @@ CAPITAL_TRAIN_TEMPLATES = [
     "What city serves as the capital of {c}?", "Do you know the capital of {c}?",
     "Give me the capital of {c}.", "The capital of {c} is which city?",
     "Please tell me the capital city of {c}.", "Which city is {c}'s capital?",
+    "Could you tell me the capital of {c}?", "What's {c}'s capital?", "Can you name the capital of {c}?",
+    "Tell me {c}'s capital city.", "Which city is the capital city of {c}?", "In {c}, which city is the capital?",
+    "What is the name of the capital of {c}?", "Do you know what the capital of {c} is?",
+    "Name {c}'s capital.", "Which city is the seat of government of {c}?", "{c}'s capital is which city?",
+    "Please name the capital of {c}.", "What do you call the capital of {c}?", "Where is {c}'s capital?",
 ]
 CAPITAL_HELDOUT_TEMPLATES = [
     "What is {c}'s capital city?", "Can you tell me what the capital of {c} is?",
@@ -169,8 +181,9 @@ ADD_TEMPLATES = ["What is {a} + {b}?", "Compute {a} + {b}.", "{a} + {b} = ?", "C
                  "What is the sum of {a} and {b}?", "What is {a} plus {b}?", "Add {a} and {b}."]
 SUB_TEMPLATES = ["What is {a} - {b}?", "Compute {a} - {b}.", "{a} - {b} = ?", "Calculate {a} minus {b}.",
                  "What is {a} minus {b}?", "Subtract {b} from {a}.", "What is the difference {a} - {b}?"]
-REVERSE_TEMPLATES = ["Spell '{w}' backwards.", "What is '{w}' spelled backwards?", "Reverse the word '{w}'.",
-                     "Write '{w}' in reverse.", "Spell the word '{w}' backwards.", "Write the word '{w}' backwards."]
+REVERSE_TEMPLATES = ["Spell '{w}' backwards.", "What is '{w}' spelled backwards?",
+                     "Spell the word '{w}' backwards.", "How do you spell '{w}' backwards?",
+                     "Spell '{w}' in reverse, letter by letter.", "Spell the word '{w}' in reverse order."]
 COUNT_TEMPLATES = ["How many letters are in '{w}'?", "How many letters does the word '{w}' have?",
                    "Count the letters in '{w}'.", "What is the length of the word '{w}'?",
                    "How many letters are in the word '{w}'?"]
@@ -204,6 +217,8 @@ _names = sorted(set(NAMES))
 _name_rng.shuffle(_names)
 HELDOUT_NAMES = sorted(_names[:len(_names) // 5])
 TRAIN_NAMES = sorted(_names[len(_names) // 5:])
+ALL_WORDS = sorted(TRAIN_WORDS + HELDOUT_WORDS)
+ALL_NAMES = sorted(_names)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -262,7 +277,7 @@ def task_reverse(rng, split):
     w = rng.choice(HELDOUT_WORDS if split == "eval" else TRAIN_WORDS)
     t = rng.choice(REVERSE_TEMPLATES)
     rev = w[::-1]
-    return dict(key=("reverse", t, w), q=t.format(w=w), a=rev,
+    return dict(key=("reverse", t, w), q=t.format(w=w), a=_spelled(rev, "-"),
                 r="The letters of '{}' are {}. In reverse order: {}.".format(
                     w, _spelled(w, " "), _spelled(rev, " ")))
 
@@ -275,7 +290,7 @@ def task_count(rng, split):
 
 
 def task_spell(rng, split):
-    w = rng.choice(TRAIN_WORDS)
+    w = rng.choice(ALL_WORDS)
     t = rng.choice(SPELL_TEMPLATES)
     return dict(key=("spell", t, w), q=t.format(w=w), a=_spelled(w, "-"),
                 r="The word '{}' has {} letters.".format(w, len(w)))
@@ -291,10 +306,10 @@ def task_repeat(rng, split):
 
 
 def task_json(rng, split):
-    x = rng.choice(HELDOUT_NAMES if split == "eval" else TRAIN_NAMES)
+    x = rng.choice(ALL_NAMES)
     n = rng.randrange(1, 100)
     t = rng.choice(JSON_TEMPLATES)
-    return dict(key=("json", t, x, n), q=t.format(x=x, n=n),
+    return dict(key=("json", x, n), q=t.format(x=x, n=n),
                 a=json.dumps({"name": x, "age": n}),
                 r="The name is {} and the age is {}.".format(x, n))
 
@@ -431,8 +446,8 @@ def make_plain(rng, split):
 
 
 TRAIN_MIX = [  # (task, weight)
-    ("add", 0.13), ("sub", 0.13), ("capital", 0.07), ("reverse", 0.15), ("count", 0.06),
-    ("spell", 0.05), ("repeat", 0.05), ("json", 0.06), ("tool_call", 0.11), ("tool_answer", 0.07),
+    ("add", 0.10), ("sub", 0.10), ("capital", 0.10), ("reverse", 0.18), ("count", 0.05),
+    ("spell", 0.10), ("repeat", 0.05), ("json", 0.08), ("tool_call", 0.09), ("tool_answer", 0.07),
     ("tool_direct", 0.03), ("plain", 0.05), ("multi", 0.04),
 ]
 EVAL_TASKS = ["add", "sub", "capital", "reverse", "count", "repeat", "json", "tool_call",
