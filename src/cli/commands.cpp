@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "base/error.h"
+#include "cli/session.h"
 
 namespace mlxcel::cli {
 
@@ -27,6 +28,12 @@ void add_all_commands(CLI::App& app) {
 #define MLXCEL_ADD(name) add_##name##_command(app);
   MLXCEL_CLI_COMMANDS(MLXCEL_ADD)
 #undef MLXCEL_ADD
+}
+
+void add_memory_flags(CLI::App* cmd, ModelArgs& m) {
+  cmd->add_flag("--estimate-memory", m.estimate_memory,
+                "Estimate the memory the model needs first (as `mlxcel inspect`); abort if it will not fit");
+  cmd->add_flag("--force,--no-memory-check", m.force, "With --estimate-memory: load even when it will not fit");
 }
 
 int run_main(CLI::App& app, int argc, char** argv) {

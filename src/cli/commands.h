@@ -10,6 +10,11 @@ namespace mlxcel::cli {
 // Adds every subcommand to `app` (the list is in commands.cpp).
 void add_all_commands(CLI::App& app);
 
+struct ModelArgs;
+// --estimate-memory and --force/--no-memory-check (see ModelArgs), shared by run,
+// generate and serve.
+void add_memory_flags(CLI::App* cmd, ModelArgs& m);
+
 // Runs the parsed app; maps mlxcel::Error to one line on stderr and exit code 1.
 int run_main(CLI::App& app, int argc, char** argv);
 

@@ -51,23 +51,15 @@ struct GenerateArgs {
   int n = 16;
   int max_kv = 4096;
   bool verbose = false;
-  bool estimate_memory = false;
-  bool force = false;
   SamplingParams sampling;
 };
 
 void run_generate(const GenerateArgs& a) {
   if (a.prompt.empty() == a.prompt_ids.empty()) invalid("pass exactly one of -p/--prompt and --prompt-ids");
-  if (a.estimate_memory) {
-    MemoryRequest req;
-    req.max_tokens = a.max_kv;
-    MemoryEstimate e = estimate_memory(resolve_model_path(a.model), req);
-    if (!e.fits && !a.force)
-      throw Error(ErrorKind::resource_exhausted,
-                  "the model will not fit in memory (pass --force to try anyway):\n" + e.describe());
-  }
   auto t0 = std::chrono::steady_clock::now();
-  LoadedModel lm = open_model(a.model);
+  ModelArgs margs = a.model;
+  margs.kv_tokens = a.max_kv;
+  LoadedModel lm = open_model(margs);
   std::vector<int> prompt;
   std::string prompt_text = a.prompt;
   if (!a.prompt_ids.empty()) {
@@ -150,8 +142,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--presence-penalty", a->sampling.presence_penalty, "Presence penalty");
   cmd->add_option("--frequency-penalty", a->sampling.frequency_penalty, "Frequency penalty");
   cmd->add_option("--seed", a->sampling.seed, "Sampling seed");
-  cmd->add_flag("--estimate-memory", a->estimate_memory, "Check memory before loading; abort if it will not fit");
-  cmd->add_flag("--force,--no-memory-check", a->force, "Load even when the estimate says it will not fit");
+  add_memory_flags(cmd, a->model);
   cmd->add_flag("-v,--verbose", a->verbose, "Print prompt and decode speed at the end");
   cmd->callback([a] { run_generate(*a); });
 }

@@ -21,6 +21,8 @@ void add_inspect_command(CLI::App& app) {
   cmd->add_option("-m,--model", a->model, "Checkpoint folder")->required();
   cmd->add_option("--max-tokens", a->req.max_tokens, "Context length per sequence")->check(CLI::Range(1LL, 1LL << 30));
   cmd->add_option("--batch", a->req.batch, "Concurrent sequences")->check(CLI::Range(1LL, 1LL << 20));
+  cmd->add_option("--device", a->req.device, "Memory to check against: cpu, cuda (GPU 0) or auto")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   cmd->add_flag("--json", a->json, "Machine-readable output");
   cmd->callback([a] {
     MemoryEstimate e = estimate_memory(a->model, a->req);

@@ -77,7 +77,9 @@ std::string answer(LoadedModel& lm, const RunArgs& a, const nlohmann::ordered_js
 }
 
 void run_repl(const RunArgs& a) {
-  LoadedModel lm = open_model(a.model);
+  ModelArgs margs = a.model;
+  margs.kv_tokens = a.max_kv;
+  LoadedModel lm = open_model(margs);
   nlohmann::ordered_json messages = nlohmann::ordered_json::array();
   auto reset = [&] {
     messages = nlohmann::ordered_json::array();
@@ -135,6 +137,7 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--models-dir", a->model.models_dir, "Model store folder");
   cmd->add_option("--chat-template-file", a->model.chat_template_file, "Jinja chat template to use instead");
   cmd->add_option("-t,--threads", a->model.threads, "CPU threads");
+  add_memory_flags(cmd, a->model);
   cmd->add_flag("--show-reasoning", a->show_reasoning, "Print the model's <think> reasoning (dimmed)");
   cmd->add_flag("--no-thinking", a->no_thinking, "Pass enable_thinking=false to the template");
   cmd->add_option("--temp,--temperature", a->sampling.temperature, "Sampling temperature (0: greedy)");

@@ -1,6 +1,8 @@
 // `mlxcel serve`: the HTTP server, with exactly mlxcel-server's (llama-server style)
 // flags, which CLI11 passes through untouched. The model is loaded by the session
 // helper (store ids, paths, the bundled demo model) on the server's loading thread.
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -8,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "cli/session.h"
+#include "loader/config.h"
 #include "server/server.h"
 
 namespace mlxcel::cli {
@@ -34,8 +37,40 @@ server::ServedModel load_for_server(const server::ServerOptions& o) {
 
 }  // namespace
 
+// --estimate-memory / --force (--no-memory-check) are mlxcel's own flags (llama-server
+// has none): taken out of the arguments here and checked before the server starts, for
+// the context (-c, else the model's) times the slots (-np).
+int check_server_memory(const std::vector<std::string>& args, const ModelArgs& flags) {
+  try {
+    const server::ServerOptions o = server::parse_server_args(args);
+    if (o.help) return 0;
+    ModelArgs a = flags;
+    a.model = o.model;
+    a.models_dir = o.models_dir;
+    const std::string path = resolve_model_path(a);
+    a.kv_tokens = o.ctx_size > 0 ? o.ctx_size : std::max(1, load_model_config(path + "/config.json").max_position_embeddings);
+    a.batch = o.n_parallel;
+    check_memory(a, path);
+    return 0;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "mlxcel-server: error: %s\n", e.what());
+    return 1;
+  }
+}
+
 // Shared with apps/mlxcel_server.cpp (declared there).
-int serve_main(const std::vector<std::string>& args) { return server::server_main(args, load_for_server); }
+int serve_main(const std::vector<std::string>& args) {
+  ModelArgs flags;
+  std::vector<std::string> rest;
+  for (const auto& s : args) {
+    if (s == "--estimate-memory") flags.estimate_memory = true;
+    else if (s == "--force" || s == "--no-memory-check") flags.force = true;
+    else rest.push_back(s);
+  }
+  if (flags.estimate_memory)
+    if (int rc = check_server_memory(rest, flags)) return rc;
+  return server::server_main(rest, load_for_server);
+}
 
 void add_serve_command(CLI::App& app) {
   auto* sub = app.add_subcommand("serve", "OpenAI-compatible HTTP server (mlxcel-server's flags; --help lists them)");

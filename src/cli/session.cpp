@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "base/thread_pool.h"
+#include "models/memory.h"
 #include "store/store.h"
 
 namespace mlxcel::cli {
@@ -42,6 +43,19 @@ std::string resolve_model_path(const ModelArgs& args) {
   return store::resolve_model(id, cfg).path.string();
 }
 
+void check_memory(const ModelArgs& args, const std::string& model_path) {
+  if (!args.estimate_memory) return;
+  MemoryRequest req;
+  req.max_tokens = args.kv_tokens;
+  req.batch = args.batch;
+  const MemoryEstimate e = estimate_memory(model_path, req);
+  if (e.fits) return;
+  if (!args.force)
+    throw Error(ErrorKind::resource_exhausted,
+                "the model will not fit in memory (pass --force to load it anyway):\n" + e.describe());
+  std::fprintf(stderr, "mlxcel: warning: the model may not fit in memory (--force given):\n%s", e.describe().c_str());
+}
+
 LoadedModel open_model(const ModelArgs& args) {
   if (args.threads > 0) ThreadPool::set_global_threads(args.threads);
   LoadedModel lm;
@@ -50,6 +64,7 @@ LoadedModel open_model(const ModelArgs& args) {
   store::ResolvedModel r = store::resolve_model(id, cfg);
   lm.path = r.path.string();
   lm.repo_id = r.repo_id;
+  check_memory(args, lm.path);
   lm.model = load_model(lm.path);
   if (fs::exists(r.path / "tokenizer.json")) lm.tok = load_tokenizer(lm.path);
   std::string tpl_source;

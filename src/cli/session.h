@@ -20,6 +20,13 @@ struct ModelArgs {
   std::string models_dir;   // --models-dir
   std::string chat_template_file;  // --chat-template-file overrides the bundled one
   int threads = 0;
+  // --estimate-memory: before loading, estimate what the model needs for `kv_tokens`
+  // of context per sequence and `batch` sequences (models/memory.h) and abort with the
+  // report when it will not fit, unless --force (alias --no-memory-check).
+  bool estimate_memory = false;
+  bool force = false;
+  int64_t kv_tokens = 4096;
+  int64_t batch = 1;
 };
 
 struct LoadedModel {
@@ -41,7 +48,11 @@ struct LoadedModel {
 // The checkpoint folder for args.model (store, HF cache, path; downloads an owner/name
 // that is missing).
 std::string resolve_model_path(const ModelArgs& args);
-// Resolves (as above) and loads.
+// The --estimate-memory check of args (a no-op without it): throws
+// Error(resource_exhausted) with the report when the model will not fit and --force is
+// off; with --force it prints the report's verdict to stderr and returns.
+void check_memory(const ModelArgs& args, const std::string& model_path);
+// Resolves (as above), runs check_memory, and loads.
 LoadedModel open_model(const ModelArgs& args);
 
 // The default model for `mlxcel run` with no argument: the seed's default when it is

@@ -10,6 +10,9 @@
 #include "base/error.h"
 #include "loader/config.h"
 #include "loader/weights.h"
+#ifdef MLXCEL_WITH_CUDA
+#include "backends/cuda/kernels.h"
+#endif
 
 namespace mlxcel {
 
@@ -87,8 +90,26 @@ MemoryEstimate estimate_memory(const std::string& model_dir, const MemoryRequest
     if (!(e.headroom >= 1.0 && e.headroom <= 100.0)) invalid("MLXCEL_HEADROOM_FACTOR must be in [1, 100], got '{}'", h);
   }
   e.total_bytes = int64_t(double(e.weight_bytes + e.kv_bytes + e.activation_bytes) * e.headroom);
+  if (req.device != "cpu" && req.device != "cuda" && req.device != "auto")
+    invalid("--device must be cpu, cuda or auto (got '{}')", req.device);
+  e.device = "cpu";
   e.available_bytes = mem_available();
   e.available_source = "/proc/meminfo MemAvailable";
+  if (req.device != "cpu") {
+#ifdef MLXCEL_WITH_CUDA
+    size_t free_b = 0, total_b = 0;
+    std::string name;
+    if (cuda::memory_info(0, &free_b, &total_b, &name)) {
+      e.device = "cuda";
+      e.available_bytes = int64_t(free_b);
+      e.available_source = fmt::format("cudaMemGetInfo free on {} ({} total)", name, human(int64_t(total_b)));
+    } else if (req.device == "cuda") {
+      throw_error(ErrorKind::unsupported, "--device cuda: no CUDA device is present");
+    }
+#else
+    if (req.device == "cuda") throw_error(ErrorKind::unsupported, "--device cuda: this build has no CUDA backend");
+#endif
+  }
   if (const char* lim = std::getenv("MLXCEL_MEMORY_LIMIT")) {
     int64_t l = parse_byte_size(lim);
     if (e.available_bytes == 0 || l < e.available_bytes) {
@@ -107,10 +128,10 @@ std::string MemoryEstimate::describe() const {
       "activations  {:>12}\n"
       "headroom     {:>12.2f}x (MLXCEL_HEADROOM_FACTOR)\n"
       "total        {:>12}\n"
-      "available    {:>12}  ({})\n"
+      "available    {:>12}  ({}; device {})\n"
       "verdict      {}\n",
       human(weight_bytes), n_tensors, human(kv_bytes), human(kv_bytes_per_token), human(activation_bytes), headroom,
-      human(total_bytes), human(available_bytes), available_source, fits ? "fits" : "does NOT fit");
+      human(total_bytes), human(available_bytes), available_source, device, fits ? "fits" : "does NOT fit");
 }
 
 nlohmann::json MemoryEstimate::to_json() const {
@@ -118,7 +139,7 @@ nlohmann::json MemoryEstimate::to_json() const {
           {"kv_bytes", kv_bytes},               {"kv_bytes_per_token", kv_bytes_per_token},
           {"activation_bytes", activation_bytes}, {"headroom", headroom},
           {"total_bytes", total_bytes},         {"available_bytes", available_bytes},
-          {"available_source", available_source}, {"fits", fits}};
+          {"available_source", available_source}, {"device", device}, {"fits", fits}};
 }
 
 }  // namespace mlxcel

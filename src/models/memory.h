@@ -18,6 +18,9 @@ struct MemoryRequest {
   int64_t batch = 1;          // concurrent sequences
   int kv_bytes_per_elem = 4;  // the CPU cache is f32
   int64_t prefill_chunk = 512;
+  // Where the model would run: "cpu" (system memory), "cuda" (GPU 0's free memory;
+  // an error without a CUDA build or device) or "auto" (cuda when present, else cpu).
+  std::string device = "auto";
 };
 
 struct MemoryEstimate {
@@ -29,7 +32,8 @@ struct MemoryEstimate {
   double headroom = 1.2;
   int64_t total_bytes = 0;          // (weights + kv + activations) * headroom
   int64_t available_bytes = 0;
-  std::string available_source;     // "/proc/meminfo MemAvailable", "MLXCEL_MEMORY_LIMIT"
+  std::string available_source;     // "/proc/meminfo MemAvailable", "cudaMemGetInfo ...", "MLXCEL_MEMORY_LIMIT"
+  std::string device;               // "cpu" or "cuda"
   bool fits = false;
   std::string describe() const;     // the human report
   nlohmann::json to_json() const;

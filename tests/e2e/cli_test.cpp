@@ -20,9 +20,9 @@ struct Result {
   std::string out;  // stdout + stderr
 };
 
-Result run(const std::string& args) {
+Result run(const std::string& args, const std::string& env = "") {
   Result r;
-  std::string cmd = std::string(MLXCEL_BIN) + " " + args + " 2>&1";
+  std::string cmd = env + std::string(MLXCEL_BIN) + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
   std::array<char, 4096> buf{};
@@ -112,6 +112,34 @@ TEST(CliInspect, MemoryLimitMakesGenerateRefuse) {
   cmd = env + MLXCEL_BIN + " generate -m " + (kFixtures / "llama").string() +
         " --prompt-ids 1,2,3 -n 2 --estimate-memory --force 2>&1";
   EXPECT_EQ(WEXITSTATUS(std::system(cmd.c_str())), 0);
+}
+
+TEST(CliInspect, MemoryCheckOnRunAndServe) {
+  const std::string demo = (fs::path(MLXCEL_SOURCE_DIR) / "models/mlxcel-demo").string();
+  const std::string tiny = "MLXCEL_MEMORY_LIMIT=1KB ";
+  // run: refused with the report, or answered with --force (and a warning).
+  Result r = run("run " + demo + " -p 'What is 2 + 3?' --no-thinking -n 8 --estimate-memory", tiny);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("will not fit"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("MLXCEL_MEMORY_LIMIT"), std::string::npos) << r.out;
+  r = run("run " + demo + " -p 'What is 2 + 3?' --no-thinking -n 8 --estimate-memory --no-memory-check", tiny);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("may not fit"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("5"), std::string::npos) << r.out;
+  // serve: checked for -c x -np before the server starts; exits 1 without listening.
+  r = run("serve -m " + demo + " -c 512 -np 2 --port 1 --estimate-memory", tiny);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("will not fit"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("listening"), std::string::npos) << r.out;
+  // inspect: the device it checked against; cuda without a CUDA build is a clear error.
+  r = run("inspect -m " + demo + " --max-tokens 512 --device cpu --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["device"], "cpu");
+#ifndef MLXCEL_WITH_CUDA
+  r = run("inspect -m " + demo + " --max-tokens 512 --device cuda");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("no CUDA backend"), std::string::npos) << r.out;
+#endif
 }
 
 TEST(CliErrors, BadInputGivesOneLineAndNonZeroExit) {

@@ -34,6 +34,9 @@ using cpu::QuantMatrix;
 void init();
 int device_count();        // 0 when there is no driver or no device
 bool available();          // device_count() > 0
+// Free and total bytes of device `index` (cudaMemGetInfo) and its name; false when
+// there is no such device.
+bool memory_info(int index, size_t* free_bytes, size_t* total_bytes, std::string* name = nullptr);
 // Waits for all work queued on the device's stream; surfaces asynchronous errors.
 void synchronize(Device d = Device::cuda());
 // Copy to any device (cpu <-> cuda, cuda <-> cuda); x may be strided.

@@ -181,6 +181,20 @@ int device_count() {
 
 bool available() { return device_count() > 0; }
 
+bool memory_info(int index, size_t* free_bytes, size_t* total_bytes, std::string* name) {
+  if (index < 0 || index >= device_count()) return false;
+  DeviceGuard guard(index);
+  if (cudaMemGetInfo(free_bytes, total_bytes) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  if (name) {
+    cudaDeviceProp p{};
+    *name = cudaGetDeviceProperties(&p, index) == cudaSuccess ? std::string(p.name) : "GPU " + std::to_string(index);
+  }
+  return true;
+}
+
 void synchronize(Device d) {
   init();
   MLXCEL_CUDA_CHECK(cudaStreamSynchronize(stream_of(d.index)));
