@@ -1,5 +1,6 @@
 #include "loader/gguf_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -478,6 +479,24 @@ bool is_gguf_path(const std::string& path) {
   char magic[4] = {};
   in.read(magic, 4);
   return in.gcount() == 4 && std::memcmp(magic, "GGUF", 4) == 0;
+}
+
+std::string gguf_model_file(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (is_gguf_path(path)) return path;
+  if (!fs::is_directory(path, ec) || fs::exists(fs::path(path) / "config.json", ec)) return "";
+  std::vector<std::string> found;
+  for (const auto& e : fs::directory_iterator(path, ec))
+    if (e.is_regular_file(ec) && e.path().extension() == ".gguf") found.push_back(e.path().string());
+  if (found.size() == 1) return found[0];
+  if (found.size() > 1) {
+    std::sort(found.begin(), found.end());
+    std::string list;
+    for (const auto& f : found) list += "\n  " + f;
+    invalid("{} holds several GGUF files; pass one of them:{}", path, list);
+  }
+  return "";
 }
 
 }  // namespace mlxcel

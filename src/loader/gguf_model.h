@@ -78,5 +78,9 @@ GgufCheckpoint gguf_checkpoint(std::shared_ptr<const GgufFile> file, const GgufL
 
 // True when `path` names a GGUF file (extension .gguf, or the GGUF magic).
 bool is_gguf_path(const std::string& path);
+// The GGUF file a model path stands for: the path itself when it is a GGUF file; for a
+// folder without config.json, its only *.gguf (Error(invalid_request) listing them when
+// there are several); "" otherwise.
+std::string gguf_model_file(const std::string& path);
 
 }  // namespace mlxcel

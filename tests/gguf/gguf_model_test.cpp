@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "base/error.h"
 #include "loader/gguf.h"
 #include "loader/gguf_model.h"
 #include "loader/gguf_writer.h"
@@ -142,9 +143,17 @@ TEST_P(GgufFamily, RoundTripMatchesReference) {
     std::fprintf(stderr, "[gguf] %-12s %-5s rel err vs reference %.2e, packed vs dequantized %.2e\n",
                  GetParam().c_str(), c.name, err, perr);
   }
-  // The CLI path: load_model on the file.
+  // The CLI path: load_model on the file, and on a folder holding only that file.
   auto m = load_model((tmp / (GetParam() + "-f32.gguf")).string());
   EXPECT_LE(model_err(*m, ref), 1e-4);
+  const fs::path only = tmp / "only";
+  fs::create_directories(only);
+  fs::copy_file(tmp / (GetParam() + "-q8_0.gguf"), only / "model-q8_0.gguf");
+  EXPECT_EQ(gguf_model_file(only.string()), (only / "model-q8_0.gguf").string());
+  EXPECT_NO_THROW(load_model(only.string()));
+  fs::copy_file(tmp / (GetParam() + "-q4_0.gguf"), only / "model-q4_0.gguf");
+  EXPECT_THROW(load_model(only.string()), Error);  // two files: which one?
+  EXPECT_EQ(gguf_model_file(dir.string()), "");   // a safetensors checkpoint
   fs::remove_all(tmp);
 }
 
