@@ -63,8 +63,8 @@ std::unique_ptr<Model> build_model(const ModelConfig& cfg, const WeightMap& weig
 }
 
 std::unique_ptr<Model> load_model(const std::string& dir) {
-  if (is_gguf_path(dir)) {  // a .gguf file: metadata -> config, tensors under HF names
-    GgufCheckpoint ck = load_gguf_checkpoint(dir);
+  if (std::string gguf = gguf_model_file(dir); !gguf.empty()) {  // metadata -> config, HF tensor names
+    GgufCheckpoint ck = load_gguf_checkpoint(gguf);
     return build_model(ck.config, ck.weights);
   }
   ModelConfig cfg = load_model_config(dir + "/config.json");
