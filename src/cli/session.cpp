@@ -8,6 +8,8 @@
 
 #include "base/error.h"
 #include "base/thread_pool.h"
+#include "cli/gguf_tokenizer.h"
+#include "loader/gguf_model.h"
 #include "models/memory.h"
 #include "store/store.h"
 
@@ -44,7 +46,8 @@ std::string resolve_model_path(const ModelArgs& args) {
 }
 
 void check_memory(const ModelArgs& args, const std::string& model_path) {
-  if (!args.estimate_memory) return;
+  // NOTE: the estimate reads config.json and safetensors headers; GGUF files are not estimated.
+  if (!args.estimate_memory || !gguf_model_file(model_path).empty()) return;
   MemoryRequest req;
   req.max_tokens = args.kv_tokens;
   req.batch = args.batch;
@@ -67,6 +70,7 @@ LoadedModel open_model(const ModelArgs& args) {
   check_memory(args, lm.path);
   lm.model = load_model(lm.path);
   if (fs::exists(r.path / "tokenizer.json")) lm.tok = load_tokenizer(lm.path);
+  else if (std::string gguf = gguf_model_file(lm.path); !gguf.empty()) lm.tok = gguf_tokenizer_bundle(gguf);
   std::string tpl_source;
   if (!args.chat_template_file.empty()) {
     std::ifstream in(args.chat_template_file);
