@@ -43,10 +43,18 @@ TEST(Linear, GemvPathOddSizes) {
         for (int64_t N : {1, 3, 65}) check_linear(M, K, N, dt, (M + K) % 2 == 0, seed++);
 }
 
+TEST(Linear, GroupedGemvPathOddSizes) {  // 9..kGemvMaxRows rows: groups of 8 over weight tiles
+  uint32_t seed = 50;
+  for (DType dt : optest::kFloatDTypes)
+    for (int64_t M : {9, 16, 23, 32})
+      for (int64_t K : {7, 130, 1100})
+        for (int64_t N : {3, 65, 130}) check_linear(M, K, N, dt, (M + K) % 2 == 0, seed++);
+}
+
 TEST(Linear, GemmPathOddSizes) {
   uint32_t seed = 100;
   for (DType dt : optest::kFloatDTypes)
-    for (int64_t M : {9, 13, 70})
+    for (int64_t M : {33, 41, 70})
       for (int64_t K : {1, 67, 517, 1100})  // K blocks of 512 with tails
         for (int64_t N : {3, 65, 130}) check_linear(M, K, N, dt, (M + N) % 2 == 1, seed++);
 }

@@ -272,7 +272,7 @@ TEST(Qlinear, MatchesDequantizedDenseEveryFormat) {
   for (DType sdt : optest::kFloatDTypes)
     for (int bits : kBits)
       for (int gs : kGroups)
-        for (int64_t M : {1, 2, 3, 5, 8, 9, 19}) check_qlinear(M, 37, 3 * gs, bits, gs, sdt, M % 2 == 1, seed++);
+        for (int64_t M : {1, 2, 3, 5, 8, 9, 19, 32, 33, 45}) check_qlinear(M, 37, 3 * gs, bits, gs, sdt, M % 2 == 1, seed++);
 }
 
 TEST(Qlinear, GemmPathAcrossKBlocks) {

@@ -93,6 +93,24 @@ void pack_panel(const T* w, int64_t ld, int64_t nb, int64_t kb, float* packed) {
   }
 }
 
+// Decode-sized products (M <= kGemvMaxRows) stream each weight row once for all rows
+// of x. fn(m0, mr, n0, n1) computes rows [m0, m0 + mr) of y (mr <= kGemvGroup) for
+// weight rows [n0, n1). Beyond kGemvGroup rows the weights are walked in short tiles
+// and every group of rows reads a tile while it is still in L1/L2, so the weights
+// still come from memory once per step.
+constexpr int kGemvGroup = 8;
+template <typename Fn>
+void for_gemv_groups(int64_t M, int64_t n0, int64_t n1, Fn&& fn) {
+  if (M <= kGemvGroup) {
+    fn(int64_t(0), int(M), n0, n1);
+    return;
+  }
+  constexpr int64_t kTile = 8;
+  for (int64_t t = n0; t < n1; t += kTile)
+    for (int64_t m0 = 0; m0 < M; m0 += kGemvGroup)
+      fn(m0, int(std::min<int64_t>(kGemvGroup, M - m0)), t, std::min(n1, t + kTile));
+}
+
 // Source concept:
 //   void pack(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float* buf, float* packed) const;
 // writes the f32 weights of rows n0.. and columns k0.. into `packed` in the

@@ -62,17 +62,21 @@ void gemv_chunked(const float* x, int64_t K, const T* w, int64_t n0, int64_t n1,
 template <typename T>
 void gemv(const float* x, int64_t M, int64_t K, const T* w, int64_t N, float* y) {
   auto body = [&](int64_t n0, int64_t n1) {
-    switch (M) {
-      case 1: gemv_chunked<1>(x, K, w, n0, n1, y, N); break;
-      case 2: gemv_chunked<2>(x, K, w, n0, n1, y, N); break;
-      case 3: gemv_chunked<3>(x, K, w, n0, n1, y, N); break;
-      case 4: gemv_chunked<4>(x, K, w, n0, n1, y, N); break;
-      case 5: gemv_chunked<5>(x, K, w, n0, n1, y, N); break;
-      case 6: gemv_chunked<6>(x, K, w, n0, n1, y, N); break;
-      case 7: gemv_chunked<7>(x, K, w, n0, n1, y, N); break;
-      case 8: gemv_chunked<8>(x, K, w, n0, n1, y, N); break;
-      default: MLXCEL_CHECK(false, "gemv with {} rows", M);
-    }
+    gemm::for_gemv_groups(M, n0, n1, [&](int64_t m0, int mr, int64_t t0, int64_t t1) {
+      const float* xm = x + m0 * K;
+      float* ym = y + m0 * N;
+      switch (mr) {
+        case 1: gemv_chunked<1>(xm, K, w, t0, t1, ym, N); break;
+        case 2: gemv_chunked<2>(xm, K, w, t0, t1, ym, N); break;
+        case 3: gemv_chunked<3>(xm, K, w, t0, t1, ym, N); break;
+        case 4: gemv_chunked<4>(xm, K, w, t0, t1, ym, N); break;
+        case 5: gemv_chunked<5>(xm, K, w, t0, t1, ym, N); break;
+        case 6: gemv_chunked<6>(xm, K, w, t0, t1, ym, N); break;
+        case 7: gemv_chunked<7>(xm, K, w, t0, t1, ym, N); break;
+        case 8: gemv_chunked<8>(xm, K, w, t0, t1, ym, N); break;
+        default: MLXCEL_CHECK(false, "gemv group of {} rows", mr);
+      }
+    });
   };
   // NOTE: chunks of >= 16 rows keep each thread on long sequential weight streams.
   ThreadPool::global().parallel_for(N, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, K * M)));

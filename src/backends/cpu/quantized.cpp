@@ -178,17 +178,21 @@ void qgemv_chunked(const float* x, const QuantMatrix& w, int64_t n0, int64_t n1,
 template <typename S>
 void qgemv(const float* x, int64_t M, const QuantMatrix& w, float* y) {
   auto body = [&](int64_t n0, int64_t n1) {
-    switch (M) {
-      case 1: qgemv_chunked<1, S>(x, w, n0, n1, y); break;
-      case 2: qgemv_chunked<2, S>(x, w, n0, n1, y); break;
-      case 3: qgemv_chunked<3, S>(x, w, n0, n1, y); break;
-      case 4: qgemv_chunked<4, S>(x, w, n0, n1, y); break;
-      case 5: qgemv_chunked<5, S>(x, w, n0, n1, y); break;
-      case 6: qgemv_chunked<6, S>(x, w, n0, n1, y); break;
-      case 7: qgemv_chunked<7, S>(x, w, n0, n1, y); break;
-      case 8: qgemv_chunked<8, S>(x, w, n0, n1, y); break;
-      default: MLXCEL_CHECK(false, "qgemv with {} rows", M);
-    }
+    gemm::for_gemv_groups(M, n0, n1, [&](int64_t m0, int mr, int64_t t0, int64_t t1) {
+      const float* xm = x + m0 * w.K;
+      float* ym = y + m0 * w.N;
+      switch (mr) {
+        case 1: qgemv_chunked<1, S>(xm, w, t0, t1, ym); break;
+        case 2: qgemv_chunked<2, S>(xm, w, t0, t1, ym); break;
+        case 3: qgemv_chunked<3, S>(xm, w, t0, t1, ym); break;
+        case 4: qgemv_chunked<4, S>(xm, w, t0, t1, ym); break;
+        case 5: qgemv_chunked<5, S>(xm, w, t0, t1, ym); break;
+        case 6: qgemv_chunked<6, S>(xm, w, t0, t1, ym); break;
+        case 7: qgemv_chunked<7, S>(xm, w, t0, t1, ym); break;
+        case 8: qgemv_chunked<8, S>(xm, w, t0, t1, ym); break;
+        default: MLXCEL_CHECK(false, "qgemv group of {} rows", mr);
+      }
+    });
   };
   ThreadPool::global().parallel_for(w.N, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, w.K * M)));
 }
