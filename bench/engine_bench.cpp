@@ -1,13 +1,14 @@
-// engine_bench: serving-engine throughput and time to first token on synthetic weights.
+// engine_bench: serving-engine throughput and time to first token.
 //
 // Builds a model with the shapes of Qwen3-0.6B (random weights, f32; --layers cuts the
-// depth) and measures, through the Engine step API:
+// depth), or loads a checkpoint with --model DIR (e.g. models/mlxcel-demo), and
+// measures, through the Engine step API:
 //  - aggregate decode tok/s with 1, 4, 16, 64 concurrent sequences (all past their
 //    prompt; only decode steps are timed), and the ratio to 1 sequence;
 //  - time to first token of a 2,000-token shared prefix + 16-token suffix, cold and
 //    with the prefix already in the prefix cache, and their ratio.
 //
-//   engine_bench [--layers 28] [--concurrency 1,4,16,64] [--decode-steps 8]
+//   engine_bench [--model DIR | --layers 28] [--concurrency 1,4,16,64] [--decode-steps 8]
 //                [--prompt 32] [--prefix 2000] [--block-size 16]
 // NOTE: designated initializers leave the other fields defaulted on purpose.
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -35,6 +36,7 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 struct Args {
+  std::string model;  // a checkpoint folder instead of synthetic weights
   int layers = 28;
   std::vector<int> concurrency{1, 4, 16, 64};
   int decode_steps = 8;
@@ -51,7 +53,8 @@ Args parse(int argc, char** argv) {
       if (i + 1 >= argc) invalid("{} needs a value", k);
       return argv[++i];
     };
-    if (k == "--layers") a.layers = std::stoi(val());
+    if (k == "--model") a.model = val();
+    else if (k == "--layers") a.layers = std::stoi(val());
     else if (k == "--decode-steps") a.decode_steps = std::stoi(val());
     else if (k == "--prompt") a.prompt = std::stoi(val());
     else if (k == "--prefix") a.prefix = std::stoi(val());
@@ -160,11 +163,19 @@ double ttft(Engine& e, const std::vector<int>& prompt) {
 int main(int argc, char** argv) {
   try {
     Args a = parse(argc, argv);
-    ModelConfig cfg = qwen3_0_6b(a.layers);
     auto t0 = Clock::now();
-    auto model = build_model(cfg, synthetic_weights(cfg));
-    fmt::print("model: Qwen3-0.6B shapes, {} layers, f32 synthetic weights (built in {:.1f} s)\n", a.layers,
-               seconds_since(t0));
+    std::unique_ptr<Model> model;
+    if (!a.model.empty()) {
+      model = load_model(a.model);
+      fmt::print("model: {} ({} layers, loaded in {:.1f} s)\n", a.model, model->config().num_hidden_layers,
+                 seconds_since(t0));
+    } else {
+      ModelConfig c = qwen3_0_6b(a.layers);
+      model = build_model(c, synthetic_weights(c));
+      fmt::print("model: Qwen3-0.6B shapes, {} layers, f32 synthetic weights (built in {:.1f} s)\n", a.layers,
+                 seconds_since(t0));
+    }
+    const ModelConfig& cfg = model->config();
     fmt::print("\n| concurrent sequences | decode tok/s | vs 1 sequence |\n| ---: | ---: | ---: |\n");
     double base = 0;
     for (int c : a.concurrency) {
