@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "base/error.h"
+#include "tokenizer/unicode.h"
 
 namespace mlxcel::server {
 
@@ -31,6 +32,34 @@ void EngineBridge::reap(bool all) {
   }
   for (auto& [t, flag] : done)
     if (t.joinable()) t.join();
+}
+
+TokenAlt EngineBridge::token_alt(int id, float logprob) const {
+  TokenAlt a;
+  a.id = id;
+  a.logprob = logprob;
+  a.text = tok_.decode({int32_t(id)}, /*skip_special_tokens=*/false);
+  a.bytes = a.text;
+  if (a.text.find("\xEF\xBF\xBD") == std::string::npos) return a;
+  // Part of a character: recover the raw bytes from the vocabulary entry, either a
+  // SentencePiece byte-fallback piece (<0xE2>) or GPT-2 byte-level characters.
+  std::optional<std::string> piece = tok_.id_to_token(int32_t(id));
+  if (!piece) return a;
+  if (piece->size() == 6 && piece->compare(0, 3, "<0x") == 0 && piece->back() == '>') {
+    try {
+      a.bytes = std::string(1, char(std::stoi(piece->substr(3, 2), nullptr, 16)));
+    } catch (...) {
+    }
+    return a;
+  }
+  std::string raw;
+  for (char32_t c : unicode::decode(*piece)) {
+    int b = unicode::unicode_to_byte(c);
+    if (b < 0) return a;
+    raw.push_back(char(b));
+  }
+  a.bytes = std::move(raw);
+  return a;
 }
 
 std::shared_ptr<Generation> EngineBridge::start(GenerationSpec spec, UpdateFn fn) {
@@ -90,20 +119,28 @@ void EngineBridge::pump(std::shared_ptr<Generation> gen, std::shared_ptr<TokenSt
   }
   StepEvent ev;
   for (;;) {
-    if (!st->next_for(ev, 100)) {
-      if (!cancel_sent && (gen->cancelled_.load() || clock::now() > deadline)) {
-        timed_out = !gen->cancelled_.load();
-        engine_.cancel(st->id());
-        cancel_sent = true;
-      }
-      continue;
+    // The deadline and a cancel are checked whether or not events keep coming (a slow
+    // generation streams tokens right up to its deadline).
+    if (!cancel_sent && (gen->cancelled_.load() || clock::now() > deadline)) {
+      timed_out = !gen->cancelled_.load();
+      engine_.cancel(st->id());
+      cancel_sent = true;
     }
+    if (!st->next_for(ev, 100)) continue;
     ChoiceUpdate u;
     u.index = index;
     try {
       if (!stopped && ts) {
-        for (int t : ev.new_tokens) {
+        for (size_t k = 0; k < ev.new_tokens.size(); ++k) {
+          const int t = ev.new_tokens[k];
           ++n_tokens;
+          if (k < ev.logprobs.size()) {
+            const TokenLogprobs& lp = ev.logprobs[k];
+            TokenInfo info;
+            info.chosen = token_alt(lp.token, lp.logprob);
+            for (const TokenLogprob& alt : lp.top) info.top.push_back(token_alt(alt.token, alt.logprob));
+            u.logprobs.push_back(std::move(info));
+          }
           TextStream::Delta d = ts->push(t);
           u.content += d.content;
           u.reasoning += d.reasoning;
@@ -149,7 +186,7 @@ void EngineBridge::pump(std::shared_ptr<Generation> gen, std::shared_ptr<TokenSt
       }
       if (u.finish_reason == "error") metrics_.errors_total++;
     }
-    if (!u.content.empty() || !u.reasoning.empty() || u.finished) {
+    if (!u.content.empty() || !u.reasoning.empty() || !u.logprobs.empty() || u.finished) {
       try {
         fn(u);
       } catch (...) {

@@ -19,9 +19,22 @@
 
 namespace mlxcel::server {
 
+// One token as the logprobs fields show it: its text (decoded alone, invalid UTF-8 as
+// U+FFFD), its raw bytes, and its log-probability.
+struct TokenAlt {
+  int id = -1;
+  std::string text, bytes;
+  float logprob = 0.0f;
+};
+struct TokenInfo {
+  TokenAlt chosen;
+  std::vector<TokenAlt> top;  // most likely first
+};
+
 struct ChoiceUpdate {
   int index = 0;
   std::string content, reasoning;  // new text since the last update
+  std::vector<TokenInfo> logprobs; // the tokens of this update (when the request asked)
   int n_tokens = 0;                // tokens generated so far
   bool finished = false;
   std::string finish_reason;       // stop | length | cancelled | timeout | error
@@ -69,6 +82,7 @@ class EngineBridge {
   void pump(std::shared_ptr<Generation> gen, std::shared_ptr<TokenStream> st, int index, const GenerationSpec& spec,
             const UpdateFn& fn);
   void reap(bool all);
+  TokenAlt token_alt(int id, float logprob) const;
 
   AsyncEngine& engine_;
   const Tokenizer& tok_;

@@ -3,8 +3,10 @@
 // SSE stream (first chat delta carries the role, one id per stream, data: [DONE],
 // stream_options.include_usage adds a final usage chunk).
 #include <algorithm>
+#include <cmath>
 
 #include "chat/chat_template.h"
+#include "models/model.h"
 #include "server/state.h"
 #include "server/tool_calls.h"
 
@@ -31,7 +33,61 @@ struct Choice {
   std::string finish, error;
   int n_tokens = 0;
   std::vector<ToolCall> calls;
+  json logprobs;        // accumulated (non-streaming): chat content[] or the legacy arrays
+  int64_t text_offset = 0;  // legacy text_offset: code points of the tokens so far
 };
+
+// Log-probabilities as JSON: -inf (a masked logit) becomes -9999 as in vLLM.
+double lp_value(float lp) { return std::isfinite(lp) ? double(lp) : -9999.0; }
+json bytes_array(const std::string& b) {
+  json arr = json::array();
+  for (unsigned char c : b) arr.push_back(int(c));
+  return arr;
+}
+// Chat: choices[].logprobs.content[] entries.
+json chat_logprobs(const std::vector<TokenInfo>& toks) {
+  json content = json::array();
+  for (const TokenInfo& t : toks) {
+    json top = json::array();
+    for (const TokenAlt& a : t.top)
+      top.push_back({{"token", a.text}, {"logprob", lp_value(a.logprob)}, {"bytes", bytes_array(a.bytes)}});
+    content.push_back({{"token", t.chosen.text},
+                       {"logprob", lp_value(t.chosen.logprob)},
+                       {"bytes", bytes_array(t.chosen.bytes)},
+                       {"top_logprobs", top}});
+  }
+  return content;
+}
+// Legacy completions: {tokens, token_logprobs, top_logprobs, text_offset}; the top
+// dict holds the n alternatives plus the chosen token. Offsets count code points of
+// the generated text.
+json legacy_logprobs(const std::vector<TokenInfo>& toks, int64_t& offset) {
+  json out = {{"tokens", json::array()}, {"token_logprobs", json::array()}, {"top_logprobs", json::array()},
+              {"text_offset", json::array()}};
+  for (const TokenInfo& t : toks) {
+    out["tokens"].push_back(t.chosen.text);
+    out["token_logprobs"].push_back(lp_value(t.chosen.logprob));
+    json top = json::object();
+    for (const TokenAlt& a : t.top) top[a.text] = lp_value(a.logprob);
+    if (!top.contains(t.chosen.text)) top[t.chosen.text] = lp_value(t.chosen.logprob);
+    out["top_logprobs"].push_back(top);
+    out["text_offset"].push_back(offset);
+    for (unsigned char c : t.chosen.bytes) offset += (c & 0xC0) != 0x80;
+  }
+  return out;
+}
+void append_logprobs(json& acc, const json& part, bool chat) {
+  if (acc.is_null()) {
+    acc = chat ? json{{"content", json::array()}, {"refusal", nullptr}} : part;
+    if (!chat) return;
+  }
+  if (chat) {
+    for (auto& e : part) acc["content"].push_back(e);
+  } else {
+    for (const char* k : {"tokens", "token_logprobs", "top_logprobs", "text_offset"})
+      for (auto& e : part[k]) acc[k].push_back(e);
+  }
+}
 
 struct Job {
   std::mutex mu;
@@ -39,9 +95,13 @@ struct Job {
   Kind kind = Kind::chat;
   std::string id, model, prompt_text;
   int64_t created = 0;
-  bool stream = false, include_usage = false, parse_tools = false;
+  bool stream = false, include_usage = false, parse_tools = false, want_logprobs = false;
   int n_prompt = 0, n_done = 0, timeout_s = 0;
   std::vector<Choice> choices;
+  // Responses API: the output builder, the request, and the store (null: store false).
+  std::unique_ptr<ResponseBuilder> rb;
+  std::shared_ptr<const ResponseRequest> response_req;
+  ResponseStore* store = nullptr;
 
   json usage() const {
     int completion = 0;
@@ -60,12 +120,12 @@ struct Job {
     return j;
   }
   // One streamed piece of text (or a finish) for choice i.
-  void emit_delta(int i, const json& delta, const json& finish = nullptr) {
+  void emit_delta(int i, const json& delta, const json& finish = nullptr, const json& logprobs = nullptr) {
     if (kind == Kind::chat) {
-      emit(chunk(json::array({{{"index", i}, {"delta", delta}, {"logprobs", nullptr}, {"finish_reason", finish}}})));
+      emit(chunk(json::array({{{"index", i}, {"delta", delta}, {"logprobs", logprobs}, {"finish_reason", finish}}})));
     } else if (kind == Kind::completion) {
       emit(chunk(json::array(
-          {{{"index", i}, {"text", delta.value("content", "")}, {"logprobs", nullptr}, {"finish_reason", finish}}})));
+          {{{"index", i}, {"text", delta.value("content", "")}, {"logprobs", logprobs}, {"finish_reason", finish}}})));
     } else if (!delta.value("content", "").empty()) {
       emit({{"content", delta["content"]}, {"stop", false}, {"index", i}, {"id_slot", -1}, {"tokens", json::array()}});
     }
@@ -85,38 +145,6 @@ struct Job {
     }
     return arr;
   }
-  // POST /v1/responses (non-streaming): one assistant message, reasoning as a
-  // reasoning item, tool calls as function_call items.
-  json responses_body(const Choice& c) const {
-    json output = json::array();
-    if (!c.reasoning.empty())
-      output.push_back({{"type", "reasoning"},
-                        {"id", random_id("rs_")},
-                        {"summary", json::array()},
-                        {"content", json::array({{{"type", "reasoning_text"}, {"text", c.reasoning}}})}});
-    if (!c.content.empty() || c.calls.empty())
-      output.push_back({{"type", "message"},
-                        {"id", random_id("msg_")},
-                        {"status", "completed"},
-                        {"role", "assistant"},
-                        {"content", json::array({{{"type", "output_text"}, {"text", c.content}, {"annotations", json::array()}}})}});
-    for (const ToolCall& tc : c.calls)
-      output.push_back({{"type", "function_call"}, {"id", random_id("fc_")}, {"call_id", tc.id}, {"name", tc.name},
-                        {"arguments", tc.arguments}, {"status", "completed"}});
-    const bool truncated = c.finish == "length";
-    return {{"id", id},
-            {"object", "response"},
-            {"created_at", created},
-            {"status", truncated ? "incomplete" : "completed"},
-            {"incomplete_details", truncated ? json({{"reason", "max_output_tokens"}}) : json(nullptr)},
-            {"model", model},
-            {"output", output},
-            {"output_text", c.content},
-            {"usage",
-             {{"input_tokens", n_prompt},
-              {"output_tokens", c.n_tokens},
-              {"total_tokens", n_prompt + c.n_tokens}}}};
-  }
   json llama_final(const Choice& c) const {
     std::string stop_type = c.finish == "length" ? "limit" : c.finish == "stop" ? "eos" : c.finish;
     return {{"content", stream ? "" : c.content},
@@ -135,20 +163,37 @@ struct Job {
     std::lock_guard<std::mutex> lk(mu);
     Choice& c = choices[u.index];
     c.n_tokens = u.n_tokens;
+    json lp;  // this update's logprobs
+    if (want_logprobs && !u.logprobs.empty() && (kind == Kind::chat || kind == Kind::completion)) {
+      if (kind == Kind::chat) lp = chat_logprobs(u.logprobs);
+      else lp = legacy_logprobs(u.logprobs, c.text_offset);
+      if (!stream) append_logprobs(c.logprobs, lp, kind == Kind::chat);
+      if (stream && kind == Kind::chat) lp = {{"content", lp}, {"refusal", nullptr}};
+    }
     // Whitespace around <think>...</think> belongs to neither part (as llama-server).
     std::string reasoning = c.reasoning_started ? u.reasoning : lstrip(u.reasoning);
     if (!reasoning.empty()) c.reasoning_started = true;
     c.reasoning += reasoning;
-    if (stream) {
+    if (stream && kind == Kind::responses) {
+      rb->reasoning(reasoning);
+      std::string visible = parse_tools ? c.tools.push(u.content) : u.content;
+      if (c.reasoning_started && !c.content_started) visible = lstrip(visible);
+      if (!visible.empty()) c.content_started = true, rb->text(visible);
+    } else if (stream) {
       if (kind == Kind::chat && !c.role_sent) {
         emit_delta(u.index, {{"role", "assistant"}, {"content", ""}});
         c.role_sent = true;
       }
-      if (!reasoning.empty() && kind == Kind::chat) emit_delta(u.index, {{"reasoning_content", reasoning}});
       std::string visible = parse_tools ? c.tools.push(u.content) : u.content;
       if (c.reasoning_started && !c.content_started) visible = lstrip(visible);
       if (!visible.empty()) c.content_started = true;
-      if (!visible.empty()) emit_delta(u.index, {{"content", visible}});
+      // The update's logprobs ride on its last chunk (an empty delta when the text is
+      // held back).
+      if (!reasoning.empty() && kind == Kind::chat)
+        emit_delta(u.index, {{"reasoning_content", reasoning}}, nullptr, visible.empty() ? lp : json());
+      if (!visible.empty()) emit_delta(u.index, {{"content", visible}}, nullptr, lp);
+      if (!lp.is_null() && visible.empty() && (reasoning.empty() || kind != Kind::chat))
+        emit_delta(u.index, kind == Kind::chat ? json::object() : json{{"content", ""}}, nullptr, lp);
     } else {
       c.content += u.content;
     }
@@ -163,11 +208,17 @@ struct Job {
     if (parse_tools) {
       ParsedToolCalls p = stream ? c.tools.finish() : parse_tool_calls(c.content);
       c.calls = std::move(p.calls);
-      if (stream && !p.content.empty()) emit_delta(u.index, {{"content", p.content}});
+      if (stream && !p.content.empty()) {
+        if (kind == Kind::responses) rb->text(c.content_started ? p.content : lstrip(p.content));
+        else emit_delta(u.index, {{"content", p.content}});
+      }
       if (!stream) c.content = p.content;
-      if (stream && !c.calls.empty()) emit_delta(u.index, {{"tool_calls", tool_calls_json(c, true)}});
+      if (stream && !c.calls.empty() && kind != Kind::responses)
+        emit_delta(u.index, {{"tool_calls", tool_calls_json(c, true)}});
     }
-    if (stream) {
+    if (stream && kind == Kind::responses) {
+      // response.completed/incomplete/failed come from finish_all.
+    } else if (stream) {
       if (c.finish == "error" || c.finish == "timeout") {
         std::string msg = c.finish == "timeout" ? fmt::format("generation timed out after {} s", timeout_s) : c.error;
         emit({{"error", {{"message", msg}, {"type", "server_error"}, {"param", nullptr}, {"code", c.finish}}}});
@@ -181,7 +232,35 @@ struct Job {
     finish_all();
   }
 
+  // Responses: the final object (stored unless store is false), streamed or sent.
+  void finish_responses() {
+    Choice& c = choices[0];
+    if (c.finish == "error" || c.finish == "timeout") {
+      std::string msg = c.finish == "timeout" ? fmt::format("generation timed out after {} s", timeout_s) : c.error;
+      if (stream) {
+        rb->fail(c.finish == "timeout" ? "timeout" : "server_error", msg);
+        return w->end();
+      }
+      if (c.finish == "timeout") return w->send(error_response(ApiError(504, "timeout_error", msg, {}, "timeout")));
+      return w->send(error_response(ApiError(500, "server_error", msg)));
+    }
+    if (!stream) {
+      rb->reasoning(c.reasoning);
+      if (!c.content.empty()) rb->text(c.content);
+    }
+    json r = rb->finish(c.calls, c.finish == "length", n_prompt, c.n_tokens);
+    if (store) {
+      ordered_json conv = response_req->conversation;
+      conv.push_back(assistant_message(stream ? rb->text_so_far() : c.content, c.calls));
+      json stored = r;
+      store->put(id, stored, conv);
+    }
+    if (stream) return w->end();
+    w->send(json_response(r));
+  }
+
   void finish_all() {
+    if (kind == Kind::responses) return finish_responses();
     if (stream) {
       if (include_usage && kind != Kind::llama) {
         json j = chunk(json::array());
@@ -199,7 +278,6 @@ struct Job {
             ApiError(504, "timeout_error", fmt::format("generation timed out after {} s", timeout_s), {}, "timeout")));
     }
     json out;
-    if (kind == Kind::responses) return w->send(json_response(responses_body(choices[0])));
     if (kind == Kind::llama) {
       out = llama_final(choices[0]);
       out["prompt"] = prompt_text;
@@ -215,9 +293,13 @@ struct Job {
           msg["tool_calls"] = tool_calls_json(c, false);
           if (c.content.empty()) msg["content"] = nullptr;
         }
-        arr.push_back({{"index", i}, {"message", msg}, {"logprobs", nullptr}, {"finish_reason", openai_finish(c)}});
+        json lp = want_logprobs ? (c.logprobs.is_null() ? json{{"content", json::array()}, {"refusal", nullptr}} : c.logprobs)
+                                : json(nullptr);
+        arr.push_back({{"index", i}, {"message", msg}, {"logprobs", lp}, {"finish_reason", openai_finish(c)}});
       } else {
-        arr.push_back({{"index", i}, {"text", c.content}, {"logprobs", nullptr}, {"finish_reason", openai_finish(c)}});
+        int64_t zero = 0;
+        json lp = want_logprobs ? (c.logprobs.is_null() ? legacy_logprobs({}, zero) : c.logprobs) : json(nullptr);
+        arr.push_back({{"index", i}, {"text", c.content}, {"logprobs", lp}, {"finish_reason", openai_finish(c)}});
       }
     }
     out = {{"id", id},
@@ -251,7 +333,12 @@ void run_job(ServerState& s, std::shared_ptr<Job> job, const GenParams& gp, std:
   job->stream = gp.stream;
   job->include_usage = gp.include_usage;
   job->timeout_s = s.opts.timeout_s;
+  job->want_logprobs = gp.sampling.logprobs >= 0;
   job->choices.resize(gp.n);
+  const int vocab = s.model.model ? s.model.model->config().vocab_size : int(s.tokenizer().vocab_size());
+  for (const auto& [t, bias] : gp.sampling.logit_bias)
+    if (t >= vocab)
+      bad_param("logit_bias", fmt::format("'logit_bias' token id {} is outside the vocabulary (0..{})", t, vocab - 1));
   GenerationSpec spec;
   spec.request.max_tokens = check_context(s, int(prompt.size()), gp.max_tokens, prompt_field);
   spec.request.prompt = std::move(prompt);
@@ -271,6 +358,7 @@ void run_job(ServerState& s, std::shared_ptr<Job> job, const GenParams& gp, std:
       head.content_type = "text/event-stream";
       head.headers.emplace_back("X-Accel-Buffering", "no");
       job->w->start_stream(std::move(head));
+      if (job->rb) job->rb->start();
     }
   }
   job->w->on_close([gen] { gen->cancel(); });
@@ -279,59 +367,20 @@ void run_job(ServerState& s, std::shared_ptr<Job> job, const GenParams& gp, std:
 }  // namespace
 
 namespace {
-void start_chat(ServerState& s, const json& body, WriterPtr w, Kind kind);
+void start_chat(ServerState& s, const json& body, WriterPtr w, Kind kind,
+                std::shared_ptr<ResponseRequest> responses = nullptr);
 }
 
 void handle_chat_completions(ServerState& s, const json& body, WriterPtr w) {
   start_chat(s, body, std::move(w), Kind::chat);
 }
 
-void handle_responses(ServerState& s, const json& body, WriterPtr w) {
-  if (get_bool(body, "stream").value_or(false))
-    not_supported("stream", "streaming /v1/responses is not supported yet; use /v1/chat/completions with stream");
-  if (body.contains("tools") && !body["tools"].is_null() && !body["tools"].empty())
-    not_supported("tools", "tools in /v1/responses are not supported yet; use /v1/chat/completions");
-  if (body.contains("previous_response_id") && !body["previous_response_id"].is_null())
-    not_supported("previous_response_id", "stored responses are not supported (mlxcel keeps no state)");
-  json chat = json::object();
-  json msgs = json::array();
-  if (auto ins = get_string(body, "instructions")) msgs.push_back({{"role", "system"}, {"content", *ins}});
-  auto it = body.find("input");
-  if (it == body.end() || it->is_null()) bad_param("input", "'input' is required");
-  if (it->is_string()) {
-    msgs.push_back({{"role", "user"}, {"content", *it}});
-  } else if (it->is_array()) {
-    for (const json& item : *it) {
-      if (!item.is_object() || !item.contains("role") || item.value("type", "message") != "message")
-        not_supported("input", "only message items (role + content) are supported in 'input'");
-      json m = {{"role", item["role"]}};
-      const json& content = item.contains("content") ? item["content"] : json(nullptr);
-      if (content.is_array()) {
-        json parts = json::array();
-        for (const json& part : content) {
-          std::string type = part.is_object() ? part.value("type", "") : "";
-          if (type != "input_text" && type != "output_text" && type != "text")
-            not_supported("input", fmt::format("content parts of type '{}' are not supported", type));
-          parts.push_back({{"type", "text"}, {"text", part.value("text", "")}});
-        }
-        m["content"] = parts;
-      } else {
-        m["content"] = content;
-      }
-      msgs.push_back(m);
-    }
-  } else {
-    bad_param("input", "'input' must be a string or an array of messages");
-  }
-  chat["messages"] = msgs;
-  for (const char* f : {"temperature", "top_p", "top_k", "min_p", "seed", "model", "chat_template_kwargs"})
-    if (body.contains(f)) chat[f] = body[f];
-  if (body.contains("max_output_tokens")) chat["max_tokens"] = body["max_output_tokens"];
-  start_chat(s, chat, std::move(w), Kind::responses);
+void start_responses_job(ServerState& s, const json& chat, WriterPtr w, std::shared_ptr<ResponseRequest> req) {
+  start_chat(s, chat, std::move(w), Kind::responses, std::move(req));
 }
 
 namespace {
-void start_chat(ServerState& s, const json& body, WriterPtr w, Kind kind) {
+void start_chat(ServerState& s, const json& body, WriterPtr w, Kind kind, std::shared_ptr<ResponseRequest> responses) {
   GenParams gp = parse_gen_params(body, s.defaults, Flavor::openai_chat);
   ChatParams cp = parse_chat_params(body);
   if (!s.model.chat_template)
@@ -358,7 +407,14 @@ void start_chat(ServerState& s, const json& body, WriterPtr w, Kind kind) {
   job->kind = kind;
   job->id = random_id(kind == Kind::responses ? "resp_" : "chatcmpl-");
   job->parse_tools = !cp.tools.is_null();
-  if (kind == Kind::responses) gp.n = 1;
+  if (kind == Kind::responses) {
+    gp.n = 1;
+    job->store = responses->store ? s.responses.get() : nullptr;
+    job->response_req = responses;
+    ResponseBuilder::Emit emit;
+    if (gp.stream) emit = [w = job->w](const std::string& ev) { w->write(ev); };
+    job->rb = std::make_unique<ResponseBuilder>(job->id, unix_time(), s.model_name, responses, std::move(emit));
+  }
   run_job(s, job, gp, std::vector<int>(ids.begin(), ids.end()), std::move(text), "messages");
 }
 }  // namespace

@@ -105,6 +105,9 @@ const std::vector<Flag>& flags() {
       {{"-b", "--batch-size"}, "LLAMA_ARG_BATCH", Arg::value, "tokens per engine step", INT_FIELD(n_batch)},
       {{"-t", "--threads"}, "LLAMA_ARG_THREADS", Arg::value, "CPU threads (0: all)", INT_FIELD(threads)},
       {{"--max-queue"}, "MLXCEL_MAX_QUEUE", Arg::value, "requests waiting beyond -np before 503", INT_FIELD(max_queue)},
+      {{"--responses-store"}, "MLXCEL_RESPONSES_STORE", Arg::value,
+       "responses kept for previous_response_id and GET /v1/responses/{id} (LRU; 0: none)",
+       INT_FIELD(responses_store)},
       {{"--temp", "--temperature"}, "", Arg::value, "default temperature", FLOAT_SAMPLING(temperature)},
       {{"--top-k"}, "LLAMA_ARG_TOP_K", Arg::value, "default top-k",
        [](ServerOptions& o, const std::string& v) { o.sampling.top_k = to_int("--top-k", v); }},
@@ -220,6 +223,7 @@ ServerOptions parse_server_args(const std::vector<std::string>& args,
   if (o.ctx_size < 0) invalid("-c must be >= 0 (got {})", o.ctx_size);
   if (o.n_batch < 1) invalid("-b must be at least 1 (got {})", o.n_batch);
   if (o.max_queue < 0) invalid("--max-queue must be >= 0");
+  if (o.responses_store < 0) invalid("--responses-store must be >= 0");
   if (o.timeout_s < 1) invalid("--timeout must be at least 1 second");
   if (o.max_json_depth < 2) invalid("--max-json-depth must be at least 2");
   if (o.ssl_key_file.empty() != o.ssl_cert_file.empty())

@@ -28,6 +28,7 @@ struct ServerOptions {
   int n_batch = 2048;     // -b: tokens per engine step
   int threads = 0;        // -t: CPU threads (0: all cores)
   int max_queue = 64;     // --max-queue: requests waiting beyond -np before 503
+  int responses_store = 1024;  // --responses-store: stored /v1/responses (LRU), 0: none
   SamplingParams sampling;  // --temp, --top-k, ... (request defaults)
   bool seed_set = false;
   // Transport.

@@ -157,6 +157,8 @@ void handle_metrics(ServerState& s, const WriterPtr& w) {
   metric("llamacpp:requests_deferred", "gauge", "Number of requests deferred.", double(st.n_waiting));
   metric("llamacpp:kv_cache_usage_ratio", "gauge", "KV-cache usage. 1 means 100 percent usage.", st.kv_usage);
   metric("mlxcel_requests_total", "counter", "Generation requests accepted.", double(m.requests_total));
+  metric("mlxcel_active_generations", "gauge", "Generations (choices) in flight, cancelled ones until they end.",
+         double(m.active_choices));
   metric("mlxcel_requests_rejected_busy_total", "counter", "Requests refused with 503 (queue full).",
          double(m.rejected_busy_total));
   metric("mlxcel_generation_errors_total", "counter", "Generations that ended with an error.", double(m.errors_total));
@@ -211,6 +213,14 @@ void route(ServerState& s, const HttpRequest& req, const WriterPtr& w) {
     return handle_metrics(s, w);
   }
   if (post && (p == "/v1/responses" || p == "/responses")) return handle_responses(s, body(), w);
+  for (const char* prefix : {"/v1/responses/", "/responses/"}) {
+    const size_t n = std::char_traits<char>::length(prefix);
+    if (p.size() > n && p.compare(0, n, prefix) == 0 && p.find('/', n) == std::string::npos) {
+      const std::string id = p.substr(n);
+      if (get) return handle_get_response(s, id, w);
+      if (req.method == "DELETE") return handle_delete_response(s, id, w);
+    }
+  }
   if (p == "/v1/embeddings" || p == "/embedding" || p == "/embeddings" || p == "/infill" ||
       p == "/v1/rerank" || p == "/rerank")
     throw ApiError(501, "not_supported_error", fmt::format("{} is not implemented by mlxcel-server yet", p), {},
@@ -228,7 +238,7 @@ void handle_http(ServerState& s, HttpRequest req, WriterPtr w) {
     HttpResponse r;
     r.status = 204;
     r.content_type.clear();
-    r.headers = {{"Access-Control-Allow-Methods", "GET, POST, OPTIONS"},
+    r.headers = {{"Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS"},
                  {"Access-Control-Allow-Headers",
                   req.header("access-control-request-headers").empty() ? "Authorization, Content-Type, X-Api-Key"
                                                                        : req.header("access-control-request-headers")},

@@ -49,6 +49,7 @@ Server::Server(ServerOptions opts, ModelLoader load) : state_(std::make_shared<S
   state_->defaults.sampling = state_->opts.sampling;
   state_->defaults.seed_set = state_->opts.seed_set;
   state_->defaults.n_predict = state_->opts.n_predict;
+  state_->responses = std::make_unique<ResponseStore>(size_t(state_->opts.responses_store));
 }
 
 Server::~Server() { stop(); }

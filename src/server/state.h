@@ -9,6 +9,7 @@
 #include "engine/async_engine.h"
 #include "server/bridge.h"
 #include "server/http.h"
+#include "server/responses.h"
 #include "server/server.h"
 #include "server/wire.h"
 
@@ -24,6 +25,7 @@ struct ServerState {
   std::unique_ptr<AsyncEngine> engine;
   std::unique_ptr<EngineBridge> bridge;
   std::unique_ptr<HttpServer> http;
+  std::unique_ptr<ResponseStore> responses;  // --responses-store
   std::thread load_thread;
   int n_ctx = 0;
   std::string model_name;  // --alias, else the model id
@@ -39,7 +41,12 @@ struct ServerState {
 void handle_http(ServerState& s, HttpRequest req, WriterPtr w);
 // completions.cpp
 void handle_chat_completions(ServerState& s, const json& body, WriterPtr w);
-void handle_responses(ServerState& s, const json& body, WriterPtr w);  // non-streaming
 void handle_completions(ServerState& s, const json& body, WriterPtr w, Flavor flavor);
+// A translated Responses request (a chat body) run as a chat job with Responses output.
+void start_responses_job(ServerState& s, const json& chat, WriterPtr w, std::shared_ptr<ResponseRequest> req);
+// responses.cpp
+void handle_responses(ServerState& s, const json& body, WriterPtr w);
+void handle_get_response(ServerState& s, const std::string& id, const WriterPtr& w);
+void handle_delete_response(ServerState& s, const std::string& id, const WriterPtr& w);
 
 }  // namespace mlxcel::server

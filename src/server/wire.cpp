@@ -1,5 +1,6 @@
 #include "server/wire.h"
 
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -112,6 +113,72 @@ std::optional<int64_t> get_int(const json& body, const char* name) {
   bad_param(name, fmt::format("'{}' must be an integer, not {}", name, type_name(*v)));
 }
 
+// logit_bias: {"token id": bias} (OpenAI), or for llama-server also [[id, bias], ...]
+// with `false` for "never" (-100 here).
+void parse_logit_bias(const json& body, Flavor flavor, SamplingParams& s) {
+  const json* lb = field(body, "logit_bias");
+  if (!lb) return;
+  const char* name = "logit_bias";
+  auto add = [&](int64_t id, const json& v) {
+    if (id < 0 || id > std::numeric_limits<int>::max())
+      bad_param(name, fmt::format("'logit_bias' token id {} is out of range", id));
+    float bias;
+    if (flavor == Flavor::llama_completion && v.is_boolean() && !v.get<bool>()) {
+      bias = -100.0f;
+    } else if (v.is_number()) {
+      double b = v.get<double>();
+      if (!std::isfinite(b) || b < -100.0 || b > 100.0)
+        bad_param(name, fmt::format("'logit_bias' values must be between -100 and 100 (token {} has {})", id, v.dump()));
+      bias = float(b);
+    } else {
+      bad_param(name, fmt::format("'logit_bias' values must be numbers (token {} has {})", id, type_name(v)));
+    }
+    s.logit_bias.emplace_back(int(id), bias);
+  };
+  if (lb->is_object()) {
+    if (lb->size() > 1024) bad_param(name, "'logit_bias' holds at most 1024 tokens");
+    for (auto& [key, v] : lb->items()) {
+      size_t used = 0;
+      int64_t id = -1;
+      try {
+        id = std::stoll(key, &used);
+      } catch (...) {
+        used = 0;
+      }
+      if (key.empty() || used != key.size() || !std::isdigit((unsigned char)key[0]))
+        bad_param(name, fmt::format("'logit_bias' keys must be token ids (non-negative integers), got '{}'", key));
+      add(id, v);
+    }
+  } else if (lb->is_array() && flavor == Flavor::llama_completion) {
+    if (lb->size() > 1024) bad_param(name, "'logit_bias' holds at most 1024 tokens");
+    for (auto& pair : *lb) {
+      if (!pair.is_array() || pair.size() != 2 || !(pair[0].is_number_integer() || pair[0].is_number_unsigned()))
+        bad_param(name, "'logit_bias' entries must be [token id, bias] pairs");
+      add(pair[0].get<int64_t>(), pair[1]);
+    }
+  } else {
+    bad_param(name, "'logit_bias' must be an object mapping token ids to biases");
+  }
+}
+
+// Chat: logprobs (bool) + top_logprobs (0..20). Completions: logprobs (0..20, the number
+// of alternatives). SamplingParams::logprobs = the number of alternatives, -1 off.
+void parse_logprobs(const json& body, Flavor flavor, SamplingParams& s) {
+  if (flavor == Flavor::openai_chat) {
+    bool on = get_bool(body, "logprobs").value_or(false);
+    auto top = get_int(body, "top_logprobs");
+    if (top && (*top < 0 || *top > 20))
+      bad_param("top_logprobs", fmt::format("'top_logprobs' must be between 0 and 20 (got {})", *top));
+    if (top && !on) bad_param("top_logprobs", "'top_logprobs' requires 'logprobs': true");
+    if (on) s.logprobs = top ? int(*top) : 0;
+  } else if (flavor == Flavor::openai_completion) {
+    if (auto n = get_int(body, "logprobs")) {
+      if (*n < 0 || *n > 20) bad_param("logprobs", fmt::format("'logprobs' must be between 0 and 20 (got {})", *n));
+      s.logprobs = int(*n);
+    }
+  }
+}
+
 }  // namespace
 
 std::optional<bool> get_bool(const json& body, const char* name) {
@@ -202,15 +269,9 @@ GenParams parse_gen_params(const json& body, const RequestDefaults& d, Flavor fl
     }
     std::erase_if(p.stop, [](const std::string& x) { return x.empty(); });
   }
+  parse_logit_bias(body, flavor, s);
+  parse_logprobs(body, flavor, s);
   // Features mlxcel does not implement yet: a clear 400, never ignored.
-  if (const json* lb = field(body, "logit_bias"); lb && !(lb->is_object() && lb->empty()) && !(lb->is_array() && lb->empty()))
-    not_supported("logit_bias", "'logit_bias' is not supported by mlxcel yet");
-  if (const json* lp = field(body, "logprobs")) {
-    if ((lp->is_boolean() && lp->get<bool>()) || (lp->is_number() && lp->get<double>() > 0))
-      not_supported("logprobs", "'logprobs' is not supported by mlxcel yet");
-  }
-  if (auto v = get_int(body, "top_logprobs"); v && *v > 0)
-    not_supported("top_logprobs", "'top_logprobs' is not supported by mlxcel yet");
   if (auto v = get_int(body, "n_probs"); v && *v > 0) not_supported("n_probs", "'n_probs' is not supported by mlxcel yet");
   if (const json* rf = field(body, "response_format")) {
     if (!rf->is_object()) bad_param("response_format", "'response_format' must be an object");

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -14,10 +15,12 @@
 #include <nlohmann/json.hpp>
 
 #include "chat/chat_template.h"
+#include "engine/model_runner.h"
 #include "models/model.h"
 #include "base/error.h"
 #include "server/http.h"
 #include "server/server.h"
+#include "fixture.h"
 #include "test_client.h"
 #include "tokenizer/tokenizer.h"
 
@@ -26,70 +29,10 @@ namespace {
 
 using json = nlohmann::json;
 using test::call;
+using test::loader_for;
+using test::make_model_dir;
+using test::start_server;
 namespace fs = std::filesystem;
-
-const char* kChatml =
-    "{%- for message in messages %}"
-    "{%- if message['role'] not in ['system', 'user', 'assistant', 'tool'] %}"
-    "{{ raise_exception('Unknown role: ' + message['role']) }}{%- endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + (message['content'] or '') + '<|im_end|>\\n' }}"
-    "{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
-    "{%- if enable_thinking %}{{ '<think>\\n' }}{%- endif %}{%- endif %}";
-
-std::string make_model_dir() {
-  const fs::path src = fs::path(MLXCEL_SOURCE_DIR) / "tests" / "fixtures";
-  static int counter = 0;
-  fs::path dir = fs::temp_directory_path() /
-                 ("mlxcel_server_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-  fs::create_directories(dir);
-  fs::copy_file(src / "qwen3" / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
-  fs::copy_file(src / "qwen3" / "model.safetensors", dir / "model.safetensors", fs::copy_options::overwrite_existing);
-  json tok = json::parse(std::ifstream(src / "tokenizer" / "trained_unigram.json"));
-  int next = 0;
-  for (auto& t : tok["added_tokens"]) next = std::max(next, t["id"].get<int>() + 1);
-  for (const char* s : {"<|im_start|>", "<|im_end|>", "<think>", "</think>", "<tool_call>", "</tool_call>"}) {
-    bool special = std::string(s).find("|") != std::string::npos;
-    tok["added_tokens"].push_back({{"id", next++}, {"content", s}, {"single_word", false}, {"lstrip", false},
-                                   {"rstrip", false}, {"normalized", false}, {"special", special}});
-  }
-  std::ofstream(dir / "tokenizer.json") << tok.dump();
-  json cfg = {{"chat_template", kChatml}, {"eos_token", "<|im_end|>"}, {"bos_token", nullptr}};
-  std::ofstream(dir / "tokenizer_config.json") << cfg.dump();
-  return dir.string();
-}
-
-struct Loaded {
-  std::unique_ptr<Model> model;
-  TokenizerBundle tok;
-  std::optional<chat::ChatTemplate> tpl;
-};
-
-ModelLoader loader_for(const std::string& dir) {
-  return [dir] {
-    auto l = std::make_shared<Loaded>(Loaded{load_model(dir), load_tokenizer(dir), std::nullopt});
-    l->tpl.emplace(l->tok.chat_template);
-    ServedModel m;
-    m.model = l->model.get();
-    m.tokenizer = &l->tok;
-    m.chat_template = &*l->tpl;
-    for (int id : l->tok.eos_token_ids) m.stop_ids.push_back(id);
-    m.path = dir;
-    m.id = "fixture";
-    m.owner = l;
-    return m;
-  };
-}
-
-std::unique_ptr<Server> start_server(const std::string& dir, std::vector<std::string> args) {
-  args.insert(args.end(), {"--port", "0", "--threads-http", "2"});
-  auto srv = std::make_unique<Server>(parse_server_args(args, [](const char*) -> const char* { return nullptr; }),
-                                      loader_for(dir));
-  srv->start();
-  for (int i = 0; i < 600 && !srv->ready() && srv->load_error().empty(); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_TRUE(srv->ready()) << srv->load_error();
-  return srv;
-}
 
 class ServerTest : public ::testing::Test {
  protected:
@@ -240,8 +183,363 @@ TEST_F(ServerTest, PropsSlotsMetrics) {
                       {{"input", {{{"role", "user"}, {"content", {{{"type", "input_text"}, {"text", "hi"}}}}}}},
                        {"max_output_tokens", 2}});
   EXPECT_EQ(r2["output"].back()["content"][0]["type"], "output_text");
-  expect_error(call(port(), "POST", "/v1/responses", R"({"input": "x", "stream": true})"), 400, "invalid_request_error");
   expect_error(call(port(), "POST", "/v1/responses", "{}"), 400, "invalid_request_error");
+}
+
+// ---- logit_bias and logprobs -----------------------------------------------------------
+
+// The fixture model's raw next-token log-softmax after `ids`, computed here: one
+// full forward per call through a fresh runner, log-softmax in long double.
+std::vector<double> reference_logprobs(Model& model, const std::vector<int>& ids) {
+  ModelRunner runner(model, 16, 16);
+  ScheduledSeq seq;
+  seq.id = 1;
+  seq.start = 0;
+  seq.token_ids = ids;
+  for (int b = 0; b < 16; ++b) seq.block_table.push_back(b);
+  seq.sample = true;
+  Tensor logits = runner.execute(std::vector<ScheduledSeq>{seq});
+  std::vector<float> row = logits.to_f32_vector();
+  row.resize(size_t(logits.dim(-1)));
+  long double mx = *std::max_element(row.begin(), row.end()), sum = 0;
+  for (float x : row) sum += std::exp((long double)x - mx);
+  std::vector<double> out;
+  for (float x : row) out.push_back(double((long double)x - mx - std::log(sum)));
+  return out;
+}
+
+std::vector<int> top_ids(const std::vector<double>& lp, int n) {
+  std::vector<int> idx(lp.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = int(i);
+  std::partial_sort(idx.begin(), idx.begin() + n, idx.end(),
+                    [&](int a, int b) { return lp[a] > lp[b] || (lp[a] == lp[b] && a < b); });
+  idx.resize(n);
+  return idx;
+}
+
+TEST_F(ServerTest, LogprobsMatchAnIndependentLogSoftmax) {
+  auto model = load_model(dir_);
+  const std::vector<int> prompt = {5, 17, 42, 99, 7};
+  // The fixture model has 512 ids but its tokenizer 407: ids past the tokenizer have no
+  // text, so only their numbers are compared.
+  const int n_text = int(json::parse(call(port(), "GET", "/v1/models").body)["data"][0]["meta"]["n_vocab"]);
+  auto piece = [&](int id) {
+    return post_json("/detokenize", {{"tokens", {id}}})["content"].get<std::string>();
+  };
+  auto expect_piece = [&](const json& got, int id) {
+    if (id < n_text) EXPECT_EQ(got, piece(id)) << id;
+  };
+  // Legacy completions: logprobs = 3, greedy, token-id prompt.
+  json c = post_json("/v1/completions",
+                     {{"prompt", prompt}, {"max_tokens", 4}, {"temperature", 0}, {"logprobs", 3}});
+  json lp = c["choices"][0]["logprobs"];
+  ASSERT_TRUE(lp.is_object()) << c.dump();
+  const size_t n = lp["tokens"].size();
+  ASSERT_EQ(n, size_t(c["usage"]["completion_tokens"].get<int>()));
+  ASSERT_EQ(lp["token_logprobs"].size(), n);
+  ASSERT_EQ(lp["top_logprobs"].size(), n);
+  ASSERT_EQ(lp["text_offset"].size(), n);
+  EXPECT_EQ(lp["text_offset"][0], 0);
+  std::vector<int> ids = prompt;
+  for (size_t i = 0; i < n; ++i) {
+    auto ref = reference_logprobs(*model, ids);
+    const int best = top_ids(ref, 1)[0];  // greedy picks the argmax
+    expect_piece(lp["tokens"][i], best);
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), ref[best], 2e-4) << i;
+    // The top dict: the 3 most likely (the chosen one among them).
+    json top = lp["top_logprobs"][i];
+    EXPECT_GE(top.size(), 1u);
+    for (int id : top_ids(ref, 3)) {
+      if (id >= n_text) continue;
+      ASSERT_TRUE(top.contains(piece(id))) << top.dump();
+      EXPECT_NEAR(top[piece(id)].get<double>(), ref[id], 2e-4);
+    }
+    ids.push_back(best);
+  }
+  // Chat: logprobs.content[] with top_logprobs (2), bytes; the same numbers streamed.
+  json body = {{"messages", kMsgs}, {"max_tokens", 5}, {"temperature", 0}, {"logprobs", true}, {"top_logprobs", 2}};
+  json ch = post_json("/v1/chat/completions", body);
+  json content = ch["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), size_t(ch["usage"]["completion_tokens"].get<int>())) << ch.dump();
+  std::string prompt_text = post_json("/apply-template", {{"messages", kMsgs}})["prompt"];
+  std::vector<int> chat_ids = post_json("/tokenize", {{"content", prompt_text}})["tokens"].get<std::vector<int>>();
+  for (size_t i = 0; i < content.size(); ++i) {
+    auto ref = reference_logprobs(*model, chat_ids);
+    auto top = top_ids(ref, 2);
+    expect_piece(content[i]["token"], top[0]);
+    EXPECT_NEAR(content[i]["logprob"].get<double>(), ref[top[0]], 2e-4);
+    ASSERT_EQ(content[i]["top_logprobs"].size(), 2u);
+    for (int k = 0; k < 2; ++k) {
+      expect_piece(content[i]["top_logprobs"][k]["token"], top[k]);
+      EXPECT_NEAR(content[i]["top_logprobs"][k]["logprob"].get<double>(), ref[top[k]], 2e-4);
+      EXPECT_TRUE(content[i]["top_logprobs"][k]["bytes"].is_array());
+    }
+    std::string bytes;
+    for (auto& b : content[i]["bytes"]) bytes.push_back(char(b.get<int>()));
+    if (content[i]["token"].get<std::string>().find("\xEF\xBF\xBD") == std::string::npos)
+      EXPECT_EQ(bytes, content[i]["token"].get<std::string>());
+    chat_ids.push_back(top[0]);
+  }
+  body["stream"] = true;
+  auto sr = call(port(), "POST", "/v1/chat/completions", body.dump());
+  json streamed = json::array();
+  for (auto& e : test::sse_events(sr.body)) {
+    if (e == "[DONE]") continue;
+    json j = json::parse(e);
+    for (auto& ch2 : j["choices"])
+      if (ch2["logprobs"].is_object())
+        for (auto& x : ch2["logprobs"]["content"]) streamed.push_back(x);
+  }
+  EXPECT_EQ(streamed, content);
+  // Legacy streaming: per-chunk arrays, offsets continue across chunks.
+  auto cs = call(port(), "POST", "/v1/completions",
+                 json({{"prompt", prompt}, {"max_tokens", 4}, {"temperature", 0}, {"logprobs", 3}, {"stream", true}})
+                     .dump());
+  json toks = json::array(), offs = json::array();
+  for (auto& e : test::sse_events(cs.body)) {
+    if (e == "[DONE]") continue;
+    json j = json::parse(e);
+    for (auto& ch2 : j["choices"])
+      if (ch2["logprobs"].is_object())
+        for (size_t k = 0; k < ch2["logprobs"]["tokens"].size(); ++k)
+          toks.push_back(ch2["logprobs"]["tokens"][k]), offs.push_back(ch2["logprobs"]["text_offset"][k]);
+  }
+  EXPECT_EQ(toks, lp["tokens"]);
+  EXPECT_EQ(offs, lp["text_offset"]);
+  // Not asked: null.
+  json plain = post_json("/v1/chat/completions", {{"messages", kMsgs}, {"max_tokens", 2}});
+  EXPECT_TRUE(plain["choices"][0]["logprobs"].is_null());
+}
+
+TEST_F(ServerTest, LogitBiasSteersSamplingAndBadBiasesAre400) {
+  const std::vector<int> prompt = {5, 17, 42, 99, 7};
+  auto gen = [&](const json& extra) {
+    json b = {{"prompt", prompt}, {"max_tokens", 3}, {"temperature", 0}, {"logprobs", 0}};
+    for (auto& [k, v] : extra.items()) b[k] = v;
+    return post_json("/v1/completions", b)["choices"][0];
+  };
+  const std::string seven = post_json("/detokenize", {{"tokens", {7, 7, 7}}})["content"];
+  // +100 on token 7: greedy and sampled generation alike produce only 7s.
+  EXPECT_EQ(gen({{"logit_bias", {{"7", 100}}}})["text"], seven);
+  EXPECT_EQ(gen({{"logit_bias", {{"7", 100}}}, {"temperature", 1.0}, {"seed", 3}})["text"], seven);
+  // -100 on the greedy token: the first token changes.
+  json base = gen(json::object());
+  std::string first = base["logprobs"]["tokens"][0];
+  auto first_id = post_json("/tokenize", {{"content", first}})["tokens"];
+  if (first_id.size() == 1) {
+    json moved = gen({{"logit_bias", {{std::to_string(first_id[0].get<int>()), -100}}}});
+    EXPECT_NE(moved["logprobs"]["tokens"][0], first);
+  }
+  // Chat accepts it too; llama-server's [[id, bias]] form on /completion.
+  json chat = post_json("/v1/chat/completions",
+                        {{"messages", kMsgs}, {"max_tokens", 3}, {"logit_bias", {{"7", 100}}}});
+  EXPECT_EQ(chat["choices"][0]["message"]["content"], seven);
+  json llama = post_json("/completion", {{"prompt", prompt}, {"n_predict", 3}, {"logit_bias", {{7, 100}}}});
+  EXPECT_EQ(llama["content"], seven);
+  // Bad input: an OpenAI error naming the field; the server keeps serving.
+  auto bad = [&](const std::string& path, const json& extra, const char* param) {
+    json b = path == "/v1/chat/completions" ? json{{"messages", kMsgs}, {"max_tokens", 2}}
+                                            : json{{"prompt", "hi"}, {"max_tokens", 2}};
+    for (auto& [k, v] : extra.items()) b[k] = v;
+    auto r = call(port(), "POST", path, b.dump());
+    expect_error(r, 400, "invalid_request_error");
+    EXPECT_EQ(json::parse(r.body)["error"]["param"], param) << r.body;
+  };
+  bad("/v1/completions", {{"logit_bias", {{"abc", 1}}}}, "logit_bias");
+  bad("/v1/completions", {{"logit_bias", {{"-3", 1}}}}, "logit_bias");
+  bad("/v1/completions", {{"logit_bias", {{"5", 100.5}}}}, "logit_bias");
+  bad("/v1/completions", {{"logit_bias", {{"5", "x"}}}}, "logit_bias");
+  bad("/v1/completions", {{"logit_bias", {{"999999", 1}}}}, "logit_bias");
+  bad("/v1/completions", {{"logit_bias", {1, 2}}}, "logit_bias");
+  bad("/v1/completions", {{"logprobs", 21}}, "logprobs");
+  bad("/v1/completions", {{"logprobs", -1}}, "logprobs");
+  bad("/v1/completions", {{"logprobs", "3"}}, "logprobs");
+  bad("/v1/chat/completions", {{"logprobs", 1}}, "logprobs");
+  bad("/v1/chat/completions", {{"top_logprobs", 2}}, "top_logprobs");
+  bad("/v1/chat/completions", {{"logprobs", true}, {"top_logprobs", -1}}, "top_logprobs");
+  bad("/v1/chat/completions", {{"logit_bias", {{"1", -101}}}}, "logit_bias");
+  EXPECT_EQ(post_json("/v1/completions", {{"prompt", "hi"}, {"max_tokens", 2}})["object"], "text_completion");
+}
+
+// ---- /v1/responses ----------------------------------------------------------------------
+
+TEST_F(ServerTest, ResponsesStoreGetDeleteAndPreviousResponseId) {
+  json r1 = post_json("/v1/responses", {{"input", "hello"}, {"max_output_tokens", 4}});
+  const std::string id = r1["id"];
+  EXPECT_EQ(r1["store"], true);
+  EXPECT_TRUE(r1["instructions"].is_null());
+  json got = json::parse(call(port(), "GET", "/v1/responses/" + id).body);
+  EXPECT_EQ(got["id"], id);
+  EXPECT_EQ(got["output"], r1["output"]);
+  // The next turn sees the first one: its prompt is longer than both inputs alone.
+  json r2 = post_json("/v1/responses", {{"input", "hello"}, {"max_output_tokens", 2}, {"previous_response_id", id}});
+  EXPECT_EQ(r2["previous_response_id"], id);
+  EXPECT_GT(r2["usage"]["input_tokens"].get<int>(), r1["usage"]["input_tokens"].get<int>());
+  // A chain of three.
+  json r3 = post_json("/v1/responses",
+                      {{"input", {{{"role", "user"}, {"content", "again"}}}}, {"max_output_tokens", 2},
+                       {"previous_response_id", r2["id"]}});
+  EXPECT_GT(r3["usage"]["input_tokens"].get<int>(), r2["usage"]["input_tokens"].get<int>());
+  // store: false is not kept; unknown ids are errors.
+  json r4 = post_json("/v1/responses",
+                      {{"input", "hello"}, {"max_output_tokens", 2}, {"store", false}, {"instructions", "be brief"}});
+  EXPECT_EQ(r4["store"], false);
+  EXPECT_EQ(r4["instructions"], "be brief");
+  expect_error(call(port(), "GET", "/v1/responses/" + r4["id"].get<std::string>()), 404, "invalid_request_error");
+  auto missing = call(port(), "POST", "/v1/responses",
+                      json({{"input", "x"}, {"previous_response_id", r4["id"]}}).dump());
+  expect_error(missing, 400, "invalid_request_error");
+  EXPECT_EQ(json::parse(missing.body)["error"]["param"], "previous_response_id");
+  // DELETE, then it is gone.
+  auto del = call(port(), "DELETE", "/v1/responses/" + id);
+  EXPECT_EQ(del.status, 200) << del.body;
+  EXPECT_EQ(json::parse(del.body)["deleted"], true);
+  expect_error(call(port(), "GET", "/v1/responses/" + id), 404, "invalid_request_error");
+  expect_error(call(port(), "DELETE", "/v1/responses/" + id), 404, "invalid_request_error");
+  // Input items: developer role, a function call and its output; bad items are 400s.
+  json items = json::array({{{"role", "developer"}, {"content", "be brief"}},
+                            {{"role", "user"}, {"content", "weather?"}},
+                            {{"type", "function_call"}, {"call_id", "call_1"}, {"name", "get_weather"},
+                             {"arguments", "{\"city\":\"Paris\"}"}},
+                            {{"type", "function_call_output"}, {"call_id", "call_1"}, {"output", "sunny"}}});
+  json tools = json::array({{{"type", "function"}, {"name", "get_weather"}, {"description", "weather"},
+                             {"parameters", {{"type", "object"}, {"properties", {{"city", {{"type", "string"}}}}}}}}});
+  json r5 = post_json("/v1/responses", {{"input", items}, {"tools", tools}, {"max_output_tokens", 3}});
+  EXPECT_EQ(r5["tools"], tools);
+  expect_error(call(port(), "POST", "/v1/responses", json({{"input", {{{"type", "image"}}}}}).dump()), 400,
+               "invalid_request_error");
+  expect_error(call(port(), "POST", "/v1/responses",
+                    json({{"input", "x"}, {"tools", {{{"type", "web_search"}}}}}).dump()),
+               400, "invalid_request_error");
+  expect_error(call(port(), "POST", "/v1/responses", json({{"input", 5}}).dump()), 400, "invalid_request_error");
+}
+
+TEST(ServerResponses, StoreIsABoundedLru) {
+  std::string dir = make_model_dir();
+  auto srv = start_server(dir, {"--responses-store", "2"});
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i)
+    ids.push_back(json::parse(call(srv->port(), "POST", "/v1/responses",
+                                   json({{"input", "hi"}, {"max_output_tokens", 1}}).dump())
+                                  .body)["id"]);
+  EXPECT_EQ(call(srv->port(), "GET", "/v1/responses/" + ids[0]).status, 404);
+  EXPECT_EQ(call(srv->port(), "GET", "/v1/responses/" + ids[1]).status, 200);
+  EXPECT_EQ(call(srv->port(), "GET", "/v1/responses/" + ids[2]).status, 200);
+  srv.reset();
+  auto none = start_server(dir, {"--responses-store", "0"});
+  json r = json::parse(call(none->port(), "POST", "/v1/responses", json({{"input", "hi"}, {"max_output_tokens", 1}}).dump()).body);
+  EXPECT_EQ(call(none->port(), "GET", "/v1/responses/" + r["id"].get<std::string>()).status, 404);
+  none.reset();
+  fs::remove_all(dir);
+}
+
+// The SSE event sequence of a streamed response, checked event by event.
+void check_response_stream(const std::string& body, json& final_response) {
+  std::vector<json> evs;
+  size_t pos = 0;
+  while ((pos = body.find("event: ", pos)) != std::string::npos) {
+    size_t nl = body.find('\n', pos);
+    std::string type = body.substr(pos + 7, nl - pos - 7);
+    ASSERT_EQ(body.compare(nl + 1, 6, "data: "), 0);
+    size_t end = body.find("\n\n", nl);
+    json d = json::parse(body.substr(nl + 7, end - nl - 7));
+    EXPECT_EQ(d["type"], type);
+    evs.push_back(d);
+    pos = end;
+  }
+  ASSERT_GE(evs.size(), 8u) << body;
+  EXPECT_EQ(body.find("[DONE]"), std::string::npos);
+  for (size_t i = 0; i < evs.size(); ++i) EXPECT_EQ(evs[i]["sequence_number"], int(i));
+  EXPECT_EQ(evs[0]["type"], "response.created");
+  EXPECT_EQ(evs[0]["response"]["status"], "in_progress");
+  EXPECT_EQ(evs[1]["type"], "response.in_progress");
+  const std::string last = evs.back()["type"];
+  EXPECT_TRUE(last == "response.completed" || last == "response.incomplete") << last;
+  // Items open and close in order; deltas add up to the done text.
+  int open = -1;
+  std::string item_id, text;
+  for (size_t i = 2; i + 1 < evs.size(); ++i) {
+    const json& e = evs[i];
+    const std::string t = e["type"];
+    if (t == "response.output_item.added") {
+      EXPECT_EQ(open, -1);
+      open = e["output_index"];
+      item_id = e["item"]["id"];
+      text.clear();
+    } else if (t == "response.output_item.done") {
+      EXPECT_EQ(e["output_index"], open);
+      EXPECT_EQ(e["item"]["id"], item_id);
+      open = -1;
+    } else {
+      EXPECT_EQ(e["output_index"], open) << t;
+      EXPECT_EQ(e["item_id"], item_id) << t;
+      if (t == "response.output_text.delta" || t == "response.reasoning_text.delta") text += e["delta"];
+      if (t == "response.output_text.done") EXPECT_EQ(e["text"], text);
+    }
+  }
+  EXPECT_EQ(open, -1);
+  final_response = evs.back()["response"];
+}
+
+TEST_F(ServerTest, ResponsesStreamEventSequence) {
+  auto r = call(port(), "POST", "/v1/responses", json({{"input", "hello"}, {"max_output_tokens", 6}, {"stream", true}}).dump());
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("content-type"), "text/event-stream");
+  json fin;
+  check_response_stream(r.body, fin);
+  ASSERT_FALSE(fin["output"].empty());
+  EXPECT_EQ(fin["output"].back()["type"], "message");
+  EXPECT_LE(fin["usage"]["output_tokens"].get<int>(), 6);
+  // The streamed response is stored like any other.
+  json got = json::parse(call(port(), "GET", "/v1/responses/" + fin["id"].get<std::string>()).body);
+  EXPECT_EQ(got["output"], fin["output"]);
+  // With reasoning (the prompt opens <think>): a reasoning item first.
+  auto rr = call(port(), "POST", "/v1/responses",
+                 json({{"input", "hello"}, {"max_output_tokens", 8}, {"stream", true}, {"temperature", 0},
+                       {"chat_template_kwargs", {{"enable_thinking", true}}}})
+                     .dump());
+  json fin2;
+  check_response_stream(rr.body, fin2);
+  ASSERT_FALSE(fin2["output"].empty());
+  EXPECT_EQ(fin2["output"][0]["type"], "reasoning");
+  EXPECT_NE(rr.body.find("response.reasoning_text.delta"), std::string::npos);
+}
+
+TEST(ServerTimeout, RequestTimeoutEndsSlowGenerations) {
+  // 40 ms per forward: 100 tokens take 4 s, well past --timeout 1.
+  std::string dir = make_model_dir();
+  auto srv = start_server(dir, {"--timeout", "1", "-np", "2", "--metrics"}, /*slow_ms=*/40);
+  const int p = srv->port();
+  // EOS is banned so that nothing ends early.
+  const int eos = json::parse(call(p, "POST", "/tokenize", R"({"content": "<|im_end|>"})").body)["tokens"][0];
+  const json no_eos = {{std::to_string(eos), -100}};
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = call(p, "POST", "/v1/chat/completions",
+                json({{"messages", kMsgs}, {"max_tokens", 100}, {"logit_bias", no_eos}}).dump());
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.status, 504) << r.body;
+  EXPECT_EQ(json::parse(r.body)["error"]["type"], "timeout_error");
+  EXPECT_EQ(json::parse(r.body)["error"]["code"], "timeout");
+  EXPECT_LT(s, 3.0);
+  // Streaming: tokens, then an error event and [DONE].
+  auto st = call(p, "POST", "/v1/chat/completions",
+                 json({{"messages", kMsgs}, {"max_tokens", 100}, {"stream", true}, {"logit_bias", no_eos}}).dump());
+  auto evs = test::sse_events(st.body);
+  ASSERT_GE(evs.size(), 2u) << st.body;
+  EXPECT_EQ(evs.back(), "[DONE]");
+  EXPECT_EQ(json::parse(evs[evs.size() - 2])["error"]["code"], "timeout");
+  // Nothing left running; a short request still succeeds.
+  std::string slots;
+  for (int i = 0; i < 100; ++i) {
+    slots = call(p, "GET", "/slots").body;
+    if (slots.find("true") == std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(slots.find("\"is_processing\":true"), std::string::npos) << slots;
+  auto ok = call(p, "POST", "/v1/completions", json({{"prompt", "hi"}, {"max_tokens", 2}}).dump());
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  srv.reset();
+  fs::remove_all(dir);
 }
 
 TEST_F(ServerTest, ErrorBodiesAndServerKeepsServing) {
@@ -254,8 +552,9 @@ TEST_F(ServerTest, ErrorBodiesAndServerKeepsServing) {
   expect_error(chat("{\"messages\": [{\"role\": \"user\", \"content\": \"\xff\xfe\"}]}"), 400, "invalid_request_error");
   expect_error(chat(json({{"messages", kMsgs}, {"max_tokens", -5}}).dump()), 400, "invalid_request_error");
   expect_error(chat(json({{"messages", kMsgs}, {"max_tokens", 0}}).dump()), 400, "invalid_request_error");
-  expect_error(chat(json({{"messages", kMsgs}, {"logprobs", true}}).dump()), 400, "invalid_request_error");
-  expect_error(chat(json({{"messages", kMsgs}, {"logit_bias", {{"5", 1}}}}).dump()), 400, "invalid_request_error");
+  expect_error(chat(json({{"messages", kMsgs}, {"logprobs", true}, {"top_logprobs", 21}}).dump()), 400,
+               "invalid_request_error");
+  expect_error(chat(json({{"messages", kMsgs}, {"logit_bias", {{"5", 101}}}}).dump()), 400, "invalid_request_error");
   expect_error(chat(json({{"messages", kMsgs}, {"response_format", {{"type", "json_object"}}}}).dump()), 400,
                "invalid_request_error");
   expect_error(chat(json({{"messages", {{{"role", "robot"}, {"content", "x"}}}}}).dump()), 400,
@@ -462,6 +761,50 @@ TEST(ServerDemoModel, AnswersToolCallsAndReasoning) {
   json msg = th["choices"][0]["message"];
   EXPECT_EQ(msg["content"], "Paris") << th.dump();
   EXPECT_FALSE(msg.value("reasoning_content", "").empty()) << th.dump();
+  // The same tool through /v1/responses: a function_call item, then the tool's output
+  // sent back with previous_response_id gets a message.
+  json rtools = json::array({{{"type", "function"},
+                              {"name", "get_stock_price"},
+                              {"description", "Get the latest stock price for a ticker symbol."},
+                              {"parameters", tools[0]["function"]["parameters"]}}});
+  auto responses = [&](const json& body) { return call(p, "POST", "/v1/responses", body.dump()); };
+  json r1 = json::parse(responses({{"input", "What is the stock price of AMZN?"},
+                                   {"tools", rtools},
+                                   {"max_output_tokens", 60},
+                                   {"chat_template_kwargs", {{"enable_thinking", false}}}})
+                            .body);
+  ASSERT_EQ(r1["status"], "completed") << r1.dump();
+  json fc;
+  for (auto& item : r1["output"])
+    if (item["type"] == "function_call") fc = item;
+  ASSERT_TRUE(fc.is_object()) << r1.dump();
+  EXPECT_EQ(fc["name"], "get_stock_price");
+  EXPECT_EQ(json::parse(fc["arguments"].get<std::string>())["symbol"], "AMZN");
+  EXPECT_EQ(fc["call_id"].get<std::string>().rfind("call_", 0), 0u);
+  json r2 = json::parse(responses({{"input", {{{"type", "function_call_output"}, {"call_id", fc["call_id"]},
+                                               {"output", "{\"price\": 181.5}"}}}},
+                                   {"previous_response_id", r1["id"]},
+                                   {"tools", rtools},
+                                   {"max_output_tokens", 80},
+                                   {"chat_template_kwargs", {{"enable_thinking", false}}}})
+                            .body);
+  EXPECT_EQ(r2["output"].back()["type"], "message") << r2.dump();
+  EXPECT_GT(r2["usage"]["input_tokens"].get<int>(), r1["usage"]["input_tokens"].get<int>());
+  // Streaming: the call comes as a function_call item with its arguments events.
+  auto rs = responses({{"input", "What is the stock price of AMZN?"},
+                       {"tools", rtools},
+                       {"stream", true},
+                       {"max_output_tokens", 60},
+                       {"chat_template_kwargs", {{"enable_thinking", false}}}});
+  EXPECT_NE(rs.body.find("response.function_call_arguments.done"), std::string::npos) << rs.body;
+  EXPECT_NE(rs.body.find("event: response.completed"), std::string::npos) << rs.body;
+  // Reasoning streamed as a reasoning item before the message.
+  auto rr = responses({{"input", "What is the capital of France?"}, {"stream", true}, {"max_output_tokens", 60}});
+  size_t reasoning = rr.body.find("response.reasoning_text.delta"), text = rr.body.find("response.output_text.delta");
+  EXPECT_NE(reasoning, std::string::npos) << rr.body;
+  EXPECT_NE(text, std::string::npos) << rr.body;
+  EXPECT_LT(reasoning, text);
+  EXPECT_NE(rr.body.find("\"text\":\"Paris\""), std::string::npos) << rr.body;
 }
 
 TEST(ServerLoading, HealthIs503WhileLoading) {

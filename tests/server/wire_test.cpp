@@ -53,12 +53,29 @@ TEST(Wire, GenParams) {
   EXPECT_EQ(bad(R"({"max_tokens": 1.5})"), "max_tokens|");
   EXPECT_EQ(bad(R"({"n": 0})"), "n|");
   EXPECT_EQ(bad(R"({"stop": [1]})"), "stop|");
-  EXPECT_EQ(bad(R"({"logprobs": true})"), "logprobs|not_supported");
-  EXPECT_EQ(bad(R"({"logit_bias": {"1": 5}})"), "logit_bias|not_supported");
+  EXPECT_EQ(bad(R"({"logprobs": 1})"), "logprobs|");
+  EXPECT_EQ(bad(R"({"top_logprobs": 2})"), "top_logprobs|");
+  EXPECT_EQ(bad(R"({"logprobs": true, "top_logprobs": 21})"), "top_logprobs|");
+  EXPECT_EQ(bad(R"({"logit_bias": {"x1": 5}})"), "logit_bias|");
+  EXPECT_EQ(bad(R"({"logit_bias": {"1": -100.01}})"), "logit_bias|");
+  EXPECT_EQ(bad(R"({"logit_bias": [[1, 5]]})"), "logit_bias|");
+  EXPECT_EQ(bad(R"({"logit_bias": {"1": 5}, "logprobs": true, "top_logprobs": 20})"), "ok");
   EXPECT_EQ(bad(R"({"response_format": {"type": "json_object"}})"), "response_format|not_supported");
   EXPECT_EQ(bad(R"({"logit_bias": {}, "logprobs": false, "response_format": {"type": "text"}})"), "ok");
   EXPECT_EQ(parse_gen_params(json::parse(R"({"max_tokens": 99999999999})"), d, Flavor::openai_chat).max_tokens,
             2147483647);
+  // logit_bias / logprobs land in the sampling parameters.
+  GenParams lp = parse_gen_params(json::parse(R"({"logit_bias": {"3": 2.5, "10": -100}, "logprobs": true,
+                                                  "top_logprobs": 4})"),
+                                  d, Flavor::openai_chat);
+  EXPECT_EQ(lp.sampling.logprobs, 4);
+  ASSERT_EQ(lp.sampling.logit_bias.size(), 2u);
+  GenParams off = parse_gen_params(json::parse(R"({"logprobs": false})"), d, Flavor::openai_chat);
+  EXPECT_EQ(off.sampling.logprobs, -1);
+  EXPECT_EQ(parse_gen_params(json::parse(R"({"logprobs": 0})"), d, Flavor::openai_completion).sampling.logprobs, 0);
+  GenParams ll = parse_gen_params(json::parse(R"({"logit_bias": [[5, false], [6, 1.5]]})"), d, Flavor::llama_completion);
+  ASSERT_EQ(ll.sampling.logit_bias.size(), 2u);
+  EXPECT_FLOAT_EQ(ll.sampling.logit_bias[0].second, -100.0f);
 }
 
 TEST(Wire, ChatParams) {
