@@ -2,6 +2,7 @@
 // bytes); lying tensor infos (offsets, dims, types, overlaps, past EOF) fail cleanly with
 // Error; metadata -> config and the name map.
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -213,6 +214,35 @@ TEST(GgufConfig, MetadataBecomesHfConfig) {
   missing.add_string("general.architecture", "llama");
   std::string b3 = missing.serialize();
   EXPECT_THROW(gguf_hf_config(parse(b3)), Error);
+}
+
+// Metadata written by llama.cpp's own converter: the vocab-only GGUFs in llama.cpp's
+// models/ folder carry the hyperparameters of the models they came from.
+TEST(GgufConfig, LlamaCppWrittenMetadata) {
+  const std::string dir = std::string(MLXCEL_SOURCE_DIR) + "/.testdata/llama.cpp/models/";
+  struct Want {
+    const char* file;
+    const char* model_type;
+    int hidden, layers, heads, kv_heads, ffn, head_dim, vocab;
+    double theta;
+  };
+  for (const Want& w : {Want{"ggml-vocab-llama-bpe.gguf", "llama", 4096, 32, 32, 8, 14336, 128, 128256, 500000.0},
+                        Want{"ggml-vocab-qwen2.gguf", "qwen2", 4096, 32, 32, 32, 11008, 128, 151936, 1000000.0},
+                        Want{"ggml-vocab-phi-3.gguf", "phi3", 3072, 32, 32, 32, 8192, 96, 32064, 10000.0}}) {
+    std::ifstream probe(dir + w.file);
+    if (!probe) GTEST_SKIP() << "no test data " << dir << w.file;
+    GgufFile f = GgufFile::open(dir + w.file);
+    ModelConfig cfg = parse_model_config(gguf_hf_config(f), w.file);
+    EXPECT_EQ(cfg.model_type, w.model_type) << w.file;
+    EXPECT_EQ(cfg.hidden_size, w.hidden) << w.file;
+    EXPECT_EQ(cfg.num_hidden_layers, w.layers) << w.file;
+    EXPECT_EQ(cfg.num_attention_heads, w.heads) << w.file;
+    EXPECT_EQ(cfg.num_key_value_heads, w.kv_heads) << w.file;
+    EXPECT_EQ(cfg.intermediate_size, w.ffn) << w.file;
+    EXPECT_EQ(cfg.head_dim, w.head_dim) << w.file;
+    EXPECT_EQ(cfg.vocab_size, w.vocab) << w.file;
+    EXPECT_EQ(cfg.rope_for("full_attention").theta, w.theta) << w.file;
+  }
 }
 
 }  // namespace
