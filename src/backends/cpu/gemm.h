@@ -98,17 +98,22 @@ void pack_panel(const T* w, int64_t ld, int64_t nb, int64_t kb, float* packed) {
 // weight rows [n0, n1). Beyond kGemvGroup rows the weights are walked in short tiles
 // and every group of rows reads a tile while it is still in L1/L2, so the weights
 // still come from memory once per step.
-constexpr int kGemvGroup = 8;
-template <typename Fn>
+// A full group runs NB weight rows at a time: M x NB accumulators + NB + 1 registers.
+#if defined(MLXCEL_SIMD_AVX512)
+constexpr int kGemvGroup = 8, kGemvBlockN = 3;
+#else
+constexpr int kGemvGroup = 4, kGemvBlockN = 3;
+#endif
+template <int Group = kGemvGroup, typename Fn>
 void for_gemv_groups(int64_t M, int64_t n0, int64_t n1, Fn&& fn) {
-  if (M <= kGemvGroup) {
+  if (M <= Group) {
     fn(int64_t(0), int(M), n0, n1);
     return;
   }
-  constexpr int64_t kTile = 8;
+  constexpr int64_t kTile = 24;  // weight rows per tile; a multiple of kGemvBlockN
   for (int64_t t = n0; t < n1; t += kTile)
-    for (int64_t m0 = 0; m0 < M; m0 += kGemvGroup)
-      fn(m0, int(std::min<int64_t>(kGemvGroup, M - m0)), t, std::min(n1, t + kTile));
+    for (int64_t m0 = 0; m0 < M; m0 += Group)
+      fn(m0, int(std::min<int64_t>(Group, M - m0)), t, std::min(n1, t + kTile));
 }
 
 // Source concept:

@@ -178,7 +178,8 @@ void qgemv_chunked(const float* x, const QuantMatrix& w, int64_t n0, int64_t n1,
 template <typename S>
 void qgemv(const float* x, int64_t M, const QuantMatrix& w, float* y) {
   auto body = [&](int64_t n0, int64_t n1) {
-    gemm::for_gemv_groups(M, n0, n1, [&](int64_t m0, int mr, int64_t t0, int64_t t1) {
+    // Groups of 8: each group unpacks and dequantizes the weights again.
+    gemm::for_gemv_groups<8>(M, n0, n1, [&](int64_t m0, int mr, int64_t t0, int64_t t1) {
       const float* xm = x + m0 * w.K;
       float* ym = y + m0 * w.N;
       switch (mr) {
