@@ -47,6 +47,18 @@ TEST(CudaRuntime, AllocatorCachesAndErrorsAreMlxcelErrors) {
   }
 }
 
+TEST(CudaRuntime, MemoryInfoReportsTheDevice) {  // what `mlxcel inspect --device cuda` reads
+  REQUIRE_GPU();
+  size_t free_b = 0, total_b = 0;
+  std::string name;
+  ASSERT_TRUE(cuda::memory_info(0, &free_b, &total_b, &name));
+  EXPECT_GT(total_b, size_t(1) << 30);
+  EXPECT_GT(free_b, size_t(0));
+  EXPECT_LE(free_b, total_b);
+  EXPECT_FALSE(name.empty());
+  EXPECT_FALSE(cuda::memory_info(97, &free_b, &total_b));
+}
+
 TEST(CudaCopy, ConvertGatherSliceZero) {
   REQUIRE_GPU();
   const DType fl[] = {DType::f32, DType::f16, DType::bf16};
