@@ -10,5 +10,5 @@ export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/mlxcel-ccache}
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMLXCEL_BUILD_TESTS=OFF >/dev/null
 cmake --build "$BUILD" -j "$(nproc)" --target mlxcel
 set -x
-"$BUILD/apps/mlxcel" run models/mlxcel-demo -p "What is 512 + 87?" --no-thinking
+"$BUILD/apps/mlxcel" run models/mlxcel-demo -p "What is 123 + 456?" --no-thinking
 "$BUILD/apps/mlxcel" run models/mlxcel-demo -p "What is the capital of France?" --no-thinking

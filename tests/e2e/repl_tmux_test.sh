@@ -16,8 +16,8 @@ wait_for() {  # wait_for PATTERN [seconds]
   echo "timed out waiting for: $1"; tmux capture-pane -p -t $S 2>/dev/null | grep -v "^$"; exit 1
 }
 wait_for '>>>'
-tmux send-keys -t $S 'What is 512 + 87?' Enter
-wait_for '^599$'
+tmux send-keys -t $S 'What is 123 + 456?' Enter
+wait_for '^579$'
 tmux send-keys -t $S 'What is the capital of Japan?' Enter
 wait_for '^Tokyo$'
 tmux send-keys -t $S '/clear' Enter
