@@ -170,7 +170,7 @@ int kernel_bench() {
           std::memcpy(&w[size_t(r) * rb + b], &h, 2);
         }
       std::vector<float> x(size_t(s.K), 0.5f), y(size_t(s.N));
-      for (int64_t M : {int64_t(1), int64_t(4)}) {
+      for (int64_t M : {int64_t(1), int64_t(4), int64_t(128)}) {
         std::vector<float> xm(size_t(M * s.K), 0.5f), ym(size_t(M * s.N));
         gguf::matmul_packed(type, xm.data(), M, s.K, w.data(), rb, s.N, nullptr, ym.data());
         int reps = 0;

@@ -6,6 +6,7 @@
 #include <iterator>
 #include <string>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -223,9 +224,12 @@ TEST(GgufQuants, ReferenceQuantizersRoundTrip) {
 TEST(GgufQuants, PackedMatmulMatchesDequantized) {
   std::mt19937 rng(2);
   std::normal_distribution<float> nd(0, 1);
-  const int64_t K = 256, N = 37;
+  const int64_t N = 37;
+  // M >= 64 runs the dequantize-into-panels f32 GEMM (K = 576: a 512-column K block
+  // plus a tail); smaller M the int8 tile kernel.
+  const std::pair<int64_t, int64_t> shapes[] = {{1, 256}, {3, 256}, {70, 256}, {70, 576}};
   for (uint32_t t : {kQ8_0, kQ4_0}) {
-    for (int64_t M : {1, 3}) {
+    for (auto [M, K] : shapes) {
       std::vector<float> w(static_cast<size_t>(N * K)), x(static_cast<size_t>(M * K)), bias(static_cast<size_t>(N));
       for (auto& v : w) v = nd(rng);
       for (auto& v : x) v = nd(rng);
