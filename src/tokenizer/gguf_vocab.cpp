@@ -9,9 +9,13 @@
 // ones, so encode(text, add_special, /*parse_special=*/false) reproduces llama_tokenize
 // with parse_special = false.
 #include <map>
+#include <optional>
+
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "loader/gguf.h"
+#include "tokenizer/components.h"
 #include "tokenizer/tokenizer_impl.h"
 #include "tokenizer/unicode.h"
 
@@ -232,6 +236,38 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& g) {
     added.push_back(std::move(a));
   }
   impl->set_added(std::move(added));
+  // BOS/EOS with add_special_tokens, as llama.cpp: tokenizer.ggml.add_bos_token /
+  // add_eos_token, BOS on by default for SentencePiece ("llama") vocabularies.
+  const bool add_bos = g.get_bool("tokenizer.ggml.add_bos_token", kind == "llama");
+  const bool add_eos = g.get_bool("tokenizer.ggml.add_eos_token", false);
+  auto special = [&](const char* key, bool wanted) -> std::optional<int32_t> {
+    if (!wanted || !g.has(key)) return std::nullopt;
+    const int64_t id = g.get_int(key, -1);
+    if (id < 0 || id >= int64_t(tokens.size())) invalid("[tokenizer] GGUF {} {} is outside the vocabulary", key, id);
+    return int32_t(id);
+  };
+  const auto bos = special("tokenizer.ggml.bos_token_id", add_bos);
+  const auto eos = special("tokenizer.ggml.eos_token_id", add_eos);
+  if (kind != "bert" && (bos || eos)) {
+    nlohmann::json single = nlohmann::json::array(), pair = nlohmann::json::array(),
+                   specials = nlohmann::json::object();
+    auto piece = [&](int32_t id) {
+      const std::string& t = tokens[size_t(id)];
+      specials[t] = {{"id", t}, {"ids", {id}}, {"tokens", {t}}};
+      return nlohmann::json{{"SpecialToken", {{"id", t}, {"type_id", 0}}}};
+    };
+    auto seq = [](const char* s) { return nlohmann::json{{"Sequence", {{"id", s}, {"type_id", 0}}}}; };
+    for (const char* part : {"A", "B"}) {
+      if (bos) pair.push_back(piece(*bos));
+      pair.push_back(seq(part));
+      if (eos) pair.push_back(piece(*eos));
+    }
+    if (bos) single.push_back(piece(*bos));
+    single.push_back(seq("A"));
+    if (eos) single.push_back(piece(*eos));
+    impl->post_processor = make_post_processor(
+        {{"type", "TemplateProcessing"}, {"single", single}, {"pair", pair}, {"special_tokens", specials}});
+  }
   return TokenizerImpl::wrap(std::move(impl));
 }
 

@@ -123,6 +123,16 @@ TEST(GgufVocabAll, LoadsAndRoundTrips) {
     EXPECT_FALSE(ids.empty()) << e.path();
     std::string back = tok.decode(ids, true);
     EXPECT_NE(back.find("world"), std::string::npos) << e.path() << ": " << back;
+    // add_special_tokens adds BOS as llama.cpp does: add_bos_token, default on for "llama".
+    if (kind != "bert" && g.has("tokenizer.ggml.bos_token_id")) {
+      const bool add_bos = g.get_bool("tokenizer.ggml.add_bos_token", kind == "llama");
+      auto with = tok.encode("Hello world, this is 42!", true, false);
+      const int bos = int(g.get_int("tokenizer.ggml.bos_token_id", -1));
+      const size_t extra = size_t(add_bos) + size_t(g.get_bool("tokenizer.ggml.add_eos_token", false));
+      EXPECT_EQ(with.size(), ids.size() + extra) << e.path();
+      if (add_bos) EXPECT_EQ(with.front(), bos) << e.path();
+      else EXPECT_EQ(with.front(), ids.front()) << e.path();
+    }
     ++n;
   }
   EXPECT_GE(n, 14);
