@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -184,14 +185,23 @@ bool gguf_arch_permutes_qk(const std::string& arch) {
   return arch == "llama" || arch == "granite" || arch == "smollm3";
 }
 
+// The tensors outside the blocks: {GGUF name, HF name} (both without ".weight").
+constexpr std::pair<const char*, const char*> kTopLevelNames[] = {
+    {"token_embd", "model.embed_tokens"}, {"output_norm", "model.norm"}, {"output", "lm_head"}};
+
+// `name` ("<module>.<suffix>") with its module renamed through kTopLevelNames (from GGUF to
+// HF when `to_hf`), or nullopt when the module is not a top-level one.
+static std::optional<std::string> rename_top_level(const std::string& name, bool to_hf) {
+  const size_t dot = name.rfind('.');
+  if (dot == std::string::npos) return std::nullopt;
+  const std::string module = name.substr(0, dot);
+  for (const auto& [gguf, hf] : kTopLevelNames)
+    if (module == (to_hf ? gguf : hf)) return std::string(to_hf ? hf : gguf) + name.substr(dot);
+  return std::nullopt;
+}
+
 std::optional<std::string> gguf_to_hf_tensor_name(const std::string& mt, const std::string& name) {
-  static const std::map<std::string, std::string> top = {
-      {"token_embd", "model.embed_tokens"}, {"output_norm", "model.norm"}, {"output", "lm_head"}};
-  size_t dot = name.rfind('.');
-  if (dot != std::string::npos) {
-    auto it = top.find(name.substr(0, dot));
-    if (it != top.end()) return it->second + name.substr(dot);
-  }
+  if (auto top = rename_top_level(name, /*to_hf=*/true)) return top;
   int64_t layer;
   std::string module, suffix;
   if (!split_block_name(name, "blk.", layer, module, suffix)) return std::nullopt;
@@ -201,13 +211,7 @@ std::optional<std::string> gguf_to_hf_tensor_name(const std::string& mt, const s
 }
 
 std::string hf_to_gguf_tensor_name(const std::string& mt, const std::string& name) {
-  static const std::map<std::string, std::string> top = {
-      {"model.embed_tokens", "token_embd"}, {"model.norm", "output_norm"}, {"lm_head", "output"}};
-  size_t dot = name.rfind('.');
-  if (dot != std::string::npos) {
-    auto it = top.find(name.substr(0, dot));
-    if (it != top.end()) return it->second + name.substr(dot);
-  }
+  if (auto top = rename_top_level(name, /*to_hf=*/false)) return *top;
   int64_t layer;
   std::string module, suffix;
   if (!split_block_name(name, "model.layers.", layer, module, suffix)) return "";
