@@ -1,7 +1,6 @@
 // `mlxcel serve`: the HTTP server, with exactly mlxcel-server's (llama-server style)
 // flags, which CLI11 passes through untouched. The model is loaded by the session
 // helper (store ids, paths, the bundled demo model) on the server's loading thread.
-#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -10,7 +9,6 @@
 
 #include "cli/commands.h"
 #include "cli/session.h"
-#include "loader/config.h"
 #include "server/server.h"
 
 namespace mlxcel::cli {
@@ -48,7 +46,7 @@ int check_server_memory(const std::vector<std::string>& args, const ModelArgs& f
     a.model = o.model;
     a.models_dir = o.models_dir;
     const std::string path = resolve_model_path(a);
-    a.kv_tokens = o.ctx_size > 0 ? o.ctx_size : std::max(1, load_model_config(path + "/config.json").max_position_embeddings);
+    a.kv_tokens = o.ctx_size;  // 0: the model's context, as the server uses
     a.batch = o.n_parallel;
     check_memory(a, path);
     return 0;

@@ -25,7 +25,7 @@ struct ModelArgs {
   // report when it will not fit, unless --force (alias --no-memory-check).
   bool estimate_memory = false;
   bool force = false;
-  int64_t kv_tokens = 4096;
+  int64_t kv_tokens = 4096;  // 0: the model's context
   int64_t batch = 1;
 };
 

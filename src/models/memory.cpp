@@ -63,9 +63,12 @@ int64_t parse_byte_size(const std::string& s) {
 }
 
 MemoryEstimate estimate_memory(const std::string& model_dir, const MemoryRequest& req) {
-  if (req.max_tokens <= 0 || req.batch <= 0) invalid("inspect: --max-tokens and --batch must be positive");
+  if (req.max_tokens < 0 || req.batch <= 0) invalid("inspect: --max-tokens and --batch must be positive");
   MemoryEstimate e;
   ModelConfig cfg = load_model_config(model_dir + "/config.json");
+  // 0: the model's own context.
+  const int64_t max_tokens =
+      req.max_tokens > 0 ? req.max_tokens : (cfg.max_position_embeddings > 0 ? cfg.max_position_embeddings : 4096);
   WeightMap w = load_checkpoint_weights(model_dir);  // maps the files; reads headers only
   for (const auto& [name, t] : w) {
     e.weight_bytes += int64_t(t.nbytes());
@@ -76,12 +79,12 @@ MemoryEstimate estimate_memory(const std::string& model_dir, const MemoryRequest
   for (int i = 0; i < cfg.num_hidden_layers; ++i) {
     const bool sliding = i < int(cfg.layer_types.size()) && cfg.layer_types[i] == "sliding_attention" &&
                          cfg.sliding_window > 0;
-    const int64_t toks = sliding ? std::min<int64_t>(req.max_tokens, cfg.sliding_window) : req.max_tokens;
+    const int64_t toks = sliding ? std::min<int64_t>(max_tokens, cfg.sliding_window) : max_tokens;
     e.kv_bytes += per_tok_layer * toks * req.batch;
     e.kv_bytes_per_token += per_tok_layer;
   }
   // Activations of one prefill chunk (f32): residual stream, q/k/v/o, MLP, logits row.
-  const int64_t chunk = std::min(req.prefill_chunk, req.max_tokens) * 1;
+  const int64_t chunk = std::min(req.prefill_chunk, max_tokens) * 1;
   const int64_t q_dim = int64_t(cfg.num_attention_heads) * cfg.head_dim;
   const int64_t per_token = 4LL * (4 * cfg.hidden_size + 2 * q_dim + 3LL * std::max(cfg.intermediate_size, cfg.hidden_size));
   e.activation_bytes = chunk * per_token + req.batch * int64_t(cfg.vocab_size) * 4 * 2;

@@ -14,7 +14,7 @@
 namespace mlxcel {
 
 struct MemoryRequest {
-  int64_t max_tokens = 4096;  // context per sequence
+  int64_t max_tokens = 4096;  // context per sequence; 0: the model's max_position_embeddings
   int64_t batch = 1;          // concurrent sequences
   int kv_bytes_per_elem = 4;  // the CPU cache is f32
   int64_t prefill_chunk = 512;
