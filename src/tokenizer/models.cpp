@@ -45,6 +45,17 @@ uint64_t pair_key(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_c
 
 }  // namespace
 
+std::optional<std::vector<int32_t>> Model::byte_fallback_ids(std::string_view text) const {
+  std::vector<int32_t> ids;
+  ids.reserve(text.size());
+  for (unsigned char c : text) {
+    auto id = token_to_id(byte_token(c));
+    if (!id) return std::nullopt;
+    ids.push_back(*id);
+  }
+  return ids;
+}
+
 // ---------------------------------------------------------------- BPE
 
 void BpeModel::set_merges(const std::vector<std::pair<std::string, std::string>>& merges) {
@@ -94,21 +105,11 @@ void BpeModel::run(const std::string& piece, std::vector<int32_t>& out,
       continue;
     }
     if (opts_.byte_fallback) {
-      std::vector<int32_t> bytes;
-      bool all = true;
-      for (unsigned char c : s) {
-        auto bid = token_to_id(byte_token(c));
-        if (!bid) {
-          all = false;
-          break;
-        }
-        bytes.push_back(*bid);
-      }
-      if (all) {
+      if (auto bytes = byte_fallback_ids(s)) {
         // HF gives each byte token one byte of the piece.
-        for (size_t k = 0; k < bytes.size(); ++k) {
+        for (size_t k = 0; k < bytes->size(); ++k) {
           uint32_t p = std::min<uint32_t>(cb + static_cast<uint32_t>(k), ce - 1);
-          syms.push_back({bytes[k], 0, 0, true, p, p + 1});
+          syms.push_back({(*bytes)[k], 0, 0, true, p, p + 1});
         }
         last_unk = false;
         continue;
@@ -336,18 +337,8 @@ void UnigramModel::run(const std::string& s, std::vector<int32_t>& out,
       } else {
         bool done = false;
         if (byte_fallback_) {
-          std::vector<int32_t> bytes;
-          bool all = true;
-          for (unsigned char c : text) {
-            auto bid = token_to_id(byte_token(c));
-            if (!bid) {
-              all = false;
-              break;
-            }
-            bytes.push_back(*bid);
-          }
-          if (all) {
-            out.insert(out.end(), bytes.begin(), bytes.end());
+          if (auto bytes = byte_fallback_ids(text)) {
+            out.insert(out.end(), bytes->begin(), bytes->end());
             done = true;
           }
         }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -30,6 +31,9 @@ class Model {
   }
 
   std::optional<int32_t> token_to_id(const std::string& token) const;
+  // Byte fallback: the ids of the <0xXX> tokens of every byte of `text`, or nullopt when
+  // the vocabulary lacks one of them.
+  std::optional<std::vector<int32_t>> byte_fallback_ids(std::string_view text) const;
   // nullptr when the id has no token.
   const std::string* id_to_token(int32_t id) const;
   size_t vocab_size() const { return id_to_token_.size(); }
