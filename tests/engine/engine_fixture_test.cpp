@@ -19,6 +19,7 @@
 
 #include "engine/engine.h"
 #include "models/model.h"
+#include "../common/family_fixtures.h"
 
 namespace mlxcel {
 namespace {
@@ -39,7 +40,7 @@ Fixture& load(const std::string& family) {
   static std::map<std::string, Fixture> cache;
   auto it = cache.find(family);
   if (it != cache.end()) return it->second;
-  const fs::path dir = fs::path(MLXCEL_SOURCE_DIR) / "tests" / "fixtures" / family;
+  const fs::path dir = testing_fixtures::fixtures_dir() / family;
   Fixture f;
   f.model = load_model(dir.string());
   std::ifstream in(dir / "reference.json");
@@ -145,16 +146,7 @@ TEST_P(EngineFixture, PreemptionAndResumeMatchAlone) {
 }
 
 // Every family fixture (llama, qwen3, gemma2 with its sliding window, phi3, ...).
-std::vector<std::string> families() {
-  std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(fs::path(MLXCEL_SOURCE_DIR) / "tests" / "fixtures"))
-    if (fs::exists(e.path() / "reference.json") && fs::exists(e.path() / "config.json"))
-      out.push_back(e.path().filename().string());
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-INSTANTIATE_TEST_SUITE_P(Families, EngineFixture, ::testing::ValuesIn(families()),
+INSTANTIATE_TEST_SUITE_P(Families, EngineFixture, ::testing::ValuesIn(testing_fixtures::families()),
                          [](const auto& info) { return info.param; });
 
 }  // namespace

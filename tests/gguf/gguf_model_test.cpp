@@ -16,52 +16,18 @@
 #include "loader/gguf_writer.h"
 #include "loader/weights.h"
 #include "models/model.h"
+#include "../common/family_fixtures.h"
 
 namespace mlxcel {
 namespace {
 
 namespace fs = std::filesystem;
-
-fs::path fixtures_dir() { return fs::path(MLXCEL_SOURCE_DIR) / "tests" / "fixtures"; }
-
-std::vector<std::string> families() {
-  std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(fixtures_dir()))
-    if (fs::exists(e.path() / "reference.json") && fs::exists(e.path() / "config.json"))
-      out.push_back(e.path().filename().string());
-  std::sort(out.begin(), out.end());
-  return out;
-}
+using namespace testing_fixtures;
 
 fs::path tmp_dir() {
   fs::path d = fs::temp_directory_path() / ("mlxcel_gguf_test_" + std::to_string(::getpid()));
   fs::create_directories(d);
   return d;
-}
-
-struct Reference {
-  std::vector<std::vector<int>> prompts;
-  std::vector<std::vector<float>> logits;
-};
-
-Reference load_reference(const fs::path& dir) {
-  Reference r;
-  std::ifstream in(dir / "reference.json");
-  auto j = nlohmann::json::parse(in);
-  r.prompts = j.at("prompts").get<std::vector<std::vector<int>>>();
-  WeightMap w = load_checkpoint_weights((dir / "reference.safetensors").string());
-  for (size_t p = 0; p < r.prompts.size(); ++p) r.logits.push_back(w.get("logits_" + std::to_string(p)).to_f32_vector());
-  return r;
-}
-
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    num = std::max(num, std::fabs(double(a[i]) - b[i]));
-    den = std::max(den, std::fabs(double(b[i])));
-  }
-  return num / std::max(den, 1e-30);
 }
 
 // Logits at every position of one prompt (one sequence, consecutive cache blocks).

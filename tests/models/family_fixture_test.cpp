@@ -16,49 +16,13 @@
 #include "loader/weights.h"
 #include "models/convert.h"
 #include "models/model.h"
+#include "../common/family_fixtures.h"
 
 namespace mlxcel {
 namespace {
 
 namespace fs = std::filesystem;
-
-fs::path fixtures_dir() { return fs::path(MLXCEL_SOURCE_DIR) / "tests" / "fixtures"; }
-
-std::vector<std::string> families() {
-  std::vector<std::string> out;
-  for (const auto& e : fs::directory_iterator(fixtures_dir()))
-    if (fs::exists(e.path() / "reference.json") && fs::exists(e.path() / "config.json"))
-      out.push_back(e.path().filename().string());
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-struct Reference {
-  std::vector<std::vector<int>> prompts, greedy;
-  std::vector<std::vector<float>> logits;  // per prompt, [len * vocab]
-};
-
-Reference load_reference(const fs::path& dir, const std::string& stem) {
-  Reference r;
-  std::ifstream in(dir / (stem + ".json"));
-  auto j = nlohmann::json::parse(in);
-  r.prompts = j.at("prompts").get<std::vector<std::vector<int>>>();
-  r.greedy = j.at("greedy").get<std::vector<std::vector<int>>>();
-  WeightMap w = load_checkpoint_weights((dir / (stem + ".safetensors")).string());
-  for (size_t p = 0; p < r.prompts.size(); ++p) r.logits.push_back(w.get("logits_" + std::to_string(p)).to_f32_vector());
-  return r;
-}
-
-// max |a - b| / max |b|
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    num = std::max(num, std::fabs(double(a[i]) - b[i]));
-    den = std::max(den, std::fabs(double(b[i])));
-  }
-  return num / std::max(den, 1e-30);
-}
+using namespace testing_fixtures;
 
 void check_model(Model& model, const Reference& ref, double tol, const std::string& what) {
   for (size_t p = 0; p < ref.prompts.size(); ++p) {
