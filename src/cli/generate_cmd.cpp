@@ -13,7 +13,6 @@
 #include "cli/session.h"
 #include "engine/generator.h"
 #include "engine/text_stream.h"
-#include "models/memory.h"
 
 namespace mlxcel::cli {
 
