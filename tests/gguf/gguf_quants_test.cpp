@@ -260,6 +260,76 @@ TEST(GgufQuants, PackedMatmulMatchesDequantized) {
   EXPECT_TRUE(std::string(matmul_isa()) == "avx2" || std::string(matmul_isa()) == "scalar");
 }
 
+// The decode kernels (M < 64) against a scalar model of the same arithmetic: x quantized
+// to int8 per block of 32 (d = amax / 127, round to nearest even), exact integer block
+// dot products, f32 scales d_w * d_x. Only the order of the f32 sums differs, so the
+// tolerance is tight. Covers odd row counts (groups of 8 with a tail), 1..4-row tiles
+// with a remainder, a single block, and rows at an odd byte stride.
+TEST(GgufQuants, PackedDecodeKernelMatchesIntegerReference) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0, 1);
+  auto qx = [](const float* x, int64_t K, std::vector<int8_t>& q, std::vector<float>& d) {
+    q.resize(size_t(K));
+    d.resize(size_t(K / 32));
+    for (int64_t b = 0; b < K / 32; ++b) {
+      float amax = 0;
+      for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+      const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
+      d[size_t(b)] = db;
+      for (int j = 0; j < 32; ++j) q[size_t(b * 32 + j)] = int8_t(std::nearbyintf(x[b * 32 + j] * id));
+    }
+  };
+  struct Case {
+    int64_t M, K, N;
+    size_t pad;
+  };
+  const Case cases[] = {{1, 32, 1, 0},  {1, 64, 7, 0},   {1, 1024, 37, 0}, {2, 96, 8, 3},  {3, 160, 9, 0},
+                        {4, 256, 16, 1}, {5, 128, 17, 0}, {9, 64, 23, 5},   {33, 96, 15, 0}, {63, 32, 41, 2}};
+  for (uint32_t t : {kQ8_0, kQ4_0}) {
+    const size_t bb = t == kQ8_0 ? 34 : 18;
+    for (const Case& c : cases) {
+      const size_t rb = row_bytes(t, c.K), stride = rb + c.pad;
+      std::vector<float> w(size_t(c.N * c.K)), x(size_t(c.M * c.K));
+      for (auto& v : w) v = nd(rng);
+      for (auto& v : x) v = nd(rng);
+      x[0] = 0.0f;  // a block with a zero in it; below, a block of all zeros
+      if (c.K >= 64)
+        for (int j = 0; j < 32; ++j) x[size_t(32 + j)] = 0.0f;
+      std::vector<uint8_t> packed(stride * size_t(c.N), 0xAB);
+      for (int64_t r = 0; r < c.N; ++r) {
+        if (t == kQ8_0) quantize_row_q8_0(w.data() + r * c.K, packed.data() + r * stride, c.K);
+        else quantize_row_q4_0(w.data() + r * c.K, packed.data() + r * stride, c.K);
+      }
+      if (t == kQ8_0) packed[2] = 0x80;  // an int8 weight of -128 (ggml never writes it, but it is valid)
+      std::vector<float> y(size_t(c.M * c.N));
+      matmul_packed(t, x.data(), c.M, c.K, packed.data(), stride, c.N, nullptr, y.data());
+      std::vector<int8_t> q;
+      std::vector<float> d;
+      for (int64_t m = 0; m < c.M; ++m) {
+        qx(x.data() + m * c.K, c.K, q, d);
+        for (int64_t r = 0; r < c.N; ++r) {
+          double ref = 0, mag = 0;
+          for (int64_t b = 0; b < c.K / 32; ++b) {
+            const uint8_t* blk = packed.data() + size_t(r) * stride + size_t(b) * bb;
+            uint16_t h;
+            std::memcpy(&h, blk, 2);
+            int32_t s = 0;
+            for (int j = 0; j < 32; ++j) {
+              const int wq = t == kQ8_0 ? int(int8_t(blk[2 + j])) : int((j < 16 ? blk[2 + j] & 0xF : blk[2 + j - 16] >> 4)) - 8;
+              s += wq * q[size_t(b * 32 + j)];
+            }
+            const double term = double(float(s) * (f16_to_f32(h) * d[size_t(b)]));
+            ref += term;
+            mag += std::fabs(term);
+          }
+          ASSERT_NEAR(y[size_t(m * c.N + r)], ref, 2e-6 * mag + 1e-7)
+              << "type " << t << " M " << c.M << " K " << c.K << " N " << c.N << " m " << m << " row " << r;
+        }
+      }
+    }
+  }
+}
+
 // tests/gguf/data/quant_vectors.bin: random blocks of every format dequantized by
 // llama.cpp's gguf-py (tools/gguf/make_quant_vectors.py). Bit-exact, except that gguf-py
 // computes some products in a different order (K-quants: d * sc first), so allow 1 ulp-ish.

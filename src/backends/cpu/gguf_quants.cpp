@@ -354,57 +354,9 @@ void quantize_x(const float* x, int64_t M, int64_t K, XBlocks& xb) {
   }
 }
 
-#if MLXCEL_GGUF_AVX2
-inline __m256i load_q4_unsigned(const uint8_t* qs) {
-  // 16 bytes -> 32 nibbles in value order: low nibbles (values 0..15), then high (16..31).
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
-  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-}
-// Sum of u8 a[i] * i8 b[i] over 32 bytes as 8 i32 lanes.
-inline __m256i dot_u8i8(__m256i a, __m256i b) {
-  const __m256i p16 = _mm256_maddubs_epi16(a, b);
-  return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
-}
-// Sum of i8 a[i] * i8 b[i] (a != -128) as 8 i32 lanes.
-inline __m256i dot_i8i8(__m256i a, __m256i b) {
-  const __m256i ax = _mm256_sign_epi8(a, a);
-  const __m256i sb = _mm256_sign_epi8(b, a);
-  return dot_u8i8(ax, sb);
-}
-#endif
-
-// Dot product of one packed row with one quantized activation row.
-[[maybe_unused]] float dot_row(uint32_t type, const uint8_t* w, const int8_t* xq, const float* xd, const int32_t* xs, int64_t nb) {
-#if MLXCEL_GGUF_AVX2
-  __m256 acc = _mm256_setzero_ps();
-  if (type == kQ8_0) {
-    for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* blk = w + b * 34;
-      const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * 32));
-      const __m256i s = dot_i8i8(wq, xv);
-      const __m256 scale = _mm256_set1_ps(half_at(blk) * xd[b]);
-      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc);
-    }
-  } else {
-    for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* blk = w + b * 18;
-      const __m256i wq = load_q4_unsigned(blk + 2);  // 0..15
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * 32));
-      const __m256i s = dot_u8i8(wq, xv);  // sum q*x; subtract 8 * sum x below
-      // 8 * sum(x), spread over the 8 lanes that are summed at the end.
-      const __m256 sf = _mm256_sub_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(float(xs[b])));
-      const __m256 scale = _mm256_set1_ps(half_at(blk) * xd[b]);
-      acc = _mm256_fmadd_ps(sf, scale, acc);
-    }
-  }
-  __m128 lo = _mm256_castps256_ps128(acc), hi = _mm256_extractf128_ps(acc, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_hadd_ps(lo, lo);
-  lo = _mm_hadd_ps(lo, lo);
-  return _mm_cvtss_f32(lo);
-#else
+// Dot product of one packed row with one quantized activation row (the scalar kernel).
+[[maybe_unused]] float dot_row(uint32_t type, const uint8_t* w, const int8_t* xq, const float* xd, const int32_t* xs,
+                               int64_t nb) {
   float acc = 0.0f;
   for (int64_t b = 0; b < nb; ++b) {
     int32_t s = 0;
@@ -425,7 +377,6 @@ inline __m256i dot_i8i8(__m256i a, __m256i b) {
     }
   }
   return acc;
-#endif
 }
 
 }  // namespace
@@ -441,55 +392,127 @@ const char* matmul_isa() {
 #if MLXCEL_GGUF_AVX2
 namespace {
 
-inline float hsum8(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_hadd_ps(lo, lo);
-  lo = _mm_hadd_ps(lo, lo);
-  return _mm_cvtss_f32(lo);
+// Decode kernels: 8 weight rows at a time against MC (1..4) quantized activation rows.
+// Each row's block dot products stay integers until the 8 rows' sums are gathered into
+// one vector (lane i = row i), so the block scales of the 8 rows are applied with one
+// f16 -> f32 conversion, one multiply and one FMA per block, and x is loaded once per
+// block for all 8 rows. Rows past the end of the matrix repeat the last row (their
+// results are discarded by the caller).
+
+// Lane i of the result = sum of the 8 i32 lanes of v[i] (i = 0..7).
+inline __m256i reduce8(__m256i v0, __m256i v1, __m256i v2, __m256i v3, __m256i v4, __m256i v5, __m256i v6,
+                       __m256i v7) {
+  const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+  const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(v4, v5), _mm256_hadd_epi32(v6, v7));
+  // h0 = [r0 r1 r2 r3 | r0' r1' r2' r3'] (halves of each row's sum), h1 likewise for r4..r7.
+  return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
 }
 
-// MC activation rows (m0..m0+MC) against one weight row: each weight block is decoded
-// once and multiplied into MC accumulators.
+// The f16 scales of block b of the 8 rows, as f32.
+inline int load16(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return h;
+}
+inline __m256 scales8(const uint8_t* const* rp, size_t off) {
+  __m128i h = _mm_cvtsi32_si128(load16(rp[0] + off));
+  h = _mm_insert_epi16(h, load16(rp[1] + off), 1);
+  h = _mm_insert_epi16(h, load16(rp[2] + off), 2);
+  h = _mm_insert_epi16(h, load16(rp[3] + off), 3);
+  h = _mm_insert_epi16(h, load16(rp[4] + off), 4);
+  h = _mm_insert_epi16(h, load16(rp[5] + off), 5);
+  h = _mm_insert_epi16(h, load16(rp[6] + off), 6);
+  h = _mm_insert_epi16(h, load16(rp[7] + off), 7);
+  return _mm256_cvtph_ps(h);
+}
+
+// The 8 rows are read as 8 interleaved streams, which the hardware prefetchers follow
+// less well than one sequential stream; block b of a group prefetches the bytes
+// [b * per_block, (b + 1) * per_block) of the region `pf` (a group ahead: its rows are
+// contiguous when the matrix's are). A prefetch never faults, so pf may run past the end.
+inline void prefetch_ahead(const uint8_t* pf, int64_t b, int64_t per_block) {
+  if (!pf) return;
+  const uint8_t* p = pf + b * per_block;
+  for (int64_t i = 0; i < per_block; i += 64) _mm_prefetch(reinterpret_cast<const char*>(p + i), _MM_HINT_T0);
+}
+
+// Q4_0: rows p and p + 4 share a register (row p's 16 bytes in the low lane, row p + 4's
+// in the high lane), so one AND and one shift give the low nibbles (values 0..15) and
+// the high nibbles (16..31) of two rows; x's halves are broadcast to both lanes. The
+// nibbles stay unsigned (0..15) and 8 * sum(x) is subtracted per block.
 template <int MC>
-void dot_tile(uint32_t type, const uint8_t* w, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
+void q4_0_rows8(const uint8_t* const* rp, const uint8_t* pf, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
   const int64_t nb = K / 32;
+  const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   __m256 acc[MC];
   for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
   const int8_t* xq = xb.q.data() + m0 * K;
   const float* xd = xb.d.data() + m0 * nb;
   const int32_t* xs = xb.s.data() + m0 * nb;
-  if (type == kQ8_0) {
-    for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* blk = w + b * 34;
-      const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
-      const __m256i wa = _mm256_sign_epi8(wq, wq);
-      uint16_t h;
-      std::memcpy(&h, blk, 2);
-      const float dw = _cvtsh_ss(h);
+  for (int64_t b = 0; b < nb; ++b) {
+    const size_t off = size_t(b) * 18;
+    prefetch_ahead(pf, b, 144);
+    __m256i part[MC][4];
+    for (int p = 0; p < 4; ++p) {
+      const __m256i v = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(rp[p + 4] + off + 2),
+                                            reinterpret_cast<const __m128i*>(rp[p] + off + 2));
+      const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
       for (int j = 0; j < MC; ++j) {
-        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + j * K + b * 32));
-        const __m256i s = dot_u8i8(wa, _mm256_sign_epi8(xv, wq));
-        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * xd[j * nb + b]), acc[j]);
+        const int8_t* xb32 = xq + j * K + b * 32;
+        const __m256i xlo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb32)));
+        const __m256i xhi = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb32 + 16)));
+        const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
+        part[j][p] = _mm256_madd_epi16(s16, ones);  // [row p x4 | row p+4 x4]
       }
     }
-  } else {
-    for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* blk = w + b * 18;
-      const __m256i wq = load_q4_unsigned(blk + 2);
-      uint16_t h;
-      std::memcpy(&h, blk, 2);
-      const float dw = _cvtsh_ss(h);
-      for (int j = 0; j < MC; ++j) {
-        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + j * K + b * 32));
-        const __m256i s = dot_u8i8(wq, xv);
-        // q in 0..15: subtract 8 * sum(x), spread over the 8 lanes summed at the end.
-        const __m256 sf = _mm256_sub_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(float(xs[j * nb + b])));
-        acc[j] = _mm256_fmadd_ps(sf, _mm256_set1_ps(dw * xd[j * nb + b]), acc[j]);
-      }
+    const __m256 dw = scales8(rp, off);
+    for (int j = 0; j < MC; ++j) {
+      // hadd(hadd(p0, p1), hadd(p2, p3)) = [r0 r1 r2 r3 | r4 r5 r6 r7].
+      const __m256i isum = _mm256_hadd_epi32(_mm256_hadd_epi32(part[j][0], part[j][1]),
+                                             _mm256_hadd_epi32(part[j][2], part[j][3]));
+      const __m256i q = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * xs[j * nb + b]));
+      acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_mul_ps(dw, _mm256_set1_ps(xd[j * nb + b])), acc[j]);
     }
   }
-  for (int j = 0; j < MC; ++j) out[j] = hsum8(acc[j]);
+  for (int j = 0; j < MC; ++j) _mm256_storeu_ps(out + j * 8, acc[j]);
+}
+
+// Q8_0: one row's block per register; i8 x i8 products with the sign trick.
+template <int MC>
+void q8_0_rows8(const uint8_t* const* rp, const uint8_t* pf, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
+  const int64_t nb = K / 32;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[MC];
+  for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
+  const int8_t* xq = xb.q.data() + m0 * K;
+  const float* xd = xb.d.data() + m0 * nb;
+  for (int64_t b = 0; b < nb; ++b) {
+    const size_t off = size_t(b) * 34;
+    prefetch_ahead(pf, b, 272);
+    __m256i part[MC][8];
+    for (int r = 0; r < 8; ++r) {
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rp[r] + off + 2));
+      const __m256i wa = _mm256_sign_epi8(w, w);
+      for (int j = 0; j < MC; ++j) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + j * K + b * 32));
+        part[j][r] = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(xv, w)), ones);
+      }
+    }
+    const __m256 dw = scales8(rp, off);
+    for (int j = 0; j < MC; ++j) {
+      const __m256i isum = reduce8(part[j][0], part[j][1], part[j][2], part[j][3], part[j][4], part[j][5],
+                                   part[j][6], part[j][7]);
+      acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(xd[j * nb + b])), acc[j]);
+    }
+  }
+  for (int j = 0; j < MC; ++j) _mm256_storeu_ps(out + j * 8, acc[j]);
+}
+
+template <int MC>
+void rows8(uint32_t type, const uint8_t* const* rp, const uint8_t* pf, const XBlocks& xb, int64_t K, int64_t m0,
+           float* out) {
+  if (type == kQ8_0) q8_0_rows8<MC>(rp, pf, xb, K, m0, out);
+  else q4_0_rows8<MC>(rp, pf, xb, K, m0, out);
 }
 
 }  // namespace
@@ -526,32 +549,40 @@ void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const ui
   [[maybe_unused]] const int64_t nb = K / 32;
   XBlocks xb;
   quantize_x(x, M, K, xb);
-  // Rows in chunks of 16 (their bytes stay in cache) against activation tiles of 4 rows
-  // (each weight block decoded once per tile).
-  constexpr int64_t kRowChunk = 16;
-  const int64_t n_chunks = (n_rows + kRowChunk - 1) / kRowChunk;
-  cpu::parallel_for(n_chunks, kRowChunk * K * M, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t r0 = c * kRowChunk, r1 = std::min(n_rows, r0 + kRowChunk);
+  // Groups of 8 weight rows; each group serves every tile of up to 4 activation rows
+  // while its bytes are in L1.
+  constexpr int64_t kRows = 8, kPrefetchGroups = 1;
+  const size_t rb = row_bytes(type, K);
+  const int64_t n_groups = (n_rows + kRows - 1) / kRows;
+  cpu::parallel_for(n_groups, kRows * K * M, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t r0 = g * kRows, rc = std::min(kRows, n_rows - r0);
+#if MLXCEL_GGUF_AVX2
+      const uint8_t* rp[kRows];
+      for (int64_t i = 0; i < kRows; ++i) rp[i] = w + size_t(r0 + std::min(i, rc - 1)) * row_stride;
+#endif
       for (int64_t m0 = 0; m0 < M; m0 += 4) {
         const int64_t mc = std::min<int64_t>(4, M - m0);
-        for (int64_t r = r0; r < r1; ++r) {
-          const uint8_t* wr = w + size_t(r) * row_stride;
-          float v[4];
+        float v[4 * kRows];
 #if MLXCEL_GGUF_AVX2
-          switch (mc) {
-            case 4: dot_tile<4>(type, wr, xb, K, m0, v); break;
-            case 3: dot_tile<3>(type, wr, xb, K, m0, v); break;
-            case 2: dot_tile<2>(type, wr, xb, K, m0, v); break;
-            default: dot_tile<1>(type, wr, xb, K, m0, v); break;
-          }
-#else
-          for (int64_t j = 0; j < mc; ++j)
-            v[j] = dot_row(type, wr, xb.q.data() + (m0 + j) * K, xb.d.data() + (m0 + j) * nb,
-                           xb.s.data() + (m0 + j) * nb, nb);
-#endif
-          for (int64_t j = 0; j < mc; ++j) y[(m0 + j) * n_rows + r] = v[j] + (bias ? bias[r] : 0.0f);
+        // Prefetch the next group during the first tile (its rows follow this group's
+        // when the rows are packed back to back).
+        const uint8_t* pf = m0 == 0 && row_stride == rb ? rp[0] + kPrefetchGroups * kRows * row_stride : nullptr;
+        switch (mc) {
+          case 4: rows8<4>(type, rp, pf, xb, K, m0, v); break;
+          case 3: rows8<3>(type, rp, pf, xb, K, m0, v); break;
+          case 2: rows8<2>(type, rp, pf, xb, K, m0, v); break;
+          default: rows8<1>(type, rp, pf, xb, K, m0, v); break;
         }
+#else
+        for (int64_t j = 0; j < mc; ++j)
+          for (int64_t i = 0; i < rc; ++i)
+            v[j * kRows + i] = dot_row(type, w + size_t(r0 + i) * row_stride, xb.q.data() + (m0 + j) * K,
+                                       xb.d.data() + (m0 + j) * nb, xb.s.data() + (m0 + j) * nb, nb);
+#endif
+        for (int64_t j = 0; j < mc; ++j)
+          for (int64_t i = 0; i < rc; ++i)
+            y[(m0 + j) * n_rows + r0 + i] = v[j * kRows + i] + (bias ? bias[r0 + i] : 0.0f);
       }
     }
   });
