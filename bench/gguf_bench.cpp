@@ -5,7 +5,8 @@
 //   gguf_bench synth <dir> qwen3-0.6b|llama-3.2-1b   random bf16 safetensors + config.json
 //                                                    (+ the test-data tokenizer) in <dir>
 //   gguf_bench convert <dir> <out.gguf> f16|q8_0|q4_0   (what mlxcel convert --to gguf does)
-//   gguf_bench kernel                                GEMV GB/s per format, read bandwidth
+//   gguf_bench kernel [filter]                       GEMV GB/s per format, read bandwidth
+//                                                    (filter: a substring, e.g. "Q4_0 lm")
 //   gguf_bench model <model.gguf|dir> [pp] [tg]      pp<pp> and tg<tg> tok/s, weight GB/s
 //
 // Then `mlxcel convert -m <dir> -o x.gguf --to gguf --quant q4_0` (or convert_to_gguf).
@@ -149,7 +150,7 @@ double read_bandwidth(int threads) {
   return best;
 }
 
-int kernel_bench() {
+int kernel_bench(const std::string& filter) {
   const int threads = ThreadPool::global().size();
   const double bw = read_bandwidth(threads);
   std::printf("read bandwidth, %d threads: %.1f GB/s; kernel ISA %s\n", threads, bw, gguf::matmul_isa());
@@ -160,6 +161,8 @@ int kernel_bench() {
   for (uint32_t type : {uint32_t(gguf::kQ8_0), uint32_t(gguf::kQ4_0)}) {
     for (S s : {S{"qwen3-0.6b mlp up", 3072, 1024}, S{"qwen3-0.6b mlp down", 1024, 3072},
                 S{"llama-3.2-1b mlp up", 8192, 2048}, S{"lm head 151936x1024", 151936, 1024}}) {
+      const std::string label = std::string(type == gguf::kQ8_0 ? "Q8_0 " : "Q4_0 ") + s.name;
+      if (!filter.empty() && label.find(filter) == std::string::npos) continue;
       const size_t rb = gguf::row_bytes(type, s.K);
       std::vector<uint8_t> w(rb * size_t(s.N));
       std::mt19937 rng(1);
@@ -244,7 +247,7 @@ int main(int argc, char** argv) {
   try {
     const std::string mode = argc > 1 ? argv[1] : "kernel";
     if (mode == "synth" && argc >= 4) return synth(argv[2], argv[3]);
-    if (mode == "kernel") return kernel_bench();
+    if (mode == "kernel") return kernel_bench(argc > 2 ? argv[2] : "");
     if (mode == "convert" && argc >= 5) {  // convert <dir> <out.gguf> f16|q8_0|q4_0 (as mlxcel convert --to gguf)
       auto t0 = Clock::now();
       GgufConvertOptions o;
@@ -255,7 +258,7 @@ int main(int argc, char** argv) {
     }
     if (mode == "model" && argc >= 3)
       return model_bench(argv[2], argc > 3 ? std::atoi(argv[3]) : 512, argc > 4 ? std::atoi(argv[4]) : 128);
-    std::fprintf(stderr, "usage: gguf_bench synth <dir> qwen3-0.6b|llama-3.2-1b | convert <dir> <out.gguf> <quant> | kernel | model <path> [pp] [tg]\n");
+    std::fprintf(stderr, "usage: gguf_bench synth <dir> qwen3-0.6b|llama-3.2-1b | convert <dir> <out.gguf> <quant> | kernel [filter] | model <path> [pp] [tg]\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gguf_bench: %s\n", e.what());
