@@ -14,6 +14,7 @@
 #include "backends/cpu/parallel.h"
 #include "base/error.h"
 #include "base/half.h"
+#include "base/thread_pool.h"
 
 namespace mlxcel::gguf {
 
@@ -554,7 +555,10 @@ void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const ui
   constexpr int64_t kRows = 8, kPrefetchGroups = 1;
   const size_t rb = row_bytes(type, K);
   const int64_t n_groups = (n_rows + kRows - 1) / kRows;
-  cpu::parallel_for(n_groups, kRows * K * M, [&](int64_t g0, int64_t g1) {
+  // Chunks of about 1/16 of a thread's share (at least 2 groups) balance a late or
+  // preempted thread at one atomic increment per chunk.
+  const int64_t chunk = std::max<int64_t>(2, n_groups / (16 * ThreadPool::global().size()));
+  cpu::parallel_dynamic(n_groups, chunk, kRows * K * M, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t r0 = g * kRows, rc = std::min(kRows, n_rows - r0);
 #if MLXCEL_GGUF_AVX2

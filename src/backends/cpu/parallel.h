@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <functional>
 
@@ -15,6 +16,31 @@ inline void parallel_for(int64_t n, int64_t item_cost, const std::function<void(
   constexpr int64_t kMinWork = int64_t(1) << 15;
   int64_t grain = std::max<int64_t>(1, kMinWork / std::max<int64_t>(1, item_cost));
   ThreadPool::global().parallel_for(n, fn, grain);
+}
+
+// Runs fn(begin, end) over [0, n) items in chunks of `chunk` items that the threads
+// pull from a shared counter, with at least ~32K units of work (item_cost units per
+// item) per thread. The calling thread starts at once and a worker that wakes late (or
+// is preempted on a busy machine) only joins for the chunks left, instead of the caller
+// waiting for a fixed half of the work.
+inline void parallel_dynamic(int64_t n, int64_t chunk, int64_t item_cost,
+                             const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  chunk = std::max<int64_t>(1, chunk);
+  constexpr int64_t kMinWork = int64_t(1) << 15;
+  const int64_t n_chunks = (n + chunk - 1) / chunk;
+  const int64_t by_work = std::max<int64_t>(1, n * std::max<int64_t>(1, item_cost) / kMinWork);
+  const int64_t workers = std::min<int64_t>({int64_t(ThreadPool::global().size()), n_chunks, by_work});
+  if (workers <= 1) {
+    fn(0, n);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  ThreadPool::global().parallel_for(workers, [&](int64_t, int64_t) {
+    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < n_chunks;
+         c = next.fetch_add(1, std::memory_order_relaxed))
+      fn(c * chunk, std::min(n, (c + 1) * chunk));
+  });
 }
 
 }  // namespace mlxcel::cpu
