@@ -225,8 +225,9 @@ TEST(GgufQuants, PackedMatmulMatchesDequantized) {
   std::mt19937 rng(2);
   std::normal_distribution<float> nd(0, 1);
   const int64_t N = 37;
-  // M >= 64 runs the dequantize-into-panels f32 GEMM (K = 576: a 512-column K block
-  // plus a tail); smaller M the int8 tile kernel.
+  // AVX2: M < 16 runs the decode GEMV, larger M the int8 panel GEMM. Without AVX2,
+  // M >= 64 runs the dequantize-into-panels f32 GEMM (K = 576: a 512-column K block plus
+  // a tail).
   const std::pair<int64_t, int64_t> shapes[] = {{1, 256}, {3, 256}, {70, 256}, {70, 576}};
   for (uint32_t t : {kQ8_0, kQ4_0}) {
     for (auto [M, K] : shapes) {
@@ -260,11 +261,12 @@ TEST(GgufQuants, PackedMatmulMatchesDequantized) {
   EXPECT_TRUE(std::string(matmul_isa()) == "avx2" || std::string(matmul_isa()) == "scalar");
 }
 
-// The decode kernels (M < 64) against a scalar model of the same arithmetic: x quantized
-// to int8 per block of 32 (d = amax / 127, round to nearest even), exact integer block
-// dot products, f32 scales d_w * d_x. Only the order of the f32 sums differs, so the
-// tolerance is tight. Covers odd row counts (groups of 8 with a tail), 1..4-row tiles
-// with a remainder, a single block, and rows at an odd byte stride.
+// The int8 kernels (AVX2: the decode GEMV below 16 rows of x, the panel GEMM from 16)
+// against a scalar model of the same arithmetic: x quantized to int8 per block of 32
+// (d = amax / 127, round to nearest even), exact integer block dot products, f32 scales
+// d_w * d_x. Only the order of the f32 sums differs, so the tolerance is tight. Covers
+// odd row counts (groups / panels of 8 with a tail), 1..4-row tiles with a remainder,
+// a single block, and rows at an odd byte stride.
 TEST(GgufQuants, PackedDecodeKernelMatchesIntegerReference) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0, 1);
@@ -284,7 +286,8 @@ TEST(GgufQuants, PackedDecodeKernelMatchesIntegerReference) {
     size_t pad;
   };
   const Case cases[] = {{1, 32, 1, 0},  {1, 64, 7, 0},   {1, 1024, 37, 0}, {2, 96, 8, 3},  {3, 160, 9, 0},
-                        {4, 256, 16, 1}, {5, 128, 17, 0}, {9, 64, 23, 5},   {33, 96, 15, 0}, {63, 32, 41, 2}};
+                        {4, 256, 16, 1}, {5, 128, 17, 0}, {9, 64, 23, 5},   {33, 96, 15, 0}, {63, 32, 41, 2},
+                        {16, 64, 8, 0},  {130, 1024, 19, 0}};
   for (uint32_t t : {kQ8_0, kQ4_0}) {
     const size_t bb = t == kQ8_0 ? 34 : 18;
     for (const Case& c : cases) {

@@ -331,28 +331,63 @@ struct XBlocks {
   std::vector<int32_t> s; // [M, K / 32]: sum of the block's quants (for Q4_0's -8 offset)
 };
 
+// One block of 32 activations: int8 quants, scale, sum of the quants. The AVX2 path
+// computes exactly what the scalar one does (same d and 1/d; _mm256_cvtps_epi32 rounds
+// to nearest even like nearbyintf in the default rounding mode).
+inline void quantize_block(const float* p, int8_t* q, float* d_out, int32_t* s_out) {
+#if MLXCEL_GGUF_AVX2
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 v[4];
+  __m256 amax = _mm256_setzero_ps();
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm256_loadu_ps(p + 8 * i);
+    amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[i]));
+  }
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  const float d = _mm_cvtss_f32(m) / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const __m256 idv = _mm256_set1_ps(id);
+  __m256i qi[4];
+  for (int i = 0; i < 4; ++i) qi[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], idv));
+  const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
+  __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+  // i32 -> i16 -> i8 packs work per 128-bit lane; the permute restores the order.
+  const __m256i p16a = _mm256_packs_epi32(qi[0], qi[1]), p16b = _mm256_packs_epi32(qi[2], qi[3]);
+  const __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q),
+                      _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  *d_out = d;
+  *s_out = _mm_cvtsi128_si32(s4);
+#else
+  float amax = 0.0f;
+  for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(p[j]));
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  int32_t s = 0;
+  for (int j = 0; j < 32; ++j) {
+    q[j] = int8_t(std::nearbyintf(p[j] * id));
+    s += q[j];
+  }
+  *d_out = d;
+  *s_out = s;
+#endif
+}
+
 void quantize_x(const float* x, int64_t M, int64_t K, XBlocks& xb) {
   const int64_t nb = K / 32;
   xb.q.resize(size_t(M * K));
   xb.d.resize(size_t(M * nb));
   xb.s.resize(size_t(M * nb));
-  for (int64_t m = 0; m < M; ++m) {
-    for (int64_t b = 0; b < nb; ++b) {
-      const float* p = x + m * K + b * 32;
-      float amax = 0.0f;
-      for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(p[j]));
-      const float d = amax / 127.0f;
-      const float id = d != 0.0f ? 1.0f / d : 0.0f;
-      int8_t* q = xb.q.data() + m * K + b * 32;
-      int32_t s = 0;
-      for (int j = 0; j < 32; ++j) {
-        q[j] = int8_t(std::nearbyintf(p[j] * id));
-        s += q[j];
-      }
-      xb.d[size_t(m * nb + b)] = d;
-      xb.s[size_t(m * nb + b)] = s;
-    }
-  }
+  cpu::parallel_for(M, K * 4, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m)
+      for (int64_t b = 0; b < nb; ++b)
+        quantize_block(x + m * K + b * 32, xb.q.data() + m * K + b * 32, &xb.d[size_t(m * nb + b)],
+                       &xb.s[size_t(m * nb + b)]);
+  });
 }
 
 // Dot product of one packed row with one quantized activation row (the scalar kernel).
@@ -509,6 +544,154 @@ void q8_0_rows8(const uint8_t* const* rp, const uint8_t* pf, const XBlocks& xb, 
   for (int j = 0; j < MC; ++j) _mm256_storeu_ps(out + j * 8, acc[j]);
 }
 
+// ---- prefill GEMM (int8) --------------------------------------------------------------
+//
+// A panel holds 8 weight rows as int8, interleaved so that one 32-byte load gives 4
+// consecutive values of each of the 8 rows (lane r = row r): per block of 32 values,
+// 8 f32 scales, then 8 groups of 32 bytes (group g = values 4g..4g+3). The micro-kernel
+// broadcasts 4 activation bytes of one x row to all lanes, so one maddubs computes
+// 2 x 2 products for each of the 8 rows and the 8 rows' block sums end up in the 8 i32
+// lanes of one register: no horizontal sums. Q4_0 values stay unsigned (0..15): the
+// i16 pair sums (|.| <= 2 * 15 * 127) of a block's 8 groups fit in i16, and 8 * sum(x)
+// is subtracted per block. Q8_0 values are signed: |w| times x with w's sign, summed in
+// i32 per group.
+constexpr int64_t kPanelRows = 8;
+inline int64_t panel_block_bytes() { return 32 + 8 * 32; }
+
+// 8 x 8 transpose of i32 elements: out[g] lane r = in[r] lane g.
+inline void transpose8x8(__m256i* r) {
+  const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+  const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+  const __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+  const __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+  const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+  const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+  const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+  const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+  r[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+  r[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+  r[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+  r[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+  r[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+  r[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+  r[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+  r[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+}
+
+// Packs blocks [0, nb) of the 8 rows rp[] into `panel`.
+void pack_panel8(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* panel) {
+  const size_t bb = type == kQ8_0 ? 34 : 18;
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* dst = panel + b * panel_block_bytes();
+    const size_t off = size_t(b) * bb;
+    _mm256_storeu_ps(reinterpret_cast<float*>(dst), scales8(rp, off));
+    __m256i r[8];
+    for (int i = 0; i < 8; ++i) {
+      if (type == kQ8_0) {
+        r[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rp[i] + off + 2));
+      } else {
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rp[i] + off + 2));
+        r[i] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);  // values 0..31
+      }
+    }
+    transpose8x8(r);
+    for (int g = 0; g < 8; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 32 + 32 * g), r[g]);
+  }
+}
+
+// y[m][0..8) for the MR rows of x starting at xq (row stride K) against a panel.
+template <int MR, bool Q8>
+void gemm_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, const float* xd, const int32_t* xs,
+               __m256* out) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[MR];
+  for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* pb = panel + b * panel_block_bytes();
+    const int8_t* xb = xq + b * 32;
+    __m256i isum[MR];
+    for (int g = 0; g < 8; ++g) {
+      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + 32 + 32 * g));
+      if constexpr (Q8) {
+        const __m256i wa = _mm256_sign_epi8(wv, wv);
+        for (int m = 0; m < MR; ++m) {
+          int32_t x4;
+          std::memcpy(&x4, xb + m * K + 4 * g, 4);
+          const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(_mm256_set1_epi32(x4), wv)), ones);
+          isum[m] = g == 0 ? p : _mm256_add_epi32(isum[m], p);
+        }
+      } else {
+        for (int m = 0; m < MR; ++m) {
+          int32_t x4;
+          std::memcpy(&x4, xb + m * K + 4 * g, 4);
+          const __m256i p = _mm256_maddubs_epi16(wv, _mm256_set1_epi32(x4));
+          isum[m] = g == 0 ? p : _mm256_add_epi16(isum[m], p);
+        }
+      }
+    }
+    const __m256 dw = _mm256_loadu_ps(reinterpret_cast<const float*>(pb));
+    const int64_t nbx = K / 32;
+    for (int m = 0; m < MR; ++m) {
+      __m256i q = isum[m];
+      if constexpr (!Q8) q = _mm256_sub_epi32(_mm256_madd_epi16(q, ones), _mm256_set1_epi32(8 * xs[m * nbx + b]));
+      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_mul_ps(dw, _mm256_set1_ps(xd[m * nbx + b])), acc[m]);
+    }
+  }
+  for (int m = 0; m < MR; ++m) out[m] = acc[m];
+}
+
+constexpr int kGemmMR = 4;
+
+template <bool Q8>
+void gemm_panel_rows(const uint8_t* panel, int64_t K, const XBlocks& xb, int64_t M, int64_t n0, int64_t nvalid,
+                     const float* bias, float* y, int64_t ldy) {
+  const int64_t nb = K / 32;
+  __m256 out[kGemmMR];
+  alignas(32) float tmp[8];
+  for (int64_t m = 0; m < M; m += kGemmMR) {
+    const int mr = int(std::min<int64_t>(kGemmMR, M - m));
+    const int8_t* xq = xb.q.data() + m * K;
+    const float* xd = xb.d.data() + m * nb;
+    const int32_t* xs = xb.s.data() + m * nb;
+    switch (mr) {
+      case 4: gemm_tile<4, Q8>(panel, nb, xq, K, xd, xs, out); break;
+      case 3: gemm_tile<3, Q8>(panel, nb, xq, K, xd, xs, out); break;
+      case 2: gemm_tile<2, Q8>(panel, nb, xq, K, xd, xs, out); break;
+      default: gemm_tile<1, Q8>(panel, nb, xq, K, xd, xs, out); break;
+    }
+    for (int j = 0; j < mr; ++j) {
+      float* yr = y + (m + j) * ldy + n0;
+      __m256 v = out[j];
+      if (bias && nvalid == 8) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + n0));
+      if (nvalid == 8) {
+        _mm256_storeu_ps(yr, v);
+      } else {
+        _mm256_store_ps(tmp, v);
+        for (int64_t i = 0; i < nvalid; ++i) yr[i] = tmp[i] + (bias ? bias[n0 + i] : 0.0f);
+      }
+    }
+  }
+}
+
+// y = x W^T for prefill-sized M: x quantized once, each panel of 8 weight rows unpacked
+// once (into L1) and run against every row of x.
+void gemm_int8(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uint8_t* w, size_t row_stride,
+               int64_t n_rows, const float* bias, float* y) {
+  const int64_t nb = K / 32, n_panels = (n_rows + kPanelRows - 1) / kPanelRows;
+  cpu::parallel_dynamic(n_panels, 1, M * K * kPanelRows, [&](int64_t p0, int64_t p1) {
+    std::vector<uint8_t> panel(size_t(nb * panel_block_bytes()));
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t r0 = p * kPanelRows, rc = std::min(kPanelRows, n_rows - r0);
+      const uint8_t* rp[kPanelRows];
+      for (int64_t i = 0; i < kPanelRows; ++i) rp[i] = w + size_t(r0 + std::min(i, rc - 1)) * row_stride;
+      pack_panel8(type, rp, nb, panel.data());
+      if (type == kQ8_0) gemm_panel_rows<true>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+      else gemm_panel_rows<false>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+    }
+  });
+}
+
 template <int MC>
 void rows8(uint32_t type, const uint8_t* const* rp, const uint8_t* pf, const XBlocks& xb, int64_t K, int64_t m0,
            float* out) {
@@ -540,14 +723,24 @@ void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const ui
                    int64_t n_rows, const float* bias, float* y) {
   MLXCEL_CHECK(type == kQ8_0 || type == kQ4_0, "gguf matmul_packed: type {} is not kept packed", type);
   MLXCEL_CHECK(K % 32 == 0, "gguf matmul_packed: K {} is not a multiple of 32", K);
-  // Prefill-sized M: dequantizing each weight panel once and running the f32 GEMM beats
-  // the int8 tile kernel (which decodes every block once per 4 rows of x): 1.2-1.5x at
-  // M = 128 on the 2-core AVX2 build machine (bench/gguf_bench kernel).
+  [[maybe_unused]] const int64_t nb = K / 32;
+#if MLXCEL_GGUF_AVX2
+  // From 16 rows of x the int8 GEMM (each weight panel unpacked once) matches or beats
+  // the decode kernel; at M = 64..128 it is about 2x the dequantize + f32 GEMM path
+  // below (bench/gguf_bench kernel, 2-core AVX2 VM).
+  constexpr int64_t kGemmMinRows = 16;
+  if (M >= kGemmMinRows) {
+    XBlocks xb;
+    quantize_x(x, M, K, xb);
+    gemm_int8(type, xb, M, K, w, row_stride, n_rows, bias, y);
+    return;
+  }
+#endif
+  // Without AVX2, prefill-sized M dequantizes each weight panel once into the f32 GEMM.
   if (M >= 64) {
     cpu::gemm::run(x, M, K, n_rows, PackedSource{type, w, row_stride}, bias, y);
     return;
   }
-  [[maybe_unused]] const int64_t nb = K / 32;
   XBlocks xb;
   quantize_x(x, M, K, xb);
   // Groups of 8 weight rows; each group serves every tile of up to 4 activation rows
