@@ -6,13 +6,15 @@
 //                                                    (+ the test-data tokenizer) in <dir>
 //   gguf_bench convert <dir> <out.gguf> f16|q8_0|q4_0   (what mlxcel convert --to gguf does)
 //   gguf_bench kernel [filter]                       GEMV GB/s per format, read bandwidth
-//                                                    (filter: a substring, e.g. "Q4_0 lm")
+//                                                    (filter: a substring, e.g. "Q4_0 lm";
+//                                                    GGUF_BENCH_M=1,4,128 picks the rows of x)
 //   gguf_bench model <model.gguf|dir> [pp] [tg]      pp<pp> and tg<tg> tok/s, weight GB/s
 //
 // Then `mlxcel convert -m <dir> -o x.gguf --to gguf --quant q4_0` (or convert_to_gguf).
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -173,7 +175,13 @@ int kernel_bench(const std::string& filter) {
           std::memcpy(&w[size_t(r) * rb + b], &h, 2);
         }
       std::vector<float> x(size_t(s.K), 0.5f), y(size_t(s.N));
-      for (int64_t M : {int64_t(1), int64_t(4), int64_t(128)}) {
+      const char* ms = std::getenv("GGUF_BENCH_M");  // e.g. "1,4,16,128"
+      std::vector<int64_t> m_list;
+      for (const char* c = ms ? ms : "1,4,128"; *c;) {
+        m_list.push_back(std::strtoll(c, const_cast<char**>(&c), 10));
+        if (*c == ',') ++c;
+      }
+      for (int64_t M : m_list) {
         std::vector<float> xm(size_t(M * s.K), 0.5f), ym(size_t(M * s.N));
         gguf::matmul_packed(type, xm.data(), M, s.K, w.data(), rb, s.N, nullptr, ym.data());
         int reps = 0;
@@ -184,8 +192,9 @@ int kernel_bench(const std::string& filter) {
         }
         const double sec = seconds_since(t0) / reps;
         const double gbs = double(w.size()) / sec / 1e9;
-        std::printf("%-5s %-22s M=%lld  %8.3f ms  %6.1f GB/s  (%.0f%% of read bandwidth)\n",
-                    type == gguf::kQ8_0 ? "Q8_0" : "Q4_0", s.name, (long long)M, sec * 1e3, gbs, 100 * gbs / bw);
+        std::printf("%-5s %-22s M=%-4lld %8.3f ms  %6.1f GB/s  (%.0f%% of read bandwidth)  %6.1f GFLOP/s\n",
+                    type == gguf::kQ8_0 ? "Q8_0" : "Q4_0", s.name, (long long)M, sec * 1e3, gbs, 100 * gbs / bw,
+                    2.0 * double(M) * double(s.N) * double(s.K) / sec / 1e9);
       }
     }
   }
