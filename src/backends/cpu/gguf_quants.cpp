@@ -610,32 +610,39 @@ void gemm_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, co
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* pb = panel + b * panel_block_bytes();
     const int8_t* xb = xq + b * 32;
-    __m256i isum[MR];
-    for (int g = 0; g < 8; ++g) {
-      const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + 32 + 32 * g));
-      if constexpr (Q8) {
+    const __m256 dw = _mm256_loadu_ps(reinterpret_cast<const float*>(pb));
+    if constexpr (Q8) {
+      __m256i isum[MR];
+      for (int g = 0; g < 8; ++g) {
+        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + 32 + 32 * g));
         const __m256i wa = _mm256_sign_epi8(wv, wv);
         for (int m = 0; m < MR; ++m) {
           int32_t x4;
           std::memcpy(&x4, xb + m * K + 4 * g, 4);
-          const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(_mm256_set1_epi32(x4), wv)), ones);
+          const __m256i p =
+              _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(_mm256_set1_epi32(x4), wv)), ones);
           isum[m] = g == 0 ? p : _mm256_add_epi32(isum[m], p);
         }
-      } else {
-        for (int m = 0; m < MR; ++m) {
-          int32_t x4;
-          std::memcpy(&x4, xb + m * K + 4 * g, 4);
-          const __m256i p = _mm256_maddubs_epi16(wv, _mm256_set1_epi32(x4));
-          isum[m] = g == 0 ? p : _mm256_add_epi16(isum[m], p);
-        }
       }
-    }
-    const __m256 dw = _mm256_loadu_ps(reinterpret_cast<const float*>(pb));
-    const int64_t nbx = K / 32;
-    for (int m = 0; m < MR; ++m) {
-      __m256i q = isum[m];
-      if constexpr (!Q8) q = _mm256_sub_epi32(_mm256_madd_epi16(q, ones), _mm256_set1_epi32(8 * xs[m * nbx + b]));
-      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_mul_ps(dw, _mm256_set1_ps(xd[m * nbx + b])), acc[m]);
+      for (int m = 0; m < MR; ++m)
+        acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[m]), _mm256_mul_ps(dw, _mm256_set1_ps(xd[m * nb + b])),
+                                 acc[m]);
+    } else {
+      // The block's 8 groups stay in registers while each row of x runs through them.
+      __m256i wg[8];
+      for (int g = 0; g < 8; ++g) wg[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + 32 + 32 * g));
+      for (int m = 0; m < MR; ++m) {
+        const int8_t* xm = xb + m * K;
+        int32_t x4;
+        std::memcpy(&x4, xm, 4);
+        __m256i s16 = _mm256_maddubs_epi16(wg[0], _mm256_set1_epi32(x4));
+        for (int g = 1; g < 8; ++g) {
+          std::memcpy(&x4, xm + 4 * g, 4);
+          s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wg[g], _mm256_set1_epi32(x4)));
+        }
+        const __m256i q = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(8 * xs[m * nb + b]));
+        acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_mul_ps(dw, _mm256_set1_ps(xd[m * nb + b])), acc[m]);
+      }
     }
   }
   for (int m = 0; m < MR; ++m) out[m] = acc[m];
