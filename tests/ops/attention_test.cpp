@@ -3,6 +3,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "backends/cpu/simd.h"
 #include "test_util.h"
 
 namespace mlxcel {
@@ -167,6 +168,42 @@ TEST(PagedAttention, DecodeSeesWholeSequenceAndBatchesAreIndependent) {
   auto alone = ops::paged_attention(q1, all.k_cache, all.v_cache, one, p).to_f32_vector();
   std::vector<float> want(batched.begin() + 37 * 4 * 16, batched.begin() + 38 * 4 * 16);
   EXPECT_EQ(alone, want);
+}
+
+// Model-sized heads (D = Dv = 128, GQA 2:1, a 70-row prefill chunk after a 30-token
+// prefix): several 16-row blocks, 4-row groups with a remainder, 16-key chunks, and
+// block boundaries inside the causal diagonal.
+TEST(PagedAttention, ModelSizedHeadsMatchDenseReference) {
+  for (DType cdt : {DType::f32, DType::bf16}) {
+    PagedBatch st(4, 2, 128, 128, 16, cdt, {{100, 70}, {37, 1}}, 123);
+    for (int window : {0, 21}) {
+      AttentionParams p;
+      p.scale = 1.0f / std::sqrt(128.0f);
+      p.sliding_window = window;
+      Tensor o = ops::paged_attention(st.q, st.k_cache, st.v_cache, st.ctx, p);
+      optest::expect_close(o, st.reference(p), 2e-5f, 1e-5f, fmt::format("{} window {}", dtype_name(cdt), window));
+    }
+  }
+}
+
+// The vector exp the attention softmax uses, against std::exp over the range it sees.
+TEST(CpuSimd, ExpMatchesStdExp) {
+  using namespace cpu::simd;
+  float worst = 0.0f;
+  for (float x = -87.0f; x <= 88.0f; x += 0.0137f) {
+    float in[kWidth], out[kWidth];
+    for (int i = 0; i < kWidth; ++i) in[i] = x + 0.001f * float(i);
+    store(out, exp(load(in)));
+    for (int i = 0; i < kWidth; ++i) {
+      const double want = std::exp(double(in[i]));
+      worst = std::max(worst, float(std::fabs(out[i] - want) / want));
+    }
+  }
+  EXPECT_LT(worst, 4e-7f);
+  float in[kWidth], out[kWidth];
+  for (int i = 0; i < kWidth; ++i) in[i] = i % 2 ? 0.0f : -1000.0f;
+  store(out, exp(load(in)));
+  for (int i = 0; i < kWidth; ++i) EXPECT_TRUE(i % 2 ? out[i] == 1.0f : out[i] < 1e-37f) << i << " " << out[i];
 }
 
 TEST(PagedAttention, RejectsBadContexts) {

@@ -22,9 +22,113 @@ struct WorkItem {
   int32_t seq, row_begin, row_end;  // flat rows [row_begin, row_end) of sequence seq
 };
 
+// Keys handled together inside a cache block: their scores for all rows of the row
+// block are computed first, then one online-softmax update per row, then P V with the
+// output rows held in registers across the keys.
+constexpr int64_t kKeyChunk = 16;
+
+// Per-thread scratch of attend().
+struct Scratch {
+  std::vector<float> acc, m, l, s, corr;
+  explicit Scratch(int64_t dv)
+      : acc(size_t(kRowBlock * dv)), m(kRowBlock), l(kRowBlock), s(size_t(kRowBlock * kKeyChunk)), corr(kRowBlock) {}
+};
+
+// Sums of 4 vectors.
+inline void hsum4(simd::VecF a0, simd::VecF a1, simd::VecF a2, simd::VecF a3, float* out) {
+#if defined(MLXCEL_SIMD_AVX2)
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+#else
+  out[0] = simd::hsum(a0);
+  out[1] = simd::hsum(a1);
+  out[2] = simd::hsum(a2);
+  out[3] = simd::hsum(a3);
+#endif
+}
+
+// s[r * kKeyChunk + j] = scale * q_r . k_j for r < n_rows, j < nk; each key is read
+// once per 4 rows.
 template <typename C>
-void attend(const PagedAttentionArgs& a, int64_t h, const WorkItem& w, std::vector<float>& acc, std::vector<float>& m,
-            std::vector<float>& l, std::vector<float>& scores) {
+void chunk_scores(const float* q, int64_t q_stride, int64_t n_rows, const C* const* keys, int64_t nk, int64_t D,
+                  float scale, float* s) {
+  using namespace simd;
+  for (int64_t j = 0; j < nk; ++j) {
+    const C* k = keys[j];
+    int64_t r = 0;
+    for (; r + 4 <= n_rows; r += 4) {
+      const float* q0 = q + r * q_stride;
+      VecF a0 = zero(), a1 = zero(), a2 = zero(), a3 = zero();
+      int64_t d = 0;
+      for (; d + kWidth <= D; d += kWidth) {
+        const VecF kv = load(k + d);
+        a0 = fma(load(q0 + d), kv, a0);
+        a1 = fma(load(q0 + q_stride + d), kv, a1);
+        a2 = fma(load(q0 + 2 * q_stride + d), kv, a2);
+        a3 = fma(load(q0 + 3 * q_stride + d), kv, a3);
+      }
+      float t[4];
+      hsum4(a0, a1, a2, a3, t);
+      for (; d < D; ++d) {
+        const float kd = to_f32(k[d]);
+        for (int i = 0; i < 4; ++i) t[i] += q0[i * q_stride + d] * kd;
+      }
+      for (int i = 0; i < 4; ++i) s[(r + i) * kKeyChunk + j] = t[i] * scale;
+    }
+    for (; r < n_rows; ++r) s[r * kKeyChunk + j] = dot(q + r * q_stride, k, D) * scale;
+  }
+}
+
+// acc_r = acc_r * corr_r + sum_j p_rj v_j for the RB rows at acc (p = s after the
+// softmax step); RB is a template argument so the accumulators stay in registers.
+template <int RB, typename C>
+void pv_rows(const float* p, const float* corr, const C* const* vals, int64_t nk, int64_t Dv, float* acc) {
+  using namespace simd;
+  int64_t d = 0;
+  for (; d + 2 * kWidth <= Dv; d += 2 * kWidth) {
+    VecF c[RB][2];
+    for (int i = 0; i < RB; ++i) {
+      const VecF cr = set1(corr[i]);
+      c[i][0] = mul(load(acc + i * Dv + d), cr);
+      c[i][1] = mul(load(acc + i * Dv + d + kWidth), cr);
+    }
+    for (int64_t j = 0; j < nk; ++j) {
+      const VecF v0 = load(vals[j] + d), v1 = load(vals[j] + d + kWidth);
+      for (int i = 0; i < RB; ++i) {
+        const VecF pj = set1(p[i * kKeyChunk + j]);
+        c[i][0] = fma(pj, v0, c[i][0]);
+        c[i][1] = fma(pj, v1, c[i][1]);
+      }
+    }
+    for (int i = 0; i < RB; ++i) {
+      store(acc + i * Dv + d, c[i][0]);
+      store(acc + i * Dv + d + kWidth, c[i][1]);
+    }
+  }
+  for (; d < Dv; ++d) {
+    for (int i = 0; i < RB; ++i) {
+      float v = acc[i * Dv + d] * corr[i];
+      for (int64_t j = 0; j < nk; ++j) v += p[i * kKeyChunk + j] * to_f32(vals[j][d]);
+      acc[i * Dv + d] = v;
+    }
+  }
+}
+
+template <typename C>
+void chunk_pv(const float* p, const float* corr, int64_t n_rows, const C* const* vals, int64_t nk, int64_t Dv,
+              float* acc) {
+  int64_t r = 0;
+  for (; r + 4 <= n_rows; r += 4) pv_rows<4>(p + r * kKeyChunk, corr + r, vals, nk, Dv, acc + r * Dv);
+  switch (n_rows - r) {
+    case 3: pv_rows<3>(p + r * kKeyChunk, corr + r, vals, nk, Dv, acc + r * Dv); break;
+    case 2: pv_rows<2>(p + r * kKeyChunk, corr + r, vals, nk, Dv, acc + r * Dv); break;
+    case 1: pv_rows<1>(p + r * kKeyChunk, corr + r, vals, nk, Dv, acc + r * Dv); break;
+    default: break;
+  }
+}
+
+template <typename C>
+void attend(const PagedAttentionArgs& a, int64_t h, const WorkItem& w, Scratch& sc) {
   const int64_t D = a.head_dim, Dv = a.v_head_dim, bs = a.block_size;
   const int64_t group = a.n_heads / a.n_kv_heads, kvh = h / group;
   const int64_t q0 = a.q_start[w.seq], q_len = a.q_start[w.seq + 1] - q0, kv_len = a.kv_len[w.seq];
@@ -33,6 +137,11 @@ void attend(const PagedAttentionArgs& a, int64_t h, const WorkItem& w, std::vect
   const C* vc = static_cast<const C*>(a.v_cache);
   const int64_t n_rows = w.row_end - w.row_begin;
   const float neg_inf = -std::numeric_limits<float>::infinity();
+  float* acc = sc.acc.data();
+  float* m = sc.m.data();
+  float* l = sc.l.data();
+  float* s = sc.s.data();
+  float* corr = sc.corr.data();
 
   // Visible keys [lo, hi) of each row.
   int64_t lo_min = kv_len, hi_max = 0;
@@ -43,11 +152,15 @@ void attend(const PagedAttentionArgs& a, int64_t h, const WorkItem& w, std::vect
     lo[r] = a.sliding_window > 0 ? std::max<int64_t>(0, pos - a.sliding_window + 1) : 0;
     lo_min = std::min(lo_min, lo[r]);
     hi_max = std::max(hi_max, hi[r]);
-    m[size_t(r)] = neg_inf;
-    l[size_t(r)] = 0.0f;
-    std::fill(acc.begin() + r * Dv, acc.begin() + (r + 1) * Dv, 0.0f);
+    m[r] = neg_inf;
+    l[r] = 0.0f;
+    std::fill(acc + r * Dv, acc + (r + 1) * Dv, 0.0f);
   }
 
+  const float* q = a.q + (w.row_begin * a.n_heads + h) * D;
+  const int64_t q_stride = a.n_heads * D;
+  const C* keys[kKeyChunk];
+  const C* vals[kKeyChunk];
   const int64_t last_block = (hi_max - 1) / bs;
   for (int64_t b = lo_min / bs; b * bs < hi_max; ++b) {
     const int64_t base = int64_t(table[b]) * bs;  // flat slot of the block's first token
@@ -62,38 +175,49 @@ void attend(const PagedAttentionArgs& a, int64_t h, const WorkItem& w, std::vect
         for (int64_t off = 0; off < Dv * int64_t(sizeof(C)); off += 64) __builtin_prefetch(vp + off);
       }
     }
-    for (int64_t r = 0; r < n_rows; ++r) {
-      const int64_t j0 = std::max(lo[r], b * bs), j1 = std::min(hi[r], (b + 1) * bs);
-      if (j0 >= j1) continue;
-      const float* q = a.q + ((w.row_begin + r) * a.n_heads + h) * D;
-      float block_max = neg_inf;
-      for (int64_t j = j0; j < j1; ++j) {
-        const C* k = kc + ((base + j - b * bs) * a.n_kv_heads + kvh) * D;
-        float s = simd::dot(q, k, D) * a.scale;
-        if (a.softcap > 0.0f) s = std::tanh(s / a.softcap) * a.softcap;
-        scores[size_t(j - j0)] = s;
-        block_max = std::max(block_max, s);
+    const int64_t jb0 = std::max(lo_min, b * bs), jb1 = std::min(hi_max, (b + 1) * bs);
+    for (int64_t c0 = jb0; c0 < jb1; c0 += kKeyChunk) {
+      const int64_t nk = std::min(kKeyChunk, jb1 - c0);
+      for (int64_t j = 0; j < nk; ++j) {
+        const int64_t slot = base + (c0 + j - b * bs);
+        keys[j] = kc + (slot * a.n_kv_heads + kvh) * D;
+        vals[j] = vc + (slot * a.n_kv_heads + kvh) * Dv;
       }
-      float* ar = acc.data() + r * Dv;
-      const float m_new = std::max(m[size_t(r)], block_max);
-      if (m[size_t(r)] != neg_inf && m_new > m[size_t(r)]) {
-        const float corr = std::exp(m[size_t(r)] - m_new);
-        l[size_t(r)] *= corr;
-        simd::scale_inplace(ar, corr, Dv);
+      chunk_scores(q, q_stride, n_rows, keys, nk, D, a.scale, s);
+      // Online softmax per row; p overwrites s (0 outside the row's visible keys).
+      for (int64_t r = 0; r < n_rows; ++r) {
+        float* sr = s + r * kKeyChunk;
+        const int64_t j0 = std::max<int64_t>(0, lo[r] - c0), j1 = std::min<int64_t>(nk, hi[r] - c0);
+        if (j0 >= j1) {
+          std::fill(sr, sr + kKeyChunk, 0.0f);
+          corr[r] = 1.0f;
+          continue;
+        }
+        if (a.softcap > 0.0f)
+          for (int64_t j = j0; j < j1; ++j) sr[j] = std::tanh(sr[j] / a.softcap) * a.softcap;
+        float block_max = neg_inf;
+        for (int64_t j = j0; j < j1; ++j) block_max = std::max(block_max, sr[j]);
+        const float m_new = std::max(m[r], block_max);
+        corr[r] = m[r] == neg_inf ? 1.0f : std::exp(m[r] - m_new);
+        m[r] = m_new;
+        const simd::VecF mv = simd::set1(m_new);
+        int64_t j = 0;
+        for (; j + simd::kWidth <= nk; j += simd::kWidth) simd::store(sr + j, simd::exp(simd::sub(simd::load(sr + j), mv)));
+        for (; j < nk; ++j) sr[j] = std::exp(sr[j] - m_new);
+        std::fill(sr, sr + j0, 0.0f);
+        std::fill(sr + j1, sr + kKeyChunk, 0.0f);
+        float sum = 0.0f;
+        for (int64_t jj = j0; jj < j1; ++jj) sum += sr[jj];
+        l[r] = l[r] * corr[r] + sum;
       }
-      m[size_t(r)] = m_new;
-      for (int64_t j = j0; j < j1; ++j) {
-        const float p = std::exp(scores[size_t(j - j0)] - m_new);
-        l[size_t(r)] += p;
-        simd::axpy(ar, p, vc + ((base + j - b * bs) * a.n_kv_heads + kvh) * Dv, Dv);
-      }
+      chunk_pv(s, corr, n_rows, vals, nk, Dv, acc);
     }
   }
 
   for (int64_t r = 0; r < n_rows; ++r) {
     float* o = a.out + ((w.row_begin + r) * a.n_heads + h) * Dv;
-    const float inv = l[size_t(r)] > 0.0f ? 1.0f / l[size_t(r)] : 0.0f;
-    for (int64_t d = 0; d < Dv; ++d) o[d] = acc[size_t(r * Dv + d)] * inv;
+    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    for (int64_t d = 0; d < Dv; ++d) o[d] = acc[r * Dv + d] * inv;
   }
 }
 
@@ -112,12 +236,11 @@ void paged_attention_typed(const PagedAttentionArgs& a) {
   std::atomic<int64_t> next{0};
   const int workers = int(std::min<int64_t>(ThreadPool::global().size(), total));
   ThreadPool::global().parallel_for(workers, [&](int64_t, int64_t) {
-    std::vector<float> acc(size_t(kRowBlock * a.v_head_dim)), m(kRowBlock), l(kRowBlock),
-        scores(size_t(a.block_size));
+    Scratch sc(a.v_head_dim);
     for (int64_t i = next.fetch_add(1); i < total; i = next.fetch_add(1)) {
       const int64_t kvh = i / (n_items * group), rest = i % (n_items * group);
       const int64_t h = kvh * group + rest % group;
-      attend<C>(a, h, items[size_t(rest / group)], acc, m, l, scores);
+      attend<C>(a, h, items[size_t(rest / group)], sc);
     }
   });
 }

@@ -6,6 +6,7 @@
 // Internal to backends/cpu: never included outside it.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -110,6 +111,38 @@ inline VecF max(VecF a, VecF b) { return a > b ? a : b; }
 inline float hsum(VecF v) { return v; }
 inline float hmax(VecF v) { return v; }
 #endif
+
+// e^v per lane for v <= 88.3 (larger values saturate to e^88.3); values below -87.3
+// give about 1e-38 instead of smaller ones or 0, so callers that need exact zeros (masked
+// attention scores) set them afterwards. Cephes' expf: n = round(v / ln 2), a two-part
+// Cody-Waite reduction and a degree-6 polynomial; about 1 ulp off std::exp. Lane by lane
+// std::exp where there is no vector version.
+inline VecF exp(VecF v) {
+#if defined(MLXCEL_SIMD_AVX2)
+  v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-87.33654f)), _mm256_set1_ps(88.3762626647949f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(v, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), v);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  // 2^n for n in [-126, 128); n = 128 (v near 88.7) is excluded by the clamp above.
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+#elif defined(MLXCEL_SIMD_AVX512)
+  alignas(64) float t[kWidth];
+  store(t, v);
+  for (float& x : t) x = std::exp(x);
+  return _mm512_load_ps(t);
+#else
+  return std::exp(v);
+#endif
+}
 
 // Dot product of n elements, f32 accumulation. x is f32, w any element type.
 template <typename T>
