@@ -8,7 +8,9 @@
 //   gguf_bench kernel [filter]                       GEMV GB/s per format, read bandwidth
 //                                                    (filter: a substring, e.g. "Q4_0 lm";
 //                                                    GGUF_BENCH_M=1,4,128 picks the rows of x)
-//   gguf_bench model <model.gguf|dir> [pp] [tg]      pp<pp> and tg<tg> tok/s, weight GB/s
+//   gguf_bench model <model.gguf|dir> [pp] [tg] [f32|f16]   pp<pp> and tg<tg> tok/s, weight
+//                                                    GB/s; the KV cache dtype (llama.cpp's
+//                                                    default is f16)
 //
 // Then `mlxcel convert -m <dir> -o x.gguf --to gguf --quant q4_0` (or convert_to_gguf).
 #include <atomic>
@@ -224,29 +226,44 @@ Batch make_batch(const std::vector<int32_t>& ids, int start, int bs, int nb, boo
   return b;
 }
 
-int model_bench(const std::string& path, int pp, int tg) {
+// Like llama-bench: one warm-up token first (it also faults the mapped weights in), then
+// pp<pp> on an empty cache, and tg<tg> on a fresh empty cache (generation from the first
+// position, not after the prompt); "tg<tg> after pp" continues the prompt's cache.
+int model_bench(const std::string& path, int pp, int tg, DType kv) {
   auto t0 = Clock::now();
   auto model = load_model(path);
   std::printf("loaded %s in %.1f s\n", path.c_str(), seconds_since(t0));
   const int bs = 16, nb = (pp + tg + bs - 1) / bs + 1;
-  KvCache cache = model->make_cache(nb, bs);
+  auto generate = [&](KvCache& cache, int start) {
+    int32_t tok = 1;
+    for (int i = 0; i < tg; ++i) {
+      Tensor l = model->forward(make_batch({tok}, start + i, bs, nb, true), cache);
+      std::vector<float> v = l.to_f32_vector();
+      tok = int32_t(std::max_element(v.begin(), v.end()) - v.begin());
+    }
+  };
+  {
+    KvCache warm = model->make_cache(nb, bs, kv);
+    model->forward(make_batch({1}, 0, bs, nb, true), warm);
+  }
+  KvCache cache = model->make_cache(nb, bs, kv);
   std::vector<int32_t> prompt(static_cast<size_t>(pp));
   for (int i = 0; i < pp; ++i) prompt[size_t(i)] = 100 + (i * 37) % 5000;
   t0 = Clock::now();
   Tensor logits = model->forward(make_batch(prompt, 0, bs, nb, true), cache);
   const double pp_s = seconds_since(t0);
   t0 = Clock::now();
-  int32_t tok = 1;
-  for (int i = 0; i < tg; ++i) {
-    Tensor l = model->forward(make_batch({tok}, pp + i, bs, nb, true), cache);
-    std::vector<float> v = l.to_f32_vector();
-    tok = int32_t(std::max_element(v.begin(), v.end()) - v.begin());
-  }
+  generate(cache, pp);
+  const double tg_after_s = seconds_since(t0);
+  KvCache fresh = model->make_cache(nb, bs, kv);
+  t0 = Clock::now();
+  generate(fresh, 0);
   const double tg_s = seconds_since(t0);
   const double weights = double(fs::is_regular_file(path) ? fs::file_size(path) : 0);
-  std::printf("pp%d %.1f tok/s   tg%d %.1f tok/s", pp, pp / pp_s, tg, tg / tg_s);
+  std::printf("pp%d %.1f tok/s   tg%d %.1f tok/s   tg%d after pp %.1f tok/s", pp, pp / pp_s, tg, tg / tg_s, tg,
+              tg / tg_after_s);
   if (weights > 0) std::printf("   (file %.2f GB -> %.1f GB/s while generating)", weights / 1e9, weights / 1e9 * tg / tg_s);
-  std::printf("   threads %d\n", ThreadPool::global().size());
+  std::printf("   threads %d, kv %s\n", ThreadPool::global().size(), dtype_name(kv));
   return 0;
 }
 
@@ -266,8 +283,9 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (mode == "model" && argc >= 3)
-      return model_bench(argv[2], argc > 3 ? std::atoi(argv[3]) : 512, argc > 4 ? std::atoi(argv[4]) : 128);
-    std::fprintf(stderr, "usage: gguf_bench synth <dir> qwen3-0.6b|llama-3.2-1b | convert <dir> <out.gguf> <quant> | kernel [filter] | model <path> [pp] [tg]\n");
+      return model_bench(argv[2], argc > 3 ? std::atoi(argv[3]) : 512, argc > 4 ? std::atoi(argv[4]) : 128,
+                         argc > 5 && std::string(argv[5]) == "f16" ? DType::f16 : DType::f32);
+    std::fprintf(stderr, "usage: gguf_bench synth <dir> qwen3-0.6b|llama-3.2-1b | convert <dir> <out.gguf> <quant> | kernel [filter] | model <path> [pp] [tg] [f32|f16]\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gguf_bench: %s\n", e.what());
