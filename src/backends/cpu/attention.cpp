@@ -47,36 +47,54 @@ inline void hsum4(simd::VecF a0, simd::VecF a1, simd::VecF a2, simd::VecF a3, fl
 #endif
 }
 
+// Scores of 4 rows (q0 + i * q_stride) against keys k0 and k1.
+template <typename C>
+void scores_4x2(const float* q0, int64_t q_stride, const C* k0, const C* k1, int64_t D, float* t0, float* t1) {
+  using namespace simd;
+  VecF a[4][2];
+  for (int i = 0; i < 4; ++i) a[i][0] = a[i][1] = zero();
+  int64_t d = 0;
+  for (; d + kWidth <= D; d += kWidth) {
+    const VecF x0 = load(k0 + d), x1 = load(k1 + d);
+    for (int i = 0; i < 4; ++i) {
+      const VecF qv = load(q0 + i * q_stride + d);
+      a[i][0] = fma(qv, x0, a[i][0]);
+      a[i][1] = fma(qv, x1, a[i][1]);
+    }
+  }
+  hsum4(a[0][0], a[1][0], a[2][0], a[3][0], t0);
+  hsum4(a[0][1], a[1][1], a[2][1], a[3][1], t1);
+  for (; d < D; ++d) {
+    const float x0 = to_f32(k0[d]), x1 = to_f32(k1[d]);
+    for (int i = 0; i < 4; ++i) {
+      t0[i] += q0[i * q_stride + d] * x0;
+      t1[i] += q0[i * q_stride + d] * x1;
+    }
+  }
+}
+
 // s[r * kKeyChunk + j] = scale * q_r . k_j for r < n_rows, j < nk; each key is read
-// once per 4 rows.
+// once per 4 rows, and each row once per 2 keys.
 template <typename C>
 void chunk_scores(const float* q, int64_t q_stride, int64_t n_rows, const C* const* keys, int64_t nk, int64_t D,
                   float scale, float* s) {
-  using namespace simd;
-  for (int64_t j = 0; j < nk; ++j) {
-    const C* k = keys[j];
-    int64_t r = 0;
-    for (; r + 4 <= n_rows; r += 4) {
-      const float* q0 = q + r * q_stride;
-      VecF a0 = zero(), a1 = zero(), a2 = zero(), a3 = zero();
-      int64_t d = 0;
-      for (; d + kWidth <= D; d += kWidth) {
-        const VecF kv = load(k + d);
-        a0 = fma(load(q0 + d), kv, a0);
-        a1 = fma(load(q0 + q_stride + d), kv, a1);
-        a2 = fma(load(q0 + 2 * q_stride + d), kv, a2);
-        a3 = fma(load(q0 + 3 * q_stride + d), kv, a3);
+  int64_t r = 0;
+  for (; r + 4 <= n_rows; r += 4) {
+    const float* q0 = q + r * q_stride;
+    int64_t j = 0;
+    for (; j + 2 <= nk; j += 2) {
+      float t0[4], t1[4];
+      scores_4x2(q0, q_stride, keys[j], keys[j + 1], D, t0, t1);
+      for (int i = 0; i < 4; ++i) {
+        s[(r + i) * kKeyChunk + j] = t0[i] * scale;
+        s[(r + i) * kKeyChunk + j + 1] = t1[i] * scale;
       }
-      float t[4];
-      hsum4(a0, a1, a2, a3, t);
-      for (; d < D; ++d) {
-        const float kd = to_f32(k[d]);
-        for (int i = 0; i < 4; ++i) t[i] += q0[i * q_stride + d] * kd;
-      }
-      for (int i = 0; i < 4; ++i) s[(r + i) * kKeyChunk + j] = t[i] * scale;
     }
-    for (; r < n_rows; ++r) s[r * kKeyChunk + j] = dot(q + r * q_stride, k, D) * scale;
+    for (; j < nk; ++j)
+      for (int i = 0; i < 4; ++i) s[(r + i) * kKeyChunk + j] = simd::dot(q0 + i * q_stride, keys[j], D) * scale;
   }
+  for (; r < n_rows; ++r)
+    for (int64_t j = 0; j < nk; ++j) s[r * kKeyChunk + j] = simd::dot(q + r * q_stride, keys[j], D) * scale;
 }
 
 // acc_r = acc_r * corr_r + sum_j p_rj v_j for the RB rows at acc (p = s after the
@@ -166,7 +184,8 @@ void attend(const PagedAttentionArgs& a, int64_t h, const WorkItem& w, Scratch& 
     const int64_t base = int64_t(table[b]) * bs;  // flat slot of the block's first token
     // NOTE: a head's keys are n_kv_heads * head_dim apart (often a page), which the
     // hardware prefetcher does not follow: fetch the next block's rows ahead.
-    if (b < last_block) {
+    // (Prefill rows reuse each block from cache across rows and heads: decode only.)
+    if (b < last_block && n_rows <= 4) {
       const int64_t next = int64_t(table[b + 1]) * bs;
       for (int64_t j = 0; j < bs; ++j) {
         const char* kp = reinterpret_cast<const char*>(kc + ((next + j) * a.n_kv_heads + kvh) * D);

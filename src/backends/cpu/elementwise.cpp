@@ -59,6 +59,17 @@ inline float act(float x) {
 template <Act A>
 void activate_typed(const float* x, const float* up, float* out, int64_t n) {
   parallel_for(n, 8, [&](int64_t s, int64_t e) {
+    if constexpr (A == Act::silu) {
+      // x / (1 + e^-x) with the vector exp (about 1 ulp of std::exp).
+      using namespace simd;
+      const VecF one = set1(1.0f), zero_v = zero();
+      for (; s + kWidth <= e; s += kWidth) {
+        const VecF xv = load(x + s);
+        VecF y = div(xv, add(one, exp(sub(zero_v, xv))));
+        if (up) y = mul(y, load(up + s));
+        store(out + s, y);
+      }
+    }
     if (up) {
       for (int64_t i = s; i < e; ++i) out[i] = act<A>(x[i]) * up[i];
     } else {

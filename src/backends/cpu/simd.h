@@ -59,6 +59,7 @@ inline VecF fma(VecF a, VecF b, VecF c) { return _mm512_fmadd_ps(a, b, c); }
 inline VecF add(VecF a, VecF b) { return _mm512_add_ps(a, b); }
 inline VecF sub(VecF a, VecF b) { return _mm512_sub_ps(a, b); }
 inline VecF mul(VecF a, VecF b) { return _mm512_mul_ps(a, b); }
+inline VecF div(VecF a, VecF b) { return _mm512_div_ps(a, b); }
 inline VecF max(VecF a, VecF b) { return _mm512_max_ps(a, b); }
 inline float hsum(VecF v) { return _mm512_reduce_add_ps(v); }
 inline float hmax(VecF v) { return _mm512_reduce_max_ps(v); }
@@ -80,6 +81,7 @@ inline VecF fma(VecF a, VecF b, VecF c) { return _mm256_fmadd_ps(a, b, c); }
 inline VecF add(VecF a, VecF b) { return _mm256_add_ps(a, b); }
 inline VecF sub(VecF a, VecF b) { return _mm256_sub_ps(a, b); }
 inline VecF mul(VecF a, VecF b) { return _mm256_mul_ps(a, b); }
+inline VecF div(VecF a, VecF b) { return _mm256_div_ps(a, b); }
 inline VecF max(VecF a, VecF b) { return _mm256_max_ps(a, b); }
 inline float hsum(VecF v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -107,6 +109,7 @@ inline VecF fma(VecF a, VecF b, VecF c) { return a * b + c; }
 inline VecF add(VecF a, VecF b) { return a + b; }
 inline VecF sub(VecF a, VecF b) { return a - b; }
 inline VecF mul(VecF a, VecF b) { return a * b; }
+inline VecF div(VecF a, VecF b) { return a / b; }
 inline VecF max(VecF a, VecF b) { return a > b ? a : b; }
 inline float hsum(VecF v) { return v; }
 inline float hmax(VecF v) { return v; }
