@@ -328,10 +328,10 @@ namespace {
 struct XBlocks {
   std::vector<int8_t> q;  // [M, K]
   std::vector<float> d;   // [M, K / 32]
-  std::vector<int32_t> s; // [M, K / 32]: sum of the block's quants (for Q4_0's -8 offset)
+  std::vector<int32_t> s; // [M, K / 32]: 8 * the sum of the block's quants (Q4_0's -8 offset)
 };
 
-// One block of 32 activations: int8 quants, scale, sum of the quants. The AVX2 path
+// One block of 32 activations: int8 quants, scale, 8 * the sum of the quants. The AVX2 path
 // computes exactly what the scalar one does (same d and 1/d; _mm256_cvtps_epi32 rounds
 // to nearest even like nearbyintf in the default rounding mode).
 inline void quantize_block(const float* p, int8_t* q, float* d_out, int32_t* s_out) {
@@ -361,7 +361,7 @@ inline void quantize_block(const float* p, int8_t* q, float* d_out, int32_t* s_o
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(q),
                       _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
   *d_out = d;
-  *s_out = _mm_cvtsi128_si32(s4);
+  *s_out = 8 * _mm_cvtsi128_si32(s4);
 #else
   float amax = 0.0f;
   for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(p[j]));
@@ -373,7 +373,7 @@ inline void quantize_block(const float* p, int8_t* q, float* d_out, int32_t* s_o
     s += q[j];
   }
   *d_out = d;
-  *s_out = s;
+  *s_out = 8 * s;
 #endif
 }
 
@@ -408,7 +408,7 @@ void quantize_x(const float* x, int64_t M, int64_t K, XBlocks& xb) {
         s += int32_t(blk[2 + j] & 0xF) * xv[j];
         s += int32_t(blk[2 + j] >> 4) * xv[j + 16];
       }
-      s -= 8 * xs[b];
+      s -= xs[b];
       acc += float(s) * half_at(blk) * xd[b];
     }
   }
@@ -506,7 +506,7 @@ void q4_0_rows8(const uint8_t* const* rp, const uint8_t* pf, const XBlocks& xb, 
       // hadd(hadd(p0, p1), hadd(p2, p3)) = [r0 r1 r2 r3 | r4 r5 r6 r7].
       const __m256i isum = _mm256_hadd_epi32(_mm256_hadd_epi32(part[j][0], part[j][1]),
                                              _mm256_hadd_epi32(part[j][2], part[j][3]));
-      const __m256i q = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * xs[j * nb + b]));
+      const __m256i q = _mm256_sub_epi32(isum, _mm256_set1_epi32(xs[j * nb + b]));
       acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_mul_ps(dw, _mm256_set1_ps(xd[j * nb + b])), acc[j]);
     }
   }
@@ -640,7 +640,7 @@ void gemm_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, co
           std::memcpy(&x4, xm + 4 * g, 4);
           s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wg[g], _mm256_set1_epi32(x4)));
         }
-        const __m256i q = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(8 * xs[m * nb + b]));
+        const __m256i q = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(xs[m * nb + b]));
         acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_mul_ps(dw, _mm256_set1_ps(xd[m * nb + b])), acc[m]);
       }
     }
