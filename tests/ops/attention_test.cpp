@@ -126,7 +126,7 @@ const std::vector<Seq> kRagged = {{40, 37}, {9, 1}, {23, 5}};  // chunked prefil
 TEST(PagedAttention, MatchesDenseReference) {
   struct Heads {
     int hq, hkv;
-  } heads[] = {{6, 2}, {4, 1}, {3, 3}};  // GQA, MQA, MHA
+  } heads[] = {{6, 2}, {4, 1}, {3, 3}, {20, 1}};  // GQA, MQA, MHA; a group wider than a 16-row work item
   uint32_t seed = 1;
   for (DType cdt : optest::kFloatDTypes)
     for (const auto& hd : heads)

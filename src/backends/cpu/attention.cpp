@@ -18,8 +18,11 @@ namespace {
 // Query rows handled together: each cache block is read once for all of them.
 constexpr int64_t kRowBlock = 16;
 
+// Flat query rows [row_begin, row_end) of sequence seq, for the q heads [h0, h0 + nh)
+// of one kv head: the rows of an item are (token, head) pairs, so the q heads that share
+// a kv head read each K/V block once.
 struct WorkItem {
-  int32_t seq, row_begin, row_end;  // flat rows [row_begin, row_end) of sequence seq
+  int32_t seq, row_begin, row_end, h0, nh;
 };
 
 // Keys handled together inside a cache block: their scores for all rows of the row
@@ -47,9 +50,9 @@ inline void hsum4(simd::VecF a0, simd::VecF a1, simd::VecF a2, simd::VecF a3, fl
 #endif
 }
 
-// Scores of 4 rows (q0 + i * q_stride) against keys k0 and k1.
+// Scores of the 4 query rows q[0..3] against keys k0 and k1.
 template <typename C>
-void scores_4x2(const float* q0, int64_t q_stride, const C* k0, const C* k1, int64_t D, float* t0, float* t1) {
+void scores_4x2(const float* const* q, const C* k0, const C* k1, int64_t D, float* t0, float* t1) {
   using namespace simd;
   VecF a[4][2];
   for (int i = 0; i < 4; ++i) a[i][0] = a[i][1] = zero();
@@ -57,7 +60,7 @@ void scores_4x2(const float* q0, int64_t q_stride, const C* k0, const C* k1, int
   for (; d + kWidth <= D; d += kWidth) {
     const VecF x0 = load(k0 + d), x1 = load(k1 + d);
     for (int i = 0; i < 4; ++i) {
-      const VecF qv = load(q0 + i * q_stride + d);
+      const VecF qv = load(q[i] + d);
       a[i][0] = fma(qv, x0, a[i][0]);
       a[i][1] = fma(qv, x1, a[i][1]);
     }
@@ -67,8 +70,8 @@ void scores_4x2(const float* q0, int64_t q_stride, const C* k0, const C* k1, int
   for (; d < D; ++d) {
     const float x0 = to_f32(k0[d]), x1 = to_f32(k1[d]);
     for (int i = 0; i < 4; ++i) {
-      t0[i] += q0[i * q_stride + d] * x0;
-      t1[i] += q0[i * q_stride + d] * x1;
+      t0[i] += q[i][d] * x0;
+      t1[i] += q[i][d] * x1;
     }
   }
 }
@@ -76,25 +79,24 @@ void scores_4x2(const float* q0, int64_t q_stride, const C* k0, const C* k1, int
 // s[r * kKeyChunk + j] = scale * q_r . k_j for r < n_rows, j < nk; each key is read
 // once per 4 rows, and each row once per 2 keys.
 template <typename C>
-void chunk_scores(const float* q, int64_t q_stride, int64_t n_rows, const C* const* keys, int64_t nk, int64_t D,
-                  float scale, float* s) {
+void chunk_scores(const float* const* q, int64_t n_rows, const C* const* keys, int64_t nk, int64_t D, float scale,
+                  float* s) {
   int64_t r = 0;
   for (; r + 4 <= n_rows; r += 4) {
-    const float* q0 = q + r * q_stride;
     int64_t j = 0;
     for (; j + 2 <= nk; j += 2) {
       float t0[4], t1[4];
-      scores_4x2(q0, q_stride, keys[j], keys[j + 1], D, t0, t1);
+      scores_4x2(q + r, keys[j], keys[j + 1], D, t0, t1);
       for (int i = 0; i < 4; ++i) {
         s[(r + i) * kKeyChunk + j] = t0[i] * scale;
         s[(r + i) * kKeyChunk + j + 1] = t1[i] * scale;
       }
     }
     for (; j < nk; ++j)
-      for (int i = 0; i < 4; ++i) s[(r + i) * kKeyChunk + j] = simd::dot(q0 + i * q_stride, keys[j], D) * scale;
+      for (int i = 0; i < 4; ++i) s[(r + i) * kKeyChunk + j] = simd::dot(q[r + i], keys[j], D) * scale;
   }
   for (; r < n_rows; ++r)
-    for (int64_t j = 0; j < nk; ++j) s[r * kKeyChunk + j] = simd::dot(q + r * q_stride, keys[j], D) * scale;
+    for (int64_t j = 0; j < nk; ++j) s[r * kKeyChunk + j] = simd::dot(q[r], keys[j], D) * scale;
 }
 
 // acc_r = acc_r * corr_r + sum_j p_rj v_j for the RB rows at acc (p = s after the
@@ -146,14 +148,14 @@ void chunk_pv(const float* p, const float* corr, int64_t n_rows, const C* const*
 }
 
 template <typename C>
-void attend(const PagedAttentionArgs& a, int64_t h, const WorkItem& w, Scratch& sc) {
+void attend(const PagedAttentionArgs& a, const WorkItem& w, Scratch& sc) {
   const int64_t D = a.head_dim, Dv = a.v_head_dim, bs = a.block_size;
-  const int64_t group = a.n_heads / a.n_kv_heads, kvh = h / group;
+  const int64_t group = a.n_heads / a.n_kv_heads, kvh = w.h0 / group, nh = w.nh;
   const int64_t q0 = a.q_start[w.seq], q_len = a.q_start[w.seq + 1] - q0, kv_len = a.kv_len[w.seq];
   const int32_t* table = a.block_table + int64_t(w.seq) * a.max_blocks;
   const C* kc = static_cast<const C*>(a.k_cache);
   const C* vc = static_cast<const C*>(a.v_cache);
-  const int64_t n_rows = w.row_end - w.row_begin;
+  const int64_t n_rows = (w.row_end - w.row_begin) * nh;  // row r = token r / nh, head h0 + r % nh
   const float neg_inf = -std::numeric_limits<float>::infinity();
   float* acc = sc.acc.data();
   float* m = sc.m.data();
@@ -164,8 +166,11 @@ void attend(const PagedAttentionArgs& a, int64_t h, const WorkItem& w, Scratch& 
   // Visible keys [lo, hi) of each row.
   int64_t lo_min = kv_len, hi_max = 0;
   int64_t lo[kRowBlock], hi[kRowBlock];
+  const float* qrow[kRowBlock];
   for (int64_t r = 0; r < n_rows; ++r) {
-    const int64_t pos = kv_len - q_len + (w.row_begin + r - q0);
+    const int64_t t = w.row_begin + r / nh;
+    qrow[r] = a.q + (t * a.n_heads + w.h0 + r % nh) * D;
+    const int64_t pos = kv_len - q_len + (t - q0);
     hi[r] = a.causal ? std::min(pos + 1, kv_len) : kv_len;
     lo[r] = a.sliding_window > 0 ? std::max<int64_t>(0, pos - a.sliding_window + 1) : 0;
     lo_min = std::min(lo_min, lo[r]);
@@ -175,8 +180,6 @@ void attend(const PagedAttentionArgs& a, int64_t h, const WorkItem& w, Scratch& 
     std::fill(acc + r * Dv, acc + (r + 1) * Dv, 0.0f);
   }
 
-  const float* q = a.q + (w.row_begin * a.n_heads + h) * D;
-  const int64_t q_stride = a.n_heads * D;
   const C* keys[kKeyChunk];
   const C* vals[kKeyChunk];
   const int64_t last_block = (hi_max - 1) / bs;
@@ -185,7 +188,7 @@ void attend(const PagedAttentionArgs& a, int64_t h, const WorkItem& w, Scratch& 
     // NOTE: a head's keys are n_kv_heads * head_dim apart (often a page), which the
     // hardware prefetcher does not follow: fetch the next block's rows ahead.
     // (Prefill rows reuse each block from cache across rows and heads: decode only.)
-    if (b < last_block && n_rows <= 4) {
+    if (b < last_block && w.row_end - w.row_begin <= 4) {
       const int64_t next = int64_t(table[b + 1]) * bs;
       for (int64_t j = 0; j < bs; ++j) {
         const char* kp = reinterpret_cast<const char*>(kc + ((next + j) * a.n_kv_heads + kvh) * D);
@@ -202,7 +205,7 @@ void attend(const PagedAttentionArgs& a, int64_t h, const WorkItem& w, Scratch& 
         keys[j] = kc + (slot * a.n_kv_heads + kvh) * D;
         vals[j] = vc + (slot * a.n_kv_heads + kvh) * Dv;
       }
-      chunk_scores(q, q_stride, n_rows, keys, nk, D, a.scale, s);
+      chunk_scores(qrow, n_rows, keys, nk, D, a.scale, s);
       // Online softmax per row; p overwrites s (0 outside the row's visible keys).
       for (int64_t r = 0; r < n_rows; ++r) {
         float* sr = s + r * kKeyChunk;
@@ -234,7 +237,7 @@ void attend(const PagedAttentionArgs& a, int64_t h, const WorkItem& w, Scratch& 
   }
 
   for (int64_t r = 0; r < n_rows; ++r) {
-    float* o = a.out + ((w.row_begin + r) * a.n_heads + h) * Dv;
+    float* o = a.out + ((w.row_begin + r / nh) * a.n_heads + w.h0 + r % nh) * Dv;
     const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
     for (int64_t d = 0; d < Dv; ++d) o[d] = acc[r * Dv + d] * inv;
   }
@@ -242,25 +245,26 @@ void attend(const PagedAttentionArgs& a, int64_t h, const WorkItem& w, Scratch& 
 
 template <typename C>
 void paged_attention_typed(const PagedAttentionArgs& a) {
+  // Items of (kv head, q heads of its group, tokens): up to kRowBlock (token, head) rows.
+  const int64_t group = a.n_heads / a.n_kv_heads;
+  const int32_t nh = int32_t(std::min<int64_t>(group, kRowBlock));
+  const int32_t tokens = int32_t(kRowBlock / nh);
   std::vector<WorkItem> items;
-  for (int64_t s = 0; s < a.n_seqs; ++s) {
-    for (int32_t r = a.q_start[s]; r < a.q_start[s + 1]; r += int32_t(kRowBlock))
-      items.push_back({int32_t(s), r, std::min<int32_t>(r + int32_t(kRowBlock), a.q_start[s + 1])});
-  }
-  const int64_t n_items = int64_t(items.size()), group = a.n_heads / a.n_kv_heads;
-  const int64_t total = a.n_heads * n_items;
-  // NOTE: items are pulled dynamically in (kv head, rows, q head) order: causal
-  // prefill stays balanced (later rows see more keys), and the q heads sharing a
-  // kv head run at the same time, so their K/V reads hit the shared cache.
+  // NOTE: items are pulled dynamically in (kv head, tokens, head chunk) order: causal
+  // prefill stays balanced (later rows see more keys), and neighbouring items read the
+  // same K/V blocks while they are in the shared cache.
+  for (int64_t kvh = 0; kvh < a.n_kv_heads; ++kvh)
+    for (int64_t s = 0; s < a.n_seqs; ++s)
+      for (int32_t r = a.q_start[s]; r < a.q_start[s + 1]; r += tokens)
+        for (int32_t h = 0; h < group; h += nh)
+          items.push_back({int32_t(s), r, std::min<int32_t>(r + tokens, a.q_start[s + 1]),
+                           int32_t(kvh * group + h), std::min<int32_t>(nh, int32_t(group) - h)});
+  const int64_t total = int64_t(items.size());
   std::atomic<int64_t> next{0};
   const int workers = int(std::min<int64_t>(ThreadPool::global().size(), total));
   ThreadPool::global().parallel_for(workers, [&](int64_t, int64_t) {
     Scratch sc(a.v_head_dim);
-    for (int64_t i = next.fetch_add(1); i < total; i = next.fetch_add(1)) {
-      const int64_t kvh = i / (n_items * group), rest = i % (n_items * group);
-      const int64_t h = kvh * group + rest % group;
-      attend<C>(a, h, items[size_t(rest / group)], sc);
-    }
+    for (int64_t i = next.fetch_add(1); i < total; i = next.fetch_add(1)) attend<C>(a, items[size_t(i)], sc);
   });
 }
 
