@@ -272,7 +272,7 @@ Encoding encode_one(const TokenizerImpl& t, std::string_view input, bool parse_s
     }
   }
   if (track) {  // the ids-only path (encode) skips the per-token side vectors
-    enc.type_ids.assign(enc.ids.size(), 0);
+    enc.type_ids.assign(enc.ids.size(), seq_id);  // HF: the pair's second sequence gets type 1 unless a post-processor says otherwise
     enc.special_tokens_mask.assign(enc.ids.size(), 0);
     enc.sequence_ids.assign(enc.ids.size(), seq_id);
   }

@@ -46,7 +46,9 @@ TEST(Offsets, BertPair) {
   EXPECT_EQ(e.sequence_ids, (std::vector<int32_t>{-1, 0, -1, 1, 1, 1, -1}));
   Encoding n = tok.encode_pair("Hi", "yo", false);
   EXPECT_EQ(n.ids, (std::vector<int32_t>{7, 8}));
-  EXPECT_EQ(n.type_ids, (std::vector<int32_t>{0, 0}));
+  // Without special tokens BertProcessing leaves the encodings as encoded: HF gives the
+  // pair's second sequence type id 1 (encode_single_sequence(pair, type_id = 1)).
+  EXPECT_EQ(n.type_ids, (std::vector<int32_t>{0, 1}));
 }
 
 // Byte-level BPE with Roberta post-processing: offsets trimmed of the 'Ġ' space.
