@@ -18,10 +18,11 @@ so the model knows their letters); JSON eval (template, name, age) triples never
 in training (every name does, with other ages); tool eval questions are excluded from
 training.
 
-Reversal answers are spelled backwards letter by letter with hyphens ("w-a-r-d"), the
-same format as forward spelling ("d-r-a-w"): with a byte-level BPE, a reversed word as
-one string would tokenize into pieces unrelated to the word's own tokens, while spelled
-letters are one small token each.
+Reversal answers spell the word forwards and then backwards, letter by letter with
+hyphens ("d-r-a-w, reversed: w-a-r-d"): with a byte-level BPE, a reversed word as one
+string would tokenize into pieces unrelated to the word's own tokens, while spelled
+letters are one small token each; spelling forwards first (a task trained on every word)
+turns the reversal into copying those letter tokens in reverse order.
 """
 
 import json
@@ -277,7 +278,10 @@ def task_reverse(rng, split):
     w = rng.choice(HELDOUT_WORDS if split == "eval" else TRAIN_WORDS)
     t = rng.choice(REVERSE_TEMPLATES)
     rev = w[::-1]
-    return dict(key=("reverse", t, w), q=t.format(w=w), a=_spelled(rev, "-"),
+    # The answer spells the word forwards first (a task trained on every word), then
+    # reverses that letter sequence: copying single-letter tokens in reverse order is
+    # an easy attention pattern; recalling a held-out word's letters backwards is not.
+    return dict(key=("reverse", t, w), q=t.format(w=w), a="{}, reversed: {}".format(_spelled(w, "-"), _spelled(rev, "-")),
                 r="The letters of '{}' are {}. In reverse order: {}.".format(
                     w, _spelled(w, " "), _spelled(rev, " ")))
 
