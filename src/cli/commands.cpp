@@ -18,7 +18,8 @@ namespace mlxcel::cli {
   X(list) \
   X(rm) \
   X(download) \
-  X(serve)
+  X(serve) \
+  X(bench)
 
 #define MLXCEL_DECLARE(name) void add_##name##_command(CLI::App& app);
 MLXCEL_CLI_COMMANDS(MLXCEL_DECLARE)
@@ -31,6 +32,9 @@ void add_all_commands(CLI::App& app) {
 }
 
 void add_memory_flags(CLI::App* cmd, ModelArgs& m) {
+  cmd->add_option("--device", m.device,
+                  "Where the model runs: cpu, cuda, cuda:N or auto (a CUDA GPU when present)")
+      ->capture_default_str();
   cmd->add_flag("--estimate-memory", m.estimate_memory,
                 "Estimate the memory the model needs first (as `mlxcel inspect`); abort if it will not fit");
   cmd->add_flag("--force,--no-memory-check", m.force, "With --estimate-memory: load even when it will not fit");

@@ -11,8 +11,8 @@ namespace mlxcel::cli {
 void add_all_commands(CLI::App& app);
 
 struct ModelArgs;
-// --estimate-memory and --force/--no-memory-check (see ModelArgs), shared by run,
-// generate and serve.
+// --device, --estimate-memory and --force/--no-memory-check (see ModelArgs), shared by
+// run, generate and serve.
 void add_memory_flags(CLI::App* cmd, ModelArgs& m);
 
 // Runs the parsed app; maps mlxcel::Error to one line on stderr and exit code 1.

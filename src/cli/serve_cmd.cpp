@@ -21,6 +21,7 @@ server::ServedModel load_for_server(const server::ServerOptions& o) {
   a.models_dir = o.models_dir;
   a.chat_template_file = o.chat_template_file;
   a.threads = o.threads;
+  a.device = o.device;
   auto lm = std::make_shared<LoadedModel>(open_model(a));
   server::ServedModel m;
   m.model = lm->model.get();
@@ -45,6 +46,7 @@ int check_server_memory(const std::vector<std::string>& args, const ModelArgs& f
     ModelArgs a = flags;
     a.model = o.model;
     a.models_dir = o.models_dir;
+    a.device = o.device;
     const std::string path = resolve_model_path(a);
     a.kv_tokens = o.ctx_size;  // 0: the model's context, as the server uses
     a.batch = o.n_parallel;

@@ -51,6 +51,7 @@ void check_memory(const ModelArgs& args, const std::string& model_path) {
   MemoryRequest req;
   req.max_tokens = args.kv_tokens;
   req.batch = args.batch;
+  req.device = parse_device(args.device).type == DeviceType::cuda ? "cuda" : "cpu";
   const MemoryEstimate e = estimate_memory(model_path, req);
   if (e.fits) return;
   if (!args.force)
@@ -67,8 +68,9 @@ LoadedModel open_model(const ModelArgs& args) {
   store::ResolvedModel r = store::resolve_model(id, cfg);
   lm.path = r.path.string();
   lm.repo_id = r.repo_id;
+  const Device device = parse_device(args.device);
   check_memory(args, lm.path);
-  lm.model = load_model(lm.path);
+  lm.model = load_model(lm.path, device);
   if (fs::exists(r.path / "tokenizer.json")) lm.tok = load_tokenizer(lm.path);
   else if (std::string gguf = gguf_model_file(lm.path); !gguf.empty()) lm.tok = gguf_tokenizer_bundle(gguf);
   std::string tpl_source;

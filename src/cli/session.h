@@ -20,6 +20,7 @@ struct ModelArgs {
   std::string models_dir;   // --models-dir
   std::string chat_template_file;  // --chat-template-file overrides the bundled one
   int threads = 0;
+  std::string device = "auto";  // --device: cpu, cuda, cuda:N or auto (models/model.h parse_device)
   // --estimate-memory: before loading, estimate what the model needs for `kv_tokens`
   // of context per sequence and `batch` sequences (models/memory.h) and abort with the
   // report when it will not fit, unless --force (alias --no-memory-check).

@@ -1,5 +1,7 @@
 #include "engine/engine.h"
 
+#include "ops/ops.h"
+
 #include <algorithm>
 
 #include "base/error.h"
@@ -78,9 +80,31 @@ bool Engine::close(RequestId id) {
 void Engine::sample_rows(const std::vector<const ScheduledSeq*>& seqs, const Tensor& logits,
                          std::vector<RowResult>& rows) {
   const int vocab = int(logits.dim(-1));
+  if (logits.device().type != DeviceType::cpu) {
+    // Logits on a device: when every row is plain greedy, only the argmax ids come back;
+    // otherwise the rows are copied to the host for the sampler.
+    bool greedy = true;
+    for (const ScheduledSeq* s : seqs) {
+      if (!s->sample) continue;
+      auto it = samplers_.find(s->id);
+      if (it == samplers_.end() || !it->second.plain_greedy()) greedy = false;
+    }
+    if (!greedy) return sample_rows(seqs, ops::to_device(logits, Device::cpu()), rows);
+    const Tensor ids = ops::to_device(ops::argmax(logits), Device::cpu());
+    int row = 0;
+    for (const ScheduledSeq* s : seqs) {
+      if (!s->sample) continue;
+      RowResult r;
+      r.id = s->id;
+      r.token = ids.data<int32_t>()[row++];
+      if (r.token < 0 || r.token >= vocab_) r.error = fmt::format("the device picked token {} outside the vocabulary", r.token);
+      rows.push_back(std::move(r));
+    }
+    return;
+  }
   std::vector<float> host;
   const float* data = nullptr;
-  if (logits.dtype() == DType::f32 && logits.is_contiguous() && logits.device().type == DeviceType::cpu) {
+  if (logits.dtype() == DType::f32 && logits.is_contiguous()) {
     data = logits.data<float>();
   } else {
     host = logits.to_f32_vector();

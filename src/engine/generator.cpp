@@ -7,11 +7,11 @@
 
 namespace mlxcel {
 
-Generator::Generator(Model& model, int max_context, int block_size)
+Generator::Generator(Model& model, int max_context, int block_size, DType kv_dtype)
     : model_(model), max_context_(max_context), block_size_(block_size) {
   if (max_context <= 0) invalid("max context must be positive, got {}", max_context);
   const int n_blocks = (max_context + block_size - 1) / block_size;
-  cache_ = model.make_cache(n_blocks, block_size);
+  cache_ = model.make_cache(n_blocks, block_size, kv_dtype);
   std::vector<int32_t> table(n_blocks);
   std::iota(table.begin(), table.end(), 0);
   block_table_ = Tensor::from_i32({1, n_blocks}, table);
@@ -46,7 +46,7 @@ Tensor Generator::step(const std::vector<int>& tokens, bool all_logits) {
   } else {
     b.logit_rows = Tensor::from_i32({1}, {n - 1});
   }
-  Tensor logits = model_.forward(b, cache_);
+  Tensor logits = model_.forward_to_host(b, cache_);
   n_past_ += n;
   return logits;
 }

@@ -16,7 +16,7 @@ namespace mlxcel {
 
 class Generator {
  public:
-  Generator(Model& model, int max_context, int block_size = 16);
+  Generator(Model& model, int max_context, int block_size = 16, DType kv_dtype = DType::f32);
 
   // Runs the prompt through the model; returns logits f32 [prompt.size(), vocab] for
   // every position when all_logits, else only for the last one.

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "base/error.h"
+#include "ops/ops.h"
 
 namespace mlxcel {
 
@@ -73,17 +74,15 @@ Tensor ModelRunner::execute(const std::vector<ScheduledSeq>& seqs) {
 
 void ModelRunner::copy_blocks(const std::vector<BlockCopy>& copies) {
   if (copies.empty()) return;
-  auto copy_one = [&](Tensor& t, const BlockCopy& c) {
-    MLXCEL_CHECK(t.device().type == DeviceType::cpu && t.is_contiguous(), "copy_blocks supports contiguous CPU caches only");
-    const size_t block_bytes = t.nbytes() / size_t(cache_.n_blocks);
-    char* base = static_cast<char*>(t.raw());
-    std::memcpy(base + size_t(c.dst) * block_bytes, base + size_t(c.src) * block_bytes, block_bytes);
-  };
   for (const auto& c : copies) {
     MLXCEL_CHECK(c.src >= 0 && c.src < cache_.n_blocks && c.dst >= 0 && c.dst < cache_.n_blocks,
                  "block copy {} -> {} out of range", c.src, c.dst);
-    for (auto& t : cache_.k) copy_one(t, c);
-    for (auto& t : cache_.v) copy_one(t, c);
+    for (auto* layers : {&cache_.k, &cache_.v}) {
+      for (Tensor& t : *layers) {
+        Tensor dst = t.slice(0, c.dst, c.dst + 1);
+        ops::copy_(dst, t.slice(0, c.src, c.src + 1));
+      }
+    }
   }
 }
 

@@ -20,8 +20,8 @@ class ModelRunner {
   // The flat batch of seqs: their new tokens back to back, positions start.., slots
   // from their block tables, and one logit row (the last) per sampling seq.
   Batch build_batch(std::span<const ScheduledSeq* const> seqs) const;
-  // Runs the forward; logits f32 [R, vocab] whose first rows are the seqs with sample,
-  // in seqs order (a step with none has one extra row, to be ignored).
+  // Runs the forward; logits f32 [R, vocab] (on the model's device) whose first rows are
+  // the seqs with sample, in seqs order (a step with none has one extra row, to be ignored).
   Tensor execute(std::span<const ScheduledSeq* const> seqs);
   Tensor execute(const std::vector<ScheduledSeq>& seqs);
   // Copies whole blocks (every layer's K and V) for copy-on-write.

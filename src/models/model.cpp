@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "loader/gguf_model.h"
+#include "ops/gguf_quant.h"
 #include "ops/ops.h"
 
 namespace mlxcel {
@@ -59,17 +60,107 @@ std::unique_ptr<Model> build_model(const ModelConfig& cfg, const WeightMap& weig
     for (const auto& t : types) list += (list.empty() ? "" : ", ") + t;
     unsupported("unsupported model_type '{}'; supported: {}", cfg.model_type, list);
   }
-  return b(cfg, weights);
+  std::unique_ptr<Model> m = b(cfg, weights);
+  // The device of the weights (markers such as "<prefix>.gguf_type" stay on the host).
+  for (const auto& [name, t] : weights) {
+    if (t.device().type != DeviceType::cpu) {
+      m->device_ = t.device();
+      break;
+    }
+  }
+  return m;
 }
 
-std::unique_ptr<Model> load_model(const std::string& dir) {
+namespace {
+bool is_marker(const std::string& name) {
+  const std::string suffix = ".gguf_type";
+  return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+}  // namespace
+
+void transcode_gguf_blocks(WeightMap& w) {
+  const std::string suffix = ".gguf_type";
+  std::vector<std::string> names = w.names();
+  for (const std::string& name : names) {
+    if (!is_marker(name) || w.contains(name.substr(0, name.size() - suffix.size()) + ".scales")) continue;
+    const std::string prefix = name.substr(0, name.size() - suffix.size());
+    const Tensor& marker = w.get(name);
+    const int32_t type = marker.dtype() == DType::i32 && marker.numel() == 1 ? *marker.data<int32_t>() : -1;
+    QuantizedWeight q;
+    q.packed = w.get(prefix + ".weight");
+    if (type == 8) q.spec = {QuantFormat::gguf_q8_0, 8, 32};
+    else if (type == 2) q.spec = {QuantFormat::gguf_q4_0, 4, 32};
+    else invalid("{}: {} has GGUF type {}, which is not kept packed", w.source, prefix, type);
+    QuantizedWeight m = ops::gguf_to_mlx_affine(q, w.source + ": " + prefix);
+    w.insert(prefix + ".weight", m.packed);
+    w.insert(prefix + ".scales", m.scales);
+    w.insert(prefix + ".biases", m.biases);
+  }
+}
+
+void place_weights(WeightMap& w, Device device) {
+  if (device.type == DeviceType::cpu) return;
+  transcode_gguf_blocks(w);
+  for (const std::string& name : w.names()) {
+    const Tensor& t = w.get(name);
+    if (is_marker(name) || t.device() == device) continue;
+    w.insert(name, ops::to_device(t, device));
+  }
+}
+
+std::unique_ptr<Model> load_model(const std::string& dir, Device device) {
   if (std::string gguf = gguf_model_file(dir); !gguf.empty()) {  // metadata -> config, HF tensor names
     GgufCheckpoint ck = load_gguf_checkpoint(gguf);
+    place_weights(ck.weights, device);
     return build_model(ck.config, ck.weights);
   }
   ModelConfig cfg = load_model_config(dir + "/config.json");
   WeightMap weights = load_checkpoint_weights(dir);
+  place_weights(weights, device);
   return build_model(cfg, weights);
+}
+
+Batch batch_on(const Batch& batch, Device device) {
+  auto move = [&](const Tensor& t) { return !t.defined() || t.device() == device ? t : ops::to_device(t, device); };
+  Batch b = batch;
+  b.token_ids = move(batch.token_ids);
+  b.positions = move(batch.positions);
+  b.logit_rows = move(batch.logit_rows);
+  if (device.type != DeviceType::cpu) {
+    b.attn.q_start_device = move(batch.attn.q_start);
+    b.attn.kv_len_device = move(batch.attn.kv_len);
+    b.attn.block_table_device = move(batch.attn.block_table);
+    b.attn.slot_mapping_device = move(batch.attn.slot_mapping);
+  }
+  return b;
+}
+
+Tensor Model::forward_to_host(const Batch& batch, KvCache& cache) {
+  Tensor logits = forward(batch, cache);
+  return logits.device().type == DeviceType::cpu ? logits : ops::to_device(logits, Device::cpu());
+}
+
+Device parse_device(const std::string& name_in) {
+  // llama-server spells devices CUDA0, CUDA1 ... and "none" for the CPU.
+  std::string name = name_in;
+  if (name.size() > 4 && name.compare(0, 4, "CUDA") == 0) name = "cuda:" + name.substr(4);
+  if (name == "cpu" || name == "none") return Device::cpu();
+  if (name == "auto") return ops::cuda_device_count() > 0 ? Device::cuda(0) : Device::cpu();
+  if (name == "cuda" || name.rfind("cuda:", 0) == 0) {
+    int index = 0;
+    if (name.size() > 5) {
+      const std::string n = name.substr(5);
+      if (n.empty() || n.size() > 3 || n.find_first_not_of("0123456789") != std::string::npos)
+        invalid("--device {}: expected cuda:N with N a GPU index", name_in);
+      index = std::stoi(n);
+    }
+    if (!ops::cuda_built()) unsupported("--device {}: this build of mlxcel has no CUDA backend (-DMLXCEL_CUDA=ON)", name_in);
+    const int n = ops::cuda_device_count();
+    if (n == 0) unsupported("--device {}: no CUDA GPU is present (or no driver)", name_in);
+    if (index >= n) invalid("--device {}: there are {} CUDA GPU(s)", name_in, n);
+    return Device::cuda(index);
+  }
+  invalid("--device must be cpu, cuda, cuda:N or auto (got '{}')", name_in);
 }
 
 }  // namespace mlxcel

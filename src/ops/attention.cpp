@@ -33,6 +33,15 @@ void check_caches(const char* op, const Tensor& k_cache, const Tensor& v_cache, 
     invalid("[{}] k_cache {} and v_cache {} differ in blocks or kv heads", op, k_cache.describe(), v_cache.describe());
 }
 
+// The device copy of a context array when the caller made one (same device, i32, n
+// elements, contiguous), else the host array (which the CUDA kernels then upload).
+[[maybe_unused]] const int32_t* device_mirror(const Tensor& mirror, Device device, int64_t n, const int32_t* host) {
+  if (mirror.defined() && mirror.device() == device && mirror.dtype() == DType::i32 && mirror.numel() == n &&
+      mirror.is_contiguous())
+    return mirror.data<int32_t>();
+  return host;
+}
+
 // ctx tensors are read on the host: CPU i32 of the documented shapes.
 const int32_t* host_i32(const char* op, const Tensor& t, const char* name, const Shape& shape) {
   if (!t.defined()) invalid("[{}] ctx.{} is undefined", op, name);
@@ -74,7 +83,7 @@ void kv_cache_write(Tensor& k_cache, Tensor& v_cache, const Tensor& k, const Ten
       break;
     case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, {
       cuda::kv_cache_write(k_cache.raw(), v_cache.raw(), k_cache.dtype(), kc.data<float>(), vc.data<float>(), T, Hkv, D,
-                          Dv, slots);
+                          Dv, device_mirror(ctx.slot_mapping_device, k_cache.device(), T, slots));
     }); break;
   }
 }
@@ -146,7 +155,12 @@ Tensor paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_c
   a.out = out.data<float>();
   switch (q.device().type) {
     case DeviceType::cpu: cpu::paged_attention(a); break;
-    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, { cuda::paged_attention(a); }); break;
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, {
+      a.q_start = device_mirror(ctx.q_start_device, q.device(), S + 1, q_start);
+      a.kv_len = device_mirror(ctx.kv_len_device, q.device(), S, kv_len);
+      a.block_table = device_mirror(ctx.block_table_device, q.device(), S * max_blocks, table);
+      cuda::paged_attention(a);
+    }); break;
   }
   return out;
 }

@@ -24,6 +24,10 @@ struct AttentionContext {
   Tensor block_table;    // i32 [n_seqs, max_blocks_per_seq]
   Tensor slot_mapping;   // i32 [T]: block * block_size + offset where each new token goes
   int block_size = 16;
+  // Optional copies of the four arrays above on the caches' device (the model makes them
+  // once per step). The ops validate the host arrays; the CUDA kernels read these
+  // instead of uploading the host arrays at every layer. Must hold the same values.
+  Tensor q_start_device, kv_len_device, block_table_device, slot_mapping_device;
   int n_seqs() const { return int(kv_len.dim(0)); }
 };
 

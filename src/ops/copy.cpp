@@ -69,6 +69,38 @@ Tensor to_device(const Tensor& x, Device device) {
 #endif
 }
 
+void copy_(Tensor& dst, const Tensor& src) {
+  constexpr const char* kOp = "copy_";
+  check_defined(kOp, dst, "dst");
+  check_defined(kOp, src, "src");
+  check_same_device(kOp, dst, src, "src");
+  if (dst.shape() != src.shape() || dst.dtype() != src.dtype())
+    invalid("[{}] dst {} and src {} differ in shape or dtype", kOp, dst.describe(), src.describe());
+  if (!dst.is_contiguous()) invalid("[{}] dst must be contiguous, got {}", kOp, dst.describe());
+  check_backend(kOp, dst.device());
+  switch (dst.device().type) {
+    case DeviceType::cpu: cpu::copy_strided(src, dst); return;
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::copy_strided(src, dst)); return;
+  }
+  no_cuda(kOp);
+}
+
+bool cuda_built() {
+#ifdef MLXCEL_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+int cuda_device_count() {
+#ifdef MLXCEL_WITH_CUDA
+  return cuda::device_count();
+#else
+  return 0;
+#endif
+}
+
 Tensor zeros(const Shape& shape, DType dtype, Device device) {
   constexpr const char* kOp = "zeros";
   check_backend(kOp, device);

@@ -4,7 +4,10 @@
 #include "ops/ops.h"
 #include "ops/ops_internal.h"
 #include "base/thread_pool.h"
+#include "base/half.h"
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 
 namespace mlxcel::ops::detail {
 
@@ -91,3 +94,72 @@ Tensor gguf_dequantize(const QuantizedWeight& w, DType dtype) {
 }
 
 }  // namespace mlxcel::ops::detail
+
+namespace mlxcel::ops {
+
+QuantizedWeight gguf_to_mlx_affine(const QuantizedWeight& w, const std::string& what) {
+  constexpr const char* kOp = "gguf_to_mlx_affine";
+  if (!detail::is_gguf_format(w.spec.format)) invalid("[{}] {}: not a GGUF Q8_0/Q4_0 weight", kOp, what);
+  detail::gguf_validate(kOp, w, what);
+  if (w.packed.device().type != DeviceType::cpu) invalid("[{}] {}: the packed weight must be on the host", kOp, what);
+  const bool q8 = w.spec.format == QuantFormat::gguf_q8_0;
+  const int bits = q8 ? 8 : 4;
+  const int64_t N = w.rows(), K = w.cols(), G = K / 32;
+  const size_t bb = q8 ? 34 : 18;
+  const float bias_mul = q8 ? -128.0f : -8.0f;
+  const uint8_t* base = static_cast<const uint8_t*>(w.packed.raw());
+  const int64_t row_stride = w.packed.strides()[0];  // in bytes (u8)
+  // f16 scales unless some bias would overflow f16 (|d| > 511 for Q8_0, > 8188 for Q4_0).
+  bool f16_ok = true;
+  for (int64_t r = 0; r < N && f16_ok; ++r)
+    for (int64_t g = 0; g < G; ++g) {
+      uint16_t d;
+      std::memcpy(&d, base + r * row_stride + size_t(g) * bb, 2);
+      const float df = f16_to_f32(d);
+      if (std::isfinite(df) && !std::isfinite(f16_to_f32(f32_to_f16(df * bias_mul)))) {
+        f16_ok = false;
+        break;
+      }
+    }
+  QuantizedWeight out;
+  out.spec = {QuantFormat::mlx_affine, bits, 32};
+  const DType sdt = f16_ok ? DType::f16 : DType::f32;
+  out.packed = Tensor::empty({N, K * bits / 32}, DType::u32);
+  out.scales = Tensor::empty({N, G}, sdt);
+  out.biases = Tensor::empty({N, G}, sdt);
+  uint32_t* P = out.packed.data<uint32_t>();
+  ThreadPool::global().parallel_for(N, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* row = base + r * row_stride;
+      uint32_t* prow = P + r * (K * bits / 32);
+      for (int64_t g = 0; g < G; ++g) {
+        const uint8_t* blk = row + size_t(g) * bb;
+        uint16_t d;
+        std::memcpy(&d, blk, 2);
+        const float df = f16_to_f32(d);
+        if (f16_ok) {
+          out.scales.data<uint16_t>()[r * G + g] = d;
+          out.biases.data<uint16_t>()[r * G + g] = f32_to_f16(df * bias_mul);
+        } else {
+          out.scales.data<float>()[r * G + g] = df;
+          out.biases.data<float>()[r * G + g] = df * bias_mul;
+        }
+        uint8_t q[32];
+        if (q8) {
+          for (int j = 0; j < 32; ++j) q[j] = uint8_t(int(int8_t(blk[2 + j])) + 128);
+        } else {
+          for (int j = 0; j < 16; ++j) {
+            q[j] = blk[2 + j] & 0x0F;
+            q[j + 16] = blk[2 + j] >> 4;
+          }
+        }
+        uint32_t* words = prow + g * bits;  // 32 values x bits = `bits` words per group
+        for (int i = 0; i < bits; ++i) words[i] = 0;
+        for (int j = 0; j < 32; ++j) words[j * bits / 32] |= uint32_t(q[j]) << ((j * bits) % 32);
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace mlxcel::ops

@@ -22,6 +22,13 @@ namespace mlxcel::ops {
 Tensor contiguous(const Tensor& x);                 // copy if x is a strided view
 Tensor astype(const Tensor& x, DType dtype);        // f32 <-> f16 <-> bf16, i32 -> f32
 Tensor to_device(const Tensor& x, Device device);
+// dst = src in place: same shape and dtype, same device, dst contiguous (e.g. a slice
+// along dim 0 of a contiguous tensor).
+void copy_(Tensor& dst, const Tensor& src);
+// Whether this build has the CUDA backend, and how many CUDA GPUs it sees (0 without
+// the backend, a driver or a device).
+bool cuda_built();
+int cuda_device_count();
 Tensor zeros(const Shape& shape, DType dtype, Device device);
 // Rows of x picked by idx: x [R, D], idx i32 [n] -> [n, D].
 Tensor take_rows(const Tensor& x, const Tensor& idx);

@@ -47,6 +47,13 @@ Tensor qembedding(const Tensor& ids, const QuantizedWeight& table);
 // NOTE: MLX's Metal kernel differs from its CPU one in two corners (it rounds ties
 // away from zero and clamps a group's max at >= 0); this follows the CPU one.
 QuantizedWeight quantize(const Tensor& w, QuantSpec spec, DType scale_dtype = DType::f16);
+// The MLX affine weight that holds exactly the values of a GGUF Q8_0 / Q4_0 weight
+// (on the host): Q8_0 (d, q int8) -> 8 bits, q + 128, scale d, bias -128 d; Q4_0 (d,
+// nibbles q) -> 4 bits, scale d, bias -8 d; groups of 32 (one ggml block), scales and
+// biases f16 (the block's own d; f32 when -128 d or -8 d would overflow f16).
+// Dequantizing gives the same f32 values as ggml's dequantization. Lets the backends
+// without GGUF kernels (CUDA) run these files on the MLX kernels.
+QuantizedWeight gguf_to_mlx_affine(const QuantizedWeight& w, const std::string& what);
 // Dequantized weight [N, K] of `dtype`: w = scale * q + bias, bit-exact with
 // mlx.core.dequantize. f32 rounds the product and the sum in f32 (what MLX gives
 // for f32 scales); dtype == the scales' dtype (f16|bf16) rounds each step in that

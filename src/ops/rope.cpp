@@ -195,7 +195,11 @@ Tensor rope(const Tensor& x, const Tensor& positions, const RopeParams& p) {
                 p.attention_scaling, p.interleaved, out.data<float>());
       break;
     case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, {
-      cuda::rope(xc.data<float>(), x.dim(0), x.dim(1), x.dim(2), pc.data<int32_t>(), fc.data<float>(), rot,
+      const bool mirror = p.inv_freq_device.defined() && p.inv_freq_device.device() == x.device() &&
+                          p.inv_freq_device.numel() == rot / 2 && p.inv_freq_device.dtype() == DType::f32 &&
+                          p.inv_freq_device.is_contiguous();
+      cuda::rope(xc.data<float>(), x.dim(0), x.dim(1), x.dim(2), pc.data<int32_t>(),
+                 mirror ? p.inv_freq_device.data<float>() : fc.data<float>(), rot,
                 p.attention_scaling, p.interleaved, out.data<float>());
     }); break;
   }

@@ -34,6 +34,9 @@ struct RopeConfig {
 
 struct RopeParams {
   Tensor inv_freq;           // f32 [rotary_dim / 2], on the host
+  // Optional copy of inv_freq on the device of x (made once per step by the model): the
+  // CUDA kernel reads it instead of uploading inv_freq at every call.
+  Tensor inv_freq_device;
   float attention_scaling = 1.0f;
   int rotary_dim = 0;
   bool interleaved = false;

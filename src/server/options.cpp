@@ -104,6 +104,15 @@ const std::vector<Flag>& flags() {
        INT_FIELD(n_predict)},
       {{"-b", "--batch-size"}, "LLAMA_ARG_BATCH", Arg::value, "tokens per engine step", INT_FIELD(n_batch)},
       {{"-t", "--threads"}, "LLAMA_ARG_THREADS", Arg::value, "CPU threads (0: all)", INT_FIELD(threads)},
+      {{"-dev", "--device"}, "LLAMA_ARG_DEVICE", Arg::value, "where the model runs: cpu, cuda, cuda:N or auto",
+       [](ServerOptions& o, const std::string& v) { o.device = v; }},
+      {{"-ctk", "--cache-type-k", "--kv-dtype"}, "LLAMA_ARG_CACHE_TYPE_K", Arg::value,
+       "KV cache dtype: auto (bf16 on CUDA, f32 on the CPU), f32, f16, bf16",
+       [](ServerOptions& o, const std::string& v) {
+         if (v != "auto" && v != "f32" && v != "f16" && v != "bf16")
+           invalid("--kv-dtype: '{}' is not one of auto, f32, f16, bf16", v);
+         o.kv_dtype = v;
+       }},
       {{"--max-queue"}, "MLXCEL_MAX_QUEUE", Arg::value, "requests waiting beyond -np before 503", INT_FIELD(max_queue)},
       {{"--responses-store"}, "MLXCEL_RESPONSES_STORE", Arg::value,
        "responses kept for previous_response_id and GET /v1/responses/{id} (LRU; 0: none)",

@@ -27,6 +27,8 @@ struct ServerOptions {
   int n_predict = -1;     // -n: default max tokens (-1: until the context is full)
   int n_batch = 2048;     // -b: tokens per engine step
   int threads = 0;        // -t: CPU threads (0: all cores)
+  std::string device = "auto";  // --device: cpu, cuda, cuda:N or auto (a CUDA GPU when present)
+  std::string kv_dtype = "auto";  // --kv-dtype / -ctk: auto (bf16 on CUDA, f32 on the CPU), f32, f16, bf16
   int max_queue = 64;     // --max-queue: requests waiting beyond -np before 503
   int responses_store = 1024;  // --responses-store: stored /v1/responses (LRU), 0: none
   SamplingParams sampling;  // --temp, --top-k, ... (request defaults)

@@ -155,3 +155,57 @@ TEST(CliErrors, BadInputGivesOneLineAndNonZeroExit) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(CliBench, SyntheticModelOnTheCpu) {
+  const std::string json = (fs::temp_directory_path() / ("mlxcel_bench_" + std::to_string(::getpid()) + ".jsonl")).string();
+  fs::remove(json);
+  for (const char* f : {"bf16", "q4_0"}) {
+    Result r = run(std::string("bench --synthetic tiny --format ") + f +
+                   " --device cpu -p 8,16 -n 4 --reps 1 --concurrency 3 --conc-prompt 5 --conc-gen 4 --json " + json);
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find("pp16"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("tg4"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("3 seqs"), std::string::npos) << r.out;
+  }
+  std::ifstream in(json);
+  std::string line;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    ASSERT_EQ(j["pp"].size(), 2u);
+    EXPECT_EQ(j["pp"][1]["n"], 16);
+    EXPECT_GT(j["tg"][0]["tok_s"].get<double>(), 0.0);
+    EXPECT_EQ(j["concurrency"][0]["generated"], 12);  // 3 sequences x 4 new tokens
+    ++lines;
+  }
+  EXPECT_EQ(lines, 2);
+  fs::remove(json);
+}
+
+TEST(CliBench, BadArgumentsFailClearly) {
+  Result r = run("bench --synthetic gpt-9 --device cpu");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("unknown synthetic model 'gpt-9'"), std::string::npos) << r.out;
+  r = run("bench --synthetic tiny --format q3 --device cpu");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("unknown synthetic format 'q3'"), std::string::npos) << r.out;
+  r = run("bench --synthetic tiny --device cpu -p 8,x");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("--prompt"), std::string::npos) << r.out;
+  r = run("bench --device cpu");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("exactly one of --synthetic"), std::string::npos) << r.out;
+}
+
+TEST(CliDevice, UnknownOrMissingDeviceIsAnError) {
+  const std::string fam = (kFixtures / "qwen3").string();
+  Result r = run("generate -m " + fam + " --prompt-ids 1,2,3 -n 2 --device tpu");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("--device must be cpu, cuda, cuda:N or auto"), std::string::npos) << r.out;
+  r = run("generate -m " + fam + " --prompt-ids 1,2,3 -n 2 --device cpu");
+  EXPECT_EQ(r.code, 0) << r.out;
+}
+
+}  // namespace

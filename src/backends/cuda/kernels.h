@@ -45,6 +45,11 @@ Tensor to_device(const Tensor& x, Device device);
 Tensor zeros(const Shape& shape, DType dtype, Device device);
 // Bytes held by the device's pool (in use + cached), for tests and stats.
 size_t pool_reserved_bytes(Device d = Device::cuda());
+// Hardware probes (probe.cu), for benchmarks: the bytes/s of reading a `bytes` buffer
+// once (best of 10), and the FLOP/s of a bf16 x bf16 -> bf16 cuBLAS GEMM with f32
+// accumulation ([m, k] x [n, k]^T, best of 10). Both wait for the device.
+double read_bandwidth(int device, size_t bytes = size_t(2) << 30);
+double bf16_gemm_flops(int device, int m = 8192, int n = 8192, int k = 8192);
 
 // ---- copies and conversions -------------------------------------------------
 void copy_strided(const Tensor& src, Tensor& dst);

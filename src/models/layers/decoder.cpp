@@ -51,6 +51,19 @@ void DecoderLM::finalize() {
 
 Tensor DecoderLM::forward(const Batch& batch, KvCache& cache) {
   if (cache.k.size() != blocks.size()) invalid("forward: cache has {} layers, model has {}", cache.k.size(), blocks.size());
+  if (batch.token_ids.device() != device_) {
+    Batch b = batch_on(batch, device_);
+    // Logits for every row in order (decode steps): no row gather (on a device it would
+    // also wait for the step to finish before the head is queued).
+    const Tensor& rows = batch.logit_rows;
+    if (rows.defined() && rows.device().type == DeviceType::cpu && rows.numel() == batch.token_ids.numel() &&
+        rows.numel() > 0) {
+      bool identity = true;
+      for (int64_t i = 0; i < rows.numel() && identity; ++i) identity = rows.data<int32_t>()[i] == i;
+      if (identity) b.logit_rows = Tensor();
+    }
+    return forward(b, cache);
+  }
   Tensor x = embed_tokens(batch.token_ids);  // [T, hidden]
   if (embed_scale != 1.0f) x = ops::scale(x, embed_scale);
 
@@ -58,7 +71,8 @@ Tensor DecoderLM::forward(const Batch& batch, KvCache& cache) {
   std::map<std::string, RopeParams> ropes;
   for (const auto& b : blocks) {
     if (!b.attn.use_rope || ropes.count(b.attn.rope_key)) continue;
-    ropes[b.attn.rope_key] = rope_frequencies(config_.rope_for(b.attn.rope_key), batch.max_position + 1);
+    RopeParams& r = ropes[b.attn.rope_key] = rope_frequencies(config_.rope_for(b.attn.rope_key), batch.max_position + 1);
+    if (device_.type != DeviceType::cpu) r.inv_freq_device = ops::to_device(r.inv_freq, device_);
   }
 
   for (size_t i = 0; i < blocks.size(); ++i) {

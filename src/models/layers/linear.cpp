@@ -25,7 +25,15 @@ Linear Linear::load(const WeightMap& w, const std::string& prefix, const ModelCo
                     int64_t expect_in) {
   Linear l;
   l.name_ = prefix;
-  if (const Tensor* gt = w.find(prefix + ".gguf_type")) {
+  const Tensor* gt = w.find(prefix + ".gguf_type");
+  if (gt && w.contains(prefix + ".scales")) {
+    // GGUF Q8_0/Q4_0 turned into MLX affine 8/4-bit g32 by place_weights (models/model.h).
+    const int32_t type = gt->dtype() == DType::i32 && gt->numel() == 1 ? *gt->data<int32_t>() : -1;
+    if (type != 8 && type != 2) invalid("{}: {} has GGUF type {}, which is not kept packed", w.source, prefix, type);
+    auto q = w.get_quantized(prefix, QuantSpec{QuantFormat::mlx_affine, type == 8 ? 8 : 4, 32});
+    if (!q) invalid("{}: incomplete quantized weight {}", w.source, prefix);
+    l.qweight_ = std::move(*q);
+  } else if (gt) {
     // GGUF Q8_0/Q4_0 kept packed (loader/gguf_model.h): u8 [N, row bytes] + the ggml type.
     QuantizedWeight q;
     q.packed = w.get(prefix + ".weight");

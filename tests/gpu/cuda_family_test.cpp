@@ -1,0 +1,151 @@
+// Every family fixture on CUDA, against the same transformers references as the CPU test
+// (tests/models/family_fixture_test.cpp): logits at every prompt position, 16 greedy
+// tokens, MLX q4/q8 copies, a GGUF Q8_0/Q4_0 copy (run as MLX affine on the device), and
+// the engine's device-side greedy sampling. Skips without a GPU.
+#include <filesystem>
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "engine/engine.h"
+#include "engine/generator.h"
+#include "loader/config.h"
+#include "loader/weights.h"
+#include "models/convert.h"
+#include "models/model.h"
+#include "models/synthetic.h"
+#include "ops/ops.h"
+#include "../common/family_fixtures.h"
+
+namespace mlxcel {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace testing_fixtures;
+
+#define REQUIRE_GPU() \
+  if (ops::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device"
+
+double check_model(Model& model, const Reference& ref, double tol, const std::string& what) {
+  double worst = 0;
+  for (size_t p = 0; p < ref.prompts.size(); ++p) {
+    Generator gen(model, 64);
+    Tensor logits = gen.prefill(ref.prompts[p], /*all_logits=*/true);
+    EXPECT_EQ(logits.device().type, DeviceType::cpu);
+    double err = rel_err(logits.to_f32_vector(), ref.logits[p]);
+    worst = std::max(worst, err);
+    EXPECT_LE(err, tol) << what << " prompt " << p << ": logits relative error " << err;
+    gen.reset();
+    auto tokens = gen.generate(ref.prompts[p], 16, SamplingParams{});
+    EXPECT_EQ(tokens, ref.greedy[p]) << what << " prompt " << p << ": greedy tokens differ";
+  }
+  return worst;
+}
+
+class CudaFamily : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaFamily, Fp32MatchesTransformers) {
+  REQUIRE_GPU();
+  const fs::path dir = fixtures_dir() / GetParam();
+  auto model = load_model(dir.string(), Device::cuda());
+  EXPECT_EQ(model->device(), Device::cuda());
+  const double err = check_model(*model, load_reference(dir, "reference"), 1e-4, GetParam() + " fp32 cuda");
+  std::printf("[cuda fixture] %-12s fp32 max rel err %.2e\n", GetParam().c_str(), err);
+}
+
+void check_quantized(const std::string& family, int bits) {
+  const fs::path dir = fixtures_dir() / family;
+  const std::string stem = "reference_q" + std::to_string(bits) + "g64";
+  ModelConfig cfg = load_model_config((dir / "config.json").string());
+  QuantSpec spec;
+  spec.bits = bits;
+  spec.group_size = 64;
+  cfg.quantization = QuantConfig{spec, {}};
+  WeightMap q = quantize_weights(load_checkpoint_weights(dir.string()), spec, DType::f32);
+  place_weights(q, Device::cuda());
+  auto model = build_model(cfg, q);
+  const double err = check_model(*model, load_reference(dir, stem), 1e-3, family + " " + stem + " cuda");
+  std::printf("[cuda fixture] %-12s q%d max rel err %.2e\n", family.c_str(), bits, err);
+}
+
+TEST_P(CudaFamily, MlxQ4MatchesDequantizedReference) {
+  REQUIRE_GPU();
+  check_quantized(GetParam(), 4);
+}
+TEST_P(CudaFamily, MlxQ8MatchesDequantizedReference) {
+  REQUIRE_GPU();
+  check_quantized(GetParam(), 8);
+}
+
+// The engine on CUDA: two requests batched together, greedy (argmax on the device),
+// give the reference's greedy tokens.
+TEST_P(CudaFamily, EngineGreedyOnTheDevice) {
+  REQUIRE_GPU();
+  const fs::path dir = fixtures_dir() / GetParam();
+  auto model = load_model(dir.string(), Device::cuda());
+  Reference ref = load_reference(dir, "reference");
+  for (DType kv : {DType::f32, DType::bf16}) {
+    EngineConfig ec;
+    ec.n_blocks = 64;
+    ec.block_size = 4;
+    ec.kv_dtype = kv;
+    Engine engine(*model, ec);
+    std::vector<RequestId> ids;
+    for (const auto& p : ref.prompts) ids.push_back(engine.open({.prompt = p, .max_tokens = 16}));
+    std::map<RequestId, std::vector<int>> got;
+    while (engine.has_work())
+      for (const StepEvent& ev : engine.step()) {
+        EXPECT_TRUE(ev.error.empty()) << ev.error;
+        got[ev.id].insert(got[ev.id].end(), ev.new_tokens.begin(), ev.new_tokens.end());
+      }
+    for (size_t p = 0; p < ids.size(); ++p) {
+      if (kv == DType::f32) {
+        EXPECT_EQ(got[ids[p]], ref.greedy[p]) << GetParam() << " prompt " << p;
+      } else {
+        // A bf16 cache rounds K and V; the random-weight fixtures have near-ties that this
+        // flips (gemma2's third token on the H100), so only the first two tokens, which
+        // read little of the rounded cache, must agree.
+        ASSERT_EQ(got[ids[p]].size(), 16u);
+        EXPECT_EQ(std::vector<int>(got[ids[p]].begin(), got[ids[p]].begin() + 2),
+                  std::vector<int>(ref.greedy[p].begin(), ref.greedy[p].begin() + 2))
+            << GetParam() << " bf16 KV prompt " << p;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, CudaFamily, ::testing::ValuesIn(families()), [](const auto& info) { return info.param; });
+
+// GGUF Q8_0 / Q4_0 blocks run on CUDA as their MLX affine transcoding: the same f32
+// computation as the CPU's MLX kernels on the same transcoded weights. (The CPU's packed
+// GGUF kernels quantize activations to int8 as llama.cpp does, so they differ more;
+// tests/models/device_test.cpp bounds that.)
+TEST(CudaGguf, TranscodedBlocksMatchTheCpu) {
+  REQUIRE_GPU();
+  const std::vector<int> prompt{3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5};
+  for (const char* f : {"q8_0", "q4_0"}) {
+    ModelConfig c = synthetic_config("tiny", f);
+    WeightMap cpu_w = synthetic_weights(c, f);
+    transcode_gguf_blocks(cpu_w);
+    WeightMap gpu_w = cpu_w;
+    place_weights(gpu_w, Device::cuda());
+    auto a = build_model(c, cpu_w);
+    auto b = build_model(c, gpu_w);
+    Generator ga(*a, 32), gb(*b, 32);
+    const double err = rel_err(gb.prefill(prompt, true).to_f32_vector(), ga.prefill(prompt, true).to_f32_vector());
+    EXPECT_LT(err, 1e-4) << f;
+  }
+}
+
+// Copy-on-write of KV blocks on the device (ModelRunner::copy_blocks -> ops::copy_).
+TEST(CudaCopy, InPlaceSliceCopy) {
+  REQUIRE_GPU();
+  Tensor host = Tensor::from_f32({3, 2}, {1, 2, 3, 4, 5, 6});
+  Tensor d = ops::to_device(host, Device::cuda());
+  Tensor dst = d.slice(0, 0, 1);
+  ops::copy_(dst, d.slice(0, 2, 3));
+  EXPECT_EQ(ops::to_device(d, Device::cpu()).to_f32_vector(), (std::vector<float>{5, 6, 3, 4, 5, 6}));
+}
+
+}  // namespace
+}  // namespace mlxcel
