@@ -64,6 +64,26 @@ TEST(CudaQuant, QlinearAllBitsAndGroups) {
   }
 }
 
+// 64+ rows: x and the dequantized weights are rounded to bf16 and multiplied on the
+// tensor cores (f32 accumulation), so the bf16 tolerance applies.
+TEST(CudaQuant, QlinearTensorCorePrefill) {
+  REQUIRE_GPU();
+  for (int bits : {4, 8}) {
+    for (int64_t M : {64, 131}) {
+      const int64_t N = 300, K = 512;
+      QuantHost q = quantize_host(rand_host({N, K}), bits, 64, DType::bf16);
+      std::vector<Tensor> keep;
+      cpu::QuantMatrix dm = to_gpu(q, keep);
+      Tensor x = rand_host({M, K}), bias = rand_host({N});
+      Tensor want = Tensor::empty({M, N}, DType::f32);
+      cpu::qlinear(x.data<float>(), M, q.m, bias.data<float>(), want.data<float>());
+      Tensor dx = gpu(x), db = gpu(bias), out = poisoned({M, N}, DType::f32);
+      cuda::qlinear(dx.data<float>(), M, dm, db.data<float>(), out.data<float>());
+      EXPECT_LT(rel_err(out, want), kTolBf16) << "bits=" << bits << " M=" << M;
+    }
+  }
+}
+
 TEST(CudaQuant, DequantizeIsBitExact) {
   REQUIRE_GPU();
   for (int bits : {2, 3, 4, 5, 6, 8}) {
@@ -278,6 +298,11 @@ TEST(CudaAttention, PagedMatchesDenseReference) {
       {{7}, {7}, 4, 4, 96, 80, 0, 0.7f, true, DType::f16, DType::f32},                        // MHA, softcap, Dv != D
       {{4, 2}, {4, 9}, 6, 3, 256, 256, 0, 0.0f, false, DType::bf16, DType::bf16},             // non-causal, D = 256
       {{1, 2}, {0, 2}, 4, 2, 32, 32, 0, 0.0f, true, DType::f32, DType::f32},                  // empty sequence
+      // Prompt-shaped steps (>= 64 rows, >= 16 per sequence): the tiled prefill kernel.
+      {{70, 100}, {70, 150}, 8, 2, 64, 64, 0, 0.0f, true, DType::f32, DType::f32},          // cached prefix, tails
+      {{130}, {130}, 12, 4, 128, 128, 33, 0.0f, true, DType::bf16, DType::f32},             // window
+      {{65, 1, 64}, {65, 10, 200}, 4, 4, 96, 80, 0, 0.7f, true, DType::f16, DType::f32},   // softcap, Dv != D, a decode row
+      {{80}, {80}, 6, 3, 256, 256, 0, 0.0f, false, DType::bf16, DType::bf16},               // non-causal, D = 256
   };
   for (size_t ci = 0; ci < cases.size(); ++ci) {
     const Case& c = cases[ci];

@@ -3,7 +3,9 @@
 // kHeadsPerCta of its query heads (GQA: the K/V loads are shared), and one split of
 // the visible keys; warps stride over keys with an online softmax in f32. Splits are
 // merged by a second kernel.
-// TODO(cuda): a tiled (flash) prefill kernel on tensor cores; this one re-reads K/V per row.
+// Prompt-shaped steps (many rows per sequence) take a tiled kernel instead (below).
+#include <cstdlib>
+
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
 
@@ -160,6 +162,194 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_kernel(const KV* __restr
   }
 }
 
+// ---- prefill: query tiles ------------------------------------------------------
+// A block takes kTileQ consecutive query rows of one sequence and one query head, and
+// walks the visible keys in tiles of kTileK: K and V tiles are staged in shared memory
+// (as f32; K rows padded by 4 floats: conflict-free float4 reads) and serve all kTileQ
+// rows, instead of being re-read per row. Each warp owns kTileQ / 4 rows: lane j scores
+// key j of the tile for all of them, each row's online softmax runs on warp shuffles,
+// and each lane accumulates its DV_LANE output dims of every row. FP32 on the CUDA cores.
+// Needs head_dim % 4 == 0.
+// TODO(cuda): tensor cores (mma) for the two products.
+constexpr int kTileQ = 32, kTileK = 32, kTileWarps = 4, kRowsPerWarp = kTileQ / kTileWarps;
+
+size_t prefill_smem_bytes(int D, int Dv) {
+  return size_t(kTileQ * D + kTileK * (D + 4) + kTileK * Dv + kTileQ * kTileK) * sizeof(float);
+}
+
+template <typename KV, int DV_LANE>
+__global__ void __launch_bounds__(kTileWarps * 32) attn_prefill_kernel(const KV* __restrict__ kc,
+                                                                       const KV* __restrict__ vc, AttnArgs a) {
+  extern __shared__ float smem[];
+  float* qs = smem;                             // [kTileQ][D]
+  float* ks = qs + kTileQ * a.D;                // [kTileK][D + 4] (16-byte rows, no bank conflicts)
+  float* vs = ks + kTileK * (a.D + 4);          // [kTileK][Dv]
+  float* ps = vs + kTileK * a.Dv;               // [kTileQ][kTileK]
+  __shared__ int tile_seq, tile_row0;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int h = blockIdx.y, kvh = h / a.G;
+  if (threadIdx.x == 0) {  // which sequence and which of its tiles this block takes
+    int cum = 0, seq = -1, row0 = 0;
+    for (int s = 0; s < a.n_seqs; ++s) {
+      const int q_len = a.q_start[s + 1] - a.q_start[s];
+      const int nt = (q_len + kTileQ - 1) / kTileQ;
+      if (int(blockIdx.x) < cum + nt) {
+        seq = s;
+        row0 = a.q_start[s] + (int(blockIdx.x) - cum) * kTileQ;
+        break;
+      }
+      cum += nt;
+    }
+    tile_seq = seq;
+    tile_row0 = row0;
+  }
+  __syncthreads();
+  const int s = tile_seq;
+  if (s < 0) return;
+  const int t0 = tile_row0, t_end = min(a.q_start[s + 1], t0 + kTileQ);
+  const int q_len = a.q_start[s + 1] - a.q_start[s];
+  const int L = a.kv_len[s];
+  const int pos0 = L - q_len + (t0 - a.q_start[s]);  // position of the tile's first row
+  const int n_rows = t_end - t0;
+  // Keys any row of the tile may see.
+  const int last_pos = pos0 + n_rows - 1;
+  const int k_hi = a.causal ? min(last_pos + 1, L) : L;
+  const int k_lo = a.window > 0 ? max(0, pos0 - a.window + 1) : 0;
+
+  for (int i = threadIdx.x; i < kTileQ * a.D; i += blockDim.x) {
+    const int r = i / a.D, d = i % a.D;
+    qs[i] = r < n_rows ? load_any(a.q, a.qdt, (int64_t(t0 + r) * a.n_heads + h) * a.D + d) : 0.0f;
+  }
+  float m[kRowsPerWarp], l[kRowsPerWarp], o[kRowsPerWarp][DV_LANE];
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < DV_LANE; ++i) o[r][i] = 0.0f;
+  }
+  const int32_t* table = a.block_table + int64_t(s) * a.max_blocks;
+  for (int kb = k_lo; kb < k_hi; kb += kTileK) {
+    __syncthreads();  // the previous tile's K/V (and, first time, qs) are done with
+    for (int i = threadIdx.x; i < kTileK * a.D; i += blockDim.x) {
+      const int j = i / a.D, d = i % a.D, key = kb + j;
+      float v = 0.0f;
+      if (key < k_hi) {
+        const int64_t slot = int64_t(table[key / a.block_size]) * a.block_size + key % a.block_size;
+        v = to_f(kc[(slot * a.n_kv + kvh) * a.D + d]);
+      }
+      ks[j * (a.D + 4) + d] = v;
+    }
+    for (int i = threadIdx.x; i < kTileK * a.Dv; i += blockDim.x) {
+      const int j = i / a.Dv, d = i % a.Dv, key = kb + j;
+      float v = 0.0f;
+      if (key < k_hi) {
+        const int64_t slot = int64_t(table[key / a.block_size]) * a.block_size + key % a.block_size;
+        v = to_f(vc[(slot * a.n_kv + kvh) * a.Dv + d]);
+      }
+      vs[j * a.Dv + d] = v;
+    }
+    __syncthreads();
+    const int key = kb + lane;
+    // Scores of the warp's rows against key `lane`: float4 loads, the K row once for
+    // all rows (q reads are broadcasts).
+    float sc[kRowsPerWarp];
+#pragma unroll
+    for (int rr = 0; rr < kRowsPerWarp; ++rr) sc[rr] = 0.0f;
+    const float4* kr4 = reinterpret_cast<const float4*>(ks + lane * (a.D + 4));
+    const float4* qw4 = reinterpret_cast<const float4*>(qs + warp * kRowsPerWarp * a.D);
+    const int d4n = a.D / 4;
+    for (int d4 = 0; d4 < d4n; ++d4) {
+      const float4 kv = kr4[d4];
+#pragma unroll
+      for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+        const float4 qv = qw4[rr * d4n + d4];
+        sc[rr] = fmaf(qv.x, kv.x, fmaf(qv.y, kv.y, fmaf(qv.z, kv.z, fmaf(qv.w, kv.w, sc[rr]))));
+      }
+    }
+#pragma unroll
+    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+      const int r = warp * kRowsPerWarp + rr;
+      const int pos = pos0 + r;
+      const bool vis = r < n_rows && key < k_hi && key < L && (!a.causal || key <= pos) &&
+                       (a.window <= 0 || key > pos - a.window);
+      float x = -INFINITY;
+      if (vis) {
+        x = sc[rr] * a.scale;
+        if (a.softcap > 0.0f) x = tanhf(x / a.softcap) * a.softcap;
+      }
+      const float mt = warp_max(x);
+      const float mn = fmaxf(m[rr], mt);
+      float p = 0.0f, corr = 1.0f;
+      if (mn != -INFINITY) {
+        p = vis ? expf(x - mn) : 0.0f;
+        corr = m[rr] == -INFINITY ? 0.0f : expf(m[rr] - mn);
+      }
+      l[rr] = l[rr] * corr + warp_sum(p);
+      m[rr] = mn;
+      ps[r * kTileK + lane] = p;
+#pragma unroll
+      for (int i = 0; i < DV_LANE; ++i) o[rr][i] *= corr;
+    }
+    __syncwarp();
+    // o[row] += p[row, j] * v[j]: each V value once for all of the warp's rows.
+    const float* pw = ps + warp * kRowsPerWarp * kTileK;
+    for (int j = 0; j < kTileK; ++j) {
+      float vv[DV_LANE];
+#pragma unroll
+      for (int i = 0; i < DV_LANE; ++i) {
+        const int d = lane + 32 * i;
+        vv[i] = d < a.Dv ? vs[j * a.Dv + d] : 0.0f;
+      }
+#pragma unroll
+      for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+        const float pj = pw[rr * kTileK + j];
+#pragma unroll
+        for (int i = 0; i < DV_LANE; ++i) o[rr][i] = fmaf(pj, vv[i], o[rr][i]);
+      }
+    }
+  }
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+    const int r = warp * kRowsPerWarp + rr;
+    if (r >= n_rows) continue;
+    const int64_t th = int64_t(t0 + r) * a.n_heads + h;
+#pragma unroll
+    for (int i = 0; i < DV_LANE; ++i) {
+      const int d = lane + 32 * i;
+      if (d < a.Dv) store_any(a.out, a.odt, th * a.Dv + d, l[rr] > 0.0f ? o[rr][i] / l[rr] : 0.0f);
+    }
+  }
+}
+
+template <typename KV>
+void launch_prefill(const KV* kc, const KV* vc, const AttnArgs& a, int64_t T, int dev, cudaStream_t st) {
+  const size_t smem = prefill_smem_bytes(a.D, a.Dv);
+  const dim3 grid(unsigned(ceil_div(T, kTileQ) + a.n_seqs), unsigned(a.n_heads));
+  auto go = [&](auto kernel) {
+    // Opt in to more than 48 KiB of shared memory (per kernel: the DV_LANE variants share
+    // one function type, so no static "done" flag here).
+    if (smem > 48 * 1024)
+      MLXCEL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    kernel<<<grid, kTileWarps * 32, smem, st>>>(kc, vc, a);
+  };
+  const int dv_lanes = int(ceil_div(a.Dv, 32));
+  if (dv_lanes <= 2) go(attn_prefill_kernel<KV, 2>);
+  else if (dv_lanes <= 4) go(attn_prefill_kernel<KV, 4>);
+  else go(attn_prefill_kernel<KV, 8>);
+  MLXCEL_CUDA_LAUNCH_CHECK();
+}
+
+// Whether a step is prompt-shaped enough for the tile kernel: many rows per sequence on
+// average (decode steps have one). MLXCEL_CUDA_PREFILL_TILES=0 turns it off.
+bool use_prefill_tiles(int64_t T, int n_seqs) {
+  static const int mode = [] {
+    const char* e = std::getenv("MLXCEL_CUDA_PREFILL_TILES");
+    return e && e[0] == '0' ? 0 : 1;
+  }();
+  return mode == 1 && T >= 64 && T >= int64_t(n_seqs) * 16;
+}
+
 // out[t, h] = merge of the splits' (max, sum, unnormalized o).
 __global__ void attn_combine_kernel(const float* __restrict__ part_o, const float* __restrict__ part_ml, int n_splits,
                                     int Dv, void* out, int odt) {
@@ -252,6 +442,23 @@ void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
     const int64_t rows = T * a.n_heads * a.n_splits;
     a.part_o = static_cast<float*>(scratch(size_t(rows * a.Dv) * 4, 0));
     a.part_ml = static_cast<float*>(scratch(size_t(rows * 2) * 4, 1));
+  }
+  if (use_prefill_tiles(T, a.n_seqs) && a.D % 4 == 0 && prefill_smem_bytes(a.D, a.Dv) <= 200 * 1024 &&
+      a.n_heads <= 65535) {
+    a.n_splits = 1;
+    switch (k_cache.dtype()) {
+      case DType::f32: launch_prefill(k_cache.data<float>(), v_cache.data<float>(), a, T, dev, l.stream); break;
+      case DType::f16:
+        launch_prefill(static_cast<const f16*>(k_cache.raw()), static_cast<const f16*>(v_cache.raw()), a, T, dev,
+                       l.stream);
+        break;
+      case DType::bf16:
+        launch_prefill(static_cast<const bf16*>(k_cache.raw()), static_cast<const bf16*>(v_cache.raw()), a, T, dev,
+                       l.stream);
+        break;
+      default: throw_internal("paged_attention: cache must be f32|f16|bf16");
+    }
+    return;
   }
   MLXCEL_CUDA_REQUIRE(T <= INT32_MAX && a.n_kv * a.head_groups <= 65535, "paged_attention: grid");
   const dim3 grid(unsigned(T), unsigned(a.n_kv * a.head_groups), unsigned(a.n_splits));

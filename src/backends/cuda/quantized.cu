@@ -1,6 +1,8 @@
 // MLX affine quantized matrices (ops/quant.h): a fused dequantizing GEMV for decode,
 // dequantize-tile + SGEMM for prefill, and dequantization (rows to f32, whole matrix
 // in the scales' dtype).
+#include <algorithm>
+
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/linear_impl.h"
@@ -12,6 +14,10 @@ namespace {
 // Decode (M == 1) takes 8 weight rows per block; M in 2..8 takes 4 (its accumulators
 // grow with M).
 constexpr int kQThreads = 128;
+// From this many rows on, qlinear multiplies on the tensor cores in bf16 (x and the
+// dequantized weights rounded to bf16, f32 accumulation): prompt-sized products. Fewer
+// rows stay in f32.
+constexpr int64_t kTensorCoreMinRows = 64;
 
 // A "chunk" is 32 consecutive values of a row = BITS u32 words, word-aligned, and
 // inside one group (group_size >= 32). Loads a chunk's words.
@@ -131,12 +137,13 @@ __device__ __forceinline__ uint32_t q_at(const uint32_t* row, int64_t k, int bit
   return v & ((1u << bits) - 1u);
 }
 
-// out f32 [n, K] = rows of dequant(w); rows null = identity. Bad rows flag *bad.
-template <typename S>
+// out [n, K] (f32, or bf16 for the tensor-core prefill) = rows of dequant(w); rows null
+// = identity. Bad rows flag *bad.
+template <typename S, typename O = float>
 __global__ void dequant_rows_kernel(const uint32_t* __restrict__ packed, const S* __restrict__ scales,
                                     const S* __restrict__ biases, int bits, int group_size, int64_t N, int64_t K,
                                     const int32_t* __restrict__ rows, int64_t row_base, int64_t n,
-                                    float* __restrict__ out, int* bad) {
+                                    O* __restrict__ out, int* bad) {
   const int64_t words_per_row = K * bits / 32, groups_per_row = K / group_size;
   for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
     const int64_t row = rows ? int64_t(rows[i]) : row_base + i;
@@ -148,7 +155,7 @@ __global__ void dequant_rows_kernel(const uint32_t* __restrict__ packed, const S
     for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
       const int64_t g = row * groups_per_row + k / group_size;
       // No FMA: MLX rounds the product and the sum separately.
-      out[i * K + k] = __fadd_rn(__fmul_rn(to_f(scales[g]), float(q_at(pr, k, bits))), to_f(biases[g]));
+      out[i * K + k] = from_f<O>(__fadd_rn(__fmul_rn(to_f(scales[g]), float(q_at(pr, k, bits))), to_f(biases[g])));
     }
   }
 }
@@ -204,16 +211,22 @@ void qgemv_launch(const float* x, int M, const QuantMatrix& w, const float* bias
   MLXCEL_CUDA_LAUNCH_CHECK();
 }
 
-void dequant_rows_launch(const QuantMatrix& w, const int32_t* rows, int64_t row_base, int64_t n, float* out, int* bad,
+template <typename O>
+void dequant_rows_launch(const QuantMatrix& w, const int32_t* rows, int64_t row_base, int64_t n, O* out, int* bad,
                          cudaStream_t st) {
   const unsigned grid = unsigned(n < 65535 ? n : 65535);
   by_scale(w.scale_dtype, [&](auto tag) {
     using S = decltype(tag);
-    dequant_rows_kernel<S><<<grid, 256, 0, st>>>(w.packed, static_cast<const S*>(w.scales),
-                                                 static_cast<const S*>(w.biases), w.bits, w.group_size, w.N, w.K, rows,
-                                                 row_base, n, out, bad);
+    dequant_rows_kernel<S, O><<<grid, 256, 0, st>>>(w.packed, static_cast<const S*>(w.scales),
+                                                    static_cast<const S*>(w.biases), w.bits, w.group_size, w.N, w.K,
+                                                    rows, row_base, n, out, bad);
   });
   MLXCEL_CUDA_LAUNCH_CHECK();
+}
+
+__global__ void f32_to_bf16_kernel(const float* __restrict__ x, bf16* __restrict__ y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = __float2bfloat16_rn(x[i]);
 }
 
 void check_matrix(const QuantMatrix& w) {
@@ -242,13 +255,35 @@ void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias,
     by_scale(w.scale_dtype, [&](auto tag) { qgemv_launch<decltype(tag)>(x, int(M), w, bias, y, st); });
     return;
   }
-  // Prefill: dequantize a tile of rows to f32, multiply it with SGEMM, next tile.
-  // TODO(cuda): a fused dequantizing tensor-core GEMM.
+  const float one = 1.0f, zero = 0.0f;
+  if (M >= kTensorCoreMinRows) {
+    // Prefill: x rounded to bf16 once; each tile of weight rows dequantized to bf16 and
+    // multiplied on the tensor cores (f32 accumulation, f32 out).
+    // TODO(cuda): a fused dequantizing GEMM (dequantize in the tile, no bf16 copy).
+    bf16* xb = static_cast<bf16*>(scratch(size_t(M * w.K) * 2, 0));
+    const int64_t nx = M * w.K;
+    f32_to_bf16_kernel<<<unsigned(std::min<int64_t>((nx + 255) / 256, 65535)), 256, 0, st>>>(x, xb, nx);
+    MLXCEL_CUDA_LAUNCH_CHECK();
+    int64_t tile = (int64_t(32) << 20) / w.K;  // 64 MiB of bf16
+    tile = tile < 64 ? 64 : tile;
+    tile = tile > w.N ? w.N : tile;
+    bf16* wt = static_cast<bf16*>(scratch(size_t(tile * w.K) * 2, 2));
+    for (int64_t n0 = 0; n0 < w.N; n0 += tile) {
+      const int64_t nt = w.N - n0 < tile ? w.N - n0 : tile;
+      dequant_rows_launch(w, nullptr, n0, nt, wt, nullptr, st);
+      MLXCEL_CUBLAS_CHECK(cublasGemmEx(cublas_handle(dev), CUBLAS_OP_T, CUBLAS_OP_N, int(nt), int(M), int(w.K), &one, wt,
+                                       CUDA_R_16BF, int(w.K), xb, CUDA_R_16BF, int(w.K), &zero, y + n0, CUDA_R_32F,
+                                       int(w.N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+    if (bias) finish_rows(y, M, w.N, bias, DType::f32, y, DType::f32, st);
+    return;
+  }
+  // 9..kTensorCoreMinRows-1 rows: dequantize a tile of rows to f32, SGEMM, next tile
+  // (f32 throughout, as the GEMV).
   int64_t tile = (int64_t(16) << 20) / w.K;  // 64 MiB of f32
   tile = tile < 64 ? 64 : tile;
   tile = tile > w.N ? w.N : tile;
   float* wt = static_cast<float*>(scratch(size_t(tile * w.K) * 4, 2));
-  const float one = 1.0f, zero = 0.0f;
   for (int64_t n0 = 0; n0 < w.N; n0 += tile) {
     const int64_t nt = w.N - n0 < tile ? w.N - n0 : tile;
     dequant_rows_launch(w, nullptr, n0, nt, wt, nullptr, st);
