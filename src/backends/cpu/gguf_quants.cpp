@@ -497,15 +497,17 @@ void q4_0_rows8(const uint8_t* const* rp, const uint8_t* pf, const XBlocks& xb, 
         const int8_t* xb32 = xq + j * K + b * 32;
         const __m256i xlo = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb32)));
         const __m256i xhi = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(xb32 + 16)));
-        const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
-        part[j][p] = _mm256_madd_epi16(s16, ones);  // [row p x4 | row p+4 x4]
+        // [row p: 8 i16 | row p+4: 8 i16], each |.| <= 2 * 2 * 15 * 127
+        part[j][p] = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
       }
     }
     const __m256 dw = scales8(rp, off);
     for (int j = 0; j < MC; ++j) {
-      // hadd(hadd(p0, p1), hadd(p2, p3)) = [r0 r1 r2 r3 | r4 r5 r6 r7].
-      const __m256i isum = _mm256_hadd_epi32(_mm256_hadd_epi32(part[j][0], part[j][1]),
-                                             _mm256_hadd_epi32(part[j][2], part[j][3]));
+      // hadd16(hadd16(p0, p1), hadd16(p2, p3)) = [r0 r1 r2 r3 | r4 r5 r6 r7] x2 in i16
+      // (|.| <= 8 * 2 * 15 * 127 fits), then pairs to i32.
+      const __m256i isum = _mm256_madd_epi16(_mm256_hadd_epi16(_mm256_hadd_epi16(part[j][0], part[j][1]),
+                                                               _mm256_hadd_epi16(part[j][2], part[j][3])),
+                                             ones);
       const __m256i q = _mm256_sub_epi32(isum, _mm256_set1_epi32(xs[j * nb + b]));
       acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_mul_ps(dw, _mm256_set1_ps(xd[j * nb + b])), acc[j]);
     }
