@@ -1,5 +1,6 @@
 // GGUF block formats: hand-built blocks dequantize to the values their layout defines,
 // the reference quantizers round-trip, and the packed matmul matches a dequantized one.
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -12,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "backends/cpu/gguf_quants.h"
+#include "backends/cpu/parallel.h"
 #include "base/half.h"
 
 namespace mlxcel::gguf {
@@ -329,6 +331,54 @@ TEST(GgufQuants, PackedDecodeKernelMatchesIntegerReference) {
               << "type " << t << " M " << c.M << " K " << c.K << " N " << c.N << " m " << m << " row " << r;
         }
       }
+    }
+  }
+}
+
+// Large enough that the rows are split over the thread pool in chunks pulled from a
+// shared counter (cpu::parallel_dynamic): every row is computed once and right.
+TEST(GgufQuants, PackedKernelsSplitOverThreads) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0, 1);
+  const int64_t N = 2051, K = 512;
+  for (uint32_t t : {kQ8_0, kQ4_0}) {
+    const size_t rb = row_bytes(t, K);
+    std::vector<uint8_t> packed(rb * size_t(N));
+    std::vector<float> w(static_cast<size_t>(K));
+    for (int64_t r = 0; r < N; ++r) {
+      for (auto& v : w) v = nd(rng);
+      if (t == kQ8_0) quantize_row_q8_0(w.data(), packed.data() + size_t(r) * rb, K);
+      else quantize_row_q4_0(w.data(), packed.data() + size_t(r) * rb, K);
+    }
+    for (int64_t M : {int64_t(1), int64_t(5), int64_t(20)}) {
+      std::vector<float> x(static_cast<size_t>(M * K)), y(static_cast<size_t>(M * N), std::nanf("")),
+          row(static_cast<size_t>(K));
+      for (auto& v : x) v = nd(rng);
+      matmul_packed(t, x.data(), M, K, packed.data(), rb, N, nullptr, y.data());
+      for (int64_t r = 0; r < N; ++r) {
+        dequantize_row(t, packed.data() + size_t(r) * rb, row.data(), K);
+        for (int64_t m = 0; m < M; ++m) {
+          double ref = 0, mag = 0;
+          for (int64_t k = 0; k < K; ++k) {
+            ref += double(row[size_t(k)]) * x[size_t(m * K + k)];
+            mag += std::fabs(double(row[size_t(k)]) * x[size_t(m * K + k)]);
+          }
+          ASSERT_NEAR(y[size_t(m * N + r)], ref, 0.01 * mag + 1e-4) << "type " << t << " M " << M << " row " << r;
+        }
+      }
+    }
+  }
+}
+
+TEST(CpuParallel, DynamicCoversEveryItemOnce) {
+  for (int64_t n : {int64_t(1), int64_t(7), int64_t(1000), int64_t(100003)}) {
+    for (int64_t chunk : {int64_t(1), int64_t(3), int64_t(64)}) {
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      cpu::parallel_dynamic(n, chunk, 1 << 15, [&](int64_t b, int64_t e) {
+        ASSERT_LE(e - b, chunk);
+        for (int64_t i = b; i < e; ++i) hits[size_t(i)]++;
+      });
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[size_t(i)].load(), 1) << "n " << n << " chunk " << chunk;
     }
   }
 }
