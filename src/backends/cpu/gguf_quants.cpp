@@ -444,12 +444,12 @@ inline __m256i reduce8(__m256i v0, __m256i v1, __m256i v2, __m256i v3, __m256i v
   return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
 }
 
-// The f16 scales of block b of the 8 rows, as f32.
 inline int load16(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
   return h;
 }
+// The f16 scales at byte offset off of the 8 rows, as f32.
 inline __m256 scales8(const uint8_t* const* rp, size_t off) {
   __m128i h = _mm_cvtsi32_si128(load16(rp[0] + off));
   h = _mm_insert_epi16(h, load16(rp[1] + off), 1);
