@@ -14,7 +14,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "loader/config.h"
 #include "loader/weights.h"
+#include "models/convert.h"
 
 namespace mlxcel::testing_fixtures {
 
@@ -45,6 +47,27 @@ inline Reference load_reference(const std::filesystem::path& dir, const std::str
   WeightMap w = load_checkpoint_weights((dir / (stem + ".safetensors")).string());
   for (size_t p = 0; p < r.prompts.size(); ++p) r.logits.push_back(w.get("logits_" + std::to_string(p)).to_f32_vector());
   return r;
+}
+
+// A family's MLX q<bits> g64 copy, made by mlxcel's quantizer from the fp32 weights, with
+// its config and the stem of the transformers reference computed from the dequantized
+// weights ("reference_q4g64").
+struct QuantizedFixture {
+  ModelConfig config;
+  WeightMap weights;
+  std::string stem;
+};
+inline QuantizedFixture quantized_fixture(const std::string& family, int bits) {
+  const std::filesystem::path dir = fixtures_dir() / family;
+  QuantizedFixture q;
+  q.stem = "reference_q" + std::to_string(bits) + "g64";
+  q.config = load_model_config((dir / "config.json").string());
+  QuantSpec spec;
+  spec.bits = bits;
+  spec.group_size = 64;
+  q.config.quantization = QuantConfig{spec, {}};
+  q.weights = quantize_weights(load_checkpoint_weights(dir.string()), spec, DType::f32);
+  return q;
 }
 
 // max |a - b| / max |b|

@@ -54,17 +54,11 @@ TEST_P(CudaFamily, Fp32MatchesTransformers) {
 }
 
 void check_quantized(const std::string& family, int bits) {
-  const fs::path dir = fixtures_dir() / family;
-  const std::string stem = "reference_q" + std::to_string(bits) + "g64";
-  ModelConfig cfg = load_model_config((dir / "config.json").string());
-  QuantSpec spec;
-  spec.bits = bits;
-  spec.group_size = 64;
-  cfg.quantization = QuantConfig{spec, {}};
-  WeightMap q = quantize_weights(load_checkpoint_weights(dir.string()), spec, DType::f32);
-  place_weights(q, Device::cuda());
-  auto model = build_model(cfg, q);
-  const double err = check_model(*model, load_reference(dir, stem), 1e-3, family + " " + stem + " cuda");
+  QuantizedFixture q = quantized_fixture(family, bits);
+  place_weights(q.weights, Device::cuda());
+  auto model = build_model(q.config, q.weights);
+  const double err =
+      check_model(*model, load_reference(fixtures_dir() / family, q.stem), 1e-3, family + " " + q.stem + " cuda");
   std::printf("[cuda fixture] %-12s q%d max rel err %.2e\n", family.c_str(), bits, err);
 }
 

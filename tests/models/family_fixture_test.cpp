@@ -98,16 +98,10 @@ TEST_P(FamilyFixture, RaggedBatchMatchesSingleSequences) {
 
 void check_quantized(const std::string& family, int bits) {
   const fs::path dir = fixtures_dir() / family;
-  const std::string stem = "reference_q" + std::to_string(bits) + "g64";
-  ASSERT_TRUE(fs::exists(dir / (stem + ".json"))) << stem;
-  ModelConfig cfg = load_model_config((dir / "config.json").string());
-  QuantSpec spec;
-  spec.bits = bits;
-  spec.group_size = 64;
-  cfg.quantization = QuantConfig{spec, {}};
-  WeightMap q = quantize_weights(load_checkpoint_weights(dir.string()), spec, DType::f32);
-  auto model = build_model(cfg, q);
-  check_model(*model, load_reference(dir, stem), 1e-3, family + " " + stem);
+  QuantizedFixture q = quantized_fixture(family, bits);
+  ASSERT_TRUE(fs::exists(dir / (q.stem + ".json"))) << q.stem;
+  auto model = build_model(q.config, q.weights);
+  check_model(*model, load_reference(dir, q.stem), 1e-3, family + " " + q.stem);
 }
 
 TEST_P(FamilyFixture, MlxQ4MatchesDequantizedReference) { check_quantized(GetParam(), 4); }
