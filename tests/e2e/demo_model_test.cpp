@@ -100,4 +100,23 @@ TEST(DemoModel, FourBitCopyKeepsNinetyPercent) {
   EXPECT_GE(kept, total * 9 / 10);
 }
 
+// `mlxcel run -p` (mlxcel's own chat template) on the 4-bit copy: the single-message
+// questions the bf16 model answers right, at least 90% right.
+TEST(DemoModel, FourBitCopyThroughRun) {
+  int total = 0, kept = 0;
+  for (const auto& r : eval_rows()) {
+    const auto& msgs = r["messages"];
+    if (msgs.size() != 1 || !r["hf_correct"].get<bool>() || total >= 60) continue;
+    ++total;
+    int code = 0;
+    std::string out = run("run " + (kModels / "mlxcel-demo-4bit").string() + " --no-thinking -p " +
+                              quote(msgs[0]["content"].get<std::string>()), &code);
+    ASSERT_EQ(code, 0) << out;
+    kept += out == r["expected"].get<std::string>();
+  }
+  std::printf("demo q4 g64 through mlxcel run: %d/%d right\n", kept, total);
+  ASSERT_GE(total, 50);
+  EXPECT_GE(kept, total * 9 / 10);
+}
+
 }  // namespace
