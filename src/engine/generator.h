@@ -7,10 +7,12 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "engine/sampler.h"
 #include "models/model.h"
+#include "ops/ops.h"
 
 namespace mlxcel {
 
@@ -30,9 +32,19 @@ class Generator {
                             const std::vector<int>& stop_ids = {});
   void reset() { n_past_ = 0; }
   int n_past() const { return n_past_; }
+  // Decode steps on CUDA replay a recorded graph of the step (one launch instead of
+  // hundreds; the first decode step runs normally, the second records it), where it
+  // applies: a CUDA model whose RoPE frequencies do not depend on the position.
+  // EXPERIMENTAL and off by default: written without a GPU run (the session's device time
+  // was spent); MLXCEL_CUDA_GRAPHS=1 or set_graphs(true) turns it on.
+  // TODO(cuda): run test_cuda_models' GraphDecodeMatchesPlainDecode, then default to on.
+  void set_graphs(bool on) { graphs_ = on; }
+  bool graph_recorded() const { return graph_ != nullptr; }
 
  private:
   Tensor step(const std::vector<int>& tokens, bool all_logits);
+  bool graph_eligible() const;
+  Tensor decode_graph(int token);
 
   Model& model_;
   int max_context_;
@@ -40,6 +52,13 @@ class Generator {
   KvCache cache_;
   Tensor block_table_;
   int n_past_ = 0;
+  // The recorded decode step: `io_` holds [token, position, slot, kv_len, q_start 0, 1,
+  // block table...] on the device; the batch's device tensors are views of it.
+  bool graphs_ = graphs_default();
+  static bool graphs_default();
+  bool graph_warm_ = false;
+  std::unique_ptr<ops::DeviceGraph> graph_;
+  Tensor io_, graph_logits_;
 };
 
 }  // namespace mlxcel

@@ -85,6 +85,48 @@ void copy_(Tensor& dst, const Tensor& src) {
   no_cuda(kOp);
 }
 
+void copy_from_host(Tensor& dst, const Tensor& src) {
+  constexpr const char* kOp = "copy_from_host";
+  check_defined(kOp, dst, "dst");
+  check_defined(kOp, src, "src");
+  if (src.device().type != DeviceType::cpu) invalid("[{}] src must be on the host, got {}", kOp, src.describe());
+  if (dst.dtype() != src.dtype() || dst.numel() != src.numel() || !dst.is_contiguous())
+    invalid("[{}] dst {} must be contiguous with the dtype and size of src {}", kOp, dst.describe(), src.describe());
+  switch (dst.device().type) {
+    case DeviceType::cpu: {
+      Tensor d = dst;
+      cpu::copy_strided(src.reshape(dst.shape()), d);
+      return;
+    }
+    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::copy_from_host(dst, src)); return;
+  }
+  no_cuda(kOp);
+}
+
+#ifdef MLXCEL_WITH_CUDA
+namespace {
+class CudaGraph : public DeviceGraph {
+ public:
+  explicit CudaGraph(std::shared_ptr<cuda::GraphExec> g) : g_(std::move(g)) {}
+  void launch() override { cuda::launch_graph(*g_); }
+  bool stale() const override { return cuda::graph_stale(*g_); }
+
+ private:
+  std::shared_ptr<cuda::GraphExec> g_;
+};
+}  // namespace
+#endif
+
+std::unique_ptr<DeviceGraph> capture_graph(Device device, const std::function<void()>& fn) {
+  constexpr const char* kOp = "capture_graph";
+  if (device.type != DeviceType::cuda) unsupported("[{}] graphs are recorded on CUDA devices only", kOp);
+#ifdef MLXCEL_WITH_CUDA
+  return std::make_unique<CudaGraph>(cuda::capture_graph(device.index, fn));
+#else
+  no_cuda(kOp);
+#endif
+}
+
 bool cuda_built() {
 #ifdef MLXCEL_WITH_CUDA
   return true;

@@ -9,6 +9,9 @@
 // activation's dtype unless stated.
 #pragma once
 
+#include <functional>
+#include <memory>
+
 #include <cstdint>
 
 #include "ops/attention.h"
@@ -25,6 +28,20 @@ Tensor to_device(const Tensor& x, Device device);
 // dst = src in place: same shape and dtype, same device, dst contiguous (e.g. a slice
 // along dim 0 of a contiguous tensor).
 void copy_(Tensor& dst, const Tensor& src);
+// dst (a contiguous device tensor) = src (a host tensor of the same dtype and numel),
+// queued on dst's device (CUDA).
+void copy_from_host(Tensor& dst, const Tensor& src);
+// A recorded fixed-shape step (CUDA graph): capture_graph runs `fn` while recording the
+// work it queues on `device` (nothing inside may wait for the device; gathers skip their
+// index check), and launch() replays that work with the same buffers. CUDA only.
+class DeviceGraph {
+ public:
+  virtual ~DeviceGraph() = default;
+  virtual void launch() = 0;
+  // The device's scratch buffers moved since the recording: record again before launching.
+  virtual bool stale() const = 0;
+};
+std::unique_ptr<DeviceGraph> capture_graph(Device device, const std::function<void()>& fn);
 // Whether this build has the CUDA backend, and how many CUDA GPUs it sees (0 without
 // the backend, a driver or a device).
 bool cuda_built();

@@ -45,7 +45,7 @@ __global__ void gather_kernel(const E* __restrict__ x, const int32_t* __restrict
   for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
     const int32_t row = idx[r];
     if (row < 0 || row >= R) {
-      if (threadIdx.x == 0) atomicMin(bad, int(r));
+      if (threadIdx.x == 0 && bad) atomicMin(bad, int(r));
       continue;
     }
     const E* src = x + int64_t(row) * D;
@@ -91,6 +91,11 @@ void by_float(DType dt, F&& f) {
 // Runs a gather that may flag a bad index, then throws if it did.
 template <typename Launcher>
 void checked_gather(const char* what, int64_t n, int64_t R, cudaStream_t st, Launcher&& launch) {
+  if (capturing(current_device())) {  // no waiting inside a graph capture: unchecked
+    launch(static_cast<int*>(nullptr));
+    MLXCEL_CUDA_LAUNCH_CHECK();
+    return;
+  }
   int* bad = static_cast<int*>(scratch(sizeof(int), 3));
   const int init = INT32_MAX;
   MLXCEL_CUDA_CHECK(cudaMemcpyAsync(bad, &init, sizeof(int), cudaMemcpyHostToDevice, st));

@@ -10,6 +10,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/quantized.h"
@@ -45,6 +47,22 @@ Tensor to_device(const Tensor& x, Device device);
 Tensor zeros(const Shape& shape, DType dtype, Device device);
 // Bytes held by the device's pool (in use + cached), for tests and stats.
 size_t pool_reserved_bytes(Device d = Device::cuda());
+// ---- CUDA graphs (runtime.cpp) -------------------------------------------------
+// An instantiated graph of the work one call queued on a device's stream.
+struct GraphExec;
+// Captures everything `fn` queues on the device's stream (relaxed mode: host code keeps
+// running; nothing inside may wait for the stream) and instantiates it; allocations made
+// inside are freed at the next launch. While capturing, gathers skip their index check
+// (it waits for the stream): the caller validates indices on the host.
+std::shared_ptr<GraphExec> capture_graph(int device, const std::function<void()>& fn);
+void launch_graph(const GraphExec& g);
+// True once a scratch buffer the graph may hold has been reallocated: record it again.
+bool graph_stale(const GraphExec& g);
+bool capturing(int device);
+// dst (a contiguous CUDA tensor) = src (a host tensor of the same dtype and numel),
+// queued on dst's device stream.
+void copy_from_host(Tensor& dst, const Tensor& src);
+
 // Hardware probes (probe.cu), for benchmarks: the bytes/s of reading a `bytes` buffer
 // once (best of 10), and the FLOP/s of a bf16 x bf16 -> bf16 cuBLAS GEMM with f32
 // accumulation ([m, k] x [n, k]^T, best of 10). Both wait for the device.

@@ -298,8 +298,8 @@ void dequantize_rows_f32(const QuantMatrix& w, const int32_t* rows, int64_t n, f
   if (n == 0 || w.K == 0) return;
   const int dev = current_device();
   cudaStream_t st = stream_of(dev);
-  if (!rows) {
-    dequant_rows_launch(w, nullptr, 0, n, out, nullptr, st);
+  if (!rows || capturing(dev)) {  // no waiting inside a graph capture: unchecked
+    dequant_rows_launch(w, rows, 0, n, out, static_cast<int*>(nullptr), st);
     return;
   }
   int* bad = static_cast<int*>(scratch(sizeof(int), 3));

@@ -2,6 +2,7 @@
 // device), streams, cuBLAS handles, scratch buffers, host <-> device copies, errors.
 #include "backends/cuda/runtime.h"
 
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -24,6 +25,7 @@ struct DeviceState {
 };
 
 std::mutex g_mu;
+std::atomic<uint64_t> g_scratch_generation{0};  // bumped whenever a scratch buffer moves
 std::vector<DeviceState> g_devices;           // by device index
 std::unordered_map<void*, int> g_owner;       // allocation -> device
 std::once_flag g_init_once;
@@ -151,6 +153,10 @@ void* scratch(size_t bytes, int slot) {
   std::lock_guard<std::mutex> lk(g_mu);
   DeviceState& s = state_locked(dev);
   if (s.scratch_bytes[slot] < bytes) {
+    // A recorded graph holds the scratch pointers: growing inside a capture would hand
+    // it memory freed at its next launch, and growing afterwards makes it stale.
+    if (capturing(dev)) throw_internal("scratch buffer growth while recording a CUDA graph");
+    g_scratch_generation.fetch_add(1);
     if (s.scratch[slot]) MLXCEL_CUDA_CHECK(cudaFreeAsync(s.scratch[slot], s.stream));
     s.scratch[slot] = nullptr;
     s.scratch_bytes[slot] = 0;
@@ -258,6 +264,67 @@ Tensor to_device(const Tensor& x, Device device) {
 Tensor on_device_i32(const Tensor& t, int device) {
   if (t.device().type == DeviceType::cuda && t.device().index == device && t.is_contiguous()) return t;
   return to_device(t, Device::cuda(device));
+}
+
+// ---- CUDA graphs ------------------------------------------------------------------
+struct GraphExec {
+  cudaGraphExec_t exec = nullptr;
+  int device = 0;
+  uint64_t scratch_generation = 0;
+  ~GraphExec() {
+    if (exec) (void)cudaGraphExecDestroy(exec);
+  }
+};
+
+namespace {
+std::atomic<uint64_t> g_capturing{0};  // bit d: device d's stream is being captured
+}  // namespace
+
+bool capturing(int device) { return device >= 0 && device < 64 && ((g_capturing.load() >> device) & 1u); }
+
+std::shared_ptr<GraphExec> capture_graph(int device, const std::function<void()>& fn) {
+  init();
+  if (device < 0 || device >= 64) throw_invalid("capture_graph: bad device index");
+  DeviceGuard guard(device);
+  cudaStream_t st = stream_of(device);
+  MLXCEL_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed));
+  g_capturing.fetch_or(uint64_t(1) << device);
+  cudaGraph_t graph = nullptr;
+  try {
+    fn();
+  } catch (...) {
+    g_capturing.fetch_and(~(uint64_t(1) << device));
+    (void)cudaStreamEndCapture(st, &graph);
+    if (graph) (void)cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+    throw;
+  }
+  g_capturing.fetch_and(~(uint64_t(1) << device));
+  MLXCEL_CUDA_CHECK(cudaStreamEndCapture(st, &graph));
+  auto g = std::make_shared<GraphExec>();
+  g->device = device;
+  g->scratch_generation = g_scratch_generation.load();
+  const cudaError_t e = cudaGraphInstantiateWithFlags(&g->exec, graph, cudaGraphInstantiateFlagAutoFreeOnLaunch);
+  (void)cudaGraphDestroy(graph);
+  MLXCEL_CUDA_CHECK(e);
+  return g;
+}
+
+bool graph_stale(const GraphExec& g) { return g.scratch_generation != g_scratch_generation.load(); }
+
+void launch_graph(const GraphExec& g) {
+  DeviceGuard guard(g.device);
+  MLXCEL_CUDA_CHECK(cudaGraphLaunch(g.exec, stream_of(g.device)));
+}
+
+void copy_from_host(Tensor& dst, const Tensor& src) {
+  init();
+  if (dst.device().type != DeviceType::cuda || src.device().type != DeviceType::cpu || dst.dtype() != src.dtype() ||
+      dst.numel() != src.numel() || !dst.is_contiguous())
+    throw_invalid("copy_from_host: dst must be a contiguous CUDA tensor and src a host tensor of its dtype and size");
+  const Tensor s = src.is_contiguous() ? src : src.clone();
+  DeviceGuard guard(dst.device().index);
+  MLXCEL_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), s.raw(), s.nbytes(), cudaMemcpyHostToDevice, stream_of(dst.device().index)));
 }
 
 }  // namespace mlxcel::cuda

@@ -72,7 +72,15 @@ Tensor DecoderLM::forward(const Batch& batch, KvCache& cache) {
   for (const auto& b : blocks) {
     if (!b.attn.use_rope || ropes.count(b.attn.rope_key)) continue;
     RopeParams& r = ropes[b.attn.rope_key] = rope_frequencies(config_.rope_for(b.attn.rope_key), batch.max_position + 1);
-    if (device_.type != DeviceType::cpu) r.inv_freq_device = ops::to_device(r.inv_freq, device_);
+    if (device_.type != DeviceType::cpu) {
+      auto& [values, dev] = rope_device_cache[b.attn.rope_key];
+      std::vector<float> host = r.inv_freq.to_f32_vector();
+      if (!dev.defined() || values != host) {
+        values = std::move(host);
+        dev = ops::to_device(r.inv_freq, device_);
+      }
+      r.inv_freq_device = dev;
+    }
   }
 
   for (size_t i = 0; i < blocks.size(); ++i) {

@@ -55,6 +55,10 @@ class DecoderLM : public Model {
   float final_softcap = 0.0f;    // Gemma 2
 
   explicit DecoderLM(const ModelConfig& cfg) { config_ = cfg; }
+  // Device copies of the RoPE frequencies per rope key with the host values they hold:
+  // uploaded again only when the values change (so a recorded decode step's pointers
+  // stay valid for position-independent rope types).
+  std::map<std::string, std::pair<std::vector<float>, Tensor>> rope_device_cache;
   // Fills kv_layers_ from the blocks; call once the blocks are built.
   void finalize();
   Tensor forward(const Batch& batch, KvCache& cache) override;
