@@ -75,8 +75,7 @@ struct ConcResult { int seqs; double wall_s, agg_tok_s, decode_tok_s; int64_t ge
 void run_bench(const BenchArgs& a) {
   if (a.synthetic.empty() == a.model.empty()) invalid("pass exactly one of --synthetic PRESET and -m MODEL");
   const Device dev = parse_device(a.device);
-  const DType kv = a.kv == "auto" ? (dev.type == DeviceType::cuda ? DType::bf16 : DType::f32)
-                   : a.kv == "f32" ? DType::f32 : a.kv == "f16" ? DType::f16 : DType::bf16;
+  const DType kv = parse_kv_dtype(a.kv, dev);
   // ---- model
   auto t0 = Clock::now();
   ModelConfig cfg;

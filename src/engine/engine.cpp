@@ -77,6 +77,14 @@ bool Engine::close(RequestId id) {
   return true;
 }
 
+DType parse_kv_dtype(const std::string& name, Device device) {
+  if (name == "auto") return device.type == DeviceType::cpu ? DType::f32 : DType::bf16;
+  if (name == "f32") return DType::f32;
+  if (name == "f16") return DType::f16;
+  if (name == "bf16") return DType::bf16;
+  invalid("--kv-dtype: '{}' is not one of auto, f32, f16, bf16", name);
+}
+
 void Engine::sample_rows(const std::vector<const ScheduledSeq*>& seqs, const Tensor& logits,
                          std::vector<RowResult>& rows) {
   const int vocab = int(logits.dim(-1));

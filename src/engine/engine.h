@@ -31,6 +31,10 @@ struct EngineConfig {
   DType kv_dtype = DType::f32;
 };
 
+// The KV cache dtype for a --kv-dtype value: "f32", "f16", "bf16", or "auto" (bf16 on
+// a GPU, f32 on the CPU). Throws Error(invalid_request) for anything else.
+DType parse_kv_dtype(const std::string& name, Device device);
+
 struct GenerationRequest {
   std::vector<int> prompt;
   SamplingParams sampling;           // temperature 0: greedy; seed per request

@@ -1,7 +1,6 @@
 #include "engine/model_runner.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "base/error.h"
 #include "ops/ops.h"

@@ -462,11 +462,20 @@ GgufCheckpoint gguf_checkpoint(std::shared_ptr<const GgufFile> file, const GgufL
     Tensor w = load_tensor(file, t, heads, gemma_norm, opts.keep_packed, opts.dequant_dtype, &packed);
     if (packed) {
       const std::string prefix = hf_name->substr(0, hf_name->size() - std::string(".weight").size());
-      ck.weights.insert(prefix + ".gguf_type", Tensor::from_i32({1}, {int32_t(t.ggml_type)}));
+      ck.weights.insert(prefix + kGgufTypeSuffix, Tensor::from_i32({1}, {int32_t(t.ggml_type)}));
     }
     ck.weights.insert(*hf_name, std::move(w));
   }
   return ck;
+}
+
+bool is_gguf_type_marker(const std::string& name) { return ends_with(name, kGgufTypeSuffix); }
+
+QuantSpec packed_gguf_spec(const Tensor& marker, const std::string& what) {
+  const int32_t type = marker.dtype() == DType::i32 && marker.numel() == 1 ? *marker.data<int32_t>() : -1;
+  if (type == int32_t(gguf::kQ8_0)) return {QuantFormat::gguf_q8_0, 8, 32};
+  if (type == int32_t(gguf::kQ4_0)) return {QuantFormat::gguf_q4_0, 4, 32};
+  invalid("{} has GGUF type {}, which is not kept packed", what, type);
 }
 
 GgufCheckpoint load_gguf_checkpoint(const std::string& path, const GgufLoadOptions& opts) {

@@ -71,6 +71,14 @@ void permute_qk_rows(const uint8_t* src, uint8_t* dst, int64_t rows, size_t row_
 // absurd hyperparameters.
 nlohmann::json gguf_hf_config(const GgufFile& f, bool use_embedded_config = true);
 
+// A Q8_0/Q4_0 matrix kept packed is stored as "<prefix>.weight" (u8 rows of blocks) next
+// to a marker "<prefix>.gguf_type" (i32 [1], the ggml type). These name and read it.
+inline constexpr const char* kGgufTypeSuffix = ".gguf_type";
+bool is_gguf_type_marker(const std::string& name);
+// The packed format of a marker: {gguf_q8_0, 8, 32} or {gguf_q4_0, 4, 32}; throws
+// Error(invalid_request) naming `what` for any other value.
+QuantSpec packed_gguf_spec(const Tensor& marker, const std::string& what);
+
 // Opens, maps and converts a .gguf file. The returned weights keep the mapping alive.
 GgufCheckpoint load_gguf_checkpoint(const std::string& path, const GgufLoadOptions& opts = {});
 // The same over an already opened file (tests, fuzzing).

@@ -6,7 +6,6 @@
 
 #include "base/error.h"
 #include "loader/gguf_model.h"
-#include "ops/gguf_quant.h"
 #include "ops/ops.h"
 
 namespace mlxcel {
@@ -71,26 +70,15 @@ std::unique_ptr<Model> build_model(const ModelConfig& cfg, const WeightMap& weig
   return m;
 }
 
-namespace {
-bool is_marker(const std::string& name) {
-  const std::string suffix = ".gguf_type";
-  return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-}  // namespace
-
 void transcode_gguf_blocks(WeightMap& w) {
-  const std::string suffix = ".gguf_type";
-  std::vector<std::string> names = w.names();
-  for (const std::string& name : names) {
-    if (!is_marker(name) || w.contains(name.substr(0, name.size() - suffix.size()) + ".scales")) continue;
-    const std::string prefix = name.substr(0, name.size() - suffix.size());
-    const Tensor& marker = w.get(name);
-    const int32_t type = marker.dtype() == DType::i32 && marker.numel() == 1 ? *marker.data<int32_t>() : -1;
+  const size_t suffix = std::string(kGgufTypeSuffix).size();
+  for (const std::string& name : w.names()) {
+    if (!is_gguf_type_marker(name)) continue;
+    const std::string prefix = name.substr(0, name.size() - suffix);
+    if (w.contains(prefix + ".scales")) continue;  // already transcoded
     QuantizedWeight q;
     q.packed = w.get(prefix + ".weight");
-    if (type == 8) q.spec = {QuantFormat::gguf_q8_0, 8, 32};
-    else if (type == 2) q.spec = {QuantFormat::gguf_q4_0, 4, 32};
-    else invalid("{}: {} has GGUF type {}, which is not kept packed", w.source, prefix, type);
+    q.spec = packed_gguf_spec(w.get(name), w.source + ": " + prefix);
     QuantizedWeight m = ops::gguf_to_mlx_affine(q, w.source + ": " + prefix);
     w.insert(prefix + ".weight", m.packed);
     w.insert(prefix + ".scales", m.scales);
@@ -103,7 +91,7 @@ void place_weights(WeightMap& w, Device device) {
   transcode_gguf_blocks(w);
   for (const std::string& name : w.names()) {
     const Tensor& t = w.get(name);
-    if (is_marker(name) || t.device() == device) continue;
+    if (is_gguf_type_marker(name) || t.device() == device) continue;
     w.insert(name, ops::to_device(t, device));
   }
 }

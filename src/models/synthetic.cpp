@@ -6,9 +6,11 @@
 #include <filesystem>
 #include <fstream>
 
+#include "backends/cpu/gguf_quants.h"
 #include "base/error.h"
 #include "base/half.h"
 #include "base/thread_pool.h"
+#include "loader/gguf_model.h"
 
 namespace mlxcel {
 
@@ -150,7 +152,7 @@ void insert_matrix(WeightMap& w, const std::string& prefix, int64_t N, int64_t K
     }
   });
   w.insert(prefix + ".weight", packed);
-  w.insert(prefix + ".gguf_type", Tensor::from_i32({1}, {q8 ? 8 : 2}));
+  w.insert(prefix + kGgufTypeSuffix, Tensor::from_i32({1}, {int32_t(q8 ? gguf::kQ8_0 : gguf::kQ4_0)}));
 }
 
 }  // namespace
@@ -229,7 +231,7 @@ int64_t decode_weight_bytes(const WeightMap& w, const ModelConfig& c) {
   int64_t total = 0;
   for (const auto& [name, t] : w) {
     if (!c.tie_word_embeddings && name.rfind("model.embed_tokens.", 0) == 0) continue;
-    if (name.size() > 10 && name.compare(name.size() - 10, 10, ".gguf_type") == 0) continue;
+    if (is_gguf_type_marker(name)) continue;
     total += int64_t(t.nbytes());
   }
   return total;

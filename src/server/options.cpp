@@ -1,5 +1,7 @@
 #include "server/options.h"
 
+#include "engine/engine.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
@@ -109,8 +111,7 @@ const std::vector<Flag>& flags() {
       {{"-ctk", "--cache-type-k", "--kv-dtype"}, "LLAMA_ARG_CACHE_TYPE_K", Arg::value,
        "KV cache dtype: auto (bf16 on CUDA, f32 on the CPU), f32, f16, bf16",
        [](ServerOptions& o, const std::string& v) {
-         if (v != "auto" && v != "f32" && v != "f16" && v != "bf16")
-           invalid("--kv-dtype: '{}' is not one of auto, f32, f16, bf16", v);
+         (void)parse_kv_dtype(v, Device::cpu());  // validates; the device picks "auto" later
          o.kv_dtype = v;
        }},
       {{"--max-queue"}, "MLXCEL_MAX_QUEUE", Arg::value, "requests waiting beyond -np before 503", INT_FIELD(max_queue)},

@@ -20,11 +20,7 @@ void load_model_into(ServerState& s) {
     ec.max_num_seqs = s.opts.n_parallel;
     ec.max_num_batched_tokens = s.opts.n_batch;
     ec.max_model_len = s.opts.ctx_size;
-    const std::string& kv = s.opts.kv_dtype;
-    ec.kv_dtype = kv == "f32"  ? DType::f32
-                  : kv == "f16" ? DType::f16
-                  : kv == "bf16" ? DType::bf16
-                  : m.model->device().type == DeviceType::cuda ? DType::bf16 : DType::f32;
+    ec.kv_dtype = parse_kv_dtype(s.opts.kv_dtype, m.model->device());
     auto engine = std::make_unique<AsyncEngine>(*m.model, ec, size_t(s.opts.n_parallel + s.opts.max_queue));
     const int max_len = m.model->config().max_position_embeddings > 0 ? m.model->config().max_position_embeddings : 4096;
     s.n_ctx = s.opts.ctx_size > 0 ? s.opts.ctx_size : max_len;

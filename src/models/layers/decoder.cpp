@@ -52,17 +52,16 @@ void DecoderLM::finalize() {
 Tensor DecoderLM::forward(const Batch& batch, KvCache& cache) {
   if (cache.k.size() != blocks.size()) invalid("forward: cache has {} layers, model has {}", cache.k.size(), blocks.size());
   if (batch.token_ids.device() != device_) {
-    Batch b = batch_on(batch, device_);
     // Logits for every row in order (decode steps): no row gather (on a device it would
-    // also wait for the step to finish before the head is queued).
+    // also wait for the step to finish before the head is queued), and no upload of rows.
     const Tensor& rows = batch.logit_rows;
-    if (rows.defined() && rows.device().type == DeviceType::cpu && rows.numel() == batch.token_ids.numel() &&
-        rows.numel() > 0) {
-      bool identity = true;
-      for (int64_t i = 0; i < rows.numel() && identity; ++i) identity = rows.data<int32_t>()[i] == i;
-      if (identity) b.logit_rows = Tensor();
-    }
-    return forward(b, cache);
+    bool identity = rows.defined() && rows.device().type == DeviceType::cpu && rows.numel() > 0 &&
+                    rows.numel() == batch.token_ids.numel();
+    for (int64_t i = 0; identity && i < rows.numel(); ++i) identity = rows.data<int32_t>()[i] == i;
+    if (!identity) return forward(batch_on(batch, device_), cache);
+    Batch all_rows = batch;
+    all_rows.logit_rows = Tensor();
+    return forward(batch_on(all_rows, device_), cache);
   }
   Tensor x = embed_tokens(batch.token_ids);  // [T, hidden]
   if (embed_scale != 1.0f) x = ops::scale(x, embed_scale);

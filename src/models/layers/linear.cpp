@@ -1,6 +1,7 @@
 #include "models/layers/linear.h"
 
 #include "base/error.h"
+#include "loader/gguf_model.h"
 #include "ops/ops.h"
 
 namespace mlxcel {
@@ -25,24 +26,21 @@ Linear Linear::load(const WeightMap& w, const std::string& prefix, const ModelCo
                     int64_t expect_in) {
   Linear l;
   l.name_ = prefix;
-  const Tensor* gt = w.find(prefix + ".gguf_type");
-  if (gt && w.contains(prefix + ".scales")) {
-    // GGUF Q8_0/Q4_0 turned into MLX affine 8/4-bit g32 by place_weights (models/model.h).
-    const int32_t type = gt->dtype() == DType::i32 && gt->numel() == 1 ? *gt->data<int32_t>() : -1;
-    if (type != 8 && type != 2) invalid("{}: {} has GGUF type {}, which is not kept packed", w.source, prefix, type);
-    auto q = w.get_quantized(prefix, QuantSpec{QuantFormat::mlx_affine, type == 8 ? 8 : 4, 32});
-    if (!q) invalid("{}: incomplete quantized weight {}", w.source, prefix);
-    l.qweight_ = std::move(*q);
-  } else if (gt) {
-    // GGUF Q8_0/Q4_0 kept packed (loader/gguf_model.h): u8 [N, row bytes] + the ggml type.
-    QuantizedWeight q;
-    q.packed = w.get(prefix + ".weight");
-    const int32_t type = gt->dtype() == DType::i32 && gt->numel() == 1 ? *gt->data<int32_t>() : -1;
-    if (type == 8) q.spec = {QuantFormat::gguf_q8_0, 8, 32};
-    else if (type == 2) q.spec = {QuantFormat::gguf_q4_0, 4, 32};
-    else invalid("{}: {} has GGUF type {}, which is not kept packed", w.source, prefix, type);
-    ops::validate_quantized(q, w.source + ": " + prefix);
-    l.qweight_ = std::move(q);
+  if (const Tensor* gt = w.find(prefix + kGgufTypeSuffix)) {
+    const QuantSpec packed = packed_gguf_spec(*gt, w.source + ": " + prefix);
+    if (w.contains(prefix + ".scales")) {
+      // Turned into MLX affine weights of the same bits, groups of 32, by place_weights.
+      auto q = w.get_quantized(prefix, QuantSpec{QuantFormat::mlx_affine, packed.bits, packed.group_size});
+      if (!q) invalid("{}: incomplete quantized weight {}", w.source, prefix);
+      l.qweight_ = std::move(*q);
+    } else {
+      // Kept packed (loader/gguf_model.h): u8 [N, row bytes].
+      QuantizedWeight q;
+      q.packed = w.get(prefix + ".weight");
+      q.spec = packed;
+      ops::validate_quantized(q, w.source + ": " + prefix);
+      l.qweight_ = std::move(q);
+    }
   } else if (w.contains(prefix + ".scales")) {
     std::optional<QuantSpec> spec;
     if (cfg.quantization) spec = cfg.quantization->spec_for(module_of(prefix));
