@@ -47,3 +47,11 @@ if [ ! -f "$DEST/llama.cpp/.ok" ]; then
   git -c advice.detachedHead=false clone -q "$DEST/node-llama-cpp/package/llama/gitRelease.bundle" "$DEST/llama.cpp"
   touch "$DEST/llama.cpp/.ok"
 fi
+
+# XLM-R style tokenizer.json files derived from llama.cpp's nomic-bert-moe vocab GGUF
+# (stdlib Python), for the tokenizer goldens; made once here so parallel tests only read.
+if [ ! -f "$DEST/derived/.ok" ]; then
+  rm -rf "$DEST/derived"
+  python3 tools/tokenizer_goldens/make_goldens_extra.py --derive-only --out "$DEST/derived" >/dev/null
+  touch "$DEST/derived/.ok"
+fi

@@ -44,10 +44,14 @@ fs::path tokenizer_path(const std::string& name) {
   if (name.rfind("trained_", 0) == 0) return source_dir() / "tests/fixtures/tokenizer" / (name + ".json");
   if (name.rfind("xlmr_", 0) == 0) {
     fs::path p = source_dir() / ".testdata/derived" / name / "tokenizer.json";
-    if (!fs::exists(p) && fs::exists(source_dir() / ".testdata/llama.cpp/models/ggml-vocab-nomic-bert-moe.gguf")) {
+    // scripts/fetch_testdata.sh derives these; a checkout without that step derives them
+    // here, under a lock so that tests running in parallel never read a half-written file.
+    if (!fs::exists(source_dir() / ".testdata/derived/.ok") &&
+        fs::exists(source_dir() / ".testdata/llama.cpp/models/ggml-vocab-nomic-bert-moe.gguf")) {
       std::string cmd = "cd '" + source_dir().string() +
-                        "' && python3 tools/tokenizer_goldens/make_goldens_extra.py --derive-only --out .testdata/derived "
-                        ">/dev/null";
+                        "' && flock .testdata/.derive.lock sh -c 'test -f .testdata/derived/.ok || "
+                        "{ python3 tools/tokenizer_goldens/make_goldens_extra.py --derive-only --out .testdata/derived "
+                        ">/dev/null && touch .testdata/derived/.ok; }'";
       (void)std::system(cmd.c_str());
     }
     return p;
