@@ -21,7 +21,7 @@ Generator::Generator(Model& model, int max_context, int block_size, DType kv_dty
 bool Generator::graphs_default() {
   static const bool on = [] {
     const char* e = std::getenv("MLXCEL_CUDA_GRAPHS");
-    return e && e[0] == '1';
+    return !(e && e[0] == '0');
   }();
   return on;
 }

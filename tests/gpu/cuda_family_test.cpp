@@ -109,7 +109,6 @@ TEST_P(CudaFamily, EngineGreedyOnTheDevice) {
   }
 }
 
-// NOTE: written in session 13 after its last GPU run; not yet run on a GPU.
 // Decode steps replayed from a recorded CUDA graph give the logits of the plain path,
 // across steps, a reset and a longer second prompt (which may move scratch buffers and
 // so force a new recording).
