@@ -43,6 +43,7 @@ struct BenchArgs {
   int tg = 128;
   int reps = 3;
   std::vector<int> concurrency;
+  std::vector<int> gemv;  // batch-1 GEMV designs to time tg with (CUDA)
   int conc_prompt = 128, conc_gen = 128;
   bool probe = true;
   std::string json_out, md_out;
@@ -54,6 +55,15 @@ double flops_per_token(const ModelConfig& c) {
   const double nq = c.num_attention_heads * hd, nkv = c.num_key_value_heads * hd;
   const double layer = nq * H * 2 + nkv * H * 2 + 3 * I * H;
   return 2.0 * (layer * c.num_hidden_layers + double(c.vocab_size) * H);
+}
+
+// With MLXCEL_CUDA_PROFILE=1: the GPU time per op of the part just measured.
+void print_profile(const char* what) {
+#ifdef MLXCEL_WITH_CUDA
+  if (cuda::profiling()) fmt::print("-- {}: {}", what, cuda::profile_report());
+#else
+  (void)what;
+#endif
 }
 
 std::vector<int> random_prompt(int n, int vocab, uint64_t seed) {
@@ -139,8 +149,15 @@ void run_bench(const BenchArgs& a) {
     fmt::print("pp{:<5} {:9.1f} tok/s  ({:.4f} s){}\n", n, n / best, best,
                gemm > 0 ? fmt::format("  {:.2f} of the bf16 GEMM rate", fpt * n / best / gemm) : "");
   }
-  // ---- generation, batch 1
-  if (a.tg > 0) {
+  print_profile("prompt processing");
+  // ---- generation, batch 1 (once per --gemv design on CUDA, else once)
+  std::vector<int> designs = a.gemv.empty() ? std::vector<int>{-1} : a.gemv;
+  for (int design : a.tg > 0 ? designs : std::vector<int>{}) {
+#ifdef MLXCEL_WITH_CUDA
+    const int previous = design >= 0 ? cuda::set_gemv_variants(design, design) : -1;
+#else
+    if (design >= 0) invalid("--gemv needs a CUDA build");
+#endif
     const int prompt_len = 16;
     Generator gen(*model, prompt_len + a.tg + 9, 16, kv);
     const std::vector<int> prompt = random_prompt(prompt_len, vocab, 7);
@@ -152,8 +169,14 @@ void run_bench(const BenchArgs& a) {
     for (int i = 0; i < a.tg; ++i) tok = argmax_row(gen.decode(tok));
     const double s = seconds_since(t);
     tgs.push_back({a.tg, s, a.tg / s});
-    fmt::print("tg{:<5} {:9.1f} tok/s  ({:.2f} ms per token, {:.0f} GB/s of weights){}\n", a.tg, a.tg / s, 1e3 * s / a.tg,
-               wbytes * a.tg / s / 1e9, bw > 0 ? fmt::format("  {:.2f} of the read bandwidth", wbytes * a.tg / s / bw) : "");
+    fmt::print("tg{:<5} {:9.1f} tok/s  ({:.2f} ms per token, {:.0f} GB/s of weights){}{}\n", a.tg, a.tg / s,
+               1e3 * s / a.tg, wbytes * a.tg / s / 1e9,
+               bw > 0 ? fmt::format("  {:.2f} of the read bandwidth", wbytes * a.tg / s / bw) : "",
+               design >= 0 ? fmt::format("  [gemv design {}]", design) : "");
+#ifdef MLXCEL_WITH_CUDA
+    if (design >= 0) cuda::set_gemv_variants(previous / 16, previous % 16);
+#endif
+    print_profile("generation");
   }
   // ---- aggregate decode through the engine
   for (int n : a.concurrency) {
@@ -176,8 +199,11 @@ void run_bench(const BenchArgs& a) {
     int64_t generated = 0, decode_tokens = 0;
     double decode_s = 0;
     auto t = Clock::now();
+    EngineStats before{};
+    int64_t decode_steps = 0;
     while (engine.has_work()) {
       const bool all_started = std::all_of(got.begin() + 1, got.end(), [](int g) { return g > 0; });
+      if (all_started && decode_steps++ == 0) before = engine.stats();
       auto ts = Clock::now();
       int64_t step_tokens = 0;
       for (const StepEvent& ev : engine.step()) {
@@ -192,6 +218,16 @@ void run_bench(const BenchArgs& a) {
     concs.push_back({n, wall, generated / wall, decode_s > 0 ? decode_tokens / decode_s : 0.0, generated});
     fmt::print("{:4} seqs x ({} prompt + {} new): {:9.1f} tok/s aggregate ({:.2f} s), {:9.1f} tok/s in the decode phase\n",
                n, a.conc_prompt, a.conc_gen, generated / wall, wall, concs.back().decode_tok_s);
+    if (decode_steps > 0) {
+      // Where a decode step's time goes (engine.h EngineStats): ms per step.
+      const EngineStats after = engine.stats();
+      const double k = 1e3 / double(decode_steps);
+      fmt::print("     decode step {:.2f} ms: schedule {:.2f}, forward queued {:.2f}, sample (waits for the device) {:.2f}, "
+                 "update {:.2f}\n",
+                 decode_s * k, (after.schedule_s - before.schedule_s) * k, (after.forward_s - before.forward_s) * k,
+                 (after.sample_s - before.sample_s) * k, (after.update_s - before.update_s) * k);
+    }
+    print_profile("engine run");
   }
 
   // ---- results
@@ -223,15 +259,15 @@ void run_bench(const BenchArgs& a) {
   }
 }
 
-std::vector<int> parse_int_list(const std::string& s, const char* flag) {
+std::vector<int> parse_int_list(const std::string& s, const char* flag, int min_value = 1) {
   std::vector<int> out;
   size_t i = 0;
   while (i < s.size()) {
     size_t j = s.find(',', i);
     if (j == std::string::npos) j = s.size();
     const std::string item = s.substr(i, j - i);
-    if (item.empty() || item.size() > 7 || item.find_first_not_of("0123456789") != std::string::npos || std::stoi(item) <= 0)
-      invalid("{}: expected positive integers separated by commas, got '{}'", flag, s);
+    if (item.empty() || item.size() > 7 || item.find_first_not_of("0123456789") != std::string::npos || std::stoi(item) < min_value)
+      invalid("{}: expected integers >= {} separated by commas, got '{}'", flag, min_value, s);
     out.push_back(std::stoi(item));
     i = j + 1;
   }
@@ -262,11 +298,16 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--conc-prompt", a->conc_prompt, "Prompt tokens per sequence in engine runs")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--conc-gen", a->conc_gen, "New tokens per sequence in engine runs")->check(CLI::Range(1, 1 << 20));
   cmd->add_flag("!--no-probe", a->probe, "Skip the bandwidth and GEMM probes");
+  auto gemv = std::make_shared<std::string>();
+  cmd->add_option("--gemv", *gemv, "CUDA: time tg once per batch-1 GEMV design (comma-separated, 0-5)");
   cmd->add_option("--json", a->json_out, "Append the results as one JSON line to this file");
   cmd->add_option("--md", a->md_out, "Append the results as one markdown table row to this file");
-  cmd->callback([a, pp, conc] {
+  cmd->callback([a, pp, conc, gemv] {
     a->pp = pp->empty() ? std::vector<int>{} : parse_int_list(*pp, "--prompt");
     a->concurrency = conc->empty() ? std::vector<int>{} : parse_int_list(*conc, "--concurrency");
+    a->gemv = gemv->empty() ? std::vector<int>{} : parse_int_list(*gemv, "--gemv", 0);
+    for (int d : a->gemv)
+      if (d < 0 || d > 5) invalid("--gemv: designs are 0 to 5, got {}", d);
     run_bench(*a);
   });
 }

@@ -1,5 +1,7 @@
 #include "engine/engine.h"
 
+#include <chrono>
+
 #include "ops/ops.h"
 
 #include <algorithm>
@@ -142,8 +144,12 @@ std::vector<RowResult> Engine::run(const SchedulerOutput& out) {
   std::vector<const ScheduledSeq*> all;
   for (const auto& s : out.seqs) all.push_back(&s);
   try {
+    auto t0 = std::chrono::steady_clock::now();
     Tensor logits = runner_.execute(all);
+    auto t1 = std::chrono::steady_clock::now();
     sample_rows(all, logits, rows);
+    stats_.forward_s += std::chrono::duration<double>(t1 - t0).count();
+    stats_.sample_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     return rows;
   } catch (const std::exception& e) {
     if (all.size() == 1) {
@@ -169,10 +175,14 @@ std::vector<RowResult> Engine::run(const SchedulerOutput& out) {
 std::vector<StepEvent> Engine::step() {
   std::vector<StepEvent> events = std::move(pending_);
   pending_.clear();
+  using Clock = std::chrono::steady_clock;
+  auto t0 = Clock::now();
   SchedulerOutput out = scheduler_.schedule();
   if (out.empty()) return events;
   runner_.copy_blocks(out.block_copies);
+  stats_.schedule_s += std::chrono::duration<double>(Clock::now() - t0).count();
   std::vector<RowResult> rows = run(out);
+  auto t1 = Clock::now();
   ++stats_.steps;
   stats_.scheduled_tokens += out.n_tokens;
   for (const auto& r : rows)
@@ -182,6 +192,7 @@ std::vector<StepEvent> Engine::step() {
     if (o.finished) samplers_.erase(o.id);
     events.push_back(std::move(o));
   }
+  stats_.update_s += std::chrono::duration<double>(Clock::now() - t1).count();
   return events;
 }
 

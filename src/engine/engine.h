@@ -55,6 +55,10 @@ struct EngineStats {
   PrefixCacheStats prefix;
   int n_waiting = 0, n_running = 0;
   double kv_usage = 0;  // fraction of blocks in use
+  // Wall time of the parts of step(), summed over steps (seconds): scheduling, building
+  // the batch and queueing the forward pass (on a device this returns before the device
+  // finishes), sampling (on a device: waiting for the step, then the ids), bookkeeping.
+  double schedule_s = 0, forward_s = 0, sample_s = 0, update_s = 0;
 };
 
 class Engine {

@@ -9,8 +9,7 @@ namespace mlxcel::ops {
 
 using namespace detail;
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
-  constexpr const char* kOp = "linear";
+void detail::check_linear(const char* kOp, const Tensor& x, const Tensor& w, const Tensor& bias) {
   check_defined(kOp, x, "x");
   check_defined(kOp, w, "w");
   check_dtype(kOp, x, "x", {DType::f32});
@@ -27,6 +26,11 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
     if (bias.ndim() != 1 || bias.dim(0) != w.dim(0))
       invalid("[{}] bias must be [{}], got {}", kOp, w.dim(0), bias.describe());
   }
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  constexpr const char* kOp = "linear";
+  check_linear(kOp, x, w, bias);
   check_backend(kOp, x.device());
   Tensor xc = contiguous_input(x), wc = contiguous_input(w);
   Shape shape = x.shape();

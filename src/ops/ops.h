@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "ops/attention.h"
+#include "ops/fused.h"
 #include "ops/quant.h"
 #include "ops/rope.h"
 #include "tensor/tensor.h"

@@ -54,4 +54,7 @@ inline void check_ndim_at_least(const char* op, const Tensor& t, const char* nam
 // The input as a contiguous tensor (no copy when it already is).
 Tensor contiguous_input(const Tensor& x);
 
+// The checks of linear (x f32 [..., K], w [N, K] f32|f16|bf16, bias [N] or undefined).
+void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias);
+
 }  // namespace mlxcel::ops::detail

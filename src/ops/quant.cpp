@@ -85,9 +85,8 @@ void validate_quantized(const QuantizedWeight& w, const std::string& what) {
   validate("quantized", w, what);
 }
 
-Tensor qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias) {
-  constexpr const char* kOp = "qlinear";
-  if (is_gguf_format(w.spec.format)) return gguf_qlinear(x, w, bias);
+// The checks of qlinear for an MLX affine weight.
+static void check_qlinear(const char* kOp, const Tensor& x, const QuantizedWeight& w, const Tensor& bias) {
   validate(kOp, w, "w");
   check_defined(kOp, x, "x");
   check_dtype(kOp, x, "x", {DType::f32});
@@ -102,6 +101,12 @@ Tensor qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias) {
     if (bias.ndim() != 1 || bias.dim(0) != w.rows())
       invalid("[{}] bias must be [{}], got {}", kOp, w.rows(), bias.describe());
   }
+}
+
+Tensor qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias) {
+  constexpr const char* kOp = "qlinear";
+  if (is_gguf_format(w.spec.format)) return gguf_qlinear(x, w, bias);
+  check_qlinear(kOp, x, w, bias);
   check_backend(kOp, x.device());
   Tensor xc = contiguous_input(x);
   Shape shape = x.shape();
@@ -122,6 +127,81 @@ Tensor qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias) {
       cuda::qlinear(xc.data<float>(), M, p.m, b32.defined() ? b32.data<float>() : nullptr, out.data<float>());
     }); break;
   }
+  return out;
+}
+
+namespace {
+
+// The fused GEMV takes MLX weights of one spec and scale dtype, 1..8 rows of x.
+bool fusable(const Tensor& x, const std::vector<const QuantizedWeight*>& ws) {
+  if (x.device().type != DeviceType::cuda || ws.empty() || ws.size() > 3) return false;
+  const QuantizedWeight& w0 = *ws[0];
+  const int64_t K = w0.cols();
+  if (K <= 0) return false;
+  const int64_t M = x.numel() / K;
+  if (M < 1 || M > 8) return false;
+  for (const QuantizedWeight* w : ws)
+    if (w->spec.format != QuantFormat::mlx_affine || w->spec.bits != w0.spec.bits ||
+        w->spec.group_size != w0.spec.group_size || w->scales.dtype() != w0.scales.dtype())
+      return false;
+  return true;
+}
+
+Tensor bias_f32(const Tensor& b) { return b.defined() ? astype(b, DType::f32) : Tensor(); }
+const float* f32_or_null(const Tensor& b) { return b.defined() ? b.data<float>() : nullptr; }
+
+}  // namespace
+
+std::vector<Tensor> qlinear_multi(const Tensor& x, const std::vector<const QuantizedWeight*>& ws,
+                                  const std::vector<Tensor>& biases) {
+  constexpr const char* kOp = "qlinear_multi";
+  if (ws.empty() || ws.size() > 3) invalid("[{}] takes 1 to 3 weights, got {}", kOp, ws.size());
+  if (!biases.empty() && biases.size() != ws.size())
+    invalid("[{}] {} biases for {} weights", kOp, biases.size(), ws.size());
+  auto bias = [&](size_t i) { return biases.empty() ? Tensor() : biases[i]; };
+  std::vector<Tensor> outs;
+  if (!fusable(x, ws)) {
+    for (size_t i = 0; i < ws.size(); ++i) outs.push_back(qlinear(x, *ws[i], bias(i)));
+    return outs;
+  }
+  for (size_t i = 0; i < ws.size(); ++i) check_qlinear(kOp, x, *ws[i], bias(i));
+  Tensor xc = contiguous_input(x);
+  const int64_t M = xc.numel() / ws[0]->cols();
+  std::vector<Prepared> ps;
+  std::vector<cpu::QuantMatrix> ms;
+  std::vector<Tensor> b32;
+  std::vector<const float*> bp;
+  std::vector<float*> ys;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    ps.push_back(prepare(*ws[i]));
+    ms.push_back(ps.back().m);
+    b32.push_back(bias_f32(bias(i)));
+    bp.push_back(f32_or_null(b32.back()));
+    Shape shape = x.shape();
+    shape.back() = ws[i]->rows();
+    outs.push_back(Tensor::empty(shape, DType::f32, x.device()));
+    ys.push_back(outs.back().data<float>());
+  }
+  MLXCEL_CUDA_CALL(kOp, cuda::qlinear_multi(xc.data<float>(), M, ms, bp, ys));
+  return outs;
+}
+
+Tensor qlinear_gated(const Tensor& x, const QuantizedWeight& gate, const QuantizedWeight& up, Activation act,
+                     const Tensor& gate_bias, const Tensor& up_bias) {
+  constexpr const char* kOp = "qlinear_gated";
+  if (!fusable(x, {&gate, &up}) || gate.rows() != up.rows())
+    return gated(qlinear(x, gate, gate_bias), qlinear(x, up, up_bias), act);
+  check_qlinear(kOp, x, gate, gate_bias);
+  check_qlinear(kOp, x, up, up_bias);
+  Tensor xc = contiguous_input(x);
+  const int64_t M = xc.numel() / gate.cols();
+  Prepared pg = prepare(gate), pu = prepare(up);
+  Tensor bg = bias_f32(gate_bias), bu = bias_f32(up_bias);
+  Shape shape = x.shape();
+  shape.back() = gate.rows();
+  Tensor out = Tensor::empty(shape, DType::f32, x.device());
+  MLXCEL_CUDA_CALL(kOp, cuda::qlinear_gated(xc.data<float>(), M, pg.m, pu.m, f32_or_null(bg), f32_or_null(bu),
+                                            cpu::Act(act), out.data<float>()));
   return out;
 }
 

@@ -107,5 +107,81 @@ TEST(CudaOps, PagedAttentionAndRopeMatchCpu) {
   EXPECT_LT(rel_err(got, ops::rope(x, pos, rp)), kTolF32);
 }
 
+// The fused decode ops (ops/fused.h) on CUDA give, bit for bit, what the composition
+// they replace gives on CUDA, and match the CPU; 9 rows take the composition path.
+TEST(CudaOps, FusedOpsMatchComposition) {
+  REQUIRE_GPU();
+  // Every batch-1 GEMV design (kernels.h set_gemv_variant).
+  for (int variant = 0; variant <= 5; ++variant) {
+  // 4, 5 round x to int8 for 4- and 8-bit weights (llama.cpp's q8_1 activations).
+  const double tol_q = variant >= 4 ? 2e-2 : kTolQuant;
+  SCOPED_TRACE("gemv variant " + std::to_string(variant));
+  const int previous = cuda::set_gemv_variants(variant, variant);
+  for (DType wdt : {DType::f32, DType::f16, DType::bf16}) {
+    for (int64_t K : {96, 100}) {  // 100: not a multiple of the 16-byte vector
+      Tensor wq = rand_host({40, K}, wdt), wk = rand_host({24, K}, wdt), wv = rand_host({17, K}, wdt);
+      Tensor bq = rand_host({40}), bv = rand_host({17});
+      for (int64_t M : {1, 3, 8, 9}) {
+        Tensor x = rand_host({M, K});
+        std::vector<Tensor> got = ops::linear_multi(dev(x), {dev(wq), dev(wk), dev(wv)}, {dev(bq), Tensor(), dev(bv)});
+        ASSERT_EQ(got.size(), 3u);
+        EXPECT_TRUE(bytes_equal(got[0], ops::linear(dev(x), dev(wq), dev(bq)))) << dtype_name(wdt) << " M " << M;
+        EXPECT_TRUE(bytes_equal(got[1], ops::linear(dev(x), dev(wk)))) << dtype_name(wdt) << " M " << M;
+        EXPECT_TRUE(bytes_equal(got[2], ops::linear(dev(x), dev(wv), dev(bv)))) << dtype_name(wdt) << " M " << M;
+        EXPECT_LT(rel_err(got[2], ops::linear(x, wv, bv)), M > 8 ? kTolBf16 : kTolF32);
+        for (auto act : {ops::Activation::silu, ops::Activation::gelu_tanh}) {
+          Tensor wu = rand_host({40, K}, wdt), bu = rand_host({40});
+          Tensor g = ops::linear_gated(dev(x), dev(wq), dev(wu), act, dev(bq), dev(bu));
+          Tensor ref = ops::gated(ops::linear(dev(x), dev(wq), dev(bq)), ops::linear(dev(x), dev(wu), dev(bu)), act);
+          EXPECT_TRUE(bytes_equal(g, ref)) << dtype_name(wdt) << " M " << M << " K " << K;
+          EXPECT_LT(rel_err(g, ops::gated(ops::linear(x, wq, bq), ops::linear(x, wu, bu), act)),
+                    M > 8 ? kTolBf16 : kTolF32);
+        }
+      }
+    }
+  }
+  for (int bits : {3, 4, 8}) {
+    const QuantSpec spec{QuantFormat::mlx_affine, bits, bits == 8 ? 32 : 64};
+    auto qdev = [](const QuantizedWeight& q) {
+      QuantizedWeight d = q;
+      d.packed = dev(q.packed), d.scales = dev(q.scales), d.biases = dev(q.biases);
+      return d;
+    };
+    QuantizedWeight q1 = ops::quantize(rand_host({40, 256}), spec, DType::bf16);
+    QuantizedWeight q2 = ops::quantize(rand_host({24, 256}), spec, DType::bf16);
+    QuantizedWeight q3 = ops::quantize(rand_host({40, 256}), spec, DType::bf16);
+    QuantizedWeight d1 = qdev(q1), d2 = qdev(q2), d3 = qdev(q3);
+    Tensor b1 = rand_host({40});
+    for (int64_t M : {1, 5, 9}) {
+      Tensor x = rand_host({M, 256});
+      std::vector<Tensor> got = ops::qlinear_multi(dev(x), {&d1, &d2}, {dev(b1), Tensor()});
+      EXPECT_TRUE(bytes_equal(got[0], ops::qlinear(dev(x), d1, dev(b1)))) << bits << " M " << M;
+      EXPECT_TRUE(bytes_equal(got[1], ops::qlinear(dev(x), d2))) << bits << " M " << M;
+      EXPECT_LT(rel_err(got[1], ops::qlinear(x, q2)), bits == 3 ? kTolQuant : tol_q);
+      Tensor g = ops::qlinear_gated(dev(x), d1, d3, ops::Activation::silu, dev(b1));
+      Tensor ref = ops::gated(ops::qlinear(dev(x), d1, dev(b1)), ops::qlinear(dev(x), d3), ops::Activation::silu);
+      EXPECT_TRUE(bytes_equal(g, ref)) << bits << " M " << M;
+      EXPECT_LT(rel_err(g, ops::gated(ops::qlinear(x, q1, b1), ops::qlinear(x, q3), ops::Activation::silu)),
+                bits == 3 ? kTolQuant : tol_q);
+    }
+  }
+  {  // long rows: several passes of U loads per lane; N not a multiple of R
+    Tensor w = rand_host({301, 4352}, DType::bf16), x = rand_host({1, 4352});
+    EXPECT_LT(rel_err(ops::linear(dev(x), dev(w)), ops::linear(x, w)), kTolF32);
+    QuantizedWeight q = ops::quantize(rand_host({101, 4352}), QuantSpec{QuantFormat::mlx_affine, 4, 64}, DType::f16);
+    QuantizedWeight d = q;
+    d.packed = dev(q.packed), d.scales = dev(q.scales), d.biases = dev(q.biases);
+    EXPECT_LT(rel_err(ops::qlinear(dev(x), d), ops::qlinear(x, q)), tol_q);
+  }
+  cuda::set_gemv_variants(previous / 16, previous % 16);
+  }
+  for (int64_t M : {1, 7}) {
+    Tensor x = rand_host({M, 300}), h = rand_host({M, 300}), w = rand_host({300}, DType::bf16);
+    auto [sum, normed] = ops::add_rms_norm(dev(x), dev(h), dev(w), 1e-6f, 1.0f);
+    EXPECT_TRUE(bytes_equal(sum, ops::add(dev(x), dev(h))));
+    EXPECT_LT(rel_err(normed, ops::rms_norm(ops::add(x, h), w, 1e-6f, 1.0f)), kTolF32);
+  }
+}
+
 }  // namespace
 }  // namespace mlxcel

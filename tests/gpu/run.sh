@@ -54,7 +54,7 @@ if [ -f "$D/headers.tgz" ]; then
   echo "== configure + build (ICU $V)"
   if cmake -S . -B "$B" -G Ninja -DMLXCEL_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_CUDA_COMPILER="$NVCC" \
        -DMLXCEL_BUILD_BENCH=ON "${EX[@]}" > "$OUT/configure.log" 2>&1; then
-    T="mlxcel test_cuda_kernels test_cuda_ops test_cuda_models"
+    T="mlxcel test_cuda_kernels test_cuda_ops test_cuda_models cuda_bench"
     [ "${CTEST:-0}" = 1 ] && T=all
     timeout 420 ninja -C "$B" -j"$JOBS" -k 0 $T > "$OUT/build.log" 2>&1 && full_ok=1
     [ $full_ok = 1 ] || { echo "build FAILED"; grep -E "error|FAILED" "$OUT/build.log" | head -20; rc=1; }

@@ -73,6 +73,43 @@ TEST(Linear, LeadingDimsAndErrors) {
                ErrorKind::invalid_request, "[linear]");
 }
 
+// The fused decode ops (ops/fused.h) are their composition on the CPU, bit for bit, and
+// reject bad arguments like the ops they replace.
+TEST(FusedOps, EqualTheCompositionOnTheCpu) {
+  Tensor x = optest::rand_f32({3, 40}, 11), h = optest::rand_f32({3, 40}, 12);
+  Tensor wq = optest::make_tensor({8, 40}, rand_vec(320, 13), DType::bf16);
+  Tensor wk = optest::make_tensor({4, 40}, rand_vec(160, 14), DType::bf16);
+  Tensor bq = optest::rand_f32({8}, 15);
+  std::vector<Tensor> y = ops::linear_multi(x, {wq, wk}, {bq, Tensor()});
+  ASSERT_EQ(y.size(), 2u);
+  EXPECT_EQ(y[0].to_f32_vector(), ops::linear(x, wq, bq).to_f32_vector());
+  EXPECT_EQ(y[1].to_f32_vector(), ops::linear(x, wk).to_f32_vector());
+  Tensor wu = optest::make_tensor({8, 40}, rand_vec(320, 16), DType::bf16);
+  EXPECT_EQ(ops::linear_gated(x, wq, wu, ops::Activation::silu).to_f32_vector(),
+            ops::gated(ops::linear(x, wq), ops::linear(x, wu), ops::Activation::silu).to_f32_vector());
+  Tensor nw = optest::rand_f32({40}, 17);
+  auto [sum, normed] = ops::add_rms_norm(x, h, nw, 1e-5f);
+  EXPECT_EQ(sum.to_f32_vector(), ops::add(x, h).to_f32_vector());
+  EXPECT_EQ(normed.to_f32_vector(), ops::rms_norm(ops::add(x, h), nw, 1e-5f).to_f32_vector());
+  const QuantSpec spec{QuantFormat::mlx_affine, 4, 32};
+  QuantizedWeight q1 = ops::quantize(optest::rand_f32({8, 64}, 18), spec), q2 = ops::quantize(optest::rand_f32({8, 64}, 19), spec);
+  Tensor x64 = optest::rand_f32({2, 64}, 20);
+  std::vector<Tensor> qy = ops::qlinear_multi(x64, {&q1, &q2});
+  EXPECT_EQ(qy[1].to_f32_vector(), ops::qlinear(x64, q2).to_f32_vector());
+  EXPECT_EQ(ops::qlinear_gated(x64, q1, q2, ops::Activation::gelu_tanh).to_f32_vector(),
+            ops::gated(ops::qlinear(x64, q1), ops::qlinear(x64, q2), ops::Activation::gelu_tanh).to_f32_vector());
+
+  expect_error([&] { ops::linear_multi(x, {}); }, ErrorKind::invalid_request, "[linear_multi] takes 1 to 3");
+  expect_error([&] { ops::linear_multi(x, {wq, wk, wq, wk}); }, ErrorKind::invalid_request, "[linear_multi]");
+  expect_error([&] { ops::linear_multi(x, {wq, wk}, {bq}); }, ErrorKind::invalid_request, "[linear_multi] 1 biases");
+  expect_error([&] { ops::linear_multi(x, {wq, optest::rand_f32({4, 41}, 1)}); }, ErrorKind::invalid_request,
+               "[linear]");
+  expect_error([&] { ops::linear_gated(x, wq, wk, ops::Activation::silu); }, ErrorKind::invalid_request, "[gated]");
+  expect_error([&] { ops::add_rms_norm(x, optest::rand_f32({3, 41}, 1), nw, 1e-5f); }, ErrorKind::invalid_request,
+               "[add]");
+  expect_error([&] { ops::qlinear_multi(x, {&q1}); }, ErrorKind::invalid_request, "[qlinear]");
+}
+
 TEST(Embedding, LooksUpRowsInEveryDtype) {
   const int V = 50, D = 37;
   auto tv = rand_vec(V * D, 9);

@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "backends/cpu/kernels.h"
 #include "backends/cuda/runtime.h"
 #include "tensor/tensor.h"
 
@@ -13,6 +14,7 @@ namespace mlxcel::cuda {
 
 using bf16 = __nv_bfloat16;
 using f16 = __half;
+using cpu::Act;
 
 // Widen / narrow between storage types and f32.
 __device__ __forceinline__ float to_f(float v) { return v; }
@@ -70,6 +72,32 @@ __device__ __forceinline__ float block_max(float v, float* sh) {
   __syncthreads();
   float r = lane < nw ? sh[lane] : -INFINITY;
   return warp_max(r);
+}
+
+template <Act A>
+__device__ __forceinline__ float act(float x) {
+  // Same formulas as backends/cpu (activate_scalar).
+  if constexpr (A == Act::silu) return x / (1.0f + expf(-x));
+  if constexpr (A == Act::gelu_tanh) {
+    const float k = 0.7978845608028654f;
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+  }
+  if constexpr (A == Act::gelu_erf) return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+  if constexpr (A == Act::relu) return x > 0.0f ? x : 0.0f;
+  if constexpr (A == Act::relu2) return x > 0.0f ? x * x : 0.0f;
+  return x;
+}
+
+// act<A>(x) with A chosen at run time (once per output value, e.g. in a fused GEMV).
+__device__ __forceinline__ float act_any(Act a, float x) {
+  switch (a) {
+    case Act::silu: return act<Act::silu>(x);
+    case Act::gelu_tanh: return act<Act::gelu_tanh>(x);
+    case Act::gelu_erf: return act<Act::gelu_erf>(x);
+    case Act::relu: return act<Act::relu>(x);
+    case Act::relu2: return act<Act::relu2>(x);
+  }
+  return x;
 }
 
 #define MLXCEL_CUDA_REQUIRE(cond, msg)                                                      \

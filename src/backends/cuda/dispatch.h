@@ -10,7 +10,11 @@
 
 #ifdef MLXCEL_WITH_CUDA
 #include "backends/cuda/kernels.h"
-#define MLXCEL_CUDA_CALL(op, ...) __VA_ARGS__
+#define MLXCEL_CUDA_CALL(op, ...)          \
+  do {                                     \
+    ::mlxcel::cuda::OpTimer op_timer_(op); \
+    __VA_ARGS__;                           \
+  } while (0)
 #else
 #define MLXCEL_CUDA_CALL(op, ...) ::mlxcel::ops::detail::no_cuda(op)
 #endif

@@ -6,20 +6,6 @@ namespace mlxcel::cuda {
 
 namespace {
 
-template <Act A>
-__device__ __forceinline__ float act(float x) {
-  // Same formulas as backends/cpu (activate_scalar).
-  if constexpr (A == Act::silu) return x / (1.0f + expf(-x));
-  if constexpr (A == Act::gelu_tanh) {
-    const float k = 0.7978845608028654f;
-    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
-  }
-  if constexpr (A == Act::gelu_erf) return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
-  if constexpr (A == Act::relu) return x > 0.0f ? x : 0.0f;
-  if constexpr (A == Act::relu2) return x > 0.0f ? x * x : 0.0f;
-  return x;
-}
-
 template <typename B, bool kAdd>
 __global__ void binary_kernel(const float* __restrict__ a, const B* __restrict__ b, float* out, int64_t n, int64_t D) {
   // D == n: same shape; otherwise b [D] broadcast over the rows. out may alias a.

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/quantized.h"
@@ -108,6 +110,44 @@ constexpr int kGemvMaxRows = 8;
 // y f32 [M, N] = x f32 [M, K] @ dequant(w)^T (+ bias f32 [N] or null). Device pointers.
 // M <= kGemvMaxRows: fused dequantizing GEMV; larger M: dequantize tiles + SGEMM.
 void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias, float* y);
+
+// Per-op GPU time (MLXCEL_CUDA_PROFILE=1, or set_profiling): the ops' CUDA dispatch
+// (backends/cuda/dispatch.h) brackets each call with events on the current device's
+// stream (not while a graph is being recorded, so profile without CUDA graphs);
+// profile_report() waits for the device and lists the time per op, largest first.
+bool profiling();
+void set_profiling(bool on);
+std::string profile_report(bool reset = true);
+class OpTimer {
+ public:
+  explicit OpTimer(const char* op);
+  ~OpTimer();
+  OpTimer(const OpTimer&) = delete;
+  OpTimer& operator=(const OpTimer&) = delete;
+
+ private:
+  const char* op_ = nullptr;
+  void* start_ = nullptr;
+};
+
+// Selects the batch-1 GEMV design (linear_impl.h) for dense and quantized weights alike
+// (tests and benchmarks; MLXCEL_CUDA_GEMV sets both at start). Returns the previous
+// dense one. set_gemv_variants sets each; returns dense * 16 + quantized before.
+int set_gemv_variant(int v);
+int set_gemv_variants(int dense, int quantized);
+
+// Fused decode products (1 <= M <= kGemvMaxRows, K > 0; ops/fused.cpp checks shapes):
+// one GEMV launch for up to 3 products of the same x (q/k/v: weights of one dtype and K,
+// biases of one dtype or absent), and act(x @ gate^T + bg) * (x @ up^T + bu) in one launch
+// (gate/up of an MLP). Each output row is computed exactly as linear/qlinear compute it.
+void linear_multi(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<Tensor>& biases,
+                  std::vector<Tensor>& outs);
+void linear_gated(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& gate_bias, const Tensor& up_bias,
+                  Act act, Tensor& out);
+void qlinear_multi(const float* x, int64_t M, const std::vector<QuantMatrix>& ws, const std::vector<const float*>& biases,
+                   const std::vector<float*>& ys);
+void qlinear_gated(const float* x, int64_t M, const QuantMatrix& gate, const QuantMatrix& up, const float* gate_bias,
+                   const float* up_bias, Act act, float* y);
 // out f32 [n, K] = dequantized rows rows[0..n) of w; rows null means rows 0..n-1.
 // Row indices outside [0, N) throw invalid_request (this waits for the kernel).
 void dequantize_rows_f32(const QuantMatrix& w, const int32_t* rows, int64_t n, float* out);

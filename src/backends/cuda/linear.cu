@@ -1,5 +1,7 @@
 // Dense linear y = x @ w^T (+ bias): a bandwidth-bound GEMV for decode-sized M and
 // cuBLAS for the rest. f32 accumulation everywhere.
+#include <cstdlib>
+
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/linear_impl.h"
@@ -36,16 +38,20 @@ __device__ __forceinline__ void load_vec(const X* p, float* v) {
   }
 }
 
-// out [M, N] = x [M, K] @ w [N, K]^T (+ bias). Block: kRowsPerBlock rows, kWarps warps
+// out [M, N] = x [M, K] @ w [N, K]^T (+ bias) for each part of P. Block: kRowsPerBlock
+// weight rows (gated: half of them from gate, the same rows from up), kWarps warps
 // splitting K into chunks of 32 * E elements (E: one 16-byte weight load per lane).
-template <typename W, typename X, bool kVec>
-__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const X* __restrict__ x, int M, const W* __restrict__ w,
-                                                           int64_t N, int64_t K, const void* __restrict__ bias,
-                                                           int bdt, void* __restrict__ out, int odt) {
+template <typename W, typename X, bool kVec, bool kGated>
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const X* __restrict__ x, int M, const GemvParts P, int64_t K,
+                                                           int bdt, int odt) {
   constexpr int E = kVec ? int(16 / sizeof(W)) : 1;
+  constexpr int kOut = kGated ? kRowsPerBlock / 2 : kRowsPerBlock;  // output rows per block
   __shared__ float red[kWarps][kGemvMaxRows][kRowsPerBlock];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t row0 = int64_t(blockIdx.x) * kRowsPerBlock;
+  int part = 0;
+  while (part + 1 < P.n && blockIdx.x >= P.block_end[part]) ++part;
+  const int64_t N = P.N[part];
+  const int64_t row0 = int64_t(blockIdx.x - (part ? P.block_end[part - 1] : 0u)) * kOut;
   float acc[kGemvMaxRows][kRowsPerBlock];
 #pragma unroll
   for (int m = 0; m < kGemvMaxRows; ++m)
@@ -54,7 +60,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const X* __restrict__
 
   const W* wrow[kRowsPerBlock];
 #pragma unroll
-  for (int r = 0; r < kRowsPerBlock; ++r) wrow[r] = w + (row0 + r < N ? row0 + r : N - 1) * K;
+  for (int r = 0; r < kRowsPerBlock; ++r) {
+    const int64_t row = row0 + r % kOut;
+    const W* w = static_cast<const W*>(P.w[kGated ? r / kOut : part]);
+    wrow[r] = w + (row < N ? row : N - 1) * K;
+  }
 
   for (int64_t k = (int64_t(warp) * 32 + lane) * E; k < K; k += int64_t(kWarps) * 32 * E) {
     float wv[kRowsPerBlock][E];
@@ -84,17 +94,104 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const X* __restrict__
   }
   __syncthreads();
   const int t = threadIdx.x;
-  if (t < M * kRowsPerBlock) {
-    const int m = t / kRowsPerBlock, r = t % kRowsPerBlock;
+  if (t < M * kOut) {
+    const int m = t / kOut, r = t % kOut;
     const int64_t n = row0 + r;
     if (n < N) {
       float s = 0.0f;
 #pragma unroll
       for (int q = 0; q < kWarps; ++q) s += red[q][m][r];
-      if (bias) s += load_any(bias, bdt, n);
-      store_any(out, odt, int64_t(m) * N + n, s);
+      if (P.bias[part]) s += load_any(P.bias[part], bdt, n);
+      if constexpr (kGated) {
+        float u = 0.0f;
+#pragma unroll
+        for (int q = 0; q < kWarps; ++q) u += red[q][m][r + kOut];
+        if (P.bias[1]) u += load_any(P.bias[1], bdt, n);
+        s = act_any(Act(P.gate_act), s) * u;
+      }
+      store_any(P.out[part], odt, int64_t(m) * N + n, s);
     }
   }
+}
+
+// Batch-1 GEMV, warp-per-rows design (gemv_variant 1..3): warp w of the grid owns R
+// weight rows (gated: R/2 rows of gate and the same of up) and walks K with U 16-byte
+// loads per row in flight per lane; a shuffle reduction, no shared memory. P.block_end
+// counts warps here. Needs K % E == 0 and 16-byte aligned rows and x.
+template <typename W, int R, int U, bool kGated>
+__global__ void __launch_bounds__(128) gemv_warp_kernel(const float* __restrict__ x, const GemvParts P, int64_t K,
+                                                        int bdt, int odt) {
+  constexpr int E = int(16 / sizeof(W));
+  constexpr int kOut = kGated ? R / 2 : R;
+  const int lane = threadIdx.x & 31;
+  const unsigned wid = blockIdx.x * 4 + (threadIdx.x >> 5);
+  if (wid >= P.block_end[kGated ? 0 : P.n - 1]) return;
+  int part = 0;
+  while (part + 1 < P.n && wid >= P.block_end[part]) ++part;
+  const int64_t N = P.N[part];
+  const int64_t row0 = int64_t(wid - (part ? P.block_end[part - 1] : 0u)) * kOut;
+  const uint4* wrow[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    int64_t row = row0 + r % kOut;
+    row = row < N ? row : N - 1;
+    wrow[r] = reinterpret_cast<const uint4*>(static_cast<const W*>(P.w[kGated ? r / kOut : part]) + row * K);
+  }
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  const int64_t vecs = K / E;  // 16-byte vectors per row
+  for (int64_t v0 = lane; v0 < vecs; v0 += 32 * U) {
+    uint4 wv[U][R];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t v = v0 + 32 * u;
+#pragma unroll
+      for (int r = 0; r < R; ++r) wv[u][r] = v < vecs ? __ldcs(wrow[r] + v) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t v = v0 + 32 * u;
+      if (v < vecs) {
+        float xv[E];
+        load_vec<E>(x + v * E, xv);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          float wf[E];
+          load_vec<E>(reinterpret_cast<const W*>(&wv[u][r]), wf);
+#pragma unroll
+          for (int j = 0; j < E; ++j) acc[r] = fmaf(xv[j], wf[j], acc[r]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
+  if (lane < kOut) {
+    float s = 0.0f, u = 0.0f;
+#pragma unroll
+    for (int r = 0; r < kOut; ++r)
+      if (r == lane) s = acc[r], u = kGated ? acc[r + kOut] : 0.0f;
+    const int64_t n = row0 + lane;
+    if (n < N) {
+      if (P.bias[part]) s += load_any(P.bias[part], bdt, n);
+      if constexpr (kGated) {
+        if (P.bias[1]) u += load_any(P.bias[1], bdt, n);
+        s = act_any(Act(P.gate_act), s) * u;
+      }
+      store_any(P.out[part], odt, n, s);
+    }
+  }
+}
+
+template <typename W, int R, int U>
+void gemv_warp_launch(const float* x, GemvParts P, int64_t K, int bdt, int odt, cudaStream_t st) {
+  const bool gated = P.gate_act >= 0;
+  const unsigned warps = plan_blocks(P, gated ? R / 2 : R);
+  const unsigned grid = (warps + 3) / 4;
+  if (gated) gemv_warp_kernel<W, R, U, true><<<grid, 128, 0, st>>>(x, P, K, bdt, odt);
+  else gemv_warp_kernel<W, R, U, false><<<grid, 128, 0, st>>>(x, P, K, bdt, odt);
+  MLXCEL_CUDA_LAUNCH_CHECK();
 }
 
 // out[m, n] = src[m, n] (+ bias[n]) converted to out's dtype; src may alias out when f32.
@@ -109,26 +206,48 @@ __global__ void finish_kernel(const float* src, int64_t M, int64_t N, const void
 }
 
 template <typename W, typename X>
-void gemv_launch(const X* x, int M, const W* w, int64_t N, int64_t K, const void* bias, int bdt, void* out, int odt,
-                 cudaStream_t st) {
+void gemv_launch(const X* x, int M, GemvParts P, int64_t K, int bdt, int odt, cudaStream_t st) {
   constexpr int E = int(16 / sizeof(W));
-  const uintptr_t align = reinterpret_cast<uintptr_t>(w) | reinterpret_cast<uintptr_t>(x);
-  const bool vec = K % E == 0 && align % 16 == 0;
-  const unsigned grid = unsigned(ceil_div(N, kRowsPerBlock));
-  if (vec) gemv_kernel<W, X, true><<<grid, kWarps * 32, 0, st>>>(x, M, w, N, K, bias, bdt, out, odt);
-  else gemv_kernel<W, X, false><<<grid, kWarps * 32, 0, st>>>(x, M, w, N, K, bias, bdt, out, odt);
+  uintptr_t align = reinterpret_cast<uintptr_t>(x);
+  for (int i = 0; i < P.n; ++i) align |= reinterpret_cast<uintptr_t>(P.w[i]);
+  const bool vec = K % E == 0 && align % 16 == 0, gated = P.gate_act >= 0;
+  if constexpr (std::is_same_v<X, float>) {
+    const int variant = gemv_variant(false);
+    if (M == 1 && vec && variant > 0) {
+      if (variant == 1) gemv_warp_launch<W, 4, 2>(x, P, K, bdt, odt, st);
+      else if (variant == 2) gemv_warp_launch<W, 2, 4>(x, P, K, bdt, odt, st);
+      else if (variant == 3) gemv_warp_launch<W, 8, 1>(x, P, K, bdt, odt, st);
+      else gemv_warp_launch<W, 4, 2>(x, P, K, bdt, odt, st);  // 4, 5: quantized-only designs
+      return;
+    }
+  }
+  const unsigned grid = plan_blocks(P, gated ? kRowsPerBlock / 2 : kRowsPerBlock);
+  if (gated) {
+    if (vec) gemv_kernel<W, X, true, true><<<grid, kWarps * 32, 0, st>>>(x, M, P, K, bdt, odt);
+    else gemv_kernel<W, X, false, true><<<grid, kWarps * 32, 0, st>>>(x, M, P, K, bdt, odt);
+  } else {
+    if (vec) gemv_kernel<W, X, true, false><<<grid, kWarps * 32, 0, st>>>(x, M, P, K, bdt, odt);
+    else gemv_kernel<W, X, false, false><<<grid, kWarps * 32, 0, st>>>(x, M, P, K, bdt, odt);
+  }
   MLXCEL_CUDA_LAUNCH_CHECK();
 }
 
 template <typename X>
-void gemv_by_w(const X* x, int M, const Tensor& w, const void* bias, int bdt, void* out, int odt, cudaStream_t st) {
-  const int64_t N = w.dim(0), K = w.dim(1);
-  switch (w.dtype()) {
-    case DType::f32: gemv_launch(x, M, w.data<float>(), N, K, bias, bdt, out, odt, st); break;
-    case DType::f16: gemv_launch(x, M, static_cast<const f16*>(w.raw()), N, K, bias, bdt, out, odt, st); break;
-    case DType::bf16: gemv_launch(x, M, static_cast<const bf16*>(w.raw()), N, K, bias, bdt, out, odt, st); break;
+void gemv_by_w(const X* x, int M, DType wdt, const GemvParts& P, int64_t K, int bdt, int odt, cudaStream_t st) {
+  switch (wdt) {
+    case DType::f32: gemv_launch<float>(x, M, P, K, bdt, odt, st); break;
+    case DType::f16: gemv_launch<f16>(x, M, P, K, bdt, odt, st); break;
+    case DType::bf16: gemv_launch<bf16>(x, M, P, K, bdt, odt, st); break;
     default: throw_internal("linear: w must be f32|f16|bf16");
   }
+}
+
+void gemv_parts(const Tensor& x, int M, DType wdt, const GemvParts& P, int64_t K, DType bdt, DType odt,
+                cudaStream_t st) {
+  MLXCEL_CUDA_REQUIRE(x.dtype() == DType::f32 || x.dtype() == DType::bf16, "linear: x must be f32|bf16");
+  MLXCEL_CUDA_REQUIRE(odt == DType::f32 || odt == DType::bf16, "linear: out must be f32|bf16");
+  if (x.dtype() == DType::f32) gemv_by_w(x.data<float>(), M, wdt, P, K, int(bdt), int(odt), st);
+  else gemv_by_w(static_cast<const bf16*>(x.raw()), M, wdt, P, K, int(bdt), int(odt), st);
 }
 
 __global__ void to_type_kernel(const void* src, int sdt, void* dst, int ddt, int64_t n) {
@@ -146,6 +265,40 @@ cudaDataType_t cuda_type(DType d) {
 }
 
 }  // namespace
+
+namespace {
+// Defaults measured on an H200 (bench/results/cuda_gemv.md, run 4): the warp design R4 U2
+// for dense weights (71% vs 63% of copy bandwidth over a Llama-3.1-8B layer), the block
+// design for quantized ones (the warp designs were slower there).
+const char* g_gemv_env = std::getenv("MLXCEL_CUDA_GEMV");
+int g_gemv_dense = g_gemv_env ? std::atoi(g_gemv_env) : 1;
+int g_gemv_quant = g_gemv_env ? std::atoi(g_gemv_env) : 0;
+}  // namespace
+
+int gemv_variant(bool quantized) { return quantized ? g_gemv_quant : g_gemv_dense; }
+
+int set_gemv_variant(int v) {
+  const int old = g_gemv_dense;
+  g_gemv_dense = g_gemv_quant = v;
+  return old;
+}
+
+int set_gemv_variants(int dense, int quantized) {
+  const int old = g_gemv_dense * 16 + g_gemv_quant;
+  g_gemv_dense = dense, g_gemv_quant = quantized;
+  return old;
+}
+
+unsigned plan_blocks(GemvParts& P, int rows_per_block) {
+  int64_t blocks = 0;
+  const int n = P.gate_act >= 0 ? 1 : P.n;  // gated: the blocks of gate also cover up
+  for (int i = 0; i < n; ++i) {
+    blocks += ceil_div(P.N[i], rows_per_block);
+    P.block_end[i] = unsigned(blocks);
+  }
+  MLXCEL_CUDA_REQUIRE(blocks > 0 && blocks < (int64_t(1) << 31), "gemv: bad grid");
+  return unsigned(blocks);
+}
 
 void finish_rows(const float* src, int64_t M, int64_t N, const void* bias, DType bias_dtype, void* out, DType out_dtype,
                  cudaStream_t st) {
@@ -169,7 +322,6 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) {
   Tensor bc = bias.defined() && !bias.is_contiguous() ? to_device(bias, bias.device()) : bias;
   const void* bp = bc.defined() ? bc.raw() : nullptr;
   const DType bdt = bc.defined() ? bc.dtype() : DType::f32;
-  const int odt = int(out.dtype());
   if (K == 0) {
     finish_rows(nullptr, M, N, bp, bdt, out.raw(), out.dtype(), l.stream);
     return;
@@ -177,8 +329,10 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) {
   MLXCEL_CUDA_REQUIRE(x.dtype() == DType::f32 || x.dtype() == DType::bf16, "linear: x must be f32|bf16");
   MLXCEL_CUDA_REQUIRE(out.dtype() == DType::f32 || out.dtype() == DType::bf16, "linear: out must be f32|bf16");
   if (M <= kGemvMaxRows) {
-    if (x.dtype() == DType::f32) gemv_by_w(x.data<float>(), int(M), w, bp, int(bdt), out.raw(), odt, l.stream);
-    else gemv_by_w(static_cast<const bf16*>(x.raw()), int(M), w, bp, int(bdt), out.raw(), odt, l.stream);
+    GemvParts P;
+    P.n = 1;
+    P.w[0] = w.raw(), P.bias[0] = bp, P.out[0] = out.raw(), P.N[0] = N;
+    gemv_parts(x, int(M), w.dtype(), P, K, bdt, out.dtype(), l.stream);
     return;
   }
   MLXCEL_CUDA_REQUIRE(M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX, "linear: dimensions exceed int32");
@@ -198,6 +352,56 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) {
                                    cuda_type(ct), int(K), xp, cuda_type(ct), int(K), &zero, y, CUDA_R_32F, int(N),
                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   if (bp || !direct) finish_rows(y, M, N, bp, bdt, out.raw(), out.dtype(), l.stream);
+}
+
+}  // namespace mlxcel::cuda
+
+namespace mlxcel::cuda {
+
+void linear_multi(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<Tensor>& biases,
+                  std::vector<Tensor>& outs) {
+  init();
+  MLXCEL_CUDA_REQUIRE(!ws.empty() && ws.size() <= size_t(kMaxParts) && biases.size() == ws.size() &&
+                          outs.size() == ws.size(),
+                      "linear_multi: 1..3 parts");
+  const int64_t K = ws[0].dim(1);
+  const int64_t M = K ? x.numel() / K : 0;
+  MLXCEL_CUDA_REQUIRE(M >= 1 && M <= kGemvMaxRows && K > 0, "linear_multi: decode-sized M and K > 0 only");
+  Launch l(outs[0]);
+  GemvParts P;
+  P.n = int(ws.size());
+  DType bdt = DType::f32;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    MLXCEL_CUDA_REQUIRE(ws[i].dtype() == ws[0].dtype() && ws[i].dim(1) == K, "linear_multi: parts differ");
+    P.w[i] = ws[i].raw(), P.out[i] = outs[i].raw(), P.N[i] = ws[i].dim(0);
+    if (biases[i].defined()) {
+      P.bias[i] = biases[i].raw();
+      bdt = biases[i].dtype();
+    }
+  }
+  for (const Tensor& b : biases) MLXCEL_CUDA_REQUIRE(!b.defined() || b.dtype() == bdt, "linear_multi: bias dtypes differ");
+  gemv_parts(x, int(M), ws[0].dtype(), P, K, bdt, outs[0].dtype(), l.stream);
+}
+
+void linear_gated(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& gate_bias, const Tensor& up_bias,
+                  Act act, Tensor& out) {
+  init();
+  const int64_t K = gate.dim(1), N = gate.dim(0);
+  const int64_t M = K ? x.numel() / K : 0;
+  MLXCEL_CUDA_REQUIRE(M >= 1 && M <= kGemvMaxRows && K > 0, "linear_gated: decode-sized M and K > 0 only");
+  MLXCEL_CUDA_REQUIRE(up.dtype() == gate.dtype() && up.dim(0) == N && up.dim(1) == K, "linear_gated: gate and up differ");
+  MLXCEL_CUDA_REQUIRE(!gate_bias.defined() || !up_bias.defined() || gate_bias.dtype() == up_bias.dtype(),
+                      "linear_gated: bias dtypes differ");
+  Launch l(out);
+  GemvParts P;
+  P.n = 2;
+  P.w[0] = gate.raw(), P.w[1] = up.raw();
+  P.bias[0] = gate_bias.defined() ? gate_bias.raw() : nullptr;
+  P.bias[1] = up_bias.defined() ? up_bias.raw() : nullptr;
+  P.out[0] = out.raw(), P.N[0] = N, P.N[1] = N;
+  P.gate_act = int(act);
+  const DType bdt = gate_bias.defined() ? gate_bias.dtype() : up_bias.defined() ? up_bias.dtype() : DType::f32;
+  gemv_parts(x, int(M), gate.dtype(), P, K, bdt, out.dtype(), l.stream);
 }
 
 }  // namespace mlxcel::cuda

@@ -8,6 +8,32 @@
 
 namespace mlxcel::cuda {
 
+// Up to kMaxParts products of one x in one GEMV launch (kernels.h: linear_multi,
+// linear_gated and their quantized twins). Blocks [block_end[i-1], block_end[i]) compute
+// part i. Gated (gate_act >= 0): parts 0 and 1 are gate and up of the same N, each block
+// takes the same rows of both and writes act(gate) * up to out[0].
+constexpr int kMaxParts = 3;
+struct GemvParts {
+  const void* w[kMaxParts] = {};       // dense: the [N, K] weight; quantized: packed words
+  const void* scales[kMaxParts] = {};  // quantized only
+  const void* biases[kMaxParts] = {};  // quantized only
+  const void* bias[kMaxParts] = {};    // the optional [N] bias of each part
+  void* out[kMaxParts] = {};
+  int64_t N[kMaxParts] = {};
+  unsigned block_end[kMaxParts] = {};
+  int n = 0;
+  int gate_act = -1;  // an Act when gated
+};
+// The batch-1 GEMV design (kernels.h set_gemv_variant): 0 = a block splits K across 8
+// warps over 4 (dense) or 8 (quantized) rows; 1..3 = each warp owns rows (R) and walks
+// K with U loads in flight per lane, no shared memory (1: R4 U2, 2: R2 U4, 3: R8 U1);
+// 4, 5 (4- and 8-bit weights; dense takes 1): the warp design on int8 activations and
+// dp4a (4: R8 U1, 5: R4 U2).
+int gemv_variant(bool quantized);
+
+// Fills P.block_end for `rows_per_block` output rows per block; returns the grid size.
+unsigned plan_blocks(GemvParts& P, int rows_per_block);
+
 // out[m, n] = src[m, n] (+ bias[n]) in out's dtype; src may alias out (f32) or be null (zeros).
 void finish_rows(const float* src, int64_t M, int64_t N, const void* bias, DType bias_dtype, void* out, DType out_dtype,
                  cudaStream_t st);

@@ -2,6 +2,7 @@
 // dequantize-tile + SGEMM for prefill, and dequantization (rows to f32, whole matrix
 // in the scales' dtype).
 #include <algorithm>
+#include <type_traits>
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
@@ -50,25 +51,37 @@ __device__ __forceinline__ float chunk_value(const uint32_t* wd, int j) {
   return __uint_as_float((v & mask) | 0x4B000000u) - 8388608.0f;
 }
 
-// y [M, N] = x [M, K] @ dequant(w)^T (+ bias). Uses sum_j x_j (s q_j + b) = s (x.q) + b sum(x).
-template <int BITS, typename S, int MAXM, int kQRows>
-__global__ void __launch_bounds__(kQThreads) qgemv_kernel(const float* __restrict__ x, int M,
-                                                          const uint32_t* __restrict__ packed,
-                                                          const S* __restrict__ scales, const S* __restrict__ biases,
-                                                          int64_t N, int64_t K, int group_shift,
-                                                          const float* __restrict__ bias, float* __restrict__ y) {
+// y [M, N] = x [M, K] @ dequant(w)^T (+ bias) for each part of P (linear_impl.h; gated:
+// half of a block's kQRows weight rows from gate, the same rows from up). Uses
+// sum_j x_j (s q_j + b) = s (x.q) + b sum(x). Biases f32, outputs f32.
+template <int BITS, typename S, int MAXM, int kQRows, bool kGated>
+__global__ void __launch_bounds__(kQThreads) qgemv_kernel(const float* __restrict__ x, int M, const GemvParts P,
+                                                          int64_t K, int group_shift) {
+  constexpr int kOut = kGated ? kQRows / 2 : kQRows;
   __shared__ float red[kQThreads / 32][MAXM][kQRows];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t row0 = int64_t(blockIdx.x) * kQRows;
+  int part = 0;
+  while (part + 1 < P.n && blockIdx.x >= P.block_end[part]) ++part;
+  const int64_t N = P.N[part];
+  const int64_t row0 = int64_t(blockIdx.x - (part ? P.block_end[part - 1] : 0u)) * kOut;
   const int64_t words_per_row = K / 32 * BITS, groups_per_row = K >> group_shift, chunks = K / 32;
   float acc[MAXM][kQRows];
 #pragma unroll
   for (int m = 0; m < MAXM; ++m)
 #pragma unroll
     for (int r = 0; r < kQRows; ++r) acc[m][r] = 0.0f;
-  int64_t rows[kQRows];
+  const uint32_t* wp[kQRows];
+  const S* sp[kQRows];
+  const S* bp[kQRows];
 #pragma unroll
-  for (int r = 0; r < kQRows; ++r) rows[r] = row0 + r < N ? row0 + r : N - 1;
+  for (int r = 0; r < kQRows; ++r) {
+    const int src = kGated ? r / kOut : part;
+    int64_t row = row0 + r % kOut;
+    row = row < N ? row : N - 1;
+    wp[r] = static_cast<const uint32_t*>(P.w[src]) + row * words_per_row;
+    sp[r] = static_cast<const S*>(P.scales[src]) + row * groups_per_row;
+    bp[r] = static_cast<const S*>(P.biases[src]) + row * groups_per_row;
+  }
 
   for (int64_t c = threadIdx.x; c < chunks; c += kQThreads) {
     uint32_t wd[kQRows][BITS];
@@ -76,9 +89,9 @@ __global__ void __launch_bounds__(kQThreads) qgemv_kernel(const float* __restric
     const int64_t g = (c * 32) >> group_shift;
 #pragma unroll
     for (int r = 0; r < kQRows; ++r) {
-      load_chunk<BITS>(packed + rows[r] * words_per_row + c * BITS, wd[r]);
-      sc[r] = to_f(scales[rows[r] * groups_per_row + g]);
-      bi[r] = to_f(biases[rows[r] * groups_per_row + g]);
+      load_chunk<BITS>(wp[r] + c * BITS, wd[r]);
+      sc[r] = to_f(sp[r][g]);
+      bi[r] = to_f(bp[r][g]);
     }
 #pragma unroll
     for (int m = 0; m < MAXM; ++m) {
@@ -115,17 +128,271 @@ __global__ void __launch_bounds__(kQThreads) qgemv_kernel(const float* __restric
   }
   __syncthreads();
   const int t = threadIdx.x;
-  if (t < M * kQRows) {
-    const int m = t / kQRows, r = t % kQRows;
+  if (t < M * kOut) {
+    const int m = t / kOut, r = t % kOut;
     const int64_t n = row0 + r;
     if (n < N) {
       float s = 0.0f;
 #pragma unroll
       for (int q = 0; q < kQThreads / 32; ++q) s += red[q][m][r];
-      if (bias) s += bias[n];
-      y[int64_t(m) * N + n] = s;
+      if (P.bias[part]) s += static_cast<const float*>(P.bias[part])[n];
+      if constexpr (kGated) {
+        float u = 0.0f;
+#pragma unroll
+        for (int q = 0; q < kQThreads / 32; ++q) u += red[q][m][r + kOut];
+        if (P.bias[1]) u += static_cast<const float*>(P.bias[1])[n];
+        s = act_any(Act(P.gate_act), s) * u;
+      }
+      static_cast<float*>(P.out[part])[int64_t(m) * N + n] = s;
     }
   }
+}
+
+// Batch-1 quantized GEMV, warp-per-rows design (gemv_variant 1..3): warp w owns R weight
+// rows (gated: R/2 of gate and the same of up); lane l takes chunks l, l + 32, ... (32
+// values = BITS words each), U chunks per row in flight. P.block_end counts warps.
+template <int BITS, typename S, int R, int U, bool kGated>
+__global__ void __launch_bounds__(128) qgemv_warp_kernel(const float* __restrict__ x, const GemvParts P, int64_t K,
+                                                         int group_shift) {
+  constexpr int kOut = kGated ? R / 2 : R;
+  const int lane = threadIdx.x & 31;
+  const unsigned wid = blockIdx.x * 4 + (threadIdx.x >> 5);
+  if (wid >= P.block_end[kGated ? 0 : P.n - 1]) return;
+  int part = 0;
+  while (part + 1 < P.n && wid >= P.block_end[part]) ++part;
+  const int64_t N = P.N[part];
+  const int64_t row0 = int64_t(wid - (part ? P.block_end[part - 1] : 0u)) * kOut;
+  const int64_t words_per_row = K / 32 * BITS, groups_per_row = K >> group_shift, chunks = K / 32;
+  const uint32_t* wp[R];
+  const S* sp[R];
+  const S* bp[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int src = kGated ? r / kOut : part;
+    int64_t row = row0 + r % kOut;
+    row = row < N ? row : N - 1;
+    wp[r] = static_cast<const uint32_t*>(P.w[src]) + row * words_per_row;
+    sp[r] = static_cast<const S*>(P.scales[src]) + row * groups_per_row;
+    bp[r] = static_cast<const S*>(P.biases[src]) + row * groups_per_row;
+  }
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  for (int64_t c0 = lane; c0 < chunks; c0 += 32 * U) {
+    uint32_t wd[U][R][BITS];
+    float sc[U][R], bi[U][R];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t c = c0 + 32 * u;
+      if (c < chunks) {
+        const int64_t g = (c * 32) >> group_shift;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          load_chunk<BITS>(wp[r] + c * BITS, wd[u][r]);
+          sc[u][r] = to_f(sp[r][g]);
+          bi[u][r] = to_f(bp[r][g]);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t c = c0 + 32 * u;
+      if (c < chunks) {
+        float xv[32];
+        const float4* xp = reinterpret_cast<const float4*>(x + c * 32);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float4 f = xp[j];
+          xv[4 * j] = f.x, xv[4 * j + 1] = f.y, xv[4 * j + 2] = f.z, xv[4 * j + 3] = f.w;
+        }
+        float xs = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 32; ++j) xs += xv[j];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          float d = 0.0f;
+#pragma unroll
+          for (int j = 0; j < 32; ++j) d = fmaf(xv[j], chunk_value<BITS>(wd[u][r], j), d);
+          acc[r] = fmaf(sc[u][r], d, fmaf(bi[u][r], xs, acc[r]));
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
+  if (lane < kOut) {
+    float s = 0.0f, u = 0.0f;
+#pragma unroll
+    for (int r = 0; r < kOut; ++r)
+      if (r == lane) s = acc[r], u = kGated ? acc[r + kOut] : 0.0f;
+    const int64_t n = row0 + lane;
+    if (n < N) {
+      if (P.bias[part]) s += static_cast<const float*>(P.bias[part])[n];
+      if constexpr (kGated) {
+        if (P.bias[1]) u += static_cast<const float*>(P.bias[1])[n];
+        s = act_any(Act(P.gate_act), s) * u;
+      }
+      static_cast<float*>(P.out[part])[n] = s;
+    }
+  }
+}
+
+// x chunk (32 f32 values) -> int8 in the order the weight words need (dp4a operands),
+// with dx = amax / 127 and the exact f32 sum. 4 bits: word k holds values 8k..8k+7 as
+// nibbles; (w & 0x0F0F0F0F) has values 8k, 8k+2, 8k+4, 8k+6 and (w >> 4) & 0x0F0F0F0F
+// the odd ones, so xq[2k] packs the even x and xq[2k + 1] the odd. 8 bits: word k holds
+// values 4k..4k+3 in order, xq[k] packs them.
+template <int BITS>
+__device__ __forceinline__ void quantize_x_chunk(const float* __restrict__ x, int* xq, float& dx, float& xs) {
+  float xv[32];
+  const float4* xp = reinterpret_cast<const float4*>(x);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const float4 f = xp[j];
+    xv[4 * j] = f.x, xv[4 * j + 1] = f.y, xv[4 * j + 2] = f.z, xv[4 * j + 3] = f.w;
+  }
+  float amax = 0.0f, sum = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 32; ++j) amax = fmaxf(amax, fabsf(xv[j])), sum += xv[j];
+  const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+  dx = amax / 127.0f;
+  xs = sum;
+  // round(x * id) in the low byte: 1.5 * 2^23 + q keeps q's two's complement there.
+  int r[32];
+#pragma unroll
+  for (int j = 0; j < 32; ++j) r[j] = __float_as_int(fmaf(xv[j], id, 12582912.0f));
+  if constexpr (BITS == 4) {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int* q = r + 8 * k;
+      xq[2 * k] = __byte_perm(__byte_perm(q[0], q[2], 0x0040), __byte_perm(q[4], q[6], 0x0040), 0x5410);
+      xq[2 * k + 1] = __byte_perm(__byte_perm(q[1], q[3], 0x0040), __byte_perm(q[5], q[7], 0x0040), 0x5410);
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      const int* q = r + 4 * k;
+      xq[k] = __byte_perm(__byte_perm(q[0], q[1], 0x0040), __byte_perm(q[2], q[3], 0x0040), 0x5410);
+    }
+  }
+}
+
+// Batch-1 GEMV for 4- and 8-bit weights on the integer units (gemv_variant 4, 5): as
+// qgemv_warp_kernel, but each lane rounds its x chunk to int8 (per-chunk scale, like
+// llama.cpp's q8_1 activations) and takes the dot products with dp4a, 4 products per
+// instruction. sum_j x_j (s q_j + b) ~= s dx (xq . q) + b sum(x): the bias term is exact.
+template <int BITS, typename S, int R, int U, bool kGated>
+__global__ void __launch_bounds__(128) qgemv_dp4a_kernel(const float* __restrict__ x, const GemvParts P, int64_t K,
+                                                         int group_shift) {
+  static_assert(BITS == 4 || BITS == 8, "dp4a GEMV: 4 or 8 bits");
+  constexpr int kOut = kGated ? R / 2 : R;
+  const int lane = threadIdx.x & 31;
+  const unsigned wid = blockIdx.x * 4 + (threadIdx.x >> 5);
+  if (wid >= P.block_end[kGated ? 0 : P.n - 1]) return;
+  int part = 0;
+  while (part + 1 < P.n && wid >= P.block_end[part]) ++part;
+  const int64_t N = P.N[part];
+  const int64_t row0 = int64_t(wid - (part ? P.block_end[part - 1] : 0u)) * kOut;
+  const int64_t words_per_row = K / 32 * BITS, groups_per_row = K >> group_shift, chunks = K / 32;
+  const uint32_t* wp[R];
+  const S* sp[R];
+  const S* bp[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int src = kGated ? r / kOut : part;
+    int64_t row = row0 + r % kOut;
+    row = row < N ? row : N - 1;
+    wp[r] = static_cast<const uint32_t*>(P.w[src]) + row * words_per_row;
+    sp[r] = static_cast<const S*>(P.scales[src]) + row * groups_per_row;
+    bp[r] = static_cast<const S*>(P.biases[src]) + row * groups_per_row;
+  }
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  for (int64_t c0 = lane; c0 < chunks; c0 += 32 * U) {
+    uint32_t wd[U][R][BITS];
+    float sc[U][R], bi[U][R];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t c = c0 + 32 * u;
+      if (c < chunks) {
+        const int64_t g = (c * 32) >> group_shift;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          load_chunk<BITS>(wp[r] + c * BITS, wd[u][r]);
+          sc[u][r] = to_f(sp[r][g]);
+          bi[u][r] = to_f(bp[r][g]);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t c = c0 + 32 * u;
+      if (c < chunks) {
+        int xq[8];
+        float dx, xs;
+        quantize_x_chunk<BITS>(x + c * 32, xq, dx, xs);
+        int xq_sum = 0;
+        if constexpr (BITS == 8) {
+#pragma unroll
+          for (int k = 0; k < 8; ++k) xq_sum = __dp4a(xq[k], 0x01010101, xq_sum);
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          int d = 0;
+          if constexpr (BITS == 4) {
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+              const uint32_t w = wd[u][r][k];
+              d = __dp4a(int(w & 0x0F0F0F0Fu), xq[2 * k], d);
+              d = __dp4a(int((w >> 4) & 0x0F0F0F0Fu), xq[2 * k + 1], d);
+            }
+          } else {
+            // q in 0..255: (q - 128) as a signed byte, plus 128 sum(xq).
+#pragma unroll
+            for (int k = 0; k < 8; ++k) d = __dp4a(int(wd[u][r][k] ^ 0x80808080u), xq[k], d);
+            d += 128 * xq_sum;
+          }
+          acc[r] = fmaf(sc[u][r] * dx, float(d), fmaf(bi[u][r], xs, acc[r]));
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
+  if (lane < kOut) {
+    float s = 0.0f, u = 0.0f;
+#pragma unroll
+    for (int r = 0; r < kOut; ++r)
+      if (r == lane) s = acc[r], u = kGated ? acc[r + kOut] : 0.0f;
+    const int64_t n = row0 + lane;
+    if (n < N) {
+      if (P.bias[part]) s += static_cast<const float*>(P.bias[part])[n];
+      if constexpr (kGated) {
+        if (P.bias[1]) u += static_cast<const float*>(P.bias[1])[n];
+        s = act_any(Act(P.gate_act), s) * u;
+      }
+      static_cast<float*>(P.out[part])[n] = s;
+    }
+  }
+}
+
+template <int BITS, typename S, int R, int U>
+void qgemv_dp4a_launch(const float* x, GemvParts P, int64_t K, int shift, cudaStream_t st) {
+  const bool gated = P.gate_act >= 0;
+  const unsigned warps = plan_blocks(P, gated ? R / 2 : R);
+  const unsigned grid = (warps + 3) / 4;
+  if (gated) qgemv_dp4a_kernel<BITS, S, R, U, true><<<grid, 128, 0, st>>>(x, P, K, shift);
+  else qgemv_dp4a_kernel<BITS, S, R, U, false><<<grid, 128, 0, st>>>(x, P, K, shift);
+}
+
+template <int BITS, typename S, int R, int U>
+void qgemv_warp_launch(const float* x, GemvParts P, int64_t K, int shift, cudaStream_t st) {
+  const bool gated = P.gate_act >= 0;
+  const unsigned warps = plan_blocks(P, gated ? R / 2 : R);
+  const unsigned grid = (warps + 3) / 4;
+  if (gated) qgemv_warp_kernel<BITS, S, R, U, true><<<grid, 128, 0, st>>>(x, P, K, shift);
+  else qgemv_warp_kernel<BITS, S, R, U, false><<<grid, 128, 0, st>>>(x, P, K, shift);
 }
 
 __device__ __forceinline__ uint32_t q_at(const uint32_t* row, int64_t k, int bits) {
@@ -186,19 +453,41 @@ void by_scale(DType dt, F&& f) {
   }
 }
 
+// P: parts of one bits/group/scale dtype and one K (packed words in P.w).
 template <typename S>
-void qgemv_launch(const float* x, int M, const QuantMatrix& w, const float* bias, float* y, cudaStream_t st) {
-  const S* sc = static_cast<const S*>(w.scales);
-  const S* bi = static_cast<const S*>(w.biases);
-  const int shift = w.group_size == 32 ? 5 : w.group_size == 64 ? 6 : w.group_size == 128 ? 7 : -1;
+void qgemv_launch(const float* x, int M, GemvParts P, int bits, int group_size, int64_t K, cudaStream_t st) {
+  const int shift = group_size == 32 ? 5 : group_size == 64 ? 6 : group_size == 128 ? 7 : -1;
   if (shift < 0) throw_unsupported("[qlinear] CUDA supports group sizes 32, 64 and 128");
-  const unsigned grid1 = unsigned(ceil_div(w.N, 8)), grid8 = unsigned(ceil_div(w.N, 4));
-#define MLXCEL_QGEMV(B)                                                                                          \
-  if (M == 1)                                                                                                    \
-    qgemv_kernel<B, S, 1, 8><<<grid1, kQThreads, 0, st>>>(x, M, w.packed, sc, bi, w.N, w.K, shift, bias, y);     \
-  else                                                                                                           \
-    qgemv_kernel<B, S, kGemvMaxRows, 4><<<grid8, kQThreads, 0, st>>>(x, M, w.packed, sc, bi, w.N, w.K, shift, bias, y)
-  switch (w.bits) {
+  const bool gated = P.gate_act >= 0;
+  const int rows = M == 1 ? 8 : 4;  // weight rows per block (M > 1 needs more accumulators)
+  const unsigned grid = plan_blocks(P, gated ? rows / 2 : rows);
+#define MLXCEL_QGEMV_G(B, G)                                                                     \
+  if (M == 1)                                                                                    \
+    qgemv_kernel<B, S, 1, 8, G><<<grid, kQThreads, 0, st>>>(x, M, P, K, shift);                  \
+  else                                                                                           \
+    qgemv_kernel<B, S, kGemvMaxRows, 4, G><<<grid, kQThreads, 0, st>>>(x, M, P, K, shift)
+#define MLXCEL_QGEMV(B)       \
+  if (gated) {                \
+    MLXCEL_QGEMV_G(B, true);  \
+  } else {                    \
+    MLXCEL_QGEMV_G(B, false); \
+  }
+  const int variant = gemv_variant(true);
+  if (M == 1 && variant > 0 && (bits == 4 || bits == 8)) {
+    auto run = [&](auto bits_tag) {
+      constexpr int B = decltype(bits_tag)::value;
+      if (variant == 1) qgemv_warp_launch<B, S, 4, 2>(x, P, K, shift, st);
+      else if (variant == 2) qgemv_warp_launch<B, S, 2, 4>(x, P, K, shift, st);
+      else if (variant == 3) qgemv_warp_launch<B, S, 8, 1>(x, P, K, shift, st);
+      else if (variant == 4) qgemv_dp4a_launch<B, S, 8, 1>(x, P, K, shift, st);
+      else qgemv_dp4a_launch<B, S, 4, 2>(x, P, K, shift, st);
+    };
+    if (bits == 4) run(std::integral_constant<int, 4>{});
+    else run(std::integral_constant<int, 8>{});
+    MLXCEL_CUDA_LAUNCH_CHECK();
+    return;
+  }
+  switch (bits) {
     case 2: MLXCEL_QGEMV(2); break;
     case 3: MLXCEL_QGEMV(3); break;
     case 4: MLXCEL_QGEMV(4); break;
@@ -208,7 +497,23 @@ void qgemv_launch(const float* x, int M, const QuantMatrix& w, const float* bias
     default: throw_unsupported("[qlinear] bits must be 2, 3, 4, 5, 6 or 8");
   }
 #undef MLXCEL_QGEMV
+#undef MLXCEL_QGEMV_G
   MLXCEL_CUDA_LAUNCH_CHECK();
+}
+
+// The GEMV reads x with 16-byte loads: an unaligned x is copied to scratch first.
+const float* aligned_x(const float* x, int64_t n, cudaStream_t st) {
+  if (reinterpret_cast<uintptr_t>(x) % 16 == 0) return x;
+  float* xa = static_cast<float*>(scratch(size_t(n) * 4, 0));
+  MLXCEL_CUDA_CHECK(cudaMemcpyAsync(xa, x, size_t(n) * 4, cudaMemcpyDeviceToDevice, st));
+  return xa;
+}
+
+GemvParts part_of(const QuantMatrix& w, const float* bias, float* y) {
+  GemvParts P;
+  P.n = 1;
+  P.w[0] = w.packed, P.scales[0] = w.scales, P.biases[0] = w.biases, P.bias[0] = bias, P.out[0] = y, P.N[0] = w.N;
+  return P;
 }
 
 template <typename O>
@@ -247,12 +552,9 @@ void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias,
     return;
   }
   if (M <= kGemvMaxRows) {
-    if (reinterpret_cast<uintptr_t>(x) % 16 != 0) {  // the GEMV reads x with 16-byte loads
-      float* xa = static_cast<float*>(scratch(size_t(M * w.K) * 4, 0));
-      MLXCEL_CUDA_CHECK(cudaMemcpyAsync(xa, x, size_t(M * w.K) * 4, cudaMemcpyDeviceToDevice, st));
-      x = xa;
-    }
-    by_scale(w.scale_dtype, [&](auto tag) { qgemv_launch<decltype(tag)>(x, int(M), w, bias, y, st); });
+    x = aligned_x(x, M * w.K, st);
+    by_scale(w.scale_dtype,
+             [&](auto tag) { qgemv_launch<decltype(tag)>(x, int(M), part_of(w, bias, y), w.bits, w.group_size, w.K, st); });
     return;
   }
   const float one = 1.0f, zero = 0.0f;
@@ -332,6 +634,53 @@ void dequantize_same_dtype(const QuantMatrix& w, void* out) {
     default: throw_internal("dequantize_same_dtype: scales must be f16|bf16");
   }
   MLXCEL_CUDA_LAUNCH_CHECK();
+}
+
+void qlinear_multi(const float* x, int64_t M, const std::vector<QuantMatrix>& ws, const std::vector<const float*>& biases,
+                   const std::vector<float*>& ys) {
+  init();
+  MLXCEL_CUDA_REQUIRE(!ws.empty() && ws.size() <= size_t(kMaxParts) && biases.size() == ws.size() &&
+                          ys.size() == ws.size(),
+                      "qlinear_multi: 1..3 parts");
+  MLXCEL_CUDA_REQUIRE(M >= 1 && M <= kGemvMaxRows && ws[0].K > 0, "qlinear_multi: decode-sized M and K > 0 only");
+  GemvParts P;
+  P.n = int(ws.size());
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const QuantMatrix& w = ws[i];
+    check_matrix(w);
+    MLXCEL_CUDA_REQUIRE(w.K == ws[0].K && w.bits == ws[0].bits && w.group_size == ws[0].group_size &&
+                            w.scale_dtype == ws[0].scale_dtype,
+                        "qlinear_multi: parts differ");
+    P.w[i] = w.packed, P.scales[i] = w.scales, P.biases[i] = w.biases, P.bias[i] = biases[i], P.out[i] = ys[i];
+    P.N[i] = w.N;
+  }
+  cudaStream_t st = stream_of(current_device());
+  x = aligned_x(x, M * ws[0].K, st);
+  by_scale(ws[0].scale_dtype, [&](auto tag) {
+    qgemv_launch<decltype(tag)>(x, int(M), P, ws[0].bits, ws[0].group_size, ws[0].K, st);
+  });
+}
+
+void qlinear_gated(const float* x, int64_t M, const QuantMatrix& gate, const QuantMatrix& up, const float* gate_bias,
+                   const float* up_bias, Act act, float* y) {
+  init();
+  MLXCEL_CUDA_REQUIRE(M >= 1 && M <= kGemvMaxRows && gate.K > 0, "qlinear_gated: decode-sized M and K > 0 only");
+  check_matrix(gate);
+  check_matrix(up);
+  MLXCEL_CUDA_REQUIRE(up.N == gate.N && up.K == gate.K && up.bits == gate.bits && up.group_size == gate.group_size &&
+                          up.scale_dtype == gate.scale_dtype,
+                      "qlinear_gated: gate and up differ");
+  GemvParts P;
+  P.n = 2;
+  P.w[0] = gate.packed, P.scales[0] = gate.scales, P.biases[0] = gate.biases, P.bias[0] = gate_bias;
+  P.w[1] = up.packed, P.scales[1] = up.scales, P.biases[1] = up.biases, P.bias[1] = up_bias;
+  P.out[0] = y, P.N[0] = gate.N, P.N[1] = gate.N;
+  P.gate_act = int(act);
+  cudaStream_t st = stream_of(current_device());
+  x = aligned_x(x, M * gate.K, st);
+  by_scale(gate.scale_dtype, [&](auto tag) {
+    qgemv_launch<decltype(tag)>(x, int(M), P, gate.bits, gate.group_size, gate.K, st);
+  });
 }
 
 }  // namespace mlxcel::cuda

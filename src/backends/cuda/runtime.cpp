@@ -2,9 +2,13 @@
 // device), streams, cuBLAS handles, scratch buffers, host <-> device copies, errors.
 #include "backends/cuda/runtime.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -325,6 +329,97 @@ void copy_from_host(Tensor& dst, const Tensor& src) {
   const Tensor s = src.is_contiguous() ? src : src.clone();
   DeviceGuard guard(dst.device().index);
   MLXCEL_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), s.raw(), s.nbytes(), cudaMemcpyHostToDevice, stream_of(dst.device().index)));
+}
+
+// ---- per-op GPU time
+namespace {
+
+struct ProfileState {
+  std::mutex mu;
+  bool on = [] {
+    const char* e = std::getenv("MLXCEL_CUDA_PROFILE");
+    return e && e[0] == '1';
+  }();
+  struct Span {
+    const char* op;
+    cudaEvent_t a, b;
+  };
+  std::vector<Span> spans;
+  std::vector<cudaEvent_t> free_events;
+  cudaEvent_t take() {
+    if (!free_events.empty()) {
+      cudaEvent_t e = free_events.back();
+      free_events.pop_back();
+      return e;
+    }
+    cudaEvent_t e = nullptr;
+    MLXCEL_CUDA_CHECK(cudaEventCreate(&e));
+    return e;
+  }
+};
+
+ProfileState& profile_state() {
+  static ProfileState* s = new ProfileState();  // leaked: used from static destructors' time
+  return *s;
+}
+
+}  // namespace
+
+bool profiling() { return profile_state().on; }
+void set_profiling(bool on) { profile_state().on = on; }
+
+OpTimer::OpTimer(const char* op) {
+  ProfileState& ps = profile_state();
+  if (!ps.on || device_count() == 0) return;
+  const int dev = current_device();
+  if (capturing(dev)) return;
+  std::lock_guard<std::mutex> lk(ps.mu);
+  cudaEvent_t e = ps.take();
+  MLXCEL_CUDA_CHECK(cudaEventRecord(e, stream_of(dev)));
+  op_ = op;
+  start_ = e;
+}
+
+OpTimer::~OpTimer() {
+  if (!op_) return;
+  ProfileState& ps = profile_state();
+  std::lock_guard<std::mutex> lk(ps.mu);
+  cudaEvent_t e = ps.take();
+  if (cudaEventRecord(e, current_stream()) != cudaSuccess) return;
+  ps.spans.push_back({op_, static_cast<cudaEvent_t>(start_), e});
+}
+
+std::string profile_report(bool reset) {
+  ProfileState& ps = profile_state();
+  std::lock_guard<std::mutex> lk(ps.mu);
+  struct Row {
+    double ms = 0;
+    int64_t n = 0;
+  };
+  std::unordered_map<std::string, Row> rows;
+  double total = 0;
+  for (const auto& sp : ps.spans) {
+    float ms = 0;
+    if (cudaEventSynchronize(sp.b) == cudaSuccess && cudaEventElapsedTime(&ms, sp.a, sp.b) == cudaSuccess) {
+      rows[sp.op].ms += ms;
+      rows[sp.op].n += 1;
+      total += ms;
+    }
+  }
+  std::vector<std::pair<std::string, Row>> sorted(rows.begin(), rows.end());
+  std::sort(sorted.begin(), sorted.end(), [](const auto& x, const auto& y) { return x.second.ms > y.second.ms; });
+  std::string out = "GPU time per op (ms, calls, us per call, share):\n";
+  for (const auto& [op, r] : sorted) {
+    char line[160];
+    std::snprintf(line, sizeof line, "  %-22s %10.3f %8lld %9.2f %6.1f%%\n", op.c_str(), r.ms, (long long)r.n,
+                  1e3 * r.ms / double(r.n), total > 0 ? 100.0 * r.ms / total : 0.0);
+    out += line;
+  }
+  if (reset) {
+    for (const auto& sp : ps.spans) ps.free_events.push_back(sp.a), ps.free_events.push_back(sp.b);
+    ps.spans.clear();
+  }
+  return out;
 }
 
 }  // namespace mlxcel::cuda

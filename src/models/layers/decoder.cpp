@@ -1,6 +1,7 @@
 #include "models/layers/decoder.h"
 
 #include <cmath>
+#include <tuple>
 
 #include "base/error.h"
 
@@ -9,9 +10,10 @@ namespace mlxcel {
 Tensor Attention::operator()(const Tensor& x, const Batch& batch, const RopeParams* rope, Tensor& k_cache,
                              Tensor& v_cache) const {
   const int64_t T = x.dim(0);
-  Tensor q = q_proj(x);  // [T, H*D]
-  Tensor k = k_proj(x);  // [T, Hkv*D]
-  Tensor v = v_proj(x);  // [T, Hkv*D]
+  std::vector<Tensor> qkv = Linear::apply_all(x, {&q_proj, &k_proj, &v_proj});
+  Tensor q = qkv[0];  // [T, H*D]
+  Tensor k = qkv[1];  // [T, Hkv*D]
+  Tensor v = qkv[2];  // [T, Hkv*D]
   if (qk_norm == QkNorm::full) {
     q = q_norm(q);
     k = k_norm(k);
@@ -33,7 +35,7 @@ Tensor Attention::operator()(const Tensor& x, const Batch& batch, const RopePara
 }
 
 Tensor Mlp::operator()(const Tensor& x) const {
-  if (gated) return down_proj(ops::gated(gate_proj(x), up_proj(x), act));
+  if (gated) return down_proj(Linear::gated(x, gate_proj, up_proj, act));
   return down_proj(ops::activate(up_proj(x), act));
 }
 
@@ -82,26 +84,34 @@ Tensor DecoderLM::forward(const Batch& batch, KvCache& cache) {
     }
   }
 
+  // Each residual add is fused with the norm that follows it (Norm::add_then); `pending`
+  // is the branch output not yet added to x.
+  Tensor pending;
   for (size_t i = 0; i < blocks.size(); ++i) {
     const DecoderBlock& b = blocks[i];
     const RopeParams* rope = b.attn.use_rope ? &ropes.at(b.attn.rope_key) : nullptr;
-    Tensor h = b.pre_attn_norm.defined() ? b.pre_attn_norm(x) : x;
+    Tensor h;
+    if (pending.defined()) std::tie(x, h) = b.pre_attn_norm.add_then(x, pending);
+    else h = b.pre_attn_norm.defined() ? b.pre_attn_norm(x) : x;
     h = b.attn(h, batch, rope, cache.k[i], cache.v[i]);
     if (b.post_attn_norm.defined()) h = b.post_attn_norm(h);
     if (b.residual_scale != 1.0f) h = ops::scale(h, b.residual_scale);
-    x = ops::add(x, h);
-    h = b.pre_ffw_norm.defined() ? b.pre_ffw_norm(x) : x;
+    std::tie(x, h) = b.pre_ffw_norm.add_then(x, h);
     h = b.mlp(h);
     if (b.post_ffw_norm.defined()) h = b.post_ffw_norm(h);
     if (b.residual_scale != 1.0f) h = ops::scale(h, b.residual_scale);
-    x = ops::add(x, h);
+    pending = h;
   }
   if (batch.logit_rows.defined()) {
     // A step that only advances prompt chunks wants no logits.
     if (batch.logit_rows.numel() == 0) return ops::zeros({0, int64_t(config_.vocab_size)}, DType::f32, x.device());
-    x = ops::take_rows(x, batch.logit_rows);
+    if (pending.defined()) x = ops::add(x, pending);
+    x = final_norm(ops::take_rows(x, batch.logit_rows));
+  } else if (pending.defined()) {
+    x = final_norm.add_then(x, pending).second;
+  } else {
+    x = final_norm(x);
   }
-  x = final_norm(x);
   Tensor logits = lm_head(x);
   if (logit_scale != 1.0f) logits = ops::scale(logits, logit_scale);
   if (final_softcap > 0.0f) logits = ops::softcap(logits, final_softcap);

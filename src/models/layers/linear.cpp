@@ -86,6 +86,37 @@ Tensor Linear::operator()(const Tensor& x) const {
   return ops::linear(x, weight_, bias_);
 }
 
+std::vector<Tensor> Linear::apply_all(const Tensor& x, const std::vector<const Linear*>& ls) {
+  bool dense = true, mlx = true;
+  for (const Linear* l : ls) {
+    dense = dense && !l->qweight_;
+    mlx = mlx && l->qweight_ && l->qweight_->spec.format == QuantFormat::mlx_affine;
+  }
+  std::vector<Tensor> biases;
+  for (const Linear* l : ls) biases.push_back(l->bias_);
+  if (dense && ls.size() <= 3) {
+    std::vector<Tensor> ws;
+    for (const Linear* l : ls) ws.push_back(l->weight_);
+    return ops::linear_multi(x, ws, biases);
+  }
+  if (mlx && ls.size() <= 3) {
+    std::vector<const QuantizedWeight*> ws;
+    for (const Linear* l : ls) ws.push_back(&*l->qweight_);
+    return ops::qlinear_multi(x, ws, biases);
+  }
+  std::vector<Tensor> outs;
+  for (const Linear* l : ls) outs.push_back((*l)(x));
+  return outs;
+}
+
+Tensor Linear::gated(const Tensor& x, const Linear& gate, const Linear& up, ops::Activation act) {
+  if (!gate.qweight_ && !up.qweight_) return ops::linear_gated(x, gate.weight_, up.weight_, act, gate.bias_, up.bias_);
+  if (gate.qweight_ && up.qweight_ && gate.qweight_->spec.format == QuantFormat::mlx_affine &&
+      up.qweight_->spec.format == QuantFormat::mlx_affine)
+    return ops::qlinear_gated(x, *gate.qweight_, *up.qweight_, act, gate.bias_, up.bias_);
+  return ops::gated(gate(x), up(x), act);
+}
+
 int64_t Linear::out_features() const { return qweight_ ? qweight_->rows() : weight_.dim(0); }
 int64_t Linear::in_features() const { return qweight_ ? qweight_->cols() : weight_.dim(1); }
 
@@ -131,6 +162,12 @@ Norm Norm::layer(const WeightMap& w, const std::string& prefix, float eps, int64
 Tensor Norm::operator()(const Tensor& x) const {
   if (kind_ == Kind::rms) return ops::rms_norm(x, weight_, eps_, w_offset_);
   return ops::layer_norm(x, weight_, bias_, eps_);
+}
+
+std::pair<Tensor, Tensor> Norm::add_then(const Tensor& x, const Tensor& h) const {
+  if (defined() && kind_ == Kind::rms) return ops::add_rms_norm(x, h, weight_, eps_, w_offset_);
+  Tensor sum = ops::add(x, h);
+  return {sum, defined() ? (*this)(sum) : sum};
 }
 
 }  // namespace mlxcel

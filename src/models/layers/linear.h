@@ -4,9 +4,12 @@
 
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "loader/config.h"
 #include "loader/weights.h"
+#include "ops/ops.h"
 #include "ops/quant.h"
 #include "tensor/tensor.h"
 
@@ -28,6 +31,11 @@ class Linear {
   Linear rows(int64_t begin, int64_t end) const;
 
   Tensor operator()(const Tensor& x) const;  // [..., in] -> [..., out]
+  // Several projections of one x (q/k/v): {ls[0](x), ls[1](x), ...}, through one fused op
+  // when their storage is alike (all dense of one dtype, or all MLX-quantized of one spec).
+  static std::vector<Tensor> apply_all(const Tensor& x, const std::vector<const Linear*>& ls);
+  // act(gate(x)) * up(x), fused likewise.
+  static Tensor gated(const Tensor& x, const Linear& gate, const Linear& up, ops::Activation act);
   int64_t out_features() const;
   int64_t in_features() const;
   bool quantized() const { return qweight_.has_value(); }
@@ -65,6 +73,9 @@ class Norm {
                   int64_t expect_dim = 0);
   static Norm layer(const WeightMap& w, const std::string& prefix, float eps, int64_t expect_dim = 0);
   Tensor operator()(const Tensor& x) const;
+  // {x + h, norm(x + h)}: a residual add and the norm after it (one kernel for RMSNorm on
+  // CUDA). An undefined norm gives {x + h, x + h}.
+  std::pair<Tensor, Tensor> add_then(const Tensor& x, const Tensor& h) const;
   bool defined() const { return weight_.defined(); }
 
  private:

@@ -1,0 +1,106 @@
+// Fused decode ops (ops/fused.h): the composition on the CPU and for inputs the CUDA
+// kernels do not take; one kernel on CUDA otherwise.
+#include "ops/fused.h"
+
+#include "backends/cpu/kernels.h"
+#include "backends/cuda/dispatch.h"
+#include "ops/ops.h"
+#include "ops/ops_internal.h"
+
+namespace mlxcel::ops {
+
+using namespace detail;
+
+std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& h, const Tensor& w, float eps,
+                                       float w_offset) {
+  constexpr const char* kOp = "add_rms_norm";
+  if (x.device().type != DeviceType::cuda) {
+    Tensor sum = add(x, h);
+    Tensor normed = rms_norm(sum, w, eps, w_offset);
+    return {sum, normed};
+  }
+  check_defined(kOp, x, "x");
+  check_defined(kOp, h, "h");
+  check_dtype(kOp, x, "x", {DType::f32});
+  check_dtype(kOp, h, "h", {DType::f32});
+  check_ndim_at_least(kOp, x, "x", 1);
+  check_same_device(kOp, x, h, "h");
+  if (x.shape() != h.shape()) invalid("[{}] shapes differ: x is {}, h is {}", kOp, x.describe(), h.describe());
+  if (w.defined()) {
+    check_float(kOp, w, "w");
+    check_same_device(kOp, x, w, "w");
+    if (w.ndim() != 1 || w.dim(0) != x.dim(-1))
+      invalid("[{}] w must be [{}] (the last dimension of x), got {}", kOp, x.dim(-1), w.describe());
+  }
+  Tensor xc = contiguous_input(x), hc = contiguous_input(h);
+  Tensor sum = Tensor::empty(x.shape(), DType::f32, x.device());
+  Tensor normed = Tensor::empty(x.shape(), DType::f32, x.device());
+  MLXCEL_CUDA_CALL(kOp, cuda::add_rms_norm(xc, hc, w, eps, w_offset, sum, normed));
+  return {sum, normed};
+}
+
+namespace {
+
+// The fused GEMV takes 1..8 rows of x and weights (and biases) of one dtype.
+bool fusable(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<Tensor>& biases) {
+  if (x.device().type != DeviceType::cuda || ws.empty() || ws.size() > 3) return false;
+  const int64_t K = ws[0].defined() && ws[0].ndim() == 2 ? ws[0].dim(1) : 0;
+  if (K <= 0) return false;
+  const int64_t M = x.numel() / K;
+  if (M < 1 || M > 8) return false;
+  DType bdt = DType::u8;
+  for (const Tensor& w : ws)
+    if (!w.defined() || w.dtype() != ws[0].dtype()) return false;
+  for (const Tensor& b : biases) {
+    if (!b.defined()) continue;
+    if (bdt != DType::u8 && b.dtype() != bdt) return false;
+    bdt = b.dtype();
+  }
+  return true;
+}
+
+}  // namespace
+
+std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<Tensor>& biases) {
+  constexpr const char* kOp = "linear_multi";
+  if (ws.empty() || ws.size() > 3) invalid("[{}] takes 1 to 3 weights, got {}", kOp, ws.size());
+  if (!biases.empty() && biases.size() != ws.size())
+    invalid("[{}] {} biases for {} weights", kOp, biases.size(), ws.size());
+  std::vector<Tensor> bs = biases.empty() ? std::vector<Tensor>(ws.size()) : biases;
+  std::vector<Tensor> outs;
+  if (!fusable(x, ws, bs)) {
+    for (size_t i = 0; i < ws.size(); ++i) outs.push_back(linear(x, ws[i], bs[i]));
+    return outs;
+  }
+  std::vector<Tensor> wc;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    check_linear(kOp, x, ws[i], bs[i]);
+    wc.push_back(contiguous_input(ws[i]));
+    if (bs[i].defined()) bs[i] = contiguous_input(bs[i]);
+    Shape shape = x.shape();
+    shape.back() = ws[i].dim(0);
+    outs.push_back(Tensor::empty(shape, DType::f32, x.device()));
+  }
+  Tensor xc = contiguous_input(x);
+  MLXCEL_CUDA_CALL(kOp, cuda::linear_multi(xc, wc, bs, outs));
+  return outs;
+}
+
+Tensor linear_gated(const Tensor& x, const Tensor& gate, const Tensor& up, Activation act, const Tensor& gate_bias,
+                    const Tensor& up_bias) {
+  constexpr const char* kOp = "linear_gated";
+  if (!fusable(x, {gate, up}, {gate_bias, up_bias}) || gate.dim(0) != up.dim(0) || up.ndim() != 2)
+    return gated(linear(x, gate, gate_bias), linear(x, up, up_bias), act);
+  check_linear(kOp, x, gate, gate_bias);
+  check_linear(kOp, x, up, up_bias);
+  Tensor xc = contiguous_input(x), gc = contiguous_input(gate), uc = contiguous_input(up);
+  Tensor gb = gate_bias.defined() ? contiguous_input(gate_bias) : Tensor();
+  Tensor ub = up_bias.defined() ? contiguous_input(up_bias) : Tensor();
+  Shape shape = x.shape();
+  shape.back() = gate.dim(0);
+  Tensor out = Tensor::empty(shape, DType::f32, x.device());
+  MLXCEL_CUDA_CALL(kOp, cuda::linear_gated(xc, gc, uc, gb, ub, cpu::Act(act), out));
+  return out;
+}
+
+}  // namespace mlxcel::ops

@@ -1,0 +1,37 @@
+// Fused ops for the decode step: each gives exactly the result of the composition it
+// names (on the CPU it *is* that composition), and on CUDA runs as one kernel where a
+// decode-sized input allows (1 to 8 rows; larger inputs fall back to the composition).
+// A decode step of a 7B-class model is hundreds of small kernels; these cut a layer's
+// count roughly in half (issue 8).
+#pragma once
+
+#include <utility>
+#include <vector>
+
+#include "ops/quant.h"
+#include "tensor/tensor.h"
+
+namespace mlxcel::ops {
+
+enum class Activation;
+
+// {x + h, rms_norm(x + h, w, eps, w_offset)}: the residual add and the next norm.
+std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& h, const Tensor& w, float eps,
+                                       float w_offset = 0.0f);
+
+// outs[i] = linear(x, ws[i], biases[i]) for up to 3 weights of one dtype and one K
+// (biases: empty, or one per weight, each possibly undefined).
+std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& ws,
+                                 const std::vector<Tensor>& biases = {});
+// gated(linear(x, gate, gate_bias), linear(x, up, up_bias), act): an MLP's gate/up.
+Tensor linear_gated(const Tensor& x, const Tensor& gate, const Tensor& up, Activation act,
+                    const Tensor& gate_bias = Tensor(), const Tensor& up_bias = Tensor());
+
+// The same for MLX affine quantized weights of one spec (GGUF-packed weights take the
+// composition).
+std::vector<Tensor> qlinear_multi(const Tensor& x, const std::vector<const QuantizedWeight*>& ws,
+                                  const std::vector<Tensor>& biases = {});
+Tensor qlinear_gated(const Tensor& x, const QuantizedWeight& gate, const QuantizedWeight& up, Activation act,
+                     const Tensor& gate_bias = Tensor(), const Tensor& up_bias = Tensor());
+
+}  // namespace mlxcel::ops
