@@ -128,7 +128,7 @@ int64_t env_or(const char* name, int64_t fallback) {
 // A yield that took this long means another task ran on this core in between.
 const int64_t kPreemptedNs = env_or("MLXCEL_SPIN_PREEMPT_US", 30) * 1000;
 // After that, nobody in the pool spins for this long (the machine is busy).
-const int64_t kBackoffNs = env_or("MLXCEL_SPIN_BACKOFF_MS", 50) * 1000000;
+const int64_t kBackoffNs = env_or("MLXCEL_SPIN_BACKOFF_MS", 5) * 1000000;
 
 // Polls pred() until it holds or spin_ns have passed; returns pred(). The first ~2 us
 // poll with the pause instruction, later polls yield the CPU in between. A yield that

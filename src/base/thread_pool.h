@@ -11,7 +11,7 @@
 // polls (sched_yield), so on a loaded machine a spinning thread hands its core to
 // whatever else is runnable there instead of burning the time slice. When such a yield
 // does hand the core away (it returns only after tens of microseconds), the machine has
-// no idle core: that spin ends and the whole pool sleeps at once for the next 50 ms
+// no idle core: that spin ends and the whole pool sleeps at once for the next 5 ms
 // (then probes again), so on a loaded machine the pool behaves like a plain sleeping
 // one and neither our other thread nor other processes lose time to spinning. The spin
 // budget is MLXCEL_SPIN_US microseconds (default kDefaultSpinUs; 0 = always sleep).
