@@ -3,11 +3,13 @@
 // tokens, MLX q4/q8 copies, a GGUF Q8_0/Q4_0 copy (run as MLX affine on the device), and
 // the engine's device-side greedy sampling. Skips without a GPU.
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <map>
 
 #include <gtest/gtest.h>
 
+#include "backends/cuda/kernels.h"
 #include "engine/engine.h"
 #include "engine/generator.h"
 #include "loader/config.h"
@@ -54,7 +56,15 @@ TEST_P(CudaFamily, Fp32MatchesTransformers) {
   std::printf("[cuda fixture] %-12s fp32 max rel err %.2e\n", GetParam().c_str(), err);
 }
 
+// The exact batch-1 GEMV for quantized weights (design 0: f32 activations) against the
+// reference, whatever MLXCEL_CUDA_GEMV says (design 4 rounds activations to int8).
+struct ExactQuantizedGemv {
+  int previous = cuda::set_gemv_variants(1, 0);
+  ~ExactQuantizedGemv() { cuda::set_gemv_variants(previous / 16, previous % 16); }
+};
+
 void check_quantized(const std::string& family, int bits) {
+  ExactQuantizedGemv exact;
   QuantizedFixture q = quantized_fixture(family, bits);
   place_weights(q.weights, Device::cuda());
   auto model = build_model(q.config, q.weights);
@@ -148,6 +158,7 @@ INSTANTIATE_TEST_SUITE_P(All, CudaFamily, ::testing::ValuesIn(families()), [](co
 // tests/models/device_test.cpp bounds that.)
 TEST(CudaGguf, TranscodedBlocksMatchTheCpu) {
   REQUIRE_GPU();
+  ExactQuantizedGemv exact;
   const std::vector<int> prompt{3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5};
   for (const char* f : {"q8_0", "q4_0"}) {
     ModelConfig c = synthetic_config("tiny", f);

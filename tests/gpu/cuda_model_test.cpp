@@ -298,12 +298,17 @@ TEST(CudaAttention, PagedMatchesDenseReference) {
       {{7}, {7}, 4, 4, 96, 80, 0, 0.7f, true, DType::f16, DType::f32},                        // MHA, softcap, Dv != D
       {{4, 2}, {4, 9}, 6, 3, 256, 256, 0, 0.0f, false, DType::bf16, DType::bf16},             // non-causal, D = 256
       {{1, 2}, {0, 2}, 4, 2, 32, 32, 0, 0.0f, true, DType::f32, DType::f32},                  // empty sequence
+      {{1, 1, 1, 1}, {2000, 33, 1, 95}, 32, 8, 128, 128, 0, 0.0f, true, DType::bf16, DType::f32},  // Llama-8B-like decode
+      {{1, 3}, {50, 7}, 4, 2, 20, 20, 0, 0.0f, true, DType::bf16, DType::f32},              // D % 8 != 0: attn_kernel
       // Prompt-shaped steps (>= 64 rows, >= 16 per sequence): the tiled prefill kernel.
       {{70, 100}, {70, 150}, 8, 2, 64, 64, 0, 0.0f, true, DType::f32, DType::f32},          // cached prefix, tails
       {{130}, {130}, 12, 4, 128, 128, 33, 0.0f, true, DType::bf16, DType::f32},             // window
       {{65, 1, 64}, {65, 10, 200}, 4, 4, 96, 80, 0, 0.7f, true, DType::f16, DType::f32},   // softcap, Dv != D, a decode row
       {{80}, {80}, 6, 3, 256, 256, 0, 0.0f, false, DType::bf16, DType::bf16},               // non-causal, D = 256
   };
+  for (bool lanes_over_keys : {false, true}) {  // attn_kernel, attn_decode_kernel for decode rows
+  SCOPED_TRACE(lanes_over_keys ? "attn_decode_kernel" : "attn_kernel");
+  const bool previous = cuda::set_decode_attention(lanes_over_keys);
   for (size_t ci = 0; ci < cases.size(); ++ci) {
     const Case& c = cases[ci];
     int qlen0 = c.q_len[0];
@@ -333,6 +338,8 @@ TEST(CudaAttention, PagedMatchesDenseReference) {
     Tensor out2 = poisoned({T, c.n_heads, c.Dv}, c.qdt);
     cuda::paged_attention(gpu(q), b.k_cache, b.v_cache, dctx, p, out2);
     EXPECT_LT(rel_err(out2, want), tol) << "case " << ci << " (device context)";
+  }
+  cuda::set_decode_attention(previous);
   }
 }
 

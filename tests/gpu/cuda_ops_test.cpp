@@ -175,8 +175,8 @@ TEST(CudaOps, FusedOpsMatchComposition) {
   }
   cuda::set_gemv_variants(previous / 16, previous % 16);
   }
-  for (int64_t M : {1, 7}) {
-    Tensor x = rand_host({M, 300}), h = rand_host({M, 300}), w = rand_host({300}, DType::bf16);
+  for (auto [M, D] : {std::pair<int64_t, int64_t>{1, 300}, {7, 300}, {3, 302}, {2, 9000}}) {  // 302: scalar kernel
+    Tensor x = rand_host({M, D}), h = rand_host({M, D}), w = rand_host({D}, DType::bf16);
     auto [sum, normed] = ops::add_rms_norm(dev(x), dev(h), dev(w), 1e-6f, 1.0f);
     EXPECT_TRUE(bytes_equal(sum, ops::add(dev(x), dev(h))));
     EXPECT_LT(rel_err(normed, ops::rms_norm(ops::add(x, h), w, 1e-6f, 1.0f)), kTolF32);

@@ -85,6 +85,18 @@ inline bool bytes_equal(const Tensor& got, const Tensor& want) {
 
 constexpr double kTolF32 = 1e-4, kTolQuant = 1e-3, kTolBf16 = 1e-2;
 
+// Kernel tests compare against the CPU's f32 arithmetic: the quantized batch-1 GEMV runs
+// its exact design (0) unless a test picks another (the default rounds activations to
+// int8; cuda_ops_test's FusedOpsMatchComposition checks every design).
+class ExactGemvEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override { cuda::set_gemv_variants(1, 0); }
+};
+inline const bool kExactGemvRegistered = [] {
+  ::testing::AddGlobalTestEnvironment(new ExactGemvEnvironment);
+  return true;
+}();
+
 #define REQUIRE_GPU()                                                     \
   do {                                                                    \
     ::mlxcel::cuda::init();                                               \

@@ -162,6 +162,177 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_kernel(const KV* __restr
   }
 }
 
+// ---- decode: lanes over keys ------------------------------------------------------
+// Same blocks as attn_kernel (one query row, one KV head with up to kHeadsPerCta of its
+// query heads, one split), but a warp takes 32 keys at once: lane j scores key j for
+// every head (its K row read in 16-byte vectors against q in shared memory), the tile's
+// softmax runs once per head on warp shuffles, and for P.V each lane owns output dims
+// and the probabilities are broadcast key by key. attn_kernel instead reduced over the
+// head dim for every key and head: a chain of shuffles per key. Needs D % E == 0
+// (E = 16 / sizeof(KV)); written like attn_kernel's merge at the end.
+template <typename KV>
+__global__ void __launch_bounds__(kAttnWarps * 32) attn_decode_kernel(const KV* __restrict__ kc,
+                                                                      const KV* __restrict__ vc, AttnArgs a) {
+  constexpr int E = int(16 / sizeof(KV));
+  __shared__ __align__(16) float qs[kHeadsPerCta][kMaxDimPerLane * 32];
+  __shared__ float so[kAttnWarps][kHeadsPerCta][kMaxDimPerLane * 32];
+  __shared__ float sm[kAttnWarps][kHeadsPerCta], sl[kAttnWarps][kHeadsPerCta];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int t = blockIdx.x;
+  const int kvh = blockIdx.y / a.head_groups, hg = blockIdx.y % a.head_groups;
+  const int z = blockIdx.z;
+  const int h0 = kvh * a.G + hg * kHeadsPerCta;
+  const int nh = min(kHeadsPerCta, a.G - hg * kHeadsPerCta);
+
+  int lo_s = 0, hi_s = a.n_seqs - 1;
+  while (lo_s < hi_s) {
+    const int mid = (lo_s + hi_s + 1) / 2;
+    if (a.q_start[mid] <= t) lo_s = mid;
+    else hi_s = mid - 1;
+  }
+  const int s = lo_s;
+  const int q_len = a.q_start[s + 1] - a.q_start[s];
+  const int L = a.kv_len[s];
+  const int pos = L - q_len + (t - a.q_start[s]);
+  const int hi = a.causal ? min(pos + 1, L) : L;
+  const int lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;
+  const int n_vis = max(0, hi - lo);
+  const int chunk = (n_vis + a.n_splits - 1) / a.n_splits;
+  const int k0 = lo + z * chunk, k1 = min(hi, k0 + chunk);
+
+  for (int i = threadIdx.x; i < nh * a.D; i += blockDim.x) {
+    const int hh = i / a.D, d = i % a.D;
+    qs[hh][d] = load_any(a.q, a.qdt, (int64_t(t) * a.n_heads + h0 + hh) * a.D + d);
+  }
+  __syncthreads();
+
+  float m[kHeadsPerCta], l[kHeadsPerCta], o[kHeadsPerCta][kMaxDimPerLane];
+#pragma unroll
+  for (int hh = 0; hh < kHeadsPerCta; ++hh) {
+    m[hh] = -INFINITY;
+    l[hh] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kMaxDimPerLane; ++i) o[hh][i] = 0.0f;
+  }
+  const int32_t* table = a.block_table + int64_t(s) * a.max_blocks;
+  for (int j0 = k0 + 32 * warp; j0 < k1; j0 += 32 * kAttnWarps) {
+    const int j = j0 + lane;
+    const bool valid = j < k1;
+    const int64_t slot = valid ? int64_t(table[j / a.block_size]) * a.block_size + j % a.block_size : 0;
+    // Scores of key j for every head.
+    float sc[kHeadsPerCta];
+#pragma unroll
+    for (int hh = 0; hh < kHeadsPerCta; ++hh) sc[hh] = 0.0f;
+    if (valid) {
+      const uint4* kr = reinterpret_cast<const uint4*>(kc + (slot * a.n_kv + kvh) * a.D);
+#pragma unroll 4
+      for (int v = 0; v < a.D / E; ++v) {
+        const uint4 raw = kr[v];
+        const KV* kv = reinterpret_cast<const KV*>(&raw);
+        float kf[E];
+#pragma unroll
+        for (int e = 0; e < E; ++e) kf[e] = to_f(kv[e]);
+#pragma unroll
+        for (int hh = 0; hh < kHeadsPerCta; ++hh) {
+          if (hh < nh) {
+#pragma unroll
+            for (int e = 0; e < E; ++e) sc[hh] = fmaf(qs[hh][v * E + e], kf[e], sc[hh]);
+          }
+        }
+      }
+    }
+    float p[kHeadsPerCta];
+#pragma unroll
+    for (int hh = 0; hh < kHeadsPerCta; ++hh) {
+      p[hh] = 0.0f;
+      if (hh < nh) {
+        float x = sc[hh] * a.scale;
+        if (a.softcap > 0.0f) x = tanhf(x / a.softcap) * a.softcap;
+        x = valid ? x : -INFINITY;
+        const float mn = fmaxf(m[hh], warp_max(x));  // finite: key j0 is valid
+        const float corr = expf(m[hh] - mn);
+        p[hh] = valid ? expf(x - mn) : 0.0f;
+        l[hh] = l[hh] * corr + warp_sum(p[hh]);
+#pragma unroll
+        for (int i = 0; i < kMaxDimPerLane; ++i) o[hh][i] *= corr;
+        m[hh] = mn;
+      }
+    }
+    // P.V: lane owns dims lane + 32 i; key jj's probability comes by shuffle.
+    const int n_keys = min(32, k1 - j0);
+#pragma unroll 4
+    for (int jj = 0; jj < n_keys; ++jj) {
+      const int64_t slot_j = __shfl_sync(0xffffffffu, slot, jj);
+      const KV* vr = vc + (slot_j * a.n_kv + kvh) * a.Dv;
+      float vv[kMaxDimPerLane];
+#pragma unroll
+      for (int i = 0; i < kMaxDimPerLane; ++i) {
+        const int d = lane + 32 * i;
+        vv[i] = d < a.Dv ? to_f(vr[d]) : 0.0f;
+      }
+#pragma unroll
+      for (int hh = 0; hh < kHeadsPerCta; ++hh) {
+        const float pj = __shfl_sync(0xffffffffu, p[hh], jj);
+        if (hh < nh) {
+#pragma unroll
+          for (int i = 0; i < kMaxDimPerLane; ++i) o[hh][i] = fmaf(pj, vv[i], o[hh][i]);
+        }
+      }
+    }
+  }
+  // Merge the warps (as attn_kernel).
+#pragma unroll
+  for (int hh = 0; hh < kHeadsPerCta; ++hh) {
+    if (hh < nh) {
+      if (lane == 0) {
+        sm[warp][hh] = m[hh];
+        sl[warp][hh] = l[hh];
+      }
+#pragma unroll
+      for (int i = 0; i < kMaxDimPerLane; ++i) {
+        const int d = lane + 32 * i;
+        if (d < a.Dv) so[warp][hh][d] = o[hh][i];
+      }
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < nh * a.Dv; i += blockDim.x) {
+    const int hh = i / a.Dv, d = i % a.Dv;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kAttnWarps; ++w) M = fmaxf(M, sm[w][hh]);
+    float Ls = 0.0f, O = 0.0f;
+    if (M != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < kAttnWarps; ++w) {
+        const float f = sm[w][hh] == -INFINITY ? 0.0f : expf(sm[w][hh] - M);
+        Ls += sl[w][hh] * f;
+        O += so[w][hh][d] * f;
+      }
+    }
+    const int64_t th = int64_t(t) * a.n_heads + h0 + hh;
+    if (a.n_splits == 1) {
+      store_any(a.out, a.odt, th * a.Dv + d, Ls > 0.0f ? O / Ls : 0.0f);
+    } else {
+      a.part_o[(th * a.n_splits + z) * a.Dv + d] = O;
+      if (d == 0) {
+        a.part_ml[(th * a.n_splits + z) * 2] = M;
+        a.part_ml[(th * a.n_splits + z) * 2 + 1] = Ls;
+      }
+    }
+  }
+}
+
+// attn_decode_kernel is opt-in (MLXCEL_CUDA_DECODE_ATTN=1 or set_decode_attention):
+// on an H200 it was slower than attn_kernel at the contexts measured (Llama-3.1-8B
+// shapes, 16-256 keys: tg 172 vs 181 tok/s, 64 sequences 5,149 vs 5,708 tok/s); long
+// contexts are unmeasured.
+bool g_decode_kernel = [] {
+  const char* e = std::getenv("MLXCEL_CUDA_DECODE_ATTN");
+  return e && e[0] == '1';
+}();
+bool use_decode_kernel() { return g_decode_kernel; }
+
 // ---- prefill: query tiles ------------------------------------------------------
 // A block takes kTileQ consecutive query rows of one sequence and one query head, and
 // walks the visible keys in tiles of kTileK: K and V tiles are staged in shared memory
@@ -381,6 +552,12 @@ int sm_count(int dev) {
 
 }  // namespace
 
+bool set_decode_attention(bool on) {
+  const bool old = g_decode_kernel;
+  g_decode_kernel = on;
+  return old;
+}
+
 void kv_cache_write(Tensor& k_cache, Tensor& v_cache, const Tensor& k, const Tensor& v, const AttentionContext& ctx) {
   init();
   const int64_t T = k.dim(0);
@@ -462,7 +639,23 @@ void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
   }
   MLXCEL_CUDA_REQUIRE(T <= INT32_MAX && a.n_kv * a.head_groups <= 65535, "paged_attention: grid");
   const dim3 grid(unsigned(T), unsigned(a.n_kv * a.head_groups), unsigned(a.n_splits));
-  switch (k_cache.dtype()) {
+  const int E = int(16 / dtype_size(k_cache.dtype()));
+  const bool decode = use_decode_kernel() && a.D % E == 0 &&
+                      reinterpret_cast<uintptr_t>(k_cache.raw()) % 16 == 0;
+  if (decode) {
+    switch (k_cache.dtype()) {
+      case DType::f32: attn_decode_kernel<float><<<grid, kAttnWarps * 32, 0, l.stream>>>(k_cache.data<float>(), v_cache.data<float>(), a); break;
+      case DType::f16:
+        attn_decode_kernel<f16><<<grid, kAttnWarps * 32, 0, l.stream>>>(static_cast<const f16*>(k_cache.raw()),
+                                                                         static_cast<const f16*>(v_cache.raw()), a);
+        break;
+      case DType::bf16:
+        attn_decode_kernel<bf16><<<grid, kAttnWarps * 32, 0, l.stream>>>(static_cast<const bf16*>(k_cache.raw()),
+                                                                          static_cast<const bf16*>(v_cache.raw()), a);
+        break;
+      default: throw_internal("paged_attention: cache must be f32|f16|bf16");
+    }
+  } else switch (k_cache.dtype()) {
     case DType::f32: attn_kernel<float><<<grid, kAttnWarps * 32, 0, l.stream>>>(k_cache.data<float>(), v_cache.data<float>(), a); break;
     case DType::f16:
       attn_kernel<f16><<<grid, kAttnWarps * 32, 0, l.stream>>>(static_cast<const f16*>(k_cache.raw()),

@@ -135,6 +135,12 @@ class OpTimer {
 // dense one. set_gemv_variants sets each; returns dense * 16 + quantized before.
 int set_gemv_variant(int v);
 int set_gemv_variants(int dense, int quantized);
+// Decode rows of paged attention on attn_decode_kernel (lanes over keys) instead of
+// attn_kernel; off by default (attention.cu says why). Returns the previous setting.
+bool set_decode_attention(bool on);
+// Products of 9+ rows on cuBLASLt (default; MLXCEL_CUDA_LT=0: cublasGemmEx). Returns the
+// previous setting.
+bool set_gemm_lt(bool on);
 
 // Fused decode products (1 <= M <= kGemvMaxRows, K > 0; ops/fused.cpp checks shapes):
 // one GEMV launch for up to 3 products of the same x (q/k/v: weights of one dtype and K,

@@ -1,6 +1,10 @@
 // Dense linear y = x @ w^T (+ bias): a bandwidth-bound GEMV for decode-sized M and
 // cuBLAS for the rest. f32 accumulation everywhere.
 #include <cstdlib>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <unordered_map>
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
@@ -268,8 +272,10 @@ cudaDataType_t cuda_type(DType d) {
 
 namespace {
 // Defaults measured on an H200 (bench/results/cuda_gemv.md, run 4): the warp design R4 U2
-// for dense weights (71% vs 63% of copy bandwidth over a Llama-3.1-8B layer), the block
-// design for quantized ones (the warp designs were slower there).
+// for dense weights (71% vs 63% of copy bandwidth over a Llama-3.1-8B layer; tg of
+// Llama-3.1-8B bf16 +20%); the exact f32 block design for quantized weights. Design 4
+// (int8 activations on dp4a) decodes Llama-3.1-8B q4 25% faster but moves the tiny
+// fixtures' logits by 3-13%, so it is opt-in (MLXCEL_CUDA_GEMV=4).
 const char* g_gemv_env = std::getenv("MLXCEL_CUDA_GEMV");
 int g_gemv_dense = g_gemv_env ? std::atoi(g_gemv_env) : 1;
 int g_gemv_quant = g_gemv_env ? std::atoi(g_gemv_env) : 0;
@@ -312,6 +318,88 @@ void gemm_f32_nt(const float* x, int64_t M, const float* w, int64_t N, int64_t K
                                   int(K), x, int(K), &zero, y, int(N)));
 }
 
+namespace {
+
+// cuBLASLt for the products of 9+ rows (MLXCEL_CUDA_LT=0: cublasGemmEx instead): its
+// heuristic, given a workspace, splits K for skinny shapes (an engine step of 64
+// sequences is a [64, K] x [K, N] product that a plain tiling spreads over few SMs).
+// One plan (layouts + algorithm) per shape and dtype, cached.
+bool g_use_lt = [] {
+  const char* e = std::getenv("MLXCEL_CUDA_LT");
+  return !(e && e[0] == '0');
+}();
+constexpr size_t kLtWorkspace = size_t(32) << 20;
+
+struct LtPlan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool ok = false;
+};
+
+cublasLtHandle_t lt_handle(int dev) {
+  static std::mutex mu;
+  static std::unordered_map<int, cublasLtHandle_t> handles;
+  std::lock_guard<std::mutex> lk(mu);
+  auto it = handles.find(dev);
+  if (it != handles.end()) return it->second;
+  cublasLtHandle_t h = nullptr;
+  MLXCEL_CUBLAS_CHECK(cublasLtCreate(&h));
+  handles[dev] = h;
+  return h;
+}
+
+// y f32 [M, N] (column-major N x M) = w [N, K]^T-as-stored times x [M, K]; false when
+// cuBLASLt has no algorithm for the shape (the caller falls back to cublasGemmEx).
+bool gemm_lt(const void* x, const void* w, DType ct, int64_t M, int64_t N, int64_t K, float* y, int dev,
+             cudaStream_t st) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, int64_t, int64_t, int64_t, int>, LtPlan> plans;
+  cublasLtHandle_t h = lt_handle(dev);
+  const cudaDataType_t t = ct == DType::bf16 ? CUDA_R_16BF : ct == DType::f16 ? CUDA_R_16F : CUDA_R_32F;
+  LtPlan* plan = nullptr;
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    LtPlan& p = plans[{dev, M, N, K, int(ct)}];
+    if (!p.op) {
+      const cublasComputeType_t compute = ct == DType::f32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F;
+      MLXCEL_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, compute, CUDA_R_32F));
+      const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+      MLXCEL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+      MLXCEL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+      MLXCEL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, t, uint64_t(K), uint64_t(N), K));
+      MLXCEL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, t, uint64_t(K), uint64_t(M), K));
+      MLXCEL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, uint64_t(N), uint64_t(M), N));
+      cublasLtMatmulPreference_t pref = nullptr;
+      MLXCEL_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+      const size_t ws = kLtWorkspace;
+      MLXCEL_CUBLAS_CHECK(
+          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+      cublasLtMatmulHeuristicResult_t r{};
+      int n = 0;
+      const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(h, p.op, p.a, p.b, p.c, p.c, pref, 1, &r, &n);
+      cublasLtMatmulPreferenceDestroy(pref);
+      p.ok = hs == CUBLAS_STATUS_SUCCESS && n > 0 && r.state == CUBLAS_STATUS_SUCCESS;
+      if (p.ok) p.algo = r.algo;
+    }
+    plan = &p;  // std::map nodes are stable
+  }
+  if (!plan->ok) return false;
+  const float one = 1.0f, zero = 0.0f;
+  void* ws = scratch(kLtWorkspace, 4);
+  MLXCEL_CUBLAS_CHECK(cublasLtMatmul(h, plan->op, &one, w, plan->a, x, plan->b, &zero, y, plan->c, y, plan->c, &plan->algo,
+                                     ws, kLtWorkspace, st));
+  return true;
+}
+
+}  // namespace
+
+bool set_gemm_lt(bool on) {
+  const bool old = g_use_lt;
+  g_use_lt = on;
+  return old;
+}
+
 void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) {
   init();
   const int64_t K = w.dim(1), N = w.dim(0);
@@ -347,6 +435,10 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) {
   }
   const bool direct = out.dtype() == DType::f32;
   float* y = direct ? out.data<float>() : static_cast<float*>(scratch(size_t(M * N) * 4, 1));
+  if (g_use_lt && gemm_lt(xp, w.raw(), ct, M, N, K, y, dev, l.stream)) {
+    if (bp || !direct) finish_rows(y, M, N, bp, bdt, out.raw(), out.dtype(), l.stream);
+    return;
+  }
   const float one = 1.0f, zero = 0.0f;
   MLXCEL_CUBLAS_CHECK(cublasGemmEx(cublas_handle(dev), CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(M), int(K), &one, w.raw(),
                                    cuda_type(ct), int(K), xp, cuda_type(ct), int(K), &zero, y, CUDA_R_32F, int(N),

@@ -1,6 +1,8 @@
 // RMSNorm (plus a fused residual add) and LayerNorm over the last dimension; f32 rows,
 // weights f32|f16|bf16 or absent. One block per row; the row is read from L1/L2 again
 // for the output pass.
+#include <algorithm>
+
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
 
@@ -30,6 +32,49 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __rest
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
     const float wv = (w ? load_any(w, wdt, i) : 1.0f) + w_offset;
     out[base + i] = (src[base + i] * inv) * wv;
+  }
+}
+
+// The same for rows of D % 4 == 0 and D <= 4 * 1024 * V: the row stays in registers
+// (V float4 per thread), one read of x (and res), one write of each output.
+template <int V>
+__global__ void rms_norm_vec_kernel(const float* __restrict__ x, const float* __restrict__ res, float* sum_out,
+                                    const void* __restrict__ w, int wdt, float w_offset, float eps, int64_t D,
+                                    float* __restrict__ out) {
+  __shared__ float sh[32];
+  const int64_t base = int64_t(blockIdx.x) * D;
+  const int n4 = int(D / 4);
+  const float4* x4 = reinterpret_cast<const float4*>(x + base);
+  float4 v[V];
+  float ss = 0.0f;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int idx = threadIdx.x + i * blockDim.x;
+    v[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (idx < n4) {
+      v[i] = x4[idx];
+      if (res) {
+        const float4 r = reinterpret_cast<const float4*>(res + base)[idx];
+        v[i].x += r.x, v[i].y += r.y, v[i].z += r.z, v[i].w += r.w;
+        reinterpret_cast<float4*>(sum_out + base)[idx] = v[i];
+      }
+      ss += v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w;
+    }
+  }
+  ss = block_sum(ss, sh);
+  const float inv = 1.0f / sqrtf(ss / float(D) + eps);
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int idx = threadIdx.x + i * blockDim.x;
+    if (idx < n4) {
+      const int64_t k = int64_t(idx) * 4;
+      float4 o;
+      o.x = (v[i].x * inv) * ((w ? load_any(w, wdt, k) : 1.0f) + w_offset);
+      o.y = (v[i].y * inv) * ((w ? load_any(w, wdt, k + 1) : 1.0f) + w_offset);
+      o.z = (v[i].z * inv) * ((w ? load_any(w, wdt, k + 2) : 1.0f) + w_offset);
+      o.w = (v[i].w * inv) * ((w ? load_any(w, wdt, k + 3) : 1.0f) + w_offset);
+      reinterpret_cast<float4*>(out + base)[idx] = o;
+    }
   }
 }
 
@@ -66,6 +111,24 @@ void rms_launch(const Tensor& x, const float* res, float* sum_out, const Tensor&
   Launch l(out);
   MLXCEL_CUDA_REQUIRE(rows <= INT32_MAX, "rms_norm: too many rows");
   Tensor wc = w.defined() && !w.is_contiguous() ? to_device(w, w.device()) : w;
+  const void* wp = wc.defined() ? wc.raw() : nullptr;
+  const int wdt = wc.defined() ? int(wc.dtype()) : 0;
+  uintptr_t align = reinterpret_cast<uintptr_t>(x.raw()) | reinterpret_cast<uintptr_t>(out.raw()) |
+                    reinterpret_cast<uintptr_t>(res) | reinterpret_cast<uintptr_t>(sum_out);
+  if (D % 4 == 0 && D <= 4 * 1024 * 4 && align % 16 == 0) {
+    const int n4 = int(D / 4);
+    const int threads = std::min(1024, int((n4 + 31) / 32 * 32));
+    const int V = (n4 + threads - 1) / threads;
+#define MLXCEL_RMS_VEC(NV)                                                                                          \
+  rms_norm_vec_kernel<NV><<<unsigned(rows), threads, 0, l.stream>>>(x.data<float>(), res, sum_out, wp, wdt, w_offset, \
+                                                                    eps, D, out.data<float>())
+    if (V == 1) MLXCEL_RMS_VEC(1);
+    else if (V == 2) MLXCEL_RMS_VEC(2);
+    else MLXCEL_RMS_VEC(4);
+#undef MLXCEL_RMS_VEC
+    MLXCEL_CUDA_LAUNCH_CHECK();
+    return;
+  }
   rms_norm_kernel<<<unsigned(rows), threads_for(D), 0, l.stream>>>(
       x.data<float>(), res, sum_out, wc.defined() ? wc.raw() : nullptr, wc.defined() ? int(wc.dtype()) : 0, w_offset,
       eps, D, out.data<float>());

@@ -24,8 +24,8 @@ struct DeviceState {
   bool ready = false;
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
-  void* scratch[4] = {};
-  size_t scratch_bytes[4] = {};
+  void* scratch[kScratchSlots] = {};
+  size_t scratch_bytes[kScratchSlots] = {};
 };
 
 std::mutex g_mu;
@@ -152,7 +152,7 @@ cudaStream_t current_stream() { return stream_of(current_device()); }
 cublasHandle_t cublas_handle(int device) { return state(device).cublas; }
 
 void* scratch(size_t bytes, int slot) {
-  MLXCEL_CHECK(slot >= 0 && slot < 4, "scratch slot {}", slot);
+  MLXCEL_CHECK(slot >= 0 && slot < kScratchSlots, "scratch slot {}", slot);
   const int dev = current_device();
   std::lock_guard<std::mutex> lk(g_mu);
   DeviceState& s = state_locked(dev);
