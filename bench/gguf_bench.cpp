@@ -272,7 +272,8 @@ int model_bench(const std::string& path, int pp, int tg, DType kv) {
   std::printf("pp%d %.1f tok/s   tg%d %.1f tok/s   tg%d after pp %.1f tok/s", pp, pp / pp_s, tg, tg / tg_s, tg,
               tg / tg_after_s);
   if (weights > 0) std::printf("   (file %.2f GB -> %.1f GB/s while generating)", weights / 1e9, weights / 1e9 * tg / tg_s);
-  std::printf("   threads %d, kv %s\n", ThreadPool::global().size(), dtype_name(kv));
+  std::printf("   threads %d (spin %d us), kv %s\n", ThreadPool::global().size(), ThreadPool::global().spin_us(),
+              dtype_name(kv));
   return 0;
 }
 
