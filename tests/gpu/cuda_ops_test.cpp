@@ -113,8 +113,9 @@ TEST(CudaOps, FusedOpsMatchComposition) {
   REQUIRE_GPU();
   // Every batch-1 GEMV design (kernels.h set_gemv_variant).
   for (int variant = 0; variant <= 5; ++variant) {
-  // 4, 5 round x to int8 for 4- and 8-bit weights (llama.cpp's q8_1 activations).
-  const double tol_q = variant >= 4 ? 2e-2 : kTolQuant;
+  // 4, 5 round x to int8 for 4- and 8-bit weights (llama.cpp's q8_1 activations): about
+  // 1-4% relative error on these random rows (3.5% seen once after SiLU gating).
+  const double tol_q = variant >= 4 ? 6e-2 : kTolQuant;
   SCOPED_TRACE("gemv variant " + std::to_string(variant));
   const int previous = cuda::set_gemv_variants(variant, variant);
   for (DType wdt : {DType::f32, DType::f16, DType::bf16}) {
@@ -167,7 +168,15 @@ TEST(CudaOps, FusedOpsMatchComposition) {
   }
   {  // long rows: several passes of U loads per lane; N not a multiple of R
     Tensor w = rand_host({301, 4352}, DType::bf16), x = rand_host({1, 4352});
-    EXPECT_LT(rel_err(ops::linear(dev(x), dev(w)), ops::linear(x, w)), kTolF32);
+    for (bool ksplit : {true, false}) {  // the block's warps split K, or a warp per row set
+      const bool before = cuda::set_gemv_ksplit(ksplit);
+      EXPECT_LT(rel_err(ops::linear(dev(x), dev(w)), ops::linear(x, w)), kTolF32) << "ksplit " << ksplit;
+      Tensor wu = rand_host({301, 4352}, DType::bf16);
+      EXPECT_TRUE(bytes_equal(ops::linear_gated(dev(x), dev(w), dev(wu), ops::Activation::silu),
+                              ops::gated(ops::linear(dev(x), dev(w)), ops::linear(dev(x), dev(wu)), ops::Activation::silu)))
+          << "ksplit " << ksplit;
+      cuda::set_gemv_ksplit(before);
+    }
     QuantizedWeight q = ops::quantize(rand_host({101, 4352}), QuantSpec{QuantFormat::mlx_affine, 4, 64}, DType::f16);
     QuantizedWeight d = q;
     d.packed = dev(q.packed), d.scales = dev(q.scales), d.biases = dev(q.biases);

@@ -135,6 +135,9 @@ class OpTimer {
 // dense one. set_gemv_variants sets each; returns dense * 16 + quantized before.
 int set_gemv_variant(int v);
 int set_gemv_variants(int dense, int quantized);
+// Dense batch-1 GEMV (designs 1-3) on matrices with few rows: the block's warps split K
+// (default; MLXCEL_CUDA_GEMV_KSPLIT=0 turns it off). Returns the previous setting.
+bool set_gemv_ksplit(bool on);
 // Decode rows of paged attention on attn_decode_kernel (lanes over keys) instead of
 // attn_kernel; off by default (attention.cu says why). Returns the previous setting.
 bool set_decode_attention(bool on);

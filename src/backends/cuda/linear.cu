@@ -118,17 +118,28 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const X* __restrict__
   }
 }
 
+// K split across a block's warps for matrices with few rows (MLXCEL_CUDA_GEMV_KSPLIT=0:
+// off; set_gemv_ksplit).
+bool g_gemv_ksplit = [] {
+  const char* e = std::getenv("MLXCEL_CUDA_GEMV_KSPLIT");
+  return !(e && e[0] == '0');
+}();
+
 // Batch-1 GEMV, warp-per-rows design (gemv_variant 1..3): warp w of the grid owns R
 // weight rows (gated: R/2 rows of gate and the same of up) and walks K with U 16-byte
-// loads per row in flight per lane; a shuffle reduction, no shared memory. P.block_end
-// counts warps here. Needs K % E == 0 and 16-byte aligned rows and x.
-template <typename W, int R, int U, bool kGated>
+// loads per row in flight per lane; a shuffle reduction. KS = 4: the block's 4 warps
+// share one set of rows and split K (for matrices with too few rows to fill the card:
+// a 4,096-row matrix gives 1,024 row sets); their sums meet in shared memory. P.block_end
+// counts row sets. Needs K % E == 0 and 16-byte aligned rows and x.
+template <typename W, int R, int U, bool kGated, int KS>
 __global__ void __launch_bounds__(128) gemv_warp_kernel(const float* __restrict__ x, const GemvParts P, int64_t K,
                                                         int bdt, int odt) {
   constexpr int E = int(16 / sizeof(W));
   constexpr int kOut = kGated ? R / 2 : R;
-  const int lane = threadIdx.x & 31;
-  const unsigned wid = blockIdx.x * 4 + (threadIdx.x >> 5);
+  static_assert(KS == 1 || KS == 4, "KS: 1 or the block's 4 warps");
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const unsigned wid = KS == 1 ? blockIdx.x * 4 + warp : blockIdx.x;
+  const int kpart = KS == 1 ? 0 : warp;
   if (wid >= P.block_end[kGated ? 0 : P.n - 1]) return;
   int part = 0;
   while (part + 1 < P.n && wid >= P.block_end[part]) ++part;
@@ -145,17 +156,17 @@ __global__ void __launch_bounds__(128) gemv_warp_kernel(const float* __restrict_
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.0f;
   const int64_t vecs = K / E;  // 16-byte vectors per row
-  for (int64_t v0 = lane; v0 < vecs; v0 += 32 * U) {
+  for (int64_t v0 = lane + 32 * kpart; v0 < vecs; v0 += 32 * KS * U) {
     uint4 wv[U][R];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int64_t v = v0 + 32 * u;
+      const int64_t v = v0 + 32 * KS * u;
 #pragma unroll
       for (int r = 0; r < R; ++r) wv[u][r] = v < vecs ? __ldcs(wrow[r] + v) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int64_t v = v0 + 32 * u;
+      const int64_t v = v0 + 32 * KS * u;
       if (v < vecs) {
         float xv[E];
         load_vec<E>(x + v * E, xv);
@@ -171,6 +182,20 @@ __global__ void __launch_bounds__(128) gemv_warp_kernel(const float* __restrict_
   }
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
+  if constexpr (KS > 1) {
+    __shared__ float red[KS][R];
+    if (lane == 0)
+#pragma unroll
+      for (int r = 0; r < R; ++r) red[warp][r] = acc[r];
+    __syncthreads();
+    if (warp != 0) return;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      acc[r] = 0.0f;
+#pragma unroll
+      for (int q = 0; q < KS; ++q) acc[r] += red[q][r];
+    }
+  }
   if (lane < kOut) {
     float s = 0.0f, u = 0.0f;
 #pragma unroll
@@ -188,13 +213,30 @@ __global__ void __launch_bounds__(128) gemv_warp_kernel(const float* __restrict_
   }
 }
 
+int sm_count_of(int dev) {
+  static int cached[64] = {};
+  if (dev >= 0 && dev < 64 && cached[dev]) return cached[dev];
+  int n = 0;
+  MLXCEL_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+  if (dev >= 0 && dev < 64) cached[dev] = n;
+  return n;
+}
+
 template <typename W, int R, int U>
 void gemv_warp_launch(const float* x, GemvParts P, int64_t K, int bdt, int odt, cudaStream_t st) {
   const bool gated = P.gate_act >= 0;
-  const unsigned warps = plan_blocks(P, gated ? R / 2 : R);
-  const unsigned grid = (warps + 3) / 4;
-  if (gated) gemv_warp_kernel<W, R, U, true><<<grid, 128, 0, st>>>(x, P, K, bdt, odt);
-  else gemv_warp_kernel<W, R, U, false><<<grid, 128, 0, st>>>(x, P, K, bdt, odt);
+  const unsigned sets = plan_blocks(P, gated ? R / 2 : R);
+  // Fewer than 16 row sets per SM: the block's warps split K instead of taking a row set
+  // each (g_gemv_ksplit = false keeps one warp per row set).
+  const bool split = g_gemv_ksplit && sets < 16u * unsigned(sm_count_of(current_device()));
+  if (split) {
+    if (gated) gemv_warp_kernel<W, R, U, true, 4><<<sets, 128, 0, st>>>(x, P, K, bdt, odt);
+    else gemv_warp_kernel<W, R, U, false, 4><<<sets, 128, 0, st>>>(x, P, K, bdt, odt);
+  } else {
+    const unsigned grid = (sets + 3) / 4;
+    if (gated) gemv_warp_kernel<W, R, U, true, 1><<<grid, 128, 0, st>>>(x, P, K, bdt, odt);
+    else gemv_warp_kernel<W, R, U, false, 1><<<grid, 128, 0, st>>>(x, P, K, bdt, odt);
+  }
   MLXCEL_CUDA_LAUNCH_CHECK();
 }
 
@@ -286,6 +328,12 @@ int gemv_variant(bool quantized) { return quantized ? g_gemv_quant : g_gemv_dens
 int set_gemv_variant(int v) {
   const int old = g_gemv_dense;
   g_gemv_dense = g_gemv_quant = v;
+  return old;
+}
+
+bool set_gemv_ksplit(bool on) {
+  const bool old = g_gemv_ksplit;
+  g_gemv_ksplit = on;
   return old;
 }
 
