@@ -53,8 +53,11 @@ const int32_t* host_i32(const char* op, const Tensor& t, const char* name, const
 
 }  // namespace
 
-void kv_cache_write(Tensor& k_cache, Tensor& v_cache, const Tensor& k, const Tensor& v, const AttentionContext& ctx) {
-  constexpr const char* kOp = "kv_cache_write";
+namespace {
+
+// kv_cache_write's checks; returns the host slot mapping.
+const int32_t* check_kv_write(const char* kOp, const Tensor& k_cache, const Tensor& v_cache, const Tensor& k,
+                              const Tensor& v, const AttentionContext& ctx) {
   check_caches(kOp, k_cache, v_cache, ctx);
   check_defined(kOp, k, "k");
   check_defined(kOp, v, "v");
@@ -74,6 +77,15 @@ void kv_cache_write(Tensor& k_cache, Tensor& v_cache, const Tensor& k, const Ten
     if (slots[t] < 0 || slots[t] >= n_slots)
       invalid("[{}] slot_mapping[{}] = {} is outside the cache's {} slots", kOp, t, slots[t], n_slots);
   }
+  return slots;
+}
+
+}  // namespace
+
+void kv_cache_write(Tensor& k_cache, Tensor& v_cache, const Tensor& k, const Tensor& v, const AttentionContext& ctx) {
+  constexpr const char* kOp = "kv_cache_write";
+  const int32_t* slots = check_kv_write(kOp, k_cache, v_cache, k, v, ctx);
+  const int64_t T = k.dim(0), Hkv = k_cache.dim(2), D = k_cache.dim(3), Dv = v_cache.dim(3);
   check_backend(kOp, k_cache.device());
   Tensor kc = contiguous_input(k), vc = contiguous_input(v);
   switch (k_cache.device().type) {
@@ -162,6 +174,33 @@ Tensor paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_c
       cuda::paged_attention(a);
     }); break;
   }
+  return out;
+}
+
+Tensor rope_kv_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, const RopeParams& p,
+                     Tensor& k_cache, Tensor& v_cache, const AttentionContext& ctx) {
+  constexpr const char* kOp = "rope_kv_write";
+  if (q.device().type != DeviceType::cuda) {
+    Tensor qr = rope(q, positions, p);
+    kv_cache_write(k_cache, v_cache, rope(k, positions, p), v, ctx);
+    return qr;
+  }
+  check_rope(kOp, q, positions, p);
+  check_rope(kOp, k, positions, p);
+  const int32_t* slots = check_kv_write(kOp, k_cache, v_cache, k, v, ctx);
+  if (q.dim(0) != k.dim(0)) invalid("[{}] q has {} tokens but k has {}", kOp, q.dim(0), k.dim(0));
+  check_same_device(kOp, q, k_cache, "k_cache");
+  const int64_t T = q.dim(0);
+  Tensor qc = contiguous_input(q), kc = contiguous_input(k), vc = contiguous_input(v);
+  Tensor pc = contiguous_input(positions), fc = contiguous_input(p.inv_freq);
+  Tensor out = Tensor::empty(q.shape(), DType::f32, q.device());
+  MLXCEL_CUDA_CALL(kOp, {
+    cuda::rope_kv_write(qc.data<float>(), kc.data<float>(), vc.data<float>(), T, q.dim(1), k.dim(1), k.dim(2),
+                        v.dim(2), pc.data<int32_t>(), rope_freq_on(p, q.device(), fc), p.rotary_dim,
+                        p.attention_scaling, p.interleaved, out.data<float>(), k_cache.raw(), v_cache.raw(),
+                        k_cache.dtype(), k_cache.dim(0) * k_cache.dim(1),
+                        device_mirror(ctx.slot_mapping_device, k_cache.device(), T, slots));
+  });
   return out;
 }
 

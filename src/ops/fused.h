@@ -8,7 +8,9 @@
 #include <utility>
 #include <vector>
 
+#include "ops/attention.h"
 #include "ops/quant.h"
+#include "ops/rope.h"
 #include "tensor/tensor.h"
 
 namespace mlxcel::ops {
@@ -33,5 +35,10 @@ std::vector<Tensor> qlinear_multi(const Tensor& x, const std::vector<const Quant
                                   const std::vector<Tensor>& biases = {});
 Tensor qlinear_gated(const Tensor& x, const QuantizedWeight& gate, const QuantizedWeight& up, Activation act,
                      const Tensor& gate_bias = Tensor(), const Tensor& up_bias = Tensor());
+
+// rope(q, positions, p), with k_cache / v_cache written with rope(k, positions, p) and v
+// at ctx.slot_mapping (kv_cache_write): an attention layer's RoPE and cache write.
+Tensor rope_kv_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, const RopeParams& p,
+                     Tensor& k_cache, Tensor& v_cache, const AttentionContext& ctx);
 
 }  // namespace mlxcel::ops

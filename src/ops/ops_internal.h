@@ -6,6 +6,7 @@
 #include <string>
 
 #include "base/error.h"
+#include "ops/rope.h"
 #include "tensor/tensor.h"
 
 namespace mlxcel::ops::detail {
@@ -53,6 +54,11 @@ inline void check_ndim_at_least(const char* op, const Tensor& t, const char* nam
 
 // The input as a contiguous tensor (no copy when it already is).
 Tensor contiguous_input(const Tensor& x);
+
+// The checks of rope (x f32 [T, H, D], positions i32 [T] on x's device, host inv_freq),
+// and the inv_freq pointer a kernel on device d reads (p's device mirror when it has one).
+void check_rope(const char* op, const Tensor& x, const Tensor& positions, const RopeParams& p);
+const float* rope_freq_on(const RopeParams& p, Device d, const Tensor& host_freq);
 
 // The checks of linear (x f32 [..., K], w [N, K] f32|f16|bf16, bias [N] or undefined).
 void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias);

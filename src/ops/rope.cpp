@@ -170,8 +170,7 @@ namespace ops {
 
 using namespace detail;
 
-Tensor rope(const Tensor& x, const Tensor& positions, const RopeParams& p) {
-  constexpr const char* kOp = "rope";
+void detail::check_rope(const char* kOp, const Tensor& x, const Tensor& positions, const RopeParams& p) {
   check_defined(kOp, x, "x");
   check_defined(kOp, positions, "positions");
   check_dtype(kOp, x, "x", {DType::f32});
@@ -186,6 +185,19 @@ Tensor rope(const Tensor& x, const Tensor& positions, const RopeParams& p) {
   if (!p.inv_freq.defined() || p.inv_freq.dtype() != DType::f32 || p.inv_freq.numel() != rot / 2 ||
       p.inv_freq.device().type != DeviceType::cpu)
     invalid("[{}] inv_freq must be a host f32 [{}] (rotary_dim / 2), got {}", kOp, rot / 2, p.inv_freq.describe());
+}
+
+const float* detail::rope_freq_on(const RopeParams& p, Device d, const Tensor& host_freq) {
+  const bool mirror = p.inv_freq_device.defined() && p.inv_freq_device.device() == d &&
+                      p.inv_freq_device.numel() == p.rotary_dim / 2 && p.inv_freq_device.dtype() == DType::f32 &&
+                      p.inv_freq_device.is_contiguous();
+  return mirror ? p.inv_freq_device.data<float>() : host_freq.data<float>();
+}
+
+Tensor rope(const Tensor& x, const Tensor& positions, const RopeParams& p) {
+  constexpr const char* kOp = "rope";
+  check_rope(kOp, x, positions, p);
+  const int rot = p.rotary_dim;
   check_backend(kOp, x.device());
   Tensor xc = contiguous_input(x), pc = contiguous_input(positions), fc = contiguous_input(p.inv_freq);
   Tensor out = Tensor::empty(x.shape(), DType::f32, x.device());
@@ -195,12 +207,8 @@ Tensor rope(const Tensor& x, const Tensor& positions, const RopeParams& p) {
                 p.attention_scaling, p.interleaved, out.data<float>());
       break;
     case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, {
-      const bool mirror = p.inv_freq_device.defined() && p.inv_freq_device.device() == x.device() &&
-                          p.inv_freq_device.numel() == rot / 2 && p.inv_freq_device.dtype() == DType::f32 &&
-                          p.inv_freq_device.is_contiguous();
-      cuda::rope(xc.data<float>(), x.dim(0), x.dim(1), x.dim(2), pc.data<int32_t>(),
-                 mirror ? p.inv_freq_device.data<float>() : fc.data<float>(), rot,
-                p.attention_scaling, p.interleaved, out.data<float>());
+      cuda::rope(xc.data<float>(), x.dim(0), x.dim(1), x.dim(2), pc.data<int32_t>(), rope_freq_on(p, x.device(), fc),
+                 rot, p.attention_scaling, p.interleaved, out.data<float>());
     }); break;
   }
   return out;

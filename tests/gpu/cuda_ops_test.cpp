@@ -107,6 +107,45 @@ TEST(CudaOps, PagedAttentionAndRopeMatchCpu) {
   EXPECT_LT(rel_err(got, ops::rope(x, pos, rp)), kTolF32);
 }
 
+// rope_kv_write on CUDA: the same q and the same cache bytes as rope, rope and
+// kv_cache_write on CUDA (and the CPU within f32 rounding of cos/sin), with the slots on
+// the host or mirrored on the device, partial rotary dims, Dv != D, f32 and bf16 caches.
+TEST(CudaOps, RopeKvWriteMatchesComposition) {
+  REQUIRE_GPU();
+  const int64_t nb = 5, bs = 4, Hkv = 2, D = 24, Dv = 16, H = 6, T = 3;
+  RopeParams rp;
+  std::vector<float> inv(8);
+  for (int i = 0; i < 8; ++i) inv[size_t(i)] = std::pow(10000.0f, -2.0f * i / 16);
+  rp.inv_freq = Tensor::from_f32({8}, inv);
+  rp.rotary_dim = 16;
+  rp.attention_scaling = 1.1f;
+  for (DType cdt : {DType::f32, DType::bf16}) {
+    for (bool interleaved : {false, true}) {
+      rp.interleaved = interleaved;
+      AttentionContext ctx;
+      ctx.block_size = int(bs);
+      ctx.slot_mapping = Tensor::from_i32({T}, {9, 2, 17});
+      Tensor q = rand_host({T, H, D}), k = rand_host({T, Hkv, D}), v = rand_host({T, Hkv, Dv});
+      Tensor pos = Tensor::from_i32({T}, {7, 300, 4095});
+      Tensor kc1 = ops::zeros({nb, bs, Hkv, D}, cdt, Device::cuda()), vc1 = ops::zeros({nb, bs, Hkv, Dv}, cdt, Device::cuda());
+      Tensor kc2 = ops::zeros({nb, bs, Hkv, D}, cdt, Device::cuda()), vc2 = ops::zeros({nb, bs, Hkv, Dv}, cdt, Device::cuda());
+      Tensor got = ops::rope_kv_write(dev(q), dev(k), dev(v), dev(pos), rp, kc1, vc1, ctx);
+      Tensor want = ops::rope(dev(q), dev(pos), rp);
+      ops::kv_cache_write(kc2, vc2, ops::rope(dev(k), dev(pos), rp), dev(v), ctx);
+      EXPECT_TRUE(bytes_equal(got, want)) << dtype_name(cdt) << interleaved;
+      EXPECT_TRUE(bytes_equal(kc1, kc2)) << dtype_name(cdt) << interleaved;
+      EXPECT_TRUE(bytes_equal(vc1, vc2)) << dtype_name(cdt) << interleaved;
+      EXPECT_LT(rel_err(got, ops::rope(q, pos, rp)), kTolF32);
+      AttentionContext dctx = ctx;  // slots mirrored on the device, as a decode graph has them
+      dctx.slot_mapping_device = dev(ctx.slot_mapping);
+      Tensor kc3 = ops::zeros({nb, bs, Hkv, D}, cdt, Device::cuda()), vc3 = ops::zeros({nb, bs, Hkv, Dv}, cdt, Device::cuda());
+      ops::rope_kv_write(dev(q), dev(k), dev(v), dev(pos), rp, kc3, vc3, dctx);
+      EXPECT_TRUE(bytes_equal(kc3, kc2));
+      EXPECT_TRUE(bytes_equal(vc3, vc2));
+    }
+  }
+}
+
 // The fused decode ops (ops/fused.h) on CUDA give, bit for bit, what the composition
 // they replace gives on CUDA, and match the CPU; 9 rows take the composition path.
 TEST(CudaOps, FusedOpsMatchComposition) {

@@ -255,5 +255,33 @@ TEST(PagedAttention, RejectsBadContexts) {
                ErrorKind::invalid_request, "[kv_cache_write] v");
 }
 
+// rope_kv_write (ops/fused.h) is rope, rope and kv_cache_write on the CPU, bit for bit,
+// and checks its arguments like them.
+TEST(RopeKvWrite, EqualsTheCompositionOnTheCpu) {
+  RopeParams rp;
+  std::vector<float> inv(4);
+  for (int i = 0; i < 4; ++i) inv[size_t(i)] = std::pow(10000.0f, -2.0f * i / 8);
+  rp.inv_freq = Tensor::from_f32({4}, inv);
+  rp.rotary_dim = 8;
+  AttentionContext ctx;
+  ctx.block_size = 2;
+  ctx.slot_mapping = Tensor::from_i32({2}, {5, 0});
+  Tensor q = optest::rand_f32({2, 4, 12}, 1), k = optest::rand_f32({2, 2, 12}, 2), v = optest::rand_f32({2, 2, 6}, 3);
+  Tensor pos = Tensor::from_i32({2}, {3, 40});
+  Tensor kc1 = Tensor::zeros({4, 2, 2, 12}, DType::f32), vc1 = Tensor::zeros({4, 2, 2, 6}, DType::f32);
+  Tensor kc2 = Tensor::zeros({4, 2, 2, 12}, DType::f32), vc2 = Tensor::zeros({4, 2, 2, 6}, DType::f32);
+  Tensor got = ops::rope_kv_write(q, k, v, pos, rp, kc1, vc1, ctx);
+  ops::kv_cache_write(kc2, vc2, ops::rope(k, pos, rp), v, ctx);
+  EXPECT_EQ(got.to_f32_vector(), ops::rope(q, pos, rp).to_f32_vector());
+  EXPECT_EQ(kc1.to_f32_vector(), kc2.to_f32_vector());
+  EXPECT_EQ(vc1.to_f32_vector(), vc2.to_f32_vector());
+  AttentionContext bad = ctx;
+  bad.slot_mapping = Tensor::from_i32({2}, {5, 16});
+  expect_error([&] { ops::rope_kv_write(q, k, v, pos, rp, kc1, vc1, bad); }, ErrorKind::invalid_request,
+               "slot_mapping[1] = 16");
+  expect_error([&] { ops::rope_kv_write(q, k, v, Tensor::from_i32({1}, {3}), rp, kc1, vc1, ctx); },
+               ErrorKind::invalid_request, "positions");
+}
+
 }  // namespace
 }  // namespace mlxcel

@@ -187,6 +187,14 @@ void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
 // block_table) and inv_freq may be host or device pointers (host ones are uploaded).
 void rope(const float* x, int64_t T, int64_t H, int64_t D, const int32_t* positions, const float* inv_freq, int rot,
           float attn_scale, bool interleaved, float* out);
+// rope(q) into q_out, and the caches' slots[t] written with rope(k) and v (ops/fused.h
+// rope_kv_write): one launch. The tensor form takes caches of any block shape.
+void rope_kv_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, const RopeParams& p,
+                   Tensor& q_out, Tensor& k_cache, Tensor& v_cache, const Tensor& slots);
+void rope_kv_write(const float* q, const float* k, const float* v, int64_t T, int64_t H, int64_t n_kv_heads,
+                   int64_t head_dim, int64_t v_head_dim, const int32_t* positions, const float* inv_freq, int rot,
+                   float attn_scale, bool interleaved, float* q_out, void* k_cache, void* v_cache, DType cache_dtype,
+                   int64_t n_slots, const int32_t* slots);
 void kv_cache_write(void* k_cache, void* v_cache, DType cache_dtype, const float* k, const float* v, int64_t T,
                     int64_t n_kv_heads, int64_t head_dim, int64_t v_head_dim, const int32_t* slots);
 void paged_attention(const cpu::PagedAttentionArgs& a);

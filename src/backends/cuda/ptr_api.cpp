@@ -48,6 +48,24 @@ void rope(const float* x, int64_t T, int64_t H, int64_t D, const int32_t* positi
   rope(dev_view(x, {T, H, D}, DType::f32), view(positions, {T}, DType::i32), p, o);
 }
 
+void rope_kv_write(const float* q, const float* k, const float* v, int64_t T, int64_t H, int64_t n_kv_heads,
+                   int64_t head_dim, int64_t v_head_dim, const int32_t* positions, const float* inv_freq, int rot,
+                   float attn_scale, bool interleaved, float* q_out, void* k_cache, void* v_cache, DType cache_dtype,
+                   int64_t n_slots, const int32_t* slots) {
+  init();
+  RopeParams p;
+  p.inv_freq = view(inv_freq, {rot / 2}, DType::f32);
+  p.rotary_dim = rot;
+  p.attention_scaling = attn_scale;
+  p.interleaved = interleaved;
+  Tensor qo = dev_view(q_out, {T, H, head_dim}, DType::f32);
+  Tensor kc = dev_view(k_cache, {n_slots, 1, n_kv_heads, head_dim}, cache_dtype);
+  Tensor vc = dev_view(v_cache, {n_slots, 1, n_kv_heads, v_head_dim}, cache_dtype);
+  rope_kv_write(dev_view(q, {T, H, head_dim}, DType::f32), dev_view(k, {T, n_kv_heads, head_dim}, DType::f32),
+                dev_view(v, {T, n_kv_heads, v_head_dim}, DType::f32), view(positions, {T}, DType::i32), p, qo, kc, vc,
+                view(slots, {T}, DType::i32));
+}
+
 void kv_cache_write(void* k_cache, void* v_cache, DType cache_dtype, const float* k, const float* v, int64_t T,
                     int64_t n_kv_heads, int64_t head_dim, int64_t v_head_dim, const int32_t* slots) {
   init();

@@ -25,11 +25,8 @@ Tensor Attention::operator()(const Tensor& x, const Batch& batch, const RopePara
     q = q_norm(q);
     k = k_norm(k);
   }
-  if (use_rope && rope) {
-    q = ops::rope(q, batch.positions, *rope);
-    k = ops::rope(k, batch.positions, *rope);
-  }
-  ops::kv_cache_write(k_cache, v_cache, k, v, batch.attn);
+  if (use_rope && rope) q = ops::rope_kv_write(q, k, v, batch.positions, *rope, k_cache, v_cache, batch.attn);
+  else ops::kv_cache_write(k_cache, v_cache, k, v, batch.attn);
   Tensor o = ops::paged_attention(q, k_cache, v_cache, batch.attn, params);  // [T, H, Dv]
   return o_proj(o.reshape({T, -1}));
 }
