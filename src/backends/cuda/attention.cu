@@ -43,20 +43,12 @@ struct AttnArgs {
   int odt;
 };
 
-template <typename KV>
-__global__ void __launch_bounds__(kAttnWarps * 32) attn_kernel(const KV* __restrict__ kc, const KV* __restrict__ vc,
-                                                               AttnArgs a) {
-  __shared__ float qs[kHeadsPerCta][kMaxDimPerLane * 32];
-  __shared__ float so[kAttnWarps][kHeadsPerCta][kMaxDimPerLane * 32];
-  __shared__ float sm[kAttnWarps][kHeadsPerCta], sl[kAttnWarps][kHeadsPerCta];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int t = blockIdx.x;
-  const int kvh = blockIdx.y / a.head_groups, hg = blockIdx.y % a.head_groups;
-  const int z = blockIdx.z;
-  const int h0 = kvh * a.G + hg * kHeadsPerCta;
-  const int nh = min(kHeadsPerCta, a.G - hg * kHeadsPerCta);
-
-  // Sequence of row t: the last s with q_start[s] <= t.
+// The keys row t of a split sees: its sequence s (the last with q_start[s] <= t) and the
+// split z's share [k0, k1) of the visible range (causal, sliding window).
+struct KeySpan {
+  int s, k0, k1;
+};
+__device__ __forceinline__ KeySpan key_span(const AttnArgs& a, int t, int z) {
   int lo_s = 0, hi_s = a.n_seqs - 1;
   while (lo_s < hi_s) {
     const int mid = (lo_s + hi_s + 1) / 2;
@@ -71,55 +63,28 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_kernel(const KV* __restr
   const int lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;
   const int n_vis = max(0, hi - lo);
   const int chunk = (n_vis + a.n_splits - 1) / a.n_splits;
-  const int k0 = lo + z * chunk, k1 = min(hi, k0 + chunk);
+  const int k0 = lo + z * chunk;
+  return {s, k0, min(hi, k0 + chunk)};
+}
 
+// q of row t, heads h0 .. h0 + nh, into shared memory (then a barrier).
+__device__ __forceinline__ void load_q(const AttnArgs& a, int t, int h0, int nh,
+                                       float (*qs)[kMaxDimPerLane * 32]) {
   for (int i = threadIdx.x; i < nh * a.D; i += blockDim.x) {
     const int hh = i / a.D, d = i % a.D;
     qs[hh][d] = load_any(a.q, a.qdt, (int64_t(t) * a.n_heads + h0 + hh) * a.D + d);
   }
   __syncthreads();
+}
 
-  float m[kHeadsPerCta], l[kHeadsPerCta], o[kHeadsPerCta][kMaxDimPerLane];
-#pragma unroll
-  for (int hh = 0; hh < kHeadsPerCta; ++hh) {
-    m[hh] = -INFINITY;
-    l[hh] = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kMaxDimPerLane; ++i) o[hh][i] = 0.0f;
-  }
-  const int32_t* table = a.block_table + int64_t(s) * a.max_blocks;
-  for (int j = k0 + warp; j < k1; j += kAttnWarps) {
-    const int64_t slot = int64_t(table[j / a.block_size]) * a.block_size + j % a.block_size;
-    const KV* kr = kc + (slot * a.n_kv + kvh) * a.D;
-    const KV* vr = vc + (slot * a.n_kv + kvh) * a.Dv;
-    float kv[kMaxDimPerLane], vv[kMaxDimPerLane];
-#pragma unroll
-    for (int i = 0; i < kMaxDimPerLane; ++i) {
-      const int d = lane + 32 * i;
-      kv[i] = d < a.D ? to_f(kr[d]) : 0.0f;
-      vv[i] = d < a.Dv ? to_f(vr[d]) : 0.0f;
-    }
-#pragma unroll
-    for (int hh = 0; hh < kHeadsPerCta; ++hh) {
-      if (hh < nh) {
-        float dot = 0.0f;
-#pragma unroll
-        for (int i = 0; i < kMaxDimPerLane; ++i) {
-          const int d = lane + 32 * i;
-          if (d < a.D) dot = fmaf(qs[hh][d], kv[i], dot);
-        }
-        float sc = warp_sum(dot) * a.scale;
-        if (a.softcap > 0.0f) sc = tanhf(sc / a.softcap) * a.softcap;
-        const float mn = fmaxf(m[hh], sc);
-        const float corr = expf(m[hh] - mn), p = expf(sc - mn);
-        l[hh] = l[hh] * corr + p;
-#pragma unroll
-        for (int i = 0; i < kMaxDimPerLane; ++i) o[hh][i] = fmaf(o[hh][i], corr, p * vv[i]);
-        m[hh] = mn;
-      }
-    }
-  }
-  // Merge the warps.
+// Merges the block's warps' online-softmax states (max m, sum l, unnormalized o per head)
+// and writes row t's output, or the split's partials when there are several splits.
+__device__ __forceinline__ void merge_and_store(const AttnArgs& a, int t, int h0, int nh, int z,
+                                                const float (&m)[kHeadsPerCta], const float (&l)[kHeadsPerCta],
+                                                const float (&o)[kHeadsPerCta][kMaxDimPerLane],
+                                                float (*sm)[kHeadsPerCta], float (*sl)[kHeadsPerCta],
+                                                float (*so)[kHeadsPerCta][kMaxDimPerLane * 32]) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int hh = 0; hh < kHeadsPerCta; ++hh) {
     if (hh < nh) {
@@ -162,6 +127,66 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_kernel(const KV* __restr
   }
 }
 
+template <typename KV>
+__global__ void __launch_bounds__(kAttnWarps * 32) attn_kernel(const KV* __restrict__ kc, const KV* __restrict__ vc,
+                                                               AttnArgs a) {
+  __shared__ float qs[kHeadsPerCta][kMaxDimPerLane * 32];
+  __shared__ float so[kAttnWarps][kHeadsPerCta][kMaxDimPerLane * 32];
+  __shared__ float sm[kAttnWarps][kHeadsPerCta], sl[kAttnWarps][kHeadsPerCta];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int t = blockIdx.x;
+  const int kvh = blockIdx.y / a.head_groups, hg = blockIdx.y % a.head_groups;
+  const int z = blockIdx.z;
+  const int h0 = kvh * a.G + hg * kHeadsPerCta;
+  const int nh = min(kHeadsPerCta, a.G - hg * kHeadsPerCta);
+
+  const KeySpan ks = key_span(a, t, z);
+  const int s = ks.s, k0 = ks.k0, k1 = ks.k1;
+  load_q(a, t, h0, nh, qs);
+
+  float m[kHeadsPerCta], l[kHeadsPerCta], o[kHeadsPerCta][kMaxDimPerLane];
+#pragma unroll
+  for (int hh = 0; hh < kHeadsPerCta; ++hh) {
+    m[hh] = -INFINITY;
+    l[hh] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kMaxDimPerLane; ++i) o[hh][i] = 0.0f;
+  }
+  const int32_t* table = a.block_table + int64_t(s) * a.max_blocks;
+  for (int j = k0 + warp; j < k1; j += kAttnWarps) {
+    const int64_t slot = int64_t(table[j / a.block_size]) * a.block_size + j % a.block_size;
+    const KV* kr = kc + (slot * a.n_kv + kvh) * a.D;
+    const KV* vr = vc + (slot * a.n_kv + kvh) * a.Dv;
+    float kv[kMaxDimPerLane], vv[kMaxDimPerLane];
+#pragma unroll
+    for (int i = 0; i < kMaxDimPerLane; ++i) {
+      const int d = lane + 32 * i;
+      kv[i] = d < a.D ? to_f(kr[d]) : 0.0f;
+      vv[i] = d < a.Dv ? to_f(vr[d]) : 0.0f;
+    }
+#pragma unroll
+    for (int hh = 0; hh < kHeadsPerCta; ++hh) {
+      if (hh < nh) {
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kMaxDimPerLane; ++i) {
+          const int d = lane + 32 * i;
+          if (d < a.D) dot = fmaf(qs[hh][d], kv[i], dot);
+        }
+        float sc = warp_sum(dot) * a.scale;
+        if (a.softcap > 0.0f) sc = tanhf(sc / a.softcap) * a.softcap;
+        const float mn = fmaxf(m[hh], sc);
+        const float corr = expf(m[hh] - mn), p = expf(sc - mn);
+        l[hh] = l[hh] * corr + p;
+#pragma unroll
+        for (int i = 0; i < kMaxDimPerLane; ++i) o[hh][i] = fmaf(o[hh][i], corr, p * vv[i]);
+        m[hh] = mn;
+      }
+    }
+  }
+  merge_and_store(a, t, h0, nh, z, m, l, o, sm, sl, so);
+}
+
 // ---- decode: lanes over keys ------------------------------------------------------
 // Same blocks as attn_kernel (one query row, one KV head with up to kHeadsPerCta of its
 // query heads, one split), but a warp takes 32 keys at once: lane j scores key j for
@@ -184,27 +209,9 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_decode_kernel(const KV* 
   const int h0 = kvh * a.G + hg * kHeadsPerCta;
   const int nh = min(kHeadsPerCta, a.G - hg * kHeadsPerCta);
 
-  int lo_s = 0, hi_s = a.n_seqs - 1;
-  while (lo_s < hi_s) {
-    const int mid = (lo_s + hi_s + 1) / 2;
-    if (a.q_start[mid] <= t) lo_s = mid;
-    else hi_s = mid - 1;
-  }
-  const int s = lo_s;
-  const int q_len = a.q_start[s + 1] - a.q_start[s];
-  const int L = a.kv_len[s];
-  const int pos = L - q_len + (t - a.q_start[s]);
-  const int hi = a.causal ? min(pos + 1, L) : L;
-  const int lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;
-  const int n_vis = max(0, hi - lo);
-  const int chunk = (n_vis + a.n_splits - 1) / a.n_splits;
-  const int k0 = lo + z * chunk, k1 = min(hi, k0 + chunk);
-
-  for (int i = threadIdx.x; i < nh * a.D; i += blockDim.x) {
-    const int hh = i / a.D, d = i % a.D;
-    qs[hh][d] = load_any(a.q, a.qdt, (int64_t(t) * a.n_heads + h0 + hh) * a.D + d);
-  }
-  __syncthreads();
+  const KeySpan ks = key_span(a, t, z);
+  const int s = ks.s, k0 = ks.k0, k1 = ks.k1;
+  load_q(a, t, h0, nh, qs);
 
   float m[kHeadsPerCta], l[kHeadsPerCta], o[kHeadsPerCta][kMaxDimPerLane];
 #pragma unroll
@@ -280,47 +287,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_decode_kernel(const KV* 
       }
     }
   }
-  // Merge the warps (as attn_kernel).
-#pragma unroll
-  for (int hh = 0; hh < kHeadsPerCta; ++hh) {
-    if (hh < nh) {
-      if (lane == 0) {
-        sm[warp][hh] = m[hh];
-        sl[warp][hh] = l[hh];
-      }
-#pragma unroll
-      for (int i = 0; i < kMaxDimPerLane; ++i) {
-        const int d = lane + 32 * i;
-        if (d < a.Dv) so[warp][hh][d] = o[hh][i];
-      }
-    }
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < nh * a.Dv; i += blockDim.x) {
-    const int hh = i / a.Dv, d = i % a.Dv;
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kAttnWarps; ++w) M = fmaxf(M, sm[w][hh]);
-    float Ls = 0.0f, O = 0.0f;
-    if (M != -INFINITY) {
-#pragma unroll
-      for (int w = 0; w < kAttnWarps; ++w) {
-        const float f = sm[w][hh] == -INFINITY ? 0.0f : expf(sm[w][hh] - M);
-        Ls += sl[w][hh] * f;
-        O += so[w][hh][d] * f;
-      }
-    }
-    const int64_t th = int64_t(t) * a.n_heads + h0 + hh;
-    if (a.n_splits == 1) {
-      store_any(a.out, a.odt, th * a.Dv + d, Ls > 0.0f ? O / Ls : 0.0f);
-    } else {
-      a.part_o[(th * a.n_splits + z) * a.Dv + d] = O;
-      if (d == 0) {
-        a.part_ml[(th * a.n_splits + z) * 2] = M;
-        a.part_ml[(th * a.n_splits + z) * 2 + 1] = Ls;
-      }
-    }
-  }
+  merge_and_store(a, t, h0, nh, z, m, l, o, sm, sl, so);
 }
 
 // attn_decode_kernel is opt-in (MLXCEL_CUDA_DECODE_ATTN=1 or set_decode_attention):

@@ -148,6 +148,54 @@ __global__ void __launch_bounds__(kQThreads) qgemv_kernel(const float* __restric
   }
 }
 
+// A warp's R weight rows of part `part` (gated: R/2 rows of gate, the same of up):
+// packed words, scales and biases of each (rows past N clamp to N - 1).
+template <typename S, int R>
+struct QRowPtrs {
+  const uint32_t* wp[R];
+  const S* sp[R];
+  const S* bp[R];
+  template <bool kGated>
+  __device__ __forceinline__ void init(const GemvParts& P, int part, int64_t row0, int64_t N, int64_t words_per_row,
+                                       int64_t groups_per_row) {
+    constexpr int kOut = kGated ? R / 2 : R;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int src = kGated ? r / kOut : part;
+      int64_t row = row0 + r % kOut;
+      row = row < N ? row : N - 1;
+      wp[r] = static_cast<const uint32_t*>(P.w[src]) + row * words_per_row;
+      sp[r] = static_cast<const S*>(P.scales[src]) + row * groups_per_row;
+      bp[r] = static_cast<const S*>(P.biases[src]) + row * groups_per_row;
+    }
+  }
+};
+
+// Sums each row's partial dot products over the warp; lane r writes output row row0 + r
+// (+ f32 bias; gated: act(gate) * up).
+template <int R, bool kGated>
+__device__ __forceinline__ void store_warp_rows(float (&acc)[R], int lane, const GemvParts& P, int part, int64_t row0,
+                                                int64_t N) {
+  constexpr int kOut = kGated ? R / 2 : R;
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
+  if (lane < kOut) {
+    float s = 0.0f, u = 0.0f;
+#pragma unroll
+    for (int r = 0; r < kOut; ++r)
+      if (r == lane) s = acc[r], u = kGated ? acc[r + kOut] : 0.0f;
+    const int64_t n = row0 + lane;
+    if (n < N) {
+      if (P.bias[part]) s += static_cast<const float*>(P.bias[part])[n];
+      if constexpr (kGated) {
+        if (P.bias[1]) u += static_cast<const float*>(P.bias[1])[n];
+        s = act_any(Act(P.gate_act), s) * u;
+      }
+      static_cast<float*>(P.out[part])[n] = s;
+    }
+  }
+}
+
 // Batch-1 quantized GEMV, warp-per-rows design (gemv_variant 1..3): warp w owns R weight
 // rows (gated: R/2 of gate and the same of up); lane l takes chunks l, l + 32, ... (32
 // values = BITS words each), U chunks per row in flight. P.block_end counts warps.
@@ -163,18 +211,11 @@ __global__ void __launch_bounds__(128) qgemv_warp_kernel(const float* __restrict
   const int64_t N = P.N[part];
   const int64_t row0 = int64_t(wid - (part ? P.block_end[part - 1] : 0u)) * kOut;
   const int64_t words_per_row = K / 32 * BITS, groups_per_row = K >> group_shift, chunks = K / 32;
-  const uint32_t* wp[R];
-  const S* sp[R];
-  const S* bp[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const int src = kGated ? r / kOut : part;
-    int64_t row = row0 + r % kOut;
-    row = row < N ? row : N - 1;
-    wp[r] = static_cast<const uint32_t*>(P.w[src]) + row * words_per_row;
-    sp[r] = static_cast<const S*>(P.scales[src]) + row * groups_per_row;
-    bp[r] = static_cast<const S*>(P.biases[src]) + row * groups_per_row;
-  }
+  QRowPtrs<S, R> q;
+  q.template init<kGated>(P, part, row0, N, words_per_row, groups_per_row);
+  const uint32_t* const* wp = q.wp;
+  const S* const* sp = q.sp;
+  const S* const* bp = q.bp;
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.0f;
@@ -218,23 +259,7 @@ __global__ void __launch_bounds__(128) qgemv_warp_kernel(const float* __restrict
       }
     }
   }
-#pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
-  if (lane < kOut) {
-    float s = 0.0f, u = 0.0f;
-#pragma unroll
-    for (int r = 0; r < kOut; ++r)
-      if (r == lane) s = acc[r], u = kGated ? acc[r + kOut] : 0.0f;
-    const int64_t n = row0 + lane;
-    if (n < N) {
-      if (P.bias[part]) s += static_cast<const float*>(P.bias[part])[n];
-      if constexpr (kGated) {
-        if (P.bias[1]) u += static_cast<const float*>(P.bias[1])[n];
-        s = act_any(Act(P.gate_act), s) * u;
-      }
-      static_cast<float*>(P.out[part])[n] = s;
-    }
-  }
+  store_warp_rows<R, kGated>(acc, lane, P, part, row0, N);
 }
 
 // x chunk (32 f32 values) -> int8 in the order the weight words need (dp4a operands),
@@ -294,18 +319,11 @@ __global__ void __launch_bounds__(128) qgemv_dp4a_kernel(const float* __restrict
   const int64_t N = P.N[part];
   const int64_t row0 = int64_t(wid - (part ? P.block_end[part - 1] : 0u)) * kOut;
   const int64_t words_per_row = K / 32 * BITS, groups_per_row = K >> group_shift, chunks = K / 32;
-  const uint32_t* wp[R];
-  const S* sp[R];
-  const S* bp[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const int src = kGated ? r / kOut : part;
-    int64_t row = row0 + r % kOut;
-    row = row < N ? row : N - 1;
-    wp[r] = static_cast<const uint32_t*>(P.w[src]) + row * words_per_row;
-    sp[r] = static_cast<const S*>(P.scales[src]) + row * groups_per_row;
-    bp[r] = static_cast<const S*>(P.biases[src]) + row * groups_per_row;
-  }
+  QRowPtrs<S, R> q;
+  q.template init<kGated>(P, part, row0, N, words_per_row, groups_per_row);
+  const uint32_t* const* wp = q.wp;
+  const S* const* sp = q.sp;
+  const S* const* bp = q.bp;
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.0f;
@@ -358,23 +376,7 @@ __global__ void __launch_bounds__(128) qgemv_dp4a_kernel(const float* __restrict
       }
     }
   }
-#pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
-  if (lane < kOut) {
-    float s = 0.0f, u = 0.0f;
-#pragma unroll
-    for (int r = 0; r < kOut; ++r)
-      if (r == lane) s = acc[r], u = kGated ? acc[r + kOut] : 0.0f;
-    const int64_t n = row0 + lane;
-    if (n < N) {
-      if (P.bias[part]) s += static_cast<const float*>(P.bias[part])[n];
-      if constexpr (kGated) {
-        if (P.bias[1]) u += static_cast<const float*>(P.bias[1])[n];
-        s = act_any(Act(P.gate_act), s) * u;
-      }
-      static_cast<float*>(P.out[part])[n] = s;
-    }
-  }
+  store_warp_rows<R, kGated>(acc, lane, P, part, row0, N);
 }
 
 template <int BITS, typename S, int R, int U>
