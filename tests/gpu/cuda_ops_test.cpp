@@ -150,7 +150,7 @@ TEST(CudaOps, RopeKvWriteMatchesComposition) {
 // they replace gives on CUDA, and match the CPU; 9 rows take the composition path.
 TEST(CudaOps, FusedOpsMatchComposition) {
   REQUIRE_GPU();
-  // Every batch-1 GEMV design (kernels.h set_gemv_variant).
+  // Every batch-1 GEMV design (kernels.h set_gemv_variants).
   for (int variant = 0; variant <= 5; ++variant) {
   // 4, 5 round x to int8 for 4- and 8-bit weights (llama.cpp's q8_1 activations): about
   // 1-4% relative error on these random rows (3.5% seen once after SiLU gating).

@@ -508,15 +508,6 @@ __global__ void attn_combine_kernel(const float* __restrict__ part_o, const floa
   }
 }
 
-int sm_count(int dev) {
-  static int cached[16] = {};
-  if (dev < 16 && cached[dev]) return cached[dev];
-  int n = 0;
-  MLXCEL_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-  if (dev < 16) cached[dev] = n;
-  return n;
-}
-
 }  // namespace
 
 bool set_decode_attention(bool on) {
@@ -590,18 +581,10 @@ void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
   if (use_prefill_tiles(T, a.n_seqs) && a.D % 4 == 0 && prefill_smem_bytes(a.D, a.Dv) <= 200 * 1024 &&
       a.n_heads <= 65535) {
     a.n_splits = 1;
-    switch (k_cache.dtype()) {
-      case DType::f32: launch_prefill(k_cache.data<float>(), v_cache.data<float>(), a, T, dev, l.stream); break;
-      case DType::f16:
-        launch_prefill(static_cast<const f16*>(k_cache.raw()), static_cast<const f16*>(v_cache.raw()), a, T, dev,
-                       l.stream);
-        break;
-      case DType::bf16:
-        launch_prefill(static_cast<const bf16*>(k_cache.raw()), static_cast<const bf16*>(v_cache.raw()), a, T, dev,
-                       l.stream);
-        break;
-      default: throw_internal("paged_attention: cache must be f32|f16|bf16");
-    }
+    by_float_type(k_cache.dtype(), "paged_attention: cache", [&](auto tag) {
+      using KV = decltype(tag);
+      launch_prefill(static_cast<const KV*>(k_cache.raw()), static_cast<const KV*>(v_cache.raw()), a, T, dev, l.stream);
+    });
     return;
   }
   MLXCEL_CUDA_REQUIRE(T <= INT32_MAX && a.n_kv * a.head_groups <= 65535, "paged_attention: grid");
@@ -609,31 +592,13 @@ void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
   const int E = int(16 / dtype_size(k_cache.dtype()));
   const bool decode = use_decode_kernel() && a.D % E == 0 &&
                       reinterpret_cast<uintptr_t>(k_cache.raw()) % 16 == 0;
-  if (decode) {
-    switch (k_cache.dtype()) {
-      case DType::f32: attn_decode_kernel<float><<<grid, kAttnWarps * 32, 0, l.stream>>>(k_cache.data<float>(), v_cache.data<float>(), a); break;
-      case DType::f16:
-        attn_decode_kernel<f16><<<grid, kAttnWarps * 32, 0, l.stream>>>(static_cast<const f16*>(k_cache.raw()),
-                                                                         static_cast<const f16*>(v_cache.raw()), a);
-        break;
-      case DType::bf16:
-        attn_decode_kernel<bf16><<<grid, kAttnWarps * 32, 0, l.stream>>>(static_cast<const bf16*>(k_cache.raw()),
-                                                                          static_cast<const bf16*>(v_cache.raw()), a);
-        break;
-      default: throw_internal("paged_attention: cache must be f32|f16|bf16");
-    }
-  } else switch (k_cache.dtype()) {
-    case DType::f32: attn_kernel<float><<<grid, kAttnWarps * 32, 0, l.stream>>>(k_cache.data<float>(), v_cache.data<float>(), a); break;
-    case DType::f16:
-      attn_kernel<f16><<<grid, kAttnWarps * 32, 0, l.stream>>>(static_cast<const f16*>(k_cache.raw()),
-                                                               static_cast<const f16*>(v_cache.raw()), a);
-      break;
-    case DType::bf16:
-      attn_kernel<bf16><<<grid, kAttnWarps * 32, 0, l.stream>>>(static_cast<const bf16*>(k_cache.raw()),
-                                                                static_cast<const bf16*>(v_cache.raw()), a);
-      break;
-    default: throw_internal("paged_attention: cache must be f32|f16|bf16");
-  }
+  by_float_type(k_cache.dtype(), "paged_attention: cache", [&](auto tag) {
+    using KV = decltype(tag);
+    const KV* kc = static_cast<const KV*>(k_cache.raw());
+    const KV* vc = static_cast<const KV*>(v_cache.raw());
+    if (decode) attn_decode_kernel<KV><<<grid, kAttnWarps * 32, 0, l.stream>>>(kc, vc, a);
+    else attn_kernel<KV><<<grid, kAttnWarps * 32, 0, l.stream>>>(kc, vc, a);
+  });
   MLXCEL_CUDA_LAUNCH_CHECK();
   if (a.n_splits > 1) {
     attn_combine_kernel<<<unsigned(T * a.n_heads), 128, 0, l.stream>>>(a.part_o, a.part_ml, a.n_splits, a.Dv, a.out,

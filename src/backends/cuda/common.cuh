@@ -100,6 +100,18 @@ __device__ __forceinline__ float act_any(Act a, float x) {
   return x;
 }
 
+// f(T{}) with T the storage type of dt (f32 | f16 | bf16); else throws "<what> must be
+// f32|f16|bf16".
+template <typename F>
+void by_float_type(DType dt, const char* what, F&& f) {
+  switch (dt) {
+    case DType::f32: f(float{}); break;
+    case DType::f16: f(f16{}); break;
+    case DType::bf16: f(bf16{}); break;
+    default: throw_internal(std::string(what) + " must be f32|f16|bf16");
+  }
+}
+
 #define MLXCEL_CUDA_REQUIRE(cond, msg)                                                      \
   do {                                                                                      \
     if (!(cond))                                                                            \

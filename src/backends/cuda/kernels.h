@@ -130,10 +130,9 @@ class OpTimer {
   void* start_ = nullptr;
 };
 
-// Selects the batch-1 GEMV design (linear_impl.h) for dense and quantized weights alike
-// (tests and benchmarks; MLXCEL_CUDA_GEMV sets both at start). Returns the previous
-// dense one. set_gemv_variants sets each; returns dense * 16 + quantized before.
-int set_gemv_variant(int v);
+// Selects the batch-1 GEMV design (linear_impl.h) for dense and quantized weights (tests
+// and benchmarks; MLXCEL_CUDA_GEMV sets both at start). Returns dense * 16 + quantized
+// as they were.
 int set_gemv_variants(int dense, int quantized);
 // Dense batch-1 GEMV (designs 1-3) on matrices with few rows: the block's warps split K
 // (default; MLXCEL_CUDA_GEMV_KSPLIT=0 turns it off). Returns the previous setting.

@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "backends/cuda/common.cuh"
+#include "backends/cuda/gemv.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/linear_impl.h"
 
@@ -52,10 +53,9 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const X* __restrict__
   constexpr int kOut = kGated ? kRowsPerBlock / 2 : kRowsPerBlock;  // output rows per block
   __shared__ float red[kWarps][kGemvMaxRows][kRowsPerBlock];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  int part = 0;
-  while (part + 1 < P.n && blockIdx.x >= P.block_end[part]) ++part;
-  const int64_t N = P.N[part];
-  const int64_t row0 = int64_t(blockIdx.x - (part ? P.block_end[part - 1] : 0u)) * kOut;
+  const GemvRows gr = gemv_rows(P, blockIdx.x, kOut);
+  const int part = gr.part;
+  const int64_t N = gr.N, row0 = gr.row0;
   float acc[kGemvMaxRows][kRowsPerBlock];
 #pragma unroll
   for (int m = 0; m < kGemvMaxRows; ++m)
@@ -140,11 +140,10 @@ __global__ void __launch_bounds__(128) gemv_warp_kernel(const float* __restrict_
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const unsigned wid = KS == 1 ? blockIdx.x * 4 + warp : blockIdx.x;
   const int kpart = KS == 1 ? 0 : warp;
-  if (wid >= P.block_end[kGated ? 0 : P.n - 1]) return;
-  int part = 0;
-  while (part + 1 < P.n && wid >= P.block_end[part]) ++part;
-  const int64_t N = P.N[part];
-  const int64_t row0 = int64_t(wid - (part ? P.block_end[part - 1] : 0u)) * kOut;
+  if (wid >= gemv_units<kGated>(P)) return;
+  const GemvRows gr = gemv_rows(P, wid, kOut);
+  const int part = gr.part;
+  const int64_t N = gr.N, row0 = gr.row0;
   const uint4* wrow[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
@@ -196,30 +195,7 @@ __global__ void __launch_bounds__(128) gemv_warp_kernel(const float* __restrict_
       for (int q = 0; q < KS; ++q) acc[r] += red[q][r];
     }
   }
-  if (lane < kOut) {
-    float s = 0.0f, u = 0.0f;
-#pragma unroll
-    for (int r = 0; r < kOut; ++r)
-      if (r == lane) s = acc[r], u = kGated ? acc[r + kOut] : 0.0f;
-    const int64_t n = row0 + lane;
-    if (n < N) {
-      if (P.bias[part]) s += load_any(P.bias[part], bdt, n);
-      if constexpr (kGated) {
-        if (P.bias[1]) u += load_any(P.bias[1], bdt, n);
-        s = act_any(Act(P.gate_act), s) * u;
-      }
-      store_any(P.out[part], odt, n, s);
-    }
-  }
-}
-
-int sm_count_of(int dev) {
-  static int cached[64] = {};
-  if (dev >= 0 && dev < 64 && cached[dev]) return cached[dev];
-  int n = 0;
-  MLXCEL_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-  if (dev >= 0 && dev < 64) cached[dev] = n;
-  return n;
+  store_warp_rows<R, kGated>(acc, lane, P, part, row0, N, bdt, odt);
 }
 
 template <typename W, int R, int U>
@@ -228,7 +204,7 @@ void gemv_warp_launch(const float* x, GemvParts P, int64_t K, int bdt, int odt, 
   const unsigned sets = plan_blocks(P, gated ? R / 2 : R);
   // Fewer than 16 row sets per SM: the block's warps split K instead of taking a row set
   // each (g_gemv_ksplit = false keeps one warp per row set).
-  const bool split = g_gemv_ksplit && sets < 16u * unsigned(sm_count_of(current_device()));
+  const bool split = g_gemv_ksplit && sets < 16u * unsigned(sm_count(current_device()));
   if (split) {
     if (gated) gemv_warp_kernel<W, R, U, true, 4><<<sets, 128, 0, st>>>(x, P, K, bdt, odt);
     else gemv_warp_kernel<W, R, U, false, 4><<<sets, 128, 0, st>>>(x, P, K, bdt, odt);
@@ -325,12 +301,6 @@ int g_gemv_quant = g_gemv_env ? std::atoi(g_gemv_env) : 0;
 
 int gemv_variant(bool quantized) { return quantized ? g_gemv_quant : g_gemv_dense; }
 
-int set_gemv_variant(int v) {
-  const int old = g_gemv_dense;
-  g_gemv_dense = g_gemv_quant = v;
-  return old;
-}
-
 bool set_gemv_ksplit(bool on) {
   const bool old = g_gemv_ksplit;
   g_gemv_ksplit = on;
@@ -410,8 +380,7 @@ bool gemm_lt(const void* x, const void* w, DType ct, int64_t M, int64_t N, int64
     std::lock_guard<std::mutex> lk(mu);
     LtPlan& p = plans[{dev, M, N, K, int(ct)}];
     if (!p.op) {
-      const cublasComputeType_t compute = ct == DType::f32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F;
-      MLXCEL_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, compute, CUDA_R_32F));
+      MLXCEL_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
       const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
       MLXCEL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
       MLXCEL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
@@ -494,9 +463,6 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) {
   if (bp || !direct) finish_rows(y, M, N, bp, bdt, out.raw(), out.dtype(), l.stream);
 }
 
-}  // namespace mlxcel::cuda
-
-namespace mlxcel::cuda {
 
 void linear_multi(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<Tensor>& biases,
                   std::vector<Tensor>& outs) {

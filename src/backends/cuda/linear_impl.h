@@ -24,7 +24,7 @@ struct GemvParts {
   int n = 0;
   int gate_act = -1;  // an Act when gated
 };
-// The batch-1 GEMV design (kernels.h set_gemv_variant): 0 = a block splits K across 8
+// The batch-1 GEMV design (kernels.h set_gemv_variants): 0 = a block splits K across 8
 // warps over 4 (dense) or 8 (quantized) rows; 1..3 = each warp owns rows (R) and walks
 // K with U loads in flight per lane, no shared memory (1: R4 U2, 2: R2 U4, 3: R8 U1);
 // 4, 5 (4- and 8-bit weights; dense takes 1): the warp design on int8 activations and

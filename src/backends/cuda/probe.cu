@@ -69,9 +69,7 @@ double read_bandwidth(int device, size_t bytes) {
   const size_t n = bytes / sizeof(uint4);
   uint4* p = nullptr;
   uint32_t* sink = nullptr;
-  int sms = 0;
-  MLXCEL_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int blocks = sms * 8, threads = 512;
+  const int blocks = sm_count(device) * 8, threads = 512;
   MLXCEL_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&p), n * sizeof(uint4), st));
   MLXCEL_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&sink), blocks * sizeof(uint32_t), st));
   MLXCEL_CUDA_CHECK(cudaMemsetAsync(sink, 0, blocks * sizeof(uint32_t), st));

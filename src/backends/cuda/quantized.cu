@@ -3,8 +3,10 @@
 // in the scales' dtype).
 #include <algorithm>
 #include <type_traits>
+#include <utility>
 
 #include "backends/cuda/common.cuh"
+#include "backends/cuda/gemv.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/linear_impl.h"
 
@@ -51,6 +53,39 @@ __device__ __forceinline__ float chunk_value(const uint32_t* wd, int j) {
   return __uint_as_float((v & mask) | 0x4B000000u) - 8388608.0f;
 }
 
+// The 32 f32 values of x at p (16-byte aligned).
+__device__ __forceinline__ void load_x_chunk(const float* __restrict__ p, float (&xv)[32]) {
+  const float4* xp = reinterpret_cast<const float4*>(p);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const float4 f = xp[j];
+    xv[4 * j] = f.x, xv[4 * j + 1] = f.y, xv[4 * j + 2] = f.z, xv[4 * j + 3] = f.w;
+  }
+}
+
+// The R weight rows of part `part` a block or warp reads (gated: R/2 rows of gate, the same of up):
+// packed words, scales and biases of each (rows past N clamp to N - 1).
+template <typename S, int R>
+struct QRowPtrs {
+  const uint32_t* wp[R];
+  const S* sp[R];
+  const S* bp[R];
+  template <bool kGated>
+  __device__ __forceinline__ void init(const GemvParts& P, int part, int64_t row0, int64_t N, int64_t words_per_row,
+                                       int64_t groups_per_row) {
+    constexpr int kOut = kGated ? R / 2 : R;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int src = kGated ? r / kOut : part;
+      int64_t row = row0 + r % kOut;
+      row = row < N ? row : N - 1;
+      wp[r] = static_cast<const uint32_t*>(P.w[src]) + row * words_per_row;
+      sp[r] = static_cast<const S*>(P.scales[src]) + row * groups_per_row;
+      bp[r] = static_cast<const S*>(P.biases[src]) + row * groups_per_row;
+    }
+  }
+};
+
 // y [M, N] = x [M, K] @ dequant(w)^T (+ bias) for each part of P (linear_impl.h; gated:
 // half of a block's kQRows weight rows from gate, the same rows from up). Uses
 // sum_j x_j (s q_j + b) = s (x.q) + b sum(x). Biases f32, outputs f32.
@@ -60,28 +95,20 @@ __global__ void __launch_bounds__(kQThreads) qgemv_kernel(const float* __restric
   constexpr int kOut = kGated ? kQRows / 2 : kQRows;
   __shared__ float red[kQThreads / 32][MAXM][kQRows];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  int part = 0;
-  while (part + 1 < P.n && blockIdx.x >= P.block_end[part]) ++part;
-  const int64_t N = P.N[part];
-  const int64_t row0 = int64_t(blockIdx.x - (part ? P.block_end[part - 1] : 0u)) * kOut;
+  const GemvRows gr = gemv_rows(P, blockIdx.x, kOut);
+  const int part = gr.part;
+  const int64_t N = gr.N, row0 = gr.row0;
   const int64_t words_per_row = K / 32 * BITS, groups_per_row = K >> group_shift, chunks = K / 32;
   float acc[MAXM][kQRows];
 #pragma unroll
   for (int m = 0; m < MAXM; ++m)
 #pragma unroll
     for (int r = 0; r < kQRows; ++r) acc[m][r] = 0.0f;
-  const uint32_t* wp[kQRows];
-  const S* sp[kQRows];
-  const S* bp[kQRows];
-#pragma unroll
-  for (int r = 0; r < kQRows; ++r) {
-    const int src = kGated ? r / kOut : part;
-    int64_t row = row0 + r % kOut;
-    row = row < N ? row : N - 1;
-    wp[r] = static_cast<const uint32_t*>(P.w[src]) + row * words_per_row;
-    sp[r] = static_cast<const S*>(P.scales[src]) + row * groups_per_row;
-    bp[r] = static_cast<const S*>(P.biases[src]) + row * groups_per_row;
-  }
+  QRowPtrs<S, kQRows> rows;
+  rows.template init<kGated>(P, part, row0, N, words_per_row, groups_per_row);
+  const uint32_t* const* wp = rows.wp;
+  const S* const* sp = rows.sp;
+  const S* const* bp = rows.bp;
 
   for (int64_t c = threadIdx.x; c < chunks; c += kQThreads) {
     uint32_t wd[kQRows][BITS];
@@ -97,12 +124,7 @@ __global__ void __launch_bounds__(kQThreads) qgemv_kernel(const float* __restric
     for (int m = 0; m < MAXM; ++m) {
       if (m < M) {
         float xv[32];
-        const float4* xp = reinterpret_cast<const float4*>(x + int64_t(m) * K + c * 32);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          const float4 f = xp[j];
-          xv[4 * j] = f.x, xv[4 * j + 1] = f.y, xv[4 * j + 2] = f.z, xv[4 * j + 3] = f.w;
-        }
+        load_x_chunk(x + int64_t(m) * K + c * 32, xv);
         float xs = 0.0f;
 #pragma unroll
         for (int j = 0; j < 32; ++j) xs += xv[j];
@@ -148,120 +170,6 @@ __global__ void __launch_bounds__(kQThreads) qgemv_kernel(const float* __restric
   }
 }
 
-// A warp's R weight rows of part `part` (gated: R/2 rows of gate, the same of up):
-// packed words, scales and biases of each (rows past N clamp to N - 1).
-template <typename S, int R>
-struct QRowPtrs {
-  const uint32_t* wp[R];
-  const S* sp[R];
-  const S* bp[R];
-  template <bool kGated>
-  __device__ __forceinline__ void init(const GemvParts& P, int part, int64_t row0, int64_t N, int64_t words_per_row,
-                                       int64_t groups_per_row) {
-    constexpr int kOut = kGated ? R / 2 : R;
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int src = kGated ? r / kOut : part;
-      int64_t row = row0 + r % kOut;
-      row = row < N ? row : N - 1;
-      wp[r] = static_cast<const uint32_t*>(P.w[src]) + row * words_per_row;
-      sp[r] = static_cast<const S*>(P.scales[src]) + row * groups_per_row;
-      bp[r] = static_cast<const S*>(P.biases[src]) + row * groups_per_row;
-    }
-  }
-};
-
-// Sums each row's partial dot products over the warp; lane r writes output row row0 + r
-// (+ f32 bias; gated: act(gate) * up).
-template <int R, bool kGated>
-__device__ __forceinline__ void store_warp_rows(float (&acc)[R], int lane, const GemvParts& P, int part, int64_t row0,
-                                                int64_t N) {
-  constexpr int kOut = kGated ? R / 2 : R;
-#pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
-  if (lane < kOut) {
-    float s = 0.0f, u = 0.0f;
-#pragma unroll
-    for (int r = 0; r < kOut; ++r)
-      if (r == lane) s = acc[r], u = kGated ? acc[r + kOut] : 0.0f;
-    const int64_t n = row0 + lane;
-    if (n < N) {
-      if (P.bias[part]) s += static_cast<const float*>(P.bias[part])[n];
-      if constexpr (kGated) {
-        if (P.bias[1]) u += static_cast<const float*>(P.bias[1])[n];
-        s = act_any(Act(P.gate_act), s) * u;
-      }
-      static_cast<float*>(P.out[part])[n] = s;
-    }
-  }
-}
-
-// Batch-1 quantized GEMV, warp-per-rows design (gemv_variant 1..3): warp w owns R weight
-// rows (gated: R/2 of gate and the same of up); lane l takes chunks l, l + 32, ... (32
-// values = BITS words each), U chunks per row in flight. P.block_end counts warps.
-template <int BITS, typename S, int R, int U, bool kGated>
-__global__ void __launch_bounds__(128) qgemv_warp_kernel(const float* __restrict__ x, const GemvParts P, int64_t K,
-                                                         int group_shift) {
-  constexpr int kOut = kGated ? R / 2 : R;
-  const int lane = threadIdx.x & 31;
-  const unsigned wid = blockIdx.x * 4 + (threadIdx.x >> 5);
-  if (wid >= P.block_end[kGated ? 0 : P.n - 1]) return;
-  int part = 0;
-  while (part + 1 < P.n && wid >= P.block_end[part]) ++part;
-  const int64_t N = P.N[part];
-  const int64_t row0 = int64_t(wid - (part ? P.block_end[part - 1] : 0u)) * kOut;
-  const int64_t words_per_row = K / 32 * BITS, groups_per_row = K >> group_shift, chunks = K / 32;
-  QRowPtrs<S, R> q;
-  q.template init<kGated>(P, part, row0, N, words_per_row, groups_per_row);
-  const uint32_t* const* wp = q.wp;
-  const S* const* sp = q.sp;
-  const S* const* bp = q.bp;
-  float acc[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-  for (int64_t c0 = lane; c0 < chunks; c0 += 32 * U) {
-    uint32_t wd[U][R][BITS];
-    float sc[U][R], bi[U][R];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t c = c0 + 32 * u;
-      if (c < chunks) {
-        const int64_t g = (c * 32) >> group_shift;
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          load_chunk<BITS>(wp[r] + c * BITS, wd[u][r]);
-          sc[u][r] = to_f(sp[r][g]);
-          bi[u][r] = to_f(bp[r][g]);
-        }
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t c = c0 + 32 * u;
-      if (c < chunks) {
-        float xv[32];
-        const float4* xp = reinterpret_cast<const float4*>(x + c * 32);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          const float4 f = xp[j];
-          xv[4 * j] = f.x, xv[4 * j + 1] = f.y, xv[4 * j + 2] = f.z, xv[4 * j + 3] = f.w;
-        }
-        float xs = 0.0f;
-#pragma unroll
-        for (int j = 0; j < 32; ++j) xs += xv[j];
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          float d = 0.0f;
-#pragma unroll
-          for (int j = 0; j < 32; ++j) d = fmaf(xv[j], chunk_value<BITS>(wd[u][r], j), d);
-          acc[r] = fmaf(sc[u][r], d, fmaf(bi[u][r], xs, acc[r]));
-        }
-      }
-    }
-  }
-  store_warp_rows<R, kGated>(acc, lane, P, part, row0, N);
-}
-
 // x chunk (32 f32 values) -> int8 in the order the weight words need (dp4a operands),
 // with dx = amax / 127 and the exact f32 sum. 4 bits: word k holds values 8k..8k+7 as
 // nibbles; (w & 0x0F0F0F0F) has values 8k, 8k+2, 8k+4, 8k+6 and (w >> 4) & 0x0F0F0F0F
@@ -270,12 +178,7 @@ __global__ void __launch_bounds__(128) qgemv_warp_kernel(const float* __restrict
 template <int BITS>
 __device__ __forceinline__ void quantize_x_chunk(const float* __restrict__ x, int* xq, float& dx, float& xs) {
   float xv[32];
-  const float4* xp = reinterpret_cast<const float4*>(x);
-#pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    const float4 f = xp[j];
-    xv[4 * j] = f.x, xv[4 * j + 1] = f.y, xv[4 * j + 2] = f.z, xv[4 * j + 3] = f.w;
-  }
+  load_x_chunk(x, xv);
   float amax = 0.0f, sum = 0.0f;
 #pragma unroll
   for (int j = 0; j < 32; ++j) amax = fmaxf(amax, fabsf(xv[j])), sum += xv[j];
@@ -302,28 +205,25 @@ __device__ __forceinline__ void quantize_x_chunk(const float* __restrict__ x, in
   }
 }
 
-// Batch-1 GEMV for 4- and 8-bit weights on the integer units (gemv_variant 4, 5): as
-// qgemv_warp_kernel, but each lane rounds its x chunk to int8 (per-chunk scale, like
-// llama.cpp's q8_1 activations) and takes the dot products with dp4a, 4 products per
-// instruction. sum_j x_j (s q_j + b) ~= s dx (xq . q) + b sum(x): the bias term is exact.
-template <int BITS, typename S, int R, int U, bool kGated>
-__global__ void __launch_bounds__(128) qgemv_dp4a_kernel(const float* __restrict__ x, const GemvParts P, int64_t K,
+// Batch-1 quantized GEMV, warp-per-rows design (gemv_variant 1..5): warp w owns R weight
+// rows (gated: R/2 of gate and the same of up); lane l takes chunks l, l + 32, ... (32
+// values = BITS words each), U chunks per row in flight. P.block_end counts warps.
+// kInt8 (designs 4, 5; 4 and 8 bits): each lane rounds its x chunk to int8 (per-chunk
+// scale, like llama.cpp's q8_1 activations) and takes the dot products with dp4a, 4
+// products per instruction: sum_j x_j (s q_j + b) ~= s dx (xq . q) + b sum(x), the bias
+// term exact. Otherwise f32 throughout, as qgemv_kernel.
+template <int BITS, typename S, int R, int U, bool kGated, bool kInt8>
+__global__ void __launch_bounds__(128) qgemv_warp_kernel(const float* __restrict__ x, const GemvParts P, int64_t K,
                                                          int group_shift) {
-  static_assert(BITS == 4 || BITS == 8, "dp4a GEMV: 4 or 8 bits");
+  static_assert(!kInt8 || BITS == 4 || BITS == 8, "dp4a GEMV: 4 or 8 bits");
   constexpr int kOut = kGated ? R / 2 : R;
   const int lane = threadIdx.x & 31;
   const unsigned wid = blockIdx.x * 4 + (threadIdx.x >> 5);
-  if (wid >= P.block_end[kGated ? 0 : P.n - 1]) return;
-  int part = 0;
-  while (part + 1 < P.n && wid >= P.block_end[part]) ++part;
-  const int64_t N = P.N[part];
-  const int64_t row0 = int64_t(wid - (part ? P.block_end[part - 1] : 0u)) * kOut;
+  if (wid >= gemv_units<kGated>(P)) return;
+  const GemvRows gr = gemv_rows(P, wid, kOut);
   const int64_t words_per_row = K / 32 * BITS, groups_per_row = K >> group_shift, chunks = K / 32;
-  QRowPtrs<S, R> q;
-  q.template init<kGated>(P, part, row0, N, words_per_row, groups_per_row);
-  const uint32_t* const* wp = q.wp;
-  const S* const* sp = q.sp;
-  const S* const* bp = q.bp;
+  QRowPtrs<S, R> rows;
+  rows.template init<kGated>(P, gr.part, gr.row0, gr.N, words_per_row, groups_per_row);
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.0f;
@@ -337,16 +237,17 @@ __global__ void __launch_bounds__(128) qgemv_dp4a_kernel(const float* __restrict
         const int64_t g = (c * 32) >> group_shift;
 #pragma unroll
         for (int r = 0; r < R; ++r) {
-          load_chunk<BITS>(wp[r] + c * BITS, wd[u][r]);
-          sc[u][r] = to_f(sp[r][g]);
-          bi[u][r] = to_f(bp[r][g]);
+          load_chunk<BITS>(rows.wp[r] + c * BITS, wd[u][r]);
+          sc[u][r] = to_f(rows.sp[r][g]);
+          bi[u][r] = to_f(rows.bp[r][g]);
         }
       }
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t c = c0 + 32 * u;
-      if (c < chunks) {
+      if (c >= chunks) continue;
+      if constexpr (kInt8) {
         int xq[8];
         float dx, xs;
         quantize_x_chunk<BITS>(x + c * 32, xq, dx, xs);
@@ -373,28 +274,34 @@ __global__ void __launch_bounds__(128) qgemv_dp4a_kernel(const float* __restrict
           }
           acc[r] = fmaf(sc[u][r] * dx, float(d), fmaf(bi[u][r], xs, acc[r]));
         }
+      } else {
+        float xv[32];
+        load_x_chunk(x + c * 32, xv);
+        float xs = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 32; ++j) xs += xv[j];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          float d = 0.0f;
+#pragma unroll
+          for (int j = 0; j < 32; ++j) d = fmaf(xv[j], chunk_value<BITS>(wd[u][r], j), d);
+          acc[r] = fmaf(sc[u][r], d, fmaf(bi[u][r], xs, acc[r]));
+        }
       }
     }
   }
-  store_warp_rows<R, kGated>(acc, lane, P, part, row0, N);
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
+  store_warp_rows<R, kGated>(acc, lane, P, gr.part, gr.row0, gr.N, int(DType::f32), int(DType::f32));
 }
 
-template <int BITS, typename S, int R, int U>
-void qgemv_dp4a_launch(const float* x, GemvParts P, int64_t K, int shift, cudaStream_t st) {
-  const bool gated = P.gate_act >= 0;
-  const unsigned warps = plan_blocks(P, gated ? R / 2 : R);
-  const unsigned grid = (warps + 3) / 4;
-  if (gated) qgemv_dp4a_kernel<BITS, S, R, U, true><<<grid, 128, 0, st>>>(x, P, K, shift);
-  else qgemv_dp4a_kernel<BITS, S, R, U, false><<<grid, 128, 0, st>>>(x, P, K, shift);
-}
-
-template <int BITS, typename S, int R, int U>
+template <int BITS, typename S, int R, int U, bool kInt8>
 void qgemv_warp_launch(const float* x, GemvParts P, int64_t K, int shift, cudaStream_t st) {
   const bool gated = P.gate_act >= 0;
   const unsigned warps = plan_blocks(P, gated ? R / 2 : R);
   const unsigned grid = (warps + 3) / 4;
-  if (gated) qgemv_warp_kernel<BITS, S, R, U, true><<<grid, 128, 0, st>>>(x, P, K, shift);
-  else qgemv_warp_kernel<BITS, S, R, U, false><<<grid, 128, 0, st>>>(x, P, K, shift);
+  if (gated) qgemv_warp_kernel<BITS, S, R, U, true, kInt8><<<grid, 128, 0, st>>>(x, P, K, shift);
+  else qgemv_warp_kernel<BITS, S, R, U, false, kInt8><<<grid, 128, 0, st>>>(x, P, K, shift);
 }
 
 __device__ __forceinline__ uint32_t q_at(const uint32_t* row, int64_t k, int bits) {
@@ -447,12 +354,7 @@ __global__ void dequant_same_kernel(const uint32_t* __restrict__ packed, const S
 
 template <typename F>
 void by_scale(DType dt, F&& f) {
-  switch (dt) {
-    case DType::f32: f(float{}); break;
-    case DType::f16: f(f16{}); break;
-    case DType::bf16: f(bf16{}); break;
-    default: throw_internal("quantized: scales must be f32|f16|bf16");
-  }
+  by_float_type(dt, "quantized: scales", std::forward<F>(f));
 }
 
 // P: parts of one bits/group/scale dtype and one K (packed words in P.w).
@@ -478,11 +380,11 @@ void qgemv_launch(const float* x, int M, GemvParts P, int bits, int group_size, 
   if (M == 1 && variant > 0 && (bits == 4 || bits == 8)) {
     auto run = [&](auto bits_tag) {
       constexpr int B = decltype(bits_tag)::value;
-      if (variant == 1) qgemv_warp_launch<B, S, 4, 2>(x, P, K, shift, st);
-      else if (variant == 2) qgemv_warp_launch<B, S, 2, 4>(x, P, K, shift, st);
-      else if (variant == 3) qgemv_warp_launch<B, S, 8, 1>(x, P, K, shift, st);
-      else if (variant == 4) qgemv_dp4a_launch<B, S, 8, 1>(x, P, K, shift, st);
-      else qgemv_dp4a_launch<B, S, 4, 2>(x, P, K, shift, st);
+      if (variant == 1) qgemv_warp_launch<B, S, 4, 2, false>(x, P, K, shift, st);
+      else if (variant == 2) qgemv_warp_launch<B, S, 2, 4, false>(x, P, K, shift, st);
+      else if (variant == 3) qgemv_warp_launch<B, S, 8, 1, false>(x, P, K, shift, st);
+      else if (variant == 4) qgemv_warp_launch<B, S, 8, 1, true>(x, P, K, shift, st);
+      else qgemv_warp_launch<B, S, 4, 2, true>(x, P, K, shift, st);
     };
     if (bits == 4) run(std::integral_constant<int, 4>{});
     else run(std::integral_constant<int, 8>{});

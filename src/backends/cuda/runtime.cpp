@@ -151,6 +151,15 @@ cudaStream_t stream_of(int device) { return state(device).stream; }
 cudaStream_t current_stream() { return stream_of(current_device()); }
 cublasHandle_t cublas_handle(int device) { return state(device).cublas; }
 
+int sm_count(int device) {
+  static std::atomic<int> cached[64] = {};
+  if (device >= 0 && device < 64 && cached[device].load()) return cached[device].load();
+  int n = 0;
+  MLXCEL_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+  if (device >= 0 && device < 64) cached[device].store(n);
+  return n;
+}
+
 void* scratch(size_t bytes, int slot) {
   MLXCEL_CHECK(slot >= 0 && slot < kScratchSlots, "scratch slot {}", slot);
   const int dev = current_device();

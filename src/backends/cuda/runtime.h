@@ -42,6 +42,7 @@ class DeviceGuard {
 cudaStream_t stream_of(int device);       // the device's step stream (created on first use)
 cudaStream_t current_stream();            // stream of the current device
 int current_device();
+int sm_count(int device);                  // streaming multiprocessors (cached)
 cublasHandle_t cublas_handle(int device);  // bound to stream_of(device)
 // A scratch buffer of at least `bytes` on the current device, stream-ordered (valid
 // until the next call on this device; kernels on the same stream may use it). Slots:
