@@ -305,10 +305,21 @@ TEST(CudaAttention, PagedMatchesDenseReference) {
       {{130}, {130}, 12, 4, 128, 128, 33, 0.0f, true, DType::bf16, DType::f32},             // window
       {{65, 1, 64}, {65, 10, 200}, 4, 4, 96, 80, 0, 0.7f, true, DType::f16, DType::f32},   // softcap, Dv != D, a decode row
       {{80}, {80}, 6, 3, 256, 256, 0, 0.0f, false, DType::bf16, DType::bf16},               // non-causal, D = 256
+      // Shapes of the tensor-core kernels (bf16/f16 caches, D = Dv in {32, 64, 80, 96, 128}).
+      {{300, 1, 77}, {300, 500, 90}, 32, 8, 128, 128, 0, 0.0f, true, DType::bf16, DType::f32},  // Llama-8B-like
+      {{96, 70}, {96, 170}, 16, 2, 64, 64, 0, 0.0f, true, DType::f16, DType::bf16},           // G = 8, f16 cache
+      {{129}, {129}, 10, 2, 80, 80, 40, 0.0f, true, DType::bf16, DType::f32},                // G = 5, D = 80, window
+      {{100, 3}, {100, 3}, 6, 6, 96, 96, 0, 0.9f, true, DType::bf16, DType::f32},            // MHA, D = 96, softcap
+      {{1, 1, 2}, {1200, 64, 65}, 40, 2, 32, 32, 0, 0.0f, true, DType::bf16, DType::f32},    // G = 20 (two head groups)
+      {{70}, {70}, 8, 4, 64, 64, 0, 0.0f, false, DType::bf16, DType::f32},                   // non-causal prefill
+      {{1, 1}, {9000, 17}, 8, 8, 64, 64, 100, 0.0f, true, DType::f16, DType::f32},           // window, long context
   };
-  for (bool lanes_over_keys : {false, true}) {  // attn_kernel, attn_decode_kernel for decode rows
-  SCOPED_TRACE(lanes_over_keys ? "attn_decode_kernel" : "attn_kernel");
-  const bool previous = cuda::set_decode_attention(lanes_over_keys);
+  // attn_kernel, attn_decode_kernel for decode rows, then the tensor-core kernels (which
+  // round q and the probabilities to the cache's type: the bf16 tolerance for them).
+  for (int variant : {0, 1, 2}) {
+  SCOPED_TRACE(variant == 0 ? "attn_kernel" : variant == 1 ? "attn_decode_kernel" : "flash");
+  const bool previous = cuda::set_decode_attention(variant == 1);
+  const bool previous_flash = cuda::set_flash_attention(variant == 2);
   for (size_t ci = 0; ci < cases.size(); ++ci) {
     const Case& c = cases[ci];
     int qlen0 = c.q_len[0];
@@ -329,7 +340,8 @@ TEST(CudaAttention, PagedMatchesDenseReference) {
     Tensor out = poisoned({T, c.n_heads, c.Dv}, c.qdt);
     // Context on the host for this call and on the device for the next.
     cuda::paged_attention(gpu(q), b.k_cache, b.v_cache, b.ctx, p, out);
-    const double tol = c.qdt == DType::f32 ? kTolF32 : kTolBf16;
+    const bool tensor_cores = variant == 2 && c.cdt != DType::f32 && c.D == c.Dv && c.D <= 128 && c.D % 16 == 0;
+    const double tol = c.qdt == DType::f32 && !tensor_cores ? kTolF32 : kTolBf16;
     EXPECT_LT(rel_err(out, want), tol) << "case " << ci;
     AttentionContext dctx = b.ctx;
     dctx.q_start = gpu(b.ctx.q_start);
@@ -340,6 +352,7 @@ TEST(CudaAttention, PagedMatchesDenseReference) {
     EXPECT_LT(rel_err(out2, want), tol) << "case " << ci << " (device context)";
   }
   cuda::set_decode_attention(previous);
+  cuda::set_flash_attention(previous_flash);
   }
 }
 

@@ -9,7 +9,8 @@
 # 2. Runs the GPU suites: test_cuda_kernels (every kernel against the CPU), test_cuda_ops
 #    (the op API on CUDA tensors), test_cuda_models (every family fixture on CUDA, the
 #    engine, GGUF), then `mlxcel inspect --device cuda` and a short `mlxcel bench`.
-#    BENCH=0 skips the bench; CTEST=1 also runs the whole CPU ctest suite of that build.
+#    BENCH=0 skips the bench; TESTS=0 skips the three suites (build only, for profiling
+#    calls); CTEST=1 also runs the whole CPU ctest suite of that build.
 # Without headers.tgz (or if that configure fails) it falls back to tests/gpu/standalone
 # (base, tensor, both backends, test_cuda_kernels; needs only fmt, GoogleTest and CUDA).
 # The logs come back as one file, $OUT/gpu_logs.tgz (the device tool returns only a few
@@ -63,7 +64,9 @@ if [ -f "$D/headers.tgz" ]; then
   fi
 fi
 if [ $full_ok = 1 ]; then
-  for t in test_cuda_kernels test_cuda_ops test_cuda_models; do
+  SUITES="test_cuda_kernels test_cuda_ops test_cuda_models"
+  [ "${TESTS:-1}" = 0 ] && SUITES=""
+  for t in $SUITES; do
     f=$(find "$B" -name "$t" -type f | head -1)
     if [ -z "$f" ]; then echo "$t missing"; rc=1; continue; fi
     timeout 300 "$f" --gtest_color=no > "$OUT/$t.log" 2>&1 || rc=1

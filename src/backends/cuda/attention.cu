@@ -6,6 +6,7 @@
 // Prompt-shaped steps (many rows per sequence) take a tiled kernel instead (below).
 #include <cstdlib>
 
+#include "backends/cuda/attention_impl.h"
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
 
@@ -25,23 +26,6 @@ __global__ void kv_write_kernel(void* kc, int kcdt, void* vc, int vcdt, const vo
   for (int64_t i = threadIdx.x; i < kw; i += blockDim.x) store_any(kc, kcdt, slot * kw + i, load_any(k, kdt, t * kw + i));
   for (int64_t i = threadIdx.x; i < vw; i += blockDim.x) store_any(vc, vcdt, slot * vw + i, load_any(v, vdt, t * vw + i));
 }
-
-struct AttnArgs {
-  const void* q;
-  int qdt;
-  const int32_t* q_start;
-  const int32_t* kv_len;
-  const int32_t* block_table;
-  int max_blocks, block_size, n_seqs, n_heads, n_kv, D, Dv, G, head_groups;
-  float scale, softcap;
-  int window;
-  bool causal;
-  int n_splits;
-  float* part_o;   // [T, n_heads, n_splits, Dv] unnormalized (n_splits > 1)
-  float* part_ml;  // [T, n_heads, n_splits, 2] (max, sum)
-  void* out;       // [T, n_heads, Dv]
-  int odt;
-};
 
 // The keys row t of a split sees: its sequence s (the last with q_start[s] <= t) and the
 // split z's share [k0, k1) of the visible range (causal, sliding window).
@@ -300,6 +284,13 @@ bool g_decode_kernel = [] {
 }();
 bool use_decode_kernel() { return g_decode_kernel; }
 
+// Tensor-core kernels (flash_attention.cu) for bf16/f16 caches they support: on by
+// default; MLXCEL_CUDA_FLASH=0 (or set_flash_attention) gives the f32 kernels above.
+bool g_flash = [] {
+  const char* e = std::getenv("MLXCEL_CUDA_FLASH");
+  return !(e && e[0] == '0');
+}();
+
 // ---- prefill: query tiles ------------------------------------------------------
 // A block takes kTileQ consecutive query rows of one sequence and one query head, and
 // walks the visible keys in tiles of kTileK: K and V tiles are staged in shared memory
@@ -510,6 +501,12 @@ __global__ void attn_combine_kernel(const float* __restrict__ part_o, const floa
 
 }  // namespace
 
+bool set_flash_attention(bool on) {
+  const bool old = g_flash;
+  g_flash = on;
+  return old;
+}
+
 bool set_decode_attention(bool on) {
   const bool old = g_decode_kernel;
   g_decode_kernel = on;
@@ -565,41 +562,48 @@ void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
   a.causal = params.causal;
   a.out = out.raw();
   a.odt = int(out.dtype());
-  // Enough blocks to fill the card twice, but no split shorter than 128 keys of the
-  // longest possible context (max_blocks * block_size, known on the host).
+  const DType cdt = k_cache.dtype();
+  const bool flash = g_flash && v_cache.dtype() == cdt && flash_supported(a, cdt, k_cache.raw(), v_cache.raw());
+  if (flash) a.head_groups = int(ceil_div(a.G, kFlashDecodeHeads));
+  // Prompt-shaped steps take a tile kernel (no splits) when one fits.
+  const bool tiles = use_prefill_tiles(T, a.n_seqs) &&
+                     (flash || (a.D % 4 == 0 && prefill_smem_bytes(a.D, a.Dv) <= 200 * 1024 && a.n_heads <= 65535));
+  // Otherwise enough blocks to fill the card twice, but no split shorter than 128 keys of
+  // the longest possible context (max_blocks * block_size, known on the host).
   const int64_t base = T * a.n_kv * a.head_groups;
   const int64_t max_ctx = int64_t(a.max_blocks) * a.block_size;
   int64_t splits = ceil_div(2 * sm_count(dev), base);
   splits = splits > ceil_div(max_ctx, 128) ? ceil_div(max_ctx, 128) : splits;
-  splits = splits < 1 ? 1 : splits > 64 ? 64 : splits;
+  splits = splits < 1 || tiles ? 1 : splits > 64 ? 64 : splits;
   a.n_splits = int(splits);
   if (a.n_splits > 1) {
     const int64_t rows = T * a.n_heads * a.n_splits;
     a.part_o = static_cast<float*>(scratch(size_t(rows * a.Dv) * 4, 0));
     a.part_ml = static_cast<float*>(scratch(size_t(rows * 2) * 4, 1));
   }
-  if (use_prefill_tiles(T, a.n_seqs) && a.D % 4 == 0 && prefill_smem_bytes(a.D, a.Dv) <= 200 * 1024 &&
-      a.n_heads <= 65535) {
-    a.n_splits = 1;
-    by_float_type(k_cache.dtype(), "paged_attention: cache", [&](auto tag) {
+  if (flash && tiles) {
+    flash_prefill(a, cdt, k_cache.raw(), v_cache.raw(), T, l.stream);
+  } else if (flash) {
+    flash_decode(a, cdt, k_cache.raw(), v_cache.raw(), T, l.stream);
+  } else if (tiles) {
+    by_float_type(cdt, "paged_attention: cache", [&](auto tag) {
       using KV = decltype(tag);
       launch_prefill(static_cast<const KV*>(k_cache.raw()), static_cast<const KV*>(v_cache.raw()), a, T, dev, l.stream);
     });
-    return;
+  } else {
+    MLXCEL_CUDA_REQUIRE(T <= INT32_MAX && a.n_kv * a.head_groups <= 65535, "paged_attention: grid");
+    const dim3 grid(unsigned(T), unsigned(a.n_kv * a.head_groups), unsigned(a.n_splits));
+    const int E = int(16 / dtype_size(cdt));
+    const bool decode = use_decode_kernel() && a.D % E == 0 && reinterpret_cast<uintptr_t>(k_cache.raw()) % 16 == 0;
+    by_float_type(cdt, "paged_attention: cache", [&](auto tag) {
+      using KV = decltype(tag);
+      const KV* kc = static_cast<const KV*>(k_cache.raw());
+      const KV* vc = static_cast<const KV*>(v_cache.raw());
+      if (decode) attn_decode_kernel<KV><<<grid, kAttnWarps * 32, 0, l.stream>>>(kc, vc, a);
+      else attn_kernel<KV><<<grid, kAttnWarps * 32, 0, l.stream>>>(kc, vc, a);
+    });
+    MLXCEL_CUDA_LAUNCH_CHECK();
   }
-  MLXCEL_CUDA_REQUIRE(T <= INT32_MAX && a.n_kv * a.head_groups <= 65535, "paged_attention: grid");
-  const dim3 grid(unsigned(T), unsigned(a.n_kv * a.head_groups), unsigned(a.n_splits));
-  const int E = int(16 / dtype_size(k_cache.dtype()));
-  const bool decode = use_decode_kernel() && a.D % E == 0 &&
-                      reinterpret_cast<uintptr_t>(k_cache.raw()) % 16 == 0;
-  by_float_type(k_cache.dtype(), "paged_attention: cache", [&](auto tag) {
-    using KV = decltype(tag);
-    const KV* kc = static_cast<const KV*>(k_cache.raw());
-    const KV* vc = static_cast<const KV*>(v_cache.raw());
-    if (decode) attn_decode_kernel<KV><<<grid, kAttnWarps * 32, 0, l.stream>>>(kc, vc, a);
-    else attn_kernel<KV><<<grid, kAttnWarps * 32, 0, l.stream>>>(kc, vc, a);
-  });
-  MLXCEL_CUDA_LAUNCH_CHECK();
   if (a.n_splits > 1) {
     attn_combine_kernel<<<unsigned(T * a.n_heads), 128, 0, l.stream>>>(a.part_o, a.part_ml, a.n_splits, a.Dv, a.out,
                                                                        a.odt);

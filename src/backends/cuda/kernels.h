@@ -140,6 +140,10 @@ bool set_gemv_ksplit(bool on);
 // Decode rows of paged attention on attn_decode_kernel (lanes over keys) instead of
 // attn_kernel; off by default (attention.cu says why). Returns the previous setting.
 bool set_decode_attention(bool on);
+// Paged attention over bf16/f16 caches on the tensor-core kernels (flash_attention.cu;
+// default, MLXCEL_CUDA_FLASH=0 turns it off) instead of the f32 kernels. Returns the
+// previous setting.
+bool set_flash_attention(bool on);
 // Products of 9+ rows on cuBLASLt (default; MLXCEL_CUDA_LT=0: cublasGemmEx). Returns the
 // previous setting.
 bool set_gemm_lt(bool on);

@@ -1,0 +1,50 @@
+// Internal to backends/cuda: the arguments of the paged attention kernels, shared by
+// attention.cu (the f32 CUDA-core kernels, cache writes, split merge) and
+// flash_attention.cu (the tensor-core kernels for bf16/f16 caches).
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "tensor/tensor.h"
+
+namespace mlxcel::cuda {
+
+struct AttnArgs {
+  const void* q;
+  int qdt;
+  const int32_t* q_start;
+  const int32_t* kv_len;
+  const int32_t* block_table;
+  int max_blocks, block_size, n_seqs, n_heads, n_kv, D, Dv, G, head_groups;
+  float scale, softcap;
+  int window;
+  bool causal;
+  int n_splits;
+  float* part_o;   // [T, n_heads, n_splits, Dv] unnormalized (n_splits > 1)
+  float* part_ml;  // [T, n_heads, n_splits, 2] (max, sum; natural-log domain)
+  void* out;       // [T, n_heads, Dv]
+  int odt;
+};
+
+// Tensor-core (mma.sync, f32 accumulation) attention over a bf16 or f16 paged cache.
+// Rows of one query token and one KV head's query heads form the MMA's M dimension, so
+// GQA heads share every K/V tile. Supported: D == Dv, D % 16 == 0, D <= 128, cache rows
+// 16-byte aligned (flash_supported). q is rounded to the cache's type, and so are the
+// softmax probabilities before P.V (as FlashAttention does); scores, softmax and the
+// output accumulate in f32.
+bool flash_supported(const AttnArgs& a, DType cache_dtype, const void* kc, const void* vc);
+// Prompt-shaped steps: blocks of 64 (token, head) rows of one sequence walk the keys any
+// of their rows sees, in tiles of 64 (a.n_splits must be 1).
+void flash_prefill(const AttnArgs& a, DType cache_dtype, const void* kc, const void* vc, int64_t T,
+                   cudaStream_t st);
+// One query row per block (decode, short chunks): up to 16 heads of a KV head, a split of
+// the keys (a.n_splits, written to part_o / part_ml when > 1); the block's 4 warps take
+// 16 keys each of every 64-key tile and merge at the end.
+void flash_decode(const AttnArgs& a, DType cache_dtype, const void* kc, const void* vc, int64_t T,
+                  cudaStream_t st);
+// Query heads per block of flash_decode.
+constexpr int kFlashDecodeHeads = 16;
+
+}  // namespace mlxcel::cuda
