@@ -13,12 +13,14 @@
 //                                                    default is f16)
 //
 // Then `mlxcel convert -m <dir> -o x.gguf --to gguf --quant q4_0` (or convert_to_gguf).
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <sys/mman.h>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -189,26 +191,114 @@ int kernel_bench(const std::string& filter) {
         m_list.push_back(std::strtoll(c, const_cast<char**>(&c), 10));
         if (*c == ',') ++c;
       }
+      // Copies of the weight cycled through, at least 256 MB in all, so that each product
+      // reads its weight from memory as a decode step does (32 MB of L3 here); the row
+      // layout (the GGUF file's) and the x8 copy (gguf_quants.h) side by side.
+      // GGUF_BENCH_HOT=1: one copy (cache-resident when it fits: the kernel's compute rate).
+      const bool hot = std::getenv("GGUF_BENCH_HOT") && std::string(std::getenv("GGUF_BENCH_HOT")) == "1";
+      const int64_t copies = hot ? 1 : std::max<int64_t>(1, int64_t((size_t(256) << 20) / w.size()) + 1);
+      std::vector<std::vector<uint8_t>> rows_c(size_t(copies), w);
+      std::vector<std::vector<uint8_t>> x8_c(size_t(copies), std::vector<uint8_t>(gguf::x8_bytes(type, s.N, s.K)));
+      for (auto& c : x8_c) gguf::repack_x8(type, w.data(), rb, s.N, s.K, c.data());
       for (int64_t M : m_list) {
         std::vector<float> xm(size_t(M * s.K), 0.5f), ym(size_t(M * s.N));
-        gguf::matmul_packed(type, xm.data(), M, s.K, w.data(), rb, s.N, nullptr, ym.data());
-        int reps = 0;
-        const double cpu0 = cpu_seconds();
-        auto t0 = Clock::now();
-        while (seconds_since(t0) < 0.5 || reps < 3) {
-          gguf::matmul_packed(type, xm.data(), M, s.K, w.data(), rb, s.N, nullptr, ym.data());
-          ++reps;
+        for (int layout = 0; layout < 2; ++layout) {
+          auto run = [&](int64_t i) {
+            if (layout == 0)
+              gguf::matmul_packed(type, xm.data(), M, s.K, rows_c[size_t(i % copies)].data(), rb, s.N, nullptr, ym.data());
+            else
+              gguf::matmul_x8(type, xm.data(), M, s.K, x8_c[size_t(i % copies)].data(), s.N, nullptr, ym.data());
+          };
+          run(0);
+          int reps = 0;
+          const double cpu0 = cpu_seconds();
+          auto t0 = Clock::now();
+          while (seconds_since(t0) < 0.5 || reps < 3 * copies) run(++reps);
+          const double sec = seconds_since(t0) / reps, cpu_sec = (cpu_seconds() - cpu0) / reps;
+          const double gbs = double(w.size()) / sec / 1e9;
+          // GFLOP per CPU second: what one busy core does, whatever else runs on the machine.
+          const double flop = 2.0 * double(M) * double(s.N) * double(s.K);
+          std::printf("%-5s %-22s %-4s M=%-4lld %8.3f ms  %6.1f GB/s  (%.0f%% of read bandwidth)  %6.1f GFLOP/s  (%.1f per CPU s)\n",
+                      type == gguf::kQ8_0 ? "Q8_0" : "Q4_0", s.name, layout == 0 ? "rows" : "x8", (long long)M,
+                      sec * 1e3, gbs, 100 * gbs / bw, flop / sec / 1e9, flop / cpu_sec / 1e9);
         }
-        const double sec = seconds_since(t0) / reps, cpu_sec = (cpu_seconds() - cpu0) / reps;
-        const double gbs = double(w.size()) / sec / 1e9;
-        // GFLOP per CPU second: what one busy core does, whatever else runs on the machine.
-        const double flop = 2.0 * double(M) * double(s.N) * double(s.K);
-        std::printf("%-5s %-22s M=%-4lld %8.3f ms  %6.1f GB/s  (%.0f%% of read bandwidth)  %6.1f GFLOP/s  (%.1f per CPU s)\n",
-                    type == gguf::kQ8_0 ? "Q8_0" : "Q4_0", s.name, (long long)M, sec * 1e3, gbs, 100 * gbs / bw,
-                    flop / sec / 1e9, flop / cpu_sec / 1e9);
       }
     }
   }
+  return 0;
+}
+
+// The GEMVs of one decode step of a model shape (q, k, v, o, gate, up, down per layer,
+// then the LM head), each with its own random weight, on the row layout and on x8 copies,
+// in alternating rounds: per-token milliseconds (min and median of the rounds) and the
+// weight bytes over the time, against the read bandwidth measured first.
+int decode_bench(const std::string& quant, const std::string& shape, int rounds) {
+  const uint32_t type = quant == "q8_0" ? gguf::kQ8_0 : gguf::kQ4_0;
+  struct Mat {
+    int64_t N, K;
+  };
+  std::vector<Mat> mats;
+  int64_t H, I, L, q, kv, V;
+  if (shape == "llama-3.2-1b") H = 2048, I = 8192, L = 16, q = 2048, kv = 512, V = 128256;
+  else H = 1024, I = 3072, L = 28, q = 2048, kv = 1024, V = 151936;
+  for (int64_t l = 0; l < L; ++l)
+    for (Mat m : {Mat{q, H}, Mat{kv, H}, Mat{kv, H}, Mat{H, q}, Mat{I, H}, Mat{I, H}, Mat{H, I}}) mats.push_back(m);
+  mats.push_back({V, H});
+  const double bw = read_bandwidth(ThreadPool::global().size());
+  std::vector<std::vector<uint8_t>> rows(mats.size());
+  std::vector<uint8_t*> x8(mats.size());
+  // GGUF_BENCH_HUGE=1: the x8 copies in one arena of transparent huge pages.
+  const bool huge = std::getenv("GGUF_BENCH_HUGE") && std::string(std::getenv("GGUF_BENCH_HUGE")) == "1";
+  size_t arena_bytes = 0;
+  for (const Mat& m : mats) arena_bytes += (gguf::x8_bytes(type, m.N, m.K) + 63) / 64 * 64;
+  arena_bytes = (arena_bytes + (size_t(2) << 20) - 1) / (size_t(2) << 20) * (size_t(2) << 20);
+  uint8_t* arena = static_cast<uint8_t*>(std::aligned_alloc(size_t(2) << 20, arena_bytes));
+  if (huge) madvise(arena, arena_bytes, MADV_HUGEPAGE);
+  size_t arena_off = 0;
+  double bytes = 0;
+  std::mt19937 rng(1);
+  for (size_t i = 0; i < mats.size(); ++i) {
+    const size_t rb = gguf::row_bytes(type, mats[i].K);
+    rows[i].resize(rb * size_t(mats[i].N));
+    for (auto& b : rows[i]) b = uint8_t(rng());
+    for (int64_t r = 0; r < mats[i].N; ++r)
+      for (size_t b = 0; b < rb; b += (type == gguf::kQ8_0 ? 34 : 18)) {
+        uint16_t h = f32_to_f16(0.01f);
+        std::memcpy(&rows[i][size_t(r) * rb + b], &h, 2);
+      }
+    x8[i] = arena + arena_off;
+    arena_off += (gguf::x8_bytes(type, mats[i].N, mats[i].K) + 63) / 64 * 64;
+    gguf::repack_x8(type, rows[i].data(), rb, mats[i].N, mats[i].K, x8[i]);
+    bytes += double(rows[i].size());
+  }
+  std::vector<float> x(size_t(std::max(I, V)), 0.5f), y(size_t(std::max(I, V)));
+  std::vector<double> t_rows, t_x8;
+  const int tokens = 16;
+  for (int round = 0; round < rounds; ++round) {
+    for (int layout = 0; layout < 2; ++layout) {
+      auto t0 = Clock::now();
+      for (int t = 0; t < tokens; ++t)
+        for (size_t i = 0; i < mats.size(); ++i) {
+          const Mat m = mats[i];
+          if (layout == 0)
+            gguf::matmul_packed(type, x.data(), 1, m.K, rows[i].data(), gguf::row_bytes(type, m.K), m.N, nullptr, y.data());
+          else
+            gguf::matmul_x8(type, x.data(), 1, m.K, x8[i], m.N, nullptr, y.data());
+        }
+      (layout == 0 ? t_rows : t_x8).push_back(seconds_since(t0) / tokens * 1e3);
+    }
+  }
+  auto report = [&](const char* name, std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const double med = v[v.size() / 2];
+    std::printf("%-4s  min %.2f ms  median %.2f ms per token  (%.1f GB/s at the median, %.0f%% of read bandwidth)\n",
+                name, v.front(), med, bytes / med / 1e6, 100 * bytes / med / 1e6 / bw);
+  };
+  std::printf("%s %s decode GEMVs: %zu matrices, %.0f MB; read bandwidth %.1f GB/s; %d rounds of %d tokens\n",
+              shape.c_str(), quant.c_str(), mats.size(), bytes / 1e6, bw, rounds, tokens);
+  report("rows", t_rows);
+  report(huge ? "x8 (huge pages)" : "x8", t_x8);
+  std::free(arena);
   return 0;
 }
 
@@ -284,6 +374,7 @@ int main(int argc, char** argv) {
     const std::string mode = argc > 1 ? argv[1] : "kernel";
     if (mode == "synth" && argc >= 4) return synth(argv[2], argv[3]);
     if (mode == "kernel") return kernel_bench(argc > 2 ? argv[2] : "");
+    if (mode == "decode" && argc >= 4) return decode_bench(argv[2], argv[3], argc > 4 ? std::atoi(argv[4]) : 5);
     if (mode == "convert" && argc >= 5) {  // convert <dir> <out.gguf> f16|q8_0|q4_0 (as mlxcel convert --to gguf)
       auto t0 = Clock::now();
       GgufConvertOptions o;

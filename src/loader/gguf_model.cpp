@@ -408,11 +408,12 @@ Tensor load_tensor(const std::shared_ptr<const GgufFile>& file, const GgufTensor
   const bool is_matrix = t.shape.size() == 2;
   if (keep_packed && is_matrix && (t.ggml_type == gguf::kQ8_0 || t.ggml_type == gguf::kQ4_0)) {
     *packed = true;
+    // Registered for the CPU kernels' decode-time x8 copy (gguf::repackable_owner).
     if (permuted.empty())
-      return Tensor::view_of(src, {rows, int64_t(rb)}, DType::u8, std::const_pointer_cast<GgufFile>(file));
-    Tensor out = Tensor::empty({rows, int64_t(rb)}, DType::u8);
-    std::memcpy(out.raw(), src, t.n_bytes);
-    return out;
+      return Tensor::view_of(src, {rows, int64_t(rb)}, DType::u8,
+                             gguf::repackable_owner(src, std::const_pointer_cast<GgufFile>(file)));
+    auto bytes = std::make_shared<std::vector<uint8_t>>(std::move(permuted));
+    return Tensor::view_of(bytes->data(), {rows, int64_t(rb)}, DType::u8, gguf::repackable_owner(bytes->data(), bytes));
   }
   const bool dense = t.ggml_type == gguf::kF32 || t.ggml_type == gguf::kF16 || t.ggml_type == gguf::kBF16;
   if (dense && permuted.empty() && !gemma_norm) {

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <memory>
+#include <algorithm>
 #include <string>
 #include <random>
 #include <utility>
@@ -367,6 +369,95 @@ TEST(GgufQuants, PackedKernelsSplitOverThreads) {
         }
       }
     }
+  }
+}
+
+// The x8 layout (decode-time repacking): the GEMV on the repacked copy gives exactly the
+// row-layout kernel's results (same integer block sums, same float steps) on odd row
+// counts (a padded last group), 1..15 rows of x, rows at an odd stride, a bias, and a
+// weight of -128 in Q8_0.
+std::vector<uint8_t> random_packed(uint32_t t, int64_t N, int64_t K, size_t stride, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<uint8_t> packed(stride * size_t(N), 0xCD);
+  std::vector<float> w(static_cast<size_t>(K));
+  for (int64_t r = 0; r < N; ++r) {
+    for (auto& v : w) v = nd(rng);
+    if (t == kQ8_0) quantize_row_q8_0(w.data(), packed.data() + size_t(r) * stride, K);
+    else quantize_row_q4_0(w.data(), packed.data() + size_t(r) * stride, K);
+  }
+  if (t == kQ8_0) packed[2] = 0x80;
+  return packed;
+}
+
+TEST(GgufQuants, X8LayoutMatchesRowLayoutExactly) {
+  std::mt19937 rng(23);
+  std::normal_distribution<float> nd(0, 1);
+  struct Case {
+    int64_t M, K, N;
+    size_t pad;
+  };
+  const Case cases[] = {{1, 32, 1, 0},  {1, 64, 7, 3},    {1, 1024, 37, 0}, {2, 96, 8, 0},  {3, 160, 9, 1},
+                        {4, 256, 16, 0}, {5, 128, 17, 2},  {7, 3072, 13, 0}, {9, 64, 23, 5}, {15, 96, 41, 0},
+                        {1, 512, 2051, 0}, {4, 1024, 777, 0}};
+  for (uint32_t t : {kQ8_0, kQ4_0}) {
+    for (const Case& c : cases) {
+      const size_t stride = row_bytes(t, c.K) + c.pad;
+      std::vector<uint8_t> packed = random_packed(t, c.N, c.K, stride, rng);
+      std::vector<uint8_t> x8(x8_bytes(t, c.N, c.K));
+      ASSERT_EQ(x8.size(), size_t((c.N + 7) / 8) * 8 * row_bytes(t, c.K));
+      repack_x8(t, packed.data(), stride, c.N, c.K, x8.data());
+      std::vector<float> x(size_t(c.M * c.K)), bias(size_t(c.N));
+      for (auto& v : x) v = nd(rng);
+      for (auto& v : bias) v = nd(rng);
+      for (int64_t j = 0; j < 32; ++j) x[size_t(j)] = 0.0f;  // an all-zero block
+      for (const float* b : {static_cast<const float*>(nullptr), static_cast<const float*>(bias.data())}) {
+        std::vector<float> y_rows(size_t(c.M * c.N), std::nanf("")), y_x8(size_t(c.M * c.N), std::nanf(""));
+        matmul_packed(t, x.data(), c.M, c.K, packed.data(), stride, c.N, b, y_rows.data());
+        matmul_x8(t, x.data(), c.M, c.K, x8.data(), c.N, b, y_x8.data());
+        for (size_t i = 0; i < y_rows.size(); ++i) {
+          if (std::string(matmul_isa()) == "avx2")
+            ASSERT_EQ(y_rows[i], y_x8[i]) << "type " << t << " M " << c.M << " K " << c.K << " N " << c.N << " at " << i;
+          else
+            ASSERT_NEAR(y_rows[i], y_x8[i], 1e-4 * (1 + std::fabs(y_rows[i])));
+        }
+      }
+    }
+  }
+}
+
+// A weight registered through repackable_owner gets its x8 copy on the first decode-sized
+// product (prefill-sized ones keep the row layout), with the same results; the copy goes
+// when the owner does, and calls that do not match the registered weight (a slice of
+// fewer rows at the same address) use the row layout.
+TEST(GgufQuants, RegisteredWeightsGetAnX8CopyForTheirLifetime) {
+  if (!repack_enabled()) GTEST_SKIP() << "MLXCEL_GGUF_REPACK=0";
+  std::mt19937 rng(29);
+  std::normal_distribution<float> nd(0, 1);
+  const int64_t N = 203, K = 256;
+  for (uint32_t t : {kQ8_0, kQ4_0}) {
+    const size_t rb = row_bytes(t, K);
+    auto bytes = std::make_shared<std::vector<uint8_t>>(random_packed(t, N, K, rb, rng));
+    const uint8_t* w = bytes->data();
+    std::vector<float> x(size_t(16 * K));
+    for (auto& v : x) v = nd(rng);
+    std::vector<float> ref1(static_cast<size_t>(N)), ref16(static_cast<size_t>(16 * N)), y(static_cast<size_t>(16 * N));
+    matmul_packed(t, x.data(), 1, K, w, rb, N, nullptr, ref1.data());
+    matmul_packed(t, x.data(), 16, K, w, rb, N, nullptr, ref16.data());
+    const size_t before = repacked_bytes_in_use();
+    std::shared_ptr<void> owner = repackable_owner(w, bytes);
+    matmul_packed(t, x.data(), 16, K, w, rb, N, nullptr, y.data());  // prefill-sized: no copy
+    EXPECT_EQ(repacked_bytes_in_use(), before);
+    EXPECT_EQ(y, ref16);
+    matmul_packed(t, x.data(), 1, K, w, rb, N, nullptr, y.data());
+    EXPECT_EQ(repacked_bytes_in_use(), before + x8_bytes(t, N, K));
+    EXPECT_TRUE(std::equal(ref1.begin(), ref1.end(), y.begin()));
+    matmul_packed(t, x.data(), 1, K, w, rb, N - 9, nullptr, y.data());  // first N - 9 rows
+    EXPECT_TRUE(std::equal(ref1.begin(), ref1.end() - 9, y.begin()));
+    matmul_packed(t, x.data(), 1, K, w, rb, N, nullptr, y.data());  // the copy again
+    EXPECT_TRUE(std::equal(ref1.begin(), ref1.end(), y.begin()));
+    owner.reset();
+    EXPECT_EQ(repacked_bytes_in_use(), before);
+    EXPECT_EQ(bytes.use_count(), 1);
   }
 }
 

@@ -2,8 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
 #include <vector>
+
+#include <sys/mman.h>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -546,6 +552,95 @@ void q8_0_rows8(const uint8_t* const* rp, const uint8_t* pf, const XBlocks& xb, 
   for (int j = 0; j < MC; ++j) _mm256_storeu_ps(out + j * 8, acc[j]);
 }
 
+// ---- decode kernels on the x8 layout (see gguf_quants.h) --------------------------------
+//
+// A group of 8 rows is one contiguous region: the 8 rows' f16 scales of every block
+// (nb x 16 bytes), then the quants of every block, interleaved so that i32 lane r of a
+// 32-byte vector holds 4 consecutive values of row r. Q4_0: 4 vectors per block, byte j
+// of lane r in vector v = qs byte 4v + j of row r (low nibble value 4v + j, high nibble
+// value 16 + 4v + j). Q8_0: 8 vectors per block, vector g lane r = values 4g..4g+3. One
+// broadcast 4-byte group of x against such a vector gives the 8 rows' partial sums in the
+// 8 lanes: no horizontal sums, and one 16-byte load gives the 8 scales. The integer block
+// sums and the float steps after them are those of q4_0_rows8 / q8_0_rows8, so the
+// results are bit-identical to the row-layout kernels.
+inline int64_t x8_prefetch_bytes() {
+  static const int64_t v = [] {
+    const char* e = std::getenv("MLXCEL_X8_PF");
+    return e ? std::atoll(e) : int64_t(1024);
+  }();
+  return v;
+}
+
+template <int MC, bool Q8>
+void x8_group(const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  const uint8_t* sc = grp;
+  const uint8_t* qs = grp + nb * 16;
+  __m256 acc[MC];
+  for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
+  const int8_t* xq = xb.q.data() + m0 * K;
+  const float* xd = xb.d.data() + m0 * nb;
+  const int32_t* xs = xb.s.data() + m0 * nb;
+  constexpr int64_t kQb = Q8 ? 256 : 128;
+  const int64_t pf = x8_prefetch_bytes();
+  for (int64_t b = 0; b < nb; ++b) {
+    // The group's two streams (scales, quants) are sequential; the prefetch runs a fixed
+    // distance ahead of the quants (into the next group at the end of this one).
+    if (pf > 0) {
+      const char* p = reinterpret_cast<const char*>(qs + b * kQb + pf);
+      for (int64_t i = 0; i < kQb; i += 64) _mm_prefetch(p + i, _MM_HINT_T0);
+      if ((b & 3) == 0) _mm_prefetch(reinterpret_cast<const char*>(sc + b * 16 + pf / 8), _MM_HINT_T0);
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + b * 16)));
+    if constexpr (Q8) {
+      const uint8_t* q = qs + b * 256;
+      __m256i isum[MC];
+      for (int g = 0; g < 8; ++g) {
+        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * g));
+        const __m256i wa = _mm256_sign_epi8(wv, wv);
+        for (int j = 0; j < MC; ++j) {
+          int32_t x4;
+          std::memcpy(&x4, xq + j * K + b * 32 + 4 * g, 4);
+          const __m256i p =
+              _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(_mm256_set1_epi32(x4), wv)), ones);
+          isum[j] = g == 0 ? p : _mm256_add_epi32(isum[j], p);
+        }
+      }
+      for (int j = 0; j < MC; ++j)
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(dw, _mm256_set1_ps(xd[j * nb + b])),
+                                 acc[j]);
+    } else {
+      const uint8_t* q = qs + b * 128;
+      __m256i wg[8];
+      for (int v = 0; v < 4; ++v) {
+        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * v));
+        wg[v] = _mm256_and_si256(raw, m4);
+        wg[v + 4] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+      }
+      for (int j = 0; j < MC; ++j) {
+        const int8_t* xm = xq + j * K + b * 32;
+        int32_t x4;
+        std::memcpy(&x4, xm, 4);
+        __m256i s16 = _mm256_maddubs_epi16(wg[0], _mm256_set1_epi32(x4));
+        for (int g = 1; g < 8; ++g) {
+          std::memcpy(&x4, xm + 4 * g, 4);
+          // |.| <= 8 * 2 * 15 * 127: fits in i16
+          s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wg[g], _mm256_set1_epi32(x4)));
+        }
+        const __m256i qi = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(xs[j * nb + b]));
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(qi), _mm256_mul_ps(dw, _mm256_set1_ps(xd[j * nb + b])), acc[j]);
+      }
+    }
+  }
+  for (int j = 0; j < MC; ++j) _mm256_storeu_ps(out + j * 8, acc[j]);
+}
+
+template <int MC>
+void x8_group_t(uint32_t type, const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
+  if (type == kQ8_0) x8_group<MC, true>(grp, nb, xb, K, m0, out);
+  else x8_group<MC, false>(grp, nb, xb, K, m0, out);
+}
+
 // ---- prefill GEMM (int8) --------------------------------------------------------------
 //
 // A panel holds 8 weight rows as int8, interleaved so that one 32-byte load gives 4
@@ -728,11 +823,23 @@ struct PackedSource {
 
 }  // namespace
 
+namespace {
+const uint8_t* x8_copy_of(uint32_t type, const uint8_t* w, size_t row_stride, int64_t n_rows, int64_t K);
+}  // namespace
+
 void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* w, size_t row_stride,
                    int64_t n_rows, const float* bias, float* y) {
   MLXCEL_CHECK(type == kQ8_0 || type == kQ4_0, "gguf matmul_packed: type {} is not kept packed", type);
   MLXCEL_CHECK(K % 32 == 0, "gguf matmul_packed: K {} is not a multiple of 32", K);
   [[maybe_unused]] const int64_t nb = K / 32;
+  // Decode-sized products of a weight the loader registered run on its x8 copy.
+  constexpr int64_t kX8MaxRows = 16;
+  if (M < kX8MaxRows && repack_enabled()) {
+    if (const uint8_t* wx8 = x8_copy_of(type, w, row_stride, n_rows, K)) {
+      matmul_x8(type, x, M, K, wx8, n_rows, bias, y);
+      return;
+    }
+  }
 #if MLXCEL_GGUF_AVX2
   // From 16 rows of x the int8 GEMM (each weight panel unpacked once) matches or beats
   // the decode kernel; at M = 64..128 it is about 2x the dequantize + f32 GEMM path
@@ -797,6 +904,236 @@ void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const ui
 void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, const int32_t* ids, int64_t n_ids,
                  float* out) {
   for (int64_t i = 0; i < n_ids; ++i) dequantize_row(type, w + size_t(ids[i]) * row_stride, out + i * K, K);
+}
+
+
+// ---- x8 layout ------------------------------------------------------------------------
+
+size_t x8_group_bytes(uint32_t type, int64_t K) {
+  MLXCEL_CHECK(type == kQ8_0 || type == kQ4_0, "gguf x8: type {} is not Q8_0/Q4_0", type);
+  MLXCEL_CHECK(K > 0 && K % 32 == 0, "gguf x8: K {} is not a multiple of 32", K);
+  return size_t(K / 32) * (type == kQ8_0 ? 272 : 144);
+}
+
+size_t x8_bytes(uint32_t type, int64_t n_rows, int64_t K) {
+  return size_t((n_rows + 7) / 8) * x8_group_bytes(type, K);
+}
+
+void repack_x8(uint32_t type, const uint8_t* w, size_t row_stride, int64_t n_rows, int64_t K, uint8_t* out) {
+  const size_t gb = x8_group_bytes(type, K);
+  const int64_t nb = K / 32, n_groups = (n_rows + 7) / 8;
+  const bool q8 = type == kQ8_0;
+  const size_t bb = q8 ? 34 : 18, qb = q8 ? 256 : 128;
+  cpu::parallel_for(n_groups, 8 * K, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      uint8_t* sc = out + size_t(g) * gb;
+      uint8_t* qs = sc + nb * 16;
+      for (int r = 0; r < 8; ++r) {
+        const uint8_t* row = w + size_t(std::min(g * 8 + r, n_rows - 1)) * row_stride;
+        for (int64_t b = 0; b < nb; ++b) {
+          const uint8_t* blk = row + size_t(b) * bb;
+          std::memcpy(sc + b * 16 + 2 * r, blk, 2);
+          for (size_t v = 0; v < qb / 32; ++v) std::memcpy(qs + size_t(b) * qb + 32 * v + 4 * size_t(r), blk + 2 + 4 * v, 4);
+        }
+      }
+    }
+  });
+}
+
+namespace {
+
+// The scalar kernel on the x8 layout: row r (0..7) of a group against one activation row.
+[[maybe_unused]] float x8_dot_scalar(uint32_t type, const uint8_t* grp, int64_t nb, int r, const int8_t* xq,
+                                     const float* xd, const int32_t* xs) {
+  const bool q8 = type == kQ8_0;
+  const uint8_t* qs = grp + nb * 16;
+  float acc = 0.0f;
+  for (int64_t b = 0; b < nb; ++b) {
+    const int8_t* xv = xq + b * 32;
+    int32_t s = 0;
+    if (q8) {
+      const uint8_t* q = qs + b * 256;
+      for (int j = 0; j < 32; ++j) s += int32_t(int8_t(q[32 * (j / 4) + 4 * r + j % 4])) * xv[j];
+    } else {
+      const uint8_t* q = qs + b * 128;
+      for (int j = 0; j < 16; ++j) {
+        const uint8_t byte = q[32 * (j / 4) + 4 * r + j % 4];
+        s += int32_t(byte & 0xF) * xv[j] + int32_t(byte >> 4) * xv[j + 16];
+      }
+      s -= xs[b];
+    }
+    acc += float(s) * half_at(grp + b * 16 + 2 * r) * xd[b];
+  }
+  return acc;
+}
+
+}  // namespace
+
+void matmul_x8(uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* wx8, int64_t n_rows,
+               const float* bias, float* y) {
+  const size_t gb = x8_group_bytes(type, K);
+  const int64_t nb = K / 32, n_groups = (n_rows + 7) / 8;
+  XBlocks xb;
+  quantize_x(x, M, K, xb);
+  const int64_t chunk = std::max<int64_t>(2, n_groups / (16 * ThreadPool::global().size()));
+  cpu::parallel_dynamic(n_groups, chunk, 8 * K * M, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t r0 = g * 8, rc = std::min<int64_t>(8, n_rows - r0);
+      const uint8_t* grp = wx8 + size_t(g) * gb;
+      for (int64_t m0 = 0; m0 < M; m0 += 4) {
+        const int64_t mc = std::min<int64_t>(4, M - m0);
+        float v[32];
+#if MLXCEL_GGUF_AVX2
+        switch (mc) {
+          case 4: x8_group_t<4>(type, grp, nb, xb, K, m0, v); break;
+          case 3: x8_group_t<3>(type, grp, nb, xb, K, m0, v); break;
+          case 2: x8_group_t<2>(type, grp, nb, xb, K, m0, v); break;
+          default: x8_group_t<1>(type, grp, nb, xb, K, m0, v); break;
+        }
+#else
+        for (int64_t j = 0; j < mc; ++j)
+          for (int64_t i = 0; i < rc; ++i)
+            v[j * 8 + i] = x8_dot_scalar(type, grp, nb, int(i), xb.q.data() + (m0 + j) * K,
+                                         xb.d.data() + (m0 + j) * nb, xb.s.data() + (m0 + j) * nb);
+#endif
+        for (int64_t j = 0; j < mc; ++j)
+          for (int64_t i = 0; i < rc; ++i)
+            y[(m0 + j) * n_rows + r0 + i] = v[j * 8 + i] + (bias ? bias[r0 + i] : 0.0f);
+      }
+    }
+  });
+}
+
+namespace {
+
+// x8 copies are cut from arenas of transparent huge pages (where the kernel offers them
+// on request: the copies are streamed once per token, and with 4 KB pages every 4 KB of
+// it is a TLB miss, a costly nested page walk in a VM). Copies are made in the order of
+// first use, so one decode step reads the arena nearly front to back. An arena is freed
+// when its last copy is.
+constexpr size_t kHugePage = size_t(2) << 20, kArenaBytes = size_t(32) << 20;
+
+struct X8Arena {
+  uint8_t* base = nullptr;
+  size_t size = 0, used = 0;
+  int live = 0;
+};
+
+struct X8Copy {
+  int registrations = 0;
+  uint32_t type = 0;
+  int64_t n_rows = 0, K = 0;
+  size_t row_stride = 0, bytes = 0;
+  uint8_t* buf = nullptr;
+  X8Arena* arena = nullptr;
+};
+
+struct X8Registry {
+  std::mutex mu;
+  std::unordered_map<const uint8_t*, X8Copy> map;
+  std::vector<std::unique_ptr<X8Arena>> arenas;  // the last one takes new copies
+  size_t bytes = 0;
+
+  uint8_t* allocate(size_t bytes_, X8Arena** from) {
+    bytes_ = (bytes_ + 63) / 64 * 64;
+    if (arenas.empty() || arenas.back()->size - arenas.back()->used < bytes_) {
+      auto a = std::make_unique<X8Arena>();
+      a->size = std::max(kArenaBytes, (bytes_ + kHugePage - 1) / kHugePage * kHugePage);
+      a->base = static_cast<uint8_t*>(std::aligned_alloc(kHugePage, a->size));
+      if (!a->base) return nullptr;
+#if defined(MADV_HUGEPAGE)
+      madvise(a->base, a->size, MADV_HUGEPAGE);  // advice only: no huge pages is fine
+#endif
+      arenas.push_back(std::move(a));
+    }
+    X8Arena* a = arenas.back().get();
+    uint8_t* p = a->base + a->used;
+    a->used += bytes_;
+    ++a->live;
+    *from = a;
+    return p;
+  }
+  void release(X8Copy& c) {
+    if (!c.buf) return;
+    bytes -= c.bytes;
+    if (--c.arena->live == 0) {
+      std::free(c.arena->base);
+      arenas.erase(std::find_if(arenas.begin(), arenas.end(), [&](const auto& a) { return a.get() == c.arena; }));
+    }
+    c.buf = nullptr;
+    c.arena = nullptr;
+  }
+};
+
+// Never destroyed: weights may be released after static destruction has begun.
+X8Registry& x8_registry() {
+  static X8Registry* r = new X8Registry;
+  return *r;
+}
+
+struct RepackableOwner {
+  RepackableOwner(const uint8_t* w_, std::shared_ptr<void> inner_) : w(w_), inner(std::move(inner_)) {}
+  RepackableOwner(const RepackableOwner&) = delete;
+  RepackableOwner& operator=(const RepackableOwner&) = delete;
+  const uint8_t* w;
+  std::shared_ptr<void> inner;
+  ~RepackableOwner() {
+    X8Registry& reg = x8_registry();
+    std::lock_guard<std::mutex> lock(reg.mu);
+    auto it = reg.map.find(w);
+    if (it != reg.map.end() && --it->second.registrations == 0) {
+      reg.release(it->second);
+      reg.map.erase(it);
+    }
+  }
+};
+
+// The x8 copy of a registered weight (made now if it has none yet), or null.
+const uint8_t* x8_copy_of(uint32_t type, const uint8_t* w, size_t row_stride, int64_t n_rows, int64_t K) {
+  X8Registry& reg = x8_registry();
+  std::lock_guard<std::mutex> lock(reg.mu);
+  auto it = reg.map.find(w);
+  if (it == reg.map.end()) return nullptr;
+  X8Copy& c = it->second;
+  if (!c.buf) {
+    const size_t bytes = x8_bytes(type, n_rows, K);
+    c.buf = reg.allocate(bytes, &c.arena);
+    if (!c.buf) return nullptr;
+    repack_x8(type, w, row_stride, n_rows, K, c.buf);
+    c.type = type;
+    c.n_rows = n_rows;
+    c.K = K;
+    c.row_stride = row_stride;
+    c.bytes = bytes;
+    reg.bytes += bytes;
+  }
+  if (c.type != type || c.n_rows != n_rows || c.K != K || c.row_stride != row_stride) return nullptr;
+  return c.buf;
+}
+
+}  // namespace
+
+std::shared_ptr<void> repackable_owner(const uint8_t* w, std::shared_ptr<void> inner) {
+  {
+    X8Registry& reg = x8_registry();
+    std::lock_guard<std::mutex> lock(reg.mu);
+    ++reg.map[w].registrations;
+  }
+  return std::make_shared<RepackableOwner>(w, std::move(inner));
+}
+
+size_t repacked_bytes_in_use() {
+  X8Registry& reg = x8_registry();
+  std::lock_guard<std::mutex> lock(reg.mu);
+  return reg.bytes;
+}
+
+bool repack_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("MLXCEL_GGUF_REPACK");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
 }
 
 }  // namespace mlxcel::gguf

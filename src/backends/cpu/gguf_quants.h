@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 namespace mlxcel::gguf {
 
@@ -48,6 +49,35 @@ void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const ui
 // Rows `ids` of a packed table, dequantized to f32 [n_ids, K].
 void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, const int32_t* ids,
                  int64_t n_ids, float* out);
+
+// ---- x8 layout: decode-time repacking of Q8_0 / Q4_0 weights -----------------------------
+//
+// Groups of 8 rows (the last group padded by repeating the last row), each one contiguous
+// region of group_bytes(type, K): the 8 rows' f16 block scales for every block (16 bytes a
+// block), then every block's quants interleaved so that the 32-bit lane r of a 32-byte
+// vector holds 4 consecutive values of row r (Q4_0: 128 bytes a block, nibbles as in the
+// row layout; Q8_0: 256 bytes). The same bytes as the row layout when n_rows % 8 == 0.
+// The decode GEMV then reads one sequential stream per thread and needs neither
+// horizontal sums nor per-row scale loads; its results are bit-identical to
+// matmul_packed's on the row layout.
+size_t x8_group_bytes(uint32_t type, int64_t K);
+size_t x8_bytes(uint32_t type, int64_t n_rows, int64_t K);
+// w (row layout, rows at row_stride) -> out (x8_bytes(type, n_rows, K) bytes).
+void repack_x8(uint32_t type, const uint8_t* w, size_t row_stride, int64_t n_rows, int64_t K, uint8_t* out);
+// matmul_packed on an x8 weight (any M; meant for decode-sized M).
+void matmul_x8(uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* wx8, int64_t n_rows,
+               const float* bias, float* y);
+
+// Weights whose first byte is registered here get an x8 copy on their first decode-sized
+// matmul_packed (M < 16), and matmul_packed uses the copy from then on whenever it is
+// called with the same pointer, type, K, row count and stride. The loader registers the
+// packed weights it hands out through repackable_owner(): a keep-alive that holds `inner`
+// and drops the registration and the copy when the weight's bytes are released.
+std::shared_ptr<void> repackable_owner(const uint8_t* w, std::shared_ptr<void> inner);
+// Bytes held by x8 copies now (for tests and benches).
+size_t repacked_bytes_in_use();
+// MLXCEL_GGUF_REPACK=0 turns the copies off (row-layout kernels only); read once.
+bool repack_enabled();
 
 // Name of the kernel matmul_packed uses on this CPU ("avx2", "scalar").
 const char* matmul_isa();
