@@ -20,7 +20,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
-#include <sys/mman.h>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -229,9 +228,11 @@ int kernel_bench(const std::string& filter) {
 }
 
 // The GEMVs of one decode step of a model shape (q, k, v, o, gate, up, down per layer,
-// then the LM head), each with its own random weight, on the row layout and on x8 copies,
-// in alternating rounds: per-token milliseconds (min and median of the rounds) and the
-// weight bytes over the time, against the read bandwidth measured first.
+// then the LM head), each with its own random weight, in alternating rounds: the row
+// layout (the GGUF file's), the x8 copies (weights registered as the loader does, copies
+// made on first use), and the x8 copies with q/k/v and gate/up as one parallel region
+// each (matmul_packed_multi). Per-token milliseconds (min and median of the rounds) and
+// the weight bytes over the median time, against the read bandwidth measured first.
 int decode_bench(const std::string& quant, const std::string& shape, int rounds) {
   const uint32_t type = quant == "q8_0" ? gguf::kQ8_0 : gguf::kQ4_0;
   struct Mat {
@@ -245,60 +246,74 @@ int decode_bench(const std::string& quant, const std::string& shape, int rounds)
     for (Mat m : {Mat{q, H}, Mat{kv, H}, Mat{kv, H}, Mat{H, q}, Mat{I, H}, Mat{I, H}, Mat{H, I}}) mats.push_back(m);
   mats.push_back({V, H});
   const double bw = read_bandwidth(ThreadPool::global().size());
-  std::vector<std::vector<uint8_t>> rows(mats.size());
-  std::vector<uint8_t*> x8(mats.size());
-  // GGUF_BENCH_HUGE=1: the x8 copies in one arena of transparent huge pages.
-  const bool huge = std::getenv("GGUF_BENCH_HUGE") && std::string(std::getenv("GGUF_BENCH_HUGE")) == "1";
-  size_t arena_bytes = 0;
-  for (const Mat& m : mats) arena_bytes += (gguf::x8_bytes(type, m.N, m.K) + 63) / 64 * 64;
-  arena_bytes = (arena_bytes + (size_t(2) << 20) - 1) / (size_t(2) << 20) * (size_t(2) << 20);
-  uint8_t* arena = static_cast<uint8_t*>(std::aligned_alloc(size_t(2) << 20, arena_bytes));
-  if (huge) madvise(arena, arena_bytes, MADV_HUGEPAGE);
-  size_t arena_off = 0;
+  // rows[0]: plain buffers; rows[1]: registered ones (their x8 copies serve M = 1).
+  std::vector<std::shared_ptr<std::vector<uint8_t>>> rows[2];
+  std::vector<std::shared_ptr<void>> owners;
   double bytes = 0;
   std::mt19937 rng(1);
   for (size_t i = 0; i < mats.size(); ++i) {
     const size_t rb = gguf::row_bytes(type, mats[i].K);
-    rows[i].resize(rb * size_t(mats[i].N));
-    for (auto& b : rows[i]) b = uint8_t(rng());
-    for (int64_t r = 0; r < mats[i].N; ++r)
+    auto r = std::make_shared<std::vector<uint8_t>>(rb * size_t(mats[i].N));
+    for (auto& b : *r) b = uint8_t(rng());
+    for (int64_t row = 0; row < mats[i].N; ++row)
       for (size_t b = 0; b < rb; b += (type == gguf::kQ8_0 ? 34 : 18)) {
         uint16_t h = f32_to_f16(0.01f);
-        std::memcpy(&rows[i][size_t(r) * rb + b], &h, 2);
+        std::memcpy(&(*r)[size_t(row) * rb + b], &h, 2);
       }
-    x8[i] = arena + arena_off;
-    arena_off += (gguf::x8_bytes(type, mats[i].N, mats[i].K) + 63) / 64 * 64;
-    gguf::repack_x8(type, rows[i].data(), rb, mats[i].N, mats[i].K, x8[i]);
-    bytes += double(rows[i].size());
+    rows[0].push_back(r);
+    rows[1].push_back(std::make_shared<std::vector<uint8_t>>(*r));
+    owners.push_back(gguf::repackable_owner(rows[1].back()->data(), rows[1].back()));
+    bytes += double(r->size());
   }
-  std::vector<float> x(size_t(std::max(I, V)), 0.5f), y(size_t(std::max(I, V)));
-  std::vector<double> t_rows, t_x8;
+  std::vector<float> x(size_t(std::max(I, V)), 0.5f), y(size_t(std::max(I, V)) * 2);
+  auto product = [&](size_t i, int set) {
+    gguf::matmul_packed(type, x.data(), 1, mats[i].K, rows[set][i]->data(), gguf::row_bytes(type, mats[i].K),
+                        mats[i].N, nullptr, y.data());
+  };
+  auto fused = [&](size_t i, int n) {
+    gguf::PackedProduct ps[3];
+    int64_t off = 0;
+    for (int j = 0; j < n; ++j) {
+      const Mat m = mats[i + size_t(j)];
+      ps[j] = {type, rows[1][i + size_t(j)]->data(), gguf::row_bytes(type, m.K), m.N, nullptr, y.data() + off};
+      off += m.N;
+    }
+    gguf::matmul_packed_multi(x.data(), 1, mats[i].K, ps, n);
+  };
+  for (size_t i = 0; i < mats.size(); ++i) product(i, 1);  // makes the x8 copies, in decode order
+  std::vector<double> t[3];
   const int tokens = 16;
   for (int round = 0; round < rounds; ++round) {
-    for (int layout = 0; layout < 2; ++layout) {
+    for (int variant = 0; variant < 3; ++variant) {
       auto t0 = Clock::now();
-      for (int t = 0; t < tokens; ++t)
-        for (size_t i = 0; i < mats.size(); ++i) {
-          const Mat m = mats[i];
-          if (layout == 0)
-            gguf::matmul_packed(type, x.data(), 1, m.K, rows[i].data(), gguf::row_bytes(type, m.K), m.N, nullptr, y.data());
-          else
-            gguf::matmul_x8(type, x.data(), 1, m.K, x8[i], m.N, nullptr, y.data());
+      for (int tok = 0; tok < tokens; ++tok) {
+        for (size_t i = 0; i < mats.size();) {
+          const bool layer_start = i + 1 < mats.size() && i % 7 == 0, gate = i + 1 < mats.size() && i % 7 == 4;
+          if (variant == 2 && layer_start) {
+            fused(i, 3);  // q, k, v
+            i += 3;
+          } else if (variant == 2 && gate) {
+            fused(i, 2);  // gate, up
+            i += 2;
+          } else {
+            product(i, variant == 0 ? 0 : 1);
+            ++i;
+          }
         }
-      (layout == 0 ? t_rows : t_x8).push_back(seconds_since(t0) / tokens * 1e3);
+      }
+      t[variant].push_back(seconds_since(t0) / tokens * 1e3);
     }
   }
-  auto report = [&](const char* name, std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    const double med = v[v.size() / 2];
-    std::printf("%-4s  min %.2f ms  median %.2f ms per token  (%.1f GB/s at the median, %.0f%% of read bandwidth)\n",
-                name, v.front(), med, bytes / med / 1e6, 100 * bytes / med / 1e6 / bw);
-  };
-  std::printf("%s %s decode GEMVs: %zu matrices, %.0f MB; read bandwidth %.1f GB/s; %d rounds of %d tokens\n",
-              shape.c_str(), quant.c_str(), mats.size(), bytes / 1e6, bw, rounds, tokens);
-  report("rows", t_rows);
-  report(huge ? "x8 (huge pages)" : "x8", t_x8);
-  std::free(arena);
+  std::printf("%s %s decode GEMVs: %zu matrices, %.0f MB (x8 copies %.0f MB); read bandwidth %.1f GB/s; %d rounds of %d tokens\n",
+              shape.c_str(), quant.c_str(), mats.size(), bytes / 1e6, double(gguf::repacked_bytes_in_use()) / 1e6, bw,
+              rounds, tokens);
+  const char* names[3] = {"rows", "x8", "x8, q/k/v and gate/up fused"};
+  for (int v = 0; v < 3; ++v) {
+    std::sort(t[v].begin(), t[v].end());
+    const double med = t[v][t[v].size() / 2];
+    std::printf("%-28s min %6.2f ms  median %6.2f ms per token  (%.1f GB/s at the median, %.0f%% of read bandwidth)\n",
+                names[v], t[v].front(), med, bytes / med / 1e6, 100 * bytes / med / 1e6 / bw);
+  }
   return 0;
 }
 

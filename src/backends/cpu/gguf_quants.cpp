@@ -825,6 +825,19 @@ struct PackedSource {
 
 namespace {
 const uint8_t* x8_copy_of(uint32_t type, const uint8_t* w, size_t row_stride, int64_t n_rows, int64_t K);
+// One product of a decode step: the weight in the row layout (w, row_stride) and, when
+// it has one, its x8 copy (wx8, used instead).
+struct DecodeMat {
+  uint32_t type;
+  const uint8_t* w;
+  size_t row_stride;
+  const uint8_t* wx8;
+  int64_t n_rows;
+  const float* bias;
+  float* y;
+};
+
+void decode_run(const DecodeMat* mats, int n, const XBlocks& xb, int64_t M, int64_t K);
 }  // namespace
 
 void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* w, size_t row_stride,
@@ -859,46 +872,27 @@ void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const ui
   }
   XBlocks xb;
   quantize_x(x, M, K, xb);
-  // Groups of 8 weight rows; each group serves every tile of up to 4 activation rows
-  // while its bytes are in L1.
-  constexpr int64_t kRows = 8, kPrefetchGroups = 1;
-  const size_t rb = row_bytes(type, K);
-  const int64_t n_groups = (n_rows + kRows - 1) / kRows;
-  // Chunks of about 1/16 of a thread's share (at least 2 groups) balance a late or
-  // preempted thread at one atomic increment per chunk.
-  const int64_t chunk = std::max<int64_t>(2, n_groups / (16 * ThreadPool::global().size()));
-  cpu::parallel_dynamic(n_groups, chunk, kRows * K * M, [&](int64_t g0, int64_t g1) {
-    for (int64_t g = g0; g < g1; ++g) {
-      const int64_t r0 = g * kRows, rc = std::min(kRows, n_rows - r0);
-#if MLXCEL_GGUF_AVX2
-      const uint8_t* rp[kRows];
-      for (int64_t i = 0; i < kRows; ++i) rp[i] = w + size_t(r0 + std::min(i, rc - 1)) * row_stride;
-#endif
-      for (int64_t m0 = 0; m0 < M; m0 += 4) {
-        const int64_t mc = std::min<int64_t>(4, M - m0);
-        float v[4 * kRows];
-#if MLXCEL_GGUF_AVX2
-        // Prefetch the next group during the first tile (its rows follow this group's
-        // when the rows are packed back to back).
-        const uint8_t* pf = m0 == 0 && row_stride == rb ? rp[0] + kPrefetchGroups * kRows * row_stride : nullptr;
-        switch (mc) {
-          case 4: rows8<4>(type, rp, pf, xb, K, m0, v); break;
-          case 3: rows8<3>(type, rp, pf, xb, K, m0, v); break;
-          case 2: rows8<2>(type, rp, pf, xb, K, m0, v); break;
-          default: rows8<1>(type, rp, pf, xb, K, m0, v); break;
-        }
-#else
-        for (int64_t j = 0; j < mc; ++j)
-          for (int64_t i = 0; i < rc; ++i)
-            v[j * kRows + i] = dot_row(type, w + size_t(r0 + i) * row_stride, xb.q.data() + (m0 + j) * K,
-                                       xb.d.data() + (m0 + j) * nb, xb.s.data() + (m0 + j) * nb, nb);
-#endif
-        for (int64_t j = 0; j < mc; ++j)
-          for (int64_t i = 0; i < rc; ++i)
-            y[(m0 + j) * n_rows + r0 + i] = v[j * kRows + i] + (bias ? bias[r0 + i] : 0.0f);
-      }
-    }
-  });
+  const DecodeMat d{type, w, row_stride, nullptr, n_rows, bias, y};
+  decode_run(&d, 1, xb, M, K);
+}
+
+void matmul_packed_multi(const float* x, int64_t M, int64_t K, const PackedProduct* ps, int n) {
+  MLXCEL_CHECK(n >= 1 && n <= 8, "gguf matmul_packed_multi: {} products (1..8)", n);
+  if (M >= 16 || n == 1) {
+    for (int i = 0; i < n; ++i) matmul_packed(ps[i].type, x, M, K, ps[i].w, ps[i].row_stride, ps[i].n_rows, ps[i].bias, ps[i].y);
+    return;
+  }
+  MLXCEL_CHECK(K % 32 == 0, "gguf matmul_packed_multi: K {} is not a multiple of 32", K);
+  DecodeMat mats[8];
+  for (int i = 0; i < n; ++i) {
+    const PackedProduct& p = ps[i];
+    MLXCEL_CHECK(p.type == kQ8_0 || p.type == kQ4_0, "gguf matmul_packed_multi: type {} is not kept packed", p.type);
+    const uint8_t* wx8 = repack_enabled() ? x8_copy_of(p.type, p.w, p.row_stride, p.n_rows, K) : nullptr;
+    mats[i] = DecodeMat{p.type, p.w, p.row_stride, wx8, p.n_rows, p.bias, p.y};
+  }
+  XBlocks xb;
+  quantize_x(x, M, K, xb);
+  decode_run(mats, n, xb, M, K);
 }
 
 void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, const int32_t* ids, int64_t n_ids,
@@ -969,39 +963,86 @@ namespace {
 
 }  // namespace
 
-void matmul_x8(uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* wx8, int64_t n_rows,
-               const float* bias, float* y) {
-  const size_t gb = x8_group_bytes(type, K);
-  const int64_t nb = K / 32, n_groups = (n_rows + 7) / 8;
-  XBlocks xb;
-  quantize_x(x, M, K, xb);
-  const int64_t chunk = std::max<int64_t>(2, n_groups / (16 * ThreadPool::global().size()));
-  cpu::parallel_dynamic(n_groups, chunk, 8 * K * M, [&](int64_t g0, int64_t g1) {
-    for (int64_t g = g0; g < g1; ++g) {
-      const int64_t r0 = g * 8, rc = std::min<int64_t>(8, n_rows - r0);
-      const uint8_t* grp = wx8 + size_t(g) * gb;
-      for (int64_t m0 = 0; m0 < M; m0 += 4) {
-        const int64_t mc = std::min<int64_t>(4, M - m0);
-        float v[32];
+namespace {
+
+// Rows [8 g, 8 g + 8) of one product for the M rows of x (quantized in xb). Each group
+// serves every tile of up to 4 activation rows while its bytes are in L1.
+void decode_group(const DecodeMat& d, int64_t g, const XBlocks& xb, int64_t M, int64_t K) {
+  constexpr int64_t kRows = 8;
+  const int64_t nb = K / 32, r0 = g * kRows, rc = std::min(kRows, d.n_rows - r0);
+  const uint32_t type = d.type;
+  [[maybe_unused]] const uint8_t* grp = d.wx8 ? d.wx8 + size_t(g) * x8_group_bytes(type, K) : nullptr;
 #if MLXCEL_GGUF_AVX2
-        switch (mc) {
-          case 4: x8_group_t<4>(type, grp, nb, xb, K, m0, v); break;
-          case 3: x8_group_t<3>(type, grp, nb, xb, K, m0, v); break;
-          case 2: x8_group_t<2>(type, grp, nb, xb, K, m0, v); break;
-          default: x8_group_t<1>(type, grp, nb, xb, K, m0, v); break;
-        }
-#else
-        for (int64_t j = 0; j < mc; ++j)
-          for (int64_t i = 0; i < rc; ++i)
-            v[j * 8 + i] = x8_dot_scalar(type, grp, nb, int(i), xb.q.data() + (m0 + j) * K,
-                                         xb.d.data() + (m0 + j) * nb, xb.s.data() + (m0 + j) * nb);
+  const uint8_t* rp[kRows];
+  if (!grp)
+    for (int64_t i = 0; i < kRows; ++i) rp[i] = d.w + size_t(r0 + std::min(i, rc - 1)) * d.row_stride;
 #endif
-        for (int64_t j = 0; j < mc; ++j)
-          for (int64_t i = 0; i < rc; ++i)
-            y[(m0 + j) * n_rows + r0 + i] = v[j * 8 + i] + (bias ? bias[r0 + i] : 0.0f);
+  for (int64_t m0 = 0; m0 < M; m0 += 4) {
+    const int64_t mc = std::min<int64_t>(4, M - m0);
+    float v[4 * kRows];
+#if MLXCEL_GGUF_AVX2
+    if (grp) {
+      switch (mc) {
+        case 4: x8_group_t<4>(type, grp, nb, xb, K, m0, v); break;
+        case 3: x8_group_t<3>(type, grp, nb, xb, K, m0, v); break;
+        case 2: x8_group_t<2>(type, grp, nb, xb, K, m0, v); break;
+        default: x8_group_t<1>(type, grp, nb, xb, K, m0, v); break;
+      }
+    } else {
+      // Prefetch the next group during the first tile (its rows follow this group's
+      // when the rows are packed back to back).
+      const uint8_t* pf = m0 == 0 && d.row_stride == row_bytes(type, K) ? rp[0] + kRows * d.row_stride : nullptr;
+      switch (mc) {
+        case 4: rows8<4>(type, rp, pf, xb, K, m0, v); break;
+        case 3: rows8<3>(type, rp, pf, xb, K, m0, v); break;
+        case 2: rows8<2>(type, rp, pf, xb, K, m0, v); break;
+        default: rows8<1>(type, rp, pf, xb, K, m0, v); break;
       }
     }
+#else
+    for (int64_t j = 0; j < mc; ++j)
+      for (int64_t i = 0; i < rc; ++i) {
+        const int8_t* xq = xb.q.data() + (m0 + j) * K;
+        const float* xd = xb.d.data() + (m0 + j) * nb;
+        const int32_t* xs = xb.s.data() + (m0 + j) * nb;
+        v[j * kRows + i] = grp ? x8_dot_scalar(type, grp, nb, int(i), xq, xd, xs)
+                               : dot_row(type, d.w + size_t(r0 + i) * d.row_stride, xq, xd, xs, nb);
+      }
+#endif
+    for (int64_t j = 0; j < mc; ++j)
+      for (int64_t i = 0; i < rc; ++i)
+        d.y[(m0 + j) * d.n_rows + r0 + i] = v[j * kRows + i] + (d.bias ? d.bias[r0 + i] : 0.0f);
+  }
+}
+
+// The products of a decode step that share x, in one parallel region over all their
+// groups of 8 rows. Chunks of about 1/16 of a thread's share (at least 2 groups) balance
+// a late or preempted thread at one atomic increment per chunk.
+void decode_run(const DecodeMat* mats, int n, const XBlocks& xb, int64_t M, int64_t K) {
+  int64_t first[9];
+  MLXCEL_CHECK(n >= 1 && n <= 8, "gguf decode: {} products in one region", n);
+  first[0] = 0;
+  for (int i = 0; i < n; ++i) first[i + 1] = first[i] + (mats[i].n_rows + 7) / 8;
+  const int64_t n_groups = first[n];
+  const int64_t chunk = std::max<int64_t>(2, n_groups / (16 * ThreadPool::global().size()));
+  cpu::parallel_dynamic(n_groups, chunk, 8 * K * M, [&](int64_t g0, int64_t g1) {
+    int i = 0;
+    for (int64_t g = g0; g < g1; ++g) {
+      while (g >= first[i + 1]) ++i;
+      decode_group(mats[i], g - first[i], xb, M, K);
+    }
   });
+}
+
+}  // namespace
+
+void matmul_x8(uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* wx8, int64_t n_rows,
+               const float* bias, float* y) {
+  x8_group_bytes(type, K);  // checks type and K
+  XBlocks xb;
+  quantize_x(x, M, K, xb);
+  const DecodeMat d{type, nullptr, 0, wx8, n_rows, bias, y};
+  decode_run(&d, 1, xb, M, K);
 }
 
 namespace {

@@ -46,6 +46,21 @@ void quantize_row_q4_0(const float* src, uint8_t* dst, int64_t n);
 void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* w, size_t row_stride,
                    int64_t n_rows, const float* bias, float* y);
 
+// One of several products of the same x (matmul_packed's arguments but x, M and K).
+struct PackedProduct {
+  uint32_t type;
+  const uint8_t* w;
+  size_t row_stride;
+  int64_t n_rows;
+  const float* bias;  // may be null
+  float* y;           // [M, n_rows]
+};
+// ps[i].y = x W_i^T (+ bias_i) for 1..8 products that share x (q/k/v, gate/up): at
+// decode sizes (M < 16) x is quantized once and all the products' row groups run in one
+// parallel region (one fork/join instead of n), each on its x8 copy when it has one;
+// results are those of separate matmul_packed calls, bit for bit.
+void matmul_packed_multi(const float* x, int64_t M, int64_t K, const PackedProduct* ps, int n);
+
 // Rows `ids` of a packed table, dequantized to f32 [n_ids, K].
 void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, const int32_t* ids,
                  int64_t n_ids, float* out);
