@@ -588,7 +588,7 @@ void x8_group(const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int6
     // distance ahead of the quants (into the next group at the end of this one).
     if (pf > 0) {
       const char* p = reinterpret_cast<const char*>(qs + b * kQb + pf);
-      for (int64_t i = 0; i < kQb; i += 64) _mm_prefetch(p + i, _MM_HINT_T0);
+      for (int64_t i = 0; i < kQb; i += 64) _mm_prefetch(p + i, _MM_HINT_NTA);
       if ((b & 3) == 0) _mm_prefetch(reinterpret_cast<const char*>(sc + b * 16 + pf / 8), _MM_HINT_T0);
     }
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc + b * 16)));
