@@ -299,7 +299,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--conc-gen", a->conc_gen, "New tokens per sequence in engine runs")->check(CLI::Range(1, 1 << 20));
   cmd->add_flag("!--no-probe", a->probe, "Skip the bandwidth and GEMM probes");
   auto gemv = std::make_shared<std::string>();
-  cmd->add_option("--gemv", *gemv, "CUDA: time tg once per batch-1 GEMV design (comma-separated, 0-5)");
+  cmd->add_option("--gemv", *gemv, "CUDA: time tg once per batch-1 GEMV design (comma-separated, 0-6)");
   cmd->add_option("--json", a->json_out, "Append the results as one JSON line to this file");
   cmd->add_option("--md", a->md_out, "Append the results as one markdown table row to this file");
   cmd->callback([a, pp, conc, gemv] {
@@ -307,7 +307,7 @@ void add_bench_command(CLI::App& app) {
     a->concurrency = conc->empty() ? std::vector<int>{} : parse_int_list(*conc, "--concurrency");
     a->gemv = gemv->empty() ? std::vector<int>{} : parse_int_list(*gemv, "--gemv", 0);
     for (int d : a->gemv)
-      if (d < 0 || d > 5) invalid("--gemv: designs are 0 to 5, got {}", d);
+      if (d < 0 || d > 6) invalid("--gemv: designs are 0 to 6, got {}", d);
     run_bench(*a);
   });
 }

@@ -59,6 +59,30 @@ bool fusable(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<T
   return true;
 }
 
+// Prompt-sized products on CUDA round an f32 x to bf16 for the tensor cores inside
+// cuda::linear, once per product; for several products of one x with bf16 weights it is
+// rounded once here instead (the same bits).
+Tensor shared_input(const Tensor& x, const std::vector<Tensor>& ws) {
+  if (x.device().type != DeviceType::cuda || x.dtype() != DType::f32 || ws.size() < 2) return x;
+  for (const Tensor& w : ws)
+    if (!w.defined() || w.dtype() != DType::bf16 || w.ndim() != 2 || w.dim(1) != x.dim(-1)) return x;
+  const int64_t K = x.dim(-1);
+  if (K <= 0 || x.numel() / K <= 8) return x;
+  return astype(x, DType::bf16);
+}
+
+// linear(x, w, b) computed from xs, x rounded by shared_input (or x itself).
+Tensor linear_from(const char* op, const Tensor& x, const Tensor& xs, const Tensor& w, const Tensor& b) {
+  if (xs.dtype() == x.dtype()) return linear(x, w, b);
+  check_linear(op, x, w, b);
+  Shape shape = x.shape();
+  shape.back() = w.dim(0);
+  Tensor out = Tensor::empty(shape, DType::f32, x.device());
+  Tensor wc = contiguous_input(w), bc = b.defined() ? contiguous_input(b) : Tensor();
+  MLXCEL_CUDA_CALL(op, cuda::linear(xs, wc, bc, out));
+  return out;
+}
+
 }  // namespace
 
 std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<Tensor>& biases) {
@@ -69,7 +93,8 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& ws,
   std::vector<Tensor> bs = biases.empty() ? std::vector<Tensor>(ws.size()) : biases;
   std::vector<Tensor> outs;
   if (!fusable(x, ws, bs)) {
-    for (size_t i = 0; i < ws.size(); ++i) outs.push_back(linear(x, ws[i], bs[i]));
+    const Tensor xs = shared_input(x, ws);
+    for (size_t i = 0; i < ws.size(); ++i) outs.push_back(linear_from(kOp, x, xs, ws[i], bs[i]));
     return outs;
   }
   std::vector<Tensor> wc;
@@ -89,8 +114,10 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& ws,
 Tensor linear_gated(const Tensor& x, const Tensor& gate, const Tensor& up, Activation act, const Tensor& gate_bias,
                     const Tensor& up_bias) {
   constexpr const char* kOp = "linear_gated";
-  if (!fusable(x, {gate, up}, {gate_bias, up_bias}) || gate.dim(0) != up.dim(0) || up.ndim() != 2)
-    return gated(linear(x, gate, gate_bias), linear(x, up, up_bias), act);
+  if (!fusable(x, {gate, up}, {gate_bias, up_bias}) || gate.dim(0) != up.dim(0) || up.ndim() != 2) {
+    const Tensor xs = shared_input(x, {gate, up});
+    return gated(linear_from(kOp, x, xs, gate, gate_bias), linear_from(kOp, x, xs, up, up_bias), act);
+  }
   check_linear(kOp, x, gate, gate_bias);
   check_linear(kOp, x, up, up_bias);
   Tensor xc = contiguous_input(x), gc = contiguous_input(gate), uc = contiguous_input(up);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -29,6 +30,12 @@ template <>
 __device__ __forceinline__ f16 from_f<f16>(float v) { return __float2half_rn(v); }
 template <>
 __device__ __forceinline__ bf16 from_f<bf16>(float v) { return __float2bfloat16_rn(v); }
+
+// The DType of a storage type (float, f16, bf16).
+template <typename T>
+constexpr DType dtype_of() {
+  return std::is_same_v<T, bf16> ? DType::bf16 : std::is_same_v<T, f16> ? DType::f16 : DType::f32;
+}
 
 // Reads element i of a buffer of runtime dtype (f32|f16|bf16) as f32.
 __device__ __forceinline__ float load_any(const void* p, int dt, int64_t i) {

@@ -3,17 +3,13 @@
 // gathered through the block table with cp.async into padded shared memory (double
 // buffered); ldmatrix feeds the MMAs (K as the column operand of Q.K^T, V transposed for
 // P.V); the online softmax runs in f32 on the accumulator fragments, in the log2 domain.
-//
-// Fragment layout of m16n8k16 (lane = 4 * g + c, g = lane / 4, c = lane % 4):
-//   A (16 x 16, row): a0 = (g, 2c..2c+1), a1 = (g+8, 2c..), a2 = (g, 2c+8..), a3 = (g+8, 2c+8..)
-//   B (16 x 8, col):  b0 = (k 2c..2c+1, n g), b1 = (k 2c+8.., n g)
-//   C (16 x 8):       c0,c1 = (g, 2c..2c+1), c2,c3 = (g+8, 2c..2c+1)
-// so the score accumulators of two adjacent 8-key tiles are, packed, the A operand of the
-// 16-key step of P.V.
+// The score accumulators of two adjacent 8-key tiles are, packed, the A operand of the
+// 16-key step of P.V (fragment layouts: mma.cuh).
 #include <type_traits>
 
 #include "backends/cuda/attention_impl.h"
 #include "backends/cuda/common.cuh"
+#include "backends/cuda/mma.cuh"
 
 namespace mlxcel::cuda {
 
@@ -23,58 +19,6 @@ constexpr int kBc = 64;      // keys per tile
 constexpr int kWarps = 4;    // warps per block
 constexpr int kRowsPrefill = 16 * kWarps;
 constexpr float kLog2e = 1.4426950408889634f;
-
-// ---- PTX wrappers ------------------------------------------------------------------
-__device__ __forceinline__ unsigned smem_u32(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
-// 16 bytes global -> shared; zero-filled when !valid (src must still be a valid address).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-__device__ __forceinline__ void ldsm_x4(unsigned (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_u32(p)));
-}
-__device__ __forceinline__ void ldsm_x4_t(unsigned (&r)[4], const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_u32(p)));
-}
-template <typename T>
-__device__ __forceinline__ void mma(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-}
-// Two floats as one 32-bit register of two T (lo = the lower column).
-template <typename T>
-__device__ __forceinline__ unsigned pack2(float lo, float hi) {
-  if constexpr (std::is_same_v<T, bf16>) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const unsigned*>(&v);
-  } else {
-    const __half2 v = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const unsigned*>(&v);
-  }
-}
 
 // ---- shared pieces ---------------------------------------------------------------
 template <int D>

@@ -28,8 +28,15 @@ struct GemvParts {
 // warps over 4 (dense) or 8 (quantized) rows; 1..3 = each warp owns rows (R) and walks
 // K with U loads in flight per lane, no shared memory (1: R4 U2, 2: R2 U4, 3: R8 U1);
 // 4, 5 (4- and 8-bit weights; dense takes 1): the warp design on int8 activations and
-// dp4a (4: R8 U1, 5: R4 U2).
+// dp4a (4: R8 U1, 5: R4 U2); 6 (4- and 8-bit, 1-8 rows; dense takes 1): f16 weights and
+// activations on the tensor cores (qgemv_mma).
 int gemv_variant(bool quantized);
+
+// Design 6 (quantized, M <= 8, 4- or 8-bit, qgemv_mma.cu): weights dequantized to f16
+// in registers, products on the tensor cores. False (nothing launched) when the shape or
+// alignment does not fit it. group_shift = log2(group_size).
+bool qgemv_mma(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
+               cudaStream_t st);
 
 // Fills P.block_end for `rows_per_block` output rows per block; returns the grid size.
 unsigned plan_blocks(GemvParts& P, int rows_per_block);

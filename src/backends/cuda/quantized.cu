@@ -377,7 +377,8 @@ void qgemv_launch(const float* x, int M, GemvParts P, int bits, int group_size, 
     MLXCEL_QGEMV_G(B, false); \
   }
   const int variant = gemv_variant(true);
-  if (M == 1 && variant > 0 && (bits == 4 || bits == 8)) {
+  if (variant == 6 && qgemv_mma(x, M, P, bits, shift, K, dtype_of<S>(), st)) return;
+  if (M == 1 && variant > 0 && variant < 6 && (bits == 4 || bits == 8)) {
     auto run = [&](auto bits_tag) {
       constexpr int B = decltype(bits_tag)::value;
       if (variant == 1) qgemv_warp_launch<B, S, 4, 2, false>(x, P, K, shift, st);
@@ -433,6 +434,52 @@ void dequant_rows_launch(const QuantMatrix& w, const int32_t* rows, int64_t row_
   MLXCEL_CUDA_LAUNCH_CHECK();
 }
 
+// Rows row0 .. row0 + n of dequant(w) as bf16, for 4- and 8-bit weights: a thread per
+// packed word (8 or 4 values, one 16- or 8-byte store), the values as dequant_rows_kernel
+// rounds them (s * q and + b rounded separately, then to bf16).
+template <typename S, int BITS>
+__global__ void dequant_bf16_kernel(const uint32_t* __restrict__ packed, const S* __restrict__ scales,
+                                    const S* __restrict__ biases, int group_size, int64_t K, int64_t row0,
+                                    int64_t n, bf16* __restrict__ out) {
+  constexpr int V = 32 / BITS;
+  constexpr uint32_t mask = (1u << BITS) - 1u;
+  const int64_t words_per_row = K / V, groups_per_row = K / group_size;
+  const uint32_t* src = packed + row0 * words_per_row;
+  const int64_t total = n * words_per_row;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / words_per_row, wi = i - r * words_per_row;
+    const uint32_t v = src[i];
+    const int64_t g = (row0 + r) * groups_per_row + wi * V / group_size;
+    const float sc = to_f(scales[g]), bi = to_f(biases[g]);
+    alignas(16) bf16 o[V];
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      const float q = __uint_as_float(((v >> (BITS * j)) & mask) | 0x4B000000u) - 8388608.0f;
+      o[j] = __float2bfloat16_rn(__fadd_rn(__fmul_rn(sc, q), bi));
+    }
+    if constexpr (V == 8) *reinterpret_cast<uint4*>(out + r * K + wi * V) = *reinterpret_cast<const uint4*>(o);
+    else *reinterpret_cast<uint2*>(out + r * K + wi * V) = *reinterpret_cast<const uint2*>(o);
+  }
+}
+
+// Rows n0 .. n0 + nt of dequant(w) into bf16 [nt, K].
+void dequant_tile_bf16(const QuantMatrix& w, int64_t n0, int64_t nt, bf16* out, cudaStream_t st) {
+  if (w.bits != 4 && w.bits != 8) {
+    dequant_rows_launch(w, nullptr, n0, nt, out, nullptr, st);
+    return;
+  }
+  const int64_t words = nt * w.K * w.bits / 32;
+  const unsigned grid = unsigned(std::min<int64_t>((words + 255) / 256, int64_t(sm_count(current_device())) * 16));
+  by_scale(w.scale_dtype, [&](auto tag) {
+    using S = decltype(tag);
+    const S* sc = static_cast<const S*>(w.scales);
+    const S* bi = static_cast<const S*>(w.biases);
+    if (w.bits == 4) dequant_bf16_kernel<S, 4><<<grid, 256, 0, st>>>(w.packed, sc, bi, w.group_size, w.K, n0, nt, out);
+    else dequant_bf16_kernel<S, 8><<<grid, 256, 0, st>>>(w.packed, sc, bi, w.group_size, w.K, n0, nt, out);
+  });
+  MLXCEL_CUDA_LAUNCH_CHECK();
+}
+
 __global__ void f32_to_bf16_kernel(const float* __restrict__ x, bf16* __restrict__ y, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = __float2bfloat16_rn(x[i]);
@@ -476,7 +523,7 @@ void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias,
     bf16* wt = static_cast<bf16*>(scratch(size_t(tile * w.K) * 2, 2));
     for (int64_t n0 = 0; n0 < w.N; n0 += tile) {
       const int64_t nt = w.N - n0 < tile ? w.N - n0 : tile;
-      dequant_rows_launch(w, nullptr, n0, nt, wt, nullptr, st);
+      dequant_tile_bf16(w, n0, nt, wt, st);
       MLXCEL_CUBLAS_CHECK(cublasGemmEx(cublas_handle(dev), CUBLAS_OP_T, CUBLAS_OP_N, int(nt), int(M), int(w.K), &one, wt,
                                        CUDA_R_16BF, int(w.K), xb, CUDA_R_16BF, int(w.K), &zero, y + n0, CUDA_R_32F,
                                        int(w.N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));

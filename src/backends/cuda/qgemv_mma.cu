@@ -1,0 +1,215 @@
+// Quantized GEMV on the tensor cores (gemv_variant 6; linear_impl.h qgemv_mma): y [M, N]
+// = x [M, K] @ dequant(w)^T for M <= 8 and MLX affine 4- or 8-bit weights.
+//
+// The f32 designs of quantized.cu spend about four instructions per 4-bit weight and are
+// ALU-bound on an H100/H200. Here a weight becomes f16 in about 1.5 instructions per
+// weight (nibbles or bytes OR-ed into the mantissa of 1024.0 two at a time, one HSUB2
+// and one HFMA2 with the group's scale and bias), and mma.sync.m16n8k16 (f32
+// accumulation) does the products: the 16 rows of A are weight rows, the 8 columns of B
+// are the M <= 8 activation rows (x rounded to f16), so one kernel serves decode of 1-8
+// sequences.
+//
+// The order of the products along K is free, so each lane's A and B registers follow
+// the packing of the weight words (no shuffles): lane (g, c) takes 32-value chunk c of
+// each 128-value step for rows g and g + 8, and its x values in the same pairing. A
+// block has 16 weight rows (gated: 8 rows of gate and the same 8 of up) and 8 warps that
+// split K; their fragments are summed in shared memory.
+//
+// Precision: w = s q + b and x rounded to f16 (2^-11 relative), products and sums in
+// f32. |x| beyond 65504 would overflow f16: this design is opt-in for that reason and
+// because it is not bit-exact with the f32 designs (MLXCEL_CUDA_GEMV=6).
+#include <cstdint>
+#include <type_traits>
+
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/gemv.cuh"
+#include "backends/cuda/linear_impl.h"
+#include "backends/cuda/mma.cuh"
+
+namespace mlxcel::cuda {
+
+namespace {
+
+constexpr int kWarps = 8;  // K split over the block's warps
+constexpr int kU = 2;      // 128-value steps in flight per warp (4 measured slower: 174 registers, one block per SM)
+
+// half2 (1024 + lo, 1024 + hi) - 1024: exact small integers.
+__device__ __forceinline__ __half2 magic_sub(uint32_t v) {
+  const __half2 h = *reinterpret_cast<const __half2*>(&v);
+  return __hsub2(h, __half2half2(__ushort_as_half(0x6400)));
+}
+
+// The 32 values of a chunk (BITS words) as 16 half2 q values. Pair p holds values
+// (lo(p), hi(p)) of the chunk: 4 bits, p = 4 i + j: (8 i + j, 8 i + j + 4); 8 bits,
+// p = 2 i + j: (4 i + j, 4 i + j + 2).
+template <int BITS>
+__device__ __forceinline__ void chunk_q(const uint32_t (&wd)[BITS], __half2 (&q)[16]) {
+  if constexpr (BITS == 4) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) q[4 * i + j] = magic_sub(((wd[i] >> (4 * j)) & 0x000F000Fu) | 0x64006400u);
+  } else {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      q[2 * i] = magic_sub(__byte_perm(wd[i], 0x64646464u, 0x4240));
+      q[2 * i + 1] = magic_sub(__byte_perm(wd[i], 0x64646464u, 0x4341));
+    }
+  }
+}
+
+// Chunk index of value pair p: the first and second value.
+template <int BITS>
+__device__ __forceinline__ constexpr int pair_lo(int p) {
+  return BITS == 4 ? 8 * (p / 4) + p % 4 : 4 * (p / 2) + p % 2;
+}
+template <int BITS>
+__device__ __forceinline__ constexpr int pair_hi(int p) {
+  return pair_lo<BITS>(p) + (BITS == 4 ? 4 : 2);
+}
+
+__device__ __forceinline__ unsigned as_u32(__half2 h) { return *reinterpret_cast<unsigned*>(&h); }
+
+template <typename S>
+__device__ __forceinline__ __half2 half2_of(S v) {
+  return __float2half2_rn(to_f(v));
+}
+
+template <int BITS, typename S, bool kGated>
+__global__ void __launch_bounds__(kWarps * 32) qgemv_mma_kernel(const float* __restrict__ x, int M,
+                                                                 const GemvParts P, int64_t K, int group_shift) {
+  constexpr int kOut = kGated ? 8 : 16;
+  __shared__ float red[kWarps][16][9];  // [warp][row][token], padded
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+  const GemvRows gr = gemv_rows(P, blockIdx.x, kOut);
+  const int64_t words_per_row = K / 32 * BITS, groups_per_row = K >> group_shift;
+  // The lane's two weight rows: g and g + 8 of the block (gated: gate row g, up row g).
+  const uint32_t* wp[2];
+  const S* sp[2];
+  const S* bp[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int src = kGated ? i : gr.part;
+    int64_t row = gr.row0 + (kGated ? g : g + 8 * i);
+    row = row < gr.N ? row : gr.N - 1;
+    wp[i] = static_cast<const uint32_t*>(P.w[src]) + row * words_per_row;
+    sp[i] = static_cast<const S*>(P.scales[src]) + row * groups_per_row;
+    bp[i] = static_cast<const S*>(P.biases[src]) + row * groups_per_row;
+  }
+  const bool has_x = g < M;
+  const float* xr = x + int64_t(has_x ? g : 0) * K;
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  const int64_t chunks = K / 32;
+  for (int64_t s0 = warp; s0 * 4 < chunks; s0 += kWarps * kU) {
+    uint32_t wd[kU][2][BITS];
+    __half2 sc[kU][2], bi[kU][2];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int64_t ch = (s0 + int64_t(u) * kWarps) * 4 + c;
+      if (ch < chunks) {
+        const int64_t grp = (ch * 32) >> group_shift;
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const uint4* p = reinterpret_cast<const uint4*>(wp[i] + ch * BITS);
+#pragma unroll
+          for (int v = 0; v < BITS / 4; ++v) {
+            const uint4 t = p[v];
+            wd[u][i][4 * v] = t.x, wd[u][i][4 * v + 1] = t.y, wd[u][i][4 * v + 2] = t.z, wd[u][i][4 * v + 3] = t.w;
+          }
+          sc[u][i] = half2_of(sp[i][grp]);
+          bi[u][i] = half2_of(bp[i][grp]);
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int64_t ch = (s0 + int64_t(u) * kWarps) * 4 + c;
+      // A lane past the end of K, or without an x row, contributes zeros (the MMA is
+      // warp-wide, so every lane takes part).
+      __half2 w[2][16];
+      unsigned bx[16];
+      if (ch < chunks) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          chunk_q<BITS>(wd[u][i], w[i]);
+#pragma unroll
+          for (int p = 0; p < 16; ++p) w[i][p] = __hfma2(w[i][p], sc[u][i], bi[u][i]);
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+          for (int p = 0; p < 16; ++p) w[i][p] = __float2half2_rn(0.0f);
+      }
+      if (has_x && ch < chunks) {
+        float xv[32];
+        const float4* xp = reinterpret_cast<const float4*>(xr + ch * 32);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float4 f = xp[j];
+          xv[4 * j] = f.x, xv[4 * j + 1] = f.y, xv[4 * j + 2] = f.z, xv[4 * j + 3] = f.w;
+        }
+#pragma unroll
+        for (int p = 0; p < 16; ++p) bx[p] = as_u32(__floats2half2_rn(xv[pair_lo<BITS>(p)], xv[pair_hi<BITS>(p)]));
+      } else {
+#pragma unroll
+        for (int p = 0; p < 16; ++p) bx[p] = 0u;
+      }
+#pragma unroll
+      for (int m = 0; m < 8; ++m) {
+        const unsigned a[4] = {as_u32(w[0][2 * m]), as_u32(w[1][2 * m]), as_u32(w[0][2 * m + 1]),
+                               as_u32(w[1][2 * m + 1])};
+        mma<f16>(acc, a, bx[2 * m], bx[2 * m + 1]);
+      }
+    }
+  }
+  // acc: (row g, tokens 2c, 2c + 1) and (row g + 8, the same tokens).
+  red[warp][g][2 * c] = acc[0];
+  red[warp][g][2 * c + 1] = acc[1];
+  red[warp][g + 8][2 * c] = acc[2];
+  red[warp][g + 8][2 * c + 1] = acc[3];
+  __syncthreads();
+  const int r = threadIdx.x / 8, m = threadIdx.x % 8;
+  if (r >= kOut || m >= M) return;
+  const int64_t n = gr.row0 + r;
+  if (n >= gr.N) return;
+  float s = 0.0f;
+#pragma unroll
+  for (int q = 0; q < kWarps; ++q) s += red[q][r][m];
+  if (P.bias[gr.part]) s += static_cast<const float*>(P.bias[gr.part])[n];
+  if constexpr (kGated) {
+    float up = 0.0f;
+#pragma unroll
+    for (int q = 0; q < kWarps; ++q) up += red[q][r + 8][m];
+    if (P.bias[1]) up += static_cast<const float*>(P.bias[1])[n];
+    s = act_any(Act(P.gate_act), s) * up;
+  }
+  static_cast<float*>(P.out[gr.part])[int64_t(m) * gr.N + n] = s;
+}
+
+template <int BITS, typename S>
+void launch(const float* x, int M, GemvParts P, int64_t K, int shift, cudaStream_t st) {
+  const bool gated = P.gate_act >= 0;
+  const unsigned grid = plan_blocks(P, gated ? 8 : 16);
+  if (gated) qgemv_mma_kernel<BITS, S, true><<<grid, kWarps * 32, 0, st>>>(x, M, P, K, shift);
+  else qgemv_mma_kernel<BITS, S, false><<<grid, kWarps * 32, 0, st>>>(x, M, P, K, shift);
+}
+
+}  // namespace
+
+bool qgemv_mma(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
+               cudaStream_t st) {
+  if (M < 1 || M > 8 || (bits != 4 && bits != 8) || group_shift < 5 || K % 32 != 0) return false;
+  if (reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
+  for (int i = 0; i < P.n; ++i)
+    if (reinterpret_cast<uintptr_t>(P.w[i]) % 16 != 0) return false;
+  by_float_type(scale_dtype, "qgemv_mma: scales", [&](auto tag) {
+    using S = decltype(tag);
+    if (bits == 4) launch<4, S>(x, M, P, K, group_shift, st);
+    else launch<8, S>(x, M, P, K, group_shift, st);
+  });
+  MLXCEL_CUDA_LAUNCH_CHECK();
+  return true;
+}
+
+}  // namespace mlxcel::cuda
