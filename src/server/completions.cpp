@@ -343,7 +343,7 @@ void run_job(ServerState& s, std::shared_ptr<Job> job, const GenParams& gp, std:
   spec.request.max_tokens = check_context(s, int(prompt.size()), gp.max_tokens, prompt_field);
   spec.request.prompt = std::move(prompt);
   spec.request.sampling = gp.sampling;
-  spec.request.stop_token_ids = s.model.stop_ids;
+  if (!gp.ignore_eos) spec.request.stop_token_ids = s.model.stop_ids;
   spec.n = gp.n;
   spec.text = std::move(text);
   spec.text.stop = gp.stop;

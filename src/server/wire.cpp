@@ -220,6 +220,7 @@ GenParams parse_gen_params(const json& body, const RequestDefaults& d, Flavor fl
     p.include_usage = get_bool(*so, "include_usage").value_or(false);
   }
   p.model = get_string(body, "model").value_or("");
+  p.ignore_eos = get_bool(body, "ignore_eos").value_or(false);
   if (auto n = get_int(body, "n")) {
     if (*n < 1 || *n > 16) bad_param("n", fmt::format("'n' must be between 1 and 16 (got {})", *n));
     p.n = int(*n);

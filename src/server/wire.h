@@ -61,6 +61,7 @@ struct GenParams {
   SamplingParams sampling;
   std::vector<std::string> stop;
   std::string model;
+  bool ignore_eos = false;  // llama-server's ignore_eos: the model's end tokens do not stop it
 };
 
 enum class Flavor { openai_chat, openai_completion, llama_completion };

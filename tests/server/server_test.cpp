@@ -739,6 +739,16 @@ TEST(ServerDemoModel, AnswersToolCallsAndReasoning) {
                    {"chat_template_kwargs", {{"enable_thinking", false}}}});
   EXPECT_EQ(add["choices"][0]["message"]["content"], "1578") << add.dump();
   EXPECT_EQ(add["choices"][0]["finish_reason"], "stop");
+  // ignore_eos (llama-server): the end token does not stop it; max_tokens does.
+  json more = post({{"messages", {{{"role", "user"}, {"content", "What is 667 + 911?"}}}},
+                    {"chat_template_kwargs", {{"enable_thinking", false}}}, {"ignore_eos", true}, {"max_tokens", 12}});
+  EXPECT_EQ(more["choices"][0]["finish_reason"], "length") << more.dump();
+  EXPECT_EQ(more["usage"]["completion_tokens"], 12) << more.dump();
+  EXPECT_EQ(more["choices"][0]["message"]["content"].get<std::string>().rfind("1578", 0), 0u) << more.dump();
+  EXPECT_EQ(call(p, "POST", "/v1/chat/completions",
+                 json({{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"ignore_eos", "yes"}}).dump())
+                .status,
+            400);
   json tools = json::array({{{"type", "function"},
                              {"function",
                               {{"name", "get_stock_price"},
