@@ -163,7 +163,7 @@ bool spin_until(Pred&& pred, int64_t spin_ns, std::atomic<int64_t>& backoff_unti
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads, int spin_us)
-    : n_threads_(std::max(1, n_threads)), spin_ns_(spin_ns_for(spin_us)) {
+    : n_threads_(std::max(1, n_threads)), spin_ns_(spin_ns_for(spin_us)), hints_on_(env_or("MLXCEL_IDLE_PREFETCH", 1) != 0) {
   workers_.reserve(size_t(n_threads_ - 1));
   for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
@@ -194,13 +194,29 @@ void ThreadPool::run_chunks() {
   }
 }
 
+void ThreadPool::prefetch_when_idle(const void* p, size_t n) {
+  if (!hints_on_ || n_threads_ < 2 || !p || n == 0) return;
+  hint_n_.store(n, std::memory_order_relaxed);
+  hint_p_.store(static_cast<const char*>(p), std::memory_order_release);
+}
+
 void ThreadPool::worker_loop() {
   InPool in_pool;
   // generation_ before any job, so a worker that starts late still runs the first one.
   uint32_t seen = 0;
   for (;;) {
     auto ready = [&] { return generation_.load(std::memory_order_acquire) != seen; };
-    if (!spin_until(ready, spin_ns_, backoff_until_)) {
+    auto ready_or_hint = [&] { return ready() || hint_p_.load(std::memory_order_relaxed) != nullptr; };
+    const bool woke = spin_until(ready_or_hint, spin_ns_, backoff_until_);
+    if (woke && !ready()) {
+      if (const char* p = hint_p_.exchange(nullptr, std::memory_order_acquire)) {
+        const size_t n = hint_n_.load(std::memory_order_relaxed);
+        for (size_t off = 0; off < n && !ready(); off += 1024)
+          for (size_t i = off; i < std::min(n, off + 1024); i += 64) __builtin_prefetch(p + i, 0, 3);
+      }
+      continue;
+    }
+    if (!woke) {
       // seq_cst: either the caller's load of sleepers_ sees this increment (and it
       // notifies), or this load of generation_ sees its new value (and wait returns).
       sleepers_.fetch_add(1);

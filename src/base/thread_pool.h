@@ -51,6 +51,13 @@ class ThreadPool {
   // at once are serialized.
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
 
+  // A hint for idle workers: bytes [p, p + n) will be read by the next job. One worker
+  // that finds itself idle (the caller runs serial code between jobs) pulls them into
+  // the cache with prefetch instructions, 1 KB at a time, and stops as soon as a job is
+  // published. A later hint replaces one not taken yet. Prefetches never fault, so a
+  // stale or wrong range costs only bandwidth. MLXCEL_IDLE_PREFETCH=0 turns hints off.
+  void prefetch_when_idle(const void* p, size_t n);
+
  private:
   void worker_loop();
   // Runs chunks of the current job until none is left.
@@ -80,6 +87,12 @@ class ThreadPool {
   // No spinning before this time (ns, steady clock): set when a spinning thread's yield
   // handed its core to another task, i.e. the machine has no idle core.
   std::atomic<int64_t> backoff_until_{0};
+
+  // The pending prefetch hint (see prefetch_when_idle): the size is stored before the
+  // pointer, and a worker takes the pointer with an exchange.
+  std::atomic<const char*> hint_p_{nullptr};
+  std::atomic<size_t> hint_n_{0};
+  const bool hints_on_;
 
   std::mutex error_mu_;
   std::exception_ptr error_;  // guarded by error_mu_

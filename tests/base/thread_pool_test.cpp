@@ -1,6 +1,8 @@
 #include "base/thread_pool.h"
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -141,6 +143,33 @@ TEST(ThreadPool, Shutdown) {
 }
 
 // One thread: everything inline on the caller.
+// Prefetch hints between jobs: a worker may pull them into the cache while idle; jobs
+// still run right, whether the hint is taken, replaced, stale or never taken (and a
+// hint to unmapped memory is harmless: prefetches never fault).
+TEST(ThreadPool, PrefetchHintsBetweenJobs) {
+  for (int spin : {0, 100000}) {
+    ThreadPool pool(3, spin);
+    std::vector<char> buf(size_t(4) << 20, 1);
+    for (int round = 0; round < 300; ++round) {
+      std::vector<std::atomic<int>> hits(97);
+      pool.parallel_for(97, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) hits[size_t(i)]++;
+      });
+      for (auto& h : hits) ASSERT_EQ(h.load(), 1);
+      pool.prefetch_when_idle(buf.data() + (round % 7) * 4096, size_t(1) << 20);
+      if (round % 5 == 0) pool.prefetch_when_idle(reinterpret_cast<const void*>(uintptr_t(64)), 4096);
+      if (round % 11 == 0) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+    pool.prefetch_when_idle(nullptr, 100);  // ignored
+    pool.prefetch_when_idle(buf.data(), 0);
+  }
+  ThreadPool one(1);
+  one.prefetch_when_idle(nullptr, 1);
+  std::atomic<int64_t> sum{0};
+  one.parallel_for(10, [&](int64_t b, int64_t e) { sum += e - b; });
+  EXPECT_EQ(sum.load(), 10);
+}
+
 TEST(ThreadPool, SingleThread) {
   ThreadPool pool(1);
   const auto self = std::this_thread::get_id();
