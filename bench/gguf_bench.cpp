@@ -382,6 +382,40 @@ int model_bench(const std::string& path, int pp, int tg, DType kv) {
   return 0;
 }
 
+// A/B of the idle-worker prefetch inside one process: generation from an empty cache,
+// the settings taking turns every 8 tokens (so that the machine's load drifts hit them
+// alike); the median per-token time of each setting's blocks.
+int prefetch_ab(const std::string& path, int tokens, DType kv) {
+  auto model = load_model(path);
+  const int bs = 16, nb = (tokens + bs - 1) / bs + 1;
+  const std::vector<int64_t> settings = {0, 512 << 10, 2 << 20, 8 << 20};
+  std::vector<std::vector<double>> ms(settings.size());
+  const int64_t saved = gguf::idle_prefetch_bytes();
+  for (int rep = 0; rep < 3; ++rep) {
+    KvCache cache = model->make_cache(nb, bs, kv);
+    int32_t tok = 1;
+    for (int i = 0; i < tokens; i += 8) {
+      const size_t s = size_t(i / 8 + rep) % settings.size();
+      gguf::set_idle_prefetch_bytes(settings[s]);
+      auto t0 = Clock::now();
+      for (int j = i; j < std::min(tokens, i + 8); ++j) {
+        Tensor l = model->forward(make_batch({tok}, j, bs, nb, true), cache);
+        std::vector<float> v = l.to_f32_vector();
+        tok = int32_t(std::max_element(v.begin(), v.end()) - v.begin());
+      }
+      ms[s].push_back(seconds_since(t0) * 1e3 / std::min(8, tokens - i));
+    }
+  }
+  gguf::set_idle_prefetch_bytes(saved);
+  for (size_t s = 0; s < settings.size(); ++s) {
+    std::sort(ms[s].begin(), ms[s].end());
+    const double med = ms[s][ms[s].size() / 2];
+    std::printf("idle prefetch %5lld KB: median %.2f ms per token (%.1f tok/s), %zu blocks of 8 tokens\n",
+                (long long)(settings[s] >> 10), med, 1e3 / med, ms[s].size());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -398,6 +432,9 @@ int main(int argc, char** argv) {
       std::printf("wrote %s in %.1f s\n", argv[3], seconds_since(t0));
       return 0;
     }
+    if (mode == "prefetch-ab" && argc >= 3)
+      return prefetch_ab(argv[2], argc > 3 ? std::atoi(argv[3]) : 256,
+                         argc > 4 && std::string(argv[4]) == "f32" ? DType::f32 : DType::f16);
     if (mode == "model" && argc >= 3)
       return model_bench(argv[2], argc > 3 ? std::atoi(argv[3]) : 512, argc > 4 ? std::atoi(argv[4]) : 128,
                          argc > 5 && std::string(argv[5]) == "f16" ? DType::f16 : DType::f32);

@@ -1,6 +1,7 @@
 #include "backends/cpu/gguf_quants.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -824,7 +825,25 @@ struct PackedSource {
 }  // namespace
 
 namespace {
-const uint8_t* x8_copy_of(uint32_t type, const uint8_t* w, size_t row_stride, int64_t n_rows, int64_t K);
+struct Span {
+  const uint8_t* p = nullptr;
+  size_t n = 0;
+};
+const uint8_t* x8_copy_of(uint32_t type, const uint8_t* w, size_t row_stride, int64_t n_rows, int64_t K,
+                          Span* next = nullptr);
+// Lets an idle worker pull the start of the next product's x8 copy into the cache while
+// the caller runs the serial ops between products (ThreadPool::prefetch_when_idle).
+std::atomic<int64_t>& idle_prefetch_setting() {
+  static std::atomic<int64_t> bytes{[] {
+    const char* e = std::getenv("MLXCEL_IDLE_PREFETCH_KB");
+    return int64_t(e ? std::atoll(e) : 0) * 1024;
+  }()};
+  return bytes;
+}
+void hint_next(const Span& next) {
+  const int64_t cap = idle_prefetch_setting().load(std::memory_order_relaxed);
+  if (next.p && cap > 0) ThreadPool::global().prefetch_when_idle(next.p, std::min(next.n, size_t(cap)));
+}
 // One product of a decode step: the weight in the row layout (w, row_stride) and, when
 // it has one, its x8 copy (wx8, used instead).
 struct DecodeMat {
@@ -848,8 +867,10 @@ void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const ui
   // Decode-sized products of a weight the loader registered run on its x8 copy.
   constexpr int64_t kX8MaxRows = 16;
   if (M < kX8MaxRows && repack_enabled()) {
-    if (const uint8_t* wx8 = x8_copy_of(type, w, row_stride, n_rows, K)) {
+    Span next;
+    if (const uint8_t* wx8 = x8_copy_of(type, w, row_stride, n_rows, K, &next)) {
       matmul_x8(type, x, M, K, wx8, n_rows, bias, y);
+      hint_next(next);
       return;
     }
   }
@@ -884,15 +905,17 @@ void matmul_packed_multi(const float* x, int64_t M, int64_t K, const PackedProdu
   }
   MLXCEL_CHECK(K % 32 == 0, "gguf matmul_packed_multi: K {} is not a multiple of 32", K);
   DecodeMat mats[8];
+  Span next;  // after the last product that has an x8 copy
   for (int i = 0; i < n; ++i) {
     const PackedProduct& p = ps[i];
     MLXCEL_CHECK(p.type == kQ8_0 || p.type == kQ4_0, "gguf matmul_packed_multi: type {} is not kept packed", p.type);
-    const uint8_t* wx8 = repack_enabled() ? x8_copy_of(p.type, p.w, p.row_stride, p.n_rows, K) : nullptr;
+    const uint8_t* wx8 = repack_enabled() ? x8_copy_of(p.type, p.w, p.row_stride, p.n_rows, K, &next) : nullptr;
     mats[i] = DecodeMat{p.type, p.w, p.row_stride, wx8, p.n_rows, p.bias, p.y};
   }
   XBlocks xb;
   quantize_x(x, M, K, xb);
   decode_run(mats, n, xb, M, K);
+  hint_next(next);
 }
 
 void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, const int32_t* ids, int64_t n_ids,
@@ -1067,6 +1090,9 @@ struct X8Copy {
   size_t row_stride = 0, bytes = 0;
   uint8_t* buf = nullptr;
   X8Arena* arena = nullptr;
+  // The weight whose copy was made next (the next product of a decode step, as copies
+  // are made in the order of first use; the last one links back to the first).
+  const uint8_t* next_key = nullptr;
 };
 
 struct X8Registry {
@@ -1074,6 +1100,8 @@ struct X8Registry {
   std::unordered_map<const uint8_t*, X8Copy> map;
   std::vector<std::unique_ptr<X8Arena>> arenas;  // the last one takes new copies
   size_t bytes = 0;
+  const uint8_t* first_key = nullptr;  // the first and the last copy made (the ring of next_key)
+  const uint8_t* last_key = nullptr;
 
   uint8_t* allocate(size_t bytes_, X8Arena** from) {
     bytes_ = (bytes_ + 63) / 64 * 64;
@@ -1123,6 +1151,8 @@ struct RepackableOwner {
     std::lock_guard<std::mutex> lock(reg.mu);
     auto it = reg.map.find(w);
     if (it != reg.map.end() && --it->second.registrations == 0) {
+      if (reg.first_key == w) reg.first_key = it->second.next_key != w ? it->second.next_key : nullptr;
+      if (reg.last_key == w) reg.last_key = nullptr;
       reg.release(it->second);
       reg.map.erase(it);
     }
@@ -1130,7 +1160,8 @@ struct RepackableOwner {
 };
 
 // The x8 copy of a registered weight (made now if it has none yet), or null.
-const uint8_t* x8_copy_of(uint32_t type, const uint8_t* w, size_t row_stride, int64_t n_rows, int64_t K) {
+const uint8_t* x8_copy_of(uint32_t type, const uint8_t* w, size_t row_stride, int64_t n_rows, int64_t K,
+                          Span* next) {
   X8Registry& reg = x8_registry();
   std::lock_guard<std::mutex> lock(reg.mu);
   auto it = reg.map.find(w);
@@ -1147,8 +1178,19 @@ const uint8_t* x8_copy_of(uint32_t type, const uint8_t* w, size_t row_stride, in
     c.row_stride = row_stride;
     c.bytes = bytes;
     reg.bytes += bytes;
+    if (reg.last_key) {
+      auto last = reg.map.find(reg.last_key);
+      if (last != reg.map.end()) last->second.next_key = w;
+    }
+    if (!reg.first_key) reg.first_key = w;
+    c.next_key = reg.first_key;
+    reg.last_key = w;
   }
   if (c.type != type || c.n_rows != n_rows || c.K != K || c.row_stride != row_stride) return nullptr;
+  if (next) {
+    auto nx = reg.map.find(c.next_key);
+    *next = nx != reg.map.end() && nx->second.buf ? Span{nx->second.buf, nx->second.bytes} : Span{};
+  }
   return c.buf;
 }
 
@@ -1168,6 +1210,9 @@ size_t repacked_bytes_in_use() {
   std::lock_guard<std::mutex> lock(reg.mu);
   return reg.bytes;
 }
+
+void set_idle_prefetch_bytes(int64_t bytes) { idle_prefetch_setting().store(std::max<int64_t>(0, bytes)); }
+int64_t idle_prefetch_bytes() { return idle_prefetch_setting().load(); }
 
 bool repack_enabled() {
   static const bool on = [] {
