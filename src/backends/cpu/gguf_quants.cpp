@@ -836,7 +836,7 @@ const uint8_t* x8_copy_of(uint32_t type, const uint8_t* w, size_t row_stride, in
 std::atomic<int64_t>& idle_prefetch_setting() {
   static std::atomic<int64_t> bytes{[] {
     const char* e = std::getenv("MLXCEL_IDLE_PREFETCH_KB");
-    return int64_t(e ? std::atoll(e) : 0) * 1024;
+    return int64_t(e ? std::atoll(e) : 2048) * 1024;
   }()};
   return bytes;
 }

@@ -94,8 +94,9 @@ size_t repacked_bytes_in_use();
 // After a decode-sized product on an x8 copy, the first bytes (at most this many) of the
 // copy made next (the next product of a decode step) are handed to the thread pool's
 // idle workers to prefetch while the caller runs the serial ops in between
-// (ThreadPool::prefetch_when_idle). MLXCEL_IDLE_PREFETCH_KB, default 0 = off: no gain
-// measured on the 2-vCPU VM (bench/results/gguf.md, session 15).
+// (ThreadPool::prefetch_when_idle). MLXCEL_IDLE_PREFETCH_KB (default 2048; 0 = off):
+// 3-9% shorter tokens at moderate load, neutral under heavy load (bench/results/gguf.md,
+// session 15).
 void set_idle_prefetch_bytes(int64_t bytes);
 int64_t idle_prefetch_bytes();
 // MLXCEL_GGUF_REPACK=0 turns the copies off (row-layout kernels only); read once.
