@@ -10,6 +10,7 @@
 #include <string>
 #include <random>
 #include <utility>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -494,6 +495,29 @@ TEST(GgufQuants, MultiProductMatchesSeparateCalls) {
   }
   PackedProduct none{};
   EXPECT_ANY_THROW(matmul_packed_multi(nullptr, 1, K, &none, 0));
+}
+
+// Threads racing on a registered weight's first decode-sized product: one makes the
+// copy (outside the registry's lock), the others use the row layout meanwhile or the
+// copy after; every result is the same.
+TEST(GgufQuants, ConcurrentFirstUseOfARegisteredWeight) {
+  std::mt19937 rng(37);
+  std::normal_distribution<float> nd(0, 1);
+  const int64_t N = 1031, K = 512;
+  const size_t rb = row_bytes(kQ4_0, K);
+  auto bytes = std::make_shared<std::vector<uint8_t>>(random_packed(kQ4_0, N, K, rb, rng));
+  std::vector<float> x(static_cast<size_t>(K)), ref(static_cast<size_t>(N));
+  for (auto& v : x) v = nd(rng);
+  matmul_packed(kQ4_0, x.data(), 1, K, bytes->data(), rb, N, nullptr, ref.data());
+  std::shared_ptr<void> owner = repackable_owner(bytes->data(), bytes);
+  std::vector<std::vector<float>> got(4, std::vector<float>(static_cast<size_t>(N)));
+  std::vector<std::thread> th;
+  for (size_t t = 0; t < got.size(); ++t)
+    th.emplace_back([&, t] {
+      for (int rep = 0; rep < 5; ++rep) matmul_packed(kQ4_0, x.data(), 1, K, bytes->data(), rb, N, nullptr, got[t].data());
+    });
+  for (auto& t : th) t.join();
+  for (const auto& g : got) EXPECT_EQ(g, ref);
 }
 
 TEST(CpuParallel, DynamicCoversEveryItemOnce) {

@@ -1089,6 +1089,7 @@ struct X8Copy {
   int64_t n_rows = 0, K = 0;
   size_t row_stride = 0, bytes = 0;
   uint8_t* buf = nullptr;
+  bool ready = false;  // buf holds the repacked bytes
   X8Arena* arena = nullptr;
   // The weight whose copy was made next (the next product of a decode step, as copies
   // are made in the order of first use; the last one links back to the first).
@@ -1130,6 +1131,7 @@ struct X8Registry {
       arenas.erase(std::find_if(arenas.begin(), arenas.end(), [&](const auto& a) { return a.get() == c.arena; }));
     }
     c.buf = nullptr;
+    c.ready = false;
     c.arena = nullptr;
   }
 };
@@ -1163,15 +1165,16 @@ struct RepackableOwner {
 const uint8_t* x8_copy_of(uint32_t type, const uint8_t* w, size_t row_stride, int64_t n_rows, int64_t K,
                           Span* next) {
   X8Registry& reg = x8_registry();
-  std::lock_guard<std::mutex> lock(reg.mu);
+  std::unique_lock<std::mutex> lock(reg.mu);
   auto it = reg.map.find(w);
   if (it == reg.map.end()) return nullptr;
-  X8Copy& c = it->second;
-  if (!c.buf) {
+  if (!it->second.buf) {
+    // Claim the copy, then repack without the lock (repack_x8 runs on the thread pool; a
+    // caller that finds the copy not ready yet uses the row layout meanwhile).
+    X8Copy& c = it->second;
     const size_t bytes = x8_bytes(type, n_rows, K);
     c.buf = reg.allocate(bytes, &c.arena);
     if (!c.buf) return nullptr;
-    repack_x8(type, w, row_stride, n_rows, K, c.buf);
     c.type = type;
     c.n_rows = n_rows;
     c.K = K;
@@ -1185,11 +1188,19 @@ const uint8_t* x8_copy_of(uint32_t type, const uint8_t* w, size_t row_stride, in
     if (!reg.first_key) reg.first_key = w;
     c.next_key = reg.first_key;
     reg.last_key = w;
+    uint8_t* dst = c.buf;
+    lock.unlock();
+    repack_x8(type, w, row_stride, n_rows, K, dst);  // the weight outlives this call
+    lock.lock();
+    it = reg.map.find(w);
+    if (it == reg.map.end()) return nullptr;
+    it->second.ready = true;
   }
-  if (c.type != type || c.n_rows != n_rows || c.K != K || c.row_stride != row_stride) return nullptr;
+  const X8Copy& c = it->second;
+  if (!c.ready || c.type != type || c.n_rows != n_rows || c.K != K || c.row_stride != row_stride) return nullptr;
   if (next) {
     auto nx = reg.map.find(c.next_key);
-    *next = nx != reg.map.end() && nx->second.buf ? Span{nx->second.buf, nx->second.bytes} : Span{};
+    *next = nx != reg.map.end() && nx->second.ready ? Span{nx->second.buf, nx->second.bytes} : Span{};
   }
   return c.buf;
 }
