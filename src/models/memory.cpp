@@ -39,6 +39,22 @@ int64_t mem_available() {
 
 }  // namespace
 
+int64_t free_device_bytes(Device d) {
+  if (d.type == DeviceType::cuda) {
+#ifdef MLXCEL_WITH_CUDA
+    size_t free_b = 0, total_b = 0;
+    std::string name;
+    if (cuda::memory_info(d.index, &free_b, &total_b, &name)) return int64_t(free_b);
+#endif
+    return 0;
+  }
+  return mem_available();
+}
+
+int64_t kv_bytes_per_token(const ModelConfig& cfg, DType kv_dtype) {
+  return 2LL * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * int64_t(dtype_size(kv_dtype));
+}
+
 int64_t parse_byte_size(const std::string& s) {
   size_t i = 0;
   while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;

@@ -11,6 +11,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "loader/config.h"
+#include "tensor/dtype.h"
+
 namespace mlxcel {
 
 struct MemoryRequest {
@@ -40,6 +43,12 @@ struct MemoryEstimate {
 };
 
 MemoryEstimate estimate_memory(const std::string& model_dir, const MemoryRequest& req);
+
+// Memory free now where a model runs: the GPU's free memory (cudaMemGetInfo) for a CUDA
+// device, MemAvailable for the CPU; 0 when unknown.
+int64_t free_device_bytes(Device d);
+// KV cache bytes one token takes in every layer (K and V), in the cache's dtype.
+int64_t kv_bytes_per_token(const ModelConfig& cfg, DType kv_dtype);
 
 // Parses "8GB", "512MiB", "1073741824"; throws Error(invalid_request) otherwise.
 int64_t parse_byte_size(const std::string& s);

@@ -114,6 +114,10 @@ const std::vector<Flag>& flags() {
          (void)parse_kv_dtype(v, Device::cpu());  // validates; the device picks "auto" later
          o.kv_dtype = v;
        }},
+      {{"--kv-tokens"}, "MLXCEL_KV_TOKENS", Arg::value,
+       "KV cache size in tokens, shared by all slots (0: every slot's context, min(-c, 4096) each, "
+       "within half of the memory free after loading)",
+       INT_FIELD(kv_tokens)},
       {{"--max-queue"}, "MLXCEL_MAX_QUEUE", Arg::value, "requests waiting beyond -np before 503", INT_FIELD(max_queue)},
       {{"--responses-store"}, "MLXCEL_RESPONSES_STORE", Arg::value,
        "responses kept for previous_response_id and GET /v1/responses/{id} (LRU; 0: none)",
@@ -233,6 +237,7 @@ ServerOptions parse_server_args(const std::vector<std::string>& args,
   if (o.ctx_size < 0) invalid("-c must be >= 0 (got {})", o.ctx_size);
   if (o.n_batch < 1) invalid("-b must be at least 1 (got {})", o.n_batch);
   if (o.max_queue < 0) invalid("--max-queue must be >= 0");
+  if (o.kv_tokens < 0) invalid("--kv-tokens must be >= 0 (got {})", o.kv_tokens);
   if (o.responses_store < 0) invalid("--responses-store must be >= 0");
   if (o.timeout_s < 1) invalid("--timeout must be at least 1 second");
   if (o.max_json_depth < 2) invalid("--max-json-depth must be at least 2");

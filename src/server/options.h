@@ -29,6 +29,7 @@ struct ServerOptions {
   int threads = 0;        // -t: CPU threads (0: all cores)
   std::string device = "auto";  // --device: cpu, cuda, cuda:N or auto (a CUDA GPU when present)
   std::string kv_dtype = "auto";  // --kv-dtype / -ctk: auto (bf16 on CUDA, f32 on the CPU), f32, f16, bf16
+  int kv_tokens = 0;      // --kv-tokens: KV cache tokens shared by the slots (0: see server.cpp kv_pool_tokens)
   int max_queue = 64;     // --max-queue: requests waiting beyond -np before 503
   int responses_store = 1024;  // --responses-store: stored /v1/responses (LRU), 0: none
   SamplingParams sampling;  // --temp, --top-k, ... (request defaults)

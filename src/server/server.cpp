@@ -1,15 +1,40 @@
 #include "server/server.h"
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <limits>
 #include <thread>
 
+#include "models/memory.h"
 #include "models/model.h"
 #include "server/state.h"
 
 namespace mlxcel::server {
 
 namespace {
+
+// The KV pool (EngineConfig::n_blocks) for -np slots: --kv-tokens when set; otherwise
+// room for every slot's context (min(context, 4096) tokens each, at least 4 slots' worth
+// as the engine's own default), but no more than half of the memory free now (after the
+// weights), and never less than one full context.
+int kv_pool_blocks(const ServerOptions& o, const Model& model, const EngineConfig& ec) {
+  const ModelConfig& cfg = model.config();
+  const int64_t ctx = ec.max_model_len > 0 ? ec.max_model_len
+                      : cfg.max_position_embeddings > 0 ? cfg.max_position_embeddings
+                                                        : 4096;
+  const int64_t per_seq = std::min<int64_t>(ctx, 4096);
+  int64_t tokens = o.kv_tokens;
+  if (tokens <= 0) {
+    tokens = int64_t(std::max(o.n_parallel, 4)) * per_seq;
+    const int64_t per_token = kv_bytes_per_token(cfg, ec.kv_dtype);
+    const int64_t free_b = free_device_bytes(model.device());
+    if (per_token > 0 && free_b > 0) tokens = std::min(tokens, free_b / 2 / per_token);
+    tokens = std::max(tokens, per_seq);
+  }
+  const int64_t blocks = (tokens + ec.block_size - 1) / ec.block_size;
+  return int(std::min<int64_t>(blocks, std::numeric_limits<int>::max()));
+}
 
 void load_model_into(ServerState& s) {
   try {
@@ -21,6 +46,7 @@ void load_model_into(ServerState& s) {
     ec.max_num_batched_tokens = s.opts.n_batch;
     ec.max_model_len = s.opts.ctx_size;
     ec.kv_dtype = parse_kv_dtype(s.opts.kv_dtype, m.model->device());
+    ec.n_blocks = kv_pool_blocks(s.opts, *m.model, ec);
     auto engine = std::make_unique<AsyncEngine>(*m.model, ec, size_t(s.opts.n_parallel + s.opts.max_queue));
     const int max_len = m.model->config().max_position_embeddings > 0 ? m.model->config().max_position_embeddings : 4096;
     s.n_ctx = s.opts.ctx_size > 0 ? s.opts.ctx_size : max_len;
@@ -31,8 +57,8 @@ void load_model_into(ServerState& s) {
     if (s.model_name.empty()) s.model_name = m.id.empty() ? m.path : m.id;
     s.model = std::move(m);
     s.ready = true;
-    std::fprintf(stderr, "mlxcel-server: model %s loaded (context %d, %d slots)\n", s.model_name.c_str(), s.n_ctx,
-                 s.opts.n_parallel);
+    std::fprintf(stderr, "mlxcel-server: model %s loaded (context %d, %d slots, KV cache %lld tokens)\n",
+                 s.model_name.c_str(), s.n_ctx, s.opts.n_parallel, (long long)ec.n_blocks * ec.block_size);
   } catch (const std::exception& e) {
     std::lock_guard<std::mutex> lk(s.mu);
     s.load_error = e.what();

@@ -61,6 +61,8 @@ TEST(ServerOptions, BadInputIsAnError) {
   EXPECT_THROW(parse({"--port", "abc"}), Error);
   EXPECT_THROW(parse({"--port", "70000"}), Error);
   EXPECT_THROW(parse({"--bogus"}), Error);
+  EXPECT_THROW(parse({"--kv-tokens", "-1"}), Error);
+  EXPECT_EQ(parse({"--kv-tokens", "4096"}).kv_tokens, 4096);
   EXPECT_THROW(parse({"-m"}), Error);
   EXPECT_THROW(parse({"-np", "0"}), Error);
   EXPECT_THROW(parse({"--ssl-key-file", "k.pem"}), Error);

@@ -745,6 +745,13 @@ TEST(ServerDemoModel, AnswersToolCallsAndReasoning) {
   EXPECT_EQ(more["choices"][0]["finish_reason"], "length") << more.dump();
   EXPECT_EQ(more["usage"]["completion_tokens"], 12) << more.dump();
   EXPECT_EQ(more["choices"][0]["message"]["content"].get<std::string>().rfind("1578", 0), 0u) << more.dump();
+  {  // A KV pool of 64 tokens (--kv-tokens) for 2 slots still serves requests that fit it.
+    auto small = start_server(dir, {"-np", "2", "--kv-tokens", "64"});
+    json r = json::parse(call(small->port(), "POST", "/v1/completions",
+                              json({{"prompt", "hello"}, {"max_tokens", 4}, {"temperature", 0}}).dump())
+                             .body);
+    EXPECT_EQ(r["usage"]["completion_tokens"], 4) << r.dump();
+  }
   EXPECT_EQ(call(p, "POST", "/v1/chat/completions",
                  json({{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"ignore_eos", "yes"}}).dump())
                 .status,
