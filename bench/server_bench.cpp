@@ -242,8 +242,9 @@ int main(int argc, char** argv) {
       std::vector<std::thread> th;
       const auto t0 = Clock::now();
       for (int i = 0; i < c; ++i) {
-        std::string prompt;
-        for (int w = 0; w < a.prompt_words; ++w) prompt += std::string(words[(i * 7 + w * 3 + round) % 10]) + " ";
+        // The client's number first: no two prompts share a cached prefix block.
+        std::string prompt = std::to_string(i) + " ";
+        for (int w = 1; w < a.prompt_words; ++w) prompt += std::string(words[(i * 7 + w * 3 + round) % 10]) + " ";
         json body = {{"prompt", prompt},
                      {"max_tokens", a.tokens},
                      {"temperature", 0},
