@@ -17,10 +17,11 @@
 // ids are the llama-3.1-8b preset's vocabulary). --device puts the model there.
 // --plain sends greedy requests with `ignore_eos` instead of logit_bias + logprobs, so a
 // device engine keeps greedy sampling on the device (the issue 8 comparison with
-// `mlxcel bench --concurrency`); TTFT is then the first chunk with text.
+// `mlxcel bench --concurrency`); TTFT is then the first chunk with text. --temperature and
+// --top-p (default 0 and 1: greedy) sample instead (on the device when it has one).
 //
 //   server_bench [--model DIR | --synthetic-layers 4 | --synthetic llama-3.1-8b --format bf16]
-//                [--device auto] [--tokenizer DIR] [--plain] [--concurrency 1,4,16,64]
+//                [--device auto] [--tokenizer DIR] [--plain] [--temperature 0] [--top-p 1] [--concurrency 1,4,16,64]
 //                [--tokens 32] [--prompt-words 24] [--threads 0] [--ctx 1024]
 // NOTE: designated initializers leave the other fields defaulted on purpose.
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -64,6 +65,7 @@ struct Args {
   int synthetic_layers = 0;
   std::string synthetic, format = "bf16", device = "cpu", tokenizer;
   bool plain = false;
+  float temperature = 0.0f, top_p = 1.0f;
   int ctx = 1024;
   std::vector<int> concurrency{1, 4, 16, 64};
   int tokens = 32;
@@ -86,6 +88,8 @@ Args parse(int argc, char** argv) {
     else if (k == "--device") a.device = val();
     else if (k == "--tokenizer") a.tokenizer = val();
     else if (k == "--plain") a.plain = true;
+    else if (k == "--temperature") a.temperature = std::stof(val());
+    else if (k == "--top-p") a.top_p = std::stof(val());
     else if (k == "--ctx") a.ctx = std::stoi(val());
     else if (k == "--tokens") a.tokens = std::stoi(val());
     else if (k == "--prompt-words") a.prompt_words = std::stoi(val());
@@ -247,7 +251,9 @@ int main(int argc, char** argv) {
         for (int w = 1; w < a.prompt_words; ++w) prompt += std::string(words[(i * 7 + w * 3 + round) % 10]) + " ";
         json body = {{"prompt", prompt},
                      {"max_tokens", a.tokens},
-                     {"temperature", 0},
+                     {"temperature", a.temperature},
+                     {"top_p", a.top_p},
+                     {"seed", i},
                      {"stream", true},
                      {"stream_options", {{"include_usage", true}}}};
         if (a.plain) {

@@ -1,8 +1,10 @@
 #include "engine/engine.h"
 
 #include <chrono>
+#include <cstdlib>
 
 #include "ops/ops.h"
+#include "ops/sample.h"
 
 #include <algorithm>
 
@@ -93,14 +95,30 @@ void Engine::sample_rows(const std::vector<const ScheduledSeq*>& seqs, const Ten
   if (logits.device().type != DeviceType::cpu) {
     // Logits on a device: when every row is plain greedy, only the argmax ids come back;
     // otherwise the rows are copied to the host for the sampler.
-    bool greedy = true;
+    // When every row is device-sampleable (temperature, top-k/p, min-p only) the device
+    // samples them (ops::sample) and again only the ids come back.
+    static const bool device_sampling = [] {  // MLXCEL_DEVICE_SAMPLING=0: the host sampler (measurements)
+      const char* e = std::getenv("MLXCEL_DEVICE_SAMPLING");
+      return !(e && e[0] == '0');
+    }();
+    bool greedy = true, device = device_sampling;
     for (const ScheduledSeq* s : seqs) {
       if (!s->sample) continue;
       auto it = samplers_.find(s->id);
       if (it == samplers_.end() || !it->second.plain_greedy()) greedy = false;
+      if (it == samplers_.end() || !it->second.device_sampleable()) device = false;
     }
-    if (!greedy) return sample_rows(seqs, ops::to_device(logits, Device::cpu()), rows);
-    const Tensor ids = ops::to_device(ops::argmax(logits), Device::cpu());
+    if (!greedy && !device) return sample_rows(seqs, ops::to_device(logits, Device::cpu()), rows);
+    Tensor dev_ids;
+    if (greedy) {
+      dev_ids = ops::argmax(logits);
+    } else {
+      std::vector<ops::SampleRow> params;
+      for (const ScheduledSeq* s : seqs)
+        if (s->sample) params.push_back(samplers_.at(s->id).device_row());
+      dev_ids = ops::sample(logits.dtype() == DType::f32 ? logits : ops::astype(logits, DType::f32), params);
+    }
+    const Tensor ids = ops::to_device(dev_ids, Device::cpu());
     int row = 0;
     for (const ScheduledSeq* s : seqs) {
       if (!s->sample) continue;

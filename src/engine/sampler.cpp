@@ -48,6 +48,19 @@ void Sampler::fill_logprobs(const float* logits, int vocab, int token, TokenLogp
   for (int i = 0; i < n; ++i) out.top.push_back({idx[i], float(double(logits[idx[i]]) - lse)});
 }
 
+cpu::SampleRow Sampler::device_row() {
+  cpu::SampleRow r;
+  r.temperature = p_.temperature;
+  r.top_k = p_.top_k;
+  r.top_p = p_.top_p;
+  r.min_p = p_.min_p;
+  if (p_.temperature > 0.0f) {
+    const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+    r.u = std::min(float(u), 0.99999994f);  // float rounding must not reach 1
+  }
+  return r;
+}
+
 int Sampler::sample(const float* logits, int vocab, const std::vector<int>& history, TokenLogprobs* lp) {
   const int token = sample_token(logits, vocab, history);
   if (lp && p_.logprobs >= 0) fill_logprobs(logits, vocab, token, *lp);

@@ -5,6 +5,8 @@
 // default `raw_logprobs`).
 #pragma once
 
+#include "backends/cpu/kernels.h"
+
 #include <cstdint>
 #include <random>
 #include <utility>
@@ -45,6 +47,15 @@ class Sampler {
   // Greedy with nothing that changes the argmax or needs the distribution (no bias,
   // penalties or logprobs): the token is argmax(logits), lowest id on ties, so the
   // device may pick it.
+  // Nothing that needs the host (no bias, penalties or logprobs): the device's sampler
+  // (ops/sample.h) can take the row, with device_row() as its parameters.
+  bool device_sampleable() const {
+    return p_.repetition_penalty == 1.0f && p_.presence_penalty == 0.0f && p_.frequency_penalty == 0.0f &&
+           p_.logit_bias.empty() && p_.logprobs < 0;
+  }
+  // The row for ops::sample: the filters and a uniform draw from this sampler's generator
+  // (one draw per token, as sample() takes).
+  cpu::SampleRow device_row();
   bool plain_greedy() const {
     return p_.temperature <= 0.0f && p_.repetition_penalty == 1.0f && p_.presence_penalty == 0.0f &&
            p_.frequency_penalty == 0.0f && p_.logit_bias.empty() && p_.logprobs < 0;

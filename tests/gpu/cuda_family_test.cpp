@@ -119,6 +119,51 @@ TEST_P(CudaFamily, EngineGreedyOnTheDevice) {
   }
 }
 
+// The engine on CUDA with sampling (temperature, top-k/p, min-p): the device samples
+// (ops::sample); the same seeds give the same tokens in a second engine, and different
+// seeds of a hot temperature give different ones.
+TEST_P(CudaFamily, EngineSamplesOnTheDevice) {
+  REQUIRE_GPU();
+  const fs::path dir = fixtures_dir() / GetParam();
+  auto model = load_model(dir.string(), Device::cuda());
+  Reference ref = load_reference(dir, "reference");
+  auto run = [&](uint64_t seed0) {
+    EngineConfig ec;
+    ec.n_blocks = 64;
+    ec.block_size = 4;
+    ec.kv_dtype = DType::bf16;
+    Engine engine(*model, ec);
+    std::vector<RequestId> ids;
+    for (size_t p = 0; p < ref.prompts.size(); ++p) {
+      GenerationRequest req;
+      req.prompt = ref.prompts[p];
+      req.max_tokens = 12;
+      req.sampling.temperature = p % 2 ? 1.5f : 0.8f;
+      req.sampling.top_p = p % 2 ? 1.0f : 0.9f;
+      req.sampling.top_k = p % 2 ? 0 : 20;
+      req.sampling.min_p = 0.02f;
+      req.sampling.seed = seed0 + p;
+      ids.push_back(engine.open(std::move(req)));
+    }
+    std::map<RequestId, std::vector<int>> got;
+    while (engine.has_work())
+      for (const StepEvent& ev : engine.step()) {
+        EXPECT_TRUE(ev.error.empty()) << ev.error;
+        got[ev.id].insert(got[ev.id].end(), ev.new_tokens.begin(), ev.new_tokens.end());
+      }
+    std::vector<std::vector<int>> out;
+    for (RequestId id : ids) out.push_back(got[id]);
+    return out;
+  };
+  const auto a = run(11), b = run(11), c = run(1000);
+  EXPECT_EQ(a, b) << GetParam();
+  EXPECT_NE(a, c) << GetParam();
+  for (const auto& toks : a) {
+    EXPECT_EQ(toks.size(), 12u);
+    for (int t : toks) EXPECT_TRUE(t >= 0 && t < model->config().vocab_size);
+  }
+}
+
 // Decode steps replayed from a recorded CUDA graph give the logits of the plain path,
 // across steps, a reset and a longer second prompt (which may move scratch buffers and
 // so force a new recording).

@@ -1,7 +1,11 @@
 // The op API on CUDA tensors (src/ops dispatch -> backends/cuda) against the same ops
 // on the CPU. Fresh random data for every check.
+#include <algorithm>
+#include <random>
+
 #include "base/error.h"
 #include "ops/ops.h"
+#include "ops/sample.h"
 #include "test_util.h"
 
 namespace mlxcel {
@@ -10,6 +14,10 @@ namespace {
 using namespace gputest;
 
 Tensor dev(const Tensor& t) { return ops::to_device(t, Device::cuda()); }
+std::vector<int32_t> ids_of(const Tensor& t) {
+  const Tensor h = t.device().type == DeviceType::cpu ? t : host(t);
+  return std::vector<int32_t>(h.data<int32_t>(), h.data<int32_t>() + h.numel());
+}
 
 TEST(CudaOps, DenseOpsMatchCpu) {
   REQUIRE_GPU();
@@ -240,6 +248,53 @@ TEST(CudaOps, FusedOpsMatchComposition) {
     auto [sum, normed] = ops::add_rms_norm(dev(x), dev(h), dev(w), 1e-6f, 1.0f);
     EXPECT_TRUE(bytes_equal(sum, ops::add(dev(x), dev(h))));
     EXPECT_LT(rel_err(normed, ops::rms_norm(ops::add(x, h), w, 1e-6f, 1.0f)), kTolF32);
+  }
+}
+
+// ops::sample on CUDA against the CPU reference (the same thresholds and id-order draw;
+// sums in f32 on the device, f64 on the host, so a u within rounding of a token's edge
+// may land on its neighbour): the same token for at least 99% of rows, argmax exactly for
+// temperature 0 and top_k 1, and every device token inside the CPU's kept set.
+TEST(CudaOps, SampleMatchesCpu) {
+  REQUIRE_GPU();
+  std::mt19937 g(7);
+  for (int64_t V : {int64_t(9), int64_t(1000), int64_t(128256)}) {
+    const int R = V > 1000 ? 64 : 300;
+    Tensor x = rand_host({R, V}, DType::f32, -6.0f, 6.0f);
+    std::vector<ops::SampleRow> rows;
+    std::uniform_real_distribution<float> u(0.0f, 1.0f);
+    for (int r = 0; r < R; ++r) {
+      ops::SampleRow p;
+      switch (r % 6) {
+        case 0: p = {.temperature = 0.0f}; break;
+        case 1: p = {.temperature = 1.7f, .top_k = 1}; break;
+        case 2: p = {.temperature = 0.8f, .top_k = 40}; break;
+        case 3: p = {.temperature = 1.0f, .top_p = 0.9f}; break;
+        case 4: p = {.temperature = 0.6f, .min_p = 0.1f}; break;
+        default: p = {.temperature = 1.2f, .top_k = 200, .top_p = 0.7f, .min_p = 0.01f}; break;
+      }
+      p.u = std::min(u(g), 0.999f);
+      rows.push_back(p);
+    }
+    const std::vector<int32_t> want = ids_of(ops::sample(x, rows));
+    const std::vector<int32_t> got = ids_of(ops::sample(dev(x), rows));
+    const std::vector<int32_t> amax = ids_of(ops::argmax(x));
+    int same = 0;
+    for (int r = 0; r < R; ++r) {
+      same += got[size_t(r)] == want[size_t(r)];
+      if (r % 6 < 2) {
+        EXPECT_EQ(got[size_t(r)], amax[size_t(r)]) << "V " << V << " row " << r;
+      }
+      // Inside the kept set: the CPU op at u = 0 and u -> 1 brackets it in id order.
+      ops::SampleRow lo = rows[size_t(r)], hi = rows[size_t(r)];
+      lo.u = 0.0f;
+      hi.u = 0.9999f;
+      Tensor one = Tensor::from_f32({1, V}, std::vector<float>(x.data<float>() + r * V, x.data<float>() + (r + 1) * V));
+      const int32_t first = ids_of(ops::sample(one, {lo}))[0], last = ids_of(ops::sample(one, {hi}))[0];
+      EXPECT_GE(got[size_t(r)], first) << "V " << V << " row " << r;
+      EXPECT_LE(got[size_t(r)], last) << "V " << V << " row " << r;
+    }
+    EXPECT_GE(same, R * 99 / 100) << "V " << V;
   }
 }
 

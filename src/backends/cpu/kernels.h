@@ -6,6 +6,8 @@
 // attention.h beside this file.
 #pragma once
 
+#include <cstring>
+
 #include <cstdint>
 
 #include "tensor/tensor.h"
@@ -47,5 +49,22 @@ void softcap(const Tensor& x, float cap, Tensor& out);
 void softmax(const Tensor& x, Tensor& out);
 // out i32 [rows]: index of the max of each row (lowest index on ties); x f32|f16|bf16.
 void argmax(const Tensor& x, Tensor& out);
+
+// Filters and the draw of one row of token sampling (ops/sample.h says what they mean).
+struct SampleRow {
+  float temperature = 0.0f;  // <= 0: argmax
+  int top_k = 0;             // 0 or >= vocab: off
+  float top_p = 1.0f;        // >= 1: off
+  float min_p = 0.0f;        // <= 0: off
+  float u = 0.0f;            // uniform in [0, 1): where in the kept mass the token is
+};
+// out i32 [rows] from logits f32 [rows, V] and one SampleRow per row.
+void sample(const Tensor& logits, const SampleRow* rows, Tensor& out);
+// The order-preserving unsigned key of a float (larger float, larger key).
+inline uint32_t float_key(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
 
 }  // namespace mlxcel::cpu

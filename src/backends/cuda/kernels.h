@@ -97,6 +97,9 @@ void gated(const Tensor& gate, const Tensor& up, Act act, Tensor& out);
 void softcap(const Tensor& x, float cap, Tensor& out);
 void softmax(const Tensor& x, Tensor& out);
 void argmax(const Tensor& x, Tensor& out);
+// Token sampling (ops/sample.h, sample.cu): i32 [rows] from logits f32 [rows, V], one
+// cpu::SampleRow per row (host memory).
+void sample(const Tensor& logits, const cpu::SampleRow* rows, Tensor& out);
 
 // ---- dense linear -----------------------------------------------------------
 // out [M, N] (f32|bf16) = x [M, K] (f32|bf16) @ w [N, K]^T (+ bias [N]); w and bias
