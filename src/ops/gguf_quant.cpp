@@ -57,6 +57,38 @@ Tensor gguf_qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bia
   return out;
 }
 
+std::vector<Tensor> gguf_qlinear_multi(const Tensor& x, const std::vector<const QuantizedWeight*>& ws,
+                                       const std::vector<Tensor>& biases) {
+  constexpr const char* kOp = "qlinear";
+  check_defined(kOp, x, "x");
+  check_dtype(kOp, x, "x", {DType::f32});
+  check_ndim_at_least(kOp, x, "x", 1);
+  cpu_only(kOp, x.device());
+  const int64_t K = x.dim(-1);
+  std::vector<Tensor> outs, b32(ws.size());
+  std::vector<gguf::PackedProduct> ps;
+  Tensor xc = contiguous_input(x);
+  const int64_t M = K ? xc.numel() / K : 0;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const QuantizedWeight& w = *ws[i];
+    gguf_validate(kOp, w, "w");
+    cpu_only(kOp, w.packed.device());
+    const int64_t N = w.rows();
+    if (w.cols() != K) invalid("[{}] x's last dimension {} does not match the weight's K {}", kOp, K, w.cols());
+    const Tensor& bias = i < biases.size() ? biases[i] : Tensor();
+    if (bias.defined() && (bias.ndim() != 1 || bias.dim(0) != N))
+      invalid("[{}] bias must be [{}], got {}", kOp, N, bias.describe());
+    if (bias.defined()) b32[i] = contiguous_input(astype(bias, DType::f32));
+    Shape shape = x.shape();
+    shape.back() = N;
+    outs.push_back(Tensor::empty(shape, DType::f32, x.device()));
+    ps.push_back({ggml_type_of(w.spec.format), w.packed.data<uint8_t>(), size_t(w.packed.strides()[0]), N,
+                  b32[i].defined() ? b32[i].data<float>() : nullptr, outs.back().data<float>()});
+  }
+  if (M > 0 && K > 0) gguf::matmul_packed_multi(xc.data<float>(), M, K, ps.data(), int(ps.size()));
+  return outs;
+}
+
 Tensor gguf_qembedding(const Tensor& ids, const QuantizedWeight& table) {
   constexpr const char* kOp = "qembedding";
   gguf_validate(kOp, table, "table");

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "ops/quant.h"
 
@@ -12,6 +13,10 @@ namespace mlxcel::ops::detail {
 inline bool is_gguf_format(QuantFormat f) { return f == QuantFormat::gguf_q8_0 || f == QuantFormat::gguf_q4_0; }
 void gguf_validate(const char* op, const QuantizedWeight& w, const std::string& what);
 Tensor gguf_qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias);
+// Products of one x with 1..3 GGUF weights (q/k/v, gate/up) in one parallel region, x
+// quantized once (gguf::matmul_packed_multi): the bits of separate gguf_qlinear calls.
+std::vector<Tensor> gguf_qlinear_multi(const Tensor& x, const std::vector<const QuantizedWeight*>& ws,
+                                       const std::vector<Tensor>& biases);
 Tensor gguf_qembedding(const Tensor& ids, const QuantizedWeight& table);
 Tensor gguf_dequantize(const QuantizedWeight& w, DType dtype);
 

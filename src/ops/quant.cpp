@@ -5,6 +5,8 @@
 
 #include "backends/cpu/quantized.h"
 #include "ops/gguf_quant.h"
+
+#include <algorithm>
 #include "ops/ops.h"
 #include "ops/ops_internal.h"
 #include "backends/cuda/dispatch.h"
@@ -159,6 +161,10 @@ std::vector<Tensor> qlinear_multi(const Tensor& x, const std::vector<const Quant
   if (!biases.empty() && biases.size() != ws.size())
     invalid("[{}] {} biases for {} weights", kOp, biases.size(), ws.size());
   auto bias = [&](size_t i) { return biases.empty() ? Tensor() : biases[i]; };
+  // GGUF blocks kept packed (CPU): one parallel region, x quantized once.
+  if (x.defined() && x.device().type == DeviceType::cpu &&
+      std::all_of(ws.begin(), ws.end(), [](const QuantizedWeight* w) { return w && is_gguf_format(w->spec.format); }))
+    return gguf_qlinear_multi(x, ws, biases);
   std::vector<Tensor> outs;
   if (!fusable(x, ws)) {
     for (size_t i = 0; i < ws.size(); ++i) outs.push_back(qlinear(x, *ws[i], bias(i)));
