@@ -435,6 +435,20 @@ const char* matmul_isa() {
 #if MLXCEL_GGUF_AVX2
 namespace {
 
+// sum over g of maddubs(wg[g], broadcast of x's 4 bytes 4g..4g+3): the i16 partial dot
+// products of a Q4_0 block's 8 groups (32 nibbles in each wg) with one row of int8 x
+// (|.| <= 8 * 2 * 15 * 127: fits in i16).
+inline __m256i dot_8_groups(const __m256i (&wg)[8], const int8_t* xm) {
+  int32_t x4;
+  std::memcpy(&x4, xm, 4);
+  __m256i s16 = _mm256_maddubs_epi16(wg[0], _mm256_set1_epi32(x4));
+  for (int g = 1; g < 8; ++g) {
+    std::memcpy(&x4, xm + 4 * g, 4);
+    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wg[g], _mm256_set1_epi32(x4)));
+  }
+  return s16;
+}
+
 // Decode kernels: 8 weight rows at a time against MC (1..4) quantized activation rows.
 // Each row's block dot products stay integers until the 8 rows' sums are gathered into
 // one vector (lane i = row i), so the block scales of the 8 rows are applied with one
@@ -621,15 +635,7 @@ void x8_group(const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int6
         wg[v + 4] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
       }
       for (int j = 0; j < MC; ++j) {
-        const int8_t* xm = xq + j * K + b * 32;
-        int32_t x4;
-        std::memcpy(&x4, xm, 4);
-        __m256i s16 = _mm256_maddubs_epi16(wg[0], _mm256_set1_epi32(x4));
-        for (int g = 1; g < 8; ++g) {
-          std::memcpy(&x4, xm + 4 * g, 4);
-          // |.| <= 8 * 2 * 15 * 127: fits in i16
-          s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wg[g], _mm256_set1_epi32(x4)));
-        }
+        const __m256i s16 = dot_8_groups(wg, xq + j * K + b * 32);
         const __m256i qi = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(xs[j * nb + b]));
         acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(qi), _mm256_mul_ps(dw, _mm256_set1_ps(xd[j * nb + b])), acc[j]);
       }
@@ -732,14 +738,7 @@ void gemm_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, co
       __m256i wg[8];
       for (int g = 0; g < 8; ++g) wg[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + 32 + 32 * g));
       for (int m = 0; m < MR; ++m) {
-        const int8_t* xm = xb + m * K;
-        int32_t x4;
-        std::memcpy(&x4, xm, 4);
-        __m256i s16 = _mm256_maddubs_epi16(wg[0], _mm256_set1_epi32(x4));
-        for (int g = 1; g < 8; ++g) {
-          std::memcpy(&x4, xm + 4 * g, 4);
-          s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wg[g], _mm256_set1_epi32(x4)));
-        }
+        const __m256i s16 = dot_8_groups(wg, xb + m * K);
         const __m256i q = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(xs[m * nb + b]));
         acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_mul_ps(dw, _mm256_set1_ps(xd[m * nb + b])), acc[m]);
       }

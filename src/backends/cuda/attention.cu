@@ -27,30 +27,6 @@ __global__ void kv_write_kernel(void* kc, int kcdt, void* vc, int vcdt, const vo
   for (int64_t i = threadIdx.x; i < vw; i += blockDim.x) store_any(vc, vcdt, slot * vw + i, load_any(v, vdt, t * vw + i));
 }
 
-// The keys row t of a split sees: its sequence s (the last with q_start[s] <= t) and the
-// split z's share [k0, k1) of the visible range (causal, sliding window).
-struct KeySpan {
-  int s, k0, k1;
-};
-__device__ __forceinline__ KeySpan key_span(const AttnArgs& a, int t, int z) {
-  int lo_s = 0, hi_s = a.n_seqs - 1;
-  while (lo_s < hi_s) {
-    const int mid = (lo_s + hi_s + 1) / 2;
-    if (a.q_start[mid] <= t) lo_s = mid;
-    else hi_s = mid - 1;
-  }
-  const int s = lo_s;
-  const int q_len = a.q_start[s + 1] - a.q_start[s];
-  const int L = a.kv_len[s];
-  const int pos = L - q_len + (t - a.q_start[s]);
-  const int hi = a.causal ? min(pos + 1, L) : L;
-  const int lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;
-  const int n_vis = max(0, hi - lo);
-  const int chunk = (n_vis + a.n_splits - 1) / a.n_splits;
-  const int k0 = lo + z * chunk;
-  return {s, k0, min(hi, k0 + chunk)};
-}
-
 // q of row t, heads h0 .. h0 + nh, into shared memory (then a barrier).
 __device__ __forceinline__ void load_q(const AttnArgs& a, int t, int h0, int nh,
                                        float (*qs)[kMaxDimPerLane * 32]) {

@@ -28,6 +28,33 @@ struct AttnArgs {
   int odt;
 };
 
+#ifdef __CUDACC__
+// The keys row t of a split sees: its sequence s (the last with q_start[s] <= t) and the
+// split z's share [k0, k1) of the visible range (causal, sliding window).
+struct KeySpan {
+  int s, k0, k1;
+};
+__device__ __forceinline__ KeySpan key_span(const AttnArgs& a, int t, int z) {
+  int lo_s = 0, hi_s = a.n_seqs - 1;
+  while (lo_s < hi_s) {
+    const int mid = (lo_s + hi_s + 1) / 2;
+    if (a.q_start[mid] <= t) lo_s = mid;
+    else hi_s = mid - 1;
+  }
+  const int s = lo_s;
+  const int q_len = a.q_start[s + 1] - a.q_start[s];
+  const int L = a.kv_len[s];
+  const int pos = L - q_len + (t - a.q_start[s]);
+  const int hi = a.causal ? min(pos + 1, L) : L;
+  const int lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;
+  const int n_vis = max(0, hi - lo);
+  const int chunk = (n_vis + a.n_splits - 1) / a.n_splits;
+  const int k0 = lo + z * chunk;
+  return {s, k0, min(hi, k0 + chunk)};
+}
+
+#endif
+
 // Tensor-core (mma.sync, f32 accumulation) attention over a bf16 or f16 paged cache.
 // Rows of one query token and one KV head's query heads form the MMA's M dimension, so
 // GQA heads share every K/V tile. Supported: D == Dv, D % 16 == 0, D <= 128, cache rows

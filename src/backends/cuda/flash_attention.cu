@@ -267,22 +267,8 @@ __global__ void __launch_bounds__(kWarps * 32) flash_decode_kernel(const T* __re
   const int nh = min(kFlashDecodeHeads, a.G - hg * kFlashDecodeHeads);
   const int h0 = kvh * a.G + hg * kFlashDecodeHeads;
 
-  // The row's sequence and this split's keys (as key_span in attention.cu).
-  int lo_s = 0, hi_s = a.n_seqs - 1;
-  while (lo_s < hi_s) {
-    const int mid = (lo_s + hi_s + 1) / 2;
-    if (a.q_start[mid] <= t) lo_s = mid;
-    else hi_s = mid - 1;
-  }
-  const int s = lo_s;
-  const int q_len = a.q_start[s + 1] - a.q_start[s];
-  const int L = a.kv_len[s];
-  const int pos = L - q_len + (t - a.q_start[s]);
-  const int hi = a.causal ? min(pos + 1, L) : L;
-  const int lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;
-  const int n_vis = max(0, hi - lo);
-  const int chunk = (n_vis + a.n_splits - 1) / a.n_splits;
-  const int k0 = lo + z * chunk, k1 = min(hi, k0 + chunk);
+  const KeySpan span = key_span(a, t, z);
+  const int s = span.s, k0 = span.k0, k1 = span.k1;
 
   int64_t qrow[2];
 #pragma unroll
