@@ -44,6 +44,7 @@ struct BenchArgs {
   int reps = 3;
   std::vector<int> concurrency;
   std::vector<int> gemv;  // batch-1 GEMV designs to time tg with (CUDA)
+  float temperature = 0.0f;  // > 0: also time sampled generation
   int conc_prompt = 128, conc_gen = 128;
   bool probe = true;
   std::string json_out, md_out;
@@ -178,6 +179,23 @@ void run_bench(const BenchArgs& a) {
 #endif
     print_profile("generation");
   }
+  // ---- sampled generation, batch 1 (--temp): Generator::generate with top_p 0.95
+  if (a.temperature > 0.0f && a.tg > 0) {
+    const int prompt_len = 16;
+    Generator gen(*model, prompt_len + a.tg + 1, 16, kv);
+    const std::vector<int> prompt = random_prompt(prompt_len, vocab, 7);
+    SamplingParams sp;
+    sp.temperature = a.temperature;
+    sp.top_p = 0.95f;
+    sp.seed = 1;
+    (void)gen.generate(prompt, 8, sp);  // warm-up
+    gen.reset();
+    auto t = Clock::now();
+    const size_t n = gen.generate(prompt, a.tg, sp).size();
+    const double s = seconds_since(t);
+    fmt::print("tg{:<5} {:9.1f} tok/s  sampled (temperature {}, top_p 0.95, prompt included), sampler on the {}\n", n,
+               double(n) / s, a.temperature, device_sampling_enabled() && dev.type != DeviceType::cpu ? "device" : "host");
+  }
   // ---- aggregate decode through the engine
   for (int n : a.concurrency) {
     EngineConfig ec;
@@ -300,6 +318,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("!--no-probe", a->probe, "Skip the bandwidth and GEMM probes");
   auto gemv = std::make_shared<std::string>();
   cmd->add_option("--gemv", *gemv, "CUDA: time tg once per batch-1 GEMV design (comma-separated, 0-6)");
+  cmd->add_option("--temp", a->temperature, "Also time tg sampled at this temperature (top_p 0.95)")
+      ->check(CLI::Range(0.0, 10.0));
   cmd->add_option("--json", a->json_out, "Append the results as one JSON line to this file");
   cmd->add_option("--md", a->md_out, "Append the results as one markdown table row to this file");
   cmd->callback([a, pp, conc, gemv] {

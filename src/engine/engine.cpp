@@ -1,7 +1,6 @@
 #include "engine/engine.h"
 
 #include <chrono>
-#include <cstdlib>
 
 #include "ops/ops.h"
 #include "ops/sample.h"
@@ -97,11 +96,7 @@ void Engine::sample_rows(const std::vector<const ScheduledSeq*>& seqs, const Ten
     // otherwise the rows are copied to the host for the sampler.
     // When every row is device-sampleable (temperature, top-k/p, min-p only) the device
     // samples them (ops::sample) and again only the ids come back.
-    static const bool device_sampling = [] {  // MLXCEL_DEVICE_SAMPLING=0: the host sampler (measurements)
-      const char* e = std::getenv("MLXCEL_DEVICE_SAMPLING");
-      return !(e && e[0] == '0');
-    }();
-    bool greedy = true, device = device_sampling;
+    bool greedy = true, device = device_sampling_enabled();
     for (const ScheduledSeq* s : seqs) {
       if (!s->sample) continue;
       auto it = samplers_.find(s->id);

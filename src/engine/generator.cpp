@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "base/error.h"
+#include "ops/sample.h"
 
 namespace mlxcel {
 
@@ -33,7 +34,7 @@ bool Generator::graph_eligible() const {
   return true;
 }
 
-Tensor Generator::decode_graph(int token) {
+Tensor Generator::decode_graph(int token, bool keep_on_device) {
   const int pos = n_past_;
   const int n_blocks = int(block_table_.dim(1));
   std::vector<int32_t> io(size_t(6 + n_blocks));
@@ -64,17 +65,18 @@ Tensor Generator::decode_graph(int token) {
       // Not recordable here (e.g. a buffer would have to grow): decode without graphs.
       graphs_ = false;
       graph_logits_ = Tensor();
-      return step({token}, false);
+      return step({token}, false, keep_on_device);
     }
   } else {
     ops::copy_from_host(io_, host_io);
   }
   graph_->launch();
   n_past_ += 1;
-  return ops::to_device(graph_logits_, Device::cpu());
+  // (On the device: the graph's own buffer, read before the next replay.)
+  return keep_on_device ? graph_logits_ : ops::to_device(graph_logits_, Device::cpu());
 }
 
-Tensor Generator::step(const std::vector<int>& tokens, bool all_logits) {
+Tensor Generator::step(const std::vector<int>& tokens, bool all_logits, bool keep_on_device) {
   const int n = int(tokens.size());
   if (n == 0) invalid("empty prompt");
   if (n_past_ + n > max_context_)
@@ -88,7 +90,7 @@ Tensor Generator::step(const std::vector<int>& tokens, bool all_logits) {
     slots[i] = n_past_ + i;  // consecutive blocks: slot == position
   }
   if (n == 1 && !all_logits && graph_eligible()) {
-    if (graph_ || graph_warm_) return decode_graph(tokens[0]);
+    if (graph_ || graph_warm_) return decode_graph(tokens[0], keep_on_device);
     graph_warm_ = true;  // the first decode step runs normally (sizes every scratch buffer)
   }
   Batch b;
@@ -107,7 +109,7 @@ Tensor Generator::step(const std::vector<int>& tokens, bool all_logits) {
   } else {
     b.logit_rows = Tensor::from_i32({1}, {n - 1});
   }
-  Tensor logits = model_.forward_to_host(b, cache_);
+  Tensor logits = keep_on_device ? model_.forward(b, cache_) : model_.forward_to_host(b, cache_);
   n_past_ += n;
   return logits;
 }
@@ -122,17 +124,25 @@ std::vector<int> Generator::generate(const std::vector<int>& prompt, int max_new
   std::vector<int> history = prompt;
   std::vector<int> out;
   if (max_new <= 0) return out;
-  Tensor logits = prefill(prompt);
+  const bool on_device = model_.device().type != DeviceType::cpu && params.temperature > 0.0f &&
+                         sampler.device_sampleable() && device_sampling_enabled();
+  Tensor logits = step(prompt, false, on_device);
   const int vocab = int(logits.dim(-1));
   for (int i = 0; i < max_new; ++i) {
-    int tok = sampler.sample(logits.data<float>(), vocab, history);
+    int tok = 0;
+    if (on_device) {
+      const Tensor f = logits.dtype() == DType::f32 ? logits : ops::astype(logits, DType::f32);
+      tok = ops::to_device(ops::sample(f.reshape({1, vocab}), {sampler.device_row()}), Device::cpu()).data<int32_t>()[0];
+    } else {
+      tok = sampler.sample(logits.data<float>(), vocab, history);
+    }
     out.push_back(tok);
     history.push_back(tok);
     bool go_on = on_token ? on_token(tok) : true;
     if (!go_on || std::find(stop_ids.begin(), stop_ids.end(), tok) != stop_ids.end()) break;
     if (i + 1 < max_new) {
       if (n_past_ + 1 > max_context_) break;  // context full: stop, as llama.cpp does
-      logits = decode(tok);
+      logits = step({tok}, false, on_device);
     }
   }
   return out;

@@ -26,7 +26,10 @@ class Generator {
   // Feeds one token; returns its logits [1, vocab].
   Tensor decode(int token);
   // Prompt + up to max_new sampled tokens. on_token returns false to stop early;
-  // generation also stops after a token in stop_ids (which is included).
+  // generation also stops after a token in stop_ids (which is included). On a GPU, a
+  // sampler that needs only temperature / top-k / top-p / min-p samples there
+  // (ops::sample, only the id comes back; Sampler::device_row's draw, so a seed is
+  // reproducible on the device but picks other tokens than the host sampler).
   std::vector<int> generate(const std::vector<int>& prompt, int max_new, const SamplingParams& params,
                             const std::function<bool(int)>& on_token = nullptr,
                             const std::vector<int>& stop_ids = {});
@@ -41,9 +44,10 @@ class Generator {
   bool graph_recorded() const { return graph_ != nullptr; }
 
  private:
-  Tensor step(const std::vector<int>& tokens, bool all_logits);
+  // keep_on_device: the logits stay where the model runs (generate's device sampling).
+  Tensor step(const std::vector<int>& tokens, bool all_logits, bool keep_on_device = false);
   bool graph_eligible() const;
-  Tensor decode_graph(int token);
+  Tensor decode_graph(int token, bool keep_on_device);
 
   Model& model_;
   int max_context_;

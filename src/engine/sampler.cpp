@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <numeric>
 #include <unordered_map>
@@ -46,6 +47,14 @@ void Sampler::fill_logprobs(const float* logits, int vocab, int token, TokenLogp
   std::partial_sort(idx.begin(), idx.begin() + n, idx.end(),
                     [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
   for (int i = 0; i < n; ++i) out.top.push_back({idx[i], float(double(logits[idx[i]]) - lse)});
+}
+
+bool device_sampling_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("MLXCEL_DEVICE_SAMPLING");
+    return !(e && e[0] == '0');
+  }();
+  return on;
 }
 
 cpu::SampleRow Sampler::device_row() {

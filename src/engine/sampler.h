@@ -36,6 +36,10 @@ struct SamplingParams {
   void validate() const;
 };
 
+// Whether the engine and Generator sample on a GPU when they can (Sampler::device_row);
+// MLXCEL_DEVICE_SAMPLING=0 keeps the host sampler (for measurements).
+bool device_sampling_enabled();
+
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& p);

@@ -164,6 +164,33 @@ TEST_P(CudaFamily, EngineSamplesOnTheDevice) {
   }
 }
 
+// Generator (the CLI's path) on CUDA with temperature and top-p samples on the device,
+// graphs on and off: the same seed gives the same tokens, another seed others.
+TEST_P(CudaFamily, GeneratorSamplesOnTheDevice) {
+  REQUIRE_GPU();
+  const fs::path dir = fixtures_dir() / GetParam();
+  auto model = load_model(dir.string(), Device::cuda());
+  Reference ref = load_reference(dir, "reference");
+  SamplingParams sp;
+  sp.temperature = 1.2f;
+  sp.top_p = 0.95f;
+  auto run = [&](uint64_t seed, bool graphs) {
+    Generator gen(*model, 64);
+    gen.set_graphs(graphs);
+    SamplingParams p = sp;
+    p.seed = seed;
+    return gen.generate(ref.prompts[0], 12, p);
+  };
+  for (bool graphs : {false, true}) {
+    const auto a = run(5, graphs), b = run(5, graphs), c = run(77, graphs);
+    EXPECT_EQ(a, b) << GetParam() << " graphs " << graphs;
+    EXPECT_NE(a, c) << GetParam() << " graphs " << graphs;
+    ASSERT_EQ(a.size(), 12u);
+    for (int t : a) EXPECT_TRUE(t >= 0 && t < model->config().vocab_size);
+  }
+  EXPECT_EQ(run(5, false), run(5, true)) << GetParam() << ": graph replay samples like the plain path";
+}
+
 // Decode steps replayed from a recorded CUDA graph give the logits of the plain path,
 // across steps, a reset and a longer second prompt (which may move scratch buffers and
 // so force a new recording).
