@@ -62,7 +62,7 @@ __device__ __forceinline__ KeySpan key_span(const AttnArgs& a, int t, int z) {
 // softmax probabilities before P.V (as FlashAttention does); scores, softmax and the
 // output accumulate in f32.
 bool flash_supported(const AttnArgs& a, DType cache_dtype, const void* kc, const void* vc);
-// Prompt-shaped steps: blocks of 64 (token, head) rows of one sequence walk the keys any
+// Prompt-shaped steps: blocks of 128 (token, head) rows of one sequence walk the keys any
 // of their rows sees, in tiles of 64 (a.n_splits must be 1).
 void flash_prefill(const AttnArgs& a, DType cache_dtype, const void* kc, const void* vc, int64_t T,
                    cudaStream_t st);

@@ -5,6 +5,7 @@
 // P.V); the online softmax runs in f32 on the accumulator fragments, in the log2 domain.
 // The score accumulators of two adjacent 8-key tiles are, packed, the A operand of the
 // 16-key step of P.V (fragment layouts: mma.cuh).
+#include <climits>
 #include <type_traits>
 
 #include "backends/cuda/attention_impl.h"
@@ -16,8 +17,9 @@ namespace mlxcel::cuda {
 namespace {
 
 constexpr int kBc = 64;      // keys per tile
-constexpr int kWarps = 4;    // warps per block
-constexpr int kRowsPrefill = 16 * kWarps;
+constexpr int kWarps = 4;         // warps per decode block
+constexpr int kPrefillWarps = 8;  // warps per prefill block: 128 rows share each K/V tile
+constexpr int kRowsPrefill = 16 * kPrefillWarps;
 constexpr float kLog2e = 1.4426950408889634f;
 
 // ---- shared pieces ---------------------------------------------------------------
@@ -30,10 +32,10 @@ struct Tile {
 };
 
 // Gathers keys [kb, kb + 64) of KV head kvh (rows >= k_end zero-filled) into ks / vs.
-template <typename T, int D>
+template <typename T, int D, int kThreads = kWarps * 32>
 __device__ __forceinline__ void load_tile(T* ks, T* vs, const T* __restrict__ kc, const T* __restrict__ vc,
                                           const int32_t* table, const AttnArgs& a, int kvh, int kb, int k_end) {
-  constexpr int kRowsPerPass = (kWarps * 32) / Tile<D>::kChunks;
+  constexpr int kRowsPerPass = kThreads / Tile<D>::kChunks;
   if (int(threadIdx.x) >= kRowsPerPass * Tile<D>::kChunks) return;  // D = 80, 96: a few threads idle
   const int part = threadIdx.x % Tile<D>::kChunks;
   for (int j = threadIdx.x / Tile<D>::kChunks; j < kBc; j += kRowsPerPass) {
@@ -153,11 +155,11 @@ __device__ __forceinline__ void pv(float (&o)[D / 8][4], const float (&p)[NT][4]
 }
 
 // ---- prefill ---------------------------------------------------------------------
-// Block: 64 rows of sequence s, row r = token * G + head-in-group (so a block covers
-// 64 / G tokens of all G heads of KV head blockIdx.y); warp w owns rows 16 w .. 16 w + 15.
+// Block: 128 rows of sequence s, row r = token * G + head-in-group (so a block covers
+// 128 / G tokens of all G heads of KV head blockIdx.y); warp w owns rows 16 w .. 16 w + 15.
 // Blocks are numbered from the last tiles (the longest key ranges) down.
 template <typename T, int D>
-__global__ void __launch_bounds__(kWarps * 32) flash_prefill_kernel(const T* __restrict__ kc,
+__global__ void __launch_bounds__(kPrefillWarps * 32) flash_prefill_kernel(const T* __restrict__ kc,
                                                                     const T* __restrict__ vc, AttnArgs a) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* smem = reinterpret_cast<T*>(smem_raw);
@@ -214,25 +216,41 @@ __global__ void __launch_bounds__(kWarps * 32) flash_prefill_kernel(const T* __r
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
 
+  // The warp's positions: a tile none of its rows sees is skipped, and one all of them
+  // see whole needs no mask.
+  int pmin = INT_MAX, pmax = -1;
+#pragma unroll
+  for (int i = 0; i < 2; ++i)
+    if (pos[i] >= 0) pmin = min(pmin, pos[i]), pmax = max(pmax, pos[i]);
+  pmin = __reduce_min_sync(0xffffffffu, pmin);
+  pmax = __reduce_max_sync(0xffffffffu, pmax);
+  const bool all_rows = __all_sync(0xffffffffu, pos[0] >= 0 && pos[1] >= 0);
+
   const int32_t* table = a.block_table + int64_t(s) * a.max_blocks;
   const int n_tiles = k_hi > k_lo ? (k_hi - k_lo + kBc - 1) / kBc : 0;
-  if (n_tiles > 0) load_tile<T, D>(smem, smem + Tile<D>::kElems, kc, vc, table, a, kvh, k_lo, k_hi);
+  constexpr int kThreads = kPrefillWarps * 32;
+  if (n_tiles > 0) load_tile<T, D, kThreads>(smem, smem + Tile<D>::kElems, kc, vc, table, a, kvh, k_lo, k_hi);
   cp_async_commit();
   for (int it = 0; it < n_tiles; ++it) {
-    const int kb = k_lo + it * kBc;
+    const int kb = k_lo + it * kBc, kl = kb + kBc - 1;  // the tile's first and last key
     T* ks = smem + (it & 1) * 2 * Tile<D>::kElems;
     T* vs = ks + Tile<D>::kElems;
     if (it + 1 < n_tiles) {
       T* nk = smem + ((it + 1) & 1) * 2 * Tile<D>::kElems;
-      load_tile<T, D>(nk, nk + Tile<D>::kElems, kc, vc, table, a, kvh, kb + kBc, k_hi);
+      load_tile<T, D, kThreads>(nk, nk + Tile<D>::kElems, kc, vc, table, a, kvh, kb + kBc, k_hi);
     }
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    float sc[kBc / 8][4];
-    qk<T, D, kBc / 8>(sc, qa, ks, 0);
-    softmax_step<kBc / 8, D / 8>(sc, m, l, o, a, kb, visible);
-    pv<T, D, kBc / 8>(o, sc, vs, 0);
+    const bool none = pmax < 0 || (a.causal && kb > pmax) || (a.window > 0 && kl <= pmin - a.window);
+    if (!none) {
+      float sc[kBc / 8][4];
+      qk<T, D, kBc / 8>(sc, qa, ks, 0);
+      const bool whole = all_rows && kl < k_hi && (!a.causal || kl <= pmin) && (a.window <= 0 || kb > pmax - a.window);
+      if (whole) softmax_step<kBc / 8, D / 8>(sc, m, l, o, a, kb, [](int, int) { return true; });
+      else softmax_step<kBc / 8, D / 8>(sc, m, l, o, a, kb, visible);
+      pv<T, D, kBc / 8>(o, sc, vs, 0);
+    }
     __syncthreads();  // this buffer is refilled two tiles on
   }
 #pragma unroll
@@ -396,7 +414,7 @@ void flash_prefill(const AttnArgs& a, DType cdt, const void* kc, const void* vc,
     const size_t smem = Tile<D>::kSmemBytes;
     if (smem > 48 * 1024)
       MLXCEL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    kernel<<<dim3(unsigned(tiles), unsigned(a.n_kv)), kWarps * 32, smem, st>>>(static_cast<const KV*>(kc),
+    kernel<<<dim3(unsigned(tiles), unsigned(a.n_kv)), kPrefillWarps * 32, smem, st>>>(static_cast<const KV*>(kc),
                                                                                 static_cast<const KV*>(vc), a);
   });
   MLXCEL_CUDA_LAUNCH_CHECK();
