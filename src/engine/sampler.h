@@ -48,9 +48,6 @@ class Sampler {
   // With `lp` and logprobs >= 0 also fills *lp for the chosen token.
   int sample(const float* logits, int vocab, const std::vector<int>& history, TokenLogprobs* lp = nullptr);
   bool wants_logprobs() const { return p_.logprobs >= 0; }
-  // Greedy with nothing that changes the argmax or needs the distribution (no bias,
-  // penalties or logprobs): the token is argmax(logits), lowest id on ties, so the
-  // device may pick it.
   // Nothing that needs the host (no bias, penalties or logprobs): the device's sampler
   // (ops/sample.h) can take the row, with device_row() as its parameters.
   bool device_sampleable() const {
@@ -60,10 +57,10 @@ class Sampler {
   // The row for ops::sample: the filters and a uniform draw from this sampler's generator
   // (one draw per token, as sample() takes).
   cpu::SampleRow device_row();
-  bool plain_greedy() const {
-    return p_.temperature <= 0.0f && p_.repetition_penalty == 1.0f && p_.presence_penalty == 0.0f &&
-           p_.frequency_penalty == 0.0f && p_.logit_bias.empty() && p_.logprobs < 0;
-  }
+  // Greedy with nothing that changes the argmax or needs the distribution (no bias,
+  // penalties or logprobs): the token is argmax(logits), lowest id on ties, so the
+  // device may pick it.
+  bool plain_greedy() const { return p_.temperature <= 0.0f && device_sampleable(); }
 
  private:
   SamplingParams p_;

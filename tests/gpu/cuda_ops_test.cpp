@@ -14,6 +14,16 @@ namespace {
 using namespace gputest;
 
 Tensor dev(const Tensor& t) { return ops::to_device(t, Device::cuda()); }
+// RoPE over the first 16 of the head dims (base 10000), scaled by 1.1.
+RopeParams partial_rope() {
+  RopeParams rp;
+  std::vector<float> inv(8);
+  for (int i = 0; i < 8; ++i) inv[size_t(i)] = std::pow(10000.0f, -2.0f * i / 16);
+  rp.inv_freq = Tensor::from_f32({8}, inv);
+  rp.rotary_dim = 16;
+  rp.attention_scaling = 1.1f;
+  return rp;
+}
 std::vector<int32_t> ids_of(const Tensor& t) {
   const Tensor h = t.device().type == DeviceType::cpu ? t : host(t);
   return std::vector<int32_t>(h.data<int32_t>(), h.data<int32_t>() + h.numel());
@@ -99,12 +109,7 @@ TEST(CudaOps, PagedAttentionAndRopeMatchCpu) {
     EXPECT_LT(rel_err(ops::paged_attention(dev(q), dkc, dvc, ctx, p), ops::paged_attention(q, kc, vc, ctx, p)),
               cdt == DType::f32 ? kTolF32 : kTolBf16);
   }
-  RopeParams rp;
-  std::vector<float> inv(8);
-  for (int i = 0; i < 8; ++i) inv[size_t(i)] = std::pow(10000.0f, -2.0f * i / 16);
-  rp.inv_freq = Tensor::from_f32({8}, inv);
-  rp.rotary_dim = 16;
-  rp.attention_scaling = 1.1f;
+  const RopeParams rp = partial_rope();
   Tensor x = rand_host({5, 3, 24}), pos = rand_ids(5, 3000);
   Tensor got;
   try {
@@ -122,12 +127,7 @@ TEST(CudaOps, PagedAttentionAndRopeMatchCpu) {
 TEST(CudaOps, RopeKvWriteMatchesComposition) {
   REQUIRE_GPU();
   const int64_t nb = 5, bs = 4, Hkv = 2, D = 24, Dv = 16, H = 6, T = 3;
-  RopeParams rp;
-  std::vector<float> inv(8);
-  for (int i = 0; i < 8; ++i) inv[size_t(i)] = std::pow(10000.0f, -2.0f * i / 16);
-  rp.inv_freq = Tensor::from_f32({8}, inv);
-  rp.rotary_dim = 16;
-  rp.attention_scaling = 1.1f;
+  RopeParams rp = partial_rope();
   for (DType cdt : {DType::f32, DType::bf16}) {
     for (bool interleaved : {false, true}) {
       rp.interleaved = interleaved;

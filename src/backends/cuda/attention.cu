@@ -294,19 +294,9 @@ __global__ void __launch_bounds__(kTileWarps * 32) attn_prefill_kernel(const KV*
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int h = blockIdx.y, kvh = h / a.G;
   if (threadIdx.x == 0) {  // which sequence and which of its tiles this block takes
-    int cum = 0, seq = -1, row0 = 0;
-    for (int s = 0; s < a.n_seqs; ++s) {
-      const int q_len = a.q_start[s + 1] - a.q_start[s];
-      const int nt = (q_len + kTileQ - 1) / kTileQ;
-      if (int(blockIdx.x) < cum + nt) {
-        seq = s;
-        row0 = a.q_start[s] + (int(blockIdx.x) - cum) * kTileQ;
-        break;
-      }
-      cum += nt;
-    }
-    tile_seq = seq;
-    tile_row0 = row0;
+    const PrefillTile pt = prefill_tile(a, int(blockIdx.x), 1, kTileQ);
+    tile_seq = pt.seq;
+    tile_row0 = pt.seq < 0 ? 0 : a.q_start[pt.seq] + pt.index * kTileQ;
   }
   __syncthreads();
   const int s = tile_seq;

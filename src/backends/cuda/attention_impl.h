@@ -53,6 +53,22 @@ __device__ __forceinline__ KeySpan key_span(const AttnArgs& a, int t, int z) {
   return {s, k0, min(hi, k0 + chunk)};
 }
 
+// Which sequence, and which of its row tiles, prefill block b takes: sequences hold
+// q_len * rows_per_token rows in tiles of tile_rows, numbered sequence by sequence.
+// {-1, 0} when b is past the last tile (the grid rounds up).
+struct PrefillTile {
+  int seq, index;
+};
+__device__ __forceinline__ PrefillTile prefill_tile(const AttnArgs& a, int b, int rows_per_token, int tile_rows) {
+  int cum = 0;
+  for (int s = 0; s < a.n_seqs; ++s) {
+    const int rows = (a.q_start[s + 1] - a.q_start[s]) * rows_per_token;
+    const int nt = (rows + tile_rows - 1) / tile_rows;
+    if (b < cum + nt) return {s, b - cum};
+    cum += nt;
+  }
+  return {-1, 0};
+}
 #endif
 
 // Tensor-core (mma.sync, f32 accumulation) attention over a bf16 or f16 paged cache.

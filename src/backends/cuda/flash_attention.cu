@@ -167,20 +167,9 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) flash_prefill_kernel(const
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
   const int kvh = blockIdx.y;
   if (threadIdx.x == 0) {
-    const int b = int(gridDim.x) - 1 - int(blockIdx.x);
-    int cum = 0, seq = -1, row0 = 0;
-    for (int s = 0; s < a.n_seqs; ++s) {
-      const int rows = (a.q_start[s + 1] - a.q_start[s]) * a.G;
-      const int nt = (rows + kRowsPrefill - 1) / kRowsPrefill;
-      if (b < cum + nt) {
-        seq = s;
-        row0 = (b - cum) * kRowsPrefill;
-        break;
-      }
-      cum += nt;
-    }
-    tile_seq = seq;
-    tile_row0 = row0;
+    const PrefillTile pt = prefill_tile(a, int(gridDim.x) - 1 - int(blockIdx.x), a.G, kRowsPrefill);
+    tile_seq = pt.seq;
+    tile_row0 = pt.index * kRowsPrefill;
   }
   __syncthreads();
   const int s = tile_seq;

@@ -31,6 +31,15 @@ Tensor dev_view(const void* p, const Shape& shape, DType dt) {
   return Tensor::view_of(p, shape, dt, nullptr, Device::cuda(current_device()));
 }
 
+RopeParams rope_params(const float* inv_freq, int rot, float attn_scale, bool interleaved) {
+  RopeParams p;
+  p.inv_freq = view(inv_freq, {rot / 2}, DType::f32);
+  p.rotary_dim = rot;
+  p.attention_scaling = attn_scale;
+  p.interleaved = interleaved;
+  return p;
+}
+
 // The paged kernels never read the cache's block count; the ops have checked every index.
 constexpr int64_t kUnboundedBlocks = int64_t(1) << 40;
 
@@ -39,11 +48,7 @@ constexpr int64_t kUnboundedBlocks = int64_t(1) << 40;
 void rope(const float* x, int64_t T, int64_t H, int64_t D, const int32_t* positions, const float* inv_freq, int rot,
           float attn_scale, bool interleaved, float* out) {
   init();
-  RopeParams p;
-  p.inv_freq = view(inv_freq, {rot / 2}, DType::f32);
-  p.rotary_dim = rot;
-  p.attention_scaling = attn_scale;
-  p.interleaved = interleaved;
+  const RopeParams p = rope_params(inv_freq, rot, attn_scale, interleaved);
   Tensor o = dev_view(out, {T, H, D}, DType::f32);
   rope(dev_view(x, {T, H, D}, DType::f32), view(positions, {T}, DType::i32), p, o);
 }
@@ -53,11 +58,7 @@ void rope_kv_write(const float* q, const float* k, const float* v, int64_t T, in
                    float attn_scale, bool interleaved, float* q_out, void* k_cache, void* v_cache, DType cache_dtype,
                    int64_t n_slots, const int32_t* slots) {
   init();
-  RopeParams p;
-  p.inv_freq = view(inv_freq, {rot / 2}, DType::f32);
-  p.rotary_dim = rot;
-  p.attention_scaling = attn_scale;
-  p.interleaved = interleaved;
+  const RopeParams p = rope_params(inv_freq, rot, attn_scale, interleaved);
   Tensor qo = dev_view(q_out, {T, H, head_dim}, DType::f32);
   Tensor kc = dev_view(k_cache, {n_slots, 1, n_kv_heads, head_dim}, cache_dtype);
   Tensor vc = dev_view(v_cache, {n_slots, 1, n_kv_heads, v_head_dim}, cache_dtype);
