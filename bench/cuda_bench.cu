@@ -1,9 +1,10 @@
 // CUDA decode GEMV benchmark: the card's copy bandwidth, then y = x @ W^T for M = 1
 // over the projections of one Llama-3.1-8B layer, with bf16, MLX q4 g64 and MLX q8 g64
 // weights, each as a share of the measured bandwidth (same run). cuBLAS bf16 GEMV
-// (x rounded to bf16) is the anchor.
+// (x rounded to bf16) is the anchor. Then bf16 products of 16-64 rows (engine decode
+// steps): cuBLASLt against skinny_gemm.cu.
 //
-//   cuda_bench [--reps N]     prints a markdown report on stdout
+//   cuda_bench [--reps N] [--skinny-only]     prints a markdown report on stdout
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -95,8 +96,11 @@ struct Shape2 {
 
 int main(int argc, char** argv) {
   int reps = 40;
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::string(argv[i]) == "--reps") reps = std::atoi(argv[i + 1]);
+  bool skinny_only = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--reps" && i + 1 < argc) reps = std::atoi(argv[i + 1]);
+    if (std::string(argv[i]) == "--skinny-only") skinny_only = true;
+  }
   try {
     cuda::init();
     if (!cuda::available()) {
@@ -131,7 +135,7 @@ int main(int argc, char** argv) {
                              {"gate_proj/up_proj", 14336, 4096, 2},
                              {"down_proj", 4096, 14336, 1}};
     const char* formats[] = {"bf16", "mlx q4 g64", "mlx q8 g64", "cuBLAS bf16"};
-    for (int f = 0; f < 4; ++f) {
+    for (int f = 0; f < (skinny_only ? 0 : 4); ++f) {
       double layer_us = 0, layer_bytes = 0;
       for (const Shape2& s : shapes) {
         const int bits = f == 1 ? 4 : 8;
@@ -183,6 +187,37 @@ int main(int argc, char** argv) {
     std::printf("\nEach row: median of 5 trials of the mean over %d calls, rotating over enough weight copies to\n"
                 "defeat the L2; bytes = weights (+ scales and biases) + x + y. One launch per call, no graph.\n",
                 reps);
+
+    // 2. Skinny products (an engine step of M sequences), bf16 weights and x, f32 y:
+    // cuBLAS(Lt) against the weight-streaming kernel (skinny_gemm.cu), same weights.
+    std::printf("\n## bf16 products of M = 16 / 32 / 64 rows (engine decode steps): cuBLASLt vs skinny_gemm\n\n");
+    std::printf("| matrix | N x K | M | cuBLASLt us | %% of copy BW | skinny us | %% of copy BW | speed-up |\n");
+    std::printf("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for (int64_t M : {16, 32, 64}) {
+      double layer[2] = {0, 0}, layer_bytes = 0;
+      for (const Shape2& s : shapes) {
+        const double bytes = double(s.N) * s.K * 2 + double(M) * s.K * 2 + double(M) * s.N * 4;
+        const int copies = std::max(2, int(256e6 / (double(s.N) * s.K * 2)) + 1);
+        std::vector<Tensor> ws;
+        for (int c = 0; c < copies; ++c) ws.push_back(dev_random({s.N, s.K}, DType::bf16, 500 + c));
+        Tensor x = dev_random({M, s.K}, DType::bf16, 9);
+        Tensor y = Tensor::empty({M, s.N}, DType::f32, Device::cuda());
+        double us[2];
+        for (int k = 0; k < 2; ++k) {
+          const int old = cuda::set_skinny_gemm(k == 1 ? 2 : 0);
+          us[k] = 1e3 * timer.median_ms(5, reps, [&](int i) { cuda::linear(x, ws[size_t(i % copies)], Tensor(), y); });
+          cuda::set_skinny_gemm(old);
+          layer[k] += us[k] * s.count;
+        }
+        layer_bytes += bytes * s.count;
+        auto pct = [&](double t) { return 100.0 * bytes / (t * 1e-6) / 1e9 / bw; };
+        std::printf("| %s | %lld x %lld | %lld | %.1f | %.1f%% | %.1f | %.1f%% | %.2fx |\n", s.name, (long long)s.N,
+                    (long long)s.K, (long long)M, us[0], pct(us[0]), us[1], pct(us[1]), us[0] / us[1]);
+      }
+      auto pct = [&](double t) { return 100.0 * layer_bytes / (t * 1e-6) / 1e9 / bw; };
+      std::printf("| **layer (7 matrices)** | | %lld | %.1f | %.1f%% | %.1f | **%.1f%%** | %.2fx |\n", (long long)M,
+                  layer[0], pct(layer[0]), layer[1], pct(layer[1]), layer[0] / layer[1]);
+    }
     cuda::synchronize();
   } catch (const std::exception& e) {
     std::printf("error: %s\n", e.what());

@@ -1,9 +1,12 @@
 // CUDA backend vs the CPU kernels: runtime, copies, elementwise, norms, reductions,
 // dense linear. Fresh random data for every check, poisoned outputs.
+#include <cstring>
 #include <limits>
+#include <string>
 
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/linear.h"
+#include "backends/cuda/linear_impl.h"
 #include "base/error.h"
 #include "test_util.h"
 
@@ -187,6 +190,36 @@ TEST(CudaReduce, SoftmaxAndArgmax) {
       EXPECT_TRUE(bytes_equal(out, want)) << dtype_name(dt) << " D=" << D;
     }
   }
+  // Vocabulary-sized rows split across blocks: ties and NaNs placed in different parts
+  // (the lowest index wins a tie, NaN beats everything, the first NaN wins).
+  for (int64_t rows : {1, 3, 64, 300}) {
+    const int64_t D = 128256;
+    Tensor x = rand_host({rows, D}, DType::f32, -4.0f, 4.0f);
+    std::vector<float> v = x.to_f32_vector();
+    v[size_t(D - 1)] = 50.0f;  // row 0: a late winner
+    if (rows > 1) {
+      v[size_t(D + 70000)] = 9.0f, v[size_t(D + 5)] = 9.0f, v[size_t(D + 120000)] = 9.0f;  // row 1: tie
+    }
+    if (rows > 2) {
+      v[size_t(2 * D + 90000)] = std::numeric_limits<float>::quiet_NaN();
+      v[size_t(2 * D + 100000)] = std::numeric_limits<float>::quiet_NaN();
+      v[size_t(2 * D + 7)] = 1e30f;
+    }
+    x = host_from(x.shape(), DType::f32, v);
+    Tensor want = Tensor::empty({rows}, DType::i32);
+    cpu::argmax(x, want);
+    Tensor out = poisoned({rows}, DType::i32);
+    cuda::argmax(gpu(x), out);
+    EXPECT_TRUE(bytes_equal(out, want)) << "rows=" << rows;
+    Tensor h = host(out);
+    EXPECT_EQ(h.data<int32_t>()[0], int32_t(D - 1));
+    if (rows > 1) {
+      EXPECT_EQ(h.data<int32_t>()[1], 5);
+    }
+    if (rows > 2) {
+      EXPECT_EQ(h.data<int32_t>()[2], 90000);
+    }
+  }
 }
 
 TEST(CudaNorm, RmsNormFusedAndLayerNorm) {
@@ -261,6 +294,62 @@ TEST(CudaLinear, GemvAndGemmMatchCpu) {
   Tensor out = poisoned({2, 77}, DType::bf16);
   cuda::linear(gpu(x), gpu(w), Tensor(), out);
   EXPECT_LT(rel_err(out, want), kTolBf16);
+}
+
+// The weight-streaming kernel for 9..64 rows (skinny_gemm.cu): against the CPU and
+// cuBLAS, over 1..8 blocks splitting K, with K not a multiple of its 64-wide chunks, N not
+// a multiple of its 64-row tiles, biases and bf16 outputs; and the same bits for a row
+// whatever the batch around it, run after run.
+TEST(CudaLinear, SkinnyGemmMatchesCpuAndCublasAndIsBatchInvariant) {
+  REQUIRE_GPU();
+  if (cuda::skinny_gemm_split(1000, 4096, 0) == 1) GTEST_SKIP() << "card too small for a K split";
+  const int mode = cuda::set_skinny_gemm(2);  // every shape, not only narrow weights
+  EXPECT_GT(cuda::skinny_gemm_split(1000, 4096, 0), 2);
+  EXPECT_EQ(cuda::skinny_gemm_split(128256, 4096, 0), 1);
+  struct Case { int64_t M, N, K; };
+  for (Case c : {Case{9, 1000, 4096}, Case{16, 200, 520}, Case{33, 130, 2056}, Case{64, 4100, 1024},
+                 Case{40, 64, 64}, Case{64, 77, 8}}) {
+    for (DType wdt : {DType::bf16, DType::f16}) {
+      for (bool with_bias : {false, true}) {
+        Tensor x = rand_host({c.M, c.K}, wdt), w = rand_host({c.N, c.K}, wdt);
+        Tensor bias = with_bias ? rand_host({c.N}, DType::bf16) : Tensor();
+        Tensor x32 = Tensor::empty(x.shape(), DType::f32);
+        cpu::convert(x, x32);
+        Tensor want = Tensor::empty({c.M, c.N}, DType::f32);
+        cpu::linear(x32, w, bias, want);
+        // linear takes x as f32 or bf16; f16 values in f32 convert back exactly.
+        Tensor xd = gpu(wdt == DType::bf16 ? x : x32), wd = gpu(w), bd = gpu(bias);
+        Tensor out = poisoned({c.M, c.N}, DType::f32), again = poisoned({c.M, c.N}, DType::f32);
+        cuda::linear(xd, wd, bd, out);
+        cuda::linear(xd, wd, bd, again);
+        const std::string what = "M=" + std::to_string(c.M) + " N=" + std::to_string(c.N) + " K=" +
+                                 std::to_string(c.K) + " w=" + dtype_name(wdt) + (with_bias ? " bias" : "");
+        EXPECT_LT(rel_err(out, want), kTolF32) << what;  // x is exact in wdt here
+        Tensor h = host(out), h2 = host(again);
+        EXPECT_EQ(std::memcmp(h.raw(), h2.raw(), h.nbytes()), 0) << what << ": two runs differ";
+        // cuBLAS on the same operands: f32 accumulation in another order.
+        cuda::set_skinny_gemm(0);
+        Tensor ref = poisoned({c.M, c.N}, DType::f32);
+        cuda::linear(xd, wd, bd, ref);
+        cuda::set_skinny_gemm(2);
+        EXPECT_LT(rel_err(out, host(ref)), kTolF32) << what << " vs cuBLAS";
+        // The first 9 rows alone give the same bits.
+        const Tensor& xh = wdt == DType::bf16 ? x : x32;
+        Tensor x9h = Tensor::empty({9, c.K}, xh.dtype());
+        std::memcpy(x9h.raw(), xh.raw(), x9h.nbytes());
+        Tensor x9 = gpu(x9h);
+        Tensor out9 = poisoned({9, c.N}, DType::f32);
+        cuda::linear(x9, wd, bd, out9);
+        Tensor h9 = host(out9);
+        EXPECT_EQ(std::memcmp(h9.raw(), h.raw(), h9.nbytes()), 0) << what << ": 9 rows differ from the batch";
+        // bf16 output.
+        Tensor ob = poisoned({c.M, c.N}, DType::bf16);
+        cuda::linear(xd, wd, bd, ob);
+        EXPECT_LT(rel_err(ob, want), kTolBf16) << what << " bf16 out";
+      }
+    }
+  }
+  cuda::set_skinny_gemm(mode);
 }
 
 }  // namespace

@@ -150,6 +150,14 @@ bool set_flash_attention(bool on);
 // Products of 9+ rows on cuBLASLt (default; MLXCEL_CUDA_LT=0: cublasGemmEx). Returns the
 // previous setting.
 bool set_gemm_lt(bool on);
+// Products of kGemvMaxRows + 1 .. kSkinnyMaxRows rows with 16-bit weights on the
+// weight-streaming tensor-core kernel (skinny_gemm.cu, sm_90) instead of cuBLAS: mode 1
+// for weights of few rows, where cuBLAS leaves the card idle; 2 for every shape; 0 never
+// (default: it loses to cuBLASLt at N >= 4,096 and did not speed up the engine; kept for
+// its K split through a cluster, bit-identical whatever the batch). MLXCEL_CUDA_SKINNY=M
+// sets the mode at start. Returns the previous mode.
+constexpr int64_t kSkinnyMaxRows = 64;
+int set_skinny_gemm(int mode);
 
 // Fused decode products (1 <= M <= kGemvMaxRows, K > 0; ops/fused.cpp checks shapes):
 // one GEMV launch for up to 3 products of the same x (q/k/v: weights of one dtype and K,

@@ -453,6 +453,7 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) {
     MLXCEL_CUDA_LAUNCH_CHECK();
     xp = xs;
   }
+  if (skinny_gemm(xp, w.raw(), ct, M, N, K, bp, bdt, out.raw(), out.dtype(), dev, l.stream)) return;
   const bool direct = out.dtype() == DType::f32;
   float* y = direct ? out.data<float>() : static_cast<float*>(scratch(size_t(M * N) * 4, 1));
   if (g_use_lt && gemm_lt(xp, w.raw(), ct, M, N, K, y, dev, l.stream)) {

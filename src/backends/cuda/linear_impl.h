@@ -38,6 +38,14 @@ int gemv_variant(bool quantized);
 bool qgemv_mma(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
                cudaStream_t st);
 
+// y [M, N] (out_dtype f32|bf16) = x [M, K] @ w [N, K]^T (+ bias) for M <= kSkinnyMaxRows,
+// x and w both of dtype ct (bf16|f16), on the weight-streaming kernel (skinny_gemm.cu).
+// False (nothing launched) when it is off or the shape, alignment or card does not fit.
+bool skinny_gemm(const void* x, const void* w, DType ct, int64_t M, int64_t N, int64_t K, const void* bias,
+                 DType bias_dtype, void* out, DType out_dtype, int device, cudaStream_t st);
+// The blocks of one cluster that split K for an N x K weight (1, 2, 4 or 8).
+int skinny_gemm_split(int64_t N, int64_t K, int device);
+
 // Fills P.block_end for `rows_per_block` output rows per block; returns the grid size.
 unsigned plan_blocks(GemvParts& P, int rows_per_block);
 
