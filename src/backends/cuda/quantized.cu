@@ -53,6 +53,32 @@ __device__ __forceinline__ float chunk_value(const uint32_t* wd, int j) {
   return __uint_as_float((v & mask) | 0x4B000000u) - 8388608.0f;
 }
 
+// Design 0's form of chunk_value for 4 and 8 bits, without a shift per value: the value
+// is masked where it lies in its word (or in the word shifted once, for the values whose
+// bits would reach the exponent), giving q * 2^(BITS * pos) exactly; the x value it meets
+// was scaled by 2^-(BITS * pos) (scale_x_chunk), so each product, and every rounding
+// after it, is the same as q * x. One LOP3 + one FADD a value, one shift a word.
+template <int BITS>
+__device__ __forceinline__ int in_word_pos(int j) {
+  constexpr int per_word = 32 / BITS, low = BITS == 4 ? 3 : 2;  // values taken unshifted
+  const int k = j % per_word;
+  return k < low ? k : k - low;
+}
+template <int BITS>
+__device__ __forceinline__ float chunk_value_in_place(const uint32_t* wd, int j) {
+  static_assert(BITS == 4 || BITS == 8, "4 or 8 bits");
+  constexpr int per_word = 32 / BITS, low = BITS == 4 ? 3 : 2, shift = BITS * low;
+  const int w = j / per_word, k = j % per_word;
+  const uint32_t src = k < low ? wd[w] : wd[w] >> shift;
+  const uint32_t mask = ((1u << BITS) - 1u) << (BITS * in_word_pos<BITS>(j));
+  return __uint_as_float((src & mask) | 0x4B000000u) - 8388608.0f;
+}
+template <int BITS>
+__device__ __forceinline__ void scale_x_chunk(float (&xv)[32]) {
+#pragma unroll
+  for (int j = 0; j < 32; ++j) xv[j] *= __uint_as_float(uint32_t(127 - BITS * in_word_pos<BITS>(j)) << 23);
+}
+
 // The 32 f32 values of x at p (16-byte aligned).
 __device__ __forceinline__ void load_x_chunk(const float* __restrict__ p, float (&xv)[32]) {
   const float4* xp = reinterpret_cast<const float4*>(p);
@@ -128,11 +154,16 @@ __global__ void __launch_bounds__(kQThreads) qgemv_kernel(const float* __restric
         float xs = 0.0f;
 #pragma unroll
         for (int j = 0; j < 32; ++j) xs += xv[j];
+        constexpr bool kInPlace = BITS == 4 || BITS == 8;
+        if constexpr (kInPlace) scale_x_chunk<BITS>(xv);
 #pragma unroll
         for (int r = 0; r < kQRows; ++r) {
           float d = 0.0f;
 #pragma unroll
-          for (int j = 0; j < 32; ++j) d = fmaf(xv[j], chunk_value<BITS>(wd[r], j), d);
+          for (int j = 0; j < 32; ++j) {
+            if constexpr (kInPlace) d = fmaf(xv[j], chunk_value_in_place<BITS>(wd[r], j), d);
+            else d = fmaf(xv[j], chunk_value<BITS>(wd[r], j), d);
+          }
           acc[m][r] = fmaf(sc[r], d, fmaf(bi[r], xs, acc[m][r]));
         }
       }
