@@ -118,8 +118,10 @@ Tensor activate(const Tensor& x, Activation act) {
   return out;
 }
 
-Tensor gated(const Tensor& gate, const Tensor& up, Activation act) {
+Tensor gated(const Tensor& gate, const Tensor& up, Activation act, DType out_dtype) {
   constexpr const char* kOp = "gated";
+  if (out_dtype != DType::f32 && out_dtype != DType::bf16)
+    invalid("[{}] out_dtype must be f32 or bf16, got {}", kOp, dtype_name(out_dtype));
   check_activation_input(kOp, gate, "gate");
   check_activation_input(kOp, up, "up");
   check_same_device(kOp, gate, up, "up");
@@ -127,12 +129,14 @@ Tensor gated(const Tensor& gate, const Tensor& up, Activation act) {
     invalid("[{}] gate and up differ in shape: {} vs {}", kOp, gate.describe(), up.describe());
   check_backend(kOp, gate.device());
   Tensor gc = contiguous_input(gate), uc = contiguous_input(up);
-  Tensor out = Tensor::empty(gate.shape(), DType::f32, gate.device());
-  switch (gate.device().type) {
-    case DeviceType::cpu: cpu::gated(gc, uc, cpu::Act(act), out); break;
-    case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::gated(gc, uc, cpu::Act(act), out)); break;
+  if (gate.device().type == DeviceType::cuda) {
+    Tensor out = Tensor::empty(gate.shape(), out_dtype, gate.device());
+    MLXCEL_CUDA_CALL(kOp, cuda::gated(gc, uc, cpu::Act(act), out));
+    return out;
   }
-  return out;
+  Tensor out = Tensor::empty(gate.shape(), DType::f32, gate.device());
+  cpu::gated(gc, uc, cpu::Act(act), out);
+  return out_dtype == DType::f32 ? out : astype(out, out_dtype);
 }
 
 Tensor softcap(const Tensor& x, float cap) {

@@ -2,6 +2,8 @@
 // kernels do not take; one kernel on CUDA otherwise.
 #include "ops/fused.h"
 
+#include <cstdlib>
+
 #include "backends/cpu/kernels.h"
 #include "backends/cuda/dispatch.h"
 #include "ops/ops.h"
@@ -11,13 +13,27 @@ namespace mlxcel::ops {
 
 using namespace detail;
 
+DType matmul_input_dtype(const Tensor& x, const Tensor& w) {
+  // MLXCEL_BF16_ACTIVATIONS=0: f32 everywhere (the producers write f32, the products round).
+  static const bool enabled = [] {
+    const char* e = std::getenv("MLXCEL_BF16_ACTIVATIONS");
+    return !(e && e[0] == '0');
+  }();
+  if (!enabled || !x.defined() || !w.defined() || x.ndim() < 1 || x.dim(-1) <= 0 || x.device().type != DeviceType::cuda ||
+      w.dtype() != DType::bf16 || w.ndim() != 2)
+    return DType::f32;
+  return x.numel() / x.dim(-1) > 8 ? DType::bf16 : DType::f32;
+}
+
 std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& h, const Tensor& w, float eps,
-                                       float w_offset) {
+                                       float w_offset, DType out_dtype) {
   constexpr const char* kOp = "add_rms_norm";
+  if (out_dtype != DType::f32 && out_dtype != DType::bf16)
+    invalid("[{}] out_dtype must be f32 or bf16, got {}", kOp, dtype_name(out_dtype));
   if (x.device().type != DeviceType::cuda) {
     Tensor sum = add(x, h);
     Tensor normed = rms_norm(sum, w, eps, w_offset);
-    return {sum, normed};
+    return {sum, out_dtype == DType::f32 ? normed : astype(normed, out_dtype)};
   }
   check_defined(kOp, x, "x");
   check_defined(kOp, h, "h");
@@ -34,7 +50,7 @@ std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& h, const T
   }
   Tensor xc = contiguous_input(x), hc = contiguous_input(h);
   Tensor sum = Tensor::empty(x.shape(), DType::f32, x.device());
-  Tensor normed = Tensor::empty(x.shape(), DType::f32, x.device());
+  Tensor normed = Tensor::empty(x.shape(), out_dtype, x.device());
   MLXCEL_CUDA_CALL(kOp, cuda::add_rms_norm(xc, hc, w, eps, w_offset, sum, normed));
   return {sum, normed};
 }
@@ -112,11 +128,11 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& ws,
 }
 
 Tensor linear_gated(const Tensor& x, const Tensor& gate, const Tensor& up, Activation act, const Tensor& gate_bias,
-                    const Tensor& up_bias) {
+                    const Tensor& up_bias, DType out_dtype) {
   constexpr const char* kOp = "linear_gated";
   if (!fusable(x, {gate, up}, {gate_bias, up_bias}) || gate.dim(0) != up.dim(0) || up.ndim() != 2) {
     const Tensor xs = shared_input(x, {gate, up});
-    return gated(linear_from(kOp, x, xs, gate, gate_bias), linear_from(kOp, x, xs, up, up_bias), act);
+    return gated(linear_from(kOp, x, xs, gate, gate_bias), linear_from(kOp, x, xs, up, up_bias), act, out_dtype);
   }
   check_linear(kOp, x, gate, gate_bias);
   check_linear(kOp, x, up, up_bias);
@@ -127,7 +143,7 @@ Tensor linear_gated(const Tensor& x, const Tensor& gate, const Tensor& up, Activ
   shape.back() = gate.dim(0);
   Tensor out = Tensor::empty(shape, DType::f32, x.device());
   MLXCEL_CUDA_CALL(kOp, cuda::linear_gated(xc, gc, uc, gb, ub, cpu::Act(act), out));
-  return out;
+  return out_dtype == DType::f32 ? out : astype(out, out_dtype);
 }
 
 }  // namespace mlxcel::ops

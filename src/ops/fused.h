@@ -17,17 +17,28 @@ namespace mlxcel::ops {
 
 enum class Activation;
 
-// {x + h, rms_norm(x + h, w, eps, w_offset)}: the residual add and the next norm.
+// The dtype in which linear(x', w) on x's device reads an x' with x's rows (x's last
+// dimension may differ from w's K: the input of a later product): bf16 where the CUDA
+// products round x' to bf16 anyway (bf16 weights, more than 8 rows), else f32. A producer of x
+// (add_rms_norm, linear_gated) asked for this dtype writes it directly: the same bits as
+// rounding its f32 result, one pass over the activations fewer (issue 8: prefill and
+// engine steps).
+DType matmul_input_dtype(const Tensor& x, const Tensor& w);
+
+// {x + h, rms_norm(x + h, w, eps, w_offset)}: the residual add and the next norm; the
+// normalized rows in out_dtype (f32 or bf16), the sum always f32.
 std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& h, const Tensor& w, float eps,
-                                       float w_offset = 0.0f);
+                                       float w_offset = 0.0f, DType out_dtype = DType::f32);
 
 // outs[i] = linear(x, ws[i], biases[i]) for up to 3 weights of one dtype and one K
 // (biases: empty, or one per weight, each possibly undefined).
 std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& ws,
                                  const std::vector<Tensor>& biases = {});
-// gated(linear(x, gate, gate_bias), linear(x, up, up_bias), act): an MLP's gate/up.
+// gated(linear(x, gate, gate_bias), linear(x, up, up_bias), act): an MLP's gate/up, in
+// out_dtype (f32 or bf16). x may be bf16 (as linear).
 Tensor linear_gated(const Tensor& x, const Tensor& gate, const Tensor& up, Activation act,
-                    const Tensor& gate_bias = Tensor(), const Tensor& up_bias = Tensor());
+                    const Tensor& gate_bias = Tensor(), const Tensor& up_bias = Tensor(),
+                    DType out_dtype = DType::f32);
 
 // The same for MLX affine quantized weights of one spec (GGUF-packed weights take the
 // composition).

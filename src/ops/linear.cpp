@@ -12,7 +12,7 @@ using namespace detail;
 void detail::check_linear(const char* kOp, const Tensor& x, const Tensor& w, const Tensor& bias) {
   check_defined(kOp, x, "x");
   check_defined(kOp, w, "w");
-  check_dtype(kOp, x, "x", {DType::f32});
+  check_dtype(kOp, x, "x", {DType::f32, DType::bf16});
   check_float(kOp, w, "w");
   check_ndim_at_least(kOp, x, "x", 1);
   if (w.ndim() != 2) invalid("[{}] w must be [N, K], got {}", kOp, w.describe());
@@ -37,7 +37,11 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   shape.back() = w.dim(0);
   Tensor out = Tensor::empty(shape, DType::f32, x.device());
   switch (x.device().type) {
-    case DeviceType::cpu: cpu::linear(xc, wc, bias, out); break;
+    case DeviceType::cpu:
+      // bf16 x (a producer that wrote matmul_input_dtype): its values, widened exactly.
+      if (xc.dtype() != DType::f32) xc = astype(xc, DType::f32);
+      cpu::linear(xc, wc, bias, out);
+      break;
     case DeviceType::cuda: MLXCEL_CUDA_CALL(kOp, cuda::linear(xc, wc, bias, out)); break;
   }
   return out;

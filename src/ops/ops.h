@@ -79,7 +79,8 @@ enum class Activation { silu, gelu_tanh, gelu_erf, relu, relu2 };
 Activation parse_activation(const std::string& name);
 Tensor activate(const Tensor& x, Activation act);
 // act(gate) * up, both [..., D].  SwiGLU is act = silu, GeGLU is gelu.
-Tensor gated(const Tensor& gate, const Tensor& up, Activation act);
+// out_dtype f32 or bf16 (the f32 result rounded once).
+Tensor gated(const Tensor& gate, const Tensor& up, Activation act, DType out_dtype = DType::f32);
 
 // tanh(x / cap) * cap  (Gemma 2 logit soft-capping).
 Tensor softcap(const Tensor& x, float cap);

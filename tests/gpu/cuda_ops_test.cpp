@@ -251,6 +251,40 @@ TEST(CudaOps, FusedOpsMatchComposition) {
   }
 }
 
+// Producers writing the bf16 their consumers read (ops::matmul_input_dtype): the same bits
+// as their f32 result rounded by astype, and the products fed bf16 give what they gave
+// when they rounded f32 x themselves.
+TEST(CudaOps, Bf16ActivationsMatchTheRoundingPass) {
+  REQUIRE_GPU();
+  Tensor w = dev(rand_host({96, 4096}, DType::bf16)), wu = dev(rand_host({96, 4096}, DType::bf16));
+  Tensor down = dev(rand_host({4096, 96}, DType::bf16));
+  for (int64_t M : {3, 9, 64, 300}) {
+    Tensor x = dev(rand_host({M, 4096})), h = dev(rand_host({M, 4096})), nw = dev(rand_host({4096}, DType::bf16));
+    const DType want = M > 8 ? DType::bf16 : DType::f32;
+    EXPECT_EQ(ops::matmul_input_dtype(x, w), want) << M;
+    EXPECT_EQ(ops::matmul_input_dtype(x, dev(rand_host({96, 4096}))), DType::f32) << M;  // f32 weights
+    for (int64_t D : {4096, 302}) {  // vector and scalar norm kernels
+      Tensor xd = D == 4096 ? x : dev(rand_host({M, D})), hd = D == 4096 ? h : dev(rand_host({M, D}));
+      Tensor wd = D == 4096 ? nw : dev(rand_host({D}, DType::bf16));
+      auto [sum, normed] = ops::add_rms_norm(xd, hd, wd, 1e-6f, 0.0f, DType::bf16);
+      auto [sum32, normed32] = ops::add_rms_norm(xd, hd, wd, 1e-6f);
+      EXPECT_TRUE(bytes_equal(sum, sum32)) << M << " " << D;
+      EXPECT_TRUE(bytes_equal(normed, ops::astype(normed32, DType::bf16))) << M << " " << D;
+    }
+    auto [sum, xb] = ops::add_rms_norm(x, h, nw, 1e-6f, 0.0f, want);
+    auto [sum32, x32] = ops::add_rms_norm(x, h, nw, 1e-6f);
+    for (auto act : {ops::Activation::silu, ops::Activation::gelu_tanh}) {
+      Tensor g = ops::linear_gated(xb, w, wu, act, Tensor(), Tensor(), want);
+      Tensor g32 = ops::linear_gated(x32, w, wu, act);
+      EXPECT_TRUE(bytes_equal(g, want == DType::f32 ? g32 : ops::astype(g32, DType::bf16))) << M;
+      EXPECT_TRUE(bytes_equal(ops::linear(g, down), ops::linear(g32, down))) << M;
+    }
+    std::vector<Tensor> a = ops::linear_multi(xb, {w, wu}), b = ops::linear_multi(x32, {w, wu});
+    EXPECT_TRUE(bytes_equal(a[0], b[0])) << M;
+    EXPECT_TRUE(bytes_equal(a[1], b[1])) << M;
+  }
+}
+
 // ops::sample on CUDA against the CPU reference (the same thresholds and id-order draw;
 // sums in f32 on the device, f64 on the host, so a u within rounding of a token's edge
 // may land on its neighbour): the same token for at least 99% of rows, argmax exactly for

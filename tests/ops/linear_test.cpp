@@ -110,6 +110,30 @@ TEST(FusedOps, EqualTheCompositionOnTheCpu) {
   expect_error([&] { ops::qlinear_multi(x, {&q1}); }, ErrorKind::invalid_request, "[qlinear]");
 }
 
+// bf16 activations between ops (ops::matmul_input_dtype): linear reads bf16 x as its
+// values, and the producers' bf16 outputs are their f32 results rounded once. On the CPU
+// every product reads f32, so the hint is f32 there.
+TEST(FusedOps, Bf16ActivationsAreTheRoundedF32) {
+  Tensor x = optest::rand_f32({12, 40}, 21), h = optest::rand_f32({12, 40}, 22);
+  Tensor w = optest::make_tensor({8, 40}, rand_vec(320, 23), DType::bf16);
+  Tensor wu = optest::make_tensor({8, 40}, rand_vec(320, 24), DType::bf16);
+  Tensor xb = ops::astype(x, DType::bf16);
+  EXPECT_EQ(ops::linear(xb, w).to_f32_vector(), ops::linear(ops::astype(xb, DType::f32), w).to_f32_vector());
+  EXPECT_EQ(ops::matmul_input_dtype(x, w), DType::f32);
+  Tensor g = ops::linear_gated(x, w, wu, ops::Activation::silu, Tensor(), Tensor(), DType::bf16);
+  EXPECT_EQ(g.dtype(), DType::bf16);
+  EXPECT_EQ(g.to_f32_vector(), ops::astype(ops::linear_gated(x, w, wu, ops::Activation::silu), DType::bf16).to_f32_vector());
+  Tensor nw = optest::rand_f32({40}, 25);
+  auto [sum, normed] = ops::add_rms_norm(x, h, nw, 1e-5f, 0.0f, DType::bf16);
+  EXPECT_EQ(sum.dtype(), DType::f32);
+  EXPECT_EQ(normed.dtype(), DType::bf16);
+  EXPECT_EQ(normed.to_f32_vector(), ops::astype(ops::add_rms_norm(x, h, nw, 1e-5f).second, DType::bf16).to_f32_vector());
+  expect_error([&] { ops::add_rms_norm(x, h, nw, 1e-5f, 0.0f, DType::f16); }, ErrorKind::invalid_request,
+               "[add_rms_norm] out_dtype");
+  expect_error([&] { ops::gated(x, h, ops::Activation::silu, DType::i32); }, ErrorKind::invalid_request,
+               "[gated] out_dtype");
+}
+
 TEST(Embedding, LooksUpRowsInEveryDtype) {
   const int V = 50, D = 37;
   auto tv = rand_vec(V * D, 9);

@@ -20,11 +20,11 @@ __global__ void scale_kernel(const float* __restrict__ x, float s, float* __rest
     out[i] = x[i] * s;
 }
 
-template <Act A>
-__global__ void act_kernel(const float* __restrict__ x, const float* __restrict__ up, float* __restrict__ out,
+template <Act A, typename O>
+__global__ void act_kernel(const float* __restrict__ x, const float* __restrict__ up, O* __restrict__ out,
                            int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = up ? act<A>(x[i]) * up[i] : act<A>(x[i]);
+    out[i] = from_f<O>(up ? act<A>(x[i]) * up[i] : act<A>(x[i]));
 }
 
 __global__ void softcap_kernel(const float* __restrict__ x, float cap, float* __restrict__ out, int64_t n) {
@@ -33,14 +33,15 @@ __global__ void softcap_kernel(const float* __restrict__ x, float cap, float* __
     out[i] = tanhf(x[i] * inv) * cap;
 }
 
-void act_dispatch(const float* x, const float* up, float* out, int64_t n, Act a, cudaStream_t st) {
+template <typename O>
+void act_dispatch(const float* x, const float* up, O* out, int64_t n, Act a, cudaStream_t st) {
   const unsigned g = grid_for(n, 256);
   switch (a) {
-    case Act::silu: act_kernel<Act::silu><<<g, 256, 0, st>>>(x, up, out, n); break;
-    case Act::gelu_tanh: act_kernel<Act::gelu_tanh><<<g, 256, 0, st>>>(x, up, out, n); break;
-    case Act::gelu_erf: act_kernel<Act::gelu_erf><<<g, 256, 0, st>>>(x, up, out, n); break;
-    case Act::relu: act_kernel<Act::relu><<<g, 256, 0, st>>>(x, up, out, n); break;
-    case Act::relu2: act_kernel<Act::relu2><<<g, 256, 0, st>>>(x, up, out, n); break;
+    case Act::silu: act_kernel<Act::silu, O><<<g, 256, 0, st>>>(x, up, out, n); break;
+    case Act::gelu_tanh: act_kernel<Act::gelu_tanh, O><<<g, 256, 0, st>>>(x, up, out, n); break;
+    case Act::gelu_erf: act_kernel<Act::gelu_erf, O><<<g, 256, 0, st>>>(x, up, out, n); break;
+    case Act::relu: act_kernel<Act::relu, O><<<g, 256, 0, st>>>(x, up, out, n); break;
+    case Act::relu2: act_kernel<Act::relu2, O><<<g, 256, 0, st>>>(x, up, out, n); break;
   }
   MLXCEL_CUDA_LAUNCH_CHECK();
 }
@@ -90,7 +91,10 @@ void gated(const Tensor& gate, const Tensor& up, Act a, Tensor& out) {
   init();
   if (gate.numel() == 0) return;
   Launch l(out);
-  act_dispatch(gate.data<float>(), up.data<float>(), out.data<float>(), gate.numel(), a, l.stream);
+  if (out.dtype() == DType::bf16)
+    act_dispatch(gate.data<float>(), up.data<float>(), static_cast<bf16*>(out.raw()), gate.numel(), a, l.stream);
+  else
+    act_dispatch(gate.data<float>(), up.data<float>(), out.data<float>(), gate.numel(), a, l.stream);
 }
 
 void softcap(const Tensor& x, float cap, Tensor& out) {

@@ -84,7 +84,8 @@ void fill_zero(Tensor& out);
 // ---- normalization ----------------------------------------------------------
 void rms_norm(const Tensor& x, const Tensor& w, float eps, float w_offset, Tensor& out);
 // Fused residual add: sum = x + residual (written to sum_out, may alias residual),
-// out = rms_norm(sum). All f32 [rows, D].
+// out = rms_norm(sum). All f32 [rows, D], except that out (here and in rms_norm) may be
+// bf16: the f32 result rounded once.
 void add_rms_norm(const Tensor& x, const Tensor& residual, const Tensor& w, float eps, float w_offset,
                   Tensor& sum_out, Tensor& out);
 void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Tensor& out);
@@ -93,7 +94,7 @@ void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Te
 void binary(const Tensor& a, const Tensor& b, BinaryOp op, Tensor& out);
 void scale(const Tensor& x, float s, Tensor& out);
 void activate(const Tensor& x, Act act, Tensor& out);
-void gated(const Tensor& gate, const Tensor& up, Act act, Tensor& out);
+void gated(const Tensor& gate, const Tensor& up, Act act, Tensor& out);  // out f32|bf16
 void softcap(const Tensor& x, float cap, Tensor& out);
 void softmax(const Tensor& x, Tensor& out);
 void argmax(const Tensor& x, Tensor& out);

@@ -3,6 +3,8 @@
 // for the output pass.
 #include <algorithm>
 
+#include <type_traits>
+
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"
 
@@ -10,10 +12,13 @@ namespace mlxcel::cuda {
 
 namespace {
 
-// res != nullptr: h = x + res is written to sum_out and normalized.
+// res != nullptr: h = x + res is written to sum_out and normalized. The normalized rows
+// go out as O (f32, or bf16 for a product that rounds its input to bf16: the same bits as
+// rounding the f32 result).
+template <typename O>
 __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ res, float* sum_out,
                                 const void* __restrict__ w, int wdt, float w_offset, float eps, int64_t D,
-                                float* __restrict__ out) {
+                                O* __restrict__ out) {
   __shared__ float sh[32];
   const int64_t base = int64_t(blockIdx.x) * D;
   float ss = 0.0f;
@@ -31,16 +36,25 @@ __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __rest
   const float* src = res ? sum_out : x;
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
     const float wv = (w ? load_any(w, wdt, i) : 1.0f) + w_offset;
-    out[base + i] = (src[base + i] * inv) * wv;
+    out[base + i] = from_f<O>((src[base + i] * inv) * wv);
   }
 }
 
 // The same for rows of D % 4 == 0 and D <= 4 * 1024 * V: the row stays in registers
 // (V float4 per thread), one read of x (and res), one write of each output.
-template <int V>
+__device__ __forceinline__ void store4(float* p, int idx, float4 v) { reinterpret_cast<float4*>(p)[idx] = v; }
+__device__ __forceinline__ void store4(bf16* p, int idx, float4 v) {
+  const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+  uint2 u;
+  u.x = *reinterpret_cast<const unsigned*>(&a);
+  u.y = *reinterpret_cast<const unsigned*>(&b);
+  reinterpret_cast<uint2*>(p)[idx] = u;
+}
+
+template <int V, typename O>
 __global__ void rms_norm_vec_kernel(const float* __restrict__ x, const float* __restrict__ res, float* sum_out,
                                     const void* __restrict__ w, int wdt, float w_offset, float eps, int64_t D,
-                                    float* __restrict__ out) {
+                                    O* __restrict__ out) {
   __shared__ float sh[32];
   const int64_t base = int64_t(blockIdx.x) * D;
   const int n4 = int(D / 4);
@@ -73,7 +87,7 @@ __global__ void rms_norm_vec_kernel(const float* __restrict__ x, const float* __
       o.y = (v[i].y * inv) * ((w ? load_any(w, wdt, k + 1) : 1.0f) + w_offset);
       o.z = (v[i].z * inv) * ((w ? load_any(w, wdt, k + 2) : 1.0f) + w_offset);
       o.w = (v[i].w * inv) * ((w ? load_any(w, wdt, k + 3) : 1.0f) + w_offset);
-      reinterpret_cast<float4*>(out + base)[idx] = o;
+      store4(out + base, idx, o);
     }
   }
 }
@@ -102,6 +116,14 @@ __global__ void layer_norm_kernel(const float* __restrict__ x, const void* __res
 
 int threads_for(int64_t D) { return D >= 1024 ? 512 : D >= 256 ? 256 : 128; }
 
+// f(pointer to out's data) for an f32 or bf16 output.
+template <typename F>
+void by_out(Tensor& out, F&& f) {
+  if (out.dtype() == DType::bf16) f(static_cast<bf16*>(out.raw()));
+  else if (out.dtype() == DType::f32) f(out.data<float>());
+  else throw_internal("rms_norm: out must be f32|bf16");
+}
+
 void rms_launch(const Tensor& x, const float* res, float* sum_out, const Tensor& w, float eps, float w_offset,
                 Tensor& out) {
   init();
@@ -119,19 +141,20 @@ void rms_launch(const Tensor& x, const float* res, float* sum_out, const Tensor&
     const int n4 = int(D / 4);
     const int threads = std::min(1024, int((n4 + 31) / 32 * 32));
     const int V = (n4 + threads - 1) / threads;
-#define MLXCEL_RMS_VEC(NV)                                                                                          \
-  rms_norm_vec_kernel<NV><<<unsigned(rows), threads, 0, l.stream>>>(x.data<float>(), res, sum_out, wp, wdt, w_offset, \
-                                                                    eps, D, out.data<float>())
-    if (V == 1) MLXCEL_RMS_VEC(1);
-    else if (V == 2) MLXCEL_RMS_VEC(2);
-    else MLXCEL_RMS_VEC(4);
-#undef MLXCEL_RMS_VEC
+    by_out(out, [&](auto* o) {
+      using O = std::remove_pointer_t<decltype(o)>;
+      if (V == 1) rms_norm_vec_kernel<1, O><<<unsigned(rows), threads, 0, l.stream>>>(x.data<float>(), res, sum_out, wp, wdt, w_offset, eps, D, o);
+      else if (V == 2) rms_norm_vec_kernel<2, O><<<unsigned(rows), threads, 0, l.stream>>>(x.data<float>(), res, sum_out, wp, wdt, w_offset, eps, D, o);
+      else rms_norm_vec_kernel<4, O><<<unsigned(rows), threads, 0, l.stream>>>(x.data<float>(), res, sum_out, wp, wdt, w_offset, eps, D, o);
+    });
     MLXCEL_CUDA_LAUNCH_CHECK();
     return;
   }
-  rms_norm_kernel<<<unsigned(rows), threads_for(D), 0, l.stream>>>(
-      x.data<float>(), res, sum_out, wc.defined() ? wc.raw() : nullptr, wc.defined() ? int(wc.dtype()) : 0, w_offset,
-      eps, D, out.data<float>());
+  by_out(out, [&](auto* o) {
+    using O = std::remove_pointer_t<decltype(o)>;
+    rms_norm_kernel<O><<<unsigned(rows), threads_for(D), 0, l.stream>>>(x.data<float>(), res, sum_out, wp, wdt, w_offset,
+                                                                     eps, D, o);
+  });
   MLXCEL_CUDA_LAUNCH_CHECK();
 }
 

@@ -31,9 +31,20 @@ Tensor Attention::operator()(const Tensor& x, const Batch& batch, const RopePara
   return o_proj(o.reshape({T, -1}));
 }
 
+DType Attention::input_dtype(const Tensor& x) const {
+  const DType t = q_proj.input_dtype(x);
+  return k_proj.input_dtype(x) == t && v_proj.input_dtype(x) == t ? t : DType::f32;
+}
+
 Tensor Mlp::operator()(const Tensor& x) const {
-  if (gated) return down_proj(Linear::gated(x, gate_proj, up_proj, act));
+  if (gated) return down_proj(Linear::gated(x, gate_proj, up_proj, act, down_proj.input_dtype(x)));
   return down_proj(ops::activate(up_proj(x), act));
+}
+
+DType Mlp::input_dtype(const Tensor& x) const {
+  if (!gated) return up_proj.input_dtype(x);
+  const DType t = gate_proj.input_dtype(x);
+  return up_proj.input_dtype(x) == t ? t : DType::f32;
 }
 
 void DecoderLM::finalize() {
@@ -88,12 +99,14 @@ Tensor DecoderLM::forward(const Batch& batch, KvCache& cache) {
     const DecoderBlock& b = blocks[i];
     const RopeParams* rope = b.attn.use_rope ? &ropes.at(b.attn.rope_key) : nullptr;
     Tensor h;
-    if (pending.defined()) std::tie(x, h) = b.pre_attn_norm.add_then(x, pending);
+    // The normed halves go out in the dtype the next products read (bf16 for prompt-sized
+    // CUDA products of bf16 weights): no separate rounding pass.
+    if (pending.defined()) std::tie(x, h) = b.pre_attn_norm.add_then(x, pending, b.attn.input_dtype(x));
     else h = b.pre_attn_norm.defined() ? b.pre_attn_norm(x) : x;
     h = b.attn(h, batch, rope, cache.k[i], cache.v[i]);
     if (b.post_attn_norm.defined()) h = b.post_attn_norm(h);
     if (b.residual_scale != 1.0f) h = ops::scale(h, b.residual_scale);
-    std::tie(x, h) = b.pre_ffw_norm.add_then(x, h);
+    std::tie(x, h) = b.pre_ffw_norm.add_then(x, h, b.mlp.input_dtype(x));
     h = b.mlp(h);
     if (b.post_ffw_norm.defined()) h = b.post_ffw_norm(h);
     if (b.residual_scale != 1.0f) h = ops::scale(h, b.residual_scale);

@@ -28,13 +28,17 @@ struct Attention {
   // x f32 [T, hidden] -> [T, hidden]; writes this step's K/V into the layer's cache.
   Tensor operator()(const Tensor& x, const Batch& batch, const RopeParams* rope, Tensor& k_cache,
                     Tensor& v_cache) const;
+  // The dtype q/k/v read an x with these rows in (Linear::input_dtype; bf16 only if all three
+  // do): the pre-attention norm writes it.
+  DType input_dtype(const Tensor& x) const;
 };
 
 struct Mlp {
   bool gated = true;             // gated: down(act(gate(x)) * up(x)); plain: down(act(up(x)))
   Linear gate_proj, up_proj, down_proj;
   ops::Activation act = ops::Activation::silu;
-  Tensor operator()(const Tensor& x) const;
+  Tensor operator()(const Tensor& x) const;  // x f32, or bf16 where input_dtype says so
+  DType input_dtype(const Tensor& x) const;  // likewise for gate and up (or up)
 };
 
 struct DecoderBlock {

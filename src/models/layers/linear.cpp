@@ -114,8 +114,9 @@ std::vector<Tensor> Linear::apply_all(const Tensor& x, const std::vector<const L
   return outs;
 }
 
-Tensor Linear::gated(const Tensor& x, const Linear& gate, const Linear& up, ops::Activation act) {
-  if (!gate.qweight_ && !up.qweight_) return ops::linear_gated(x, gate.weight_, up.weight_, act, gate.bias_, up.bias_);
+Tensor Linear::gated(const Tensor& x, const Linear& gate, const Linear& up, ops::Activation act, DType out_dtype) {
+  if (!gate.qweight_ && !up.qweight_)
+    return ops::linear_gated(x, gate.weight_, up.weight_, act, gate.bias_, up.bias_, out_dtype);
   if (gate.qweight_ && up.qweight_ && gate.qweight_->spec.format == QuantFormat::mlx_affine &&
       up.qweight_->spec.format == QuantFormat::mlx_affine)
     return ops::qlinear_gated(x, *gate.qweight_, *up.qweight_, act, gate.bias_, up.bias_);
@@ -126,6 +127,10 @@ Tensor Linear::gated(const Tensor& x, const Linear& gate, const Linear& up, ops:
     return ops::gated(gu[0], gu[1], act);
   }
   return ops::gated(gate(x), up(x), act);
+}
+
+DType Linear::input_dtype(const Tensor& x) const {
+  return qweight_ ? DType::f32 : ops::matmul_input_dtype(x, weight_);
 }
 
 int64_t Linear::out_features() const { return qweight_ ? qweight_->rows() : weight_.dim(0); }
@@ -175,8 +180,8 @@ Tensor Norm::operator()(const Tensor& x) const {
   return ops::layer_norm(x, weight_, bias_, eps_);
 }
 
-std::pair<Tensor, Tensor> Norm::add_then(const Tensor& x, const Tensor& h) const {
-  if (defined() && kind_ == Kind::rms) return ops::add_rms_norm(x, h, weight_, eps_, w_offset_);
+std::pair<Tensor, Tensor> Norm::add_then(const Tensor& x, const Tensor& h, DType out_dtype) const {
+  if (defined() && kind_ == Kind::rms) return ops::add_rms_norm(x, h, weight_, eps_, w_offset_, out_dtype);
   Tensor sum = ops::add(x, h);
   return {sum, defined() ? (*this)(sum) : sum};
 }

@@ -34,8 +34,12 @@ class Linear {
   // Several projections of one x (q/k/v): {ls[0](x), ls[1](x), ...}, through one fused op
   // when their storage is alike (all dense of one dtype, or all MLX-quantized of one spec).
   static std::vector<Tensor> apply_all(const Tensor& x, const std::vector<const Linear*>& ls);
-  // act(gate(x)) * up(x), fused likewise.
-  static Tensor gated(const Tensor& x, const Linear& gate, const Linear& up, ops::Activation act);
+  // act(gate(x)) * up(x), fused likewise; in out_dtype where dense weights allow (else f32).
+  static Tensor gated(const Tensor& x, const Linear& gate, const Linear& up, ops::Activation act,
+                      DType out_dtype = DType::f32);
+  // The dtype this layer's product reads an input with x's rows in (ops::matmul_input_dtype):
+  // what its producer may write directly.
+  DType input_dtype(const Tensor& x) const;
   int64_t out_features() const;
   int64_t in_features() const;
   bool quantized() const { return qweight_.has_value(); }
@@ -75,7 +79,8 @@ class Norm {
   Tensor operator()(const Tensor& x) const;
   // {x + h, norm(x + h)}: a residual add and the norm after it (one kernel for RMSNorm on
   // CUDA). An undefined norm gives {x + h, x + h}.
-  std::pair<Tensor, Tensor> add_then(const Tensor& x, const Tensor& h) const;
+  // out_dtype: the dtype of the normed half where RMSNorm computes it (f32 or bf16).
+  std::pair<Tensor, Tensor> add_then(const Tensor& x, const Tensor& h, DType out_dtype = DType::f32) const;
   bool defined() const { return weight_.defined(); }
 
  private:
