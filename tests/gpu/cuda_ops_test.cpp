@@ -282,6 +282,12 @@ TEST(CudaOps, Bf16ActivationsMatchTheRoundingPass) {
     std::vector<Tensor> a = ops::linear_multi(xb, {w, wu}), b = ops::linear_multi(x32, {w, wu});
     EXPECT_TRUE(bytes_equal(a[0], b[0])) << M;
     EXPECT_TRUE(bytes_equal(a[1], b[1])) << M;
+    // Three products side by side (linear_concurrent), with a bias: each as linear alone.
+    Tensor wk = dev(rand_host({24, 4096}, DType::bf16)), bk = dev(rand_host({24}, DType::bf16));
+    std::vector<Tensor> c = ops::linear_multi(xb, {w, wk, wu}, {Tensor(), bk, Tensor()});
+    EXPECT_TRUE(bytes_equal(c[0], ops::linear(xb, w))) << M;
+    EXPECT_TRUE(bytes_equal(c[1], ops::linear(xb, wk, bk))) << M;
+    EXPECT_TRUE(bytes_equal(c[2], ops::linear(xb, wu))) << M;
   }
 }
 
