@@ -13,6 +13,10 @@ namespace mlxcel::ops {
 
 using namespace detail;
 
+// Up to this many rows of x the CUDA products are the fused GEMV (f32 x); more rows go to
+// cuBLAS, which rounds a 16-bit weight's x to that dtype (cuda::kGemvMaxRows).
+constexpr int64_t kGemvRows = 8;
+
 DType matmul_input_dtype(const Tensor& x, const Tensor& w) {
   // MLXCEL_BF16_ACTIVATIONS=0: f32 everywhere (the producers write f32, the products round).
   static const bool enabled = [] {
@@ -22,7 +26,7 @@ DType matmul_input_dtype(const Tensor& x, const Tensor& w) {
   if (!enabled || !x.defined() || !w.defined() || x.ndim() < 1 || x.dim(-1) <= 0 || x.device().type != DeviceType::cuda ||
       w.dtype() != DType::bf16 || w.ndim() != 2)
     return DType::f32;
-  return x.numel() / x.dim(-1) > 8 ? DType::bf16 : DType::f32;
+  return x.numel() / x.dim(-1) > kGemvRows ? DType::bf16 : DType::f32;
 }
 
 std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& h, const Tensor& w, float eps,
@@ -63,7 +67,7 @@ bool fusable(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<T
   const int64_t K = ws[0].defined() && ws[0].ndim() == 2 ? ws[0].dim(1) : 0;
   if (K <= 0) return false;
   const int64_t M = x.numel() / K;
-  if (M < 1 || M > 8) return false;
+  if (M < 1 || M > kGemvRows) return false;
   DType bdt = DType::u8;
   for (const Tensor& w : ws)
     if (!w.defined() || w.dtype() != ws[0].dtype()) return false;
@@ -83,7 +87,7 @@ Tensor shared_input(const Tensor& x, const std::vector<Tensor>& ws) {
   for (const Tensor& w : ws)
     if (!w.defined() || w.dtype() != DType::bf16 || w.ndim() != 2 || w.dim(1) != x.dim(-1)) return x;
   const int64_t K = x.dim(-1);
-  if (K <= 0 || x.numel() / K <= 8) return x;
+  if (K <= 0 || x.numel() / K <= kGemvRows) return x;
   return astype(x, DType::bf16);
 }
 

@@ -6,9 +6,8 @@
 // attention.h beside this file.
 #pragma once
 
-#include <cstring>
-
 #include <cstdint>
+#include <cstring>
 
 #include "tensor/tensor.h"
 

@@ -2,7 +2,6 @@
 // weights f32|f16|bf16 or absent. One block per row; the row is read from L1/L2 again
 // for the output pass.
 #include <algorithm>
-
 #include <type_traits>
 
 #include "backends/cuda/common.cuh"

@@ -53,34 +53,27 @@ __device__ __forceinline__ float chunk_value(const uint32_t* wd, int j) {
   return __uint_as_float((v & mask) | 0x4B000000u) - 8388608.0f;
 }
 
-// Design 0's form of chunk_value for 4 bits (8 also works): two instructions a value. The value
-// is masked where it lies in its word (or in the word shifted once, for the values whose
-// bits would reach the exponent): those bits, read as an f32, are the subnormal
-// q * 2^(BITS * pos) * 2^-149 (one LOP3; FFMA takes subnormals at full rate, no FTZ in
-// this build). The x value it meets was scaled by 2^(64 - BITS * pos) (scale_x_chunk), so
-// each product is x * q * 2^-85 exactly and the chunk's sum, times 2^85 (kChunkUnscale),
-// is the sum of x * q with the same roundings wherever the products and partial sums are
-// above 2^-41 in size (smaller ones land among the subnormals: an absolute error below
-// 2^-64) and |x| < 2^64.
-template <int BITS>
-__device__ __forceinline__ int in_word_pos(int j) {
-  constexpr int per_word = 32 / BITS, low = BITS == 4 ? 3 : 2;  // values taken unshifted
-  const int k = j % per_word;
-  return k < low ? k : k - low;
+// Design 0's form of chunk_value for 4 bits: two instructions a value. A word holds
+// values 8w..8w+7 as nibbles; values 0-2 are masked where they lie (bits 0-11), values
+// 3-7 in the word shifted right by 12 (bits 0-19), so no nibble reaches the exponent. The
+// masked bits, read as an f32, are the subnormal q * 2^(4 pos) * 2^-149 (one LOP3; FFMA
+// takes subnormals at full rate, no FTZ in this build). The x value it meets was scaled by
+// 2^(64 - 4 pos) (scale_x_chunk4), so each product is x * q * 2^-85 exactly and the
+// chunk's sum, times 2^85 (kChunkUnscale), is the sum of x * q with the same roundings
+// wherever the products and partial sums are above 2^-41 in size (smaller ones land among
+// the subnormals: an absolute error below 2^-64) and |x| < 2^64. (The same form for 8 bits
+// measured slower: q8 layer 63.1 -> 59.2% of copy bandwidth on an H100.)
+__device__ __forceinline__ int nibble_pos(int j) {
+  const int k = j % 8;
+  return k < 3 ? k : k - 3;
 }
-template <int BITS>
-__device__ __forceinline__ float chunk_value_in_place(const uint32_t* wd, int j) {
-  static_assert(BITS == 4 || BITS == 8, "4 or 8 bits");
-  constexpr int per_word = 32 / BITS, low = BITS == 4 ? 3 : 2, shift = BITS * low;
-  const int w = j / per_word, k = j % per_word;
-  const uint32_t src = k < low ? wd[w] : wd[w] >> shift;
-  const uint32_t mask = ((1u << BITS) - 1u) << (BITS * in_word_pos<BITS>(j));
-  return __uint_as_float(src & mask);
+__device__ __forceinline__ float chunk_value_in_place4(const uint32_t* wd, int j) {
+  const uint32_t src = j % 8 < 3 ? wd[j / 8] : wd[j / 8] >> 12;
+  return __uint_as_float(src & (0xFu << (4 * nibble_pos(j))));
 }
-template <int BITS>
-__device__ __forceinline__ void scale_x_chunk(float (&xv)[32]) {
+__device__ __forceinline__ void scale_x_chunk4(float (&xv)[32]) {
 #pragma unroll
-  for (int j = 0; j < 32; ++j) xv[j] *= __uint_as_float(uint32_t(127 + 64 - BITS * in_word_pos<BITS>(j)) << 23);
+  for (int j = 0; j < 32; ++j) xv[j] *= __uint_as_float(uint32_t(127 + 64 - 4 * nibble_pos(j)) << 23);
 }
 constexpr float kChunkUnscale = 38685626227668133590597632.0f;  // 2^85
 
@@ -159,16 +152,14 @@ __global__ void __launch_bounds__(kQThreads) qgemv_kernel(const float* __restric
         float xs = 0.0f;
 #pragma unroll
         for (int j = 0; j < 32; ++j) xs += xv[j];
-        // In place for 4 bits (q4 tg +4% on an H100); for 8 bits it measured slower (q8 layer
-        // 63.1 -> 59.2% of copy bandwidth), so 8-bit values keep the shift-and-magic form.
-        constexpr bool kInPlace = BITS == 4;
-        if constexpr (kInPlace) scale_x_chunk<BITS>(xv);
+        constexpr bool kInPlace = BITS == 4;  // chunk_value_in_place4 (q4 tg +4% on an H100)
+        if constexpr (kInPlace) scale_x_chunk4(xv);
 #pragma unroll
         for (int r = 0; r < kQRows; ++r) {
           float d = 0.0f;
 #pragma unroll
           for (int j = 0; j < 32; ++j) {
-            if constexpr (kInPlace) d = fmaf(xv[j], chunk_value_in_place<BITS>(wd[r], j), d);
+            if constexpr (kInPlace) d = fmaf(xv[j], chunk_value_in_place4(wd[r], j), d);
             else d = fmaf(xv[j], chunk_value<BITS>(wd[r], j), d);
           }
           if constexpr (kInPlace) d *= kChunkUnscale;

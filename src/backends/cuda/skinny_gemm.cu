@@ -21,7 +21,6 @@
 #include <cooperative_groups.h>
 
 #include <cstdlib>
-#include <type_traits>
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/kernels.h"

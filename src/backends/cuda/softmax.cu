@@ -33,27 +33,28 @@ __device__ __forceinline__ bool better(float va, int ia, float vb, int ib) {
 // Block (r, p) takes values [p * chunk, (p + 1) * chunk) of row r, 8 loads in flight per
 // thread; the winner goes to out[r] (one part) or to the partials (pv, pi)[r * parts + p].
 // "better" is a total order, so any grouping gives the same winner.
+constexpr int kArgmaxThreads = 256;
 template <typename T>
-__global__ void __launch_bounds__(256) argmax_kernel(const T* __restrict__ x, int64_t D, int64_t chunk, int parts,
+__global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const T* __restrict__ x, int64_t D, int64_t chunk, int parts,
                                                      float* __restrict__ pv, int* __restrict__ pi,
                                                      int32_t* __restrict__ out) {
-  __shared__ float sv[8];
-  __shared__ int si[8];
+  __shared__ float sv[kArgmaxThreads / 32];
+  __shared__ int si[kArgmaxThreads / 32];
   const int64_t r = blockIdx.x, begin = int64_t(blockIdx.y) * chunk;
   const int64_t end = begin + chunk < D ? begin + chunk : D;
   const T* row = x + r * D;
   float bv = -INFINITY;
   int bi = INT32_MAX;
-  for (int64_t base = begin + threadIdx.x; base < end; base += 8 * 256) {
+  for (int64_t base = begin + threadIdx.x; base < end; base += 8 * kArgmaxThreads) {
     float v[8];
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
-      const int64_t i = base + int64_t(k) * 256;
+      const int64_t i = base + int64_t(k) * kArgmaxThreads;
       v[k] = i < end ? to_f(row[i]) : -INFINITY;
     }
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
-      const int64_t i = base + int64_t(k) * 256;
+      const int64_t i = base + int64_t(k) * kArgmaxThreads;
       if (i < end && better(v[k], int(i), bv, bi)) bv = v[k], bi = int(i);
     }
   }
@@ -67,7 +68,7 @@ __global__ void __launch_bounds__(256) argmax_kernel(const T* __restrict__ x, in
   if (lane == 0) sv[warp] = bv, si[warp] = bi;
   __syncthreads();
   if (threadIdx.x == 0) {
-    for (int w = 1; w < 8; ++w)
+    for (int w = 1; w < kArgmaxThreads / 32; ++w)
       if (better(sv[w], si[w], bv, bi)) bv = sv[w], bi = si[w];
     if (parts == 1) {
       out[r] = bi == INT32_MAX ? 0 : bi;
@@ -118,8 +119,7 @@ void argmax(const Tensor& x, Tensor& out) {
   // Rows split into parts until about two blocks per SM (a vocabulary row is 0.5 MB: one
   // block per row left most of the card idle, 190 us for 64 rows of 128K on an H100).
   const int64_t target = 2 * int64_t(sm_count(out.device().index));
-  int parts = int(std::min<int64_t>({32, ceil_div(target, rows), ceil_div(D, 4096)}));
-  parts = std::max(parts, 1);
+  const int parts = int(std::min<int64_t>({32, ceil_div(target, rows), ceil_div(D, 4096)}));  // >= 1
   const int64_t chunk = ceil_div(D, parts);
   float* pv = nullptr;
   int* pi = nullptr;
@@ -130,7 +130,7 @@ void argmax(const Tensor& x, Tensor& out) {
   const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(parts));
   by_float_type(x.dtype(), "argmax: x", [&](auto tag) {
     using T = decltype(tag);
-    argmax_kernel<T><<<grid, 256, 0, l.stream>>>(static_cast<const T*>(x.raw()), D, chunk, parts, pv, pi,
+    argmax_kernel<T><<<grid, kArgmaxThreads, 0, l.stream>>>(static_cast<const T*>(x.raw()), D, chunk, parts, pv, pi,
                                                  out.data<int32_t>());
   });
   MLXCEL_CUDA_LAUNCH_CHECK();
