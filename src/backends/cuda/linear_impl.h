@@ -29,8 +29,16 @@ struct GemvParts {
 // K with U loads in flight per lane, no shared memory (1: R4 U2, 2: R2 U4, 3: R8 U1);
 // 4, 5 (4- and 8-bit weights; dense takes 1): the warp design on int8 activations and
 // dp4a (4: R8 U1, 5: R4 U2); 6 (4- and 8-bit, 1-8 rows; dense takes 1): f16 weights and
-// activations on the tensor cores (qgemv_mma).
+// activations on the tensor cores (qgemv_mma); 7 (4- and 8-bit, M = 1; dense takes 1):
+// design 0's math on weights streamed through shared memory (qgemv_stream).
 int gemv_variant(bool quantized);
+
+// Design 7 (quantized, M == 1, 4- or 8-bit, sm_90, qgemv_stream.cu): design 0's math on
+// weights streamed through shared memory by bulk copies, bit-identical to design 0. False
+// (nothing launched) when the card, shape or alignment does not fit it, or, with
+// only_where_faster (design 0's launches), when the shape is one where it measured slower.
+bool qgemv_stream(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
+                  bool only_where_faster, cudaStream_t st);
 
 // Design 6 (quantized, M <= 8, 4- or 8-bit, qgemv_mma.cu): weights dequantized to f16
 // in registers, products on the tensor cores. False (nothing launched) when the shape or
