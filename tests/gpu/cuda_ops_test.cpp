@@ -157,7 +157,8 @@ TEST(CudaOps, RopeKvWriteMatchesComposition) {
 
 // Design 7 (weights streamed through shared memory by bulk copies) gives design 0's bits:
 // one and several 4096-value tiles per row, a last partial tile, a partial last row group,
-// the multi-part (q/k/v) and gated launches, 4 and 8 bits, bf16/f16/f32 scales.
+// batches of groups a block, the multi-part (q/k/v) and gated launches, 4 and 8 bits,
+// bf16/f16/f32 scales.
 TEST(CudaOps, StreamedQuantizedGemvIsDesign0) {
   REQUIRE_GPU();
   auto qdev = [](const QuantizedWeight& q) {
@@ -168,17 +169,21 @@ TEST(CudaOps, StreamedQuantizedGemvIsDesign0) {
   struct Case {
     int bits, group;
     DType sdt;
-    int64_t K;
+    int64_t K, N;
   };
-  for (const Case cs : {Case{4, 64, DType::bf16, 4608}, Case{4, 32, DType::f16, 1024}, Case{4, 128, DType::f32, 9216},
-                        Case{8, 64, DType::bf16, 4608}, Case{8, 32, DType::f16, 2048}, Case{4, 64, DType::bf16, 4352}}) {
-    SCOPED_TRACE(std::to_string(cs.bits) + " bits g" + std::to_string(cs.group) + " K " + std::to_string(cs.K));
+  // N = 9000: several row groups a block, so batches of groups run tile by tile.
+  for (const Case cs : {Case{4, 64, DType::bf16, 4608, 301}, Case{4, 32, DType::f16, 1024, 301},
+                        Case{4, 128, DType::f32, 9216, 301}, Case{8, 64, DType::bf16, 4608, 301},
+                        Case{8, 32, DType::f16, 2048, 301}, Case{4, 64, DType::bf16, 4352, 301},
+                        Case{4, 64, DType::bf16, 4608, 9000}, Case{8, 64, DType::f16, 4608, 9000}}) {
+    SCOPED_TRACE(std::to_string(cs.bits) + " bits g" + std::to_string(cs.group) + " K " + std::to_string(cs.K) +
+                 " N " + std::to_string(cs.N));
     const QuantSpec spec{QuantFormat::mlx_affine, cs.bits, cs.group};
-    QuantizedWeight q1 = ops::quantize(rand_host({301, cs.K}), spec, cs.sdt);
+    QuantizedWeight q1 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
     QuantizedWeight q2 = ops::quantize(rand_host({64, cs.K}), spec, cs.sdt);
-    QuantizedWeight q3 = ops::quantize(rand_host({301, cs.K}), spec, cs.sdt);
+    QuantizedWeight q3 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
     QuantizedWeight d1 = qdev(q1), d2 = qdev(q2), d3 = qdev(q3);
-    Tensor b1 = rand_host({301}), x = rand_host({1, cs.K});
+    Tensor b1 = rand_host({cs.N}), x = rand_host({1, cs.K});
     auto run = [&](int variant) {
       const int previous = cuda::set_gemv_variants(1, variant);
       std::vector<Tensor> out = ops::qlinear_multi(dev(x), {&d1, &d2, &d3}, {dev(b1), Tensor(), Tensor()});

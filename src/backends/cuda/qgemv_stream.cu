@@ -96,6 +96,19 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned b
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
 #endif
 
+// The items of a block's n row groups: batches of kBatch groups, tile-major inside a
+// batch, so consecutive items share x's tile (reloaded once a tile and batch) while each
+// group's sums still add up its tiles in order.
+constexpr int kBatch = 4;
+struct Item {
+  int group, tile, slot, batch;  // group index in the block; its slot and the batch's size
+};
+__host__ __device__ __forceinline__ Item item_at(int i, int n, int tiles) {
+  const int b = i / (kBatch * tiles), rem = i % (kBatch * tiles);
+  const int nb = n - b * kBatch < kBatch ? n - b * kBatch : kBatch;
+  return {b * kBatch + rem % nb, rem / nb, rem % nb, nb};
+}
+
 template <int BITS, typename S, bool kGated>
 __global__ void __launch_bounds__(kThreads, 2)
     qgemv_stream_kernel(const float* __restrict__ x, const GemvParts P, int64_t K, int shift) {
@@ -105,7 +118,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   constexpr int kRowWords = kTile * BITS / 32;  // u32 words of one row in a tile
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ uint64_t full[kStages], empty[kStages];
-  __shared__ float red[kConsumerWarps][kRowsPerThread];
+  __shared__ float red[kConsumerWarps][kBatch][kRowsPerThread];
   const int sb = int((kTile >> shift) * sizeof(S));  // scale (or bias) bytes of a row in a tile
   const int stage_bytes = words_bytes<BITS>() + 2 * kRows * sb;
   const unsigned groups = gemv_units<kGated>(P);
@@ -125,8 +138,9 @@ __global__ void __launch_bounds__(kThreads, 2)
     for (int i = 0; i < items; ++i) {
       const int s = i % kStages;
       if (i >= kStages) mbar_wait(&empty[s], ((i / kStages) & 1) ^ 1);
-      const GemvRows gr = gemv_rows(P, g_begin + unsigned(i / tiles), kOut);
-      const int64_t k0 = int64_t(i % tiles) * kTile;
+      const Item it = item_at(i, int(g_end - g_begin), tiles);
+      const GemvRows gr = gemv_rows(P, g_begin + unsigned(it.group), kOut);
+      const int64_t k0 = int64_t(it.tile) * kTile;
       const int64_t kv = K - k0 < kTile ? K - k0 : kTile;  // values of K in this tile
       const unsigned wbytes = unsigned(kv * BITS / 8), sbytes = unsigned((kv >> shift) * int64_t(sizeof(S)));
       unsigned char* st = smem + size_t(s) * stage_bytes;
@@ -157,17 +171,20 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // consumers
   const int t = threadIdx.x, c = t % kChunks, set = t / kChunks;  // chunk of the tile; rows 4 set .. + 3
-  float acc[kRowsPerThread];
+  float acc[kBatch][kRowsPerThread];
 #pragma unroll
-  for (int r = 0; r < kRowsPerThread; ++r) acc[r] = 0.0f;
+  for (int j = 0; j < kBatch; ++j)
+#pragma unroll
+    for (int r = 0; r < kRowsPerThread; ++r) acc[j][r] = 0.0f;
   float xv[32];
   float xs = 0.0f;
   for (int i = 0; i < items; ++i) {
-    const int s = i % kStages, tile = i % tiles;
-    const int64_t k0 = int64_t(tile) * kTile;
+    const Item it = item_at(i, int(g_end - g_begin), tiles);
+    const int s = i % kStages;
+    const int64_t k0 = int64_t(it.tile) * kTile;
     const bool active = k0 + c * 32 < K;
-    // x does not depend on the stage: load it before waiting (once when K is one tile).
-    if (active && (tiles > 1 || i == 0)) {
+    // x does not depend on the stage: load it before waiting (once a tile and batch).
+    if (active && (i == 0 || (tiles > 1 && it.slot == 0))) {
       xs = 0.0f;
       load_x_chunk(x + k0 + c * 32, xv);
 #pragma unroll
@@ -176,6 +193,12 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
     mbar_wait(&full[s], (i / kStages) & 1);
     if (active) {
+      float a[kRowsPerThread];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j)
+        if (j == it.slot)
+#pragma unroll
+          for (int r = 0; r < kRowsPerThread; ++r) a[r] = acc[j][r];
       const unsigned char* st = smem + size_t(s) * stage_bytes;
       const int g = (c * 32) >> shift;
 #pragma unroll
@@ -192,34 +215,45 @@ __global__ void __launch_bounds__(kThreads, 2)
           else d = fmaf(xv[j], chunk_value<BITS>(wd, j), d);
         }
         if constexpr (BITS == 4) d *= kChunkUnscale;
-        acc[r] = fmaf(sc, d, fmaf(bi, xs, acc[r]));
+        a[r] = fmaf(sc, d, fmaf(bi, xs, a[r]));
       }
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j)
+        if (j == it.slot)
+#pragma unroll
+          for (int r = 0; r < kRowsPerThread; ++r) acc[j][r] = a[r];
     }
     __syncwarp();
     if (lane == 0) mbar_arrive(&empty[s]);
-    if (tile == tiles - 1) {  // the group is done: 4 warps' sums per row
+    if (it.tile == tiles - 1 && it.slot == it.batch - 1) {  // the batch is done: 4 warps' sums per row
 #pragma unroll
-      for (int r = 0; r < kRowsPerThread; ++r) {
-        const float v = warp_sum(acc[r]);
-        if (lane == 0) red[warp][r] = v;
-        acc[r] = 0.0f;
+      for (int j = 0; j < kBatch; ++j) {
+        if (j < it.batch) {
+#pragma unroll
+          for (int r = 0; r < kRowsPerThread; ++r) {
+            const float v = warp_sum(acc[j][r]);
+            if (lane == 0) red[warp][j][r] = v;
+            acc[j][r] = 0.0f;
+          }
+        }
       }
       consumers_sync();
-      if (t < kOut) {
-        const GemvRows gr = gemv_rows(P, g_begin + unsigned(i / tiles), kOut);
-        const int64_t n = gr.row0 + t;
+      if (t < it.batch * kOut) {
+        const int j = t / kOut, o = t % kOut;
+        const GemvRows gr = gemv_rows(P, g_begin + unsigned(it.group - it.slot + j), kOut);
+        const int64_t n = gr.row0 + o;
         if (n < gr.N) {
-          // Row q of the item sits in warps 4 (q / 4) .. + 3, slot q % 4.
+          // Row q of a group sits in warps 4 (q / 4) .. + 3, slot q % 4.
           auto total = [&](int q) {
             float v = 0.0f;
 #pragma unroll
-            for (int w = 0; w < 4; ++w) v += red[4 * (q / 4) + w][q % 4];
+            for (int w = 0; w < 4; ++w) v += red[4 * (q / 4) + w][j][q % 4];
             return v;
           };
-          float v = total(t);
+          float v = total(o);
           if (P.bias[gr.part]) v += static_cast<const float*>(P.bias[gr.part])[n];
           if constexpr (kGated) {
-            float u = total(t + kOut);
+            float u = total(o + kOut);
             if (P.bias[1]) u += static_cast<const float*>(P.bias[1])[n];
             v = act_any(Act(P.gate_act), v) * u;
           }
