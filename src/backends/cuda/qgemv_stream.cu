@@ -17,15 +17,16 @@
 // 128, ...); the f32 math per chunk is design 0's too. The results are therefore
 // bit-identical to design 0 (tests/gpu/cuda_ops_test.cpp checks it).
 //
-// Blocks own contiguous runs of row groups (all tiles of a group in one block), so a
-// group's partial sums stay in registers until its last tile, then 4 warps' sums meet in
-// shared memory. When K is one tile, each thread's x chunk (and its sum) stays in
-// registers for all of the block's items. Two blocks share an SM.
+// Blocks own contiguous runs of row groups (all tiles of a group in one block), taken in
+// batches of kBatch groups, tile by tile inside a batch: each group's partial sums stay in
+// registers until its last tile (then 4 warps' sums meet in shared memory), and a thread
+// reloads its x chunk (and its sum) once a tile and batch, or never again when K is one
+// tile. Two blocks share an SM.
 //
 // Where it pays (H100, cuda_bench): the 4-bit gate/up launch of Llama-3.1-8B, 48.9% ->
 // 57.9% of copy bandwidth, and Llama-3.1-8B q4 decode 273-276 -> 304-311 tok/s. It
 // loses on small launches (q/o 36.8% -> 31.5%: one or two items a block, all ramp), on
-// K beyond one tile (down_proj 54% -> 39%: x reloaded every item) and for 8-bit decode
+// K beyond one tile (down_proj 54% -> 47%: x reloaded every tile) and for 8-bit decode
 // (232 -> 218 tok/s). Design 0 therefore hands it only 4-bit, one-tile launches of at
 // least 16 row groups per SM (qgemv_stream's only_where_faster). One bulk copy for the
 // 8 rows plus cp.async for scales and biases measured the same as 24 bulk copies.
