@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <unordered_map>
@@ -10,6 +11,42 @@
 #include "base/error.h"
 
 namespace mlxcel {
+
+void order_by_value_desc(const float* v, int n, std::vector<int>& idx, std::vector<int>& idx_tmp,
+                         std::vector<uint32_t>& keys, std::vector<uint32_t>& keys_tmp) {
+  idx.resize(size_t(n));
+  std::iota(idx.begin(), idx.end(), 0);
+  if (n < 2) return;
+  keys.resize(size_t(n));
+  for (int i = 0; i < n; ++i) {
+    uint32_t b;
+    std::memcpy(&b, &v[i], 4);
+    if (v[i] == 0.0f) b = 0;  // -0 ties with +0, as the comparison says
+    // Ascending unsigned order of the floats, inverted: descending.
+    keys[size_t(i)] = ~((b & 0x80000000u) ? ~b : (b | 0x80000000u));
+  }
+  idx_tmp.resize(size_t(n));
+  keys_tmp.resize(size_t(n));
+  constexpr int kBits = 11, kBuckets = 1 << kBits;
+  std::vector<int> count(kBuckets);
+  for (int shift = 0; shift < 32; shift += kBits) {
+    std::fill(count.begin(), count.end(), 0);
+    for (int i = 0; i < n; ++i) ++count[(keys[size_t(i)] >> shift) & (kBuckets - 1)];
+    int sum = 0;
+    for (int& c : count) {
+      const int t = c;
+      c = sum;
+      sum += t;
+    }
+    for (int i = 0; i < n; ++i) {  // stable: equal keys keep their order (lower index first)
+      const int pos = count[(keys[size_t(i)] >> shift) & (kBuckets - 1)]++;
+      keys_tmp[size_t(pos)] = keys[size_t(i)];
+      idx_tmp[size_t(pos)] = idx[size_t(i)];
+    }
+    keys.swap(keys_tmp);
+    idx.swap(idx_tmp);
+  }
+}
 
 void SamplingParams::validate() const {
   if (!std::isfinite(temperature) || temperature < 0) invalid("temperature must be >= 0, got {}", temperature);
@@ -104,7 +141,9 @@ int Sampler::sample_token(const float* logits, int vocab, const std::vector<int>
     std::partial_sort(idx_.begin(), idx_.begin() + k, idx_.end(), cmp);
     idx_.resize(k);
   } else {
-    std::sort(idx_.begin(), idx_.end(), cmp);
+    // The whole vocabulary (top_k = 0): the same order in O(vocab) (std::sort took about
+    // 10 ms a token for 152K entries on a 2-core VM).
+    order_by_value_desc(work_.data(), vocab, idx_, idx_tmp_, keys_, keys_tmp_);
   }
   const float inv_t = 1.0f / p_.temperature;
   const float mx = work_[idx_[0]];

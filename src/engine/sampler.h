@@ -66,9 +66,16 @@ class Sampler {
   SamplingParams p_;
   std::mt19937_64 rng_;
   std::vector<float> work_;
-  std::vector<int> idx_;
+  std::vector<int> idx_, idx_tmp_;
+  std::vector<uint32_t> keys_, keys_tmp_;
   int sample_token(const float* logits, int vocab, const std::vector<int>& history);
   void fill_logprobs(const float* logits, int vocab, int token, TokenLogprobs& out);
 };
+
+// idx = 0..n-1 ordered by v descending, lower index first on ties (+0 and -0 tie), the
+// order std::sort gives with that comparison, in O(n): a stable LSD radix sort on the
+// float bits (3 passes of 11 bits). The scratch vectors are reused between calls.
+void order_by_value_desc(const float* v, int n, std::vector<int>& idx, std::vector<int>& idx_tmp,
+                         std::vector<uint32_t>& keys, std::vector<uint32_t>& keys_tmp);
 
 }  // namespace mlxcel

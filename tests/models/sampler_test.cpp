@@ -1,7 +1,12 @@
 #include "engine/sampler.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
+#include <numeric>
+#include <random>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -80,6 +85,36 @@ TEST(Sampler, RejectsBadParameters) {
   p.min_p = 2.0f;
   EXPECT_THROW(Sampler{p}, Error);
 }
+
+// The O(n) order the sampler uses for the whole vocabulary is std::sort's order under
+// (value descending, lower index first): ties, +0 / -0, infinities, denormals, 152K entries.
+TEST(Sampler, RadixOrderIsTheComparisonSortOrder) {
+  std::mt19937 g(5);
+  for (int n : {0, 1, 2, 7, 1000, 151936}) {
+    std::vector<float> v(static_cast<size_t>(n));
+    std::uniform_int_distribution<int> pick(0, 9);
+    std::normal_distribution<float> nd(0.0f, 4.0f);
+    for (auto& x : v) {
+      switch (pick(g)) {
+        case 0: x = 0.0f; break;
+        case 1: x = -0.0f; break;
+        case 2: x = -std::numeric_limits<float>::infinity(); break;
+        case 3: x = std::numeric_limits<float>::infinity(); break;
+        case 4: x = 1e-40f * float(pick(g) - 5); break;  // denormals of both signs
+        case 5: x = float(pick(g)) - 4.5f; break;        // many exact ties
+        default: x = nd(g);
+      }
+    }
+    std::vector<int> want(static_cast<size_t>(n));
+    std::iota(want.begin(), want.end(), 0);
+    std::sort(want.begin(), want.end(), [&](int a, int b) { return v[a] > v[b] || (v[a] == v[b] && a < b); });
+    std::vector<int> got, it;
+    std::vector<uint32_t> k, kt;
+    order_by_value_desc(v.data(), n, got, it, k, kt);
+    EXPECT_EQ(got, want) << "n " << n;
+  }
+}
+
 
 }  // namespace
 }  // namespace mlxcel
