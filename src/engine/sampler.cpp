@@ -1,9 +1,9 @@
 #include "engine/sampler.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <numeric>
 #include <unordered_map>
@@ -18,17 +18,12 @@ void order_by_value_desc(const float* v, int n, std::vector<int>& idx, std::vect
   std::iota(idx.begin(), idx.end(), 0);
   if (n < 2) return;
   keys.resize(size_t(n));
-  for (int i = 0; i < n; ++i) {
-    uint32_t b;
-    std::memcpy(&b, &v[i], 4);
-    if (v[i] == 0.0f) b = 0;  // -0 ties with +0, as the comparison says
-    // Ascending unsigned order of the floats, inverted: descending.
-    keys[size_t(i)] = ~((b & 0x80000000u) ? ~b : (b | 0x80000000u));
-  }
+  // Inverted order-preserving keys: descending; -0 ties with +0, as the comparison says.
+  for (int i = 0; i < n; ++i) keys[size_t(i)] = ~cpu::float_key(v[i] == 0.0f ? 0.0f : v[i]);
   idx_tmp.resize(size_t(n));
   keys_tmp.resize(size_t(n));
   constexpr int kBits = 11, kBuckets = 1 << kBits;
-  std::vector<int> count(kBuckets);
+  std::array<int, kBuckets> count;
   for (int shift = 0; shift < 32; shift += kBits) {
     std::fill(count.begin(), count.end(), 0);
     for (int i = 0; i < n; ++i) ++count[(keys[size_t(i)] >> shift) & (kBuckets - 1)];

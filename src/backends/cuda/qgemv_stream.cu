@@ -57,8 +57,8 @@ constexpr int stages() {
   return BITS == 4 ? 4 : 3;  // 16 KB (4-bit) or 32 KB (8-bit) of words a stage
 }
 
-// Bytes of one stage: the 8 rows' words, then their scales, then their biases (each row
-// `sb` bytes: the tile's groups times sizeof(S)).
+// A stage holds the 8 rows' words (words_bytes), then their scales, then their biases
+// (each row `sb` bytes: the tile's groups times sizeof(S)).
 template <int BITS>
 __host__ __device__ constexpr int words_bytes() {
   return kRows * kTile * BITS / 8;
@@ -94,7 +94,9 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned b
                : "memory");
 }
 // The 256 consumer threads only (the producer warp may be waiting elsewhere).
-__device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
+__device__ __forceinline__ void consumers_sync() {
+  asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumerWarps * 32) : "memory");
+}
 #endif
 
 // The items of a block's n row groups: batches of kBatch groups, tile-major inside a
@@ -277,25 +279,17 @@ int blocks_per_sm() {
   return v;
 }
 
-bool arch_ok(int dev) {
-  static int major[64] = {};
-  if (dev < 0 || dev >= 64) return false;
-  if (!major[dev]) MLXCEL_CUDA_CHECK(cudaDeviceGetAttribute(&major[dev], cudaDevAttrComputeCapabilityMajor, dev));
-  return major[dev] >= 9;
-}
-
+// P.block_end already planned (plan_blocks, `groups` row groups in all).
 template <int BITS, typename S, bool kGated>
-void launch(const float* x, GemvParts P, int64_t K, int shift, cudaStream_t st) {
+void launch(const float* x, const GemvParts& P, unsigned groups, int64_t K, int shift, int dev, cudaStream_t st) {
   const int sb = int((kTile >> shift) * sizeof(S));
   const int smem = stages<BITS>() * (words_bytes<BITS>() + 2 * kRows * sb);
   auto kernel = qgemv_stream_kernel<BITS, S, kGated>;
   static int configured[64] = {};  // the largest dynamic shared memory set, per device
-  const int dev = current_device();
   if (dev >= 0 && dev < 64 && configured[dev] < smem) {
     MLXCEL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured[dev] = smem;
   }
-  const unsigned groups = plan_blocks(P, kGated ? kRows / 2 : kRows);
   const unsigned grid = std::min(groups, unsigned(sm_count(dev) * blocks_per_sm()));
   kernel<<<grid, kThreads, smem, st>>>(x, P, K, shift);
 }
@@ -305,16 +299,14 @@ void launch(const float* x, GemvParts P, int64_t K, int shift, cudaStream_t st) 
 bool qgemv_stream(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
                   bool only_where_faster, cudaStream_t st) {
   if (M != 1 || (bits != 4 && bits != 8) || group_shift < 5 || group_shift > 7 || K % 32 != 0) return false;
-  if (!arch_ok(current_device())) return false;
+  const int dev = current_device();
+  if (compute_major(dev) < 9) return false;
   if (only_where_faster) {
     // Measured faster than design 0 (bench/results/cuda_gemv.md run 6): 4-bit weights,
-    // one tile of K (x stays in registers) and at least 16 row groups per SM (the
+    // one tile of K (x stays in registers) and at least 16 row groups per SM (below; the
     // Llama-3.1-8B gate/up launch and LM head). Smaller launches lose to their ramp,
     // longer K to reloading x every tile; 8-bit decode measured 6% slower with it.
-    if (bits != 4) return false;
-    GemvParts Q = P;
-    const unsigned groups = plan_blocks(Q, P.gate_act >= 0 ? kRows / 2 : kRows);
-    if (K > kTile || groups < 16u * unsigned(sm_count(current_device()))) return false;
+    if (bits != 4 || K > kTile) return false;
   }
   // Bulk copies move multiples of 16 bytes between 16-byte aligned addresses: every row's
   // words and scales, and every tile's share of them, must keep that alignment.
@@ -330,14 +322,16 @@ bool qgemv_stream(const float* x, int M, GemvParts P, int bits, int group_shift,
     if (a % 16 != 0) return false;
   }
   const bool gated = P.gate_act >= 0;
+  const unsigned groups = plan_blocks(P, gated ? kRows / 2 : kRows);
+  if (only_where_faster && groups < 16u * unsigned(sm_count(dev))) return false;
   by_float_type(scale_dtype, "qgemv_stream: scales", [&](auto tag) {
     using S = decltype(tag);
     if (bits == 4) {
-      if (gated) launch<4, S, true>(x, P, K, group_shift, st);
-      else launch<4, S, false>(x, P, K, group_shift, st);
+      if (gated) launch<4, S, true>(x, P, groups, K, group_shift, dev, st);
+      else launch<4, S, false>(x, P, groups, K, group_shift, dev, st);
     } else {
-      if (gated) launch<8, S, true>(x, P, K, group_shift, st);
-      else launch<8, S, false>(x, P, K, group_shift, st);
+      if (gated) launch<8, S, true>(x, P, groups, K, group_shift, dev, st);
+      else launch<8, S, false>(x, P, groups, K, group_shift, dev, st);
     }
   });
   MLXCEL_CUDA_LAUNCH_CHECK();

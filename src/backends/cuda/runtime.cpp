@@ -160,6 +160,17 @@ int sm_count(int device) {
   return n;
 }
 
+int compute_major(int device) {
+  static std::atomic<int> cached[64] = {};
+  if (device < 0 || device >= 64) return 0;
+  if (!cached[device].load()) {
+    int m = 0;
+    MLXCEL_CUDA_CHECK(cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, device));
+    cached[device].store(m);
+  }
+  return cached[device].load();
+}
+
 void* scratch(size_t bytes, int slot) {
   MLXCEL_CHECK(slot >= 0 && slot < kScratchSlots, "scratch slot {}", slot);
   const int dev = current_device();

@@ -43,6 +43,7 @@ cudaStream_t stream_of(int device);       // the device's step stream (created o
 cudaStream_t current_stream();            // stream of the current device
 int current_device();
 int sm_count(int device);                  // streaming multiprocessors (cached)
+int compute_major(int device);             // compute capability major, 0 for a bad index (cached)
 cublasHandle_t cublas_handle(int device);  // bound to stream_of(device)
 // A scratch buffer of at least `bytes` on the current device, stream-ordered (valid
 // until the next call on this device; kernels on the same stream may use it). Slots:

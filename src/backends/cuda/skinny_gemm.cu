@@ -185,13 +185,6 @@ void launch(const SkinnyArgs& a, int S, int tiles, cudaStream_t st) {
   MLXCEL_CUDA_CHECK(cudaLaunchKernelEx(&cfg, skinny_gemm_kernel<T, MT>, a));
 }
 
-bool arch_ok(int dev) {
-  static int major[64] = {};
-  if (dev < 0 || dev >= 64) return false;
-  if (!major[dev]) MLXCEL_CUDA_CHECK(cudaDeviceGetAttribute(&major[dev], cudaDevAttrComputeCapabilityMajor, dev));
-  return major[dev] >= 9;
-}
-
 }  // namespace
 
 int set_skinny_gemm(int mode) {
@@ -212,7 +205,7 @@ int skinny_gemm_split(int64_t N, int64_t K, int device) {
 bool skinny_gemm(const void* x, const void* w, DType ct, int64_t M, int64_t N, int64_t K, const void* bias,
                  DType bias_dtype, void* out, DType out_dtype, int device, cudaStream_t st) {
   if (!g_skinny || M < 1 || M > kSkinnyMaxRows || N < 1 || K < 1 || (ct != DType::bf16 && ct != DType::f16)) return false;
-  if (K % 8 || N > INT32_MAX / 2 || K > INT32_MAX / 2 || !arch_ok(device)) return false;
+  if (K % 8 || N > INT32_MAX / 2 || K > INT32_MAX / 2 || compute_major(device) < 9) return false;
   // Only where cuBLAS leaves most of the card idle: few row tiles (k_proj / v_proj of
   // GQA models). On an H100 at N = 4,096 and more cuBLASLt streams the weights at 72-87%
   // of the copy bandwidth and this kernel at 35-73% (bench/results/cuda_gemv.md, run 5).
