@@ -1,5 +1,6 @@
 #include "tensor/tensor.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -160,6 +161,22 @@ Tensor Tensor::slice(int d, int64_t begin, int64_t end) const {
   t.offset_ += size_t(begin * strides_[d]) * dtype_size(dtype_);
   t.shape_[d] = end - begin;
   return t;
+}
+
+Tensor Tensor::adjacent_rows(const std::vector<Tensor>& parts) {
+  if (parts.empty()) return Tensor();
+  const Tensor& first = parts[0];
+  if (!first.defined() || first.ndim() < 1 || !first.is_contiguous()) return Tensor();
+  Tensor out = first;
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const Tensor& p = parts[i];
+    if (!p.defined() || p.storage_ != first.storage_ || p.dtype_ != first.dtype_ || p.ndim() != first.ndim() ||
+        !p.is_contiguous() || !std::equal(p.shape_.begin() + 1, p.shape_.end(), first.shape_.begin() + 1) ||
+        p.offset_ != out.offset_ + out.nbytes())
+      return Tensor();
+    out.shape_[0] += p.shape_[0];
+  }
+  return out;
 }
 
 Tensor Tensor::select(int64_t index) const {

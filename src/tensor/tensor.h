@@ -75,6 +75,10 @@ class Tensor {
   Tensor slice(int dim, int64_t begin, int64_t end) const;  // [begin, end) along dim
   Tensor select(int64_t index) const;                        // drop dim 0
 
+  // `parts` (contiguous, one dtype, the same trailing dimensions) when they lie end to
+  // end in one storage, as one view concatenated along dim 0; else an undefined tensor.
+  static Tensor adjacent_rows(const std::vector<Tensor>& parts);
+
   // Deep copy (contiguous) on the same device. CPU only here; ops::contiguous is device-generic.
   Tensor clone() const;
   std::vector<float> to_f32_vector() const;  // CPU tensor of f32/f16/bf16 -> host floats

@@ -27,6 +27,25 @@ TEST(Tensor, SliceAndSelectAreViews) {
   EXPECT_EQ(t.select(2).to_f32_vector(), (std::vector<float>{4, 5}));
 }
 
+TEST(Tensor, AdjacentRowsJoinOnlyEndToEndViewsOfOneStorage) {
+  Tensor all = Tensor::empty({10, 4}, DType::f32);
+  const Tensor a = all.slice(0, 0, 6), b = all.slice(0, 6, 8), c = all.slice(0, 8, 10);
+  Tensor j = Tensor::adjacent_rows({a, b, c});
+  ASSERT_TRUE(j.defined());
+  EXPECT_EQ(j.shape(), (Shape{10, 4}));
+  EXPECT_EQ(j.raw(), all.raw());
+  EXPECT_EQ(Tensor::adjacent_rows({b, c}).raw(), b.raw());
+  EXPECT_FALSE(Tensor::adjacent_rows({a, c}).defined());                        // a gap
+  EXPECT_FALSE(Tensor::adjacent_rows({b, a}).defined());                        // out of order
+  EXPECT_FALSE(Tensor::adjacent_rows({a, Tensor::empty({2, 4}, DType::f32)}).defined());  // another storage
+  EXPECT_FALSE(Tensor::adjacent_rows({a, b, Tensor()}).defined());
+  Tensor wide = Tensor::empty({4, 8}, DType::f32);
+  EXPECT_FALSE(Tensor::adjacent_rows({wide.slice(1, 0, 4), wide.slice(1, 4, 8)}).defined());  // strided
+  EXPECT_FALSE(Tensor::adjacent_rows({all.slice(0, 0, 1), all.slice(0, 1, 2).reshape({2, 2})}).defined());  // shapes
+  EXPECT_TRUE(Tensor::adjacent_rows({a}).defined());
+  EXPECT_FALSE(Tensor::adjacent_rows({}).defined());
+}
+
 TEST(Tensor, ReshapeChecks) {
   Tensor t = Tensor::empty({4, 6}, DType::f32);
   EXPECT_EQ(t.reshape({2, -1, 3}).shape(), (Shape{2, 4, 3}));
