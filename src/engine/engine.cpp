@@ -35,7 +35,7 @@ Engine::Engine(Model& model, const EngineConfig& cfg)
     : cfg_(resolve(model, cfg)),
       vocab_(model.config().vocab_size),
       scheduler_(scheduler_config(cfg_), kv_config(cfg_)),
-      runner_(model, cfg_.n_blocks, cfg_.block_size, cfg_.kv_dtype) {}
+      runner_(model, cfg_.n_blocks, cfg_.block_size, cfg_.kv_dtype, cfg_.max_model_len) {}
 
 void Engine::validate(const GenerationRequest& req) const {
   const int n = int(req.prompt.size());

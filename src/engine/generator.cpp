@@ -9,71 +9,26 @@
 
 namespace mlxcel {
 
-Generator::Generator(Model& model, int max_context, int block_size, DType kv_dtype)
-    : model_(model), max_context_(max_context), block_size_(block_size) {
+namespace {
+int blocks_for(int max_context, int block_size) {
   if (max_context <= 0) invalid("max context must be positive, got {}", max_context);
-  const int n_blocks = (max_context + block_size - 1) / block_size;
+  if (block_size <= 0) invalid("block size must be positive, got {}", block_size);
+  return (max_context + block_size - 1) / block_size;
+}
+}  // namespace
+
+Generator::Generator(Model& model, int max_context, int block_size, DType kv_dtype)
+    : model_(model),
+      max_context_(max_context),
+      block_size_(block_size),
+      // One sequence over the whole table: no padding rows, and the plain step's width (so
+      // the same attention splits: replayed logits are the plain path's bits).
+      decode_graphs_(block_size, -1, blocks_for(max_context, block_size), blocks_for(max_context, block_size)) {
+  const int n_blocks = blocks_for(max_context, block_size);
   cache_ = model.make_cache(n_blocks, block_size, kv_dtype);
   std::vector<int32_t> table(n_blocks);
   std::iota(table.begin(), table.end(), 0);
   block_table_ = Tensor::from_i32({1, n_blocks}, table);
-}
-
-bool Generator::graphs_default() {
-  static const bool on = [] {
-    const char* e = std::getenv("MLXCEL_CUDA_GRAPHS");
-    return !(e && e[0] == '0');
-  }();
-  return on;
-}
-
-bool Generator::graph_eligible() const {
-  if (!graphs_ || model_.device().type != DeviceType::cuda) return false;
-  for (const auto& [key, rope] : model_.config().rope)  // position-dependent frequencies change per step
-    if (rope.type == "dynamic" || rope.type == "longrope") return false;
-  return true;
-}
-
-Tensor Generator::decode_graph(int token, bool keep_on_device) {
-  const int pos = n_past_;
-  const int n_blocks = int(block_table_.dim(1));
-  std::vector<int32_t> io(size_t(6 + n_blocks));
-  io[0] = token, io[1] = pos, io[2] = pos, io[3] = pos + 1, io[4] = 0, io[5] = 1;
-  std::iota(io.begin() + 6, io.end(), 0);
-  const Tensor host_io = Tensor::from_i32({int64_t(io.size())}, io);
-  if (graph_ && graph_->stale()) graph_.reset();  // a later prefill moved a scratch buffer
-  if (!graph_) {
-    io_ = ops::to_device(host_io, model_.device());
-    Batch b;
-    b.token_ids = io_.slice(0, 0, 1);
-    b.positions = io_.slice(0, 1, 2);
-    b.max_position = pos;
-    // Host copies for the ops' validation at record time; the kernels read the views.
-    b.attn.q_start = Tensor::from_i32({2}, {0, 1});
-    b.attn.kv_len = Tensor::from_i32({1}, {pos + 1});
-    b.attn.block_table = block_table_;
-    b.attn.slot_mapping = Tensor::from_i32({1}, {pos});
-    b.attn.block_size = block_size_;
-    b.attn.slot_mapping_device = io_.slice(0, 2, 3);
-    b.attn.kv_len_device = io_.slice(0, 3, 4);
-    b.attn.q_start_device = io_.slice(0, 4, 6);
-    b.attn.block_table_device = io_.slice(0, 6, 6 + n_blocks);
-    // No logit_rows: the one row's logits, without a row gather.
-    try {
-      graph_ = ops::capture_graph(model_.device(), [&] { graph_logits_ = model_.forward(b, cache_); });
-    } catch (const std::exception&) {
-      // Not recordable here (e.g. a buffer would have to grow): decode without graphs.
-      graphs_ = false;
-      graph_logits_ = Tensor();
-      return step({token}, false, keep_on_device);
-    }
-  } else {
-    ops::copy_from_host(io_, host_io);
-  }
-  graph_->launch();
-  n_past_ += 1;
-  // (On the device: the graph's own buffer, read before the next replay.)
-  return keep_on_device ? graph_logits_ : ops::to_device(graph_logits_, Device::cpu());
 }
 
 Tensor Generator::step(const std::vector<int>& tokens, bool all_logits, bool keep_on_device) {
@@ -89,9 +44,15 @@ Tensor Generator::step(const std::vector<int>& tokens, bool all_logits, bool kee
     pos[i] = n_past_ + i;
     slots[i] = n_past_ + i;  // consecutive blocks: slot == position
   }
-  if (n == 1 && !all_logits && graph_eligible()) {
-    if (graph_ || graph_warm_) return decode_graph(tokens[0], keep_on_device);
-    graph_warm_ = true;  // the first decode step runs normally (sizes every scratch buffer)
+  if (n == 1 && !all_logits && graphs_ && DecodeGraphs::supported(model_)) {
+    const DecodeRow row{tokens[0], n_past_, std::span<const int32_t>(block_table_.data<int32_t>(), size_t(block_table_.dim(1)))};
+    Tensor logits = decode_graphs_.run(model_, cache_, std::span<const DecodeRow>(&row, 1));
+    if (logits.defined()) {
+      n_past_ += 1;
+      // (On the device: the graph's own buffer, read before the next replay.)
+      return keep_on_device ? logits : ops::to_device(logits, Device::cpu());
+    }
+    graphs_ = false;  // not recordable for this model: decode without graphs
   }
   Batch b;
   b.token_ids = Tensor::from_i32({n}, ids);

@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "engine/decode_graphs.h"
 #include "engine/sampler.h"
 #include "models/model.h"
 #include "ops/ops.h"
@@ -36,18 +37,17 @@ class Generator {
   void reset() { n_past_ = 0; }
   int n_past() const { return n_past_; }
   // Decode steps on CUDA replay a recorded graph of the step (one launch instead of
-  // hundreds; the first decode step runs normally, the second records it), where it
-  // applies: a CUDA model whose RoPE frequencies do not depend on the position.
+  // hundreds; the first decode step runs unrecorded, the second records it), where it
+  // applies: a CUDA model whose RoPE frequencies do not depend on the position
+  // (engine/decode_graphs.h).
   // On by default (verified by test_cuda_models' GraphDecodeMatchesPlainDecode on the
   // H200: bit-identical logits); MLXCEL_CUDA_GRAPHS=0 or set_graphs(false) turns it off.
   void set_graphs(bool on) { graphs_ = on; }
-  bool graph_recorded() const { return graph_ != nullptr; }
+  bool graph_recorded() const { return decode_graphs_.n_recorded() > 0; }
 
  private:
   // keep_on_device: the logits stay where the model runs (generate's device sampling).
   Tensor step(const std::vector<int>& tokens, bool all_logits, bool keep_on_device = false);
-  bool graph_eligible() const;
-  Tensor decode_graph(int token, bool keep_on_device);
 
   Model& model_;
   int max_context_;
@@ -55,13 +55,8 @@ class Generator {
   KvCache cache_;
   Tensor block_table_;
   int n_past_ = 0;
-  // The recorded decode step: `io_` holds [token, position, slot, kv_len, q_start 0, 1,
-  // block table...] on the device; the batch's device tensors are views of it.
-  bool graphs_ = graphs_default();
-  static bool graphs_default();
-  bool graph_warm_ = false;
-  std::unique_ptr<ops::DeviceGraph> graph_;
-  Tensor io_, graph_logits_;
+  bool graphs_ = DecodeGraphs::enabled_by_default();
+  DecodeGraphs decode_graphs_;
 };
 
 }  // namespace mlxcel

@@ -7,8 +7,20 @@
 
 namespace mlxcel {
 
-ModelRunner::ModelRunner(Model& model, int n_blocks, int block_size, DType kv_dtype)
-    : model_(model), cache_(model.make_cache(n_blocks, block_size, kv_dtype)) {}
+namespace {
+bool graph_capable(const Model& model) { return DecodeGraphs::supported(model); }
+}  // namespace
+
+ModelRunner::ModelRunner(Model& model, int n_blocks, int block_size, DType kv_dtype, int max_model_len)
+    : model_(model),
+      cache_(model.make_cache(n_blocks + (graph_capable(model) ? 1 : 0), block_size, kv_dtype)),
+      n_blocks_(n_blocks) {
+  if (graph_capable(model)) {
+    const int tokens = max_model_len > 0 ? max_model_len : n_blocks * block_size;
+    const int max_width = std::min(n_blocks, (tokens + block_size - 1) / block_size);
+    graphs_ = std::make_unique<DecodeGraphs>(block_size, /*pad_block=*/n_blocks, max_width);
+  }
+}
 
 Batch ModelRunner::build_batch(std::span<const ScheduledSeq* const> seqs) const {
   MLXCEL_CHECK(!seqs.empty(), "empty step");
@@ -61,6 +73,21 @@ Batch ModelRunner::build_batch(std::span<const ScheduledSeq* const> seqs) const 
 }
 
 Tensor ModelRunner::execute(std::span<const ScheduledSeq* const> seqs) {
+  if (graphs_ && graphs_on_ && !graphs_->disabled() && !seqs.empty()) {
+    bool decode_only = true;
+    for (const auto* s : seqs) decode_only = decode_only && s->token_ids.size() == 1 && s->sample;
+    if (decode_only) {
+      std::vector<DecodeRow> rows;
+      rows.reserve(seqs.size());
+      for (const auto* s : seqs) {
+        MLXCEL_CHECK(size_t(s->start / cache_.block_size) < s->block_table.size(),
+                     "request {}: {} blocks cannot hold {} tokens", s->id, s->block_table.size(), s->start + 1);
+        rows.push_back({s->token_ids[0], s->start, std::span<const int32_t>(s->block_table)});
+      }
+      Tensor logits = graphs_->run(model_, cache_, rows);
+      if (logits.defined()) return logits;
+    }
+  }
   Batch b = build_batch(seqs);
   return model_.forward(b, cache_);
 }
@@ -74,7 +101,7 @@ Tensor ModelRunner::execute(const std::vector<ScheduledSeq>& seqs) {
 void ModelRunner::copy_blocks(const std::vector<BlockCopy>& copies) {
   if (copies.empty()) return;
   for (const auto& c : copies) {
-    MLXCEL_CHECK(c.src >= 0 && c.src < cache_.n_blocks && c.dst >= 0 && c.dst < cache_.n_blocks,
+    MLXCEL_CHECK(c.src >= 0 && c.src < n_blocks_ && c.dst >= 0 && c.dst < n_blocks_,
                  "block copy {} -> {} out of range", c.src, c.dst);
     for (auto* layers : {&cache_.k, &cache_.v}) {
       for (Tensor& t : *layers) {

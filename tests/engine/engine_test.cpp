@@ -15,6 +15,7 @@
 
 #include "base/error.h"
 #include "engine/async_engine.h"
+#include "engine/decode_graphs.h"
 #include "engine/engine.h"
 
 namespace mlxcel {
@@ -336,6 +337,43 @@ TEST(ModelRunner, BuildsTheFlatBatch) {
   for (int i = 0; i < 4; ++i) k[3 * 4 + i] = float(10 + i);
   runner.copy_blocks({{3, 6}});
   for (int i = 0; i < 4; ++i) EXPECT_EQ(k[6 * 4 + i], float(10 + i));
+}
+
+// Graph buckets: a batch is padded by at most a third of its bucket beyond 8 rows, every
+// size has a bucket at least as big, and block tables grow in powers of two within
+// [min, max] (never below what the step needs). (Replay itself is tested on a GPU:
+// tests/gpu/cuda_family_test.cpp EngineDecodeGraphsMatchPlainSteps.)
+TEST(DecodeGraphs, BucketsCoverEverySizeWithLittlePadding) {
+  int prev = 0;
+  for (int n = 1; n <= 1000; ++n) {
+    const int b = DecodeGraphs::bucket_rows(n);
+    EXPECT_GE(b, n);
+    EXPECT_GE(b, prev);
+    if (n > 8) EXPECT_LE(3 * (b - n), b) << n;
+    prev = b;
+  }
+  EXPECT_EQ(DecodeGraphs::bucket_rows(1), 1);
+  EXPECT_EQ(DecodeGraphs::bucket_rows(3), 4);
+  EXPECT_EQ(DecodeGraphs::bucket_rows(9), 12);
+  EXPECT_EQ(DecodeGraphs::bucket_rows(13), 16);
+  EXPECT_EQ(DecodeGraphs::bucket_rows(17), 24);
+  EXPECT_EQ(DecodeGraphs::bucket_rows(64), 64);
+  EXPECT_EQ(DecodeGraphs::bucket_rows(65), 96);
+  EXPECT_EQ(DecodeGraphs::bucket_rows(256), 256);
+  EXPECT_EQ(DecodeGraphs::bucket_width(1, 1, 256), 1);
+  EXPECT_EQ(DecodeGraphs::bucket_width(5, 1, 256), 8);
+  EXPECT_EQ(DecodeGraphs::bucket_width(200, 1, 256), 256);
+  EXPECT_EQ(DecodeGraphs::bucket_width(200, 1, 220), 220);
+  EXPECT_EQ(DecodeGraphs::bucket_width(3, 100, 100), 100);
+  EXPECT_EQ(DecodeGraphs::bucket_width(300, 1, 256), 300);
+}
+
+// On the CPU there are no graphs: the cache holds exactly the blocks asked for.
+TEST(ModelRunner, NoPaddingBlockOnTheCpu) {
+  FakeModel model;
+  ModelRunner runner(model, 12, 4);
+  EXPECT_EQ(runner.cache().n_blocks, 12);
+  EXPECT_EQ(runner.graphs_recorded(), 0);
 }
 
 TEST(AsyncEngine, StreamsTokensFromManyThreadsAndCancels) {
