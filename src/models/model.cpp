@@ -1,6 +1,7 @@
 #include "models/model.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 
@@ -86,9 +87,57 @@ void transcode_gguf_blocks(WeightMap& w) {
   }
 }
 
+namespace {
+// The dense q/k/v projections of one attention block in one device allocation (weights,
+// and biases when all three have them), each a row view of it: a prompt-sized step then
+// runs them as one product (ops::linear_multi), which keeps the narrow k and v weights
+// from each under-filling the card. Nothing is copied twice; other weights are left.
+void colocate_qkv(WeightMap& w, Device device) {
+  if (const char* e = std::getenv("MLXCEL_COLOCATE_QKV"); e && e[0] == '0') return;  // for A/B runs
+  constexpr std::string_view kQ = ".q_proj.weight";
+  for (const std::string& name : w.names()) {
+    if (name.size() <= kQ.size() || name.compare(name.size() - kQ.size(), kQ.size(), kQ) != 0) continue;
+    const std::string p = name.substr(0, name.size() - kQ.size());
+    const std::string proj[3] = {p + ".q_proj", p + ".k_proj", p + ".v_proj"};
+    std::vector<Tensor> ws, bs;
+    for (const std::string& q : proj) {
+      const Tensor* t = w.find(q + ".weight");
+      if (!t || w.contains(q + ".scales") || w.contains(q + std::string(kGgufTypeSuffix))) break;
+      ws.push_back(*t);
+      if (const Tensor* b = w.find(q + ".bias")) bs.push_back(*b);
+    }
+    if (ws.size() != 3 || (!bs.empty() && bs.size() != 3)) continue;
+    bool ok = true;
+    for (const Tensor& t : ws)
+      ok = ok && t.device().type == DeviceType::cpu && t.is_contiguous() && t.ndim() == 2 &&
+           t.dim(1) == ws[0].dim(1) && t.dtype() == ws[0].dtype() && is_floating(t.dtype());
+    for (const Tensor& b : bs)
+      ok = ok && b.device().type == DeviceType::cpu && b.is_contiguous() && b.ndim() == 1 && b.dtype() == bs[0].dtype();
+    for (size_t i = 0; ok && i < bs.size(); ++i) ok = bs[i].dim(0) == ws[i].dim(0);
+    if (!ok) continue;
+    auto place = [&](const std::vector<Tensor>& parts, const char* suffix) {
+      Shape shape = parts[0].shape();
+      shape[0] = 0;
+      for (const Tensor& t : parts) shape[0] += t.dim(0);
+      Tensor all = ops::zeros(shape, parts[0].dtype(), device);  // (ops: sets up the device's allocator)
+      int64_t row = 0;
+      for (size_t i = 0; i < parts.size(); ++i) {
+        Tensor dst = all.slice(0, row, row + parts[i].dim(0));
+        ops::copy_from_host(dst, parts[i]);
+        w.insert(proj[i] + suffix, dst);
+        row += parts[i].dim(0);
+      }
+    };
+    place(ws, ".weight");
+    if (!bs.empty()) place(bs, ".bias");
+  }
+}
+}  // namespace
+
 void place_weights(WeightMap& w, Device device) {
   if (device.type == DeviceType::cpu) return;
   transcode_gguf_blocks(w);
+  colocate_qkv(w, device);
   for (const std::string& name : w.names()) {
     const Tensor& t = w.get(name);
     if (is_gguf_type_marker(name) || t.device() == device) continue;

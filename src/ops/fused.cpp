@@ -14,8 +14,14 @@ namespace mlxcel::ops {
 using namespace detail;
 
 // Up to this many rows of x the CUDA products are the fused GEMV (f32 x); more rows go to
-// cuBLAS, which rounds a 16-bit weight's x to that dtype (cuda::kGemvMaxRows).
-constexpr int64_t kGemvRows = 8;
+// cuBLAS, which rounds a 16-bit weight's x to that dtype (cuda::dense_gemv_rows).
+int64_t gemv_rows() {
+#ifdef MLXCEL_WITH_CUDA
+  return cuda::dense_gemv_rows();
+#else
+  return 8;
+#endif
+}
 
 DType matmul_input_dtype(const Tensor& x, const Tensor& w) {
   // MLXCEL_BF16_ACTIVATIONS=0: f32 everywhere (the producers write f32, the products round).
@@ -26,7 +32,7 @@ DType matmul_input_dtype(const Tensor& x, const Tensor& w) {
   if (!enabled || !x.defined() || !w.defined() || x.ndim() < 1 || x.dim(-1) <= 0 || x.device().type != DeviceType::cuda ||
       w.dtype() != DType::bf16 || w.ndim() != 2)
     return DType::f32;
-  return x.numel() / x.dim(-1) > kGemvRows ? DType::bf16 : DType::f32;
+  return x.numel() / x.dim(-1) > gemv_rows() ? DType::bf16 : DType::f32;
 }
 
 std::pair<Tensor, Tensor> add_rms_norm(const Tensor& x, const Tensor& h, const Tensor& w, float eps,
@@ -67,7 +73,7 @@ bool fusable(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<T
   const int64_t K = ws[0].defined() && ws[0].ndim() == 2 ? ws[0].dim(1) : 0;
   if (K <= 0) return false;
   const int64_t M = x.numel() / K;
-  if (M < 1 || M > kGemvRows) return false;
+  if (M < 1 || M > gemv_rows()) return false;
   DType bdt = DType::u8;
   for (const Tensor& w : ws)
     if (!w.defined() || w.dtype() != ws[0].dtype()) return false;
@@ -87,7 +93,7 @@ Tensor shared_input(const Tensor& x, const std::vector<Tensor>& ws) {
   for (const Tensor& w : ws)
     if (!w.defined() || w.dtype() != DType::bf16 || w.ndim() != 2 || w.dim(1) != x.dim(-1)) return x;
   const int64_t K = x.dim(-1);
-  if (K <= 0 || x.numel() / K <= kGemvRows) return x;
+  if (K <= 0 || x.numel() / K <= gemv_rows()) return x;
   return astype(x, DType::bf16);
 }
 
@@ -103,6 +109,33 @@ Tensor linear_from(const char* op, const Tensor& x, const Tensor& xs, const Tens
   return out;
 }
 
+// Prompt-sized products of weights that lie end to end in one allocation (the q/k/v of
+// place_weights, Phi-3's split qkv_proj) as one product, whose columns are then split
+// into the outputs in one launch: narrow weights (k, v) alone would leave most of the
+// card idle. Empty when the weights (or the biases) are not adjacent.
+std::vector<Tensor> adjacent_product(const char* op, const Tensor& x, const std::vector<Tensor>& ws,
+                                     const std::vector<Tensor>& bs) {
+  if (x.device().type != DeviceType::cuda || ws.size() < 2) return {};
+  const Tensor w = Tensor::adjacent_rows(ws);
+  if (!w.defined() || w.ndim() != 2) return {};
+  bool biased = false;
+  for (const Tensor& b : bs) biased = biased || b.defined();
+  const Tensor b = biased ? Tensor::adjacent_rows(bs) : Tensor();
+  if (biased && !b.defined()) return {};
+  for (size_t i = 0; i < ws.size(); ++i) check_linear(op, x, ws[i], bs[i]);
+  const Tensor y = linear(x, w, b);
+  const int64_t rows = y.numel() / w.dim(0);
+  std::vector<Tensor> outs, flat;
+  for (const Tensor& wi : ws) {
+    Shape shape = x.shape();
+    shape.back() = wi.dim(0);
+    outs.push_back(Tensor::empty(shape, y.dtype(), x.device()));
+    flat.push_back(outs.back().reshape({rows, wi.dim(0)}));
+  }
+  MLXCEL_CUDA_CALL(op, cuda::split_columns(y.reshape({rows, w.dim(0)}), flat));
+  return outs;
+}
+
 }  // namespace
 
 std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<Tensor>& biases) {
@@ -113,6 +146,7 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& ws,
   std::vector<Tensor> bs = biases.empty() ? std::vector<Tensor>(ws.size()) : biases;
   std::vector<Tensor> outs;
   if (!fusable(x, ws, bs)) {
+    if (auto outs = adjacent_product(kOp, x, ws, bs); !outs.empty()) return outs;
     const Tensor xs = shared_input(x, ws);
     for (size_t i = 0; i < ws.size(); ++i) outs.push_back(linear_from(kOp, x, xs, ws[i], bs[i]));
     return outs;

@@ -280,7 +280,7 @@ TEST(CudaLinear, GemvAndGemmMatchCpu) {
           Tensor out = poisoned({c.M, c.N}, DType::f32);
           cuda::linear(gpu(x), gpu(w), gpu(bias), out);
           // The GEMV widens weights to f32; the cuBLAS path rounds x to a 16-bit weight dtype.
-          const bool rounded_x = c.M > cuda::kGemvMaxRows && wdt != DType::f32;
+          const bool rounded_x = c.M > cuda::dense_gemv_rows() && wdt != DType::f32;
           EXPECT_LT(rel_err(out, want), rounded_x ? kTolBf16 : kTolF32)
               << "M=" << c.M << " N=" << c.N << " K=" << c.K << " w=" << dtype_name(wdt) << " x=" << dtype_name(xdt);
         }

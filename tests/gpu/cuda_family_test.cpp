@@ -10,7 +10,9 @@
 #include <gtest/gtest.h>
 
 #include "backends/cuda/kernels.h"
+#include "engine/decode_graphs.h"
 #include "engine/engine.h"
+#include "engine/model_runner.h"
 #include "engine/generator.h"
 #include "loader/config.h"
 #include "loader/weights.h"
@@ -19,6 +21,7 @@
 #include "models/synthetic.h"
 #include "ops/ops.h"
 #include "../common/family_fixtures.h"
+#include "test_util.h"
 
 namespace mlxcel {
 namespace {
@@ -60,7 +63,11 @@ TEST_P(CudaFamily, Fp32MatchesTransformers) {
 // reference, whatever MLXCEL_CUDA_GEMV says (design 4 rounds activations to int8).
 struct ExactQuantizedGemv {
   int previous = cuda::set_gemv_variants(1, 0);
-  ~ExactQuantizedGemv() { cuda::set_gemv_variants(previous / 16, previous % 16); }
+  bool qmma = cuda::set_qgemm_mma(false);  // prompt rows (9..63) in f32, not bf16
+  ~ExactQuantizedGemv() {
+    cuda::set_gemv_variants(previous / 16, previous % 16);
+    cuda::set_qgemm_mma(qmma);
+  }
 };
 
 void check_quantized(const std::string& family, int bits) {
@@ -77,6 +84,31 @@ TEST_P(CudaFamily, MlxQ4MatchesDequantizedReference) {
   REQUIRE_GPU();
   check_quantized(GetParam(), 4);
 }
+// 4-bit products of 2-64 rows in bf16 on the tensor cores (qgemm_mma, the default) against
+// the f32 path on the q4 fixture: prompt logits (19-23 rows) within bf16 rounding, which
+// the tiny random-weight fixtures amplify (through 2-4 layers of random weights).
+TEST_P(CudaFamily, MlxQ4TensorCoreRowsTrackExact) {
+  REQUIRE_GPU();
+  QuantizedFixture q = quantized_fixture(GetParam(), 4);
+  place_weights(q.weights, Device::cuda());
+  auto model = build_model(q.config, q.weights);
+  Reference ref = load_reference(fixtures_dir() / GetParam(), q.stem);
+  const bool before = cuda::set_qgemm_mma(true);
+  for (size_t p = 0; p < ref.prompts.size(); ++p) {
+    Generator on(*model, 64), off(*model, 64);
+    const std::vector<float> a = on.prefill(ref.prompts[p], true).to_f32_vector();
+    cuda::set_qgemm_mma(false);
+    const std::vector<float> b = off.prefill(ref.prompts[p], true).to_f32_vector();
+    cuda::set_qgemm_mma(true);
+    const double err = rel_err(a, b);
+    // Measured on an H100: 1.2-2.4e-2 for most families, 3.5e-2 gemma3_text, 4.9e-2
+    // smollm3, 9.2e-2 gemma2 (soft-capped logits, embeddings scaled by sqrt(hidden)).
+    EXPECT_LE(err, GetParam() == "gemma2" ? 1.5e-1 : 8e-2) << GetParam() << " prompt " << p;
+    std::printf("[cuda fixture] %-12s q4 bf16 tensor-core prompt %zu: rel err %.2e vs f32\n", GetParam().c_str(), p, err);
+  }
+  cuda::set_qgemm_mma(before);
+}
+
 TEST_P(CudaFamily, MlxQ8MatchesDequantizedReference) {
   REQUIRE_GPU();
   check_quantized(GetParam(), 8);
@@ -222,6 +254,84 @@ TEST_P(CudaFamily, GraphDecodeMatchesPlainDecode) {
   EXPECT_FALSE(plain.graph_recorded());
 }
 
+// The engine's decode steps replayed from graphs bucketed by batch size (the rows padded
+// up to 4 / 12 / 24 with rows that write a reserved block) give the plain steps' logits:
+// 3, 11 and 24 sequences of different lengths, prefilled together, then 6 decode steps
+// fed the same tokens. The padded products may take other kernels than the unpadded
+// ones (GEMV up to 8 rows, cuBLAS beyond), so the logits agree to f32 rounding, not
+// bit for bit.
+TEST_P(CudaFamily, EngineDecodeGraphsMatchPlainSteps) {
+  REQUIRE_GPU();
+  const fs::path dir = fixtures_dir() / GetParam();
+  auto model = load_model(dir.string(), Device::cuda());
+  Reference ref = load_reference(dir, "reference");
+  const bool eligible = DecodeGraphs::supported(*model);
+  for (int S : {3, 11, 24}) {
+    constexpr int kBlocks = 10, kBs = 4;  // 40 tokens a sequence
+    ModelRunner graphed(*model, S * kBlocks, kBs, DType::f32, S * kBlocks * kBs);
+    ModelRunner plain(*model, S * kBlocks, kBs, DType::f32, S * kBlocks * kBs);
+    graphed.set_graphs(true);
+    plain.set_graphs(false);
+    std::vector<ScheduledSeq> seqs(static_cast<size_t>(S));
+    for (int i = 0; i < S; ++i) {
+      ScheduledSeq& s = seqs[size_t(i)];
+      s.id = i + 1;
+      const auto& p = ref.prompts[size_t(i) % ref.prompts.size()];
+      s.token_ids.assign(p.begin(), p.begin() + std::max<ptrdiff_t>(1, ptrdiff_t(p.size()) - i % 3));
+      for (int b = 0; b < kBlocks; ++b) s.block_table.push_back(i * kBlocks + b);
+      s.sample = true;
+    }
+    auto host = [](const Tensor& t) { return ops::to_device(t, Device::cpu()).to_f32_vector(); };
+    std::vector<float> a = host(graphed.execute(seqs)), b = host(plain.execute(seqs));
+    ASSERT_EQ(a, b) << GetParam() << " S " << S << ": prefill (plain in both)";
+    const int vocab = model->config().vocab_size;
+    for (int step = 0; step < 6; ++step) {
+      for (int i = 0; i < S; ++i) {
+        ScheduledSeq& s = seqs[size_t(i)];
+        const float* row = b.data() + size_t(i) * vocab;
+        s.start += int(s.token_ids.size());
+        s.token_ids = {int(std::max_element(row, row + vocab) - row)};
+      }
+      a = host(graphed.execute(seqs));
+      b = host(plain.execute(seqs));
+      ASSERT_EQ(a.size(), size_t(S) * vocab);
+      const double err = rel_err(a, b);
+      EXPECT_LE(err, 1e-5) << GetParam() << " S " << S << " step " << step;
+    }
+    if (eligible) EXPECT_GE(graphed.graphs_recorded(), 1) << GetParam() << " S " << S;
+    else EXPECT_EQ(graphed.graphs_recorded(), 0) << GetParam() << " S " << S;
+    EXPECT_EQ(plain.graphs_recorded(), 0);
+  }
+}
+
+// place_weights puts the dense q/k/v of an attention block (and their biases) end to end
+// in one device allocation, bytes unchanged; quantized or lone projections stay apart.
+TEST(CudaPlaceWeights, ColocatesQkv) {
+  REQUIRE_GPU();
+  WeightMap w("test");
+  const std::string a = "model.layers.0.self_attn.", b = "model.layers.1.self_attn.";
+  std::map<std::string, Tensor> orig;
+  auto add = [&](const std::string& name, Tensor t) { orig[name] = t, w.insert(name, t); };
+  for (const char* p : {"q_proj", "k_proj", "v_proj"}) {
+    add(a + p + ".weight", gputest::rand_host({std::string(p) == "q_proj" ? 32 : 8, 16}, DType::bf16));
+    add(a + p + ".bias", gputest::rand_host({std::string(p) == "q_proj" ? 32 : 8}, DType::f32));
+    add(b + p + ".weight", gputest::rand_host({8, 16}, DType::bf16));
+  }
+  add(b + "q_proj.scales", gputest::rand_host({8, 1}, DType::bf16));  // layer 1's q is "quantized": no colocation
+  place_weights(w, Device::cuda());
+  auto get = [&](const std::string& p, const char* s) { return w.get(p + s); };
+  EXPECT_TRUE(Tensor::adjacent_rows({get(a, "q_proj.weight"), get(a, "k_proj.weight"), get(a, "v_proj.weight")}).defined());
+  EXPECT_TRUE(Tensor::adjacent_rows({get(a, "q_proj.bias"), get(a, "k_proj.bias"), get(a, "v_proj.bias")}).defined());
+  EXPECT_FALSE(Tensor::adjacent_rows({get(b, "q_proj.weight"), get(b, "k_proj.weight"), get(b, "v_proj.weight")}).defined());
+  for (const auto& [name, t] : orig) {
+    const Tensor& d = w.get(name);
+    EXPECT_EQ(d.device(), Device::cuda()) << name;
+    const Tensor h = ops::to_device(d, Device::cpu());
+    ASSERT_EQ(h.nbytes(), t.nbytes()) << name;
+    EXPECT_EQ(std::memcmp(h.raw(), t.raw(), t.nbytes()), 0) << name;
+  }
+}
+
 // The tensor-core quantized GEMV (design 6: f16 weights and activations) against the
 // exact design on the same model: decode logits over 8 steps (the GEMV runs in decode;
 // prefill takes the GEMM). The tiny random fixtures amplify rounding: 1-8e-3 for most
@@ -229,6 +339,7 @@ TEST_P(CudaFamily, GraphDecodeMatchesPlainDecode) {
 // sqrt(hidden)).
 TEST_P(CudaFamily, TensorCoreQuantizedGemvTracksExactDecode) {
   REQUIRE_GPU();
+  const bool qmma = cuda::set_qgemm_mma(false);  // both prefills in f32: only the decode design differs
   for (int bits : {4, 8}) {
     QuantizedFixture q = quantized_fixture(GetParam(), bits);
     place_weights(q.weights, Device::cuda());
@@ -257,6 +368,7 @@ TEST_P(CudaFamily, TensorCoreQuantizedGemvTracksExactDecode) {
     }
     std::printf("[cuda fixture] %-12s q%d design 6 decode max rel err %.2e\n", GetParam().c_str(), bits, worst);
   }
+  cuda::set_qgemm_mma(qmma);
 }
 
 INSTANTIATE_TEST_SUITE_P(All, CudaFamily, ::testing::ValuesIn(families()), [](const auto& info) { return info.param; });

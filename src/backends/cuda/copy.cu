@@ -109,7 +109,61 @@ void checked_gather(const char* what, int64_t n, int64_t R, cudaStream_t st, Lau
                   std::to_string(R) + ")");
 }
 
+// out[p][r, c - off_p] = y[r, c] for the part p whose columns [off_p, off_p + n_p) hold c;
+// `vec` elements (of size E) at a time (every part's width a multiple of vec).
+struct SplitParts {
+  void* out[kMaxSplitParts];
+  int64_t off[kMaxSplitParts + 1];
+  int n;
+};
+
+template <typename E>
+__global__ void split_columns_kernel(const E* __restrict__ y, int64_t rows, int64_t cols, SplitParts P) {
+  const int64_t n = rows * cols;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    int p = 0;
+    while (p + 1 < P.n && c >= P.off[p + 1]) ++p;
+    const int64_t w = P.off[p + 1] - P.off[p];
+    static_cast<E*>(P.out[p])[r * w + (c - P.off[p])] = y[i];
+  }
+}
+
 }  // namespace
+
+void split_columns(const Tensor& y, std::vector<Tensor>& outs) {
+  init();
+  MLXCEL_CUDA_REQUIRE(!outs.empty() && int(outs.size()) <= kMaxSplitParts && y.ndim() == 2 && y.is_contiguous(),
+                      "split_columns: y [rows, cols] and 1-4 outputs");
+  const int64_t rows = y.dim(0), cols = y.dim(1);
+  SplitParts P{};
+  P.n = int(outs.size());
+  int64_t vec = 16 / int64_t(dtype_size(y.dtype()));
+  for (int i = 0; i < P.n; ++i) {
+    P.out[i] = outs[size_t(i)].raw();
+    P.off[i + 1] = P.off[i] + outs[size_t(i)].dim(-1);
+    while (vec > 1 && (outs[size_t(i)].dim(-1) % vec || reinterpret_cast<uintptr_t>(P.out[i]) % 16)) vec /= 2;
+  }
+  MLXCEL_CUDA_REQUIRE(P.off[P.n] == cols, "split_columns: the parts' widths must add up to y's");
+  if (reinterpret_cast<uintptr_t>(y.raw()) % 16) vec = 1;
+  if (rows * cols == 0) return;
+  Launch l(y);
+  const int64_t esize = int64_t(dtype_size(y.dtype())) * vec;
+  for (int i = 0; i <= P.n; ++i) P.off[i] /= vec;
+  const int64_t n = rows * (cols / vec);
+  auto go = [&](auto tag) {
+    using E = decltype(tag);
+    split_columns_kernel<E><<<grid_for(n, 256), 256, 0, l.stream>>>(static_cast<const E*>(y.raw()), rows, cols / vec, P);
+  };
+  switch (esize) {
+    case 16: go(uint4{}); break;
+    case 8: go(uint2{}); break;
+    case 4: go(uint32_t{}); break;
+    case 2: go(uint16_t{}); break;
+    default: go(uint8_t{}); break;
+  }
+  MLXCEL_CUDA_LAUNCH_CHECK();
+}
 
 void copy_strided(const Tensor& src, Tensor& dst) {
   init();

@@ -73,6 +73,10 @@ double bf16_gemm_flops(int device, int m = 8192, int n = 8192, int k = 8192);
 
 // ---- copies and conversions -------------------------------------------------
 void copy_strided(const Tensor& src, Tensor& dst);
+// outs[i] (contiguous [rows, n_i]) = columns [sum n_<i, + n_i) of y (contiguous [rows,
+// sum n_i], any dtype of the outs' size): one launch for up to 4 parts.
+constexpr int kMaxSplitParts = 4;
+void split_columns(const Tensor& y, std::vector<Tensor>& outs);
 void convert(const Tensor& src, Tensor& dst);
 // idx is a device pointer; rows outside [0, R) throw invalid_request (this waits
 // for the kernel to report).
@@ -109,6 +113,12 @@ void sample(const Tensor& logits, const cpu::SampleRow* rows, Tensor& out);
 // weight's dtype and the product runs on tensor cores), f32 accumulation.
 void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out);
 constexpr int kGemvMaxRows = 8;
+// The dense products' GEMV/cuBLAS boundary (<= kGemvMaxRows): products of more than
+// this many rows go to cuBLAS. Default 1 (batch-1 decode); MLXCEL_CUDA_GEMV_ROWS=N (up to
+// kGemvMaxRows) keeps the GEMV up to N rows. The quantized products keep kGemvMaxRows.
+// set_dense_gemv_rows returns the previous value (tests).
+int dense_gemv_rows();
+int set_dense_gemv_rows(int rows);
 
 // ---- MLX affine quantized -----------------------------------------------------
 // y f32 [M, N] = x f32 [M, K] @ dequant(w)^T (+ bias f32 [N] or null). Device pointers.
@@ -138,6 +148,10 @@ class OpTimer {
 // and benchmarks; MLXCEL_CUDA_GEMV sets both at start). Returns dense * 16 + quantized
 // as they were.
 int set_gemv_variants(int dense, int quantized);
+// The bf16 tensor-core product for 2-64 rows of 4-bit weights (linear_impl.h qgemm_mma; on
+// unless MLXCEL_CUDA_QMMA=0): off keeps the f32 paths (tests of the exact math). Returns
+// the previous setting.
+bool set_qgemm_mma(bool on);
 // Dense batch-1 GEMV (designs 1-3) on matrices with few rows: the block's warps split K
 // (default; MLXCEL_CUDA_GEMV_KSPLIT=0 turns it off). Returns the previous setting.
 bool set_gemv_ksplit(bool on);

@@ -46,6 +46,18 @@ bool qgemv_stream(const float* x, int M, GemvParts P, int bits, int group_shift,
 bool qgemv_mma(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
                cudaStream_t st);
 
+// 4-bit MLX affine products of 2..kQgemmMaxRows rows in bf16 on the tensor cores
+// (qgemv_mma.cu): weights dequantized to bf16 in registers (exact q, one bf16 FMA with
+// the group's scale and bias), x rounded to bf16, f32 accumulation; the multi-part and
+// gated forms as the GEMVs. False (nothing launched) when the shape, alignment or card
+// does not fit it. On by default for those rows; MLXCEL_CUDA_QMMA=0 (qgemm_mma_auto)
+// keeps the older paths.
+constexpr int kQgemmMaxRows = 64;
+bool qgemm_mma_auto();
+int qgemm_mma_max_rows();  // kQgemmMaxRows, or MLXCEL_CUDA_QMMA_ROWS (2..64)
+bool qgemm_mma(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
+               cudaStream_t st);
+
 // y [M, N] (out_dtype f32|bf16) = x [M, K] @ w [N, K]^T (+ bias) for M <= kSkinnyMaxRows,
 // x and w both of dtype ct (bf16|f16), on the weight-streaming kernel (skinny_gemm.cu).
 // False (nothing launched) when it is off or the shape, alignment or card does not fit.

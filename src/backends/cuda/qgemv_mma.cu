@@ -18,7 +18,9 @@
 // Precision: w = s q + b and x rounded to f16 (2^-11 relative), products and sums in
 // f32. |x| beyond 65504 would overflow f16: this design is opt-in for that reason and
 // because it is not bit-exact with the f32 designs (MLXCEL_CUDA_GEMV=6).
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <type_traits>
 
 #include "backends/cuda/common.cuh"
@@ -195,7 +197,210 @@ void launch(const float* x, int M, GemvParts P, int64_t K, int shift, cudaStream
   else qgemv_mma_kernel<BITS, S, false><<<grid, kWarps * 32, 0, st>>>(x, M, P, K, shift);
 }
 
+// ---- 4-bit products of 2-64 rows in bf16 on the tensor cores (qgemm_mma) -----------------
+// Design 6's chunk order with bf16 instead of f16 (no overflow for |x| > 65504): a nibble
+// OR-ed into the mantissa of 128.0 is 128 + q exactly, one HSUB2 and one HFMA2 (bf16) give
+// s q + b, x rows are rounded to bf16 pairs. A block holds RT tiles of 16 MMA rows; the
+// 8 / RT warps of a tile split K; each A fragment serves ceil(M / 8) MMAs, one per group of
+// 8 activation rows (MT groups at most).
+__device__ __forceinline__ __nv_bfloat162 magic_sub_bf16(uint32_t v) {
+  const __nv_bfloat162 h = *reinterpret_cast<const __nv_bfloat162*>(&v);
+  return __hsub2(h, __bfloat162bfloat162(__ushort_as_bfloat16(0x4300)));
+}
+
+__device__ __forceinline__ unsigned as_u32(__nv_bfloat162 h) { return *reinterpret_cast<unsigned*>(&h); }
+
+// x [M, K] f32 -> bf16 pairs in the kernel's lane order: xb[(row * chunks + chunk) * 16 + p]
+// = (x[row, 32 chunk + pair_lo(p)], x[row, 32 chunk + pair_hi(p)]), done once per product
+// instead of once per block.
+__global__ void x_pairs_bf16_kernel(const float* __restrict__ x, int64_t M, int64_t K, unsigned* __restrict__ xb) {
+  const int64_t n = M * (K / 2);
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t row = i / (K / 2), rem = i % (K / 2), ch = rem / 16;
+    const int p = int(rem % 16);
+    const float* xr = x + row * K + ch * 32;
+    xb[i] = as_u32(__floats2bfloat162_rn(xr[pair_lo<4>(p)], xr[pair_hi<4>(p)]));
+  }
+}
+
+template <typename S, bool kGated, int MT, int RT>
+__global__ void __launch_bounds__(kWarps * 32) qgemm_bf16_kernel(const unsigned* __restrict__ xb, int M,
+                                                                 const GemvParts P, int64_t K, int group_shift) {
+  constexpr int kOut = kGated ? 8 : 16;
+  constexpr int KS = kWarps / RT;  // warps splitting K in a tile
+  __shared__ float red[kWarps][16][8 * MT + 1];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+  const int rt = warp / KS, ks = warp % KS;
+  const GemvRows gr = gemv_rows(P, blockIdx.x, kOut * RT);
+  const int64_t tile0 = gr.row0 + int64_t(rt) * kOut;
+  const int64_t words_per_row = K / 32 * 4, groups_per_row = K >> group_shift;
+  const uint32_t* wp[2];
+  const S* sp[2];
+  const S* bp[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int src = kGated ? i : gr.part;
+    int64_t row = tile0 + (kGated ? g : g + 8 * i);
+    row = row < gr.N ? row : gr.N - 1;
+    wp[i] = static_cast<const uint32_t*>(P.w[src]) + row * words_per_row;
+    sp[i] = static_cast<const S*>(P.scales[src]) + row * groups_per_row;
+    bp[i] = static_cast<const S*>(P.biases[src]) + row * groups_per_row;
+  }
+  const int groups = (M + 7) / 8;
+  float acc[MT][4];
+#pragma unroll
+  for (int t = 0; t < MT; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+  const int64_t chunks = K / 32;
+  for (int64_t s0 = ks; s0 * 4 < chunks; s0 += KS * kU) {
+    uint32_t wd[kU][2][4];
+    __nv_bfloat162 sc[kU][2], bi[kU][2];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int64_t ch = (s0 + int64_t(u) * KS) * 4 + c;
+      if (ch < chunks) {
+        const int64_t grp = (ch * 32) >> group_shift;
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+          const uint4 t = *reinterpret_cast<const uint4*>(wp[i] + ch * 4);
+          wd[u][i][0] = t.x, wd[u][i][1] = t.y, wd[u][i][2] = t.z, wd[u][i][3] = t.w;
+          sc[u][i] = __float2bfloat162_rn(to_f(sp[i][grp]));
+          bi[u][i] = __float2bfloat162_rn(to_f(bp[i][grp]));
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int64_t ch = (s0 + int64_t(u) * KS) * 4 + c;
+      unsigned a[8][4];
+      {
+        __nv_bfloat162 w[2][16];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+#pragma unroll
+          for (int q = 0; q < 4; ++q)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              const __nv_bfloat162 v = magic_sub_bf16(((wd[u][i][q] >> (4 * j)) & 0x000F000Fu) | 0x43004300u);
+              w[i][4 * q + j] = ch < chunks ? __hfma2(v, sc[u][i], bi[u][i]) : __float2bfloat162_rn(0.0f);
+            }
+        }
+#pragma unroll
+        for (int m = 0; m < 8; ++m) {
+          a[m][0] = as_u32(w[0][2 * m]), a[m][1] = as_u32(w[1][2 * m]);
+          a[m][2] = as_u32(w[0][2 * m + 1]), a[m][3] = as_u32(w[1][2 * m + 1]);
+        }
+      }
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        if (t >= groups) break;
+        const int tok = t * 8 + g;
+        unsigned bx[16];
+        if (tok < M && ch < chunks) {
+          const uint4* xp = reinterpret_cast<const uint4*>(xb + (int64_t(tok) * chunks + ch) * 16);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const uint4 v = xp[j];
+            bx[4 * j] = v.x, bx[4 * j + 1] = v.y, bx[4 * j + 2] = v.z, bx[4 * j + 3] = v.w;
+          }
+        } else {
+#pragma unroll
+          for (int p = 0; p < 16; ++p) bx[p] = 0u;
+        }
+#pragma unroll
+        for (int m = 0; m < 8; ++m) mma<bf16>(acc[t], a[m], bx[2 * m], bx[2 * m + 1]);
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < MT; ++t) {
+    red[warp][g][8 * t + 2 * c] = acc[t][0];
+    red[warp][g][8 * t + 2 * c + 1] = acc[t][1];
+    red[warp][g + 8][8 * t + 2 * c] = acc[t][2];
+    red[warp][g + 8][8 * t + 2 * c + 1] = acc[t][3];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < RT * kOut * M; idx += kWarps * 32) {
+    const int tr = idx / (kOut * M), r = (idx / M) % kOut, m = idx % M;
+    const int64_t n = gr.row0 + int64_t(tr) * kOut + r;
+    if (n >= gr.N) continue;
+    float s = 0.0f;
+#pragma unroll
+    for (int q = 0; q < KS; ++q) s += red[tr * KS + q][r][m];
+    if (P.bias[gr.part]) s += static_cast<const float*>(P.bias[gr.part])[n];
+    if constexpr (kGated) {
+      float up = 0.0f;
+#pragma unroll
+      for (int q = 0; q < KS; ++q) up += red[tr * KS + q][r + 8][m];
+      if (P.bias[1]) up += static_cast<const float*>(P.bias[1])[n];
+      s = act_any(Act(P.gate_act), s) * up;
+    }
+    static_cast<float*>(P.out[gr.part])[int64_t(m) * gr.N + n] = s;
+  }
+}
+
+template <typename S, int MT>
+void launch_bf16(const unsigned* x, int M, GemvParts P, int64_t K, int shift, int device, cudaStream_t st) {
+  const bool gated = P.gate_act >= 0;
+  const int out = gated ? 8 : 16;
+  // Fewer, taller blocks when there are row tiles to spare: each block reads x once.
+  const unsigned tiles = plan_blocks(P, out);
+  const int sms = sm_count(device);
+  const int rt = tiles >= unsigned(8 * sms) ? 4 : tiles >= unsigned(4 * sms) ? 2 : 1;
+  const unsigned grid = plan_blocks(P, out * rt);
+#define MLXCEL_QGEMM_BF16(G, R) qgemm_bf16_kernel<S, G, MT, R><<<grid, kWarps * 32, 0, st>>>(x, M, P, K, shift)
+  if (gated) {
+    if (rt == 4) MLXCEL_QGEMM_BF16(true, 4);
+    else if (rt == 2) MLXCEL_QGEMM_BF16(true, 2);
+    else MLXCEL_QGEMM_BF16(true, 1);
+  } else {
+    if (rt == 4) MLXCEL_QGEMM_BF16(false, 4);
+    else if (rt == 2) MLXCEL_QGEMM_BF16(false, 2);
+    else MLXCEL_QGEMM_BF16(false, 1);
+  }
+#undef MLXCEL_QGEMM_BF16
+}
+
 }  // namespace
+
+namespace {
+std::atomic<bool> g_qgemm_mma{[] {
+  const char* e = std::getenv("MLXCEL_CUDA_QMMA");
+  return !(e && e[0] == '0');
+}()};
+}  // namespace
+
+bool qgemm_mma_auto() { return g_qgemm_mma.load(std::memory_order_relaxed); }
+
+int qgemm_mma_max_rows() {
+  static const int rows = [] {
+    const char* e = std::getenv("MLXCEL_CUDA_QMMA_ROWS");
+    const int v = e && *e ? std::atoi(e) : kQgemmMaxRows;
+    return v < 2 ? 2 : v > kQgemmMaxRows ? kQgemmMaxRows : v;
+  }();
+  return rows;
+}
+bool set_qgemm_mma(bool on) { return g_qgemm_mma.exchange(on); }
+
+bool qgemm_mma(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
+               cudaStream_t st) {
+  if (M < 2 || M > qgemm_mma_max_rows() || bits != 4 || group_shift < 5 || K % 32 != 0) return false;
+  if (reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
+  for (int i = 0; i < P.n; ++i)
+    if (reinterpret_cast<uintptr_t>(P.w[i]) % 16 != 0) return false;
+  const int device = current_device();
+  if (compute_major(device) < 8) return false;
+  unsigned* xb = static_cast<unsigned*>(scratch(size_t(M) * size_t(K) * 2, 5));
+  x_pairs_bf16_kernel<<<grid_for(int64_t(M) * (K / 2), 256), 256, 0, st>>>(x, M, K, xb);
+  by_float_type(scale_dtype, "qgemm_mma: scales", [&](auto tag) {
+    using S = decltype(tag);
+    if (M <= 8) launch_bf16<S, 1>(xb, M, P, K, group_shift, device, st);
+    else if (M <= 16) launch_bf16<S, 2>(xb, M, P, K, group_shift, device, st);
+    else if (M <= 32) launch_bf16<S, 4>(xb, M, P, K, group_shift, device, st);
+    else launch_bf16<S, 8>(xb, M, P, K, group_shift, device, st);
+  });
+  MLXCEL_CUDA_LAUNCH_CHECK();
+  return true;
+}
 
 bool qgemv_mma(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
                cudaStream_t st) {

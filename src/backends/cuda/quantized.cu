@@ -21,8 +21,15 @@ namespace {
 constexpr int kQThreads = 128;
 // From this many rows on, qlinear multiplies on the tensor cores in bf16 (x and the
 // dequantized weights rounded to bf16, f32 accumulation): prompt-sized products. Fewer
-// rows stay in f32.
-constexpr int64_t kTensorCoreMinRows = 64;
+// rows stay in f32. MLXCEL_CUDA_QTC_ROWS=N (9..64) moves the boundary (A/B runs).
+int64_t tensor_core_min_rows() {
+  static const int64_t rows = [] {
+    const char* e = std::getenv("MLXCEL_CUDA_QTC_ROWS");
+    const long v = e && *e ? std::atol(e) : 64;
+    return int64_t(v < kGemvMaxRows + 1 ? kGemvMaxRows + 1 : v > 64 ? 64 : v);
+  }();
+  return rows;
+}
 
 // The R weight rows of part `part` a block or warp reads (gated: R/2 rows of gate, the same of up):
 // packed words, scales and biases of each (rows past N clamp to N - 1).
@@ -354,6 +361,9 @@ void qgemv_launch(const float* x, int M, GemvParts P, int bits, int group_size, 
   }
   const int variant = gemv_variant(true);
   if (variant == 6 && qgemv_mma(x, M, P, bits, shift, K, dtype_of<S>(), st)) return;
+  // 2-8 rows of 4-bit weights: bf16 on the tensor cores (the f32 GEMV below does M FMAs a
+  // weight and is ALU-bound there).
+  if (M >= 2 && variant == 0 && qgemm_mma_auto() && qgemm_mma(x, M, P, bits, shift, K, dtype_of<S>(), st)) return;
   // Design 0 hands the shapes where it measured faster to design 7 (the same bits).
   if ((variant == 7 || (variant == 0 && qstream_auto())) &&
       qgemv_stream(x, M, P, bits, shift, K, dtype_of<S>(), variant == 0, st))
@@ -488,8 +498,15 @@ void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias,
              [&](auto tag) { qgemv_launch<decltype(tag)>(x, int(M), part_of(w, bias, y), w.bits, w.group_size, w.K, st); });
     return;
   }
+  if (M <= kQgemmMaxRows && gemv_variant(true) == 0 && qgemm_mma_auto() &&
+      (w.group_size == 32 || w.group_size == 64 || w.group_size == 128)) {
+    // Decode batches of 4-bit weights: the fused bf16 tensor-core product (no dequantized copy).
+    const int shift = w.group_size == 32 ? 5 : w.group_size == 64 ? 6 : 7;
+    if (qgemm_mma(aligned_x(x, M * w.K, st), int(M), part_of(w, bias, y), w.bits, shift, w.K, w.scale_dtype, st))
+      return;
+  }
   const float one = 1.0f, zero = 0.0f;
-  if (M >= kTensorCoreMinRows) {
+  if (M >= tensor_core_min_rows()) {
     // Prefill: x rounded to bf16 once; each tile of weight rows dequantized to bf16 and
     // multiplied on the tensor cores (f32 accumulation, f32 out).
     // TODO(cuda): a fused dequantizing GEMM (dequantize in the tile, no bf16 copy).
@@ -511,7 +528,7 @@ void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias,
     if (bias) finish_rows(y, M, w.N, bias, DType::f32, y, DType::f32, st);
     return;
   }
-  // 9..kTensorCoreMinRows-1 rows: dequantize a tile of rows to f32, SGEMM, next tile
+  // 9..tensor_core_min_rows()-1 rows: dequantize a tile of rows to f32, SGEMM, next tile
   // (f32 throughout, as the GEMV).
   int64_t tile = (int64_t(16) << 20) / w.K;  // 64 MiB of f32
   tile = tile < 64 ? 64 : tile;

@@ -247,6 +247,9 @@ Tensor to_device(const Tensor& x, Device device) {
     return out;
   }
   if (from.type == DeviceType::cpu) {  // host -> device
+    // A recorded graph would replay the bytes of this moment (or read freed host memory):
+    // values that change per step must come from a device buffer the caller refreshes.
+    if (capturing(device.index)) throw_internal("host-to-device upload while recording a CUDA graph");
     Tensor src = x.is_contiguous() ? x : x.clone();
     DeviceGuard g(device.index);
     Tensor out = Tensor::empty(x.shape(), x.dtype(), device);
