@@ -84,12 +84,13 @@ TEST_P(CudaFamily, MlxQ4MatchesDequantizedReference) {
   REQUIRE_GPU();
   check_quantized(GetParam(), 4);
 }
-// 4-bit products of 2-64 rows in bf16 on the tensor cores (qgemm_mma, the default) against
-// the f32 path on the q4 fixture: prompt logits (19-23 rows) within bf16 rounding, which
+// 4- and 8-bit products of 2-64 rows in bf16 on the tensor cores (qgemm_mma, the default)
+// against the f32 path on the q4 and q8 fixtures: prompt logits (19-23 rows) within bf16 rounding, which
 // the tiny random-weight fixtures amplify (through 2-4 layers of random weights).
-TEST_P(CudaFamily, MlxQ4TensorCoreRowsTrackExact) {
+TEST_P(CudaFamily, MlxQuantTensorCoreRowsTrackExact) {
   REQUIRE_GPU();
-  QuantizedFixture q = quantized_fixture(GetParam(), 4);
+  for (int bits : {4, 8}) {
+  QuantizedFixture q = quantized_fixture(GetParam(), bits);
   place_weights(q.weights, Device::cuda());
   auto model = build_model(q.config, q.weights);
   Reference ref = load_reference(fixtures_dir() / GetParam(), q.stem);
@@ -103,10 +104,12 @@ TEST_P(CudaFamily, MlxQ4TensorCoreRowsTrackExact) {
     const double err = rel_err(a, b);
     // Measured on an H100: 1.2-2.4e-2 for most families, 3.5e-2 gemma3_text, 4.9e-2
     // smollm3, 9.2e-2 gemma2 (soft-capped logits, embeddings scaled by sqrt(hidden)).
-    EXPECT_LE(err, GetParam() == "gemma2" ? 1.5e-1 : 8e-2) << GetParam() << " prompt " << p;
-    std::printf("[cuda fixture] %-12s q4 bf16 tensor-core prompt %zu: rel err %.2e vs f32\n", GetParam().c_str(), p, err);
+    EXPECT_LE(err, GetParam() == "gemma2" ? 1.5e-1 : 8e-2) << GetParam() << " q" << bits << " prompt " << p;
+    std::printf("[cuda fixture] %-12s q%d bf16 tensor-core prompt %zu: rel err %.2e vs f32\n", GetParam().c_str(), bits,
+                p, err);
   }
   cuda::set_qgemm_mma(before);
+  }
 }
 
 TEST_P(CudaFamily, MlxQ8MatchesDequantizedReference) {

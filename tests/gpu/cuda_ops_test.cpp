@@ -257,8 +257,8 @@ TEST(CudaOps, FusedOpsMatchComposition) {
       std::vector<Tensor> got = ops::qlinear_multi(dev(x), {&d1, &d2}, {dev(b1), Tensor()});
       EXPECT_TRUE(bytes_equal(got[0], ops::qlinear(dev(x), d1, dev(b1)))) << bits << " M " << M;
       EXPECT_TRUE(bytes_equal(got[1], ops::qlinear(dev(x), d2))) << bits << " M " << M;
-      // 4-bit weights from 2 rows on (design 0): bf16 on the tensor cores (qgemm_mma).
-      const double tol_m = bits == 4 && M > 1 && variant == 0 ? kTolBf16 : bits == 3 ? kTolQuant : tol_q;
+      // 4- and 8-bit weights from 2 rows on (design 0): bf16 on the tensor cores (qgemm_mma).
+      const double tol_m = bits != 3 && M > 1 && variant == 0 ? kTolBf16 : bits == 3 ? kTolQuant : tol_q;
       EXPECT_LT(rel_err(got[1], ops::qlinear(x, q2)), tol_m);
       Tensor g = ops::qlinear_gated(dev(x), d1, d3, ops::Activation::silu, dev(b1));
       Tensor ref = ops::gated(ops::qlinear(dev(x), d1, dev(b1)), ops::qlinear(dev(x), d3), ops::Activation::silu);
@@ -289,7 +289,7 @@ TEST(CudaOps, FusedOpsMatchComposition) {
       for (int64_t M : {2, 8}) {
         Tensor xm = rand_host({M, 4352});
         EXPECT_LT(rel_err(ops::qlinear(dev(xm), d8), ops::qlinear(xm, q8)),
-                  spec.bits == 4 && variant == 0 ? kTolBf16 : tol_q)
+                  variant == 0 ? kTolBf16 : tol_q)
             << spec.bits << " M " << M;
       }
     }
@@ -342,7 +342,7 @@ TEST(CudaOps, AdjacentWeightsRunAsOneProduct) {
   }
 }
 
-// The bf16 tensor-core product of 2-64 rows of 4-bit weights (qgemm_mma) against the CPU
+// The bf16 tensor-core product of 2-64 rows of 4- and 8-bit weights (qgemm_mma) against the CPU
 // (bf16 rounding of x and of the dequantized weights) and against its own f32 fallback:
 // group sizes 32/64/128, bf16/f16/f32 scales, N not a multiple of 16, K of several
 // passes, 1-8 activation groups, blocks of 1, 2 and 4 row tiles, bias, multi-part and
@@ -350,18 +350,20 @@ TEST(CudaOps, AdjacentWeightsRunAsOneProduct) {
 TEST(CudaOps, QuantizedTensorCoreProductsOfFewRows) {
   REQUIRE_GPU();
   ASSERT_TRUE(cuda::set_qgemm_mma(true));
-  struct Case { int64_t N, K; int group; DType sdt; };
-  for (Case c : {Case{301, 4352, 64, DType::bf16}, Case{40, 256, 32, DType::f16}, Case{96, 512, 128, DType::f32},
-                 Case{9000, 256, 64, DType::bf16}, Case{17000, 128, 32, DType::bf16}}) {
-    const QuantSpec spec{QuantFormat::mlx_affine, 4, c.group};
+  struct Case { int64_t N, K; int group; DType sdt; int bits; };
+  for (Case c : {Case{301, 4352, 64, DType::bf16, 4}, Case{40, 256, 32, DType::f16, 4}, Case{96, 512, 128, DType::f32, 4},
+                 Case{9000, 256, 64, DType::bf16, 4}, Case{17000, 128, 32, DType::bf16, 4},
+                 Case{301, 4352, 64, DType::bf16, 8}, Case{40, 256, 32, DType::f16, 8}, Case{96, 512, 128, DType::f32, 8},
+                 Case{9000, 256, 32, DType::bf16, 8}}) {
+    const QuantSpec spec{QuantFormat::mlx_affine, c.bits, c.group};
     QuantizedWeight q = ops::quantize(rand_host({c.N, c.K}), spec, c.sdt);
     QuantizedWeight d = q;
     d.packed = dev(q.packed), d.scales = dev(q.scales), d.biases = dev(q.biases);
     Tensor b = rand_host({c.N});
     for (int64_t M : {2, 5, 8, 9, 16, 17, 33, 64}) {
       if (c.N * M > 2000000 && M != 9) continue;  // the widest weights: one size is enough
-      SCOPED_TRACE("N " + std::to_string(c.N) + " K " + std::to_string(c.K) + " g" + std::to_string(c.group) + " " +
-                   dtype_name(c.sdt) + " M " + std::to_string(M));
+      SCOPED_TRACE(std::to_string(c.bits) + "-bit N " + std::to_string(c.N) + " K " + std::to_string(c.K) + " g" +
+                   std::to_string(c.group) + " " + dtype_name(c.sdt) + " M " + std::to_string(M));
       Tensor x = rand_host({M, c.K});
       const Tensor got = ops::qlinear(dev(x), d, dev(b));
       EXPECT_LT(rel_err(got, ops::qlinear(x, q, b)), kTolBf16);
@@ -371,9 +373,11 @@ TEST(CudaOps, QuantizedTensorCoreProductsOfFewRows) {
       EXPECT_LT(rel_err(got, host(exact)), kTolBf16);
     }
   }
-  QuantizedWeight q1 = ops::quantize(rand_host({72, 512}), QuantSpec{QuantFormat::mlx_affine, 4, 64}, DType::bf16);
-  QuantizedWeight q2 = ops::quantize(rand_host({24, 512}), QuantSpec{QuantFormat::mlx_affine, 4, 64}, DType::bf16);
-  QuantizedWeight q3 = ops::quantize(rand_host({72, 512}), QuantSpec{QuantFormat::mlx_affine, 4, 64}, DType::bf16);
+  for (int bits : {4, 8}) {
+  const QuantSpec mspec{QuantFormat::mlx_affine, bits, 64};
+  QuantizedWeight q1 = ops::quantize(rand_host({72, 512}), mspec, DType::bf16);
+  QuantizedWeight q2 = ops::quantize(rand_host({24, 512}), mspec, DType::bf16);
+  QuantizedWeight q3 = ops::quantize(rand_host({72, 512}), mspec, DType::bf16);
   auto qd = [](const QuantizedWeight& q) {
     QuantizedWeight d = q;
     d.packed = dev(q.packed), d.scales = dev(q.scales), d.biases = dev(q.biases);
@@ -384,11 +388,12 @@ TEST(CudaOps, QuantizedTensorCoreProductsOfFewRows) {
   for (int64_t M : {2, 7, 8}) {
     Tensor x = rand_host({M, 512});
     std::vector<Tensor> got = ops::qlinear_multi(dev(x), {&d1, &d2}, {dev(b1), Tensor()});
-    EXPECT_LT(rel_err(got[0], ops::qlinear(x, q1, b1)), kTolBf16) << M;
-    EXPECT_LT(rel_err(got[1], ops::qlinear(x, q2)), kTolBf16) << M;
+    EXPECT_LT(rel_err(got[0], ops::qlinear(x, q1, b1)), kTolBf16) << bits << "-bit M " << M;
+    EXPECT_LT(rel_err(got[1], ops::qlinear(x, q2)), kTolBf16) << bits << "-bit M " << M;
     Tensor g = ops::qlinear_gated(dev(x), d1, d3, ops::Activation::silu, dev(b1));
     EXPECT_LT(rel_err(g, ops::gated(ops::qlinear(x, q1, b1), ops::qlinear(x, q3), ops::Activation::silu)), kTolBf16)
-        << M;
+        << bits << "-bit M " << M;
+  }
   }
 }
 

@@ -148,7 +148,7 @@ class OpTimer {
 // and benchmarks; MLXCEL_CUDA_GEMV sets both at start). Returns dense * 16 + quantized
 // as they were.
 int set_gemv_variants(int dense, int quantized);
-// The bf16 tensor-core product for 2-64 rows of 4-bit weights (linear_impl.h qgemm_mma; on
+// The bf16 tensor-core product for 2-64 rows of 4- and 8-bit weights (linear_impl.h qgemm_mma; on
 // unless MLXCEL_CUDA_QMMA=0): off keeps the f32 paths (tests of the exact math). Returns
 // the previous setting.
 bool set_qgemm_mma(bool on);

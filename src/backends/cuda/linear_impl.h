@@ -46,9 +46,9 @@ bool qgemv_stream(const float* x, int M, GemvParts P, int bits, int group_shift,
 bool qgemv_mma(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
                cudaStream_t st);
 
-// 4-bit MLX affine products of 2..kQgemmMaxRows rows in bf16 on the tensor cores
-// (qgemv_mma.cu): weights dequantized to bf16 in registers (exact q, one bf16 FMA with
-// the group's scale and bias), x rounded to bf16, f32 accumulation; the multi-part and
+// 4- and 8-bit MLX affine products of 2..kQgemmMaxRows rows in bf16 on the tensor cores
+// (qgemv_mma.cu): weights dequantized to bf16 in registers (exact q; s q + b by one bf16
+// FMA for 4 bits, in f32 then rounded for 8), x rounded to bf16, f32 accumulation; the multi-part and
 // gated forms as the GEMVs. False (nothing launched) when the shape, alignment or card
 // does not fit it. On by default for those rows; MLXCEL_CUDA_QMMA=0 (qgemm_mma_auto)
 // keeps the older paths.

@@ -197,10 +197,11 @@ void launch(const float* x, int M, GemvParts P, int64_t K, int shift, cudaStream
   else qgemv_mma_kernel<BITS, S, false><<<grid, kWarps * 32, 0, st>>>(x, M, P, K, shift);
 }
 
-// ---- 4-bit products of 2-64 rows in bf16 on the tensor cores (qgemm_mma) -----------------
-// Design 6's chunk order with bf16 instead of f16 (no overflow for |x| > 65504): a nibble
-// OR-ed into the mantissa of 128.0 is 128 + q exactly, one HSUB2 and one HFMA2 (bf16) give
-// s q + b, x rows are rounded to bf16 pairs. A block holds RT tiles of 16 MMA rows; the
+// ---- 4- and 8-bit products of 2-64 rows in bf16 on the tensor cores (qgemm_mma) ----------
+// Design 6's chunk order with bf16 instead of f16 (no overflow for |x| > 65504). 4 bits: a
+// nibble OR-ed into the mantissa of 128.0 is 128 + q exactly, one HSUB2 and one HFMA2
+// (bf16) give s q + b. 8 bits (bf16 has no exact 128 + q past 127): bytes into f16 1024 + q,
+// HSUB2, then s q + b in f32 and one rounding to bf16. x rows are rounded to bf16 pairs. A block holds RT tiles of 16 MMA rows; the
 // 8 / RT warps of a tile split K; each A fragment serves ceil(M / 8) MMAs, one per group of
 // 8 activation rows (MT groups at most).
 __device__ __forceinline__ __nv_bfloat162 magic_sub_bf16(uint32_t v) {
@@ -213,17 +214,18 @@ __device__ __forceinline__ unsigned as_u32(__nv_bfloat162 h) { return *reinterpr
 // x [M, K] f32 -> bf16 pairs in the kernel's lane order: xb[(row * chunks + chunk) * 16 + p]
 // = (x[row, 32 chunk + pair_lo(p)], x[row, 32 chunk + pair_hi(p)]), done once per product
 // instead of once per block.
+template <int BITS>
 __global__ void x_pairs_bf16_kernel(const float* __restrict__ x, int64_t M, int64_t K, unsigned* __restrict__ xb) {
   const int64_t n = M * (K / 2);
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = i / (K / 2), rem = i % (K / 2), ch = rem / 16;
     const int p = int(rem % 16);
     const float* xr = x + row * K + ch * 32;
-    xb[i] = as_u32(__floats2bfloat162_rn(xr[pair_lo<4>(p)], xr[pair_hi<4>(p)]));
+    xb[i] = as_u32(__floats2bfloat162_rn(xr[pair_lo<BITS>(p)], xr[pair_hi<BITS>(p)]));
   }
 }
 
-template <typename S, bool kGated, int MT, int RT>
+template <int BITS, typename S, bool kGated, int MT, int RT>
 __global__ void __launch_bounds__(kWarps * 32) qgemm_bf16_kernel(const unsigned* __restrict__ xb, int M,
                                                                  const GemvParts P, int64_t K, int group_shift) {
   constexpr int kOut = kGated ? 8 : 16;
@@ -233,7 +235,7 @@ __global__ void __launch_bounds__(kWarps * 32) qgemm_bf16_kernel(const unsigned*
   const int rt = warp / KS, ks = warp % KS;
   const GemvRows gr = gemv_rows(P, blockIdx.x, kOut * RT);
   const int64_t tile0 = gr.row0 + int64_t(rt) * kOut;
-  const int64_t words_per_row = K / 32 * 4, groups_per_row = K >> group_shift;
+  const int64_t words_per_row = K / 32 * BITS, groups_per_row = K >> group_shift;
   const uint32_t* wp[2];
   const S* sp[2];
   const S* bp[2];
@@ -252,8 +254,8 @@ __global__ void __launch_bounds__(kWarps * 32) qgemm_bf16_kernel(const unsigned*
   for (int t = 0; t < MT; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
   const int64_t chunks = K / 32;
   for (int64_t s0 = ks; s0 * 4 < chunks; s0 += KS * kU) {
-    uint32_t wd[kU][2][4];
-    __nv_bfloat162 sc[kU][2], bi[kU][2];
+    uint32_t wd[kU][2][BITS];
+    float sc[kU][2], bi[kU][2];
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int64_t ch = (s0 + int64_t(u) * KS) * 4 + c;
@@ -261,10 +263,14 @@ __global__ void __launch_bounds__(kWarps * 32) qgemm_bf16_kernel(const unsigned*
         const int64_t grp = (ch * 32) >> group_shift;
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
-          const uint4 t = *reinterpret_cast<const uint4*>(wp[i] + ch * 4);
-          wd[u][i][0] = t.x, wd[u][i][1] = t.y, wd[u][i][2] = t.z, wd[u][i][3] = t.w;
-          sc[u][i] = __float2bfloat162_rn(to_f(sp[i][grp]));
-          bi[u][i] = __float2bfloat162_rn(to_f(bp[i][grp]));
+          const uint4* p = reinterpret_cast<const uint4*>(wp[i] + ch * BITS);
+#pragma unroll
+          for (int v = 0; v < BITS / 4; ++v) {
+            const uint4 t = p[v];
+            wd[u][i][4 * v] = t.x, wd[u][i][4 * v + 1] = t.y, wd[u][i][4 * v + 2] = t.z, wd[u][i][4 * v + 3] = t.w;
+          }
+          sc[u][i] = to_f(sp[i][grp]);
+          bi[u][i] = to_f(bp[i][grp]);
         }
       }
     }
@@ -276,13 +282,25 @@ __global__ void __launch_bounds__(kWarps * 32) qgemm_bf16_kernel(const unsigned*
         __nv_bfloat162 w[2][16];
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
+          if constexpr (BITS == 4) {
+            const __nv_bfloat162 s2 = __float2bfloat162_rn(sc[u][i]), b2 = __float2bfloat162_rn(bi[u][i]);
 #pragma unroll
-          for (int q = 0; q < 4; ++q)
+            for (int q = 0; q < 4; ++q)
 #pragma unroll
-            for (int j = 0; j < 4; ++j) {
-              const __nv_bfloat162 v = magic_sub_bf16(((wd[u][i][q] >> (4 * j)) & 0x000F000Fu) | 0x43004300u);
-              w[i][4 * q + j] = ch < chunks ? __hfma2(v, sc[u][i], bi[u][i]) : __float2bfloat162_rn(0.0f);
+              for (int j = 0; j < 4; ++j) {
+                const __nv_bfloat162 v = magic_sub_bf16(((wd[u][i][q] >> (4 * j)) & 0x000F000Fu) | 0x43004300u);
+                w[i][4 * q + j] = ch < chunks ? __hfma2(v, s2, b2) : __float2bfloat162_rn(0.0f);
+              }
+          } else {
+            __half2 q[16];
+            chunk_q<8>(wd[u][i], q);
+#pragma unroll
+            for (int p = 0; p < 16; ++p) {
+              const float2 f = __half22float2(q[p]);
+              w[i][p] = ch < chunks ? __floats2bfloat162_rn(fmaf(f.x, sc[u][i], bi[u][i]), fmaf(f.y, sc[u][i], bi[u][i]))
+                                    : __float2bfloat162_rn(0.0f);
             }
+          }
         }
 #pragma unroll
         for (int m = 0; m < 8; ++m) {
@@ -338,7 +356,7 @@ __global__ void __launch_bounds__(kWarps * 32) qgemm_bf16_kernel(const unsigned*
   }
 }
 
-template <typename S, int MT>
+template <int BITS, typename S, int MT>
 void launch_bf16(const unsigned* x, int M, GemvParts P, int64_t K, int shift, int device, cudaStream_t st) {
   const bool gated = P.gate_act >= 0;
   const int out = gated ? 8 : 16;
@@ -347,7 +365,7 @@ void launch_bf16(const unsigned* x, int M, GemvParts P, int64_t K, int shift, in
   const int sms = sm_count(device);
   const int rt = tiles >= unsigned(8 * sms) ? 4 : tiles >= unsigned(4 * sms) ? 2 : 1;
   const unsigned grid = plan_blocks(P, out * rt);
-#define MLXCEL_QGEMM_BF16(G, R) qgemm_bf16_kernel<S, G, MT, R><<<grid, kWarps * 32, 0, st>>>(x, M, P, K, shift)
+#define MLXCEL_QGEMM_BF16(G, R) qgemm_bf16_kernel<BITS, S, G, MT, R><<<grid, kWarps * 32, 0, st>>>(x, M, P, K, shift)
   if (gated) {
     if (rt == 4) MLXCEL_QGEMM_BF16(true, 4);
     else if (rt == 2) MLXCEL_QGEMM_BF16(true, 2);
@@ -383,20 +401,27 @@ bool set_qgemm_mma(bool on) { return g_qgemm_mma.exchange(on); }
 
 bool qgemm_mma(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
                cudaStream_t st) {
-  if (M < 2 || M > qgemm_mma_max_rows() || bits != 4 || group_shift < 5 || K % 32 != 0) return false;
+  if (M < 2 || M > qgemm_mma_max_rows() || (bits != 4 && bits != 8) || group_shift < 5 || K % 32 != 0) return false;
   if (reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
   for (int i = 0; i < P.n; ++i)
     if (reinterpret_cast<uintptr_t>(P.w[i]) % 16 != 0) return false;
   const int device = current_device();
   if (compute_major(device) < 8) return false;
   unsigned* xb = static_cast<unsigned*>(scratch(size_t(M) * size_t(K) * 2, 5));
-  x_pairs_bf16_kernel<<<grid_for(int64_t(M) * (K / 2), 256), 256, 0, st>>>(x, M, K, xb);
+  const unsigned xgrid = grid_for(int64_t(M) * (K / 2), 256);
+  if (bits == 4) x_pairs_bf16_kernel<4><<<xgrid, 256, 0, st>>>(x, M, K, xb);
+  else x_pairs_bf16_kernel<8><<<xgrid, 256, 0, st>>>(x, M, K, xb);
   by_float_type(scale_dtype, "qgemm_mma: scales", [&](auto tag) {
     using S = decltype(tag);
-    if (M <= 8) launch_bf16<S, 1>(xb, M, P, K, group_shift, device, st);
-    else if (M <= 16) launch_bf16<S, 2>(xb, M, P, K, group_shift, device, st);
-    else if (M <= 32) launch_bf16<S, 4>(xb, M, P, K, group_shift, device, st);
-    else launch_bf16<S, 8>(xb, M, P, K, group_shift, device, st);
+    auto go = [&](auto bits_tag) {
+      constexpr int B = decltype(bits_tag)::value;
+      if (M <= 8) launch_bf16<B, S, 1>(xb, M, P, K, group_shift, device, st);
+      else if (M <= 16) launch_bf16<B, S, 2>(xb, M, P, K, group_shift, device, st);
+      else if (M <= 32) launch_bf16<B, S, 4>(xb, M, P, K, group_shift, device, st);
+      else launch_bf16<B, S, 8>(xb, M, P, K, group_shift, device, st);
+    };
+    if (bits == 4) go(std::integral_constant<int, 4>{});
+    else go(std::integral_constant<int, 8>{});
   });
   MLXCEL_CUDA_LAUNCH_CHECK();
   return true;

@@ -361,8 +361,8 @@ void qgemv_launch(const float* x, int M, GemvParts P, int bits, int group_size, 
   }
   const int variant = gemv_variant(true);
   if (variant == 6 && qgemv_mma(x, M, P, bits, shift, K, dtype_of<S>(), st)) return;
-  // 2-8 rows of 4-bit weights: bf16 on the tensor cores (the f32 GEMV below does M FMAs a
-  // weight and is ALU-bound there).
+  // 2-8 rows of 4- or 8-bit weights: bf16 on the tensor cores (the f32 GEMV below does M
+  // FMAs a weight and is ALU-bound there).
   if (M >= 2 && variant == 0 && qgemm_mma_auto() && qgemm_mma(x, M, P, bits, shift, K, dtype_of<S>(), st)) return;
   // Design 0 hands the shapes where it measured faster to design 7 (the same bits).
   if ((variant == 7 || (variant == 0 && qstream_auto())) &&
@@ -500,7 +500,8 @@ void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias,
   }
   if (M <= kQgemmMaxRows && gemv_variant(true) == 0 && qgemm_mma_auto() &&
       (w.group_size == 32 || w.group_size == 64 || w.group_size == 128)) {
-    // Decode batches of 4-bit weights: the fused bf16 tensor-core product (no dequantized copy).
+    // Decode batches of 4- and 8-bit weights: the fused bf16 tensor-core product (no
+    // dequantized copy).
     const int shift = w.group_size == 32 ? 5 : w.group_size == 64 ? 6 : 7;
     if (qgemm_mma(aligned_x(x, M * w.K, st), int(M), part_of(w, bias, y), w.bits, shift, w.K, w.scale_dtype, st))
       return;
