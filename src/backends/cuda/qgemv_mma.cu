@@ -72,10 +72,44 @@ __device__ __forceinline__ constexpr int pair_hi(int p) {
 
 __device__ __forceinline__ unsigned as_u32(__half2 h) { return *reinterpret_cast<unsigned*>(&h); }
 
-template <typename S>
-__device__ __forceinline__ __half2 half2_of(S v) {
-  return __float2half2_rn(to_f(v));
-}
+// The lane's two weight rows of a 16-row MMA tile starting at tile0: rows g and g + 8
+// (gated: gate row g and up row g), clamped to the part's last row.
+template <typename S, bool kGated>
+struct LaneRows {
+  const uint32_t* w[2];
+  const S* s[2];
+  const S* b[2];
+  __device__ __forceinline__ LaneRows(const GemvParts& P, const GemvRows& gr, int64_t tile0, int g, int bits,
+                                      int64_t K, int group_shift) {
+    const int64_t words_per_row = K / 32 * bits, groups_per_row = K >> group_shift;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int src = kGated ? i : gr.part;
+      int64_t row = tile0 + (kGated ? g : g + 8 * i);
+      row = row < gr.N ? row : gr.N - 1;
+      w[i] = static_cast<const uint32_t*>(P.w[src]) + row * words_per_row;
+      s[i] = static_cast<const S*>(P.scales[src]) + row * groups_per_row;
+      b[i] = static_cast<const S*>(P.biases[src]) + row * groups_per_row;
+    }
+  }
+  // Chunk ch's BITS words of both rows, and their group's scale and bias.
+  template <int BITS>
+  __device__ __forceinline__ void load(int64_t ch, int group_shift, uint32_t (&wd)[2][BITS], float (&sc)[2],
+                                       float (&bi)[2]) const {
+    const int64_t grp = (ch * 32) >> group_shift;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const uint4* p = reinterpret_cast<const uint4*>(w[i] + ch * BITS);
+#pragma unroll
+      for (int v = 0; v < BITS / 4; ++v) {
+        const uint4 t = p[v];
+        wd[i][4 * v] = t.x, wd[i][4 * v + 1] = t.y, wd[i][4 * v + 2] = t.z, wd[i][4 * v + 3] = t.w;
+      }
+      sc[i] = to_f(s[i][grp]);
+      bi[i] = to_f(b[i][grp]);
+    }
+  }
+};
 
 template <int BITS, typename S, bool kGated>
 __global__ void __launch_bounds__(kWarps * 32) qgemv_mma_kernel(const float* __restrict__ x, int M,
@@ -84,44 +118,18 @@ __global__ void __launch_bounds__(kWarps * 32) qgemv_mma_kernel(const float* __r
   __shared__ float red[kWarps][16][9];  // [warp][row][token], padded
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
   const GemvRows gr = gemv_rows(P, blockIdx.x, kOut);
-  const int64_t words_per_row = K / 32 * BITS, groups_per_row = K >> group_shift;
-  // The lane's two weight rows: g and g + 8 of the block (gated: gate row g, up row g).
-  const uint32_t* wp[2];
-  const S* sp[2];
-  const S* bp[2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int src = kGated ? i : gr.part;
-    int64_t row = gr.row0 + (kGated ? g : g + 8 * i);
-    row = row < gr.N ? row : gr.N - 1;
-    wp[i] = static_cast<const uint32_t*>(P.w[src]) + row * words_per_row;
-    sp[i] = static_cast<const S*>(P.scales[src]) + row * groups_per_row;
-    bp[i] = static_cast<const S*>(P.biases[src]) + row * groups_per_row;
-  }
+  const LaneRows<S, kGated> rows(P, gr, gr.row0, g, BITS, K, group_shift);
   const bool has_x = g < M;
   const float* xr = x + int64_t(has_x ? g : 0) * K;
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   const int64_t chunks = K / 32;
   for (int64_t s0 = warp; s0 * 4 < chunks; s0 += kWarps * kU) {
     uint32_t wd[kU][2][BITS];
-    __half2 sc[kU][2], bi[kU][2];
+    float sc[kU][2], bi[kU][2];
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int64_t ch = (s0 + int64_t(u) * kWarps) * 4 + c;
-      if (ch < chunks) {
-        const int64_t grp = (ch * 32) >> group_shift;
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const uint4* p = reinterpret_cast<const uint4*>(wp[i] + ch * BITS);
-#pragma unroll
-          for (int v = 0; v < BITS / 4; ++v) {
-            const uint4 t = p[v];
-            wd[u][i][4 * v] = t.x, wd[u][i][4 * v + 1] = t.y, wd[u][i][4 * v + 2] = t.z, wd[u][i][4 * v + 3] = t.w;
-          }
-          sc[u][i] = half2_of(sp[i][grp]);
-          bi[u][i] = half2_of(bp[i][grp]);
-        }
-      }
+      if (ch < chunks) rows.template load<BITS>(ch, group_shift, wd[u], sc[u], bi[u]);
     }
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
@@ -134,8 +142,9 @@ __global__ void __launch_bounds__(kWarps * 32) qgemv_mma_kernel(const float* __r
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
           chunk_q<BITS>(wd[u][i], w[i]);
+          const __half2 s2 = __float2half2_rn(sc[u][i]), b2 = __float2half2_rn(bi[u][i]);
 #pragma unroll
-          for (int p = 0; p < 16; ++p) w[i][p] = __hfma2(w[i][p], sc[u][i], bi[u][i]);
+          for (int p = 0; p < 16; ++p) w[i][p] = __hfma2(w[i][p], s2, b2);
         }
       } else {
 #pragma unroll
@@ -234,20 +243,7 @@ __global__ void __launch_bounds__(kWarps * 32) qgemm_bf16_kernel(const unsigned*
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
   const int rt = warp / KS, ks = warp % KS;
   const GemvRows gr = gemv_rows(P, blockIdx.x, kOut * RT);
-  const int64_t tile0 = gr.row0 + int64_t(rt) * kOut;
-  const int64_t words_per_row = K / 32 * BITS, groups_per_row = K >> group_shift;
-  const uint32_t* wp[2];
-  const S* sp[2];
-  const S* bp[2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int src = kGated ? i : gr.part;
-    int64_t row = tile0 + (kGated ? g : g + 8 * i);
-    row = row < gr.N ? row : gr.N - 1;
-    wp[i] = static_cast<const uint32_t*>(P.w[src]) + row * words_per_row;
-    sp[i] = static_cast<const S*>(P.scales[src]) + row * groups_per_row;
-    bp[i] = static_cast<const S*>(P.biases[src]) + row * groups_per_row;
-  }
+  const LaneRows<S, kGated> rows(P, gr, gr.row0 + int64_t(rt) * kOut, g, BITS, K, group_shift);
   const int groups = (M + 7) / 8;
   float acc[MT][4];
 #pragma unroll
@@ -259,20 +255,7 @@ __global__ void __launch_bounds__(kWarps * 32) qgemm_bf16_kernel(const unsigned*
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int64_t ch = (s0 + int64_t(u) * KS) * 4 + c;
-      if (ch < chunks) {
-        const int64_t grp = (ch * 32) >> group_shift;
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const uint4* p = reinterpret_cast<const uint4*>(wp[i] + ch * BITS);
-#pragma unroll
-          for (int v = 0; v < BITS / 4; ++v) {
-            const uint4 t = p[v];
-            wd[u][i][4 * v] = t.x, wd[u][i][4 * v + 1] = t.y, wd[u][i][4 * v + 2] = t.z, wd[u][i][4 * v + 3] = t.w;
-          }
-          sc[u][i] = to_f(sp[i][grp]);
-          bi[u][i] = to_f(bp[i][grp]);
-        }
-      }
+      if (ch < chunks) rows.template load<BITS>(ch, group_shift, wd[u], sc[u], bi[u]);
     }
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
