@@ -7,15 +7,11 @@
 
 namespace mlxcel {
 
-namespace {
-bool graph_capable(const Model& model) { return DecodeGraphs::supported(model); }
-}  // namespace
-
 ModelRunner::ModelRunner(Model& model, int n_blocks, int block_size, DType kv_dtype, int max_model_len)
     : model_(model),
-      cache_(model.make_cache(n_blocks + (graph_capable(model) ? 1 : 0), block_size, kv_dtype)),
+      cache_(model.make_cache(n_blocks + (DecodeGraphs::supported(model) ? 1 : 0), block_size, kv_dtype)),
       n_blocks_(n_blocks) {
-  if (graph_capable(model)) {
+  if (cache_.n_blocks > n_blocks) {  // graphs possible: the extra block is the padding rows'
     const int tokens = max_model_len > 0 ? max_model_len : n_blocks * block_size;
     const int max_width = std::min(n_blocks, (tokens + block_size - 1) / block_size);
     graphs_ = std::make_unique<DecodeGraphs>(block_size, /*pad_block=*/n_blocks, max_width);
@@ -79,11 +75,8 @@ Tensor ModelRunner::execute(std::span<const ScheduledSeq* const> seqs) {
     if (decode_only) {
       std::vector<DecodeRow> rows;
       rows.reserve(seqs.size());
-      for (const auto* s : seqs) {
-        MLXCEL_CHECK(size_t(s->start / cache_.block_size) < s->block_table.size(),
-                     "request {}: {} blocks cannot hold {} tokens", s->id, s->block_table.size(), s->start + 1);
-        rows.push_back({s->token_ids[0], s->start, std::span<const int32_t>(s->block_table)});
-      }
+      // (DecodeGraphs::run checks that each table covers its position.)
+      for (const auto* s : seqs) rows.push_back({s->token_ids[0], s->start, std::span<const int32_t>(s->block_table)});
       Tensor logits = graphs_->run(model_, cache_, rows);
       if (logits.defined()) return logits;
     }

@@ -109,13 +109,13 @@ Tensor linear_from(const char* op, const Tensor& x, const Tensor& xs, const Tens
   return out;
 }
 
-// Prompt-sized products of weights that lie end to end in one allocation (the q/k/v of
-// place_weights, Phi-3's split qkv_proj) as one product, whose columns are then split
-// into the outputs in one launch: narrow weights (k, v) alone would leave most of the
-// card idle. Empty when the weights (or the biases) are not adjacent.
-// Up to this many rows (decode batches): prompt-sized products fill the card one by one,
-// and splitting a long output costs more than the joined product saves (H100, Llama-3.1-8B
-// bf16 pp2048: 33.6-34.7K tok/s apart, 32.5K joined).
+// Products of a decode batch (past the GEMV, up to kAdjacentMaxRows rows) over weights that
+// lie end to end in one allocation (the q/k/v of place_weights, Phi-3's split qkv_proj):
+// one product, whose columns are then split into the outputs in one launch, as narrow
+// weights (k, v) alone would leave most of the card idle. Empty when the weights (or the
+// biases) are not adjacent, or for more rows: prompt-sized products fill the card one by
+// one, and splitting a long output cost more than the join saved (H100, Llama-3.1-8B bf16
+// pp2048: 33.6-34.7K tok/s apart, 32.5K joined).
 constexpr int64_t kAdjacentMaxRows = 256;
 
 std::vector<Tensor> adjacent_product(const char* op, const Tensor& x, const std::vector<Tensor>& ws,
@@ -151,7 +151,7 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& ws,
   std::vector<Tensor> bs = biases.empty() ? std::vector<Tensor>(ws.size()) : biases;
   std::vector<Tensor> outs;
   if (!fusable(x, ws, bs)) {
-    if (auto outs = adjacent_product(kOp, x, ws, bs); !outs.empty()) return outs;
+    if (auto joined = adjacent_product(kOp, x, ws, bs); !joined.empty()) return joined;
     const Tensor xs = shared_input(x, ws);
     for (size_t i = 0; i < ws.size(); ++i) outs.push_back(linear_from(kOp, x, xs, ws[i], bs[i]));
     return outs;
