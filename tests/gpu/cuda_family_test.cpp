@@ -307,6 +307,76 @@ TEST_P(CudaFamily, EngineDecodeGraphsMatchPlainSteps) {
   }
 }
 
+// Programmatic dependent launch (opt-in, sm_90: MLXCEL_CUDA_PDL=1) only lets a kernel start early
+// and read its weights before the previous kernel ends: decode logits are the same bits
+// with it off, for f32 and MLX q4 weights (dense and quantized GEMVs), plain and graphed
+// Generator steps, and engine steps over a bf16 cache (the tensor-core decode attention)
+// replayed from graphs.
+TEST_P(CudaFamily, ProgrammaticLaunchKeepsDecodeBits) {
+  REQUIRE_GPU();
+  const fs::path dir = fixtures_dir() / GetParam();
+  Reference ref = load_reference(dir, "reference");
+  auto f32_model = load_model(dir.string(), Device::cuda());
+  QuantizedFixture q = quantized_fixture(GetParam(), 4);
+  place_weights(q.weights, Device::cuda());
+  auto q4_model = build_model(q.config, q.weights);
+  struct Restore {
+    bool pdl = cuda::set_pdl(true);
+    ~Restore() { cuda::set_pdl(pdl); }
+  } restore;
+  for (Model* model : {f32_model.get(), q4_model.get()}) {
+    const std::string what = GetParam() + (model == q4_model.get() ? " q4" : " f32");
+    for (bool graphs : {false, true}) {
+      auto run = [&](bool pdl) {
+        cuda::set_pdl(pdl);
+        Generator gen(*model, 96);
+        gen.set_graphs(graphs);
+        std::vector<float> all = gen.prefill(ref.prompts[0]).to_f32_vector();
+        std::vector<float> last = all;
+        for (int step = 0; step < 8; ++step) {
+          const int tok = int(std::max_element(last.begin(), last.end()) - last.begin());
+          last = gen.decode(tok).to_f32_vector();
+          all.insert(all.end(), last.begin(), last.end());
+        }
+        return all;
+      };
+      const std::vector<float> off = run(false), on = run(true);
+      EXPECT_EQ(on, off) << what << (graphs ? " graphed" : " plain");
+    }
+    auto engine_steps = [&](bool pdl) {
+      cuda::set_pdl(pdl);
+      constexpr int S = 5, kBlocks = 10, kBs = 4;
+      ModelRunner runner(*model, S * kBlocks, kBs, DType::bf16, S * kBlocks * kBs);
+      runner.set_graphs(true);
+      std::vector<ScheduledSeq> seqs(static_cast<size_t>(S));
+      for (int i = 0; i < S; ++i) {
+        ScheduledSeq& s = seqs[size_t(i)];
+        s.id = i + 1;
+        const auto& p = ref.prompts[size_t(i) % ref.prompts.size()];
+        s.token_ids.assign(p.begin(), p.begin() + std::max<ptrdiff_t>(1, ptrdiff_t(p.size()) - i % 3));
+        for (int b = 0; b < kBlocks; ++b) s.block_table.push_back(i * kBlocks + b);
+        s.sample = true;
+      }
+      auto host = [](const Tensor& t) { return ops::to_device(t, Device::cpu()).to_f32_vector(); };
+      std::vector<float> all = host(runner.execute(seqs)), last = all;
+      const int vocab = model->config().vocab_size;
+      for (int step = 0; step < 5; ++step) {
+        for (int i = 0; i < S; ++i) {
+          ScheduledSeq& s = seqs[size_t(i)];
+          const float* row = last.data() + size_t(i) * vocab;
+          s.start += int(s.token_ids.size());
+          s.token_ids = {int(std::max_element(row, row + vocab) - row)};
+        }
+        last = host(runner.execute(seqs));
+        all.insert(all.end(), last.begin(), last.end());
+      }
+      return all;
+    };
+    const std::vector<float> off = engine_steps(false), on = engine_steps(true);
+    EXPECT_EQ(on, off) << what << " engine steps, bf16 cache";
+  }
+}
+
 // place_weights puts the dense q/k/v of an attention block (and their biases) end to end
 // in one device allocation, bytes unchanged; quantized or lone projections stay apart.
 TEST(CudaPlaceWeights, ColocatesQkv) {

@@ -90,6 +90,7 @@ __device__ __forceinline__ void merge_and_store(const AttnArgs& a, int t, int h0
 template <typename KV>
 __global__ void __launch_bounds__(kAttnWarps * 32) attn_kernel(const KV* __restrict__ kc, const KV* __restrict__ vc,
                                                                AttnArgs a) {
+  pdl_enter();
   __shared__ float qs[kHeadsPerCta][kMaxDimPerLane * 32];
   __shared__ float so[kAttnWarps][kHeadsPerCta][kMaxDimPerLane * 32];
   __shared__ float sm[kAttnWarps][kHeadsPerCta], sl[kAttnWarps][kHeadsPerCta];
@@ -158,6 +159,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_kernel(const KV* __restr
 template <typename KV>
 __global__ void __launch_bounds__(kAttnWarps * 32) attn_decode_kernel(const KV* __restrict__ kc,
                                                                       const KV* __restrict__ vc, AttnArgs a) {
+  pdl_enter();
   constexpr int E = int(16 / sizeof(KV));
   __shared__ __align__(16) float qs[kHeadsPerCta][kMaxDimPerLane * 32];
   __shared__ float so[kAttnWarps][kHeadsPerCta][kMaxDimPerLane * 32];
@@ -448,6 +450,7 @@ bool use_prefill_tiles(int64_t T, int n_seqs) {
 // out[t, h] = merge of the splits' (max, sum, unnormalized o).
 __global__ void attn_combine_kernel(const float* __restrict__ part_o, const float* __restrict__ part_ml, int n_splits,
                                     int Dv, void* out, int odt) {
+  pdl_enter();
   const int64_t th = blockIdx.x;
   float M = -INFINITY;
   for (int z = 0; z < n_splits; ++z) M = fmaxf(M, part_ml[(th * n_splits + z) * 2]);
@@ -565,13 +568,13 @@ void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
       using KV = decltype(tag);
       const KV* kc = static_cast<const KV*>(k_cache.raw());
       const KV* vc = static_cast<const KV*>(v_cache.raw());
-      if (decode) attn_decode_kernel<KV><<<grid, kAttnWarps * 32, 0, l.stream>>>(kc, vc, a);
-      else attn_kernel<KV><<<grid, kAttnWarps * 32, 0, l.stream>>>(kc, vc, a);
+      if (decode) launch_pdl(attn_decode_kernel<KV>, grid, kAttnWarps * 32, 0, l.stream, kc, vc, a);
+      else launch_pdl(attn_kernel<KV>, grid, kAttnWarps * 32, 0, l.stream, kc, vc, a);
     });
     MLXCEL_CUDA_LAUNCH_CHECK();
   }
   if (a.n_splits > 1) {
-    attn_combine_kernel<<<unsigned(T * a.n_heads), 128, 0, l.stream>>>(a.part_o, a.part_ml, a.n_splits, a.Dv, a.out,
+    launch_pdl(attn_combine_kernel, unsigned(T * a.n_heads), 128, 0, l.stream, a.part_o, a.part_ml, a.n_splits, a.Dv, a.out,
                                                                        a.odt);
     MLXCEL_CUDA_LAUNCH_CHECK();
   }

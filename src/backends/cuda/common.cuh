@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -134,6 +135,48 @@ inline unsigned grid_for(int64_t n, int threads) {
   if (b < 1) b = 1;
   if (b > 65535LL * 64) b = 65535LL * 64;
   return unsigned(b);
+}
+
+// ---- programmatic dependent launch (sm_90) ----
+// A kernel started by launch_pdl may begin while the kernel before it in the stream is
+// still running. Every such kernel calls pdl_wait() in every thread that reads anything
+// an earlier kernel wrote, or writes anything, before doing so; before it, only reads of
+// weights (data no kernel writes) may run. pdl_wait() returns once the previous grid has
+// finished and its writes are visible; because that grid itself waited for the one
+// before it, everything earlier in the stream is finished too. pdl_trigger() lets the
+// next PDL kernel be scheduled once every block of this grid has called it (or exited).
+// Both are no-ops for kernels launched without the attribute, and before sm_90.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+// The entry of a kernel with no weights to read early: wait, then let the next start.
+__device__ __forceinline__ void pdl_enter() {
+  pdl_wait();
+  pdl_trigger();
+}
+
+// kernel<<<grid, block, smem, st>>>(args...) with programmatic stream serialization when
+// pdl_on (runtime.h). Only for kernels that follow the pdl_wait() rule above.
+template <typename... Params, typename... Args>
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = st;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_on(current_device()) ? 1 : 0;
+  MLXCEL_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
 
 // Sets the tensor's device current and returns its stream.

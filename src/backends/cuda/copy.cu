@@ -42,6 +42,7 @@ __global__ void convert_i32_kernel(const int32_t* __restrict__ src, D* __restric
 template <typename E, typename O>
 __global__ void gather_kernel(const E* __restrict__ x, const int32_t* __restrict__ idx, int64_t n, int64_t R,
                               int64_t D, O* __restrict__ out, int* bad) {
+  pdl_enter();
   for (int64_t r = blockIdx.x; r < n; r += gridDim.x) {
     const int32_t row = idx[r];
     if (row < 0 || row >= R) {
@@ -119,6 +120,7 @@ struct SplitParts {
 
 template <typename E>
 __global__ void split_columns_kernel(const E* __restrict__ y, int64_t rows, int64_t cols, SplitParts P) {
+  pdl_enter();
   const int64_t n = rows * cols;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / cols, c = i % cols;
@@ -153,7 +155,7 @@ void split_columns(const Tensor& y, std::vector<Tensor>& outs) {
   const int64_t n = rows * (cols / vec);
   auto go = [&](auto tag) {
     using E = decltype(tag);
-    split_columns_kernel<E><<<grid_for(n, 256), 256, 0, l.stream>>>(static_cast<const E*>(y.raw()), rows, cols / vec, P);
+    launch_pdl(split_columns_kernel<E>, grid_for(n, 256), 256, 0, l.stream, static_cast<const E*>(y.raw()), rows, cols / vec, P);
   };
   switch (esize) {
     case 16: go(uint4{}); break;
@@ -222,7 +224,7 @@ void gather_rows(const Tensor& x, const int32_t* idx, int64_t n, Tensor& out) {
   checked_gather("take_rows", n, R, l.stream, [&](int* bad) {
     by_size(dtype_size(x.dtype()), [&](auto e) {
       using E = decltype(e);
-      gather_kernel<E, E><<<grid, 128, 0, l.stream>>>(static_cast<const E*>(x.raw()), idx, n, R, D,
+      launch_pdl(gather_kernel<E, E>, grid, 128, 0, l.stream, static_cast<const E*>(x.raw()), idx, n, R, D,
                                                       static_cast<E*>(out.raw()), bad);
     });
   });
@@ -237,7 +239,7 @@ void gather_rows_f32(const Tensor& table, const int32_t* idx, int64_t n, Tensor&
   checked_gather("embedding", n, R, l.stream, [&](int* bad) {
     by_float(table.dtype(), [&](auto e) {
       using E = decltype(e);
-      gather_kernel<E, float><<<grid, 128, 0, l.stream>>>(static_cast<const E*>(table.raw()), idx, n, R, D,
+      launch_pdl(gather_kernel<E, float>, grid, 128, 0, l.stream, static_cast<const E*>(table.raw()), idx, n, R, D,
                                                           out.data<float>(), bad);
     });
   });

@@ -8,6 +8,7 @@ namespace {
 
 template <typename B, bool kAdd>
 __global__ void binary_kernel(const float* __restrict__ a, const B* __restrict__ b, float* out, int64_t n, int64_t D) {
+  pdl_enter();
   // D == n: same shape; otherwise b [D] broadcast over the rows. out may alias a.
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const float bv = to_f(b[D == n ? i : i % D]);
@@ -23,6 +24,7 @@ __global__ void scale_kernel(const float* __restrict__ x, float s, float* __rest
 template <Act A, typename O>
 __global__ void act_kernel(const float* __restrict__ x, const float* __restrict__ up, O* __restrict__ out,
                            int64_t n) {
+  pdl_enter();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     out[i] = from_f<O>(up ? act<A>(x[i]) * up[i] : act<A>(x[i]));
 }
@@ -37,11 +39,11 @@ template <typename O>
 void act_dispatch(const float* x, const float* up, O* out, int64_t n, Act a, cudaStream_t st) {
   const unsigned g = grid_for(n, 256);
   switch (a) {
-    case Act::silu: act_kernel<Act::silu, O><<<g, 256, 0, st>>>(x, up, out, n); break;
-    case Act::gelu_tanh: act_kernel<Act::gelu_tanh, O><<<g, 256, 0, st>>>(x, up, out, n); break;
-    case Act::gelu_erf: act_kernel<Act::gelu_erf, O><<<g, 256, 0, st>>>(x, up, out, n); break;
-    case Act::relu: act_kernel<Act::relu, O><<<g, 256, 0, st>>>(x, up, out, n); break;
-    case Act::relu2: act_kernel<Act::relu2, O><<<g, 256, 0, st>>>(x, up, out, n); break;
+    case Act::silu: launch_pdl(act_kernel<Act::silu, O>, g, 256, 0, st, x, up, out, n); break;
+    case Act::gelu_tanh: launch_pdl(act_kernel<Act::gelu_tanh, O>, g, 256, 0, st, x, up, out, n); break;
+    case Act::gelu_erf: launch_pdl(act_kernel<Act::gelu_erf, O>, g, 256, 0, st, x, up, out, n); break;
+    case Act::relu: launch_pdl(act_kernel<Act::relu, O>, g, 256, 0, st, x, up, out, n); break;
+    case Act::relu2: launch_pdl(act_kernel<Act::relu2, O>, g, 256, 0, st, x, up, out, n); break;
   }
   MLXCEL_CUDA_LAUNCH_CHECK();
 }
@@ -59,8 +61,8 @@ void binary(const Tensor& a, const Tensor& b, BinaryOp op, Tensor& out) {
   auto run = [&](auto tag) {
     using B = decltype(tag);
     const B* bp = static_cast<const B*>(b.raw());
-    if (op == BinaryOp::add) binary_kernel<B, true><<<g, 256, 0, l.stream>>>(a.data<float>(), bp, out.data<float>(), n, D);
-    else binary_kernel<B, false><<<g, 256, 0, l.stream>>>(a.data<float>(), bp, out.data<float>(), n, D);
+    if (op == BinaryOp::add) launch_pdl(binary_kernel<B, true>, g, 256, 0, l.stream, a.data<float>(), bp, out.data<float>(), n, D);
+    else launch_pdl(binary_kernel<B, false>, g, 256, 0, l.stream, a.data<float>(), bp, out.data<float>(), n, D);
   };
   switch (b.dtype()) {
     case DType::f32: run(float{}); break;

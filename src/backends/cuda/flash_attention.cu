@@ -265,6 +265,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32) flash_prefill_kernel(const
 template <typename T, int D>
 __global__ void __launch_bounds__(kWarps * 32) flash_decode_kernel(const T* __restrict__ kc,
                                                                    const T* __restrict__ vc, AttnArgs a) {
+  pdl_enter();
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* smem = reinterpret_cast<T*>(smem_raw);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
@@ -419,8 +420,8 @@ void flash_decode(const AttnArgs& a, DType cdt, const void* kc, const void* vc, 
     const size_t smem = decode_smem_bytes<D>();
     if (smem > 48 * 1024)
       MLXCEL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    kernel<<<dim3(unsigned(T), unsigned(a.n_kv * a.head_groups), unsigned(a.n_splits)), kWarps * 32, smem, st>>>(
-        static_cast<const KV*>(kc), static_cast<const KV*>(vc), a);
+    launch_pdl(kernel, dim3(unsigned(T), unsigned(a.n_kv * a.head_groups), unsigned(a.n_splits)), kWarps * 32, smem,
+               st, static_cast<const KV*>(kc), static_cast<const KV*>(vc), a);
   });
   MLXCEL_CUDA_LAUNCH_CHECK();
 }

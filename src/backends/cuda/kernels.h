@@ -162,6 +162,11 @@ bool set_decode_attention(bool on);
 // default, MLXCEL_CUDA_FLASH=0 turns it off) instead of the f32 kernels. Returns the
 // previous setting.
 bool set_flash_attention(bool on);
+// Programmatic dependent launch of the decode kernels (sm_90+; off by default until it is
+// measured on a GPU, MLXCEL_CUDA_PDL=1 turns it on): a kernel may start while the one
+// before it in the stream finishes, reading its weights before it waits for that kernel's
+// results (common.cuh). Returns the previous setting.
+bool set_pdl(bool on);
 // Products of 9+ rows on cuBLASLt (default; MLXCEL_CUDA_LT=0: cublasGemmEx). Returns the
 // previous setting.
 bool set_gemm_lt(bool on);

@@ -53,6 +53,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(const X* __restrict__
   constexpr int E = kVec ? int(16 / sizeof(W)) : 1;
   constexpr int kOut = kGated ? kRowsPerBlock / 2 : kRowsPerBlock;  // output rows per block
   __shared__ float red[kWarps][kGemvMaxRows][kRowsPerBlock];
+  pdl_enter();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const GemvRows gr = gemv_rows(P, blockIdx.x, kOut);
   const int part = gr.part;
@@ -141,7 +142,7 @@ __global__ void __launch_bounds__(128) gemv_warp_kernel(const float* __restrict_
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const unsigned wid = KS == 1 ? blockIdx.x * 4 + warp : blockIdx.x;
   const int kpart = KS == 1 ? 0 : warp;
-  if (wid >= gemv_units<kGated>(P)) return;
+  if (wid >= gemv_units<kGated>(P)) return;  // (the grid's other warps call pdl_enter)
   const GemvRows gr = gemv_rows(P, wid, kOut);
   const int part = gr.part;
   const int64_t N = gr.N, row0 = gr.row0;
@@ -156,14 +157,20 @@ __global__ void __launch_bounds__(128) gemv_warp_kernel(const float* __restrict_
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.0f;
   const int64_t vecs = K / E;  // 16-byte vectors per row
-  for (int64_t v0 = lane + 32 * kpart; v0 < vecs; v0 += 32 * KS * U) {
-    uint4 wv[U][R];
+  uint4 wv[U][R];
+  auto load_w = [&](int64_t v0) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t v = v0 + 32 * KS * u;
 #pragma unroll
       for (int r = 0; r < R; ++r) wv[u][r] = v < vecs ? __ldcs(wrow[r] + v) : make_uint4(0, 0, 0, 0);
     }
+  };
+  // The first weights are in flight before the wait for the kernel that writes x.
+  load_w(lane + 32 * kpart);
+  pdl_enter();
+  for (int64_t v0 = lane + 32 * kpart; v0 < vecs; v0 += 32 * KS * U) {
+    if (v0 != lane + 32 * kpart) load_w(v0);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t v = v0 + 32 * KS * u;
@@ -207,14 +214,13 @@ void gemv_warp_launch(const float* x, GemvParts P, int64_t K, int bdt, int odt, 
   // each (g_gemv_ksplit = false keeps one warp per row set).
   const bool split = g_gemv_ksplit && sets < 16u * unsigned(sm_count(current_device()));
   if (split) {
-    if (gated) gemv_warp_kernel<W, R, U, true, 4><<<sets, 128, 0, st>>>(x, P, K, bdt, odt);
-    else gemv_warp_kernel<W, R, U, false, 4><<<sets, 128, 0, st>>>(x, P, K, bdt, odt);
+    if (gated) launch_pdl(gemv_warp_kernel<W, R, U, true, 4>, sets, 128, 0, st, x, P, K, bdt, odt);
+    else launch_pdl(gemv_warp_kernel<W, R, U, false, 4>, sets, 128, 0, st, x, P, K, bdt, odt);
   } else {
     const unsigned grid = (sets + 3) / 4;
-    if (gated) gemv_warp_kernel<W, R, U, true, 1><<<grid, 128, 0, st>>>(x, P, K, bdt, odt);
-    else gemv_warp_kernel<W, R, U, false, 1><<<grid, 128, 0, st>>>(x, P, K, bdt, odt);
+    if (gated) launch_pdl(gemv_warp_kernel<W, R, U, true, 1>, grid, 128, 0, st, x, P, K, bdt, odt);
+    else launch_pdl(gemv_warp_kernel<W, R, U, false, 1>, grid, 128, 0, st, x, P, K, bdt, odt);
   }
-  MLXCEL_CUDA_LAUNCH_CHECK();
 }
 
 // out[m, n] = src[m, n] (+ bias[n]) converted to out's dtype; src may alias out when f32.
@@ -246,13 +252,12 @@ void gemv_launch(const X* x, int M, GemvParts P, int64_t K, int bdt, int odt, cu
   }
   const unsigned grid = plan_blocks(P, gated ? kRowsPerBlock / 2 : kRowsPerBlock);
   if (gated) {
-    if (vec) gemv_kernel<W, X, true, true><<<grid, kWarps * 32, 0, st>>>(x, M, P, K, bdt, odt);
-    else gemv_kernel<W, X, false, true><<<grid, kWarps * 32, 0, st>>>(x, M, P, K, bdt, odt);
+    if (vec) launch_pdl(gemv_kernel<W, X, true, true>, grid, kWarps * 32, 0, st, x, M, P, K, bdt, odt);
+    else launch_pdl(gemv_kernel<W, X, false, true>, grid, kWarps * 32, 0, st, x, M, P, K, bdt, odt);
   } else {
-    if (vec) gemv_kernel<W, X, true, false><<<grid, kWarps * 32, 0, st>>>(x, M, P, K, bdt, odt);
-    else gemv_kernel<W, X, false, false><<<grid, kWarps * 32, 0, st>>>(x, M, P, K, bdt, odt);
+    if (vec) launch_pdl(gemv_kernel<W, X, true, false>, grid, kWarps * 32, 0, st, x, M, P, K, bdt, odt);
+    else launch_pdl(gemv_kernel<W, X, false, false>, grid, kWarps * 32, 0, st, x, M, P, K, bdt, odt);
   }
-  MLXCEL_CUDA_LAUNCH_CHECK();
 }
 
 template <typename X>
@@ -274,6 +279,7 @@ void gemv_parts(const Tensor& x, int M, DType wdt, const GemvParts& P, int64_t K
 }
 
 __global__ void to_type_kernel(const void* src, int sdt, void* dst, int ddt, int64_t n) {
+  pdl_enter();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     store_any(dst, ddt, i, load_any(src, sdt, i));
 }
@@ -467,8 +473,7 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) {
   const void* xp = x.raw();
   if (x.dtype() != ct) {
     void* xs = scratch(size_t(M * K) * dtype_size(ct), 0);
-    to_type_kernel<<<grid_for(M * K, 256), 256, 0, l.stream>>>(x.raw(), int(x.dtype()), xs, int(ct), M * K);
-    MLXCEL_CUDA_LAUNCH_CHECK();
+    launch_pdl(to_type_kernel, grid_for(M * K, 256), 256, 0, l.stream, x.raw(), int(x.dtype()), xs, int(ct), M * K);
     xp = xs;
   }
   if (skinny_gemm(xp, w.raw(), ct, M, N, K, bp, bdt, out.raw(), out.dtype(), dev, l.stream)) return;

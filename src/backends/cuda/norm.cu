@@ -18,6 +18,7 @@ template <typename O>
 __global__ void rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ res, float* sum_out,
                                 const void* __restrict__ w, int wdt, float w_offset, float eps, int64_t D,
                                 O* __restrict__ out) {
+  pdl_enter();
   __shared__ float sh[32];
   const int64_t base = int64_t(blockIdx.x) * D;
   float ss = 0.0f;
@@ -54,6 +55,7 @@ template <int V, typename O>
 __global__ void rms_norm_vec_kernel(const float* __restrict__ x, const float* __restrict__ res, float* sum_out,
                                     const void* __restrict__ w, int wdt, float w_offset, float eps, int64_t D,
                                     O* __restrict__ out) {
+  pdl_enter();
   __shared__ float sh[32];
   const int64_t base = int64_t(blockIdx.x) * D;
   const int n4 = int(D / 4);
@@ -142,16 +144,16 @@ void rms_launch(const Tensor& x, const float* res, float* sum_out, const Tensor&
     const int V = (n4 + threads - 1) / threads;
     by_out(out, [&](auto* o) {
       using O = std::remove_pointer_t<decltype(o)>;
-      if (V == 1) rms_norm_vec_kernel<1, O><<<unsigned(rows), threads, 0, l.stream>>>(x.data<float>(), res, sum_out, wp, wdt, w_offset, eps, D, o);
-      else if (V == 2) rms_norm_vec_kernel<2, O><<<unsigned(rows), threads, 0, l.stream>>>(x.data<float>(), res, sum_out, wp, wdt, w_offset, eps, D, o);
-      else rms_norm_vec_kernel<4, O><<<unsigned(rows), threads, 0, l.stream>>>(x.data<float>(), res, sum_out, wp, wdt, w_offset, eps, D, o);
+      if (V == 1) launch_pdl(rms_norm_vec_kernel<1, O>, unsigned(rows), threads, 0, l.stream, x.data<float>(), res, sum_out, wp, wdt, w_offset, eps, D, o);
+      else if (V == 2) launch_pdl(rms_norm_vec_kernel<2, O>, unsigned(rows), threads, 0, l.stream, x.data<float>(), res, sum_out, wp, wdt, w_offset, eps, D, o);
+      else launch_pdl(rms_norm_vec_kernel<4, O>, unsigned(rows), threads, 0, l.stream, x.data<float>(), res, sum_out, wp, wdt, w_offset, eps, D, o);
     });
     MLXCEL_CUDA_LAUNCH_CHECK();
     return;
   }
   by_out(out, [&](auto* o) {
     using O = std::remove_pointer_t<decltype(o)>;
-    rms_norm_kernel<O><<<unsigned(rows), threads_for(D), 0, l.stream>>>(x.data<float>(), res, sum_out, wp, wdt, w_offset,
+    launch_pdl(rms_norm_kernel<O>, unsigned(rows), threads_for(D), 0, l.stream, x.data<float>(), res, sum_out, wp, wdt, w_offset,
                                                                      eps, D, o);
   });
   MLXCEL_CUDA_LAUNCH_CHECK();

@@ -225,6 +225,7 @@ __device__ __forceinline__ unsigned as_u32(__nv_bfloat162 h) { return *reinterpr
 // instead of once per block.
 template <int BITS>
 __global__ void x_pairs_bf16_kernel(const float* __restrict__ x, int64_t M, int64_t K, unsigned* __restrict__ xb) {
+  pdl_enter();
   const int64_t n = M * (K / 2);
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = i / (K / 2), rem = i % (K / 2), ch = rem / 16;
@@ -240,6 +241,7 @@ __global__ void __launch_bounds__(kWarps * 32) qgemm_bf16_kernel(const unsigned*
   constexpr int kOut = kGated ? 8 : 16;
   constexpr int KS = kWarps / RT;  // warps splitting K in a tile
   __shared__ float red[kWarps][16][8 * MT + 1];
+  pdl_enter();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
   const int rt = warp / KS, ks = warp % KS;
   const GemvRows gr = gemv_rows(P, blockIdx.x, kOut * RT);
@@ -348,7 +350,7 @@ void launch_bf16(const unsigned* x, int M, GemvParts P, int64_t K, int shift, in
   const int sms = sm_count(device);
   const int rt = tiles >= unsigned(8 * sms) ? 4 : tiles >= unsigned(4 * sms) ? 2 : 1;
   const unsigned grid = plan_blocks(P, out * rt);
-#define MLXCEL_QGEMM_BF16(G, R) qgemm_bf16_kernel<BITS, S, G, MT, R><<<grid, kWarps * 32, 0, st>>>(x, M, P, K, shift)
+#define MLXCEL_QGEMM_BF16(G, R) launch_pdl(qgemm_bf16_kernel<BITS, S, G, MT, R>, grid, kWarps * 32, 0, st, x, M, P, K, shift)
   if (gated) {
     if (rt == 4) MLXCEL_QGEMM_BF16(true, 4);
     else if (rt == 2) MLXCEL_QGEMM_BF16(true, 2);
@@ -392,8 +394,8 @@ bool qgemm_mma(const float* x, int M, GemvParts P, int bits, int group_shift, in
   if (compute_major(device) < 8) return false;
   unsigned* xb = static_cast<unsigned*>(scratch(size_t(M) * size_t(K) * 2, 5));
   const unsigned xgrid = grid_for(int64_t(M) * (K / 2), 256);
-  if (bits == 4) x_pairs_bf16_kernel<4><<<xgrid, 256, 0, st>>>(x, M, K, xb);
-  else x_pairs_bf16_kernel<8><<<xgrid, 256, 0, st>>>(x, M, K, xb);
+  if (bits == 4) launch_pdl(x_pairs_bf16_kernel<4>, xgrid, 256, 0, st, x, M, K, xb);
+  else launch_pdl(x_pairs_bf16_kernel<8>, xgrid, 256, 0, st, x, M, K, xb);
   by_float_type(scale_dtype, "qgemm_mma: scales", [&](auto tag) {
     using S = decltype(tag);
     auto go = [&](auto bits_tag) {

@@ -137,6 +137,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
   __syncthreads();
 
+  // The producer reads only weights, so it starts filling the stages before the wait for
+  // the kernel that writes x (launch_pdl); the consumers wait.
   if (warp == kConsumerWarps) {  // producer
     for (int i = 0; i < items; ++i) {
       const int s = i % kStages;
@@ -173,6 +175,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   }
 
   // consumers
+  pdl_enter();
   const int t = threadIdx.x, c = t % kChunks, set = t / kChunks;  // chunk of the tile; rows 4 set .. + 3
   float acc[kBatch][kRowsPerThread];
 #pragma unroll
@@ -291,7 +294,7 @@ void launch(const float* x, const GemvParts& P, unsigned groups, int64_t K, int 
     configured[dev] = smem;
   }
   const unsigned grid = std::min(groups, unsigned(sm_count(dev) * blocks_per_sm()));
-  kernel<<<grid, kThreads, smem, st>>>(x, P, K, shift);
+  launch_pdl(kernel, grid, kThreads, size_t(smem), st, x, P, K, shift);
 }
 
 }  // namespace

@@ -78,9 +78,9 @@ __global__ void __launch_bounds__(kQThreads) qgemv_kernel(const float* __restric
   const S* const* sp = rows.sp;
   const S* const* bp = rows.bp;
 
-  for (int64_t c = threadIdx.x; c < chunks; c += kQThreads) {
-    uint32_t wd[kQRows][BITS];
-    float sc[kQRows], bi[kQRows];
+  uint32_t wd[kQRows][BITS];
+  float sc[kQRows], bi[kQRows];
+  auto load_weights = [&](int64_t c) {
     const int64_t g = (c * 32) >> group_shift;
 #pragma unroll
     for (int r = 0; r < kQRows; ++r) {
@@ -88,6 +88,12 @@ __global__ void __launch_bounds__(kQThreads) qgemv_kernel(const float* __restric
       sc[r] = to_f(sp[r][g]);
       bi[r] = to_f(bp[r][g]);
     }
+  };
+  // The first chunk's weights are in flight before the wait for the kernel that writes x.
+  if (int64_t(threadIdx.x) < chunks) load_weights(threadIdx.x);
+  pdl_enter();
+  for (int64_t c = threadIdx.x; c < chunks; c += kQThreads) {
+    if (c != int64_t(threadIdx.x)) load_weights(c);
 #pragma unroll
     for (int m = 0; m < MAXM; ++m) {
       if (m < M) {
@@ -348,11 +354,11 @@ void qgemv_launch(const float* x, int M, GemvParts P, int bits, int group_size, 
   const bool gated = P.gate_act >= 0;
   const int rows = M == 1 ? 8 : 4;  // weight rows per block (M > 1 needs more accumulators)
   const unsigned grid = plan_blocks(P, gated ? rows / 2 : rows);
-#define MLXCEL_QGEMV_G(B, G)                                                                     \
-  if (M == 1)                                                                                    \
-    qgemv_kernel<B, S, 1, 8, G><<<grid, kQThreads, 0, st>>>(x, M, P, K, shift);                  \
-  else                                                                                           \
-    qgemv_kernel<B, S, kGemvMaxRows, 4, G><<<grid, kQThreads, 0, st>>>(x, M, P, K, shift)
+#define MLXCEL_QGEMV_G(B, G)                                                                  \
+  if (M == 1)                                                                                 \
+    launch_pdl(qgemv_kernel<B, S, 1, 8, G>, grid, kQThreads, 0, st, x, M, P, K, shift);       \
+  else                                                                                        \
+    launch_pdl(qgemv_kernel<B, S, kGemvMaxRows, 4, G>, grid, kQThreads, 0, st, x, M, P, K, shift)
 #define MLXCEL_QGEMV(B)       \
   if (gated) {                \
     MLXCEL_QGEMV_G(B, true);  \

@@ -46,6 +46,7 @@ __global__ void rope_kv_kernel(const float* __restrict__ q, const float* __restr
                                int D, int Dv, int rd, bool interleaved, float attn_scale, float* __restrict__ q_out,
                                C* __restrict__ kc, C* __restrict__ vc, const int32_t* __restrict__ slots,
                                int64_t n_slots) {
+  pdl_enter();
   const int64_t row = blockIdx.x;
   const int per_token = H + Hkv + 1;
   const int64_t t = row / per_token;
@@ -99,7 +100,7 @@ void rope_kv_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
   const unsigned grid = unsigned(T * (H + Hkv + 1));
   const int threads = D >= 256 ? 128 : 64;
 #define MLXCEL_ROPE_KV(C)                                                                                            \
-  rope_kv_kernel<C><<<grid, threads, 0, l.stream>>>(                                                                 \
+  launch_pdl(rope_kv_kernel<C>, grid, threads, 0, l.stream,                                                                  \
       q.data<float>(), k.data<float>(), v.data<float>(), pos.data<int32_t>(), inv.data<float>(), int(H), int(Hkv),   \
       int(D), int(Dv), p.rotary_dim, p.interleaved, p.attention_scaling, q_out.data<float>(),                        \
       static_cast<C*>(k_cache.raw()), static_cast<C*>(v_cache.raw()), sl.data<int32_t>(), n_slots)

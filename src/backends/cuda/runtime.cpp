@@ -171,6 +171,17 @@ int compute_major(int device) {
   return cached[device].load();
 }
 
+namespace {
+// Off by default until measured on an H100 (docs/cuda.md): MLXCEL_CUDA_PDL=1 turns it on.
+std::atomic<bool> g_pdl{[] {
+  const char* e = std::getenv("MLXCEL_CUDA_PDL");
+  return e && e[0] == '1';
+}()};
+}  // namespace
+
+bool pdl_on(int device) { return g_pdl.load(std::memory_order_relaxed) && compute_major(device) >= 9; }
+bool set_pdl(bool on) { return g_pdl.exchange(on); }
+
 void* scratch(size_t bytes, int slot) {
   MLXCEL_CHECK(slot >= 0 && slot < kScratchSlots, "scratch slot {}", slot);
   const int dev = current_device();

@@ -43,6 +43,7 @@ __device__ __forceinline__ float weight(const RowState& s, float v, int64_t i) {
 
 __global__ void __launch_bounds__(kThreads) sample_kernel(const float* __restrict__ logits, int64_t V,
                                                           const SampleRow* __restrict__ rows, int32_t* __restrict__ out) {
+  pdl_enter();
   __shared__ float sh[32];
   __shared__ float scan[32];
   __shared__ int pick;
@@ -201,7 +202,7 @@ void sample(const Tensor& logits, const SampleRow* rows, Tensor& out) {
   const size_t bytes = size_t(R) * sizeof(SampleRow);
   SampleRow* dev_rows = static_cast<SampleRow*>(scratch(bytes, 3));
   MLXCEL_CUDA_CHECK(cudaMemcpyAsync(dev_rows, rows, bytes, cudaMemcpyHostToDevice, l.stream));
-  sample_kernel<<<unsigned(R), kThreads, 0, l.stream>>>(logits.data<float>(), V, dev_rows, out.data<int32_t>());
+  launch_pdl(sample_kernel, unsigned(R), kThreads, 0, l.stream, logits.data<float>(), V, dev_rows, out.data<int32_t>());
   MLXCEL_CUDA_LAUNCH_CHECK();
 }
 

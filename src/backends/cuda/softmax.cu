@@ -38,6 +38,7 @@ template <typename T>
 __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const T* __restrict__ x, int64_t D, int64_t chunk, int parts,
                                                      float* __restrict__ pv, int* __restrict__ pi,
                                                      int32_t* __restrict__ out) {
+  pdl_enter();
   __shared__ float sv[kArgmaxThreads / 32];
   __shared__ int si[kArgmaxThreads / 32];
   const int64_t r = blockIdx.x, begin = int64_t(blockIdx.y) * chunk;
@@ -82,6 +83,7 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const T* __restr
 // One warp per row: the winner of its parts (at most 32).
 __global__ void argmax_merge_kernel(const float* __restrict__ pv, const int* __restrict__ pi, int parts, int64_t rows,
                                     int32_t* __restrict__ out) {
+  pdl_enter();
   const int64_t r = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   if (r >= rows) return;
@@ -130,11 +132,11 @@ void argmax(const Tensor& x, Tensor& out) {
   const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(parts));
   by_float_type(x.dtype(), "argmax: x", [&](auto tag) {
     using T = decltype(tag);
-    argmax_kernel<T><<<grid, kArgmaxThreads, 0, l.stream>>>(static_cast<const T*>(x.raw()), D, chunk, parts, pv, pi,
+    launch_pdl(argmax_kernel<T>, grid, kArgmaxThreads, 0, l.stream, static_cast<const T*>(x.raw()), D, chunk, parts, pv, pi,
                                                  out.data<int32_t>());
   });
   MLXCEL_CUDA_LAUNCH_CHECK();
-  if (parts > 1) argmax_merge_kernel<<<unsigned(ceil_div(rows, 8)), 256, 0, l.stream>>>(pv, pi, parts, rows, out.data<int32_t>());
+  if (parts > 1) launch_pdl(argmax_merge_kernel, unsigned(ceil_div(rows, 8)), 256, 0, l.stream, pv, pi, parts, rows, out.data<int32_t>());
   MLXCEL_CUDA_LAUNCH_CHECK();
 }
 
