@@ -7,7 +7,7 @@ namespace mlxcel::cli {
 std::optional<TokenizerBundle> gguf_tokenizer_bundle(const std::string& path) {
   GgufFile g = GgufFile::open(path);
   if (!g.has("tokenizer.ggml.model")) return std::nullopt;
-  TokenizerBundle b{Tokenizer::from_gguf(g)};
+  TokenizerBundle b{Tokenizer::from_gguf(g), {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}};
   const GgufValue* toks = g.find("tokenizer.ggml.tokens");
   auto token_text = [&](int64_t id) -> std::optional<std::string> {
     if (!toks) return std::nullopt;
