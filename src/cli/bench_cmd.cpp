@@ -116,6 +116,7 @@ void run_bench(const BenchArgs& a) {
   // ---- hardware probes (same run)
   double bw = 0, gemm = 0;
   std::string card = device_name(dev);
+  if (dev.type == DeviceType::cpu) card += fmt::format(" ({} kernels)", ops::cpu_kernel_isa());
 #ifdef MLXCEL_WITH_CUDA
   if (dev.type == DeviceType::cuda) {
     size_t free_b = 0, total_b = 0;

@@ -1,6 +1,7 @@
 // Copies and conversions: contiguous, astype, to_device, zeros, take_rows, slice_last.
 #include <cstring>
 
+#include "backends/cpu/isa.h"
 #include "backends/cpu/kernels.h"
 #include "backends/cuda/dispatch.h"
 #include "ops/ops.h"
@@ -134,6 +135,8 @@ bool cuda_built() {
   return false;
 #endif
 }
+
+const char* cpu_kernel_isa() { return cpu::isa_name(cpu::isa()); }
 
 int cuda_device_count() {
 #ifdef MLXCEL_WITH_CUDA

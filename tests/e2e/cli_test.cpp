@@ -174,6 +174,10 @@ TEST(CliBench, SyntheticModelOnTheCpu) {
                    " --device cpu -p 8,16 -n 4 --reps 1 --concurrency 3 --conc-prompt 5 --conc-gen 4 --json " + json);
     ASSERT_EQ(r.code, 0) << r.out;
     EXPECT_NE(r.out.find("pp16"), std::string::npos) << r.out;
+    // The CPU kernels' build in use (runtime dispatch, backends/cpu/isa.h).
+    EXPECT_TRUE(r.out.find("on cpu (avx2 kernels)") != std::string::npos ||
+                r.out.find("on cpu (generic kernels)") != std::string::npos)
+        << r.out;
     EXPECT_NE(r.out.find("tg4"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("3 seqs"), std::string::npos) << r.out;
   }

@@ -11,7 +11,8 @@
 #include "backends/cpu/simd.h"
 #include "base/error.h"
 
-namespace mlxcel::cpu {
+// One build per ISA level (isa.h); dispatch.cpp defines the public mlxcel::cpu functions.
+namespace mlxcel::cpu::MLXCEL_CPU_NS {
 
 namespace {
 
@@ -310,4 +311,4 @@ void kv_cache_write(void* k_cache, void* v_cache, DType cache_dtype, const float
   }
 }
 
-}  // namespace mlxcel::cpu
+}  // namespace mlxcel::cpu::MLXCEL_CPU_NS

@@ -6,7 +6,8 @@
 #include "backends/cpu/simd.h"
 #include "base/error.h"
 
-namespace mlxcel::cpu {
+// One build per ISA level (isa.h); dispatch.cpp defines the public mlxcel::cpu functions.
+namespace mlxcel::cpu::MLXCEL_CPU_NS {
 
 void copy_strided(const Tensor& src, Tensor& dst) {
   const size_t es = dtype_size(src.dtype());
@@ -129,4 +130,4 @@ void slice_last(const Tensor& x, int64_t begin, int64_t end, Tensor& out) {
   });
 }
 
-}  // namespace mlxcel::cpu
+}  // namespace mlxcel::cpu::MLXCEL_CPU_NS

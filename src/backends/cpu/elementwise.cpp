@@ -7,7 +7,8 @@
 #include "backends/cpu/simd.h"
 #include "base/error.h"
 
-namespace mlxcel::cpu {
+// One build per ISA level (isa.h); dispatch.cpp defines the public mlxcel::cpu functions.
+namespace mlxcel::cpu::MLXCEL_CPU_NS {
 
 namespace {
 
@@ -192,4 +193,4 @@ void argmax(const Tensor& x, Tensor& out) {
   }
 }
 
-}  // namespace mlxcel::cpu
+}  // namespace mlxcel::cpu::MLXCEL_CPU_NS

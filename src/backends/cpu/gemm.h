@@ -18,6 +18,7 @@
 #include "backends/cpu/simd.h"
 
 namespace mlxcel::cpu::gemm {
+inline namespace MLXCEL_CPU_NS {  // one build per ISA level (simd.h)
 
 // Register tile: kMR rows of x by kNV vectors (kNR = kNV * kWidth columns) of y.
 #if defined(MLXCEL_SIMD_AVX512)
@@ -159,4 +160,5 @@ void run(const float* x, int64_t M, int64_t K, int64_t N, const Source& src, con
   });
 }
 
+}  // namespace MLXCEL_CPU_NS
 }  // namespace mlxcel::cpu::gemm

@@ -23,7 +23,9 @@
 #include "base/half.h"
 #include "base/thread_pool.h"
 
-namespace mlxcel::gguf {
+// One build per ISA level (backends/cpu/isa.h); dispatch.cpp defines the public
+// mlxcel::gguf functions.
+namespace mlxcel::gguf::MLXCEL_CPU_NS {
 
 namespace {
 
@@ -1234,4 +1236,4 @@ bool repack_enabled() {
   return on;
 }
 
-}  // namespace mlxcel::gguf
+}  // namespace mlxcel::gguf::MLXCEL_CPU_NS

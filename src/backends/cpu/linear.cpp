@@ -8,7 +8,8 @@
 #include "backends/cpu/simd.h"
 #include "base/error.h"
 
-namespace mlxcel::cpu {
+// One build per ISA level (isa.h); dispatch.cpp defines the public mlxcel::cpu functions.
+namespace mlxcel::cpu::MLXCEL_CPU_NS {
 
 namespace {
 
@@ -164,4 +165,4 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) {
   }
 }
 
-}  // namespace mlxcel::cpu
+}  // namespace mlxcel::cpu::MLXCEL_CPU_NS

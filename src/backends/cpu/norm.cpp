@@ -7,7 +7,8 @@
 #include "backends/cpu/simd.h"
 #include "base/error.h"
 
-namespace mlxcel::cpu {
+// One build per ISA level (isa.h); dispatch.cpp defines the public mlxcel::cpu functions.
+namespace mlxcel::cpu::MLXCEL_CPU_NS {
 
 namespace {
 
@@ -84,4 +85,4 @@ void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps, Te
   });
 }
 
-}  // namespace mlxcel::cpu
+}  // namespace mlxcel::cpu::MLXCEL_CPU_NS

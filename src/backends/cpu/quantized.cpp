@@ -18,7 +18,8 @@
 #include "backends/cpu/simd.h"
 #include "base/error.h"
 
-namespace mlxcel::cpu {
+// One build per ISA level (isa.h); dispatch.cpp defines the public mlxcel::cpu functions.
+namespace mlxcel::cpu::MLXCEL_CPU_NS {
 
 namespace {
 
@@ -380,4 +381,4 @@ void quantize(const Tensor& w, int bits, int group_size, Tensor& packed, Tensor&
   }
 }
 
-}  // namespace mlxcel::cpu
+}  // namespace mlxcel::cpu::MLXCEL_CPU_NS

@@ -16,6 +16,13 @@
 
 #include "base/half.h"
 
+// The kernel sources are built once per instruction-set level (isa.h); the SIMD layer
+// lives in a namespace named after the level, so that its inline functions (one body
+// per level) never merge across builds. Other includers get their own.
+#ifndef MLXCEL_CPU_NS
+#define MLXCEL_CPU_NS native
+#endif
+
 namespace mlxcel::cpu {
 
 // Element tags for 16-bit floats (both are stored as uint16_t bits).
@@ -41,6 +48,7 @@ template <>
 inline f16_t from_f32<f16_t>(float v) { return f16_t{f32_to_f16(v)}; }
 
 namespace simd {
+inline namespace MLXCEL_CPU_NS {
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #define MLXCEL_SIMD_AVX512 1
@@ -179,5 +187,6 @@ inline void scale_inplace(float* y, float a, int64_t n) {
   for (; k < n; ++k) y[k] *= a;
 }
 
+}  // namespace MLXCEL_CPU_NS
 }  // namespace simd
 }  // namespace mlxcel::cpu
