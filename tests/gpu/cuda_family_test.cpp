@@ -257,6 +257,33 @@ TEST_P(CudaFamily, GraphDecodeMatchesPlainDecode) {
   EXPECT_FALSE(plain.graph_recorded());
 }
 
+// S sequences of the reference prompts (each 0-2 tokens shorter than the last), kBlocks
+// cache blocks each, all sampling: the engine-step tests' batch.
+std::vector<ScheduledSeq> engine_test_seqs(const Reference& ref, int S, int blocks) {
+  std::vector<ScheduledSeq> seqs(static_cast<size_t>(S));
+  for (int i = 0; i < S; ++i) {
+    ScheduledSeq& s = seqs[size_t(i)];
+    s.id = i + 1;
+    const auto& p = ref.prompts[size_t(i) % ref.prompts.size()];
+    s.token_ids.assign(p.begin(), p.begin() + std::max<ptrdiff_t>(1, ptrdiff_t(p.size()) - i % 3));
+    for (int b = 0; b < blocks; ++b) s.block_table.push_back(i * blocks + b);
+    s.sample = true;
+  }
+  return seqs;
+}
+
+// The next decode step of seqs: each sequence's greedy token from its row of logits.
+void advance_greedy(std::vector<ScheduledSeq>& seqs, const std::vector<float>& logits, int vocab) {
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    ScheduledSeq& s = seqs[i];
+    const float* row = logits.data() + i * size_t(vocab);
+    s.start += int(s.token_ids.size());
+    s.token_ids = {int(std::max_element(row, row + vocab) - row)};
+  }
+}
+
+std::vector<float> on_host(const Tensor& t) { return ops::to_device(t, Device::cpu()).to_f32_vector(); }
+
 // The engine's decode steps replayed from graphs bucketed by batch size (the rows padded
 // up to 4 / 12 / 24 with rows that write a reserved block) give the plain steps' logits:
 // 3, 11 and 24 sequences of different lengths, prefilled together, then 6 decode steps
@@ -275,28 +302,14 @@ TEST_P(CudaFamily, EngineDecodeGraphsMatchPlainSteps) {
     ModelRunner plain(*model, S * kBlocks, kBs, DType::f32, S * kBlocks * kBs);
     graphed.set_graphs(true);
     plain.set_graphs(false);
-    std::vector<ScheduledSeq> seqs(static_cast<size_t>(S));
-    for (int i = 0; i < S; ++i) {
-      ScheduledSeq& s = seqs[size_t(i)];
-      s.id = i + 1;
-      const auto& p = ref.prompts[size_t(i) % ref.prompts.size()];
-      s.token_ids.assign(p.begin(), p.begin() + std::max<ptrdiff_t>(1, ptrdiff_t(p.size()) - i % 3));
-      for (int b = 0; b < kBlocks; ++b) s.block_table.push_back(i * kBlocks + b);
-      s.sample = true;
-    }
-    auto host = [](const Tensor& t) { return ops::to_device(t, Device::cpu()).to_f32_vector(); };
-    std::vector<float> a = host(graphed.execute(seqs)), b = host(plain.execute(seqs));
+    std::vector<ScheduledSeq> seqs = engine_test_seqs(ref, S, kBlocks);
+    std::vector<float> a = on_host(graphed.execute(seqs)), b = on_host(plain.execute(seqs));
     ASSERT_EQ(a, b) << GetParam() << " S " << S << ": prefill (plain in both)";
     const int vocab = model->config().vocab_size;
     for (int step = 0; step < 6; ++step) {
-      for (int i = 0; i < S; ++i) {
-        ScheduledSeq& s = seqs[size_t(i)];
-        const float* row = b.data() + size_t(i) * vocab;
-        s.start += int(s.token_ids.size());
-        s.token_ids = {int(std::max_element(row, row + vocab) - row)};
-      }
-      a = host(graphed.execute(seqs));
-      b = host(plain.execute(seqs));
+      advance_greedy(seqs, b, vocab);
+      a = on_host(graphed.execute(seqs));
+      b = on_host(plain.execute(seqs));
       ASSERT_EQ(a.size(), size_t(S) * vocab);
       const double err = rel_err(a, b);
       EXPECT_LE(err, 1e-5) << GetParam() << " S " << S << " step " << step;
@@ -348,26 +361,12 @@ TEST_P(CudaFamily, ProgrammaticLaunchKeepsDecodeBits) {
       constexpr int S = 5, kBlocks = 10, kBs = 4;
       ModelRunner runner(*model, S * kBlocks, kBs, DType::bf16, S * kBlocks * kBs);
       runner.set_graphs(true);
-      std::vector<ScheduledSeq> seqs(static_cast<size_t>(S));
-      for (int i = 0; i < S; ++i) {
-        ScheduledSeq& s = seqs[size_t(i)];
-        s.id = i + 1;
-        const auto& p = ref.prompts[size_t(i) % ref.prompts.size()];
-        s.token_ids.assign(p.begin(), p.begin() + std::max<ptrdiff_t>(1, ptrdiff_t(p.size()) - i % 3));
-        for (int b = 0; b < kBlocks; ++b) s.block_table.push_back(i * kBlocks + b);
-        s.sample = true;
-      }
-      auto host = [](const Tensor& t) { return ops::to_device(t, Device::cpu()).to_f32_vector(); };
-      std::vector<float> all = host(runner.execute(seqs)), last = all;
+      std::vector<ScheduledSeq> seqs = engine_test_seqs(ref, S, kBlocks);
+      std::vector<float> all = on_host(runner.execute(seqs)), last = all;
       const int vocab = model->config().vocab_size;
       for (int step = 0; step < 5; ++step) {
-        for (int i = 0; i < S; ++i) {
-          ScheduledSeq& s = seqs[size_t(i)];
-          const float* row = last.data() + size_t(i) * vocab;
-          s.start += int(s.token_ids.size());
-          s.token_ids = {int(std::max_element(row, row + vocab) - row)};
-        }
-        last = host(runner.execute(seqs));
+        advance_greedy(seqs, last, vocab);
+        last = on_host(runner.execute(seqs));
         all.insert(all.end(), last.begin(), last.end());
       }
       return all;
