@@ -10,7 +10,8 @@
 #    (the op API on CUDA tensors), test_cuda_models (every family fixture on CUDA, the
 #    engine, GGUF), then `mlxcel inspect --device cuda` and a short `mlxcel bench`.
 #    BENCH=0 skips the bench; TESTS=0 skips the three suites (build only, for profiling
-#    calls); CTEST=1 also runs the whole CPU ctest suite of that build.
+#    calls); CTEST=1 also runs the whole CPU ctest suite of that build; AB=... runs an
+#    A/B of one knob (below).
 # Without headers.tgz (or if that configure fails) it falls back to tests/gpu/standalone
 # (base, tensor, both backends, test_cuda_kernels; needs only fmt, GoogleTest and CUDA).
 # The logs come back as one file, $OUT/gpu_logs.tgz (the device tool returns only a few
@@ -80,6 +81,13 @@ if [ $full_ok = 1 ]; then
       timeout 120 "$X" bench --device cuda --synthetic llama-3.1-8b --format $f -p 512,2048 -n 128 \
         --json "$OUT/bench.jsonl" --md "$OUT/bench.md" 2>&1 | tee -a "$OUT/bench.log" | grep -E "^(pp|tg|device)"
     done
+  fi
+  # AB="VAR|values|formats[|bench args]": bench/cuda_knob_ab.sh after the suites, e.g.
+  # AB="MLXCEL_CUDA_PDL|0 1|bf16 q4 q8" (the output goes to ab.txt in the logs).
+  if [ -n "${AB:-}" ]; then
+    IFS='|' read -r ab_var ab_vals ab_fmts ab_args <<< "$AB"
+    MLXCEL="$X" bash bench/cuda_knob_ab.sh "$ab_var" "$ab_vals" "$ab_fmts" ${ab_args:+"$ab_args"} > "$OUT/ab.txt" 2>&1
+    echo "== A/B $ab_var"; grep -E "\] tg|seqs" "$OUT/ab.txt" | head -40
   fi
   if [ "${CTEST:-0}" = 1 ]; then
     (cd "$B" && timeout 600 ctest -j8 --timeout 300 > "$OUT/ctest.log" 2>&1) || rc=1
