@@ -36,7 +36,7 @@
 #include "loader/safetensors.h"
 #include "models/model.h"
 
-#if defined(__AVX2__)
+#if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
@@ -123,6 +123,38 @@ int synth(const fs::path& dir, const std::string& shape) {
 
 // ---- bandwidth and kernels ---------------------------------------------------------------
 
+// Sum of p[b, e) with 4 independent vector accumulators (the loads, not the adds, set
+// the pace). The AVX2 form is picked at run time, so the probe reads at full speed in a
+// portable build (MLXCEL_NATIVE off) too.
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) double sum_avx2(const float* p, size_t b, size_t e) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (size_t i = b; i + 32 <= e; i += 32) {
+    a0 = _mm256_add_ps(a0, _mm256_loadu_ps(p + i));
+    a1 = _mm256_add_ps(a1, _mm256_loadu_ps(p + i + 8));
+    a2 = _mm256_add_ps(a2, _mm256_loadu_ps(p + i + 16));
+    a3 = _mm256_add_ps(a3, _mm256_loadu_ps(p + i + 24));
+  }
+  float tmp[8];
+  _mm256_storeu_ps(tmp, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  double s = 0;
+  for (float v : tmp) s += v;
+  return s;
+}
+#endif
+
+double sum_floats(const float* p, size_t b, size_t e) {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2")) return sum_avx2(p, b, e);
+#endif
+  float acc[16] = {};
+  for (size_t i = b; i + 16 <= e; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += p[i + size_t(j)];
+  double s = 0;
+  for (float v : acc) s += v;
+  return s;
+}
+
 // Read bandwidth of `threads` threads summing disjoint parts of a buffer (GB/s).
 double read_bandwidth(int threads) {
   const size_t n = size_t(1) << 28;  // 1 GiB of floats / 4
@@ -135,23 +167,7 @@ double read_bandwidth(int threads) {
     for (int t = 0; t < threads; ++t) {
       th.emplace_back([&, t] {
         const size_t b = n / threads * t, e = n / threads * (t + 1);
-#if defined(__AVX2__)
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (size_t i = b; i + 32 <= e; i += 32) {
-          a0 = _mm256_add_ps(a0, _mm256_loadu_ps(&buf[i]));
-          a1 = _mm256_add_ps(a1, _mm256_loadu_ps(&buf[i + 8]));
-          a2 = _mm256_add_ps(a2, _mm256_loadu_ps(&buf[i + 16]));
-          a3 = _mm256_add_ps(a3, _mm256_loadu_ps(&buf[i + 24]));
-        }
-        float tmp[8];
-        _mm256_storeu_ps(tmp, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-        double s = 0;
-        for (float v : tmp) s += v;
-#else
-        double s = 0;
-        for (size_t i = b; i < e; ++i) s += buf[i];
-#endif
-        sums[size_t(t)] = s;
+        sums[size_t(t)] = sum_floats(buf.data(), b, e);
       });
     }
     for (auto& x : th) x.join();
