@@ -7,7 +7,7 @@
 // forward to the build chosen here (dispatch.cpp). So one binary runs on any x86-64
 // CPU and uses AVX2 + FMA + F16C where the CPU has them, whatever machine built it.
 //
-// Internal to backends/cpu and its tests.
+// Internal to backends/cpu, ops (ops::cpu_kernel_isa) and the tests.
 #pragma once
 
 namespace mlxcel::cpu {

@@ -50,11 +50,9 @@ bool qgemv_mma(const float* x, int M, GemvParts P, int bits, int group_shift, in
 // (qgemv_mma.cu): weights dequantized to bf16 in registers (exact q; s q + b by one bf16
 // FMA for 4 bits, in f32 then rounded for 8), x rounded to bf16, f32 accumulation; the multi-part and
 // gated forms as the GEMVs. False (nothing launched) when the shape, alignment or card
-// does not fit it. On by default for those rows; MLXCEL_CUDA_QMMA=0 (qgemm_mma_auto)
-// keeps the older paths.
+// does not fit it, or when it is off (MLXCEL_CUDA_QMMA=0, set_qgemm_mma(false): the
+// callers' older paths run). MLXCEL_CUDA_QMMA_ROWS=N caps its rows.
 constexpr int kQgemmMaxRows = 64;
-bool qgemm_mma_auto();
-int qgemm_mma_max_rows();  // kQgemmMaxRows, or MLXCEL_CUDA_QMMA_ROWS (2..64)
 bool qgemm_mma(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
                cudaStream_t st);
 

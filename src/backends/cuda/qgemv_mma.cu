@@ -109,6 +109,22 @@ struct LaneRows {
       bi[i] = to_f(b[i][grp]);
     }
   }
+  // One pass of a warp over its slice of K: U chunks, chunk u at pass_chunk(s0, u, stride,
+  // c), each loaded when it lies inside the row (chunks in all).
+  template <int BITS, int U>
+  __device__ __forceinline__ void load_pass(int64_t s0, int64_t stride, int c, int64_t chunks, int group_shift,
+                                            uint32_t (&wd)[U][2][BITS], float (&sc)[U][2], float (&bi)[U][2]) const {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t ch = pass_chunk(s0, u, stride, c);
+      if (ch < chunks) load<BITS>(ch, group_shift, wd[u], sc[u], bi[u]);
+    }
+  }
+  // The chunk lane c of a row group takes at step u of the pass starting at s0 (warps of
+  // one slice `stride` apart; the group's 4 lanes read 4 consecutive chunks).
+  __device__ __forceinline__ static int64_t pass_chunk(int64_t s0, int u, int64_t stride, int c) {
+    return (s0 + int64_t(u) * stride) * 4 + c;
+  }
 };
 
 template <int BITS, typename S, bool kGated>
@@ -126,14 +142,10 @@ __global__ void __launch_bounds__(kWarps * 32) qgemv_mma_kernel(const float* __r
   for (int64_t s0 = warp; s0 * 4 < chunks; s0 += kWarps * kU) {
     uint32_t wd[kU][2][BITS];
     float sc[kU][2], bi[kU][2];
+    rows.template load_pass<BITS, kU>(s0, kWarps, c, chunks, group_shift, wd, sc, bi);
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
-      const int64_t ch = (s0 + int64_t(u) * kWarps) * 4 + c;
-      if (ch < chunks) rows.template load<BITS>(ch, group_shift, wd[u], sc[u], bi[u]);
-    }
-#pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const int64_t ch = (s0 + int64_t(u) * kWarps) * 4 + c;
+      const int64_t ch = rows.pass_chunk(s0, u, kWarps, c);
       // A lane past the end of K, or without an x row, contributes zeros (the MMA is
       // warp-wide, so every lane takes part).
       __half2 w[2][16];
@@ -254,14 +266,10 @@ __global__ void __launch_bounds__(kWarps * 32) qgemm_bf16_kernel(const unsigned*
   for (int64_t s0 = ks; s0 * 4 < chunks; s0 += KS * kU) {
     uint32_t wd[kU][2][BITS];
     float sc[kU][2], bi[kU][2];
+    rows.template load_pass<BITS, kU>(s0, KS, c, chunks, group_shift, wd, sc, bi);
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
-      const int64_t ch = (s0 + int64_t(u) * KS) * 4 + c;
-      if (ch < chunks) rows.template load<BITS>(ch, group_shift, wd[u], sc[u], bi[u]);
-    }
-#pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const int64_t ch = (s0 + int64_t(u) * KS) * 4 + c;
+      const int64_t ch = rows.pass_chunk(s0, u, KS, c);
       unsigned a[8][4];
       {
         __nv_bfloat162 w[2][16];
@@ -370,10 +378,8 @@ std::atomic<bool> g_qgemm_mma{[] {
   const char* e = std::getenv("MLXCEL_CUDA_QMMA");
   return !(e && e[0] == '0');
 }()};
-}  // namespace
 
-bool qgemm_mma_auto() { return g_qgemm_mma.load(std::memory_order_relaxed); }
-
+// kQgemmMaxRows, or MLXCEL_CUDA_QMMA_ROWS (2..64) for A/B runs.
 int qgemm_mma_max_rows() {
   static const int rows = [] {
     const char* e = std::getenv("MLXCEL_CUDA_QMMA_ROWS");
@@ -382,14 +388,25 @@ int qgemm_mma_max_rows() {
   }();
   return rows;
 }
+
+// What both tensor-core designs need: 4- or 8-bit weights in groups of 32+, whole chunks
+// of K, and x and every part's words 16-byte aligned.
+bool mma_operands_fit(const float* x, const GemvParts& P, int bits, int group_shift, int64_t K) {
+  if ((bits != 4 && bits != 8) || group_shift < 5 || K % 32 != 0) return false;
+  if (reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
+  for (int i = 0; i < P.n; ++i)
+    if (reinterpret_cast<uintptr_t>(P.w[i]) % 16 != 0) return false;
+  return true;
+}
+}  // namespace
+
 bool set_qgemm_mma(bool on) { return g_qgemm_mma.exchange(on); }
 
 bool qgemm_mma(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
                cudaStream_t st) {
-  if (M < 2 || M > qgemm_mma_max_rows() || (bits != 4 && bits != 8) || group_shift < 5 || K % 32 != 0) return false;
-  if (reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
-  for (int i = 0; i < P.n; ++i)
-    if (reinterpret_cast<uintptr_t>(P.w[i]) % 16 != 0) return false;
+  if (!g_qgemm_mma.load(std::memory_order_relaxed) || M < 2 || M > qgemm_mma_max_rows() ||
+      !mma_operands_fit(x, P, bits, group_shift, K))
+    return false;
   const int device = current_device();
   if (compute_major(device) < 8) return false;
   unsigned* xb = static_cast<unsigned*>(scratch(size_t(M) * size_t(K) * 2, 5));
@@ -414,10 +431,7 @@ bool qgemm_mma(const float* x, int M, GemvParts P, int bits, int group_shift, in
 
 bool qgemv_mma(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
                cudaStream_t st) {
-  if (M < 1 || M > 8 || (bits != 4 && bits != 8) || group_shift < 5 || K % 32 != 0) return false;
-  if (reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
-  for (int i = 0; i < P.n; ++i)
-    if (reinterpret_cast<uintptr_t>(P.w[i]) % 16 != 0) return false;
+  if (M < 1 || M > 8 || !mma_operands_fit(x, P, bits, group_shift, K)) return false;
   by_float_type(scale_dtype, "qgemv_mma: scales", [&](auto tag) {
     using S = decltype(tag);
     if (bits == 4) launch<4, S>(x, M, P, K, group_shift, st);

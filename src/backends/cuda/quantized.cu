@@ -19,6 +19,11 @@ namespace {
 // Decode (M == 1) takes 8 weight rows per block; M in 2..8 takes 4 (its accumulators
 // grow with M).
 constexpr int kQThreads = 128;
+
+// log2 of a group size the kernels take (32, 64, 128), else -1.
+int group_shift_of(int group_size) {
+  return group_size == 32 ? 5 : group_size == 64 ? 6 : group_size == 128 ? 7 : -1;
+}
 // From this many rows on, qlinear multiplies on the tensor cores in bf16 (x and the
 // dequantized weights rounded to bf16, f32 accumulation): prompt-sized products. Fewer
 // rows stay in f32. MLXCEL_CUDA_QTC_ROWS=N (9..64) moves the boundary (A/B runs).
@@ -349,7 +354,7 @@ bool qstream_auto() {
 // P: parts of one bits/group/scale dtype and one K (packed words in P.w).
 template <typename S>
 void qgemv_launch(const float* x, int M, GemvParts P, int bits, int group_size, int64_t K, cudaStream_t st) {
-  const int shift = group_size == 32 ? 5 : group_size == 64 ? 6 : group_size == 128 ? 7 : -1;
+  const int shift = group_shift_of(group_size);
   if (shift < 0) throw_unsupported("[qlinear] CUDA supports group sizes 32, 64 and 128");
   const bool gated = P.gate_act >= 0;
   const int rows = M == 1 ? 8 : 4;  // weight rows per block (M > 1 needs more accumulators)
@@ -369,7 +374,7 @@ void qgemv_launch(const float* x, int M, GemvParts P, int bits, int group_size, 
   if (variant == 6 && qgemv_mma(x, M, P, bits, shift, K, dtype_of<S>(), st)) return;
   // 2-8 rows of 4- or 8-bit weights: bf16 on the tensor cores (the f32 GEMV below does M
   // FMAs a weight and is ALU-bound there).
-  if (M >= 2 && variant == 0 && qgemm_mma_auto() && qgemm_mma(x, M, P, bits, shift, K, dtype_of<S>(), st)) return;
+  if (variant == 0 && qgemm_mma(x, M, P, bits, shift, K, dtype_of<S>(), st)) return;
   // Design 0 hands the shapes where it measured faster to design 7 (the same bits).
   if ((variant == 7 || (variant == 0 && qstream_auto())) &&
       qgemv_stream(x, M, P, bits, shift, K, dtype_of<S>(), variant == 0, st))
@@ -504,11 +509,9 @@ void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias,
              [&](auto tag) { qgemv_launch<decltype(tag)>(x, int(M), part_of(w, bias, y), w.bits, w.group_size, w.K, st); });
     return;
   }
-  if (M <= kQgemmMaxRows && gemv_variant(true) == 0 && qgemm_mma_auto() &&
-      (w.group_size == 32 || w.group_size == 64 || w.group_size == 128)) {
+  if (const int shift = group_shift_of(w.group_size); M <= kQgemmMaxRows && gemv_variant(true) == 0 && shift > 0) {
     // Decode batches of 4- and 8-bit weights: the fused bf16 tensor-core product (no
     // dequantized copy).
-    const int shift = w.group_size == 32 ? 5 : w.group_size == 64 ? 6 : 7;
     if (qgemm_mma(aligned_x(x, M * w.K, st), int(M), part_of(w, bias, y), w.bits, shift, w.K, w.scale_dtype, st))
       return;
   }

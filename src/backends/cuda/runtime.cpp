@@ -179,7 +179,7 @@ std::atomic<bool> g_pdl{[] {
 }()};
 }  // namespace
 
-bool pdl_on(int device) { return g_pdl.load(std::memory_order_relaxed) && compute_major(device) >= 9; }
+bool pdl_on() { return g_pdl.load(std::memory_order_relaxed) && compute_major(current_device()) >= 9; }
 bool set_pdl(bool on) { return g_pdl.exchange(on); }
 
 void* scratch(size_t bytes, int slot) {

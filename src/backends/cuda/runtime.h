@@ -44,9 +44,10 @@ cudaStream_t current_stream();            // stream of the current device
 int current_device();
 int sm_count(int device);                  // streaming multiprocessors (cached)
 int compute_major(int device);             // compute capability major, 0 for a bad index (cached)
-// Programmatic dependent launch (common.cuh launch_pdl): on for sm_90+ devices when
-// MLXCEL_CUDA_PDL=1 or set_pdl(true) (kernels.h).
-bool pdl_on(int device);
+// Programmatic dependent launch (common.cuh launch_pdl): on when MLXCEL_CUDA_PDL=1 or
+// set_pdl(true) (kernels.h) and the current device is sm_90+ (the switch is read first:
+// off costs one load a launch).
+bool pdl_on();
 cublasHandle_t cublas_handle(int device);  // bound to stream_of(device)
 // A scratch buffer of at least `bytes` on the current device, stream-ordered (valid
 // until the next call on this device; kernels on the same stream may use it). Slots:
