@@ -136,7 +136,10 @@ bool cuda_built() {
 #endif
 }
 
-const char* cpu_kernel_isa() { return cpu::isa_name(cpu::isa()); }
+const char* cpu_kernel_isa() {
+  if (cpu::bf16_products()) return "avx512 + bf16";
+  return cpu::isa_name(cpu::isa());
+}
 
 int cuda_device_count() {
 #ifdef MLXCEL_WITH_CUDA

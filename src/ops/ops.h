@@ -47,8 +47,9 @@ std::unique_ptr<DeviceGraph> capture_graph(Device device, const std::function<vo
 // the backend, a driver or a device).
 bool cuda_built();
 int cuda_device_count();
-// The build of the CPU kernels in use ("avx2", "generic"): chosen at run time by CPU
-// features, MLXCEL_CPU_ISA=generic forces the fallback (backends/cpu/isa.h).
+// The build of the CPU kernels in use ("avx512 + bf16", "avx512", "avx2", "generic"):
+// chosen at run time by CPU features; MLXCEL_CPU_ISA=generic|avx2 picks a lower one
+// (backends/cpu/isa.h).
 const char* cpu_kernel_isa();
 Tensor zeros(const Shape& shape, DType dtype, Device device);
 // Rows of x picked by idx: x [R, D], idx i32 [n] -> [n, D].

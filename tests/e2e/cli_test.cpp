@@ -175,7 +175,9 @@ TEST(CliBench, SyntheticModelOnTheCpu) {
     ASSERT_EQ(r.code, 0) << r.out;
     EXPECT_NE(r.out.find("pp16"), std::string::npos) << r.out;
     // The CPU kernels' build in use (runtime dispatch, backends/cpu/isa.h).
-    EXPECT_TRUE(r.out.find("on cpu (avx2 kernels)") != std::string::npos ||
+    EXPECT_TRUE(r.out.find("on cpu (avx512 + bf16 kernels)") != std::string::npos ||
+                r.out.find("on cpu (avx512 kernels)") != std::string::npos ||
+                r.out.find("on cpu (avx2 kernels)") != std::string::npos ||
                 r.out.find("on cpu (generic kernels)") != std::string::npos)
         << r.out;
     EXPECT_NE(r.out.find("tg4"), std::string::npos) << r.out;

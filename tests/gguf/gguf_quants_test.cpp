@@ -263,7 +263,8 @@ TEST(GgufQuants, PackedMatmulMatchesDequantized) {
       }
     }
   }
-  EXPECT_TRUE(std::string(matmul_isa()) == "avx2" || std::string(matmul_isa()) == "scalar");
+  EXPECT_TRUE(std::string(matmul_isa()) == "avx512-vnni" || std::string(matmul_isa()) == "avx2" ||
+              std::string(matmul_isa()) == "scalar");
 }
 
 // The int8 kernels (AVX2: the decode GEMV below 16 rows of x, the panel GEMM from 16)
@@ -317,8 +318,8 @@ TEST(GgufQuants, PackedDecodeKernelMatchesIntegerReference) {
         qx(x.data() + m * c.K, c.K, q, d);
         for (int64_t r = 0; r < c.N; ++r) {
           double ref = 0, mag = 0;
-          if (std::string(matmul_isa()) != "avx2" && c.M >= 64) {
-            // Without AVX2, prompt-sized M dequantizes the weights into the f32 GEMM (x
+          if (std::string(matmul_isa()) == "scalar" && c.M >= 64) {
+            // The scalar build: prompt-sized M dequantizes the weights into the f32 GEMM (x
             // stays f32): the reference is the dequantized product.
             std::vector<float> wr(size_t(c.K));
             dequantize_row(t, packed.data() + size_t(r) * stride, wr.data(), c.K);
@@ -429,7 +430,7 @@ TEST(GgufQuants, X8LayoutMatchesRowLayoutExactly) {
         matmul_packed(t, x.data(), c.M, c.K, packed.data(), stride, c.N, b, y_rows.data());
         matmul_x8(t, x.data(), c.M, c.K, x8.data(), c.N, b, y_x8.data());
         for (size_t i = 0; i < y_rows.size(); ++i) {
-          if (std::string(matmul_isa()) == "avx2")
+          if (std::string(matmul_isa()) != "scalar")
             ASSERT_EQ(y_rows[i], y_x8[i]) << "type " << t << " M " << c.M << " K " << c.K << " N " << c.N << " at " << i;
           else
             ASSERT_NEAR(y_rows[i], y_x8[i], 1e-4 * (1 + std::fabs(y_rows[i])));

@@ -251,17 +251,27 @@ void check_qlinear(int64_t M, int64_t N, int64_t K, int bits, int gs, DType sdt,
   auto dq = ops::dequantize(q).to_f32_vector();
   Tensor bias = with_bias ? Tensor::from_f32({N}, bv) : Tensor();
   auto yv = ops::qlinear(Tensor::from_f32({M, K}, xv), q, bias).to_f32_vector();
+  // bf16 scales at prompt sizes on AVX512_BF16: x and the dequantized weights are rounded
+  // to bf16. The kernel dequantizes with one FMA, the reference with two roundings, so a
+  // weight next to a bf16 rounding boundary may round the other way: one bf16 ulp of one
+  // product is allowed on top.
+  const bool bf16 = optest::cpu_bf16_product(sdt, M);
+  if (bf16) {
+    xv = optest::round_to(xv, DType::bf16);
+    dq = optest::round_to(dq, DType::bf16);
+  }
   int misses = 0;
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {
-      double s = with_bias ? bv[size_t(n)] : 0.0, mag = std::fabs(s);
+      double s = with_bias ? bv[size_t(n)] : 0.0, mag = std::fabs(s), pmax = 0;
       for (int64_t k = 0; k < K; ++k) {
         const double p = double(xv[size_t(m * K + k)]) * dq[size_t(n * K + k)];
         s += p;
         mag += std::fabs(p);
+        pmax = std::max(pmax, std::fabs(p));
       }
       const double got = yv[size_t(m * N + n)];
-      if (std::fabs(got - s) > 2e-6 * mag + 1e-6 && misses++ < 3)
+      if (std::fabs(got - s) > 2e-6 * mag + 1e-6 + (bf16 ? pmax / 128 : 0.0) && misses++ < 3)
         ADD_FAILURE() << "q" << bits << " g" << gs << " " << dtype_name(sdt) << " M=" << M << " N=" << N << " K=" << K
                       << " y[" << m << "][" << n << "] = " << got << ", want " << s;
     }

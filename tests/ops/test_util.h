@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "backends/cpu/isa.h"
+#include "backends/cpu/linear.h"
 #include "base/error.h"
 #include "base/half.h"
 #include "ops/ops.h"
@@ -53,6 +55,12 @@ inline std::vector<float> round_to(const std::vector<float>& v, DType dtype) {
     }
   }
   return out;
+}
+
+// Whether the CPU kernels compute a product of M rows with weights (or MLX scales) of
+// dtype wdt in bf16: x and the weights rounded to bf16 (backends/cpu/isa.h).
+inline bool cpu_bf16_product(DType wdt, int64_t M) {
+  return wdt == DType::bf16 && M > cpu::kGemvMaxRows && cpu::bf16_products();
 }
 
 // |got - want| <= atol + rtol * |want| elementwise; reports the first few misses.

@@ -86,8 +86,20 @@ MLXCEL_CPU_KERNEL_FUNCTIONS(MLXCEL_DECLARE)
 namespace avx2 {
 MLXCEL_CPU_KERNEL_FUNCTIONS(MLXCEL_DECLARE)
 }
+#if defined(MLXCEL_CPU_HAS_AVX512_BUILD)
+namespace avx512 {
+MLXCEL_CPU_KERNEL_FUNCTIONS(MLXCEL_DECLARE)
+}
+#define MLXCEL_FORWARD(ns, name, args)                 \
+  switch (isa()) {                                     \
+    case Isa::avx512: return ns::avx512::name args;    \
+    case Isa::avx2: return ns::avx2::name args;        \
+    default: return ns::generic::name args;            \
+  }
+#else
 #define MLXCEL_FORWARD(ns, name, args) \
   return isa() == Isa::avx2 ? ns::avx2::name args : ns::generic::name args;
+#endif
 #else
 #define MLXCEL_FORWARD(ns, name, args) return ns::generic::name args;
 #endif
@@ -99,6 +111,11 @@ MLXCEL_GGUF_KERNEL_FUNCTIONS(MLXCEL_DECLARE)
 }
 #if defined(MLXCEL_CPU_HAS_AVX2_BUILD)
 namespace avx2 {
+MLXCEL_GGUF_KERNEL_FUNCTIONS(MLXCEL_DECLARE)
+}
+#endif
+#if defined(MLXCEL_CPU_HAS_AVX512_BUILD)
+namespace avx512 {
 MLXCEL_GGUF_KERNEL_FUNCTIONS(MLXCEL_DECLARE)
 }
 #endif

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -159,6 +160,144 @@ void run(const float* x, int64_t M, int64_t K, int64_t N, const Source& src, con
     }
   });
 }
+
+#if defined(MLXCEL_SIMD_AVX512)
+// ---- bf16 products on AVX512_BF16 (avx512 build; callers check has_avx512_bf16()) ----
+//
+// run_bf16 computes what run() does with x and the packed weights rounded to bf16 (to
+// nearest even) and the products summed in f32 by VDPBF16PS, two k at a time: the
+// numerics of a bf16 model's GEMM on the GPU (the CUDA backend's tensor-core path rounds
+// x to the weight dtype too), at twice the f32 FMA rate. The Source packs f32 panels as
+// for run(); each kNR-column group is then turned into bf16 pairs.
+#define MLXCEL_BF16_TARGET __attribute__((target("avx512bf16")))
+static_assert(kNR == 32, "the bf16 kernels take 32-column groups");
+constexpr int kMRb = 12;  // rows of x per register tile: 12 x 2 accumulators
+
+MLXCEL_BF16_TARGET inline __m256i bf16_of(__m512 v) {
+  const __m256bh h = _mm512_cvtneps_pbh(v);
+  __m256i r;
+  std::memcpy(&r, &h, sizeof r);
+  return r;
+}
+
+// out[kp][n] = bf16 pair (rows 2 kp, 2 kp + 1) of column n of a packed group [kb][kNR];
+// an odd kb's last pair has a zero second half.
+MLXCEL_BF16_TARGET inline void pack_bf16_pairs(const float* p, int64_t kb, uint32_t* out) {
+  for (int64_t kp = 0; 2 * kp < kb; ++kp) {
+    const float* r0 = p + 2 * kp * kNR;
+    for (int h = 0; h < 2; ++h) {
+      const __m256i a = bf16_of(_mm512_loadu_ps(r0 + 16 * h));
+      const __m256i b = bf16_of(2 * kp + 1 < kb ? _mm512_loadu_ps(r0 + kNR + 16 * h) : _mm512_setzero_ps());
+      // unpack works per 128-bit lane: lo = columns 0-3 | 8-11, hi = 4-7 | 12-15.
+      const __m256i lo = _mm256_unpacklo_epi16(a, b), hi = _mm256_unpackhi_epi16(a, b);
+      uint32_t* o = out + kp * kNR + 16 * h;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), _mm256_permute2x128_si256(lo, hi, 0x20));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+    }
+  }
+}
+
+// xp[m][kp] = bf16 pair of x[m][2 kp], x[m][2 kp + 1] (zero past K).
+MLXCEL_BF16_TARGET inline void x_bf16_pairs(const float* x, int64_t K, int64_t m0, int64_t m1, uint32_t* xp) {
+  const int64_t kp_n = (K + 1) / 2;
+  for (int64_t m = m0; m < m1; ++m) {
+    const float* xr = x + m * K;
+    uint32_t* o = xp + m * kp_n;
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+      const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(xr + k + 16), _mm512_loadu_ps(xr + k));
+      std::memcpy(o + k / 2, &h, 64);
+    }
+    for (; k < K; k += 2) {
+      const uint32_t lo = f32_to_bf16(xr[k]), hi = k + 1 < K ? f32_to_bf16(xr[k + 1]) : 0;
+      o[k / 2] = lo | (hi << 16);
+    }
+  }
+}
+
+// y[m][0..ncols) (+)= the MR rows of xp against a pair panel wp [kp_n][kNR].
+template <int MR>
+MLXCEL_BF16_TARGET void micro_bf16(const uint32_t* xp, int64_t ldx, const uint32_t* wp, int64_t kp_n, float* y,
+                                   int64_t ldy, bool accumulate, int ncols) {
+  __m512 c[MR][2];
+  for (int m = 0; m < MR; ++m) c[m][0] = c[m][1] = _mm512_setzero_ps();
+  for (int64_t kp = 0; kp < kp_n; ++kp) {
+    __m512bh b0, b1;
+    const __m512i w0 = _mm512_loadu_si512(wp + kp * kNR), w1 = _mm512_loadu_si512(wp + kp * kNR + 16);
+    std::memcpy(&b0, &w0, 64);
+    std::memcpy(&b1, &w1, 64);
+    for (int m = 0; m < MR; ++m) {
+      const __m512i ai = _mm512_set1_epi32(int(xp[m * ldx + kp]));
+      __m512bh a;
+      std::memcpy(&a, &ai, 64);
+      c[m][0] = _mm512_dpbf16_ps(c[m][0], a, b0);
+      c[m][1] = _mm512_dpbf16_ps(c[m][1], a, b1);
+    }
+  }
+  const __mmask16 k0 = ncols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << ncols) - 1);
+  const __mmask16 k1 = ncols >= 32 ? __mmask16(0xFFFF) : ncols <= 16 ? __mmask16(0) : __mmask16((1u << (ncols - 16)) - 1);
+  for (int m = 0; m < MR; ++m) {
+    float* out = y + m * ldy;
+    __m512 v0 = c[m][0], v1 = c[m][1];
+    if (accumulate) {
+      v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(k0, out), v0);
+      v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(k1, out + 16), v1);
+    }
+    _mm512_mask_storeu_ps(out, k0, v0);
+    _mm512_mask_storeu_ps(out + 16, k1, v1);
+  }
+}
+
+using MicroBf16Fn = void (*)(const uint32_t*, int64_t, const uint32_t*, int64_t, float*, int64_t, bool, int);
+
+inline MicroBf16Fn micro_bf16_kernel(int mr) {
+  static const auto table = []<int... I>(std::integer_sequence<int, I...>) {
+    return std::array<MicroBf16Fn, kMRb>{&micro_bf16<I + 1>...};
+  }(std::make_integer_sequence<int, kMRb>{});
+  return table[size_t(mr - 1)];
+}
+
+template <typename Source>
+MLXCEL_BF16_TARGET void run_bf16(const float* x, int64_t M, int64_t K, int64_t N, const Source& src, const float* bias,
+                                 float* y) {
+  if (K == 0) return run(x, M, K, N, src, bias, y);
+  const int64_t kp_all = (K + 1) / 2;
+  std::vector<uint32_t> xp(size_t(M * kp_all));
+  cpu::parallel_for(M, K * 2, [&](int64_t m0, int64_t m1) { x_bf16_pairs(x, K, m0, m1, xp.data()); });
+  const int64_t n_tiles = (N + kNB - 1) / kNB;
+  const int threads = ThreadPool::global().size();
+  int64_t m_splits = std::max<int64_t>(1, std::min<int64_t>((2 * threads + n_tiles - 1) / n_tiles, M / (4 * kMRb)));
+  const int64_t m_chunk = (M + m_splits - 1) / m_splits;
+  m_splits = (M + m_chunk - 1) / m_chunk;
+  ThreadPool::global().parallel_for(n_tiles * m_splits, [&](int64_t item0, int64_t item1) {
+    std::vector<float> buf(size_t(kNB * kKB)), packed(size_t(kNB * kKB));
+    std::vector<uint32_t> pairs(size_t(kNB * kKB / 2));
+    for (int64_t item = item0; item < item1; ++item) {
+      const int64_t n0 = (item / m_splits) * kNB, nb = std::min(kNB, N - n0);
+      const int64_t m_begin = (item % m_splits) * m_chunk, m_end = std::min(M, m_begin + m_chunk);
+      for (int64_t k0 = 0; k0 < K; k0 += kKB) {  // kKB is even: blocks start on a pair
+        const int64_t kb = std::min(kKB, K - k0), kp_n = (kb + 1) / 2;
+        src.pack(n0, nb, k0, kb, buf.data(), packed.data());
+        for (int64_t g = 0; g * kNR < nb; ++g)
+          pack_bf16_pairs(packed.data() + g * kb * kNR, kb, pairs.data() + g * kp_n * kNR);
+        for (int64_t m = m_begin; m < m_end; m += kMRb) {
+          const int mr = int(std::min<int64_t>(kMRb, m_end - m));
+          const MicroBf16Fn kernel = micro_bf16_kernel(mr);
+          for (int64_t g = 0; g * kNR < nb; ++g) {
+            const int cols = int(std::min<int64_t>(kNR, nb - g * kNR));
+            kernel(xp.data() + m * kp_all + k0 / 2, kp_all, pairs.data() + g * kp_n * kNR, kp_n,
+                   y + m * N + n0 + g * kNR, N, k0 > 0, cols);
+          }
+        }
+      }
+      if (bias) {
+        for (int64_t m = m_begin; m < m_end; ++m)
+          for (int64_t n = 0; n < nb; ++n) y[m * N + n0 + n] += bias[n0 + n];
+      }
+    }
+  });
+}
+#endif  // MLXCEL_SIMD_AVX512
 
 }  // namespace MLXCEL_CPU_NS
 }  // namespace mlxcel::cpu::gemm

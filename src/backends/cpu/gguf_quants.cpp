@@ -16,6 +16,12 @@
 #include <immintrin.h>
 #define MLXCEL_GGUF_AVX2 1
 #endif
+// The avx512 build (isa.h): 16-row panels and VPDPBUSD (u8 x s8 -> i32, four products a
+// lane) for the int8 products.
+#if MLXCEL_GGUF_AVX2 && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512VNNI__)
+#define MLXCEL_GGUF_VNNI 1
+#endif
 
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/parallel.h"
@@ -427,7 +433,9 @@ void quantize_x(const float* x, int64_t M, int64_t K, XBlocks& xb) {
 }  // namespace
 
 const char* matmul_isa() {
-#if MLXCEL_GGUF_AVX2
+#if MLXCEL_GGUF_VNNI
+  return "avx512-vnni";
+#elif MLXCEL_GGUF_AVX2
   return "avx2";
 #else
   return "scalar";
@@ -592,7 +600,8 @@ inline int64_t x8_prefetch_bytes() {
 
 template <int MC, bool Q8>
 void x8_group(const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
-  const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);
   const uint8_t* sc = grp;
   const uint8_t* qs = grp + nb * 16;
   __m256 acc[MC];
@@ -620,9 +629,14 @@ void x8_group(const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int6
         for (int j = 0; j < MC; ++j) {
           int32_t x4;
           std::memcpy(&x4, xq + j * K + b * 32 + 4 * g, 4);
-          const __m256i p =
-              _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(_mm256_set1_epi32(x4), wv)), ones);
+          const __m256i xs4 = _mm256_sign_epi8(_mm256_set1_epi32(x4), wv);
+#if MLXCEL_GGUF_VNNI
+          // The same exact integer sums (maddubs never saturates here: |x| <= 127).
+          isum[j] = _mm256_dpbusd_epi32(g == 0 ? _mm256_setzero_si256() : isum[j], wa, xs4);
+#else
+          const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, xs4), ones);
           isum[j] = g == 0 ? p : _mm256_add_epi32(isum[j], p);
+#endif
         }
       }
       for (int j = 0; j < MC; ++j)
@@ -637,8 +651,17 @@ void x8_group(const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int6
         wg[v + 4] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
       }
       for (int j = 0; j < MC; ++j) {
+#if MLXCEL_GGUF_VNNI
+        __m256i qi = _mm256_set1_epi32(-xs[j * nb + b]);
+        for (int g = 0; g < 8; ++g) {
+          int32_t x4;
+          std::memcpy(&x4, xq + j * K + b * 32 + 4 * g, 4);
+          qi = _mm256_dpbusd_epi32(qi, wg[g], _mm256_set1_epi32(x4));
+        }
+#else
         const __m256i s16 = dot_8_groups(wg, xq + j * K + b * 32);
         const __m256i qi = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(xs[j * nb + b]));
+#endif
         acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(qi), _mm256_mul_ps(dw, _mm256_set1_ps(xd[j * nb + b])), acc[j]);
       }
     }
@@ -784,8 +807,8 @@ void gemm_panel_rows(const uint8_t* panel, int64_t K, const XBlocks& xb, int64_t
 
 // y = x W^T for prefill-sized M: x quantized once, each panel of 8 weight rows unpacked
 // once (into L1) and run against every row of x.
-void gemm_int8(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uint8_t* w, size_t row_stride,
-               int64_t n_rows, const float* bias, float* y) {
+[[maybe_unused]] void gemm_int8(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uint8_t* w,
+                                size_t row_stride, int64_t n_rows, const float* bias, float* y) {
   const int64_t nb = K / 32, n_panels = (n_rows + kPanelRows - 1) / kPanelRows;
   cpu::parallel_dynamic(n_panels, 1, M * K * kPanelRows, [&](int64_t p0, int64_t p1) {
     std::vector<uint8_t> panel(size_t(nb * panel_block_bytes()));
@@ -799,6 +822,118 @@ void gemm_int8(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uin
     }
   });
 }
+
+#if MLXCEL_GGUF_VNNI
+// ---- prefill GEMM on AVX-512 VNNI -----------------------------------------------------
+//
+// The panel holds 16 weight rows, so one 64-byte vector holds 4 consecutive values of
+// each row (lane r = row r), per block of 32 values: 16 f32 scales, then 8 groups of 64
+// bytes (group g = values 4g..4g+3). The values are unsigned bytes, which VPDPBUSD
+// multiplies with the signed bytes of x, adding 4 products into each i32 lane: Q4_0
+// keeps its nibbles (0..15) and subtracts 8 * sum(x) per block, Q8_0 stores q + 128
+// (q ^ 0x80) and subtracts 128 * sum(x). So a group of x costs one instruction per row
+// of x (its 4 bytes broadcast from memory), and the block's integer sums are exact, as
+// in the AVX2 GEMM: only the order of the f32 steps differs.
+constexpr int64_t kVnniRows = 16;
+inline int64_t vnni_block_bytes() { return 64 + 8 * 64; }
+
+// Packs blocks [0, nb) of the 16 rows rp[] into `panel` (two 8-row halves).
+void pack_panel16(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* panel) {
+  const bool q8 = type == kQ8_0;
+  const size_t bb = q8 ? 34 : 18;
+  const __m256i m4 = _mm256_set1_epi8(0x0F), flip = _mm256_set1_epi8(char(0x80));
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t* dst = panel + b * vnni_block_bytes();
+    const size_t off = size_t(b) * bb;
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* const* hp = rp + 8 * h;
+      _mm256_storeu_ps(reinterpret_cast<float*>(dst + 32 * h), scales8(hp, off));
+      __m256i r[8];
+      for (int i = 0; i < 8; ++i) {
+        if (q8) {
+          r[i] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hp[i] + off + 2)), flip);
+        } else {
+          const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(hp[i] + off + 2));
+          r[i] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);  // values 0..31
+        }
+      }
+      transpose8x8(r);
+      for (int g = 0; g < 8; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 + 64 * g + 32 * h), r[g]);
+    }
+  }
+}
+
+// acc[m] = the 16 rows' dot products with the MR rows of x starting at xq (row stride K).
+template <int MR, bool Q8>
+void vnni_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, const float* xd, const int32_t* xs,
+               __m512* out) {
+  __m512 acc[MR];
+  for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* pb = panel + b * vnni_block_bytes();
+    const int8_t* xb = xq + b * 32;
+    __m512i isum[MR];
+    // xs = 8 * sum(x): Q4_0's offset; Q8_0's is 128 * sum(x).
+    for (int m = 0; m < MR; ++m) isum[m] = _mm512_set1_epi32(-(Q8 ? 16 : 1) * xs[m * nb + b]);
+    for (int g = 0; g < 8; ++g) {
+      const __m512i wv = _mm512_loadu_si512(pb + 64 + 64 * g);
+      for (int m = 0; m < MR; ++m) {
+        int32_t x4;
+        std::memcpy(&x4, xb + m * K + 4 * g, 4);
+        isum[m] = _mm512_dpbusd_epi32(isum[m], wv, _mm512_set1_epi32(x4));
+      }
+    }
+    const __m512 dw = _mm512_loadu_ps(reinterpret_cast<const float*>(pb));
+    for (int m = 0; m < MR; ++m)
+      acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[m]), _mm512_mul_ps(dw, _mm512_set1_ps(xd[m * nb + b])), acc[m]);
+  }
+  for (int m = 0; m < MR; ++m) out[m] = acc[m];
+}
+
+constexpr int kVnniMR = 8;
+
+template <bool Q8>
+void vnni_panel_rows(const uint8_t* panel, int64_t K, const XBlocks& xb, int64_t M, int64_t n0, int64_t nvalid,
+                     const float* bias, float* y, int64_t ldy) {
+  const int64_t nb = K / 32;
+  __m512 out[kVnniMR];
+  const __mmask16 valid = __mmask16((1u << nvalid) - 1);
+  const __m512 bv = bias ? _mm512_maskz_loadu_ps(valid, bias + n0) : _mm512_setzero_ps();
+  for (int64_t m = 0; m < M; m += kVnniMR) {
+    const int mr = int(std::min<int64_t>(kVnniMR, M - m));
+    const int8_t* xq = xb.q.data() + m * K;
+    const float* xd = xb.d.data() + m * nb;
+    const int32_t* xs = xb.s.data() + m * nb;
+    switch (mr) {
+      case 8: vnni_tile<8, Q8>(panel, nb, xq, K, xd, xs, out); break;
+      case 7: vnni_tile<7, Q8>(panel, nb, xq, K, xd, xs, out); break;
+      case 6: vnni_tile<6, Q8>(panel, nb, xq, K, xd, xs, out); break;
+      case 5: vnni_tile<5, Q8>(panel, nb, xq, K, xd, xs, out); break;
+      case 4: vnni_tile<4, Q8>(panel, nb, xq, K, xd, xs, out); break;
+      case 3: vnni_tile<3, Q8>(panel, nb, xq, K, xd, xs, out); break;
+      case 2: vnni_tile<2, Q8>(panel, nb, xq, K, xd, xs, out); break;
+      default: vnni_tile<1, Q8>(panel, nb, xq, K, xd, xs, out); break;
+    }
+    for (int j = 0; j < mr; ++j) _mm512_mask_storeu_ps(y + (m + j) * ldy + n0, valid, _mm512_add_ps(out[j], bv));
+  }
+}
+
+void gemm_int8_vnni(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uint8_t* w, size_t row_stride,
+                    int64_t n_rows, const float* bias, float* y) {
+  const int64_t nb = K / 32, n_panels = (n_rows + kVnniRows - 1) / kVnniRows;
+  cpu::parallel_dynamic(n_panels, 1, M * K * kVnniRows, [&](int64_t p0, int64_t p1) {
+    std::vector<uint8_t> panel(size_t(nb * vnni_block_bytes()));
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t r0 = p * kVnniRows, rc = std::min(kVnniRows, n_rows - r0);
+      const uint8_t* rp[kVnniRows];
+      for (int64_t i = 0; i < kVnniRows; ++i) rp[i] = w + size_t(r0 + std::min(i, rc - 1)) * row_stride;
+      pack_panel16(type, rp, nb, panel.data());
+      if (type == kQ8_0) vnni_panel_rows<true>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+      else vnni_panel_rows<false>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+    }
+  });
+}
+#endif  // MLXCEL_GGUF_VNNI
 
 template <int MC>
 void rows8(uint32_t type, const uint8_t* const* rp, const uint8_t* pf, const XBlocks& xb, int64_t K, int64_t m0,
@@ -885,7 +1020,11 @@ void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const ui
   if (M >= kGemmMinRows) {
     XBlocks xb;
     quantize_x(x, M, K, xb);
+#if MLXCEL_GGUF_VNNI
+    gemm_int8_vnni(type, xb, M, K, w, row_stride, n_rows, bias, y);
+#else
     gemm_int8(type, xb, M, K, w, row_stride, n_rows, bias, y);
+#endif
     return;
   }
 #endif

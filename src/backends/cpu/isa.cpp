@@ -11,6 +11,13 @@ namespace {
 Isa detect() {
 #if defined(MLXCEL_CPU_HAS_AVX2_BUILD) && (defined(__x86_64__) || defined(__i386__))
   __builtin_cpu_init();
+#if defined(MLXCEL_CPU_HAS_AVX512_BUILD)
+  // __builtin_cpu_supports also checks that the OS saves the ZMM state (XCR0).
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"))
+    return Isa::avx512;
+#endif
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"))
     return Isa::avx2;
 #endif
@@ -23,6 +30,7 @@ std::atomic<int>& current() {
   static std::atomic<int> level{[] {
     const char* e = std::getenv("MLXCEL_CPU_ISA");
     if (e && std::strcmp(e, "generic") == 0) return int(Isa::generic);
+    if (e && std::strcmp(e, "avx2") == 0) return int(clamp(Isa::avx2));
     return int(best_isa());
   }()};
   return level;
@@ -39,6 +47,38 @@ Isa isa() { return Isa(current().load(std::memory_order_relaxed)); }
 
 Isa set_isa(Isa level) { return Isa(current().exchange(int(clamp(level)))); }
 
-const char* isa_name(Isa level) { return level == Isa::avx2 ? "avx2" : "generic"; }
+const char* isa_name(Isa level) {
+  switch (level) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "generic";
+  }
+}
+
+bool has_avx512_bf16() {
+  static const bool yes = [] {
+#if defined(MLXCEL_CPU_HAS_AVX512_BUILD) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    return best_isa() == Isa::avx512 && __builtin_cpu_supports("avx512bf16");
+#else
+    return false;
+#endif
+  }();
+  return yes;
+}
+
+namespace {
+std::atomic<bool>& bf16_switch() {
+  static std::atomic<bool> on{[] {
+    const char* e = std::getenv("MLXCEL_CPU_BF16");
+    return has_avx512_bf16() && !(e && std::strcmp(e, "0") == 0);
+  }()};
+  return on;
+}
+}  // namespace
+
+bool bf16_products() { return isa() == Isa::avx512 && bf16_switch().load(std::memory_order_relaxed); }
+
+bool set_bf16_products(bool on) { return bf16_switch().exchange(on && has_avx512_bf16()); }
 
 }  // namespace mlxcel::cpu

@@ -2,19 +2,21 @@
 //
 // The kernel sources (copy, norm, elementwise, linear, quantized, attention,
 // gguf_quants) are compiled once per instruction-set level, each build in its own
-// namespace (mlxcel::cpu::generic, mlxcel::cpu::avx2, and mlxcel::gguf::<level>); the
-// public functions of kernels.h, linear.h, quantized.h, attention.h and gguf_quants.h
-// forward to the build chosen here (dispatch.cpp). So one binary runs on any x86-64
-// CPU and uses AVX2 + FMA + F16C where the CPU has them, whatever machine built it.
+// namespace (mlxcel::cpu::generic, mlxcel::cpu::avx2, mlxcel::cpu::avx512, and
+// mlxcel::gguf::<level>); the public functions of kernels.h, linear.h, quantized.h,
+// attention.h and gguf_quants.h forward to the build chosen here (dispatch.cpp). So one
+// binary runs on any x86-64 CPU and uses AVX2 + FMA + F16C, or AVX-512 (F, BW, VL, DQ)
+// with VNNI, where the CPU has them, whatever machine built it. The avx512 build's BF16
+// kernels run only where the CPU also has AVX512_BF16 (has_avx512_bf16()).
 //
 // Internal to backends/cpu, ops (ops::cpu_kernel_isa) and the tests.
 #pragma once
 
 namespace mlxcel::cpu {
 
-enum class Isa { generic = 0, avx2 = 1 };
+enum class Isa { generic = 0, avx2 = 1, avx512 = 2 };
 
-// The kernels in use: the best level this CPU supports, or MLXCEL_CPU_ISA=generic|avx2
+// The kernels in use: the best level this CPU supports, or MLXCEL_CPU_ISA=generic|avx2|avx512
 // (read once; a level the CPU lacks falls back to the best it has).
 Isa isa();
 // The best level this CPU supports among the builds compiled in.
@@ -22,6 +24,16 @@ Isa best_isa();
 // Selects the kernels (tests, benchmarks); a level above best_isa() selects best_isa().
 // Returns the previous level. Not for use while kernels run on other threads.
 Isa set_isa(Isa level);
-const char* isa_name(Isa level);  // "generic", "avx2"
+const char* isa_name(Isa level);  // "generic", "avx2", "avx512"
+// Whether the CPU runs AVX512_BF16 (VDPBF16PS).
+bool has_avx512_bf16();
+// Whether the avx512 build computes prompt-sized products (more than kGemvMaxRows rows
+// of x) of bf16 weights, dense or MLX-quantized with bf16 scales, in bf16: x and the
+// weights rounded to bf16, pairs of products summed in f32 by VDPBF16PS (what a bf16
+// model's GEMM does on a GPU, at twice the f32 FMA rate). On where has_avx512_bf16() and
+// MLXCEL_CPU_BF16 is not 0, while the avx512 build is in use; set_bf16_products (tests, benchmarks) returns the previous
+// setting and cannot turn it on without the instructions.
+bool bf16_products();
+bool set_bf16_products(bool on);
 
 }  // namespace mlxcel::cpu

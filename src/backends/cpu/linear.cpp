@@ -1,9 +1,11 @@
 // Dense linear: GEMV for decode-sized batches, blocked GEMM otherwise.
 #include "backends/cpu/linear.h"
 
+#include <type_traits>
 #include <vector>
 
 #include "backends/cpu/gemm.h"
+#include "backends/cpu/isa.h"
 #include "backends/cpu/parallel.h"
 #include "backends/cpu/simd.h"
 #include "base/error.h"
@@ -142,6 +144,11 @@ void linear_typed(const float* x, int64_t M, int64_t K, const T* w, int64_t N, c
     }
     return;
   }
+#if defined(MLXCEL_SIMD_AVX512)
+  if constexpr (std::is_same_v<T, bf16_t>) {
+    if (bf16_products()) return gemm::run_bf16(x, M, K, N, DenseSource<T>{w, K}, bias, y);
+  }
+#endif
   gemm::run(x, M, K, N, DenseSource<T>{w, K}, bias, y);
 }
 

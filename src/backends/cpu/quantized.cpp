@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backends/cpu/gemm.h"
+#include "backends/cpu/isa.h"
 #include "backends/cpu/linear.h"
 #include "backends/cpu/parallel.h"
 #include "backends/cpu/simd.h"
@@ -234,6 +235,9 @@ void qlinear_typed(const float* x, int64_t M, const QuantMatrix& w, const float*
     }
     return;
   }
+#if defined(MLXCEL_SIMD_AVX512)
+  if (w.scale_dtype == DType::bf16 && bf16_products()) return gemm::run_bf16(x, M, w.K, w.N, QuantSource<S>{w}, bias, y);
+#endif
   gemm::run(x, M, w.K, w.N, QuantSource<S>{w}, bias, y);
 }
 

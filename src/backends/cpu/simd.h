@@ -1,7 +1,7 @@
 // Thin SIMD layer for the CPU kernels: one float vector type of kWidth lanes
 // (AVX-512: 16, AVX2+FMA+F16C: 8, otherwise a scalar "vector" of 1), loads that
-// widen f16/bf16 to f32, FMA and horizontal sums. The ISA is chosen at build
-// time (-march=native); kernels are written once against this layer.
+// widen f16/bf16 to f32, FMA and horizontal sums. The width follows the flags of the
+// build (one build per level, isa.h); kernels are written once against this layer.
 //
 // Internal to backends/cpu: never included outside it.
 #pragma once
@@ -146,10 +146,21 @@ inline VecF exp(VecF v) {
   const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 #elif defined(MLXCEL_SIMD_AVX512)
-  alignas(64) float t[kWidth];
-  store(t, v);
-  for (float& x : t) x = std::exp(x);
-  return _mm512_load_ps(t);
+  // The same steps on 16 lanes.
+  v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-87.33654f)), _mm512_set1_ps(88.3762626647949f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), v);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 #else
   return std::exp(v);
 #endif
