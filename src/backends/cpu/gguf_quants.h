@@ -68,10 +68,12 @@ void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, 
 // ---- x8 layout: decode-time repacking of Q8_0 / Q4_0 weights -----------------------------
 //
 // Groups of 8 rows (the last group padded by repeating the last row), each one contiguous
-// region of group_bytes(type, K): the 8 rows' f16 block scales for every block (16 bytes a
-// block), then every block's quants interleaved so that the 32-bit lane r of a 32-byte
-// vector holds 4 consecutive values of row r (Q4_0: 128 bytes a block, nibbles as in the
-// row layout; Q8_0: 256 bytes). The same bytes as the row layout when n_rows % 8 == 0.
+// region of group_bytes(type, K), block after block: the 8 rows' f16 scales of the block
+// (16 bytes), then its quants interleaved so that the 32-bit lane r of a 32-byte vector
+// holds 4 consecutive values of row r (Q4_0: 128 bytes, nibbles as in the row layout;
+// Q8_0: 256 bytes). The same bytes as the row layout when n_rows % 8 == 0. (Scales
+// inline, not in a region of their own, so the GEMV reads a single stream the hardware
+// prefetcher follows: 1.5x the single-thread rate on a Zen 4 VM, session 20.)
 // The decode GEMV then reads one sequential stream per thread and needs neither
 // horizontal sums nor per-row scale loads; its results are bit-identical to
 // matmul_packed's on the row layout.
