@@ -623,6 +623,21 @@ void x8_group(const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int6
     if constexpr (Q8) {
       const uint8_t* q = blk + 16;
       __m256i isum[MC];
+#if MLXCEL_GGUF_VNNI
+      // q + 128 (q ^ 0x80) as the unsigned operand and 128 * sum(x) = 16 * xs taken off:
+      // the same exact integer sums as the sign trick, with one operation per weight
+      // vector instead of one per weight vector and row of x.
+      const __m256i flip = _mm256_set1_epi8(char(0x80));
+      for (int j = 0; j < MC; ++j) isum[j] = _mm256_set1_epi32(-16 * xs[j * nb + b]);
+      for (int g = 0; g < 8; ++g) {
+        const __m256i wu = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * g)), flip);
+        for (int j = 0; j < MC; ++j) {
+          int32_t x4;
+          std::memcpy(&x4, xq + j * K + b * 32 + 4 * g, 4);
+          isum[j] = _mm256_dpbusd_epi32(isum[j], wu, _mm256_set1_epi32(x4));
+        }
+      }
+#else
       for (int g = 0; g < 8; ++g) {
         const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * g));
         const __m256i wa = _mm256_sign_epi8(wv, wv);
@@ -630,15 +645,11 @@ void x8_group(const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int6
           int32_t x4;
           std::memcpy(&x4, xq + j * K + b * 32 + 4 * g, 4);
           const __m256i xs4 = _mm256_sign_epi8(_mm256_set1_epi32(x4), wv);
-#if MLXCEL_GGUF_VNNI
-          // The same exact integer sums (maddubs never saturates here: |x| <= 127).
-          isum[j] = _mm256_dpbusd_epi32(g == 0 ? _mm256_setzero_si256() : isum[j], wa, xs4);
-#else
           const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, xs4), ones);
           isum[j] = g == 0 ? p : _mm256_add_epi32(isum[j], p);
-#endif
         }
       }
+#endif
       for (int j = 0; j < MC; ++j)
         acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(dw, _mm256_set1_ps(xd[j * nb + b])),
                                  acc[j]);
