@@ -547,6 +547,29 @@ TEST(CpuParallel, DynamicCoversEveryItemOnce) {
   }
 }
 
+TEST(CpuParallel, GuidedCoversEveryItemOnceInShrinkingChunks) {
+  for (int64_t n : {int64_t(1), int64_t(7), int64_t(1000), int64_t(100003)}) {
+    for (int64_t min_chunk : {int64_t(1), int64_t(3), int64_t(64)}) {
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      std::atomic<int64_t> largest{0};
+      cpu::parallel_guided(n, min_chunk, 1 << 15, [&](int64_t b, int64_t e) {
+        ASSERT_LT(b, e);
+        // Never more than half of what was left over the workers (at most n / 2 with two
+        // or more), never less than min_chunk unless at the end.
+        ASSERT_TRUE(e - b >= min_chunk || e == n) << b << ".." << e;
+        int64_t l = largest.load();
+        while (e - b > l && !largest.compare_exchange_weak(l, e - b)) {
+        }
+        for (int64_t i = b; i < e; ++i) hits[size_t(i)]++;
+      });
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[size_t(i)].load(), 1) << "n " << n << " chunk " << min_chunk;
+      if (ThreadPool::global().size() > 1 && n >= 1000) {
+        EXPECT_LE(largest.load(), std::max(min_chunk, n / 2));
+      }
+    }
+  }
+}
+
 // tests/gguf/data/quant_vectors.bin: random blocks of every format dequantized by
 // llama.cpp's gguf-py (tools/gguf/make_quant_vectors.py). Bit-exact, except that gguf-py
 // computes some products in a different order (K-quants: d * sc first), so allow 1 ulp-ish.

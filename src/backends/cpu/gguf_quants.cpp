@@ -1200,7 +1200,13 @@ void decode_run(const DecodeMat* mats, int n, const XBlocks& xb, int64_t M, int6
   for (int i = 0; i < n; ++i) first[i + 1] = first[i] + (mats[i].n_rows + 7) / 8;
   const int64_t n_groups = first[n];
   const int64_t chunk = std::max<int64_t>(2, n_groups / (16 * ThreadPool::global().size()));
-  cpu::parallel_dynamic(n_groups, chunk, 8 * K * M, [&](int64_t g0, int64_t g1) {
+  // Guided chunks (long contiguous runs first): +1.5-3.5% tg on the Zen 4 VM against
+  // fixed chunks pulled from a counter (MLXCEL_DECODE_GUIDED=0 keeps those, for A/B runs).
+  static const bool guided = [] {
+    const char* e = std::getenv("MLXCEL_DECODE_GUIDED");
+    return !(e && std::string(e) == "0");
+  }();
+  (guided ? cpu::parallel_guided : cpu::parallel_dynamic)(n_groups, chunk, 8 * K * M, [&](int64_t g0, int64_t g1) {
     int i = 0;
     for (int64_t g = g0; g < g1; ++g) {
       while (g >= first[i + 1]) ++i;

@@ -43,4 +43,32 @@ inline void parallel_dynamic(int64_t n, int64_t chunk, int64_t item_cost,
   });
 }
 
+// As parallel_dynamic, but the chunks shrink as the work runs out ("guided"): each pull
+// takes max(min_chunk, remaining / (2 * workers)) items, so the first chunks are long
+// contiguous runs (one stream the hardware prefetcher follows for a long time) and the
+// last ones are short enough to balance a late or preempted thread.
+inline void parallel_guided(int64_t n, int64_t min_chunk, int64_t item_cost,
+                            const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  min_chunk = std::max<int64_t>(1, min_chunk);
+  constexpr int64_t kMinWork = int64_t(1) << 15;
+  const int64_t n_chunks = (n + min_chunk - 1) / min_chunk;
+  const int64_t by_work = std::max<int64_t>(1, n * std::max<int64_t>(1, item_cost) / kMinWork);
+  const int64_t workers = std::min<int64_t>({int64_t(ThreadPool::global().size()), n_chunks, by_work});
+  if (workers <= 1) {
+    fn(0, n);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  ThreadPool::global().parallel_for(workers, [&](int64_t, int64_t) {
+    int64_t begin = next.load(std::memory_order_relaxed);
+    while (begin < n) {
+      const int64_t take = std::max(min_chunk, (n - begin) / (2 * workers));
+      if (!next.compare_exchange_weak(begin, begin + take, std::memory_order_relaxed)) continue;
+      fn(begin, std::min(n, begin + take));
+      begin = next.load(std::memory_order_relaxed);
+    }
+  });
+}
+
 }  // namespace mlxcel::cpu
