@@ -118,6 +118,36 @@ void for_gemv_groups(int64_t M, int64_t n0, int64_t n1, Fn&& fn) {
       fn(m0, int(std::min<int64_t>(Group, M - m0)), t, std::min(n1, t + kTile));
 }
 
+// The work split of run() and run_bf16(): column tiles of kNB weight rows, and row
+// ranges of x as well when there are few tiles, so every thread has work (tiles of mr
+// rows of x). For each tile and row range, block(scratch, n0, nb, k0, kb, m_begin, m_end)
+// runs per K block of kKB (one Scratch per thread), then the bias is added.
+template <typename Scratch, typename Block>
+void for_each_block(int64_t M, int64_t K, int64_t N, int64_t mr, const float* bias, float* y, const Block& block) {
+  const int64_t n_tiles = (N + kNB - 1) / kNB;
+  const int threads = ThreadPool::global().size();
+  int64_t m_splits = std::max<int64_t>(1, std::min<int64_t>((2 * threads + n_tiles - 1) / n_tiles, M / (4 * mr)));
+  const int64_t m_chunk = (M + m_splits - 1) / m_splits;
+  m_splits = (M + m_chunk - 1) / m_chunk;
+  ThreadPool::global().parallel_for(n_tiles * m_splits, [&](int64_t item0, int64_t item1) {
+    Scratch scratch;
+    for (int64_t item = item0; item < item1; ++item) {
+      const int64_t n0 = (item / m_splits) * kNB, nb = std::min(kNB, N - n0);
+      const int64_t m_begin = (item % m_splits) * m_chunk, m_end = std::min(M, m_begin + m_chunk);
+      for (int64_t k0 = 0; k0 < K; k0 += kKB) block(scratch, n0, nb, k0, std::min(kKB, K - k0), m_begin, m_end);
+      if (bias) {
+        for (int64_t m = m_begin; m < m_end; ++m)
+          for (int64_t n = 0; n < nb; ++n) y[m * N + n0 + n] += bias[n0 + n];
+      }
+    }
+  });
+}
+
+// Per-thread scratch of run(): the source's buffer and the packed f32 panel.
+struct PanelScratch {
+  std::vector<float> buf = std::vector<float>(size_t(kNB * kKB)), packed = std::vector<float>(size_t(kNB * kKB));
+};
+
 // Source concept:
 //   void pack(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float* buf, float* packed) const;
 // writes the f32 weights of rows n0.. and columns k0.. into `packed` in the
@@ -129,36 +159,18 @@ void run(const float* x, int64_t M, int64_t K, int64_t N, const Source& src, con
       for (int64_t n = 0; n < N; ++n) y[m * N + n] = bias ? bias[n] : 0.0f;
     return;
   }
-  const int64_t n_tiles = (N + kNB - 1) / kNB;
-  const int threads = ThreadPool::global().size();
-  // Few column tiles: split the rows of x as well so every thread has work.
-  int64_t m_splits = std::max<int64_t>(1, std::min<int64_t>((2 * threads + n_tiles - 1) / n_tiles, M / (4 * kMR)));
-  const int64_t m_chunk = (M + m_splits - 1) / m_splits;
-  m_splits = (M + m_chunk - 1) / m_chunk;
-  ThreadPool::global().parallel_for(n_tiles * m_splits, [&](int64_t item0, int64_t item1) {
-    std::vector<float> buf(size_t(kNB * kKB)), packed(size_t(kNB * kKB));
-    for (int64_t item = item0; item < item1; ++item) {
-      const int64_t n0 = (item / m_splits) * kNB, nb = std::min(kNB, N - n0);
-      const int64_t m_begin = (item % m_splits) * m_chunk, m_end = std::min(M, m_begin + m_chunk);
-      for (int64_t k0 = 0; k0 < K; k0 += kKB) {
-        const int64_t kb = std::min(kKB, K - k0);
-        src.pack(n0, nb, k0, kb, buf.data(), packed.data());
-        const bool acc = k0 > 0;
+  for_each_block<PanelScratch>(
+      M, K, N, kMR, bias, y,
+      [&](PanelScratch& s, int64_t n0, int64_t nb, int64_t k0, int64_t kb, int64_t m_begin, int64_t m_end) {
+        src.pack(n0, nb, k0, kb, s.buf.data(), s.packed.data());
         for (int64_t m = m_begin; m < m_end; m += kMR) {
-          const int mr = int(std::min<int64_t>(kMR, m_end - m));
-          const MicroFn kernel = micro_kernel(mr);
+          const MicroFn kernel = micro_kernel(int(std::min<int64_t>(kMR, m_end - m)));
           for (int64_t g = 0; g * kNR < nb; ++g) {
             const int cols = int(std::min<int64_t>(kNR, nb - g * kNR));
-            kernel(x + m * K + k0, K, packed.data() + g * kb * kNR, kb, y + m * N + n0 + g * kNR, N, acc, cols);
+            kernel(x + m * K + k0, K, s.packed.data() + g * kb * kNR, kb, y + m * N + n0 + g * kNR, N, k0 > 0, cols);
           }
         }
-      }
-      if (bias) {
-        for (int64_t m = m_begin; m < m_end; ++m)
-          for (int64_t n = 0; n < nb; ++n) y[m * N + n0 + n] += bias[n0 + n];
-      }
-    }
-  });
+      });
 }
 
 #if defined(MLXCEL_SIMD_AVX512)
@@ -257,6 +269,11 @@ inline MicroBf16Fn micro_bf16_kernel(int mr) {
   return table[size_t(mr - 1)];
 }
 
+// Per-thread scratch of run_bf16(): run()'s, and the panel's bf16 pairs.
+struct PairScratch : PanelScratch {
+  std::vector<uint32_t> pairs = std::vector<uint32_t>(size_t(kNB * kKB / 2));
+};
+
 template <typename Source>
 MLXCEL_BF16_TARGET void run_bf16(const float* x, int64_t M, int64_t K, int64_t N, const Source& src, const float* bias,
                                  float* y) {
@@ -264,38 +281,23 @@ MLXCEL_BF16_TARGET void run_bf16(const float* x, int64_t M, int64_t K, int64_t N
   const int64_t kp_all = (K + 1) / 2;
   std::vector<uint32_t> xp(size_t(M * kp_all));
   cpu::parallel_for(M, K * 2, [&](int64_t m0, int64_t m1) { x_bf16_pairs(x, K, m0, m1, xp.data()); });
-  const int64_t n_tiles = (N + kNB - 1) / kNB;
-  const int threads = ThreadPool::global().size();
-  int64_t m_splits = std::max<int64_t>(1, std::min<int64_t>((2 * threads + n_tiles - 1) / n_tiles, M / (4 * kMRb)));
-  const int64_t m_chunk = (M + m_splits - 1) / m_splits;
-  m_splits = (M + m_chunk - 1) / m_chunk;
-  ThreadPool::global().parallel_for(n_tiles * m_splits, [&](int64_t item0, int64_t item1) {
-    std::vector<float> buf(size_t(kNB * kKB)), packed(size_t(kNB * kKB));
-    std::vector<uint32_t> pairs(size_t(kNB * kKB / 2));
-    for (int64_t item = item0; item < item1; ++item) {
-      const int64_t n0 = (item / m_splits) * kNB, nb = std::min(kNB, N - n0);
-      const int64_t m_begin = (item % m_splits) * m_chunk, m_end = std::min(M, m_begin + m_chunk);
-      for (int64_t k0 = 0; k0 < K; k0 += kKB) {  // kKB is even: blocks start on a pair
-        const int64_t kb = std::min(kKB, K - k0), kp_n = (kb + 1) / 2;
-        src.pack(n0, nb, k0, kb, buf.data(), packed.data());
+  // kKB is even: every K block starts on a pair.
+  for_each_block<PairScratch>(
+      M, K, N, kMRb, bias, y,
+      [&](PairScratch& s, int64_t n0, int64_t nb, int64_t k0, int64_t kb, int64_t m_begin, int64_t m_end) {
+        const int64_t kp_n = (kb + 1) / 2;
+        src.pack(n0, nb, k0, kb, s.buf.data(), s.packed.data());
         for (int64_t g = 0; g * kNR < nb; ++g)
-          pack_bf16_pairs(packed.data() + g * kb * kNR, kb, pairs.data() + g * kp_n * kNR);
+          pack_bf16_pairs(s.packed.data() + g * kb * kNR, kb, s.pairs.data() + g * kp_n * kNR);
         for (int64_t m = m_begin; m < m_end; m += kMRb) {
-          const int mr = int(std::min<int64_t>(kMRb, m_end - m));
-          const MicroBf16Fn kernel = micro_bf16_kernel(mr);
+          const MicroBf16Fn kernel = micro_bf16_kernel(int(std::min<int64_t>(kMRb, m_end - m)));
           for (int64_t g = 0; g * kNR < nb; ++g) {
             const int cols = int(std::min<int64_t>(kNR, nb - g * kNR));
-            kernel(xp.data() + m * kp_all + k0 / 2, kp_all, pairs.data() + g * kp_n * kNR, kp_n,
+            kernel(xp.data() + m * kp_all + k0 / 2, kp_all, s.pairs.data() + g * kp_n * kNR, kp_n,
                    y + m * N + n0 + g * kNR, N, k0 > 0, cols);
           }
         }
-      }
-      if (bias) {
-        for (int64_t m = m_begin; m < m_end; ++m)
-          for (int64_t n = 0; n < nb; ++n) y[m * N + n0 + n] += bias[n0 + n];
-      }
-    }
-  });
+      });
 }
 #endif  // MLXCEL_SIMD_AVX512
 

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <sys/mman.h>
@@ -612,8 +613,8 @@ void x8_group(const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int6
   constexpr int64_t kQb = Q8 ? 256 : 128;
   const int64_t pf = x8_prefetch_bytes();
   for (int64_t b = 0; b < nb; ++b) {
-    // The group's two streams (scales, quants) are sequential; the prefetch runs a fixed
-    // distance ahead of the quants (into the next group at the end of this one).
+    // Optional software prefetch a fixed distance ahead in the group's stream (into the
+    // next group at the end of this one).
     if (pf > 0) {
       const char* p = reinterpret_cast<const char*>(grp + b * (16 + kQb) + pf);
       for (int64_t i = 0; i < 16 + kQb; i += 64) _mm_prefetch(p + i, _MM_HINT_NTA);
@@ -720,6 +721,7 @@ inline void transpose8x8(__m256i* r) {
   r[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
 }
 
+#if !MLXCEL_GGUF_VNNI  // the AVX2 GEMM; the avx512 build runs gemm_int8_vnni below
 // Packs blocks [0, nb) of the 8 rows rp[] into `panel`.
 void pack_panel8(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* panel) {
   const size_t bb = type == kQ8_0 ? 34 : 18;
@@ -818,8 +820,8 @@ void gemm_panel_rows(const uint8_t* panel, int64_t K, const XBlocks& xb, int64_t
 
 // y = x W^T for prefill-sized M: x quantized once, each panel of 8 weight rows unpacked
 // once (into L1) and run against every row of x.
-[[maybe_unused]] void gemm_int8(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uint8_t* w,
-                                size_t row_stride, int64_t n_rows, const float* bias, float* y) {
+void gemm_int8(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uint8_t* w, size_t row_stride,
+               int64_t n_rows, const float* bias, float* y) {
   const int64_t nb = K / 32, n_panels = (n_rows + kPanelRows - 1) / kPanelRows;
   cpu::parallel_dynamic(n_panels, 1, M * K * kPanelRows, [&](int64_t p0, int64_t p1) {
     std::vector<uint8_t> panel(size_t(nb * panel_block_bytes()));
@@ -833,6 +835,7 @@ void gemm_panel_rows(const uint8_t* panel, int64_t K, const XBlocks& xb, int64_t
     }
   });
 }
+#endif
 
 #if MLXCEL_GGUF_VNNI
 // ---- prefill GEMM on AVX-512 VNNI -----------------------------------------------------
@@ -903,6 +906,19 @@ void vnni_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, co
 
 constexpr int kVnniMR = 8;
 
+// vnni_tile for mr (1..kVnniMR) rows of x. (A plain array: std::array of this pointer
+// type would drop the vector type's attributes.)
+using VnniTileFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, const float*, const int32_t*, __m512*);
+template <bool Q8, int... I>
+VnniTileFn vnni_tile_of(int mr, std::integer_sequence<int, I...>) {
+  static const VnniTileFn table[] = {&vnni_tile<I + 1, Q8>...};
+  return table[mr - 1];
+}
+template <bool Q8>
+VnniTileFn vnni_tile_fn(int mr) {
+  return vnni_tile_of<Q8>(mr, std::make_integer_sequence<int, kVnniMR>{});
+}
+
 template <bool Q8>
 void vnni_panel_rows(const uint8_t* panel, int64_t K, const XBlocks& xb, int64_t M, int64_t n0, int64_t nvalid,
                      const float* bias, float* y, int64_t ldy) {
@@ -915,16 +931,7 @@ void vnni_panel_rows(const uint8_t* panel, int64_t K, const XBlocks& xb, int64_t
     const int8_t* xq = xb.q.data() + m * K;
     const float* xd = xb.d.data() + m * nb;
     const int32_t* xs = xb.s.data() + m * nb;
-    switch (mr) {
-      case 8: vnni_tile<8, Q8>(panel, nb, xq, K, xd, xs, out); break;
-      case 7: vnni_tile<7, Q8>(panel, nb, xq, K, xd, xs, out); break;
-      case 6: vnni_tile<6, Q8>(panel, nb, xq, K, xd, xs, out); break;
-      case 5: vnni_tile<5, Q8>(panel, nb, xq, K, xd, xs, out); break;
-      case 4: vnni_tile<4, Q8>(panel, nb, xq, K, xd, xs, out); break;
-      case 3: vnni_tile<3, Q8>(panel, nb, xq, K, xd, xs, out); break;
-      case 2: vnni_tile<2, Q8>(panel, nb, xq, K, xd, xs, out); break;
-      default: vnni_tile<1, Q8>(panel, nb, xq, K, xd, xs, out); break;
-    }
+    vnni_tile_fn<Q8>(mr)(panel, nb, xq, K, xd, xs, out);
     for (int j = 0; j < mr; ++j) _mm512_mask_storeu_ps(y + (m + j) * ldy + n0, valid, _mm512_add_ps(out[j], bv));
   }
 }

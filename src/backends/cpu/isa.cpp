@@ -58,8 +58,7 @@ const char* isa_name(Isa level) {
 bool has_avx512_bf16() {
   static const bool yes = [] {
 #if defined(MLXCEL_CPU_HAS_AVX512_BUILD) && (defined(__x86_64__) || defined(__i386__))
-    __builtin_cpu_init();
-    return best_isa() == Isa::avx512 && __builtin_cpu_supports("avx512bf16");
+    return best_isa() == Isa::avx512 && __builtin_cpu_supports("avx512bf16");  // best_isa() ran cpu_init
 #else
     return false;
 #endif

@@ -16,8 +16,8 @@ namespace mlxcel::cpu {
 
 enum class Isa { generic = 0, avx2 = 1, avx512 = 2 };
 
-// The kernels in use: the best level this CPU supports, or MLXCEL_CPU_ISA=generic|avx2|avx512
-// (read once; a level the CPU lacks falls back to the best it has).
+// The kernels in use: the best level this CPU supports, or a lower one by
+// MLXCEL_CPU_ISA=generic|avx2 (read once; a level the CPU lacks falls back to the best it has).
 Isa isa();
 // The best level this CPU supports among the builds compiled in.
 Isa best_isa();
@@ -30,9 +30,9 @@ bool has_avx512_bf16();
 // Whether the avx512 build computes prompt-sized products (more than kGemvMaxRows rows
 // of x) of bf16 weights, dense or MLX-quantized with bf16 scales, in bf16: x and the
 // weights rounded to bf16, pairs of products summed in f32 by VDPBF16PS (what a bf16
-// model's GEMM does on a GPU, at twice the f32 FMA rate). On where has_avx512_bf16() and
-// MLXCEL_CPU_BF16 is not 0, while the avx512 build is in use; set_bf16_products (tests, benchmarks) returns the previous
-// setting and cannot turn it on without the instructions.
+// model's GEMM does on a GPU, at twice the f32 FMA rate). True while the avx512 build is
+// in use, where has_avx512_bf16() and MLXCEL_CPU_BF16 is not 0. set_bf16_products (tests,
+// benchmarks) returns the previous setting and cannot turn it on without the instructions.
 bool bf16_products();
 bool set_bf16_products(bool on);
 

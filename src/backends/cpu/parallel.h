@@ -18,6 +18,15 @@ inline void parallel_for(int64_t n, int64_t item_cost, const std::function<void(
   ThreadPool::global().parallel_for(n, fn, grain);
 }
 
+// How many threads share n items pulled in chunks of at least `chunk`: no more than the
+// pool has, the chunks, or ~32K units of work (item_cost units per item) each allow.
+inline int64_t pull_workers(int64_t n, int64_t chunk, int64_t item_cost) {
+  constexpr int64_t kMinWork = int64_t(1) << 15;
+  const int64_t n_chunks = (n + chunk - 1) / chunk;
+  const int64_t by_work = std::max<int64_t>(1, n * std::max<int64_t>(1, item_cost) / kMinWork);
+  return std::min<int64_t>({int64_t(ThreadPool::global().size()), n_chunks, by_work});
+}
+
 // Runs fn(begin, end) over [0, n) items in chunks of `chunk` items that the threads
 // pull from a shared counter, with at least ~32K units of work (item_cost units per
 // item) per thread. The calling thread starts at once and a worker that wakes late (or
@@ -27,10 +36,8 @@ inline void parallel_dynamic(int64_t n, int64_t chunk, int64_t item_cost,
                              const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   chunk = std::max<int64_t>(1, chunk);
-  constexpr int64_t kMinWork = int64_t(1) << 15;
   const int64_t n_chunks = (n + chunk - 1) / chunk;
-  const int64_t by_work = std::max<int64_t>(1, n * std::max<int64_t>(1, item_cost) / kMinWork);
-  const int64_t workers = std::min<int64_t>({int64_t(ThreadPool::global().size()), n_chunks, by_work});
+  const int64_t workers = pull_workers(n, chunk, item_cost);
   if (workers <= 1) {
     fn(0, n);
     return;
@@ -51,10 +58,7 @@ inline void parallel_guided(int64_t n, int64_t min_chunk, int64_t item_cost,
                             const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
   min_chunk = std::max<int64_t>(1, min_chunk);
-  constexpr int64_t kMinWork = int64_t(1) << 15;
-  const int64_t n_chunks = (n + min_chunk - 1) / min_chunk;
-  const int64_t by_work = std::max<int64_t>(1, n * std::max<int64_t>(1, item_cost) / kMinWork);
-  const int64_t workers = std::min<int64_t>({int64_t(ThreadPool::global().size()), n_chunks, by_work});
+  const int64_t workers = pull_workers(n, min_chunk, item_cost);
   if (workers <= 1) {
     fn(0, n);
     return;
