@@ -404,14 +404,16 @@ TEST(CudaPlaceWeights, ColocatesQkv) {
   }
 }
 
-// The tensor-core quantized GEMV (design 6: f16 weights and activations) against the
-// exact design on the same model: decode logits over 8 steps (the GEMV runs in decode;
-// prefill takes the GEMM). The tiny random fixtures amplify rounding: 1-8e-3 for most
-// families on an H200, 1.6e-2 for gemma2 q8 (soft-capped logits, embeddings scaled by
-// sqrt(hidden)).
+// The tensor-core quantized GEMVs against the exact design on the same model: decode
+// logits over 8 steps (the GEMV runs in decode; prefill takes the GEMM). Design 6 rounds
+// the weights and x to f16; design 8 (4-bit only; 8-bit launches fall back to design 0)
+// rounds x to bf16 and keeps the weights exact. The tiny random fixtures amplify
+// rounding: design 6 1-8e-3 for most families on an H200, 1.6e-2 for gemma2 q8
+// (soft-capped logits, embeddings scaled by sqrt(hidden)).
 TEST_P(CudaFamily, TensorCoreQuantizedGemvTracksExactDecode) {
   REQUIRE_GPU();
   const bool qmma = cuda::set_qgemm_mma(false);  // both prefills in f32: only the decode design differs
+  for (int design : {6, 8})
   for (int bits : {4, 8}) {
     QuantizedFixture q = quantized_fixture(GetParam(), bits);
     place_weights(q.weights, Device::cuda());
@@ -424,21 +426,23 @@ TEST_P(CudaFamily, TensorCoreQuantizedGemvTracksExactDecode) {
       mma.set_graphs(false);
       const int before = cuda::set_gemv_variants(1, 0);
       std::vector<float> a = exact.prefill(ref.prompts[p]).to_f32_vector();
-      cuda::set_gemv_variants(1, 6);
+      cuda::set_gemv_variants(1, design);
       std::vector<float> b = mma.prefill(ref.prompts[p]).to_f32_vector();
       for (int step = 0; step < 8; ++step) {
         const int tok = int(std::max_element(a.begin(), a.end()) - a.begin());
         cuda::set_gemv_variants(1, 0);
         a = exact.decode(tok).to_f32_vector();
-        cuda::set_gemv_variants(1, 6);
+        cuda::set_gemv_variants(1, design);
         b = mma.decode(tok).to_f32_vector();
         const double err = rel_err(b, a);
         worst = std::max(worst, err);
-        EXPECT_LT(err, 3e-2) << GetParam() << " q" << bits << " prompt " << p << " step " << step;
+        EXPECT_LT(err, 3e-2) << GetParam() << " design " << design << " q" << bits << " prompt " << p << " step "
+                             << step;
       }
       cuda::set_gemv_variants(before / 16, before % 16);
     }
-    std::printf("[cuda fixture] %-12s q%d design 6 decode max rel err %.2e\n", GetParam().c_str(), bits, worst);
+    std::printf("[cuda fixture] %-12s q%d design %d decode max rel err %.2e\n", GetParam().c_str(), bits, design,
+                worst);
   }
   cuda::set_qgemm_mma(qmma);
 }

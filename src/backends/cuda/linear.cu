@@ -301,9 +301,11 @@ namespace {
 // Llama-3.1-8B bf16 +20%); the exact f32 block design for quantized weights. Design 4
 // (int8 activations on dp4a) decodes Llama-3.1-8B q4 25% faster but moves the tiny
 // fixtures' logits by 3-13%, so it is opt-in (MLXCEL_CUDA_GEMV=4).
+// MLXCEL_CUDA_QGEMV=D sets the quantized design alone (A/B runs that keep the dense one).
 const char* g_gemv_env = std::getenv("MLXCEL_CUDA_GEMV");
+const char* g_qgemv_env = std::getenv("MLXCEL_CUDA_QGEMV");
 int g_gemv_dense = g_gemv_env ? std::atoi(g_gemv_env) : 1;
-int g_gemv_quant = g_gemv_env ? std::atoi(g_gemv_env) : 0;
+int g_gemv_quant = g_qgemv_env ? std::atoi(g_qgemv_env) : g_gemv_env ? std::atoi(g_gemv_env) : 0;
 }  // namespace
 
 int gemv_variant(bool quantized) { return quantized ? g_gemv_quant : g_gemv_dense; }

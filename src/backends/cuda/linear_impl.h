@@ -30,7 +30,8 @@ struct GemvParts {
 // 4, 5 (4- and 8-bit weights; dense takes 1): the warp design on int8 activations and
 // dp4a (4: R8 U1, 5: R4 U2); 6 (4- and 8-bit, 1-8 rows; dense takes 1): f16 weights and
 // activations on the tensor cores (qgemv_mma); 7 (4- and 8-bit, M = 1; dense takes 1):
-// design 0's math on weights streamed through shared memory (qgemv_stream).
+// design 0's math on weights streamed through shared memory (qgemv_stream); 8 (4-bit, a
+// few rows; dense takes 1): the tensor cores with scales applied in f32 (qgemv_tc).
 int gemv_variant(bool quantized);
 
 // Design 7 (quantized, M == 1, 4- or 8-bit, sm_90, qgemv_stream.cu): design 0's math on
@@ -45,6 +46,13 @@ bool qgemv_stream(const float* x, int M, GemvParts P, int bits, int group_shift,
 // alignment does not fit it. group_shift = log2(group_size).
 bool qgemv_mma(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
                cudaStream_t st);
+
+// Design 8 (quantized, 4-bit, M <= 8 / (128 / group size), qgemv_tc.cu): exact 128 + q
+// nibbles and x rounded to bf16 on the tensor cores, each 128-value chunk's groups kept
+// in separate MMA columns and folded with their scale and bias in f32. False (nothing
+// launched) when the shape, alignment or card does not fit it.
+bool qgemv_tc(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
+              cudaStream_t st);
 
 // 4- and 8-bit MLX affine products of 2..kQgemmMaxRows rows in bf16 on the tensor cores
 // (qgemv_mma.cu): weights dequantized to bf16 in registers (exact q; s q + b by one bf16
