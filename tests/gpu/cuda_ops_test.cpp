@@ -155,17 +155,19 @@ TEST(CudaOps, RopeKvWriteMatchesComposition) {
   }
 }
 
+// A quantized weight with its arrays on the device.
+QuantizedWeight dev_quant(const QuantizedWeight& q) {
+  QuantizedWeight d = q;
+  d.packed = dev(q.packed), d.scales = dev(q.scales), d.biases = dev(q.biases);
+  return d;
+}
+
 // Design 7 (weights streamed through shared memory by bulk copies) gives design 0's bits:
 // one and several 4096-value tiles per row, a last partial tile, a partial last row group,
 // batches of groups a block, the multi-part (q/k/v) and gated launches, 4 and 8 bits,
 // bf16/f16/f32 scales.
 TEST(CudaOps, StreamedQuantizedGemvIsDesign0) {
   REQUIRE_GPU();
-  auto qdev = [](const QuantizedWeight& q) {
-    QuantizedWeight d = q;
-    d.packed = dev(q.packed), d.scales = dev(q.scales), d.biases = dev(q.biases);
-    return d;
-  };
   struct Case {
     int bits, group;
     DType sdt;
@@ -182,7 +184,7 @@ TEST(CudaOps, StreamedQuantizedGemvIsDesign0) {
     QuantizedWeight q1 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
     QuantizedWeight q2 = ops::quantize(rand_host({64, cs.K}), spec, cs.sdt);
     QuantizedWeight q3 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
-    QuantizedWeight d1 = qdev(q1), d2 = qdev(q2), d3 = qdev(q3);
+    QuantizedWeight d1 = dev_quant(q1), d2 = dev_quant(q2), d3 = dev_quant(q3);
     Tensor b1 = rand_host({cs.N}), x = rand_host({1, cs.K});
     auto run = [&](int variant) {
       const int previous = cuda::set_gemv_variants(1, variant);
@@ -210,11 +212,6 @@ TEST(CudaOps, StreamedQuantizedGemvIsDesign0) {
 // same bits as when it runs alone.
 TEST(CudaOps, TensorCoreQuantizedGemvMatchesBf16X) {
   REQUIRE_GPU();
-  auto qdev = [](const QuantizedWeight& q) {
-    QuantizedWeight d = q;
-    d.packed = dev(q.packed), d.scales = dev(q.scales), d.biases = dev(q.biases);
-    return d;
-  };
   struct Case {
     int group;
     DType sdt;
@@ -231,7 +228,7 @@ TEST(CudaOps, TensorCoreQuantizedGemvMatchesBf16X) {
     QuantizedWeight q1 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
     QuantizedWeight q2 = ops::quantize(rand_host({64, cs.K}), spec, cs.sdt);
     QuantizedWeight q3 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
-    QuantizedWeight d1 = qdev(q1), d2 = qdev(q2), d3 = qdev(q3);
+    QuantizedWeight d1 = dev_quant(q1), d2 = dev_quant(q2), d3 = dev_quant(q3);
     Tensor b1 = rand_host({cs.N});
     for (int M : {1, cs.max_rows}) {
       SCOPED_TRACE("M " + std::to_string(M));
@@ -299,15 +296,10 @@ TEST(CudaOps, FusedOpsMatchComposition) {
   }
   for (int bits : {3, 4, 8}) {
     const QuantSpec spec{QuantFormat::mlx_affine, bits, bits == 8 ? 32 : 64};
-    auto qdev = [](const QuantizedWeight& q) {
-      QuantizedWeight d = q;
-      d.packed = dev(q.packed), d.scales = dev(q.scales), d.biases = dev(q.biases);
-      return d;
-    };
     QuantizedWeight q1 = ops::quantize(rand_host({40, 256}), spec, DType::bf16);
     QuantizedWeight q2 = ops::quantize(rand_host({24, 256}), spec, DType::bf16);
     QuantizedWeight q3 = ops::quantize(rand_host({40, 256}), spec, DType::bf16);
-    QuantizedWeight d1 = qdev(q1), d2 = qdev(q2), d3 = qdev(q3);
+    QuantizedWeight d1 = dev_quant(q1), d2 = dev_quant(q2), d3 = dev_quant(q3);
     Tensor b1 = rand_host({40});
     for (int64_t M : {1, 5, 9}) {
       Tensor x = rand_host({M, 256});

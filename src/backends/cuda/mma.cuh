@@ -52,6 +52,22 @@ __device__ __forceinline__ void mma(float (&c)[4], const unsigned (&a)[4], unsig
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
 }
+// 16 registers from 64 bytes (16-byte aligned; shared or global memory), or zeros when
+// !valid: an MMA's B fragments of a lane.
+__device__ __forceinline__ void load_regs16(unsigned (&r)[16], const void* p, bool valid) {
+  if (valid) {
+    const uint4* q = static_cast<const uint4*>(p);
+#pragma unroll
+    for (int v = 0; v < 4; ++v) {
+      const uint4 u = q[v];
+      r[4 * v] = u.x, r[4 * v + 1] = u.y, r[4 * v + 2] = u.z, r[4 * v + 3] = u.w;
+    }
+  } else {
+#pragma unroll
+    for (int v = 0; v < 16; ++v) r[v] = 0u;
+  }
+}
+
 // Two floats as one 32-bit register of two T (lo = the lower column).
 template <typename T>
 __device__ __forceinline__ unsigned pack2(float lo, float hi) {

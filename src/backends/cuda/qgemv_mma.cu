@@ -306,17 +306,8 @@ __global__ void __launch_bounds__(kWarps * 32) qgemm_bf16_kernel(const unsigned*
         if (t >= groups) break;
         const int tok = t * 8 + g;
         unsigned bx[16];
-        if (tok < M && ch < chunks) {
-          const uint4* xp = reinterpret_cast<const uint4*>(xb + (int64_t(tok) * chunks + ch) * 16);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const uint4 v = xp[j];
-            bx[4 * j] = v.x, bx[4 * j + 1] = v.y, bx[4 * j + 2] = v.z, bx[4 * j + 3] = v.w;
-          }
-        } else {
-#pragma unroll
-          for (int p = 0; p < 16; ++p) bx[p] = 0u;
-        }
+        const bool valid = tok < M && ch < chunks;
+        load_regs16(bx, xb + (int64_t(valid ? tok : 0) * chunks + (valid ? ch : 0)) * 16, valid);
 #pragma unroll
         for (int m = 0; m < 8; ++m) mma<bf16>(acc[t], a[m], bx[2 * m], bx[2 * m + 1]);
       }

@@ -233,17 +233,7 @@ __global__ void __launch_bounds__(kThreads)
       const uint4 wa = *reinterpret_cast<const uint4*>(slot + g * kRowBytes + warp * 64 + c * 16);
       const uint4 wb = *reinterpret_cast<const uint4*>(slot + (g + 8) * kRowBytes + warp * 64 + c * 16);
       unsigned bx[16];
-      if (bvalid && ch * 4 + c < subs) {
-        const uint4* q = reinterpret_cast<const uint4*>(xb_lane + ch * 4 * 16);
-#pragma unroll
-        for (int v = 0; v < 4; ++v) {
-          const uint4 u = q[v];
-          bx[4 * v] = u.x, bx[4 * v + 1] = u.y, bx[4 * v + 2] = u.z, bx[4 * v + 3] = u.w;
-        }
-      } else {
-#pragma unroll
-        for (int v = 0; v < 16; ++v) bx[v] = 0u;
-      }
+      load_regs16(bx, xb_lane + ch * 4 * 16, bvalid && ch * 4 + c < subs);
       float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
       const uint32_t w0[4] = {wa.x, wa.y, wa.z, wa.w}, w1[4] = {wb.x, wb.y, wb.z, wb.w};
 #pragma unroll
