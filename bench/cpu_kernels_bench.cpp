@@ -151,6 +151,28 @@ int main(int argc, char** argv) {
     }
   }
 
+  // Paged attention decode of one sequence with Qwen3-0.6B's heads (16 q / 8 kv, d 128,
+  // f16 cache): 2 query rows a kv head, the cache in the last-level cache at 512 tokens.
+  for (const int64_t L : {int64_t(512), int64_t(4096)}) {
+    const std::string label = "paged_attention decode 1x" + std::to_string(L) + " tok 16/8 heads f16 cache";
+    if (!wanted(label)) continue;
+    const int64_t bs = 16, Hq = 16, Hkv = 8, D = 128, nb = L / bs;
+    Tensor kc = ops::astype(random_f32({nb, bs, Hkv, D}, 11), DType::f16);
+    Tensor vc = ops::astype(random_f32({nb, bs, Hkv, D}, 12), DType::f16);
+    std::vector<int32_t> table(static_cast<size_t>(nb));
+    for (int64_t i = 0; i < nb; ++i) table[size_t(i)] = int32_t((i * 7919) % nb);
+    AttentionContext ctx;
+    ctx.block_size = int(bs);
+    ctx.q_start = Tensor::from_i32({2}, {0, 1});
+    ctx.kv_len = Tensor::from_i32({1}, {int32_t(L)});
+    ctx.block_table = Tensor::from_i32({1, nb}, table);
+    Tensor q = random_f32({1, Hq, D}, 6);
+    AttentionParams p;
+    p.scale = 0.088f;
+    row(label, [&](int) { ops::paged_attention(q, kc, vc, ctx, p); }, double(2 * L * Hkv * D * 2), 4.0 * double(L * Hq * D),
+        read_gbs);
+  }
+
   // Paged attention decode: 8 sequences x 4096 cached tokens, 32 q heads / 8 kv heads, d 128, f32 cache.
   if (wanted("paged_attention")) {
     const int64_t S = 8, L = 4096, bs = 16, Hq = 32, Hkv = 8, D = 128;

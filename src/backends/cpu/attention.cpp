@@ -51,53 +51,59 @@ inline void hsum4(simd::VecF a0, simd::VecF a1, simd::VecF a2, simd::VecF a3, fl
 #endif
 }
 
-// Scores of the 4 query rows q[0..3] against keys k0 and k1.
-template <typename C>
-void scores_4x2(const float* const* q, const C* k0, const C* k1, int64_t D, float* t0, float* t1) {
+// Scores of R query rows q[0..R) against K keys k[0..K): t[i * K + j] = q_i . k_j
+// (unscaled). Each key vector is loaded once per d step for all R rows and each row once
+// for all K keys; R * K is a multiple of 4 (the horizontal sums go 4 at a time).
+template <int R, int K, typename C>
+void scores_rk(const float* const* q, const C* const* k, int64_t D, float* t) {
   using namespace simd;
-  VecF a[4][2];
-  for (int i = 0; i < 4; ++i) a[i][0] = a[i][1] = zero();
+  static_assert(R * K % 4 == 0, "hsum4 groups");
+  VecF a[R * K];
+  for (int i = 0; i < R * K; ++i) a[i] = zero();
   int64_t d = 0;
   for (; d + kWidth <= D; d += kWidth) {
-    const VecF x0 = load(k0 + d), x1 = load(k1 + d);
-    for (int i = 0; i < 4; ++i) {
+    VecF x[K];
+    for (int j = 0; j < K; ++j) x[j] = load(k[j] + d);
+    for (int i = 0; i < R; ++i) {
       const VecF qv = load(q[i] + d);
-      a[i][0] = fma(qv, x0, a[i][0]);
-      a[i][1] = fma(qv, x1, a[i][1]);
+      for (int j = 0; j < K; ++j) a[i * K + j] = fma(qv, x[j], a[i * K + j]);
     }
   }
-  hsum4(a[0][0], a[1][0], a[2][0], a[3][0], t0);
-  hsum4(a[0][1], a[1][1], a[2][1], a[3][1], t1);
-  for (; d < D; ++d) {
-    const float x0 = to_f32(k0[d]), x1 = to_f32(k1[d]);
-    for (int i = 0; i < 4; ++i) {
-      t0[i] += q[i][d] * x0;
-      t1[i] += q[i][d] * x1;
+  for (int i = 0; i < R * K; i += 4) hsum4(a[i], a[i + 1], a[i + 2], a[i + 3], t + i);
+  for (; d < D; ++d)
+    for (int j = 0; j < K; ++j) {
+      const float x = to_f32(k[j][d]);
+      for (int i = 0; i < R; ++i) t[i * K + j] += q[i][d] * x;
     }
-  }
 }
 
-// s[r * kKeyChunk + j] = scale * q_r . k_j for r < n_rows, j < nk; each key is read
-// once per 4 rows, and each row once per 2 keys.
+// Scores of rows [r, r + R) (R at a time while they last) against keys [0, nk), K keys
+// at a time; leftover keys one by one.
+template <int R, int K, typename C>
+int64_t chunk_scores_rk(const float* const* q, int64_t r, int64_t n_rows, const C* const* keys, int64_t nk, int64_t D,
+                        float scale, float* s) {
+  for (; r + R <= n_rows; r += R) {
+    int64_t j = 0;
+    for (; j + K <= nk; j += K) {
+      float t[R * K];
+      scores_rk<R, K>(q + r, keys + j, D, t);
+      for (int i = 0; i < R; ++i)
+        for (int jj = 0; jj < K; ++jj) s[(r + i) * kKeyChunk + j + jj] = t[i * K + jj] * scale;
+    }
+    for (; j < nk; ++j)
+      for (int i = 0; i < R; ++i) s[(r + i) * kKeyChunk + j] = simd::dot(q[r + i], keys[j], D) * scale;
+  }
+  return r;
+}
+
+// s[r * kKeyChunk + j] = scale * q_r . k_j for r < n_rows, j < nk: 4 rows x 2 keys, then
+// 2 rows x 4 keys (decode with 2 query heads a kv head: Qwen3), then 1 row x 4 keys.
 template <typename C>
 void chunk_scores(const float* const* q, int64_t n_rows, const C* const* keys, int64_t nk, int64_t D, float scale,
                   float* s) {
-  int64_t r = 0;
-  for (; r + 4 <= n_rows; r += 4) {
-    int64_t j = 0;
-    for (; j + 2 <= nk; j += 2) {
-      float t0[4], t1[4];
-      scores_4x2(q + r, keys[j], keys[j + 1], D, t0, t1);
-      for (int i = 0; i < 4; ++i) {
-        s[(r + i) * kKeyChunk + j] = t0[i] * scale;
-        s[(r + i) * kKeyChunk + j + 1] = t1[i] * scale;
-      }
-    }
-    for (; j < nk; ++j)
-      for (int i = 0; i < 4; ++i) s[(r + i) * kKeyChunk + j] = simd::dot(q[r + i], keys[j], D) * scale;
-  }
-  for (; r < n_rows; ++r)
-    for (int64_t j = 0; j < nk; ++j) s[r * kKeyChunk + j] = simd::dot(q[r], keys[j], D) * scale;
+  int64_t r = chunk_scores_rk<4, 2>(q, 0, n_rows, keys, nk, D, scale, s);
+  r = chunk_scores_rk<2, 4>(q, r, n_rows, keys, nk, D, scale, s);
+  chunk_scores_rk<1, 4>(q, r, n_rows, keys, nk, D, scale, s);
 }
 
 // acc_r = acc_r * corr_r + sum_j p_rj v_j for the RB rows at acc (p = s after the
