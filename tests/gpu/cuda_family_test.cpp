@@ -29,9 +29,6 @@ namespace {
 namespace fs = std::filesystem;
 using namespace testing_fixtures;
 
-#define REQUIRE_GPU() \
-  if (ops::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device"
-
 double check_model(Model& model, const Reference& ref, double tol, const std::string& what) {
   double worst = 0;
   for (size_t p = 0; p < ref.prompts.size(); ++p) {
