@@ -393,12 +393,19 @@ int model_bench(const std::string& path, int pp, int tg, DType kv) {
   auto model = load_model(path);
   std::printf("loaded %s in %.1f s\n", path.c_str(), seconds_since(t0));
   const int bs = 16, nb = (pp + tg + bs - 1) / bs + 1;
+  // Greedy: the argmax of the f32 logits read in place (no copy of the vocabulary's
+  // logits a token; llama-bench's generation samples nothing at all).
   auto generate = [&](KvCache& cache, int start) {
     int32_t tok = 1;
     for (int i = 0; i < tg; ++i) {
       Tensor l = model->forward(make_batch({tok}, start + i, bs, nb, true), cache);
-      std::vector<float> v = l.to_f32_vector();
-      tok = int32_t(std::max_element(v.begin(), v.end()) - v.begin());
+      if (l.dtype() == DType::f32 && l.is_contiguous() && l.device().type == DeviceType::cpu) {
+        const float* v = l.data<float>();
+        tok = int32_t(std::max_element(v, v + l.numel()) - v);
+      } else {
+        std::vector<float> v = l.to_f32_vector();
+        tok = int32_t(std::max_element(v.begin(), v.end()) - v.begin());
+      }
     }
   };
   {
