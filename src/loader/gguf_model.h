@@ -17,8 +17,9 @@
 //    for phi3 longrope).
 // Tensors whose format is F32/F16/BF16 are zero-copy views of the mapping; Q8_0 and Q4_0
 // linear weights stay packed when `keep_packed` (CPU kernels in backends/cpu/gguf_quants),
-// every other block format is dequantized at load (to `dequant_dtype`; 1-D tensors and
-// Gemma's shifted norms to f32).
+// and so do the linear weights of every other block format (Q4_1, Q5_x, Q2_K..Q6_K), after
+// requantization to Q8_0 at load; without `keep_packed` (and for 1-D tensors and
+// Gemma's shifted norms) they are dequantized (to `dequant_dtype`; vectors to f32).
 #pragma once
 
 #include <memory>
@@ -34,11 +35,11 @@
 namespace mlxcel {
 
 struct GgufLoadOptions {
-  // Keep Q8_0/Q4_0 matrices packed (ops::qlinear with QuantFormat::gguf_*). Only the CPU
-  // backend runs them; pass false to dequantize everything (e.g. for CUDA).
+  // Keep Q8_0/Q4_0 matrices packed (ops::qlinear with QuantFormat::gguf_*), and requantize
+  // the other block formats' matrices to packed Q8_0 (rows of whole 32-value blocks). Only
+  // the CPU backend runs them; pass false to dequantize everything (e.g. for CUDA).
   bool keep_packed = true;
-  // dtype of the dense copies of the other block formats (Q4_1, Q5_x, K-quants) and of
-  // Q8_0/Q4_0 when not kept packed: f16 halves the memory of f32 and represents every
+  // dtype of the dense copies of the block formats when not kept packed: f16 halves the memory of f32 and represents every
   // ggml block value to f16 precision (pass f32 for bit-exact dequantized values).
   DType dequant_dtype = DType::f16;
   // Use the exact config.json that mlxcel's writer embeds (key mlxcel.hf_config) when present.

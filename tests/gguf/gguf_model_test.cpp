@@ -3,14 +3,18 @@
 // reference.json/.safetensors), within the format's tolerance; once with the embedded
 // config.json and once from the llama.cpp metadata keys alone.
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "backends/cpu/gguf_quants.h"
 #include "base/error.h"
+#include "base/half.h"
 #include "loader/gguf.h"
 #include "loader/gguf_model.h"
 #include "loader/gguf_writer.h"
@@ -149,6 +153,133 @@ TEST_P(GgufFamily, ConfigFromLlamaCppKeysAlone) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, GgufFamily, ::testing::ValuesIn(families()), [](const auto& info) { return info.param; });
+
+// A copy of GGUF file `src` at `dst` with every 2-D blk.* tensor whose rows are whole
+// 32-value blocks replaced by random but valid blocks of `types` in turn (f16 scales in
+// a sane range, random quants): the metadata and the other tensors as they are.
+void write_with_block_formats(const std::string& src, const std::string& dst, const std::vector<uint32_t>& types) {
+  const GgufFile f = GgufFile::open(src);
+  GgufWriter w;
+  for (const std::string& key : f.keys_in_order()) {
+    if (key == "general.alignment") continue;
+    const GgufValue& v = f.at(key);
+    switch (v.type()) {
+      case GgufType::string: w.add_string(key, v.as_string()); break;
+      case GgufType::float32: case GgufType::float64: w.add_f32(key, float(v.as_float())); break;
+      case GgufType::boolean: w.add_bool(key, v.as_bool()); break;
+      case GgufType::uint64: w.add_u64(key, v.as_uint()); break;
+      case GgufType::int8: case GgufType::int16: case GgufType::int32: case GgufType::int64:
+        w.add_i32(key, int32_t(v.as_int()));
+        break;
+      case GgufType::array: {
+        const GgufArray& a = v.as_array();
+        if (a.elem_type == GgufType::string) {
+          w.add_string_array(key, a.strings);
+        } else if (a.elem_type == GgufType::float32 || a.elem_type == GgufType::float64) {
+          w.add_f32_array(key, std::vector<float>(a.floats.begin(), a.floats.end()));
+        } else if (a.elem_type == GgufType::boolean) {
+          std::vector<bool> bs;
+          for (int64_t x : a.ints) bs.push_back(x != 0);
+          w.add_bool_array(key, bs);
+        } else {
+          w.add_i32_array(key, std::vector<int32_t>(a.ints.begin(), a.ints.end()));
+        }
+        break;
+      }
+      default: w.add_u32(key, uint32_t(v.as_uint())); break;
+    }
+  }
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> scale(0.002f, 0.02f);
+  size_t next = 0;
+  for (const GgufTensorInfo& t : f.tensors()) {
+    const uint8_t* data = f.tensor_data(t);
+    const bool replace = t.shape.size() == 2 && t.name.rfind("blk.", 0) == 0 && t.shape[0] % 32 == 0;
+    if (!replace) {
+      w.add_tensor(t.name, t.shape, t.ggml_type, std::string(reinterpret_cast<const char*>(data), t.n_bytes));
+      continue;
+    }
+    const uint32_t type = types[next++ % types.size()];
+    const size_t bb = gguf::block_bytes(type), blocks = size_t(t.shape[0] / 32 * t.shape[1]);
+    std::string bytes(bb * blocks, '\0');
+    for (size_t b = 0; b < blocks; ++b) {
+      uint8_t* blk = reinterpret_cast<uint8_t*>(bytes.data()) + b * bb;
+      for (size_t i = 0; i < bb; ++i) blk[i] = uint8_t(byte(rng));
+      // Every 32-value format starts with its f16 scale; Q4_1/Q5_1 then hold an f16 min,
+      // set so that the block is centred on 0 like trained weights.
+      const float dv = scale(rng);
+      const uint16_t d = f32_to_f16(dv), m = f32_to_f16(-dv * (type == gguf::kQ4_1 ? 7.5f : 15.5f));
+      std::memcpy(blk, &d, 2);
+      if (type == gguf::kQ4_1 || type == gguf::kQ5_1) std::memcpy(blk + 2, &m, 2);
+    }
+    w.add_tensor(t.name, t.shape, type, std::move(bytes));
+  }
+  w.write(dst);
+}
+
+// Block formats without packed kernels (Q4_1, Q5_0, Q5_1 here; Q2_K..Q6_K go the same
+// way) are requantized to Q8_0 at load and run on the packed Q8_0 kernels: the weights
+// carry the Q8_0 marker, and the logits track the same file dequantized to f32 within the
+// packed Q8_0 tolerance (kCases).
+TEST(GgufBlockFormats, RequantizedToQ8_0AndRunPacked) {
+  const fs::path dir = fixtures_dir() / "llama";
+  const Reference ref = load_reference(dir);
+  const fs::path tmp = tmp_dir();
+  GgufConvertOptions opts;
+  opts.quant = GgufQuant::f32;
+  convert_to_gguf(dir.string(), (tmp / "base.gguf").string(), opts);
+  write_with_block_formats((tmp / "base.gguf").string(), (tmp / "blocks.gguf").string(),
+                           {gguf::kQ4_1, gguf::kQ5_0, gguf::kQ5_1});
+  std::vector<std::vector<float>> deq, packed;
+  for (bool keep_packed : {false, true}) {
+    GgufLoadOptions lo;
+    lo.keep_packed = keep_packed;
+    lo.dequant_dtype = DType::f32;
+    GgufCheckpoint ck = load_gguf_checkpoint((tmp / "blocks.gguf").string(), lo);
+    int markers = 0;
+    for (const std::string& name : ck.weights.names()) {
+      if (!is_gguf_type_marker(name)) continue;
+      ++markers;
+      EXPECT_EQ(packed_gguf_spec(ck.weights.get(name), name).format, QuantFormat::gguf_q8_0) << name;
+    }
+    // 2 layers x 7 matrices of the llama fixture.
+    EXPECT_EQ(markers, keep_packed ? 14 : 0);
+    if (keep_packed) {
+      // Each requantized block is within Q8_0's rounding (amax / 254, and f16's scale)
+      // of the source block, value by value.
+      const GgufFile src = GgufFile::open((tmp / "blocks.gguf").string());
+      for (const GgufTensorInfo& t : src.tensors()) {
+        // (not attn_q/attn_k: the loader undoes llama.cpp's row permutation there)
+        if (t.name != "blk.0.ffn_down.weight" && t.name != "blk.1.ffn_gate.weight") continue;
+        const Tensor& q = ck.weights.get(t.name == "blk.0.ffn_down.weight" ? "model.layers.0.mlp.down_proj.weight"
+                                                                            : "model.layers.1.mlp.gate_proj.weight");
+        const int64_t K = t.shape[0], rows = t.shape[1];
+        std::vector<float> want(static_cast<size_t>(K)), got(static_cast<size_t>(K));
+        const size_t rb = gguf::row_bytes(t.ggml_type, K), qrb = gguf::row_bytes(gguf::kQ8_0, K);
+        ASSERT_EQ(q.shape()[1], int64_t(qrb)) << t.name;
+        for (int64_t r = 0; r < rows; ++r) {
+          gguf::dequantize_row(t.ggml_type, src.tensor_data(t) + size_t(r) * rb, want.data(), K);
+          gguf::dequantize_row(gguf::kQ8_0, q.data<uint8_t>() + size_t(r) * qrb, got.data(), K);
+          for (int64_t b0 = 0; b0 < K; b0 += 32) {
+            float amax = 0;
+            for (int64_t i = b0; i < b0 + 32; ++i) amax = std::max(amax, std::fabs(want[size_t(i)]));
+            for (int64_t i = b0; i < b0 + 32; ++i)
+              ASSERT_LE(std::fabs(got[size_t(i)] - want[size_t(i)]), amax / 254 * 1.01f + amax * 1e-3f)
+                  << t.name << " row " << r << " value " << i;
+          }
+        }
+      }
+    }
+    auto model = build_model(ck.config, ck.weights);
+    (keep_packed ? packed : deq) = all_logits(*model, ref);
+  }
+  double perr = 0;
+  for (size_t p = 0; p < ref.prompts.size(); ++p) perr = std::max(perr, rel_err(packed[p], deq[p]));
+  EXPECT_LE(perr, 0.15);
+  std::fprintf(stderr, "[gguf] Q4_1/Q5_0/Q5_1 requantized to Q8_0: packed vs dequantized %.2e\n", perr);
+  fs::remove_all(tmp);
+}
 
 }  // namespace
 }  // namespace mlxcel
