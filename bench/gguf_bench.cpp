@@ -5,6 +5,7 @@
 //   gguf_bench synth <dir> qwen3-0.6b|llama-3.2-1b   random bf16 safetensors + config.json
 //                                                    (+ the test-data tokenizer) in <dir>
 //   gguf_bench convert <dir> <out.gguf> f16|q8_0|q4_0   (what mlxcel convert --to gguf does)
+//   gguf_bench bandwidth [threads]                   the read-bandwidth probe alone
 //   gguf_bench kernel [filter]                       GEMV GB/s per format, read bandwidth
 //                                                    (filter: a substring, e.g. "Q4_0 lm";
 //                                                    GGUF_BENCH_M=1,4,128 picks the rows of x)
@@ -475,6 +476,11 @@ int main(int argc, char** argv) {
     const std::string mode = argc > 1 ? argv[1] : "kernel";
     if (mode == "synth" && argc >= 4) return synth(argv[2], argv[3]);
     if (mode == "kernel") return kernel_bench(argc > 2 ? argv[2] : "");
+    if (mode == "bandwidth") {  // the read-bandwidth probe alone (bench/gguf_side_by_side.sh)
+      const int threads = argc > 2 ? std::atoi(argv[2]) : ThreadPool::global().size();
+      std::printf("read bandwidth, %d threads: %.1f GB/s\n", threads, read_bandwidth(threads < 1 ? 1 : threads));
+      return 0;
+    }
     if (mode == "decode" && argc >= 4) return decode_bench(argv[2], argv[3], argc > 4 ? std::atoi(argv[4]) : 5);
     if (mode == "convert" && argc >= 5) {  // convert <dir> <out.gguf> f16|q8_0|q4_0 (as mlxcel convert --to gguf)
       auto t0 = Clock::now();
@@ -490,7 +496,7 @@ int main(int argc, char** argv) {
     if (mode == "model" && argc >= 3)
       return model_bench(argv[2], argc > 3 ? std::atoi(argv[3]) : 512, argc > 4 ? std::atoi(argv[4]) : 128,
                          argc > 5 && std::string(argv[5]) == "f16" ? DType::f16 : DType::f32);
-    std::fprintf(stderr, "usage: gguf_bench synth <dir> qwen3-0.6b|llama-3.2-1b | convert <dir> <out.gguf> <quant> | kernel [filter] | model <path> [pp] [tg] [f32|f16]\n");
+    std::fprintf(stderr, "usage: gguf_bench synth <dir> qwen3-0.6b|llama-3.2-1b | convert <dir> <out.gguf> <quant> | bandwidth [threads] | kernel [filter] | model <path> [pp] [tg] [f32|f16]\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gguf_bench: %s\n", e.what());
