@@ -177,8 +177,113 @@ void qgemv_chunked(const float* x, const QuantMatrix& w, int64_t n0, int64_t n1,
   }
 }
 
+#if defined(MLXCEL_SIMD_AVX512) || defined(MLXCEL_SIMD_AVX2)
+// ---- 4-bit decode: nibbles as they lie --------------------------------------------
+//
+// Byte b of a row holds values 2b (low nibble) and 2b + 1 (high nibble). x is split once
+// per call into its even and odd values (xe, xo: M rows of K / 2) with the sum of each
+// group (xs: M rows of K / GS), so a vector of bytes widened to 32-bit lanes gives the
+// low nibbles with one AND and the high ones with one shift, each multiplied into its
+// half of x as it is, without a shuffle or a per-weight scale. Each group's sum is then
+// scaled once: y = sum_g s_g sum_k q_k x_k + b_g sum_k x_k, which is MLX's own qmv
+// arithmetic. About 7 instructions per 32 weights, against 14 for the general path.
+constexpr int64_t kPrefetchRows = 8;
+
+template <int M, typename S, int GS>
+void qgemv4_rows(const float* xe, const float* xo, const float* xs, const QuantMatrix& w, int64_t n0, int64_t n1,
+                 float* y) {
+  using namespace simd;
+  const int64_t K = w.K, G = K / GS, half = K / 2;
+  const uint8_t* base = reinterpret_cast<const uint8_t*>(w.packed);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* row = base + n * half;
+    const S* scales = static_cast<const S*>(w.scales) + n * G;
+    const S* biases = static_cast<const S*>(w.biases) + n * G;
+    // The scales and biases are two more streams beside the words, too thin for the
+    // hardware prefetcher to run ahead on: fetch them a few rows early.
+    if (n + kPrefetchRows < n1) {
+      for (int64_t off = 0; off < G * int64_t(sizeof(S)); off += 64) {
+        __builtin_prefetch(reinterpret_cast<const char*>(scales + kPrefetchRows * G) + off);
+        __builtin_prefetch(reinterpret_cast<const char*>(biases + kPrefetchRows * G) + off);
+      }
+    }
+    VecF acc[M];
+    float bsum[M];
+    for (int m = 0; m < M; ++m) acc[m] = zero(), bsum[m] = 0.0f;
+    for (int64_t g = 0; g < G; ++g) {
+      // Separate sums for the low and high nibbles (and, for 1-2 rows of x, for odd and
+      // even steps): independent FMA chains.
+      constexpr int P = M <= 2 && GS / 2 >= 2 * kWidth ? 2 : 1;
+      VecF pa[M][P][2];
+      for (int m = 0; m < M; ++m)
+        for (int q = 0; q < P; ++q) pa[m][q][0] = pa[m][q][1] = zero();
+      // kWidth bytes = 2 kWidth values per step.
+      for (int j = 0; j < GS / 2; j += kWidth) {
+        const int q = (j / kWidth) % P;
+        const int64_t b = g * (GS / 2) + j;
+#if defined(MLXCEL_SIMD_AVX512)
+        const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + b)));
+        const VecF lo = _mm512_cvtepi32_ps(_mm512_and_si512(v, _mm512_set1_epi32(15)));
+        const VecF hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(v, 4));
+#else
+        const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + b)));
+        const VecF lo = _mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32(15)));
+        const VecF hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4));
+#endif
+        for (int m = 0; m < M; ++m) {
+          pa[m][q][0] = fma(lo, load(xe + m * half + b), pa[m][q][0]);
+          pa[m][q][1] = fma(hi, load(xo + m * half + b), pa[m][q][1]);
+        }
+      }
+      const VecF sv = set1(to_f32(scales[g]));
+      const float bv = to_f32(biases[g]);
+      for (int m = 0; m < M; ++m) {
+        VecF t = add(pa[m][0][0], pa[m][0][1]);
+        for (int q = 1; q < P; ++q) t = add(t, add(pa[m][q][0], pa[m][q][1]));
+        acc[m] = fma(t, sv, acc[m]);
+        bsum[m] += bv * xs[m * G + g];
+      }
+    }
+    for (int m = 0; m < M; ++m) y[m * w.N + n] = hsum(acc[m]) + bsum[m];
+  }
+}
+
+// The 4-bit path when it applies (whole groups of 2 kWidth values); false otherwise.
+template <typename S>
+bool qgemv4(const float* x, int64_t M, const QuantMatrix& w, float* y) {
+  // One row of x only: with 4 and 8 rows (cpu_kernels_bench, 4096 x 4096) the general
+  // path's shared dequantized vector measured faster (1.18 / 2.16 ms against 1.40 / 3.11).
+  const int gs = w.group_size;
+  if (M != 1 || w.bits != 4 || (gs != 32 && gs != 64 && gs != 128) || gs % (2 * simd::kWidth) != 0 || w.K % gs != 0)
+    return false;
+  const int64_t K = w.K, half = K / 2, G = K / gs;
+  std::vector<float> xe(size_t(M * half)), xo(size_t(M * half)), xs(size_t(M * G));
+  for (int64_t m = 0; m < M; ++m) {
+    const float* xm = x + m * K;
+    for (int64_t i = 0; i < half; ++i) xe[size_t(m * half + i)] = xm[2 * i], xo[size_t(m * half + i)] = xm[2 * i + 1];
+    for (int64_t g = 0; g < G; ++g) {
+      float s = 0.0f;
+      for (int64_t k = g * gs; k < (g + 1) * gs; ++k) s += xm[k];
+      xs[size_t(m * G + g)] = s;
+    }
+  }
+  auto body = [&](int64_t n0, int64_t n1) {
+    switch (gs) {
+      case 32: qgemv4_rows<1, S, 32>(xe.data(), xo.data(), xs.data(), w, n0, n1, y); break;
+      case 64: qgemv4_rows<1, S, 64>(xe.data(), xo.data(), xs.data(), w, n0, n1, y); break;
+      default: qgemv4_rows<1, S, 128>(xe.data(), xo.data(), xs.data(), w, n0, n1, y); break;
+    }
+  };
+  ThreadPool::global().parallel_for(w.N, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, K * M)));
+  return true;
+}
+#endif
+
 template <typename S>
 void qgemv(const float* x, int64_t M, const QuantMatrix& w, float* y) {
+#if defined(MLXCEL_SIMD_AVX512) || defined(MLXCEL_SIMD_AVX2)
+  if (qgemv4<S>(x, M, w, y)) return;
+#endif
   auto body = [&](int64_t n0, int64_t n1) {
     // Groups of 8: each group unpacks and dequantizes the weights again.
     gemm::for_gemv_groups<8>(M, n0, n1, [&](int64_t m0, int mr, int64_t t0, int64_t t1) {
