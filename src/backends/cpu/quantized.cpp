@@ -187,36 +187,29 @@ void qgemv_chunked(const float* x, const QuantMatrix& w, int64_t n0, int64_t n1,
 // half of x as it is, without a shuffle or a per-weight scale. Each group's sum is then
 // scaled once: y = sum_g s_g sum_k q_k x_k + b_g sum_k x_k, which is MLX's own qmv
 // arithmetic. About 7 instructions per 32 weights, against 14 for the general path.
-constexpr int64_t kPrefetchRows = 8;
-
-template <int M, typename S, int GS>
+template <typename S, int GS>
 void qgemv4_rows(const float* xe, const float* xo, const float* xs, const QuantMatrix& w, int64_t n0, int64_t n1,
                  float* y) {
   using namespace simd;
   const int64_t K = w.K, G = K / GS, half = K / 2;
   const uint8_t* base = reinterpret_cast<const uint8_t*>(w.packed);
+  // A row's scales as floats, converted kWidth at a time (one vector load each) instead of
+  // one scalar conversion and broadcast per group.
+  std::vector<float> sbuf(static_cast<size_t>(G));
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* row = base + n * half;
     const S* scales = static_cast<const S*>(w.scales) + n * G;
     const S* biases = static_cast<const S*>(w.biases) + n * G;
-    // The scales and biases are two more streams beside the words, too thin for the
-    // hardware prefetcher to run ahead on: fetch them a few rows early.
-    if (n + kPrefetchRows < n1) {
-      for (int64_t off = 0; off < G * int64_t(sizeof(S)); off += 64) {
-        __builtin_prefetch(reinterpret_cast<const char*>(scales + kPrefetchRows * G) + off);
-        __builtin_prefetch(reinterpret_cast<const char*>(biases + kPrefetchRows * G) + off);
-      }
-    }
-    VecF acc[M];
-    float bsum[M];
-    for (int m = 0; m < M; ++m) acc[m] = zero(), bsum[m] = 0.0f;
-    for (int64_t g = 0; g < G; ++g) {
-      // Separate sums for the low and high nibbles (and, for 1-2 rows of x, for odd and
-      // even steps): independent FMA chains.
-      constexpr int P = M <= 2 && GS / 2 >= 2 * kWidth ? 2 : 1;
-      VecF pa[M][P][2];
-      for (int m = 0; m < M; ++m)
-        for (int q = 0; q < P; ++q) pa[m][q][0] = pa[m][q][1] = zero();
+    int64_t g = 0;
+    for (; g + kWidth <= G; g += kWidth) store(sbuf.data() + g, load(scales + g));
+    for (; g < G; ++g) sbuf[size_t(g)] = to_f32(scales[g]);
+    VecF acc = zero();
+    for (g = 0; g < G; ++g) {
+      // Separate sums for the low and high nibbles and for odd and even steps:
+      // independent FMA chains.
+      constexpr int P = GS / 2 >= 2 * kWidth ? 2 : 1;
+      VecF pa[P][2];
+      for (int q = 0; q < P; ++q) pa[q][0] = pa[q][1] = zero();
       // kWidth bytes = 2 kWidth values per step.
       for (int j = 0; j < GS / 2; j += kWidth) {
         const int q = (j / kWidth) % P;
@@ -230,21 +223,15 @@ void qgemv4_rows(const float* xe, const float* xo, const float* xs, const QuantM
         const VecF lo = _mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32(15)));
         const VecF hi = _mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4));
 #endif
-        for (int m = 0; m < M; ++m) {
-          pa[m][q][0] = fma(lo, load(xe + m * half + b), pa[m][q][0]);
-          pa[m][q][1] = fma(hi, load(xo + m * half + b), pa[m][q][1]);
-        }
+        pa[q][0] = fma(lo, load(xe + b), pa[q][0]);
+        pa[q][1] = fma(hi, load(xo + b), pa[q][1]);
       }
-      const VecF sv = set1(to_f32(scales[g]));
-      const float bv = to_f32(biases[g]);
-      for (int m = 0; m < M; ++m) {
-        VecF t = add(pa[m][0][0], pa[m][0][1]);
-        for (int q = 1; q < P; ++q) t = add(t, add(pa[m][q][0], pa[m][q][1]));
-        acc[m] = fma(t, sv, acc[m]);
-        bsum[m] += bv * xs[m * G + g];
-      }
+      VecF t = add(pa[0][0], pa[0][1]);
+      for (int q = 1; q < P; ++q) t = add(t, add(pa[q][0], pa[q][1]));
+      acc = fma(t, set1(sbuf[size_t(g)]), acc);
     }
-    for (int m = 0; m < M; ++m) y[m * w.N + n] = hsum(acc[m]) + bsum[m];
+    // The biases' term, sum_g b_g sum(x over group g), as one dot product over the groups.
+    y[n] = hsum(acc) + dot(xs, biases, G);
   }
 }
 
@@ -269,9 +256,9 @@ bool qgemv4(const float* x, int64_t M, const QuantMatrix& w, float* y) {
   }
   auto body = [&](int64_t n0, int64_t n1) {
     switch (gs) {
-      case 32: qgemv4_rows<1, S, 32>(xe.data(), xo.data(), xs.data(), w, n0, n1, y); break;
-      case 64: qgemv4_rows<1, S, 64>(xe.data(), xo.data(), xs.data(), w, n0, n1, y); break;
-      default: qgemv4_rows<1, S, 128>(xe.data(), xo.data(), xs.data(), w, n0, n1, y); break;
+      case 32: qgemv4_rows<S, 32>(xe.data(), xo.data(), xs.data(), w, n0, n1, y); break;
+      case 64: qgemv4_rows<S, 64>(xe.data(), xo.data(), xs.data(), w, n0, n1, y); break;
+      default: qgemv4_rows<S, 128>(xe.data(), xo.data(), xs.data(), w, n0, n1, y); break;
     }
   };
   ThreadPool::global().parallel_for(w.N, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, K * M)));
