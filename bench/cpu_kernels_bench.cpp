@@ -54,6 +54,22 @@ Tensor random_f32(const Shape& shape, uint32_t seed) {
   return t;
 }
 
+// The paged-attention context of S sequences of L cached tokens each, in blocks of bs
+// tokens scattered over the pool (block i of the table is pool block i * 7919 mod nb).
+AttentionContext decode_context(int64_t S, int64_t L, int64_t bs) {
+  const int64_t nb = S * L / bs;
+  std::vector<int32_t> table(static_cast<size_t>(nb)), q_start, kv_len;
+  for (int64_t i = 0; i < nb; ++i) table[size_t(i)] = int32_t((i * 7919) % nb);
+  for (int64_t s = 0; s <= S; ++s) q_start.push_back(int32_t(s));
+  for (int64_t s = 0; s < S; ++s) kv_len.push_back(int32_t(L));
+  AttentionContext ctx;
+  ctx.block_size = int(bs);
+  ctx.q_start = Tensor::from_i32({S + 1}, q_start);
+  ctx.kv_len = Tensor::from_i32({S}, kv_len);
+  ctx.block_table = Tensor::from_i32({S, L / bs}, table);
+  return ctx;
+}
+
 // Multi-threaded read of a buffer much larger than the caches (GB/s).
 double read_bandwidth() {
   const int64_t n = int64_t(1) << 28;  // 1 GiB of floats
@@ -159,13 +175,7 @@ int main(int argc, char** argv) {
     const int64_t bs = 16, Hq = 16, Hkv = 8, D = 128, nb = L / bs;
     Tensor kc = ops::astype(random_f32({nb, bs, Hkv, D}, 11), DType::f16);
     Tensor vc = ops::astype(random_f32({nb, bs, Hkv, D}, 12), DType::f16);
-    std::vector<int32_t> table(static_cast<size_t>(nb));
-    for (int64_t i = 0; i < nb; ++i) table[size_t(i)] = int32_t((i * 7919) % nb);
-    AttentionContext ctx;
-    ctx.block_size = int(bs);
-    ctx.q_start = Tensor::from_i32({2}, {0, 1});
-    ctx.kv_len = Tensor::from_i32({1}, {int32_t(L)});
-    ctx.block_table = Tensor::from_i32({1, nb}, table);
+    const AttentionContext ctx = decode_context(1, L, bs);
     Tensor q = random_f32({1, Hq, D}, 6);
     AttentionParams p;
     p.scale = 0.088f;
@@ -179,15 +189,7 @@ int main(int argc, char** argv) {
     const int64_t nb = S * L / bs;
     Tensor kc = ops::zeros({nb, bs, Hkv, D}, DType::f32, Device::cpu());
     Tensor vc = ops::zeros({nb, bs, Hkv, D}, DType::f32, Device::cpu());
-    std::vector<int32_t> table(size_t(S * L / bs)), q_start, kv_len;
-    for (int64_t i = 0; i < int64_t(table.size()); ++i) table[size_t(i)] = int32_t((i * 7919) % nb);
-    for (int64_t s = 0; s <= S; ++s) q_start.push_back(int32_t(s));
-    for (int64_t s = 0; s < S; ++s) kv_len.push_back(int32_t(L));
-    AttentionContext ctx;
-    ctx.block_size = int(bs);
-    ctx.q_start = Tensor::from_i32({S + 1}, q_start);
-    ctx.kv_len = Tensor::from_i32({S}, kv_len);
-    ctx.block_table = Tensor::from_i32({S, L / bs}, table);
+    const AttentionContext ctx = decode_context(S, L, bs);
     Tensor q = random_f32({S, Hq, D}, 5);
     AttentionParams p;
     p.scale = 0.088f;

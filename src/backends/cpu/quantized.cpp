@@ -194,8 +194,9 @@ void qgemv4_rows(const float* xe, const float* xo, const float* xs, const QuantM
   const int64_t K = w.K, G = K / GS, half = K / 2;
   const uint8_t* base = reinterpret_cast<const uint8_t*>(w.packed);
   // A row's scales as floats, converted kWidth at a time (one vector load each) instead of
-  // one scalar conversion and broadcast per group.
-  std::vector<float> sbuf(static_cast<size_t>(G));
+  // one scalar conversion and broadcast per group (per-thread scratch, as above).
+  thread_local std::vector<float> sbuf;
+  sbuf.resize(static_cast<size_t>(G));
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* row = base + n * half;
     const S* scales = static_cast<const S*>(w.scales) + n * G;
@@ -243,25 +244,26 @@ bool qgemv4(const float* x, int64_t M, const QuantMatrix& w, float* y) {
   const int gs = w.group_size;
   if (M != 1 || w.bits != 4 || (gs != 32 && gs != 64 && gs != 128) || gs % (2 * simd::kWidth) != 0 || w.K % gs != 0)
     return false;
+  // x split into its even and odd values and its group sums, in per-thread scratch (a
+  // decode step makes a few hundred of these calls: no allocation each time).
   const int64_t K = w.K, half = K / 2, G = K / gs;
-  std::vector<float> xe(size_t(M * half)), xo(size_t(M * half)), xs(size_t(M * G));
-  for (int64_t m = 0; m < M; ++m) {
-    const float* xm = x + m * K;
-    for (int64_t i = 0; i < half; ++i) xe[size_t(m * half + i)] = xm[2 * i], xo[size_t(m * half + i)] = xm[2 * i + 1];
-    for (int64_t g = 0; g < G; ++g) {
-      float s = 0.0f;
-      for (int64_t k = g * gs; k < (g + 1) * gs; ++k) s += xm[k];
-      xs[size_t(m * G + g)] = s;
-    }
+  thread_local std::vector<float> scratch;
+  scratch.resize(size_t(2 * half + G));
+  float *xe = scratch.data(), *xo = xe + half, *xs = xo + half;
+  for (int64_t i = 0; i < half; ++i) xe[i] = x[2 * i], xo[i] = x[2 * i + 1];
+  for (int64_t g = 0; g < G; ++g) {
+    float s = 0.0f;
+    for (int64_t k = g * gs; k < (g + 1) * gs; ++k) s += x[k];
+    xs[g] = s;
   }
   auto body = [&](int64_t n0, int64_t n1) {
     switch (gs) {
-      case 32: qgemv4_rows<S, 32>(xe.data(), xo.data(), xs.data(), w, n0, n1, y); break;
-      case 64: qgemv4_rows<S, 64>(xe.data(), xo.data(), xs.data(), w, n0, n1, y); break;
-      default: qgemv4_rows<S, 128>(xe.data(), xo.data(), xs.data(), w, n0, n1, y); break;
+      case 32: qgemv4_rows<S, 32>(xe, xo, xs, w, n0, n1, y); break;
+      case 64: qgemv4_rows<S, 64>(xe, xo, xs, w, n0, n1, y); break;
+      default: qgemv4_rows<S, 128>(xe, xo, xs, w, n0, n1, y); break;
     }
   };
-  ThreadPool::global().parallel_for(w.N, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, K * M)));
+  ThreadPool::global().parallel_for(w.N, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, K)));
   return true;
 }
 #endif
