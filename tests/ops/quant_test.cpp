@@ -260,6 +260,9 @@ void check_qlinear(int64_t M, int64_t N, int64_t K, int bits, int gs, DType sdt,
     xv = optest::round_to(xv, DType::bf16);
     dq = optest::round_to(dq, DType::bf16);
   }
+  // The 4-bit decode GEMV on AVX512_BF16 multiplies the exact weights by x in 1 or 2 bf16
+  // parts (backends/cpu/isa.h): the reference takes x as those parts carry it.
+  xv = optest::round_to_bf16_parts(xv, optest::cpu_q4_x_parts(M, K, bits, gs, sdt));
   int misses = 0;
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {
@@ -283,6 +286,22 @@ TEST(Qlinear, MatchesDequantizedDenseEveryFormat) {
     for (int bits : kBits)
       for (int gs : kGroups)
         for (int64_t M : {1, 2, 3, 5, 8, 9, 19, 32, 33, 45}) check_qlinear(M, 37, 3 * gs, bits, gs, sdt, M % 2 == 1, seed++);
+}
+
+// The MLX 4-bit decode GEMV's ways to multiply (by the weight's scales; f32 x; x as one
+// bf16 part; as two), each group size, scale dtype, odd row counts and K up to 4096 (a thread's share of
+// rows ending mid-way; the first and last rows).
+TEST(Qlinear, FourBitDecodeEveryXForm) {
+  const int before = cpu::q4_x_parts();
+  uint32_t seed = 900;
+  for (int parts : {-1, 0, 1, 2}) {
+    cpu::set_q4_x_parts(parts);
+    for (DType sdt : optest::kFloatDTypes)
+      for (int gs : kGroups)
+        for (int64_t K : {128, 384, 4096})
+          for (int64_t N : {1, 37, 300}) check_qlinear(1, N, K, 4, gs, sdt, N % 2 == 1, seed++);
+  }
+  cpu::set_q4_x_parts(before);
 }
 
 TEST(Qlinear, GemmPathAcrossKBlocks) {

@@ -63,6 +63,25 @@ inline bool cpu_bf16_product(DType wdt, int64_t M) {
   return wdt == DType::bf16 && M > cpu::kGemvMaxRows && cpu::bf16_products();
 }
 
+// How many bf16 parts of x the CPU's MLX 4-bit decode GEMV multiplies for a product of M
+// rows with K columns of `bits`-bit weights with scales of dtype sdt (cpu::q4_x_parts_for;
+// 0 = x as f32).
+inline int cpu_q4_x_parts(int64_t M, int64_t K, int bits, int gs, DType sdt) {
+  return M == 1 && bits == 4 && K % 64 == 0 && K % gs == 0 && cpu::isa() == cpu::Isa::avx512
+             ? cpu::q4_x_parts_for(sdt == DType::bf16)
+             : 0;
+}
+
+// x as those parts carry it: bf16(x), plus bf16(x - bf16(x)) with two parts (exact sums).
+inline std::vector<float> round_to_bf16_parts(std::vector<float> x, int parts) {
+  if (parts == 0) return x;
+  for (float& v : x) {
+    const float hi = bf16_to_f32(f32_to_bf16(v));
+    v = parts == 1 ? hi : hi + bf16_to_f32(f32_to_bf16(v - hi));
+  }
+  return x;
+}
+
 // |got - want| <= atol + rtol * |want| elementwise; reports the first few misses.
 inline void expect_close(const std::vector<float>& got, const std::vector<float>& want, float atol, float rtol,
                          const std::string& what = "") {

@@ -1,5 +1,6 @@
 #include "backends/cpu/isa.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -79,5 +80,30 @@ std::atomic<bool>& bf16_switch() {
 bool bf16_products() { return isa() == Isa::avx512 && bf16_switch().load(std::memory_order_relaxed); }
 
 bool set_bf16_products(bool on) { return bf16_switch().exchange(on && has_avx512_bf16()); }
+
+namespace {
+std::atomic<int>& q4_parts_switch() {
+  static std::atomic<int> parts{[] {
+    if (!has_avx512_bf16()) return 0;
+    const char* e = std::getenv("MLXCEL_CPU_Q4_X");
+    if (e && std::strcmp(e, "f32") == 0) return 0;
+    if (e && std::strcmp(e, "bf16") == 0) return 1;
+    if (e && std::strcmp(e, "bf16x2") == 0) return 2;
+    return -1;
+  }()};
+  return parts;
+}
+}  // namespace
+
+int q4_x_parts() { return isa() == Isa::avx512 ? q4_parts_switch().load(std::memory_order_relaxed) : 0; }
+
+int set_q4_x_parts(int parts) {
+  return q4_parts_switch().exchange(has_avx512_bf16() ? std::clamp(parts, -1, 2) : 0);
+}
+
+int q4_x_parts_for(bool bf16_scales) {
+  const int parts = q4_x_parts();
+  return parts >= 0 ? parts : bf16_scales && bf16_products() ? 1 : 0;
+}
 
 }  // namespace mlxcel::cpu
