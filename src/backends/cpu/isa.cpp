@@ -103,7 +103,7 @@ int set_q4_x_parts(int parts) {
 
 int q4_x_parts_for(bool bf16_scales) {
   const int parts = q4_x_parts();
-  return parts >= 0 ? parts : bf16_scales && bf16_products() ? 1 : 0;
+  return parts >= 0 ? parts : bf16_scales && bf16_products() ? 1 : 2;
 }
 
 }  // namespace mlxcel::cpu

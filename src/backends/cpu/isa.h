@@ -40,7 +40,7 @@ bool set_bf16_products(bool on);
 // VDPBF16PS (1: x rounded to bf16, as a bf16 model's activations are; 2: x = hi + lo, 16
 // of f32's 24 bits), or 0: the f32 path (unpacked nibbles times f32 x). -1 (default) =
 // by the weight: 1 part for bf16 scales where bf16_products() (the rule prompt-sized
-// products follow), else the f32 path. MLXCEL_CPU_Q4_X=f32|bf16|bf16x2 sets it (read
+// products follow), else 2 parts. MLXCEL_CPU_Q4_X=f32|bf16|bf16x2 sets it (read
 // once); set_q4_x_parts (tests, benchmarks) returns the previous setting. Both return 0
 // without the instructions. q4_x_parts_for resolves the setting for a weight's scales.
 int q4_x_parts();

@@ -249,10 +249,12 @@ void qgemv4_rows(const float* xe, const float* xo, const float* xs, const QuantM
 // = sum (16 + q) x over the group, accumulated in f32. (An offset of 16 rather than the
 // 128 one OR gives: it keeps the cancelled part, 16 s_g X_g, below the size of the
 // products themselves.) About 7 instructions per 64 weights with NX = 1 and 11 with
-// NX = 2, against 14 for the f32 path above. Measured (session 22, Zen 4 VM, 2 threads,
-// mlxcel bench --synthetic --format q4, tg128 tok/s): Qwen3-0.6B f32 49-54, NX = 2 47-50,
-// NX = 1 59-61; Llama-3.2-1B 25.6-26.1, 27.7-28.0, 35.0. Hence the default (isa.h): one
-// part for bf16-scaled weights, the f32 path otherwise.
+// NX = 2, against 14 for the f32 path above. Measured (session 22, Zen 4 VM, 2 threads):
+// cpu_kernels_bench q4 g64 4096 x 4096, ms hot / from memory: f32 path 0.39 / 0.65,
+// NX = 2 0.33 / 0.42, NX = 1 0.22 / 0.28; mlxcel bench --synthetic qwen3-0.6b --format q4
+// tg128: f32 40-54 tok/s, NX = 2 43-50, NX = 1 58-65 (GGUF Q4_0 in the same minutes
+// 65-70). Hence the default (isa.h): one part for bf16-scaled weights (a bf16 model's
+// activations are bf16 anyway), two otherwise.
 constexpr int kQ4BfOffset = 16;
 
 MLXCEL_BF16_TARGET inline __m512 dp_bf16(__m512 acc, __m512i a, __m512i b) {
@@ -264,11 +266,13 @@ MLXCEL_BF16_TARGET inline __m512 dp_bf16(__m512 acc, __m512i a, __m512i b) {
 
 // 64 values (32 bytes) of a row, chunk c, against x: 16 lanes of partial sums of (16 + q) x.
 template <int NX>
-MLXCEL_BF16_TARGET inline __m512 q4_bf16_chunk(const uint8_t* row, int64_t c, const uint16_t* xb, int64_t K) {
+MLXCEL_BF16_TARGET inline __m512 q4_bf16_chunk(const uint8_t* row, int64_t c, const uint16_t* xb, int64_t K,
+                                                int64_t pf) {
   const __m512i m78 = _mm512_set1_epi16(0x78), off = _mm512_set1_epi16(0x4180);
-  // 4 KB ahead, once per 64-byte line (cpu_kernels_bench, q4 g64 4096 x 4096 from memory:
-  // 0.59-0.79 ms without, 0.41-0.44 with; 2 KB 0.46-0.58, 8 KB 0.42-0.43; NTA no better).
-  if ((c & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(row + 32 * c + 4096), _MM_HINT_T0);
+  // pf bytes ahead, once per 64-byte line (cpu_kernels_bench, q4 g64 4096 x 4096 from
+  // memory, x as 2 parts: 0.59-0.79 ms without, 0.41-0.44 at 4 KB; 2 KB 0.46-0.58, 8 KB
+  // 0.42-0.43; NTA no better).
+  if ((c & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(row + 32 * c + pf), _MM_HINT_T0);
   const __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * c)));
   // (A & B) | C: the nibble moved to mantissa bits 3..6, over 16.0's bits.
   const __m512i lo = _mm512_ternarylogic_epi32(_mm512_slli_epi16(v, 3), m78, off, 0xEA);
@@ -285,40 +289,54 @@ MLXCEL_BF16_TARGET inline __m512 q4_bf16_chunk(const uint8_t* row, int64_t c, co
 }
 
 // xb: NX parts of K bf16 values each, a part's even values [0, K/2) then its odd ones.
+// Rows one at a time, each one stream: reading 2 or 4 neighbouring rows side by side (x
+// loaded once for them) was faster from the cache but slower from memory
+// (cpu_kernels_bench q4 g64 4096 x 4096 cold: 0.41-0.45 ms against 0.26-0.30 ms).
+// Each row's offset and bias term, sum_g (b_g - 16 s_g) X_g, is added to its accumulator
+// as vectors, so a row ends in one horizontal sum.
 template <typename S, int GS, int NX>
 MLXCEL_BF16_TARGET void qgemv4_bf16_rows(const uint16_t* xb, const float* xs, const QuantMatrix& w, int64_t n0,
                                          int64_t n1, float* y) {
   using namespace simd;
   const int64_t K = w.K, G = K / GS, half = K / 2, chunks = K / 64;
-  const uint8_t* base = reinterpret_cast<const uint8_t*>(w.packed);
+  // At least 4 KB ahead, on the same byte of a later row.
+  const int64_t pf = (4096 + half - 1) / half * half;
   thread_local std::vector<float> sbuf;
-  sbuf.resize(static_cast<size_t>(G) + 1);
+  sbuf.resize(static_cast<size_t>(G));
+  float* sb = sbuf.data();
+  const __m512 off = _mm512_set1_ps(-float(kQ4BfOffset));
   for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* row = base + n * half;
+    const uint8_t* row = reinterpret_cast<const uint8_t*>(w.packed) + n * half;
     const S* scales = static_cast<const S*>(w.scales) + n * G;
     const S* biases = static_cast<const S*>(w.biases) + n * G;
     int64_t g = 0;
-    for (; g + kWidth <= G; g += kWidth) store(sbuf.data() + g, load(scales + g));
-    for (; g < G; ++g) sbuf[size_t(g)] = to_f32(scales[g]);
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (; g + kWidth <= G; g += kWidth) store(sb + g, load(scales + g));
+    for (; g < G; ++g) sb[g] = to_f32(scales[g]);
+    // NOTE: one accumulator: acc[g & 1] (two chains) put them on the stack (hot 0.31 ms
+    // against 0.23 ms).
+    __m512 acc = _mm512_setzero_ps();
     if constexpr (GS == 32) {
       // A chunk holds two groups: lanes 0-7 are the first one's, lanes 8-15 the second's.
       const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
       for (int64_t c = 0; c < chunks; ++c) {
         double pair;
-        std::memcpy(&pair, sbuf.data() + 2 * c, sizeof pair);
-        const __m512 s2 = _mm512_castpd_ps(_mm512_set1_pd(pair));
-        acc[c & 1] = _mm512_fmadd_ps(q4_bf16_chunk<NX>(row, c, xb, K), _mm512_permutexvar_ps(idx, s2), acc[c & 1]);
+        std::memcpy(&pair, sb + 2 * c, sizeof pair);
+        const __m512 s2 = _mm512_permutexvar_ps(idx, _mm512_castpd_ps(_mm512_set1_pd(pair)));
+        acc = _mm512_fmadd_ps(q4_bf16_chunk<NX>(row, c, xb, K, pf), s2, acc);
       }
     } else {
       constexpr int kCpg = GS / 64;  // chunks per group
       for (g = 0; g < G; ++g) {
-        __m512 t = q4_bf16_chunk<NX>(row, g * kCpg, xb, K);
-        for (int j = 1; j < kCpg; ++j) t = _mm512_add_ps(t, q4_bf16_chunk<NX>(row, g * kCpg + j, xb, K));
-        acc[g & 1] = _mm512_fmadd_ps(t, _mm512_set1_ps(sbuf[size_t(g)]), acc[g & 1]);
+        __m512 t = q4_bf16_chunk<NX>(row, g * kCpg, xb, K, pf);
+        for (int j = 1; j < kCpg; ++j) t = _mm512_add_ps(t, q4_bf16_chunk<NX>(row, g * kCpg + j, xb, K, pf));
+        acc = _mm512_fmadd_ps(t, _mm512_set1_ps(sb[g]), acc);
       }
     }
-    y[n] = hsum(_mm512_add_ps(acc[0], acc[1])) + dot(xs, biases, G) - float(kQ4BfOffset) * dot(xs, sbuf.data(), G);
+    float tail = 0.0f;
+    for (g = 0; g + kWidth <= G; g += kWidth)
+      acc = _mm512_fmadd_ps(_mm512_fmadd_ps(load(sb + g), off, load(biases + g)), load(xs + g), acc);
+    for (; g < G; ++g) tail += (to_f32(biases[g]) - float(kQ4BfOffset) * sb[g]) * xs[g];
+    y[n] = hsum(acc) + tail;
   }
 }
 #endif
