@@ -209,6 +209,65 @@ MLXCEL_BF16_TARGET inline void pack_bf16_pairs(const float* p, int64_t kb, uint3
   }
 }
 
+// r[i] (16 u32 lanes each) = column i of the 16 x 16 matrix whose row i was r[i].
+inline void transpose16x16(__m512i* r) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4 i + j], 128-bit lane L: column 4 L + j of rows 4 i .. 4 i + 3.
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  // Then a 4 x 4 transpose of 128-bit lanes for each j.
+  for (int j = 0; j < 4; ++j) {
+    const __m512i v0 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x44), v1 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xEE);
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x44),
+                  v3 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xEE);
+    r[j] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    r[4 + j] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+    r[8 + j] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    r[12 + j] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+  }
+}
+
+// The pair panels run_bf16 multiplies, [group][kp][kNR], straight from weight rows:
+// pairs(j, kp0) gives the bf16 pairs kp0 .. kp0 + 15 of row j (j < nb) as 16 u32 lanes,
+// and 16 x 16 transposes turn rows into columns. kb must be a multiple of 32. The same
+// words as pack_panel + pack_bf16_pairs, without the f32 panel or the scalar transpose.
+template <typename RowPairs>
+inline void pack_pairs_from_rows(const RowPairs& pairs, int64_t nb, int64_t kb, uint32_t* out) {
+  const int64_t kp_n = kb / 2;
+  for (int64_t g = 0; g * kNR < nb; ++g)
+    for (int h = 0; h < kNR / 16; ++h) {
+      const int64_t c0 = g * kNR + 16 * h;
+      uint32_t* o = out + g * kp_n * kNR + 16 * h;
+      for (int64_t kp0 = 0; kp0 < kp_n; kp0 += 16) {
+        __m512i r[16];
+        for (int i = 0; i < 16; ++i) r[i] = c0 + i < nb ? pairs(c0 + i, kp0) : _mm512_setzero_si512();
+        transpose16x16(r);
+        for (int t = 0; t < 16; ++t) _mm512_storeu_si512(o + (kp0 + t) * kNR, r[t]);
+      }
+    }
+}
+
+// Row pairs of f32 rows (row j at rows + j * ld), rounded to bf16 as pack_bf16_pairs does.
+struct F32RowPairs {
+  const float* rows;
+  int64_t ld;
+  MLXCEL_BF16_TARGET __m512i operator()(int64_t j, int64_t kp0) const {
+    const float* p = rows + j * ld + 2 * kp0;
+    const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 16), _mm512_loadu_ps(p));
+    __m512i r;
+    std::memcpy(&r, &h, 64);
+    return r;
+  }
+};
+
 // xp[m][kp] = bf16 pair of x[m][2 kp], x[m][2 kp + 1] (zero past K).
 MLXCEL_BF16_TARGET inline void x_bf16_pairs(const float* x, int64_t K, int64_t m0, int64_t m1, uint32_t* xp) {
   const int64_t kp_n = (K + 1) / 2;
@@ -286,9 +345,16 @@ MLXCEL_BF16_TARGET void run_bf16(const float* x, int64_t M, int64_t K, int64_t N
       M, K, N, kMRb, bias, y,
       [&](PairScratch& s, int64_t n0, int64_t nb, int64_t k0, int64_t kb, int64_t m_begin, int64_t m_end) {
         const int64_t kp_n = (kb + 1) / 2;
-        src.pack(n0, nb, k0, kb, s.buf.data(), s.packed.data());
-        for (int64_t g = 0; g * kNR < nb; ++g)
-          pack_bf16_pairs(s.packed.data() + g * kb * kNR, kb, s.pairs.data() + g * kp_n * kNR);
+        // Sources with rows to give (Source::rows: f32 rows [nb][kb] into buf, or null)
+        // skip the f32 panel when kb is a multiple of 32.
+        bool packed = false;
+        if constexpr (requires { src.pair_rows(n0, nb, k0, kb, s.buf.data(), s.pairs.data()); })
+          packed = kb % 32 == 0 && src.pair_rows(n0, nb, k0, kb, s.buf.data(), s.pairs.data());
+        if (!packed) {
+          src.pack(n0, nb, k0, kb, s.buf.data(), s.packed.data());
+          for (int64_t g = 0; g * kNR < nb; ++g)
+            pack_bf16_pairs(s.packed.data() + g * kb * kNR, kb, s.pairs.data() + g * kp_n * kNR);
+        }
         for (int64_t m = m_begin; m < m_end; m += kMRb) {
           const MicroBf16Fn kernel = micro_bf16_kernel(int(std::min<int64_t>(kMRb, m_end - m)));
           for (int64_t g = 0; g * kNR < nb; ++g) {

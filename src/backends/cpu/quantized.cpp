@@ -467,7 +467,8 @@ void qgemv(const float* x, int64_t M, const QuantMatrix& w, float* y) {
 template <typename S>
 struct QuantSource {
   const QuantMatrix& w;
-  void pack(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float* buf, float* packed) const {
+  // Rows n0.. dequantized to f32 [nb][kb] in buf.
+  void rows(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float* buf) const {
     using namespace simd;
     const int64_t G = w.K / w.group_size, gs = w.group_size;
     const int bits = w.bits;
@@ -484,8 +485,19 @@ struct QuantSource {
         }
       }
     }
+  }
+  void pack(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float* buf, float* packed) const {
+    rows(n0, nb, k0, kb, buf);
     gemm::pack_panel(buf, kb, nb, kb, packed);
   }
+#if defined(MLXCEL_SIMD_AVX512)
+  // run_bf16's pair panels from the dequantized rows (gemm::pack_pairs_from_rows).
+  bool pair_rows(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float* buf, uint32_t* pairs) const {
+    rows(n0, nb, k0, kb, buf);
+    gemm::pack_pairs_from_rows(gemm::F32RowPairs{buf, kb}, nb, kb, pairs);
+    return true;
+  }
+#endif
 };
 
 template <typename S>
