@@ -2,7 +2,7 @@
 // same run: GEMV (decode) and GEMM (prefill) for a 4096 x 4096 weight in bf16 and
 // MLX q4 g64, plus paged attention decode.
 //
-//   cpu_kernels_bench [--threads N] [--seconds S] [--only SUBSTRING]
+//   cpu_kernels_bench [--threads N] [--seconds S] [--only SUBSTRING] [--shape NxK]
 //
 // GEMV is memory-bound, so its figure of merit is weight bytes streamed per second
 // compared with a plain multi-threaded read of a buffer larger than the caches.
@@ -116,7 +116,10 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--seconds") && i + 1 < argc) g_seconds = std::atof(argv[++i]);
     if (!std::strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
   }
-  const int64_t N = 4096, K = 4096;
+  int64_t N = 4096, K = 4096;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (!std::strcmp(argv[i], "--shape")) std::sscanf(argv[i + 1], "%ldx%ld", &N, &K);  // N x K of the products
+  const std::string nk = std::to_string(N) + "x" + std::to_string(K);
   std::printf("threads: %d\n", ThreadPool::global().size());
   const double read_gbs = read_bandwidth();
   const double copy_gbs = memcpy_bandwidth();
@@ -134,20 +137,21 @@ int main(int argc, char** argv) {
   for (int64_t M : {1, 4, 8}) {
     Tensor x = random_f32({M, K}, 99);
     const std::string m = std::to_string(M);
-    row("linear bf16 4096x4096 M=" + m + " (hot)", [&](int) { ops::linear(x, wb[0]); }, wbytes, 2.0 * M * N * K,
+    row("linear bf16 " + nk + " M=" + m + " (hot)", [&](int) { ops::linear(x, wb[0]); }, wbytes, 2.0 * M * N * K,
         read_gbs);
-    row("linear bf16 4096x4096 M=" + m + " (cold)", [&](int i) { ops::linear(x, wb[size_t(i % n_copies)]); }, wbytes,
+    row("linear bf16 " + nk + " M=" + m + " (cold)", [&](int i) { ops::linear(x, wb[size_t(i % n_copies)]); }, wbytes,
         2.0 * M * N * K, read_gbs);
   }
   for (int64_t M : {128, 512}) {
     Tensor x = random_f32({M, K}, 98);
-    row("linear bf16 4096x4096 M=" + std::to_string(M) + " (GEMM)", [&](int) { ops::linear(x, wb[0]); }, wbytes,
+    row("linear bf16 " + nk + " M=" + std::to_string(M) + " (GEMM)", [&](int) { ops::linear(x, wb[0]); }, wbytes,
         2.0 * M * N * K, read_gbs);
   }
 
   // MLX q4 g64 weights with bf16 scales: packed 8 MiB + scales/biases 1 MiB per copy.
   if (wanted("qlinear")) {
-    const int q_copies = 64;
+    // Enough copies (>= 576 MB) to miss the caches.
+    const int q_copies = int(std::max<int64_t>(64, (int64_t(576) << 20) / (N * K * 9 / 16)));
     std::vector<QuantizedWeight> wq;
     for (int c = 0; c < q_copies; ++c)
       wq.push_back(ops::quantize(wb[size_t(c % n_copies)], {QuantFormat::mlx_affine, 4, 64}, DType::bf16));
@@ -155,14 +159,14 @@ int main(int argc, char** argv) {
     for (int64_t M : {1, 4, 8}) {
       Tensor x = random_f32({M, K}, 97);
       const std::string m = std::to_string(M);
-      row("qlinear q4 g64 4096x4096 M=" + m + " (hot)", [&](int) { ops::qlinear(x, wq[0]); }, qbytes,
+      row("qlinear q4 g64 " + nk + " M=" + m + " (hot)", [&](int) { ops::qlinear(x, wq[0]); }, qbytes,
           2.0 * M * N * K, read_gbs);
-      row("qlinear q4 g64 4096x4096 M=" + m + " (cold)", [&](int i) { ops::qlinear(x, wq[size_t(i % q_copies)]); },
+      row("qlinear q4 g64 " + nk + " M=" + m + " (cold)", [&](int i) { ops::qlinear(x, wq[size_t(i % q_copies)]); },
           qbytes, 2.0 * M * N * K, read_gbs);
     }
     for (int64_t M : {128, 512}) {
       Tensor x = random_f32({M, K}, 96);
-      row("qlinear q4 g64 4096x4096 M=" + std::to_string(M) + " (GEMM)", [&](int) { ops::qlinear(x, wq[0]); }, qbytes,
+      row("qlinear q4 g64 " + nk + " M=" + std::to_string(M) + " (GEMM)", [&](int) { ops::qlinear(x, wq[0]); }, qbytes,
           2.0 * M * N * K, read_gbs);
     }
   }

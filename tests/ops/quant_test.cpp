@@ -289,7 +289,7 @@ TEST(Qlinear, MatchesDequantizedDenseEveryFormat) {
 }
 
 // The MLX 4-bit decode GEMV's ways to multiply (by the weight's scales; f32 x; x as one
-// bf16 part; as two), each group size, scale dtype, odd row counts and K up to 4096 (a thread's share of
+// bf16 part; as two), 1 to 5 rows of x, each group size, scale dtype, odd row counts and K up to 4096 (a thread's share of
 // rows ending mid-way; the first and last rows).
 TEST(Qlinear, FourBitDecodeEveryXForm) {
   const int before = cpu::q4_x_parts();
@@ -299,7 +299,8 @@ TEST(Qlinear, FourBitDecodeEveryXForm) {
     for (DType sdt : optest::kFloatDTypes)
       for (int gs : kGroups)
         for (int64_t K : {128, 384, 4096})
-          for (int64_t N : {1, 37, 300}) check_qlinear(1, N, K, 4, gs, sdt, N % 2 == 1, seed++);
+          for (int64_t N : {1, 37, 300})
+            for (int64_t M : {1, 2, 3, 4, 5}) check_qlinear(M, N, K, 4, gs, sdt, N % 2 == 1, seed++);
   }
   cpu::set_q4_x_parts(before);
 }

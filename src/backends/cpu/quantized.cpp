@@ -264,10 +264,9 @@ MLXCEL_BF16_TARGET inline __m512 dp_bf16(__m512 acc, __m512i a, __m512i b) {
   return _mm512_dpbf16_ps(acc, ab, bb);
 }
 
-// 64 values (32 bytes) of a row, chunk c, against x: 16 lanes of partial sums of (16 + q) x.
-template <int NX>
-MLXCEL_BF16_TARGET inline __m512 q4_bf16_chunk(const uint8_t* row, int64_t c, const uint16_t* xb, int64_t K,
-                                                int64_t pf) {
+// Chunk c (64 values, 32 bytes) of a row as bf16 (16 + q): lo = its even values, hi = its
+// odd ones, each in the order of x's even and odd halves.
+MLXCEL_BF16_TARGET inline void q4_bf16_nibbles(const uint8_t* row, int64_t c, int64_t pf, __m512i& lo, __m512i& hi) {
   const __m512i m78 = _mm512_set1_epi16(0x78), off = _mm512_set1_epi16(0x4180);
   // pf bytes ahead, once per 64-byte line (cpu_kernels_bench, q4 g64 4096 x 4096 from
   // memory, x as 2 parts: 0.59-0.79 ms without, 0.41-0.44 at 4 KB; 2 KB 0.46-0.58, 8 KB
@@ -275,8 +274,13 @@ MLXCEL_BF16_TARGET inline __m512 q4_bf16_chunk(const uint8_t* row, int64_t c, co
   if ((c & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(row + 32 * c + pf), _MM_HINT_T0);
   const __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32 * c)));
   // (A & B) | C: the nibble moved to mantissa bits 3..6, over 16.0's bits.
-  const __m512i lo = _mm512_ternarylogic_epi32(_mm512_slli_epi16(v, 3), m78, off, 0xEA);
-  const __m512i hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(v, 1), m78, off, 0xEA);
+  lo = _mm512_ternarylogic_epi32(_mm512_slli_epi16(v, 3), m78, off, 0xEA);
+  hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(v, 1), m78, off, 0xEA);
+}
+
+// A chunk against one row of x (xb: its NX parts): 16 lanes of partial sums of (16 + q) x.
+template <int NX>
+MLXCEL_BF16_TARGET inline __m512 q4_bf16_dot(__m512i lo, __m512i hi, const uint16_t* xb, int64_t c, int64_t K) {
   const uint16_t* xe = xb + 32 * c;
   const int64_t half = K / 2;
   __m512 te = dp_bf16(_mm512_setzero_ps(), lo, _mm512_loadu_si512(xe));
@@ -288,13 +292,15 @@ MLXCEL_BF16_TARGET inline __m512 q4_bf16_chunk(const uint8_t* row, int64_t c, co
   return _mm512_add_ps(te, to);
 }
 
-// xb: NX parts of K bf16 values each, a part's even values [0, K/2) then its odd ones.
-// Rows one at a time, each one stream: reading 2 or 4 neighbouring rows side by side (x
-// loaded once for them) was faster from the cache but slower from memory
+// M rows of x against weight rows [n0, n1). xb: per row of x, NX parts of K bf16 values
+// each, a part's even values [0, K/2) then its odd ones; xs: per row of x, G group sums.
+// Weight rows one at a time, each one stream: reading 2 or 4 neighbouring rows side by
+// side (x loaded once for them) was faster from the cache but slower from memory
 // (cpu_kernels_bench q4 g64 4096 x 4096 cold: 0.41-0.45 ms against 0.26-0.30 ms).
 // Each row's offset and bias term, sum_g (b_g - 16 s_g) X_g, is added to its accumulator
-// as vectors, so a row ends in one horizontal sum.
-template <typename S, int GS, int NX>
+// as vectors, so a row ends in one horizontal sum. A chunk's weights are converted once
+// for the M rows of x.
+template <typename S, int GS, int NX, int M>
 MLXCEL_BF16_TARGET void qgemv4_bf16_rows(const uint16_t* xb, const float* xs, const QuantMatrix& w, int64_t n0,
                                          int64_t n1, float* y) {
   using namespace simd;
@@ -312,9 +318,11 @@ MLXCEL_BF16_TARGET void qgemv4_bf16_rows(const uint16_t* xb, const float* xs, co
     int64_t g = 0;
     for (; g + kWidth <= G; g += kWidth) store(sb + g, load(scales + g));
     for (; g < G; ++g) sb[g] = to_f32(scales[g]);
-    // NOTE: one accumulator: acc[g & 1] (two chains) put them on the stack (hot 0.31 ms
-    // against 0.23 ms).
-    __m512 acc = _mm512_setzero_ps();
+    // NOTE: one accumulator per row of x: acc[g & 1] (two chains) put them on the stack
+    // (hot 0.31 ms against 0.23 ms).
+    __m512 acc[M];
+    for (int m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
+    __m512i lo, hi;
     if constexpr (GS == 32) {
       // A chunk holds two groups: lanes 0-7 are the first one's, lanes 8-15 the second's.
       const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
@@ -322,21 +330,31 @@ MLXCEL_BF16_TARGET void qgemv4_bf16_rows(const uint16_t* xb, const float* xs, co
         double pair;
         std::memcpy(&pair, sb + 2 * c, sizeof pair);
         const __m512 s2 = _mm512_permutexvar_ps(idx, _mm512_castpd_ps(_mm512_set1_pd(pair)));
-        acc = _mm512_fmadd_ps(q4_bf16_chunk<NX>(row, c, xb, K, pf), s2, acc);
+        q4_bf16_nibbles(row, c, pf, lo, hi);
+        for (int m = 0; m < M; ++m) acc[m] = _mm512_fmadd_ps(q4_bf16_dot<NX>(lo, hi, xb + m * NX * K, c, K), s2, acc[m]);
       }
     } else {
       constexpr int kCpg = GS / 64;  // chunks per group
       for (g = 0; g < G; ++g) {
-        __m512 t = q4_bf16_chunk<NX>(row, g * kCpg, xb, K, pf);
-        for (int j = 1; j < kCpg; ++j) t = _mm512_add_ps(t, q4_bf16_chunk<NX>(row, g * kCpg + j, xb, K, pf));
-        acc = _mm512_fmadd_ps(t, _mm512_set1_ps(sb[g]), acc);
+        __m512 t[M];
+        q4_bf16_nibbles(row, g * kCpg, pf, lo, hi);
+        for (int m = 0; m < M; ++m) t[m] = q4_bf16_dot<NX>(lo, hi, xb + m * NX * K, g * kCpg, K);
+        for (int j = 1; j < kCpg; ++j) {
+          q4_bf16_nibbles(row, g * kCpg + j, pf, lo, hi);
+          for (int m = 0; m < M; ++m) t[m] = _mm512_add_ps(t[m], q4_bf16_dot<NX>(lo, hi, xb + m * NX * K, g * kCpg + j, K));
+        }
+        const __m512 sv = _mm512_set1_ps(sb[g]);
+        for (int m = 0; m < M; ++m) acc[m] = _mm512_fmadd_ps(t[m], sv, acc[m]);
       }
     }
-    float tail = 0.0f;
-    for (g = 0; g + kWidth <= G; g += kWidth)
-      acc = _mm512_fmadd_ps(_mm512_fmadd_ps(load(sb + g), off, load(biases + g)), load(xs + g), acc);
-    for (; g < G; ++g) tail += (to_f32(biases[g]) - float(kQ4BfOffset) * sb[g]) * xs[g];
-    y[n] = hsum(acc) + tail;
+    for (int m = 0; m < M; ++m) {
+      const float* xsm = xs + m * G;
+      float tail = 0.0f;
+      for (g = 0; g + kWidth <= G; g += kWidth)
+        acc[m] = _mm512_fmadd_ps(_mm512_fmadd_ps(load(sb + g), off, load(biases + g)), load(xsm + g), acc[m]);
+      for (; g < G; ++g) tail += (to_f32(biases[g]) - float(kQ4BfOffset) * sb[g]) * xsm[g];
+      y[m * w.N + n] = hsum(acc[m]) + tail;
+    }
   }
 }
 #endif
@@ -373,46 +391,62 @@ MLXCEL_BF16_TARGET void split_x_bf16(const float* x, int64_t K, int gs, uint16_t
   }
 }
 
+template <typename S, int NX, int M>
+void qgemv4_bf16_m(const uint16_t* xb, const float* xs, const QuantMatrix& w, int64_t n0, int64_t n1, float* y) {
+  switch (w.group_size) {
+    case 32: qgemv4_bf16_rows<S, 32, NX, M>(xb, xs, w, n0, n1, y); break;
+    case 64: qgemv4_bf16_rows<S, 64, NX, M>(xb, xs, w, n0, n1, y); break;
+    default: qgemv4_bf16_rows<S, 128, NX, M>(xb, xs, w, n0, n1, y); break;
+  }
+}
+
+// 1 to kQ4Bf16MaxRows rows of x. (cpu_kernels_bench, q4 g64 4096 x 4096, ms hot / cold:
+// M = 4: 0.85 / 0.93 against the general path's 1.1 / 1.5; M = 8: 4.2 / 4.3 against 2.2,
+// where 8 rows of x in bf16 pairs, 64 KB at K = 4096, no longer stay in L1.)
+constexpr int kQ4Bf16MaxRows = 4;
 template <typename S, int NX>
-void qgemv4_bf16(const float* x, const QuantMatrix& w, float* y) {
+void qgemv4_bf16(const float* x, int64_t M, const QuantMatrix& w, float* y) {
   const int gs = w.group_size;
   const int64_t K = w.K, G = K / gs;
   thread_local std::vector<uint16_t> xb;
   thread_local std::vector<float> xs;
-  xb.resize(size_t(NX * K));
-  xs.resize(size_t(G));
+  xb.resize(size_t(M * NX * K));
+  xs.resize(size_t(M * G));
   // NOTE: pointers taken here: inside the body (on a worker) xb would name its own copy.
   uint16_t* xbp = xb.data();
   float* xsp = xs.data();
-  split_x_bf16<NX>(x, K, gs, xbp, xsp);
+  for (int64_t m = 0; m < M; ++m) split_x_bf16<NX>(x + m * K, K, gs, xbp + m * NX * K, xsp + m * G);
   auto body = [&](int64_t n0, int64_t n1) {
-    switch (gs) {
-      case 32: qgemv4_bf16_rows<S, 32, NX>(xbp, xsp, w, n0, n1, y); break;
-      case 64: qgemv4_bf16_rows<S, 64, NX>(xbp, xsp, w, n0, n1, y); break;
-      default: qgemv4_bf16_rows<S, 128, NX>(xbp, xsp, w, n0, n1, y); break;
+    switch (M) {
+      case 1: qgemv4_bf16_m<S, NX, 1>(xbp, xsp, w, n0, n1, y); break;
+      case 2: qgemv4_bf16_m<S, NX, 2>(xbp, xsp, w, n0, n1, y); break;
+      case 3: qgemv4_bf16_m<S, NX, 3>(xbp, xsp, w, n0, n1, y); break;
+      default: qgemv4_bf16_m<S, NX, 4>(xbp, xsp, w, n0, n1, y); break;
     }
   };
-  ThreadPool::global().parallel_for(w.N, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, K)));
+  ThreadPool::global().parallel_for(w.N, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, K * M)));
 }
 #endif
 
 // The 4-bit path when it applies (whole groups of 2 kWidth values); false otherwise.
 template <typename S>
 bool qgemv4(const float* x, int64_t M, const QuantMatrix& w, float* y) {
-  // One row of x only: with 4 and 8 rows (cpu_kernels_bench, 4096 x 4096) the general
-  // path's shared dequantized vector measured faster (1.18 / 2.16 ms against 1.40 / 3.11).
   const int gs = w.group_size;
-  if (M != 1 || w.bits != 4 || (gs != 32 && gs != 64 && gs != 128) || gs % (2 * simd::kWidth) != 0 || w.K % gs != 0)
+  if (w.bits != 4 || (gs != 32 && gs != 64 && gs != 128) || gs % (2 * simd::kWidth) != 0 || w.K % gs != 0)
     return false;
 #if defined(MLXCEL_SIMD_AVX512)
-  if (w.K % 64 == 0) {
+  if (w.K % 64 == 0 && M <= kQ4Bf16MaxRows) {
     switch (q4_x_parts_for(w.scale_dtype == DType::bf16)) {
-      case 2: qgemv4_bf16<S, 2>(x, w, y); return true;
-      case 1: qgemv4_bf16<S, 1>(x, w, y); return true;
+      case 2: qgemv4_bf16<S, 2>(x, M, w, y); return true;
+      case 1: qgemv4_bf16<S, 1>(x, M, w, y); return true;
       default: break;
     }
   }
 #endif
+  // The f32 path: one row of x only (with 4 and 8 rows, cpu_kernels_bench 4096 x 4096, the
+  // general path's shared dequantized vector measured faster: 1.18 / 2.16 ms against
+  // 1.40 / 3.11).
+  if (M != 1) return false;
   // x split into its even and odd values and its group sums, in per-thread scratch (a
   // decode step makes a few hundred of these calls: no allocation each time).
   const int64_t K = w.K, half = K / 2, G = K / gs;
