@@ -4,7 +4,8 @@
 // (x rounded to bf16) is the anchor. Then bf16 products of 16-64 rows (engine decode
 // steps): cuBLASLt against skinny_gemm.cu.
 //
-//   cuda_bench [--reps N] [--skinny-only]     prints a markdown report on stdout
+//   cuda_bench [--reps N] [--skinny-only] [--only FMT]   prints a markdown report on stdout
+//   (--only q4: the copy bandwidth and the formats whose name contains FMT, no skinny section)
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -97,9 +98,11 @@ struct Shape2 {
 int main(int argc, char** argv) {
   int reps = 40;
   bool skinny_only = false;
+  std::string only;
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--reps" && i + 1 < argc) reps = std::atoi(argv[i + 1]);
     if (std::string(argv[i]) == "--skinny-only") skinny_only = true;
+    if (std::string(argv[i]) == "--only" && i + 1 < argc) only = argv[i + 1];
   }
   try {
     cuda::init();
@@ -136,6 +139,7 @@ int main(int argc, char** argv) {
                              {"down_proj", 4096, 14336, 1}};
     const char* formats[] = {"bf16", "mlx q4 g64", "mlx q8 g64", "cuBLAS bf16"};
     for (int f = 0; f < (skinny_only ? 0 : 4); ++f) {
+      if (!only.empty() && std::string(formats[f]).find(only) == std::string::npos) continue;
       double layer_us = 0, layer_bytes = 0;
       for (const Shape2& s : shapes) {
         const int bits = f == 1 ? 4 : 8;
@@ -190,6 +194,10 @@ int main(int argc, char** argv) {
 
     // 2. Skinny products (an engine step of M sequences), bf16 weights and x, f32 y:
     // cuBLAS(Lt) against the weight-streaming kernel (skinny_gemm.cu), same weights.
+    if (!only.empty()) {
+      cuda::synchronize();
+      return 0;
+    }
     std::printf("\n## bf16 products of M = 16 / 32 / 64 rows (engine decode steps): cuBLASLt vs skinny_gemm\n\n");
     std::printf("| matrix | N x K | M | cuBLASLt us | %% of copy BW | skinny us | %% of copy BW | speed-up |\n");
     std::printf("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");

@@ -242,7 +242,7 @@ void gemv_launch(const X* x, int M, GemvParts P, int64_t K, int bdt, int odt, cu
   const bool vec = K % E == 0 && align % 16 == 0, gated = P.gate_act >= 0;
   if constexpr (std::is_same_v<X, float>) {
     const int variant = gemv_variant(false);
-    if (M == 1 && vec && variant > 0) {
+    if (M == 1 && vec && variant > 0 && variant != kQgemvAuto) {
       if (variant == 1) gemv_warp_launch<W, 4, 2>(x, P, K, bdt, odt, st);
       else if (variant == 2) gemv_warp_launch<W, 2, 4>(x, P, K, bdt, odt, st);
       else if (variant == 3) gemv_warp_launch<W, 8, 1>(x, P, K, bdt, odt, st);
@@ -298,14 +298,16 @@ cudaDataType_t cuda_type(DType d) {
 namespace {
 // Defaults measured on an H200 (bench/results/cuda_gemv.md, run 4): the warp design R4 U2
 // for dense weights (71% vs 63% of copy bandwidth over a Llama-3.1-8B layer; tg of
-// Llama-3.1-8B bf16 +20%); the exact f32 block design for quantized weights. Design 4
+// Llama-3.1-8B bf16 +20%); for quantized weights 9 (kQgemvAuto): design 8 (bf16 x on the
+// tensor cores) for 4-bit batch-1 launches, the exact f32 block design 0 otherwise
+// (MLXCEL_CUDA_QGEMV=0: design 0 everywhere; cuda_gemv.md run 8). Design 4
 // (int8 activations on dp4a) decodes Llama-3.1-8B q4 25% faster but moves the tiny
 // fixtures' logits by 3-13%, so it is opt-in (MLXCEL_CUDA_GEMV=4).
 // MLXCEL_CUDA_QGEMV=D sets the quantized design alone (A/B runs that keep the dense one).
 const char* g_gemv_env = std::getenv("MLXCEL_CUDA_GEMV");
 const char* g_qgemv_env = std::getenv("MLXCEL_CUDA_QGEMV");
 int g_gemv_dense = g_gemv_env ? std::atoi(g_gemv_env) : 1;
-int g_gemv_quant = g_qgemv_env ? std::atoi(g_qgemv_env) : g_gemv_env ? std::atoi(g_gemv_env) : 0;
+int g_gemv_quant = g_qgemv_env ? std::atoi(g_qgemv_env) : g_gemv_env ? std::atoi(g_gemv_env) : kQgemvAuto;
 }  // namespace
 
 int gemv_variant(bool quantized) { return quantized ? g_gemv_quant : g_gemv_dense; }

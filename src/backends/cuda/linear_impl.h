@@ -31,8 +31,11 @@ struct GemvParts {
 // dp4a (4: R8 U1, 5: R4 U2); 6 (4- and 8-bit, 1-8 rows; dense takes 1): f16 weights and
 // activations on the tensor cores (qgemv_mma); 7 (4- and 8-bit, M = 1; dense takes 1):
 // design 0's math on weights streamed through shared memory (qgemv_stream); 8 (4-bit, a
-// few rows; dense takes 1): the tensor cores with scales applied in f32 (qgemv_tc).
+// few rows; dense takes 1): the tensor cores with scales applied in f32 (qgemv_tc); 9
+// (quantized only, the default): design 8 for 4-bit launches of one row, design 0's
+// paths (qgemm_mma, design 7, design 0) for the rest.
 int gemv_variant(bool quantized);
+constexpr int kQgemvAuto = 9;
 
 // Design 7 (quantized, M == 1, 4- or 8-bit, sm_90, qgemv_stream.cu): design 0's math on
 // weights streamed through shared memory by bulk copies, bit-identical to design 0. False

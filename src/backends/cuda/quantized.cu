@@ -370,7 +370,13 @@ void qgemv_launch(const float* x, int M, GemvParts P, int bits, int group_size, 
   } else {                    \
     MLXCEL_QGEMV_G(B, false); \
   }
-  const int variant = gemv_variant(true);
+  int variant = gemv_variant(true);
+  // The default (9): design 8 for 4-bit batch-1 launches (x rounded to bf16), design 0's
+  // paths for everything else. 0 keeps design 0 throughout (the exact f32 math).
+  if (variant == kQgemvAuto) {
+    if (M == 1 && qgemv_tc(x, M, P, bits, shift, K, dtype_of<S>(), st)) return;
+    variant = 0;
+  }
   if (variant == 6 && qgemv_mma(x, M, P, bits, shift, K, dtype_of<S>(), st)) return;
   if (variant == 8 && qgemv_tc(x, M, P, bits, shift, K, dtype_of<S>(), st)) return;
   // 2-8 rows of 4- or 8-bit weights: bf16 on the tensor cores (the f32 GEMV below does M
@@ -510,7 +516,7 @@ void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias,
              [&](auto tag) { qgemv_launch<decltype(tag)>(x, int(M), part_of(w, bias, y), w.bits, w.group_size, w.K, st); });
     return;
   }
-  if (const int shift = group_shift_of(w.group_size); M <= kQgemmMaxRows && gemv_variant(true) == 0 && shift > 0) {
+  if (const int shift = group_shift_of(w.group_size); M <= kQgemmMaxRows && (gemv_variant(true) == 0 || gemv_variant(true) == kQgemvAuto) && shift > 0) {
     // Decode batches of 4- and 8-bit weights: the fused bf16 tensor-core product (no
     // dequantized copy).
     if (qgemm_mma(aligned_x(x, M * w.K, st), int(M), part_of(w, bias, y), w.bits, shift, w.K, w.scale_dtype, st))
