@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/cpu/isa.h"
 #include "backends/cuda/kernels.h"
 #include "base/half.h"
 #include "tensor/tensor.h"
@@ -87,10 +88,15 @@ constexpr double kTolF32 = 1e-4, kTolQuant = 1e-3, kTolBf16 = 1e-2;
 
 // Kernel tests compare against the CPU's f32 arithmetic: the quantized batch-1 GEMV runs
 // its exact design (0) unless a test picks another (the default rounds activations to
-// int8; cuda_ops_test's FusedOpsMatchComposition checks every design).
+// bf16 or int8; cuda_ops_test's FusedOpsMatchComposition checks every design), and the
+// CPU's MLX 4-bit decode GEMV, which on AVX512_BF16 hosts rounds x to bf16 by default
+// (backends/cpu/isa.h), takes x in f32.
 class ExactGemvEnvironment : public ::testing::Environment {
  public:
-  void SetUp() override { cuda::set_gemv_variants(1, 0); }
+  void SetUp() override {
+    cuda::set_gemv_variants(1, 0);
+    cpu::set_q4_x_parts(0);
+  }
 };
 inline const bool kExactGemvRegistered = [] {
   ::testing::AddGlobalTestEnvironment(new ExactGemvEnvironment);
