@@ -288,7 +288,7 @@ TEST(Qlinear, MatchesDequantizedDenseEveryFormat) {
         for (int64_t M : {1, 2, 3, 5, 8, 9, 19, 32, 33, 45}) check_qlinear(M, 37, 3 * gs, bits, gs, sdt, M % 2 == 1, seed++);
 }
 
-// The MLX 4-bit decode GEMV's ways to multiply (by the weight's scales; f32 x; x as one
+// The MLX 4- and 8-bit decode GEMV's ways to multiply (by the weight's scales; f32 x; x as one
 // bf16 part; as two), 1 to 8 rows of x, each group size, scale dtype, odd row counts and K up to 4096 (a thread's share of
 // rows ending mid-way; the first and last rows).
 TEST(Qlinear, FourBitDecodeEveryXForm) {
@@ -301,7 +301,8 @@ TEST(Qlinear, FourBitDecodeEveryXForm) {
         for (int64_t K : {128, 384, 4096})
           for (int64_t N : {1, 37, 300})
             for (int64_t M : {1, 2, 4, 5, 8})
-              if (K < 4096 || N < 300) check_qlinear(M, N, K, 4, gs, sdt, N % 2 == 1, seed++);
+              for (int bits : {4, 8})
+                if (K < 4096 || N < 300) check_qlinear(M, N, K, bits, gs, sdt, N % 2 == 1, seed++);
   }
   cpu::set_q4_x_parts(before);
 }
@@ -313,15 +314,18 @@ TEST(Qlinear, FourBitDecodeRowsAsAlone) {
   for (int parts : {1, 2}) {
     cpu::set_q4_x_parts(parts);
     for (DType sdt : {DType::bf16, DType::f16}) {
-      QuantizedWeight q = ops::quantize(optest::rand_f32({45, 256}, 7), {QuantFormat::mlx_affine, 4, 64}, sdt);
+      for (int bits : {4, 8}) {
+      QuantizedWeight q = ops::quantize(optest::rand_f32({45, 256}, 7), {QuantFormat::mlx_affine, bits, 64}, sdt);
       for (int64_t M : {2, 3, 5, 8}) {
         Tensor x = optest::rand_f32({M, 256}, uint32_t(10 + M));
         auto all = ops::qlinear(x, q).to_f32_vector();
         for (int64_t m = 0; m < M; ++m) {
           auto one = ops::qlinear(x.slice(0, m, m + 1).clone(), q).to_f32_vector();
           for (int64_t n = 0; n < 45; ++n)
-            ASSERT_EQ(all[size_t(m * 45 + n)], one[size_t(n)]) << "parts " << parts << " M " << M << " row " << m;
+            ASSERT_EQ(all[size_t(m * 45 + n)], one[size_t(n)])
+                << "bits " << bits << " parts " << parts << " M " << M << " row " << m;
         }
+      }
       }
     }
   }

@@ -67,7 +67,7 @@ inline bool cpu_bf16_product(DType wdt, int64_t M) {
 // rows with K columns of `bits`-bit weights with scales of dtype sdt (cpu::q4_x_parts_for;
 // 0 = x as f32).
 inline int cpu_q4_x_parts(int64_t M, int64_t K, int bits, int gs, DType sdt) {
-  return M <= 8 && bits == 4 && K % 64 == 0 && K % gs == 0 && cpu::isa() == cpu::Isa::avx512
+  return M <= 8 && (bits == 4 || bits == 8) && K % 64 == 0 && K % gs == 0 && cpu::isa() == cpu::Isa::avx512
              ? cpu::q4_x_parts_for(sdt == DType::bf16)
              : 0;
 }

@@ -35,7 +35,7 @@ bool has_avx512_bf16();
 // benchmarks) returns the previous setting and cannot turn it on without the instructions.
 bool bf16_products();
 bool set_bf16_products(bool on);
-// How the avx512 build's MLX 4-bit decode GEMV (one row of x) multiplies where the CPU has
+// How the avx512 build's MLX 4- and 8-bit decode GEMV (1-8 rows of x) multiplies where the CPU has
 // AVX512_BF16: the weights exact as bf16 (16 + q) against x given as 1 or 2 bf16 parts by
 // VDPBF16PS (1: x rounded to bf16, as a bf16 model's activations are; 2: x = hi + lo, 16
 // of f32's 24 bits), or 0: the f32 path (unpacked nibbles times f32 x). -1 (default) =

@@ -256,6 +256,11 @@ void qgemv4_rows(const float* xe, const float* xo, const float* xs, const QuantM
 // 65-70). Hence the default (isa.h): one part for bf16-scaled weights (a bf16 model's
 // activations are bf16 anyway), two otherwise.
 constexpr int kQ4BfOffset = 16;
+// 8-bit weights the same way, a byte's nibbles apart: q = l + 16 h, and the kernel sums
+// (16 + l) x + 16 (16 + h) x = q x + 272 x over x in its natural order.
+constexpr int kQ8BfOffset = 272;
+template <int BITS>
+constexpr int kBfOffset = BITS == 4 ? kQ4BfOffset : kQ8BfOffset;
 
 MLXCEL_BF16_TARGET inline __m512 dp_bf16(__m512 acc, __m512i a, __m512i b) {
   __m512bh ab, bb;
@@ -292,6 +297,26 @@ MLXCEL_BF16_TARGET inline __m512 q4_bf16_dot(__m512i lo, __m512i hi, const uint1
   return _mm512_add_ps(te, to);
 }
 
+// A chunk of 8-bit weights (32 values, 32 bytes; lo / hi = each byte's low / high nibble)
+// against one row of x in its natural order: 16 lanes of partial sums of (q + 272) x.
+template <int NX>
+MLXCEL_BF16_TARGET inline __m512 q8_bf16_dot(__m512i lo, __m512i hi, const uint16_t* xb, int64_t c, int64_t K) {
+  const uint16_t* xc = xb + 32 * c;
+  __m512 tl = dp_bf16(_mm512_setzero_ps(), lo, _mm512_loadu_si512(xc));
+  __m512 th = dp_bf16(_mm512_setzero_ps(), hi, _mm512_loadu_si512(xc));
+  if constexpr (NX == 2) {
+    tl = dp_bf16(tl, lo, _mm512_loadu_si512(xc + K));
+    th = dp_bf16(th, hi, _mm512_loadu_si512(xc + K));
+  }
+  return _mm512_fmadd_ps(th, _mm512_set1_ps(16.0f), tl);
+}
+
+template <int BITS, int NX>
+MLXCEL_BF16_TARGET inline __m512 bf16_dot(__m512i lo, __m512i hi, const uint16_t* xb, int64_t c, int64_t K) {
+  if constexpr (BITS == 4) return q4_bf16_dot<NX>(lo, hi, xb, c, K);
+  else return q8_bf16_dot<NX>(lo, hi, xb, c, K);
+}
+
 // M rows of x against weight rows [n0, n1). xb: per row of x, NX parts of K bf16 values
 // each, a part's even values [0, K/2) then its odd ones; xs: per row of x, G group sums.
 // Weight rows one at a time, each one stream: reading 2 or 4 neighbouring rows side by
@@ -300,19 +325,21 @@ MLXCEL_BF16_TARGET inline __m512 q4_bf16_dot(__m512i lo, __m512i hi, const uint1
 // Each row's offset and bias term, sum_g (b_g - 16 s_g) X_g, is added to its accumulator
 // as vectors, so a row ends in one horizontal sum. A chunk's weights are converted once
 // for the M rows of x.
-template <typename S, int GS, int NX, int M>
+// 8-bit weights (BITS = 8): 32 values a chunk, x in its natural order.
+template <typename S, int GS, int NX, int M, int BITS>
 MLXCEL_BF16_TARGET void qgemv4_bf16_rows(const uint16_t* xb, const float* xs, const QuantMatrix& w, int64_t n0,
                                          int64_t n1, float* y) {
   using namespace simd;
-  const int64_t K = w.K, G = K / GS, half = K / 2, chunks = K / 64;
+  constexpr int kVals = BITS == 4 ? 64 : 32;  // values a chunk (32 bytes)
+  const int64_t K = w.K, G = K / GS, rb = K * BITS / 8;
   // At least 4 KB ahead, on the same byte of a later row.
-  const int64_t pf = (4096 + half - 1) / half * half;
+  const int64_t pf = (4096 + rb - 1) / rb * rb;
   thread_local std::vector<float> sbuf;
   sbuf.resize(static_cast<size_t>(G));
   float* sb = sbuf.data();
-  const __m512 off = _mm512_set1_ps(-float(kQ4BfOffset));
+  const __m512 off = _mm512_set1_ps(-float(kBfOffset<BITS>));
   for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* row = reinterpret_cast<const uint8_t*>(w.packed) + n * half;
+    const uint8_t* row = reinterpret_cast<const uint8_t*>(w.packed) + n * rb;
     const S* scales = static_cast<const S*>(w.scales) + n * G;
     const S* biases = static_cast<const S*>(w.biases) + n * G;
     int64_t g = 0;
@@ -323,7 +350,8 @@ MLXCEL_BF16_TARGET void qgemv4_bf16_rows(const uint16_t* xb, const float* xs, co
     __m512 acc[M];
     for (int m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
     __m512i lo, hi;
-    if constexpr (GS == 32) {
+    if constexpr (GS == 32 && BITS == 4) {
+      const int64_t chunks = K / 64;
       // A chunk holds two groups: lanes 0-7 are the first one's, lanes 8-15 the second's.
       const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
       for (int64_t c = 0; c < chunks; ++c) {
@@ -334,14 +362,15 @@ MLXCEL_BF16_TARGET void qgemv4_bf16_rows(const uint16_t* xb, const float* xs, co
         for (int m = 0; m < M; ++m) acc[m] = _mm512_fmadd_ps(q4_bf16_dot<NX>(lo, hi, xb + m * NX * K, c, K), s2, acc[m]);
       }
     } else {
-      constexpr int kCpg = GS / 64;  // chunks per group
+      constexpr int kCpg = GS / kVals;  // chunks per group
       for (g = 0; g < G; ++g) {
         __m512 t[M];
         q4_bf16_nibbles(row, g * kCpg, pf, lo, hi);
-        for (int m = 0; m < M; ++m) t[m] = q4_bf16_dot<NX>(lo, hi, xb + m * NX * K, g * kCpg, K);
+        for (int m = 0; m < M; ++m) t[m] = bf16_dot<BITS, NX>(lo, hi, xb + m * NX * K, g * kCpg, K);
         for (int j = 1; j < kCpg; ++j) {
           q4_bf16_nibbles(row, g * kCpg + j, pf, lo, hi);
-          for (int m = 0; m < M; ++m) t[m] = _mm512_add_ps(t[m], q4_bf16_dot<NX>(lo, hi, xb + m * NX * K, g * kCpg + j, K));
+          for (int m = 0; m < M; ++m)
+            t[m] = _mm512_add_ps(t[m], bf16_dot<BITS, NX>(lo, hi, xb + m * NX * K, g * kCpg + j, K));
         }
         const __m512 sv = _mm512_set1_ps(sb[g]);
         for (int m = 0; m < M; ++m) acc[m] = _mm512_fmadd_ps(t[m], sv, acc[m]);
@@ -352,7 +381,7 @@ MLXCEL_BF16_TARGET void qgemv4_bf16_rows(const uint16_t* xb, const float* xs, co
       float tail = 0.0f;
       for (g = 0; g + kWidth <= G; g += kWidth)
         acc[m] = _mm512_fmadd_ps(_mm512_fmadd_ps(load(sb + g), off, load(biases + g)), load(xsm + g), acc[m]);
-      for (; g < G; ++g) tail += (to_f32(biases[g]) - float(kQ4BfOffset) * sb[g]) * xsm[g];
+      for (; g < G; ++g) tail += (to_f32(biases[g]) - float(kBfOffset<BITS>) * sb[g]) * xsm[g];
       y[m * w.N + n] = hsum(acc[m]) + tail;
     }
   }
@@ -369,34 +398,37 @@ MLXCEL_BF16_TARGET inline __m512 to_bf16(__m512 v, uint16_t* dst) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(r), 16));
 }
 
-// x for qgemv4_bf16_rows: NX bf16 parts, each even values then odd ones, and the sum of
-// each group of the parts' values (what the kernel's offset term takes off).
-template <int NX>
+// x for qgemv4_bf16_rows: NX bf16 parts, each even values then odd ones (4-bit weights),
+// and the sum of each group of the parts' values (what the kernel's offset term takes off).
+// With EvenOdd false (8-bit weights) the parts keep x's order.
+template <int NX, bool EvenOdd>
 MLXCEL_BF16_TARGET void split_x_bf16(const float* x, int64_t K, int gs, uint16_t* xb, float* xs) {
-  const __m512i ie = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-  const __m512i io = _mm512_add_epi32(ie, _mm512_set1_epi32(1));
-  const int64_t half = K / 2;
+  const __m512i ie = EvenOdd ? _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0)
+                             : _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i io = _mm512_add_epi32(ie, _mm512_set1_epi32(EvenOdd ? 1 : 16));
   std::fill(xs, xs + K / gs, 0.0f);
   for (int64_t i = 0; i < K; i += 32) {
     const __m512 a = _mm512_loadu_ps(x + i), b = _mm512_loadu_ps(x + i + 16);
     const __m512 ev = _mm512_permutex2var_ps(a, ie, b), od = _mm512_permutex2var_ps(a, io, b);
-    const __m512 eh = to_bf16(ev, xb + i / 2), oh = to_bf16(od, xb + half + i / 2);
+    // Where the two 16-value halves go in a part.
+    const int64_t de = EvenOdd ? i / 2 : i, dodd = EvenOdd ? K / 2 + i / 2 : i + 16;
+    const __m512 eh = to_bf16(ev, xb + de), oh = to_bf16(od, xb + dodd);
     __m512 sum = _mm512_add_ps(eh, oh);
     if constexpr (NX == 2) {
-      const __m512 el = to_bf16(_mm512_sub_ps(ev, eh), xb + K + i / 2);
-      const __m512 ol = to_bf16(_mm512_sub_ps(od, oh), xb + K + half + i / 2);
+      const __m512 el = to_bf16(_mm512_sub_ps(ev, eh), xb + K + de);
+      const __m512 ol = to_bf16(_mm512_sub_ps(od, oh), xb + K + dodd);
       sum = _mm512_add_ps(sum, _mm512_add_ps(el, ol));
     }
     xs[i / gs] += _mm512_reduce_add_ps(sum);
   }
 }
 
-template <typename S, int NX, int M>
+template <typename S, int NX, int M, int BITS>
 void qgemv4_bf16_m(const uint16_t* xb, const float* xs, const QuantMatrix& w, int64_t n0, int64_t n1, float* y) {
   switch (w.group_size) {
-    case 32: qgemv4_bf16_rows<S, 32, NX, M>(xb, xs, w, n0, n1, y); break;
-    case 64: qgemv4_bf16_rows<S, 64, NX, M>(xb, xs, w, n0, n1, y); break;
-    default: qgemv4_bf16_rows<S, 128, NX, M>(xb, xs, w, n0, n1, y); break;
+    case 32: qgemv4_bf16_rows<S, 32, NX, M, BITS>(xb, xs, w, n0, n1, y); break;
+    case 64: qgemv4_bf16_rows<S, 64, NX, M, BITS>(xb, xs, w, n0, n1, y); break;
+    default: qgemv4_bf16_rows<S, 128, NX, M, BITS>(xb, xs, w, n0, n1, y); break;
   }
 }
 
@@ -404,7 +436,7 @@ void qgemv4_bf16_m(const uint16_t* xb, const float* xs, const QuantMatrix& w, in
 // M = 4: 0.85 / 0.93 against the general path's 1.1 / 1.5; M = 8: 4.2 / 4.3 against 2.2,
 // where 8 rows of x in bf16 pairs, 64 KB at K = 4096, no longer stay in L1.)
 constexpr int kQ4Bf16MaxRows = 4;
-template <typename S, int NX>
+template <typename S, int NX, int BITS>
 void qgemv4_bf16(const float* x, int64_t M, const QuantMatrix& w, float* y) {
   const int gs = w.group_size;
   const int64_t K = w.K, G = K / gs;
@@ -415,25 +447,24 @@ void qgemv4_bf16(const float* x, int64_t M, const QuantMatrix& w, float* y) {
   // NOTE: pointers taken here: inside the body (on a worker) xb would name its own copy.
   uint16_t* xbp = xb.data();
   float* xsp = xs.data();
-  for (int64_t m = 0; m < M; ++m) split_x_bf16<NX>(x + m * K, K, gs, xbp + m * NX * K, xsp + m * G);
+  for (int64_t m = 0; m < M; ++m) split_x_bf16<NX, BITS == 4>(x + m * K, K, gs, xbp + m * NX * K, xsp + m * G);
   auto body = [&](int64_t n0, int64_t n1) {
     switch (M) {
-      case 1: qgemv4_bf16_m<S, NX, 1>(xbp, xsp, w, n0, n1, y); break;
-      case 2: qgemv4_bf16_m<S, NX, 2>(xbp, xsp, w, n0, n1, y); break;
-      case 3: qgemv4_bf16_m<S, NX, 3>(xbp, xsp, w, n0, n1, y); break;
-      default: qgemv4_bf16_m<S, NX, 4>(xbp, xsp, w, n0, n1, y); break;
+      case 1: qgemv4_bf16_m<S, NX, 1, BITS>(xbp, xsp, w, n0, n1, y); break;
+      case 2: qgemv4_bf16_m<S, NX, 2, BITS>(xbp, xsp, w, n0, n1, y); break;
+      case 3: qgemv4_bf16_m<S, NX, 3, BITS>(xbp, xsp, w, n0, n1, y); break;
+      default: qgemv4_bf16_m<S, NX, 4, BITS>(xbp, xsp, w, n0, n1, y); break;
     }
   };
   ThreadPool::global().parallel_for(w.N, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, K * M)));
 }
 #endif
 
-// The 4-bit path when it applies (whole groups of 2 kWidth values); false otherwise.
+// The 4-bit paths (and the bf16 one for 8-bit weights) when they apply; false otherwise.
 template <typename S>
 bool qgemv4(const float* x, int64_t M, const QuantMatrix& w, float* y) {
   const int gs = w.group_size;
-  if (w.bits != 4 || (gs != 32 && gs != 64 && gs != 128) || gs % (2 * simd::kWidth) != 0 || w.K % gs != 0)
-    return false;
+  if ((w.bits != 4 && w.bits != 8) || (gs != 32 && gs != 64 && gs != 128) || w.K % gs != 0) return false;
 #if defined(MLXCEL_SIMD_AVX512)
   // 5-8 rows: groups of at most 4 rows, each reading the weights again (M = 8, 4096 x 4096:
   // 2.1-2.3 ms hot, 2.1-2.7 from memory, as the general path's 1.8-2.3 / 2.6-2.7), so that a
@@ -442,12 +473,15 @@ bool qgemv4(const float* x, int64_t M, const QuantMatrix& w, float* y) {
       w.K % 64 == 0 && M <= 2 * kQ4Bf16MaxRows && parts > 0) {
     for (int64_t m0 = 0; m0 < M; m0 += kQ4Bf16MaxRows) {
       const int64_t mr = std::min<int64_t>(kQ4Bf16MaxRows, M - m0);
-      if (parts == 2) qgemv4_bf16<S, 2>(x + m0 * w.K, mr, w, y + m0 * w.N);
-      else qgemv4_bf16<S, 1>(x + m0 * w.K, mr, w, y + m0 * w.N);
+      const float* xm = x + m0 * w.K;
+      float* ym = y + m0 * w.N;
+      if (w.bits == 4) parts == 2 ? qgemv4_bf16<S, 2, 4>(xm, mr, w, ym) : qgemv4_bf16<S, 1, 4>(xm, mr, w, ym);
+      else parts == 2 ? qgemv4_bf16<S, 2, 8>(xm, mr, w, ym) : qgemv4_bf16<S, 1, 8>(xm, mr, w, ym);
     }
     return true;
   }
 #endif
+  if (w.bits != 4 || gs % (2 * simd::kWidth) != 0) return false;
   // The f32 path: one row of x only (with 4 and 8 rows, cpu_kernels_bench 4096 x 4096, the
   // general path's shared dequantized vector measured faster: 1.18 / 2.16 ms against
   // 1.40 / 3.11).
