@@ -238,7 +238,7 @@ void qgemv4_rows(const float* xe, const float* xo, const float* xs, const QuantM
 }
 
 #if defined(MLXCEL_SIMD_AVX512)
-// ---- 4-bit decode on AVX512_BF16 ---------------------------------------------------
+// ---- 4- and 8-bit decode on AVX512_BF16 ---------------------------------------------
 //
 // A nibble q shifted into the mantissa of bf16 16.0 (bits 0x4180 | q << 3) is exactly
 // 16 + q, so VDPBF16PS multiplies the weights as they lie, 32 pairs per instruction, with
@@ -269,8 +269,9 @@ MLXCEL_BF16_TARGET inline __m512 dp_bf16(__m512 acc, __m512i a, __m512i b) {
   return _mm512_dpbf16_ps(acc, ab, bb);
 }
 
-// Chunk c (64 values, 32 bytes) of a row as bf16 (16 + q): lo = its even values, hi = its
-// odd ones, each in the order of x's even and odd halves.
+// Chunk c (32 bytes) of a row as bf16 (16 + nibble): lo = each byte's low nibble, hi = its
+// high one. 4-bit weights: 64 values, lo the even ones and hi the odd ones, in the order of
+// x's even and odd halves. 8-bit weights: 32 values, q = lo + 16 hi.
 MLXCEL_BF16_TARGET inline void q4_bf16_nibbles(const uint8_t* row, int64_t c, int64_t pf, __m512i& lo, __m512i& hi) {
   const __m512i m78 = _mm512_set1_epi16(0x78), off = _mm512_set1_epi16(0x4180);
   // pf bytes ahead, once per 64-byte line (cpu_kernels_bench, q4 g64 4096 x 4096 from
