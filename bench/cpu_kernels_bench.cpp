@@ -111,14 +111,13 @@ void row(const std::string& what, const std::function<void(int)>& fn, double byt
 }  // namespace
 
 int main(int argc, char** argv) {
+  int64_t N = 4096, K = 4096;  // the products' N x K (--shape)
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) ThreadPool::set_global_threads(std::atoi(argv[++i]));
     if (!std::strcmp(argv[i], "--seconds") && i + 1 < argc) g_seconds = std::atof(argv[++i]);
     if (!std::strcmp(argv[i], "--only") && i + 1 < argc) g_only = argv[++i];
+    if (!std::strcmp(argv[i], "--shape") && i + 1 < argc) std::sscanf(argv[++i], "%ldx%ld", &N, &K);
   }
-  int64_t N = 4096, K = 4096;
-  for (int i = 1; i + 1 < argc; ++i)
-    if (!std::strcmp(argv[i], "--shape")) std::sscanf(argv[i + 1], "%ldx%ld", &N, &K);  // N x K of the products
   const std::string nk = std::to_string(N) + "x" + std::to_string(K);
   std::printf("threads: %d\n", ThreadPool::global().size());
   const double read_gbs = read_bandwidth();

@@ -255,17 +255,19 @@ inline void pack_pairs_from_rows(const RowPairs& pairs, int64_t nb, int64_t kb, 
     }
 }
 
+// The 16 bf16 pairs of p[0..32) (nearest even): u32 lane i = p[2 i] | p[2 i + 1] << 16.
+MLXCEL_BF16_TARGET inline __m512i bf16_pairs32(const float* p) {
+  const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 16), _mm512_loadu_ps(p));
+  __m512i r;
+  std::memcpy(&r, &h, 64);
+  return r;
+}
+
 // Row pairs of f32 rows (row j at rows + j * ld), rounded to bf16 as pack_bf16_pairs does.
 struct F32RowPairs {
   const float* rows;
   int64_t ld;
-  MLXCEL_BF16_TARGET __m512i operator()(int64_t j, int64_t kp0) const {
-    const float* p = rows + j * ld + 2 * kp0;
-    const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(p + 16), _mm512_loadu_ps(p));
-    __m512i r;
-    std::memcpy(&r, &h, 64);
-    return r;
-  }
+  MLXCEL_BF16_TARGET __m512i operator()(int64_t j, int64_t kp0) const { return bf16_pairs32(rows + j * ld + 2 * kp0); }
 };
 
 // xp[m][kp] = bf16 pair of x[m][2 kp], x[m][2 kp + 1] (zero past K).
@@ -275,10 +277,7 @@ MLXCEL_BF16_TARGET inline void x_bf16_pairs(const float* x, int64_t K, int64_t m
     const float* xr = x + m * K;
     uint32_t* o = xp + m * kp_n;
     int64_t k = 0;
-    for (; k + 32 <= K; k += 32) {
-      const __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(xr + k + 16), _mm512_loadu_ps(xr + k));
-      std::memcpy(o + k / 2, &h, 64);
-    }
+    for (; k + 32 <= K; k += 32) _mm512_storeu_si512(o + k / 2, bf16_pairs32(xr + k));
     for (; k < K; k += 2) {
       const uint32_t lo = f32_to_bf16(xr[k]), hi = k + 1 < K ? f32_to_bf16(xr[k + 1]) : 0;
       o[k / 2] = lo | (hi << 16);
@@ -345,12 +344,12 @@ MLXCEL_BF16_TARGET void run_bf16(const float* x, int64_t M, int64_t K, int64_t N
       M, K, N, kMRb, bias, y,
       [&](PairScratch& s, int64_t n0, int64_t nb, int64_t k0, int64_t kb, int64_t m_begin, int64_t m_end) {
         const int64_t kp_n = (kb + 1) / 2;
-        // Sources with rows to give (Source::rows: f32 rows [nb][kb] into buf, or null)
-        // skip the f32 panel when kb is a multiple of 32.
-        bool packed = false;
-        if constexpr (requires { src.pair_rows(n0, nb, k0, kb, s.buf.data(), s.pairs.data()); })
-          packed = kb % 32 == 0 && src.pair_rows(n0, nb, k0, kb, s.buf.data(), s.pairs.data());
-        if (!packed) {
+        // Sources that build pair panels from their rows (Source::pair_rows) skip the f32
+        // panel when kb is a multiple of 32.
+        constexpr bool kRows = requires { src.pair_rows(n0, nb, k0, kb, s.buf.data(), s.pairs.data()); };
+        if (kRows && kb % 32 == 0) {
+          if constexpr (kRows) src.pair_rows(n0, nb, k0, kb, s.buf.data(), s.pairs.data());
+        } else {
           src.pack(n0, nb, k0, kb, s.buf.data(), s.packed.data());
           for (int64_t g = 0; g * kNR < nb; ++g)
             pack_bf16_pairs(s.packed.data() + g * kb * kNR, kb, s.pairs.data() + g * kp_n * kNR);

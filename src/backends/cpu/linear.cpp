@@ -134,16 +134,13 @@ struct DenseSource {
   }
 #if defined(MLXCEL_SIMD_AVX512)
   // bf16 weights are their own pairs: run_bf16's panels are transposes of the rows.
-  bool pair_rows(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float*, uint32_t* pairs) const {
-    if constexpr (!std::is_same_v<T, bf16_t>) {
-      return false;
-    } else {
-      const T* base = w + n0 * K + k0;
-      const int64_t ld = K;
-      gemm::pack_pairs_from_rows(
-          [base, ld](int64_t j, int64_t kp0) { return _mm512_loadu_si512(base + j * ld + 2 * kp0); }, nb, kb, pairs);
-      return true;
-    }
+  void pair_rows(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float*, uint32_t* pairs) const
+    requires std::is_same_v<T, bf16_t>
+  {
+    const T* base = w + n0 * K + k0;
+    const int64_t ld = K;
+    gemm::pack_pairs_from_rows([base, ld](int64_t j, int64_t kp0) { return _mm512_loadu_si512(base + j * ld + 2 * kp0); },
+                               nb, kb, pairs);
   }
 #endif
 };
