@@ -80,39 +80,31 @@ __device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid
 // kSuper: values of K a stage, 1024 = one chunk a warp (2048, two a warp at 2 blocks an SM,
 // measured slower: cuda_gemv.md run 8). kMinBlocks 3: up to 85 registers (at 4 blocks an
 // SM, 64 registers, ptxas recomputed lane indices and zeroed B fragments every chunk).
-constexpr int kSuperDefault = 1024, kMinBlocksDefault = 3;
-template <int kSuper>
-constexpr int row_bytes() {
-  return kSuper / 2 + 64;  // 576 / 1088
-}
-template <int kSuper>
-constexpr int word_bytes() {
-  return 16 * row_bytes<kSuper>();
-}
-template <typename S, int kSuper>
+constexpr int kSuper = 1024, kMinBlocks = 3;
+constexpr int kRowBytes = kSuper / 2 + 64;  // 576
+constexpr int kWordBytes = 16 * kRowBytes;  // 9216
+template <typename S>
 __host__ __device__ constexpr int stage_bytes(int G) {
-  return word_bytes<kSuper>() + 2 * 16 * (kSuper / kChunk) * G * int(sizeof(S));
+  return kWordBytes + 2 * 16 * (kSuper / kChunk) * G * int(sizeof(S));
 }
 
 // Shared memory: the stage ring, 64 zero bytes (the B fragments of the lanes outside their
 // group, and past K), then xb [M][K / 32][16] bf16 pairs in lane order, xsub [M][K / 32]
 // sums of a sub-chunk's rounded values, xg [M][chunks * G] group sums (zero past K's
 // groups, so a chunk reads its sums unchecked), red [8][16][9] the warps' partial sums.
-template <typename S, int kSuper>
+template <typename S>
 __host__ __device__ inline size_t smem_bytes(int M, int64_t K, int group_shift) {
   const int G = kChunk >> group_shift;
-  return size_t(kStages) * size_t(stage_bytes<S, kSuper>(G)) + size_t(M) * size_t(K) * 2 + size_t(M) * size_t(K / kSub) * 4 +
+  return size_t(kStages) * size_t(stage_bytes<S>(G)) + size_t(M) * size_t(K) * 2 + size_t(M) * size_t(K / kSub) * 4 +
          size_t(M) * size_t((K + kChunk - 1) / kChunk * G) * 4 + size_t(kWarps) * 16 * 9 * 4 + 64;
 }
 
-template <typename S, int G, bool kGated, int kSuper, int kMinBlocks>
+template <typename S, int G, bool kGated>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     qgemv_tc_kernel(const float* __restrict__ x, int M, const GemvParts P, int64_t K, int group_shift,
                     unsigned tiles) {
   constexpr int kOut = kGated ? 8 : 16;
-  static_assert(stage_bytes<S, kSuper>(G) % 16 == 0, "the zero block and xb follow the ring 16-byte aligned");
-  constexpr int kRowBytes = row_bytes<kSuper>(), kWordBytes = word_bytes<kSuper>();
-  constexpr int kPer = kSuper / 1024;  // chunks a warp a stage (512-byte row pieces a warp copies)
+  static_assert(stage_bytes<S>(G) % 16 == 0, "the zero block and xb follow the ring 16-byte aligned");
   constexpr int kSG = (kSuper / kChunk) * G;          // groups of a row in a stage
   constexpr int kPiece = sizeof(S) == 2 ? 2 : 1;      // scales per 4-byte copy
   constexpr int kPieces = kSG / kPiece;               // 4-byte copies per row and array
@@ -122,7 +114,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   const int K32 = int(K), subs = K32 / kSub, chunks = (K32 + kChunk - 1) / kChunk, groups = K32 >> group_shift;
   const int supers = (K32 + kSuper - 1) / kSuper;
   unsigned char* ring = smem_raw;
-  unsigned* zero64 = reinterpret_cast<unsigned*>(smem_raw + size_t(kStages) * stage_bytes<S, kSuper>(G));
+  unsigned* zero64 = reinterpret_cast<unsigned*>(smem_raw + size_t(kStages) * stage_bytes<S>(G));
   unsigned* xb = zero64 + 16;
   float* xsub = reinterpret_cast<float*>(xb + size_t(M) * size_t(subs) * 16);
   float* xg = xsub + size_t(M) * size_t(subs);
@@ -169,46 +161,31 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   auto issue = [&](int p) {
     if (p < total) {
       if (iss_sc == 0) point(iss_tile);
-      unsigned char* slot = ring + (p % kStages) * stage_bytes<S, kSuper>(G);
-      if ((iss_sc + 1) * kSuper <= K32) {
-        // The whole stage lies inside K (every stage when K % kSuper == 0): no bounds.
+      unsigned char* slot = ring + (p % kStages) * stage_bytes<S>(G);
+      // A stage that lies inside K (every stage when K % kSuper == 0) copies without bounds
+      // checks: copy(std::false_type) folds them away.
+      auto copy = [&](auto checked) {
+        constexpr bool kChecked = decltype(checked)::value;
+        const int sub = iss_sc * (kSuper / kSub) + lane;
+        const bool in_k = !kChecked || sub < subs;
 #pragma unroll
-        for (int v = 0; v < kPer; ++v)
-#pragma unroll
-          for (int k = 0; k < 2; ++k)
-            cp_async16(slot + (warp + 8 * k) * kRowBytes + v * 512 + lane * 16, wsrc[k] + iss_sc * (kSuper / 8) + v * 128,
-                       true);
-#pragma unroll
-        for (int k = 0; k < kScaleCopies; ++k) {
-          const int idx = threadIdx.x + k * kThreads;
-          if (kScaleCopies * kThreads == 2 * 16 * kPieces || idx < 2 * 16 * kPieces) {
-            const int arr = idx / (16 * kPieces), r = (idx / kPieces) % 16, piece = idx % kPieces;
-            cp_async4(slot + kWordBytes + arr * kSBytes + (r * kSG + piece * kPiece) * int(sizeof(S)), ssrc[k] + iss_sc * kSG,
-                      true);
-          }
-        }
-        if (++iss_sc == nsup) iss_sc = 0, ++iss_tile;
-      } else {
-#pragma unroll
-        for (int v = 0; v < kPer; ++v) {
-          const int sub = iss_sc * (kSuper / kSub) + v * 32 + lane;
-#pragma unroll
-          for (int k = 0; k < 2; ++k)
-            cp_async16(slot + (warp + 8 * k) * kRowBytes + v * 512 + lane * 16,
-                       sub < subs ? wsrc[k] + iss_sc * (kSuper / 8) + v * 128 : wsrc[k], sub < subs);
-        }
+        for (int k = 0; k < 2; ++k)
+          cp_async16(slot + (warp + 8 * k) * kRowBytes + lane * 16, in_k ? wsrc[k] + iss_sc * (kSuper / 8) : wsrc[k],
+                     in_k);
 #pragma unroll
         for (int k = 0; k < kScaleCopies; ++k) {
           const int idx = threadIdx.x + k * kThreads;
           if (kScaleCopies * kThreads == 2 * 16 * kPieces || idx < 2 * 16 * kPieces) {
             const int arr = idx / (16 * kPieces), r = (idx / kPieces) % 16, piece = idx % kPieces;
-            const int grp = iss_sc * kSG + piece * kPiece;
+            const bool grp_in = !kChecked || iss_sc * kSG + piece * kPiece < groups;
             cp_async4(slot + kWordBytes + arr * kSBytes + (r * kSG + piece * kPiece) * int(sizeof(S)),
-                      grp < groups ? ssrc[k] + iss_sc * kSG : ssrc[k], grp < groups);
+                      grp_in ? ssrc[k] + iss_sc * kSG : ssrc[k], grp_in);
           }
         }
-        if (++iss_sc == nsup) iss_sc = 0, ++iss_tile;
-      }
+      };
+      if ((iss_sc + 1) * kSuper <= K32) copy(std::false_type{});
+      else copy(std::true_type{});
+      if (++iss_sc == nsup) iss_sc = 0, ++iss_tile;
     }
     cp_async_commit();  // an empty group past the end keeps the wait counts uniform
   };
@@ -291,38 +268,35 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     cp_async_wait<kStages - 2>();
     __syncthreads();  // stage p landed for every thread; slot p - 1 is free again
     issue(p + kStages - 1);
+    const int wc = warp;  // this warp's chunk of the stage
+    const int ch = sc * (kSuper / kChunk) + wc;
+    if (ch < chunks) {
+      const unsigned char* slot = ring + (p % kStages) * stage_bytes<S>(G);
+      const uint4 wa = *reinterpret_cast<const uint4*>(slot + g * kRowBytes + wc * 64 + c * 16);
+      const uint4 wb = *reinterpret_cast<const uint4*>(slot + (g + 8) * kRowBytes + wc * 64 + c * 16);
+      // B fragments: the lanes outside their group (and past K) read 64 zero bytes.
+      unsigned bx[16];
+      load_regs16(bx, bvalid && ch * 4 + c < subs ? xb_lane + ch * 4 * 16 : zero64, true);
+      float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      const uint32_t w0[4] = {wa.x, wa.y, wa.z, wa.w}, w1[4] = {wb.x, wb.y, wb.z, wb.w};
 #pragma unroll
-    for (int u = 0; u < kPer; ++u) {
-      const int wc = warp + 8 * u;  // this warp's chunk of the stage
-      const int ch = sc * (kSuper / kChunk) + wc;
-      if (ch < chunks) {
-        const unsigned char* slot = ring + (p % kStages) * stage_bytes<S, kSuper>(G);
-        const uint4 wa = *reinterpret_cast<const uint4*>(slot + g * kRowBytes + wc * 64 + c * 16);
-        const uint4 wb = *reinterpret_cast<const uint4*>(slot + (g + 8) * kRowBytes + wc * 64 + c * 16);
-        // B fragments: the lanes outside their group (and past K) read 64 zero bytes.
-        unsigned bx[16];
-        load_regs16(bx, bvalid && ch * 4 + c < subs ? xb_lane + ch * 4 * 16 : zero64, true);
-        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        const uint32_t w0[4] = {wa.x, wa.y, wa.z, wa.w}, w1[4] = {wb.x, wb.y, wb.z, wb.w};
+      for (int q = 0; q < 4; ++q) {
+        const unsigned a0[4] = {nib_pair(w0[q], 0), nib_pair(w1[q], 0), nib_pair(w0[q], 1), nib_pair(w1[q], 1)};
+        mma<bf16>(acc, a0, bx[4 * q], bx[4 * q + 1]);
+        const unsigned a1[4] = {nib_pair(w0[q], 2), nib_pair(w1[q], 2), nib_pair(w0[q], 3), nib_pair(w1[q], 3)};
+        mma<bf16>(acc, a1, bx[4 * q + 2], bx[4 * q + 3]);
+      }
+      const float xs0 = m0 * xg0[ch * G], xs1 = m1 * xg1[ch * G];
+      const S* ss = reinterpret_cast<const S*>(slot + kWordBytes);
+      const int sidx = wc * G + grp0;  // the lane's first group in the stage
 #pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const unsigned a0[4] = {nib_pair(w0[q], 0), nib_pair(w1[q], 0), nib_pair(w0[q], 1), nib_pair(w1[q], 1)};
-          mma<bf16>(acc, a0, bx[4 * q], bx[4 * q + 1]);
-          const unsigned a1[4] = {nib_pair(w0[q], 2), nib_pair(w1[q], 2), nib_pair(w0[q], 3), nib_pair(w1[q], 3)};
-          mma<bf16>(acc, a1, bx[4 * q + 2], bx[4 * q + 3]);
-        }
-        const float xs0 = m0 * xg0[ch * G], xs1 = m1 * xg1[ch * G];
-        const S* ss = reinterpret_cast<const S*>(slot + kWordBytes);
-        const int sidx = wc * G + grp0;  // the lane's first group in the stage
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int row = g + 8 * r;
-          const float s0 = to_f(ss[row * kSG + sidx]), b0 = to_f(ss[16 * kSG + row * kSG + sidx]);
-          const float s1 = G == 1 ? s0 : to_f(ss[row * kSG + sidx + 1]);
-          const float b1 = G == 1 ? b0 : to_f(ss[16 * kSG + row * kSG + sidx + 1]);
-          yacc[r][0] = fmaf(s0, acc[2 * r], fmaf(fmaf(-128.0f, s0, b0), xs0, yacc[r][0]));
-          yacc[r][1] = fmaf(s1, acc[2 * r + 1], fmaf(fmaf(-128.0f, s1, b1), xs1, yacc[r][1]));
-        }
+      for (int r = 0; r < 2; ++r) {
+        const int row = g + 8 * r;
+        const float s0 = to_f(ss[row * kSG + sidx]), b0 = to_f(ss[16 * kSG + row * kSG + sidx]);
+        const float s1 = G == 1 ? s0 : to_f(ss[row * kSG + sidx + 1]);
+        const float b1 = G == 1 ? b0 : to_f(ss[16 * kSG + row * kSG + sidx + 1]);
+        yacc[r][0] = fmaf(s0, acc[2 * r], fmaf(fmaf(-128.0f, s0, b0), xs0, yacc[r][0]));
+        yacc[r][1] = fmaf(s1, acc[2 * r + 1], fmaf(fmaf(-128.0f, s1, b1), xs1, yacc[r][1]));
       }
     }
     if (sc == nsup - 1) {
@@ -361,12 +335,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   cp_async_wait<0>();
 }
 
-template <typename S, int G, int kSuper, int kMinBlocks>
+template <typename S, int G>
 void launch(const float* x, int M, GemvParts P, int64_t K, int shift, int dev, cudaStream_t st) {
   const bool gated = P.gate_act >= 0;
   const unsigned tiles = plan_blocks(P, gated ? 8 : 16);
-  const size_t smem = smem_bytes<S, kSuper>(M, K, shift);
-  auto kernel = gated ? qgemv_tc_kernel<S, G, true, kSuper, kMinBlocks> : qgemv_tc_kernel<S, G, false, kSuper, kMinBlocks>;
+  const size_t smem = smem_bytes<S>(M, K, shift);
+  auto kernel = gated ? qgemv_tc_kernel<S, G, true> : qgemv_tc_kernel<S, G, false>;
   struct Conf {
     size_t smem = 0;
     int blocks = 0;
@@ -391,8 +365,8 @@ bool qgemv_tc(const float* x, int M, GemvParts P, int bits, int group_shift, int
   if (bits != 4 || group_shift < 5 || group_shift > 7 || K % kSub != 0 || M < 1 || K > (int64_t(1) << 30)) return false;
   const int G = kChunk >> group_shift;
   if (M > 8 / G) return false;
-  const size_t smem = scale_dtype == DType::f32 ? smem_bytes<float, kSuperDefault>(M, K, group_shift)
-                                                : smem_bytes<bf16, kSuperDefault>(M, K, group_shift);
+  const size_t smem =
+      scale_dtype == DType::f32 ? smem_bytes<float>(M, K, group_shift) : smem_bytes<bf16>(M, K, group_shift);
   if (smem > 160 * 1024) return false;
   const int dev = current_device();
   if (compute_major(dev) < 8) return false;
@@ -405,10 +379,9 @@ bool qgemv_tc(const float* x, int M, GemvParts P, int bits, int group_shift, int
   }
   by_float_type(scale_dtype, "qgemv_tc: scales", [&](auto tag) {
     using S = decltype(tag);
-    constexpr int SUP = kSuperDefault, MB = kMinBlocksDefault;
-    if (G == 1) launch<S, 1, SUP, MB>(x, M, P, K, group_shift, dev, st);
-    else if (G == 2) launch<S, 2, SUP, MB>(x, M, P, K, group_shift, dev, st);
-    else launch<S, 4, SUP, MB>(x, M, P, K, group_shift, dev, st);
+    if (G == 1) launch<S, 1>(x, M, P, K, group_shift, dev, st);
+    else if (G == 2) launch<S, 2>(x, M, P, K, group_shift, dev, st);
+    else launch<S, 4>(x, M, P, K, group_shift, dev, st);
   });
   MLXCEL_CUDA_LAUNCH_CHECK();
   return true;
