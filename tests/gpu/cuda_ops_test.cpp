@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <random>
 
+#include "backends/cpu/isa.h"
 #include "base/error.h"
 #include "ops/ops.h"
 #include "ops/sample.h"
@@ -252,6 +253,71 @@ TEST(CudaOps, TensorCoreQuantizedGemvMatchesBf16X) {
                 kTol);
       for (int m = 0; m < int(rows.size()); ++m)
         EXPECT_TRUE(bytes_equal(rows[size_t(m)], host(single).slice(0, m, m + 1).clone())) << "row " << m;
+    }
+  }
+}
+
+// Design 10 (qgemv_ks.cu: K split over blocks, the slices added by the last block of a row
+// group). 4 bits: the CPU's f32 product of x rounded to bf16 (design 8's numerics); 8 bits:
+// x scaled per column by a power of two into f16 (finer than bf16), so within 5e-4 of the
+// exact f32 product, also for x far outside f16's range. Group sizes 32/64/128, f16/bf16/f32
+// scales, one slice (K <= 1024, K = 320 and 96 cut a chunk short) and many (K = 14336),
+// row groups of one tile and of many (N = 33 .. 40000), the multi-part and gated launches,
+// 1..8 / G rows of x, and a batch row equal in bits to the row alone. Launched twice: the
+// row-group counters are reset by each launch.
+TEST(CudaOps, KSplitQuantizedGemvMatchesCpu) {
+  REQUIRE_GPU();
+  struct Case {
+    int bits, group;
+    DType sdt;
+    int64_t K, N;
+    int max_rows;
+    float xscale;  // x's magnitude (8 bits: past f16's range)
+  };
+  for (const Case cs : {Case{4, 64, DType::bf16, 4096, 301, 4, 1.0f}, Case{8, 64, DType::bf16, 4096, 301, 4, 1.0f},
+                        Case{4, 32, DType::f16, 1024, 301, 2, 1.0f}, Case{8, 32, DType::f16, 1024, 301, 2, 3e5f},
+                        Case{4, 128, DType::f32, 2048, 301, 8, 1.0f}, Case{8, 128, DType::f32, 2048, 77, 8, 1e-6f},
+                        Case{4, 64, DType::bf16, 14336, 520, 2, 1.0f}, Case{8, 64, DType::bf16, 14336, 520, 2, 1.0f},
+                        Case{4, 64, DType::bf16, 4096, 9000, 4, 1.0f}, Case{8, 64, DType::f16, 256, 40000, 4, 1.0f},
+                        Case{4, 128, DType::f32, 384, 77, 8, 1.0f}, Case{8, 32, DType::bf16, 320, 33, 2, 1.0f},
+                        Case{4, 32, DType::f32, 96, 50, 2, 1.0f}, Case{8, 32, DType::f32, 96, 50, 2, 1.0f},
+                        Case{4, 64, DType::bf16, 5120, 33, 4, 1.0f}}) {
+    SCOPED_TRACE(std::to_string(cs.bits) + " bits g" + std::to_string(cs.group) + " K " + std::to_string(cs.K) +
+                 " N " + std::to_string(cs.N));
+    const QuantSpec spec{QuantFormat::mlx_affine, cs.bits, cs.group};
+    QuantizedWeight q1 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
+    QuantizedWeight q2 = ops::quantize(rand_host({64, cs.K}), spec, cs.sdt);
+    QuantizedWeight q3 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
+    QuantizedWeight d1 = dev_quant(q1), d2 = dev_quant(q2), d3 = dev_quant(q3);
+    Tensor b1 = rand_host({cs.N});
+    for (int M : {1, cs.max_rows}) {
+      SCOPED_TRACE("M " + std::to_string(M));
+      Tensor x = ops::scale(rand_host({M, cs.K}), cs.xscale);
+      // What the MMA sees: 4 bits x rounded to bf16; 8 bits compares with the exact x.
+      Tensor xr = cs.bits == 4 ? ops::astype(ops::astype(x, DType::bf16), DType::f32) : x;
+      const int previous = cuda::set_gemv_variants(1, 10);
+      std::vector<Tensor> got, again;
+      for (int rep = 0; rep < 2; ++rep) {
+        std::vector<Tensor>& o = rep ? again : got;
+        o = ops::qlinear_multi(dev(x), {&d1, &d2, &d3}, {dev(b1), Tensor(), Tensor()});
+        o.push_back(ops::qlinear(dev(x), d1, dev(b1)));
+        o.push_back(ops::qlinear_gated(dev(x), d1, d3, ops::Activation::silu, dev(b1)));
+      }
+      std::vector<Tensor> rows;
+      for (int m = 0; m < M && M > 1; ++m) rows.push_back(ops::qlinear(dev(x.slice(0, m, m + 1)), d1, dev(b1)));
+      cuda::set_gemv_variants(previous / 16, previous % 16);
+      const int cpu_parts = cpu::set_q4_x_parts(0);  // the CPU's exact f32 product as the reference
+      const double tol = cs.bits == 4 ? 2e-5 : 5e-4;
+      EXPECT_LT(rel_err(got[0], ops::qlinear(xr, q1, b1)), tol);
+      EXPECT_LT(rel_err(got[1], ops::qlinear(xr, q2)), tol);
+      EXPECT_LT(rel_err(got[2], ops::qlinear(xr, q3)), tol);
+      EXPECT_LT(rel_err(got[3], ops::qlinear(xr, q1, b1)), tol);
+      EXPECT_LT(rel_err(got[4], ops::gated(ops::qlinear(xr, q1, b1), ops::qlinear(xr, q3), ops::Activation::silu)),
+                cs.xscale == 1.0f ? tol : 1e-2);  // silu of huge / tiny sums: relative error grows
+      for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(bytes_equal(got[i], again[i])) << "output " << i;
+      for (int m = 0; m < int(rows.size()); ++m)
+        EXPECT_TRUE(bytes_equal(rows[size_t(m)], host(got[3]).slice(0, m, m + 1).clone())) << "row " << m;
+      cpu::set_q4_x_parts(cpu_parts);
     }
   }
 }

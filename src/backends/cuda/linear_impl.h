@@ -33,7 +33,8 @@ struct GemvParts {
 // design 0's math on weights streamed through shared memory (qgemv_stream); 8 (4-bit, a
 // few rows; dense takes 1): the tensor cores with scales applied in f32 (qgemv_tc); 9
 // (quantized only, the default): design 8 for 4-bit launches of one row, design 0's
-// paths (qgemm_mma, design 7, design 0) for the rest.
+// paths (qgemm_mma, design 7, design 0) for the rest; 10 (4- and 8-bit, a few rows; dense
+// takes 1): the tensor cores with K split over blocks (qgemv_ks).
 int gemv_variant(bool quantized);
 constexpr int kQgemvAuto = 9;
 
@@ -55,6 +56,14 @@ bool qgemv_mma(const float* x, int M, GemvParts P, int bits, int group_shift, in
 // in separate MMA columns and folded with their scale and bias in f32. False (nothing
 // launched) when the shape, alignment or card does not fit it.
 bool qgemv_tc(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
+              cudaStream_t st);
+
+// Design 10 (quantized, 4- or 8-bit, M <= 8 / (128 / group size), qgemv_ks.cu): design 8's
+// numerics for 4 bits (8 bits: exact 1024 + q and x scaled per column by a power of two
+// into f16), a block owning one 1,024-value slice of K and a run of 16-row tiles, x's
+// fragments in registers, the slices' partial sums added in order by the last block of
+// each row group. False (nothing launched) when the shape, alignment or card does not fit.
+bool qgemv_ks(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
               cudaStream_t st);
 
 // 4- and 8-bit MLX affine products of 2..kQgemmMaxRows rows in bf16 on the tensor cores

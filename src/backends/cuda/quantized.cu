@@ -379,6 +379,7 @@ void qgemv_launch(const float* x, int M, GemvParts P, int bits, int group_size, 
   }
   if (variant == 6 && qgemv_mma(x, M, P, bits, shift, K, dtype_of<S>(), st)) return;
   if (variant == 8 && qgemv_tc(x, M, P, bits, shift, K, dtype_of<S>(), st)) return;
+  if (variant == 10 && qgemv_ks(x, M, P, bits, shift, K, dtype_of<S>(), st)) return;
   // 2-8 rows of 4- or 8-bit weights: bf16 on the tensor cores (the f32 GEMV below does M
   // FMAs a weight and is ALU-bound there).
   if (variant == 0 && qgemm_mma(x, M, P, bits, shift, K, dtype_of<S>(), st)) return;

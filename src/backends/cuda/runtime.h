@@ -52,8 +52,9 @@ cublasHandle_t cublas_handle(int device);  // bound to stream_of(device)
 // A scratch buffer of at least `bytes` on the current device, stream-ordered (valid
 // until the next call on this device; kernels on the same stream may use it). Slots:
 // 0-2 operands of linear/qlinear and attention partials, 3 error flags, 4 the cuBLASLt
-// workspace, 5 the bf16 activations of qgemm_mma.
-constexpr int kScratchSlots = 6;
+// workspace, 5 the bf16 activations of qgemm_mma, 6 the row-group counters and partial
+// sums of qgemv_ks.
+constexpr int kScratchSlots = 7;
 void* scratch(size_t bytes, int slot = 0);
 // A device copy of a small i32 tensor (returns it as is when already on `device`).
 Tensor on_device_i32(const Tensor& t, int device);
