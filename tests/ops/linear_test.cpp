@@ -109,7 +109,7 @@ TEST(FusedOps, EqualTheCompositionOnTheCpu) {
   expect_error([&] { ops::linear_gated(x, wq, wk, ops::Activation::silu); }, ErrorKind::invalid_request, "[gated]");
   expect_error([&] { ops::add_rms_norm(x, optest::rand_f32({3, 41}, 1), nw, 1e-5f); }, ErrorKind::invalid_request,
                "[add]");
-  expect_error([&] { ops::qlinear_multi(x, {&q1}); }, ErrorKind::invalid_request, "[qlinear]");
+  expect_error([&] { ops::qlinear_multi(x, {&q1}); }, ErrorKind::invalid_request, "[qlinear_multi]");
 }
 
 // bf16 activations between ops (ops::matmul_input_dtype): linear reads bf16 x as its

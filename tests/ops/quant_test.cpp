@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "ops/fused.h"
 #include "test_util.h"
 
 namespace mlxcel {
@@ -244,6 +245,43 @@ TEST(Dequantize, SameDtypeRoundsEachStep) {
     }
 }
 
+// The int8 decode form (backends/cpu/quantized.cpp): per group g of w and row of x, with x's
+// int8 values xq and scale d, Z = 8 (4-bit) or 128 (8-bit) and X_g the exact sum of x,
+//   y = sum_g s_g d sum_k (q_k - Z) xq_k + (b_g + Z s_g) X_g   (+ bias),
+// in double, within 2e-6 of the sum of the terms' sizes.
+void check_int8_decode(const std::vector<float>& xv, const QuantizedWeight& w, const float* bias,
+                       const std::vector<float>& yv, int64_t M, int64_t N, int64_t K) {
+  const int gs = w.spec.group_size, bits = w.spec.bits, Z = bits == 4 ? 8 : 128;
+  const int64_t G = K / gs;
+  const auto dq = ops::dequantize(w).to_f32_vector();
+  const auto sc = w.scales.to_f32_vector(), bi = w.biases.to_f32_vector();
+  std::vector<int> xq(static_cast<size_t>(gs));
+  int misses = 0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double y = bias ? bias[n] : 0.0, mag = std::fabs(y);
+      for (int64_t g = 0; g < G; ++g) {
+        const float* xg = xv.data() + m * K + g * gs;
+        const double d = optest::int8_group(xg, gs, xq.data());
+        const double s = sc[size_t(n * G + g)], b = bi[size_t(n * G + g)];
+        double dot = 0, X = 0;
+        for (int k = 0; k < gs; ++k) {
+          // The exact integer q of the weight (dq = s q + b as MLX rounds it).
+          const double qk = s != 0 ? std::nearbyint((dq[size_t(n * K + g * gs + k)] - b) / s) : 0.0;
+          dot += (qk - Z) * xq[size_t(k)];
+          mag += std::fabs(s * d * (qk - Z) * xq[size_t(k)]);
+          X += xg[k];
+        }
+        y += s * d * dot + (b + Z * s) * X;
+        mag += std::fabs((b + Z * s) * X);
+      }
+      const double got = yv[size_t(m * N + n)];
+      if (std::fabs(got - y) > 2e-6 * mag + 1e-6 && misses++ < 3)
+        ADD_FAILURE() << "int8 x: q" << bits << " g" << gs << " " << dtype_name(w.scales.dtype()) << " M=" << M
+                      << " N=" << N << " K=" << K << " y[" << m << "][" << n << "] = " << got << ", want " << y;
+    }
+}
+
 // y = x @ dequant(w)^T (+ b) in double, checked with error bounds from sum |x w|.
 void check_qlinear(int64_t M, int64_t N, int64_t K, int bits, int gs, DType sdt, bool with_bias, uint32_t seed) {
   auto xv = rand_vec(M * K, seed), wv = rand_vec(N * K, seed + 1, -0.5f, 0.4f), bv = rand_vec(N, seed + 2);
@@ -262,7 +300,9 @@ void check_qlinear(int64_t M, int64_t N, int64_t K, int bits, int gs, DType sdt,
   }
   // The 4-bit decode GEMV on AVX512_BF16 multiplies the exact weights by x in 1 or 2 bf16
   // parts (backends/cpu/isa.h): the reference takes x as those parts carry it.
-  xv = optest::round_to_bf16_parts(xv, optest::cpu_q4_x_parts(M, K, bits, gs, sdt));
+  const int form = optest::cpu_q4_x_parts(M, K, bits, gs, sdt);
+  if (form == cpu::kQ4XInt8) return check_int8_decode(xv, q, with_bias ? bv.data() : nullptr, yv, M, N, K);
+  xv = optest::round_to_bf16_parts(xv, form);
   int misses = 0;
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) {
@@ -294,29 +334,31 @@ TEST(Qlinear, MatchesDequantizedDenseEveryFormat) {
 TEST(Qlinear, FourBitDecodeEveryXForm) {
   const int before = cpu::q4_x_parts();
   uint32_t seed = 900;
-  for (int parts : {-1, 0, 1, 2}) {
+  for (int parts : {-1, 0, 1, 2, cpu::kQ4XInt8}) {
     cpu::set_q4_x_parts(parts);
     for (DType sdt : optest::kFloatDTypes)
       for (int gs : kGroups)
         for (int64_t K : {128, 384, 4096})
           for (int64_t N : {1, 37, 300})
-            for (int64_t M : {1, 2, 4, 5, 8})
+            for (int64_t M : {1, 2, 4, 5, 8, 13, 32})
               for (int bits : {4, 8})
                 if (K < 4096 || N < 300) check_qlinear(M, N, K, bits, gs, sdt, N % 2 == 1, seed++);
   }
   cpu::set_q4_x_parts(before);
 }
 
-// Batch invariance of the bf16 decode forms: each row of a product of 2-8 rows of x gets
-// the bits it gets alone.
+// Batch invariance of the decode forms (bf16 parts, int8): each row of a product of 2-32
+// rows of x gets the bits it gets alone.
 TEST(Qlinear, FourBitDecodeRowsAsAlone) {
+  // The forms are the avx512 build's (the lower builds' f32 paths group rows differently).
+  if (cpu::isa() != cpu::Isa::avx512) GTEST_SKIP() << "decode forms need the avx512 kernels";
   const int before = cpu::q4_x_parts();
-  for (int parts : {1, 2}) {
+  for (int parts : {1, 2, cpu::kQ4XInt8}) {
     cpu::set_q4_x_parts(parts);
     for (DType sdt : {DType::bf16, DType::f16}) {
       for (int bits : {4, 8}) {
       QuantizedWeight q = ops::quantize(optest::rand_f32({45, 256}, 7), {QuantFormat::mlx_affine, bits, 64}, sdt);
-      for (int64_t M : {2, 3, 5, 8}) {
+      for (int64_t M : {2, 3, 5, 8, 17, 32}) {
         Tensor x = optest::rand_f32({M, 256}, uint32_t(10 + M));
         auto all = ops::qlinear(x, q).to_f32_vector();
         for (int64_t m = 0; m < M; ++m) {
@@ -329,6 +371,42 @@ TEST(Qlinear, FourBitDecodeRowsAsAlone) {
       }
     }
   }
+  cpu::set_q4_x_parts(before);
+}
+
+// qlinear_multi (one parallel region for q, k, v or gate, up on the CPU) gives each
+// product's qlinear bits, for every decode form, batch sizes on both sides of the GEMV
+// limit, biases or none, and weights of different specs (products one by one).
+TEST(Qlinear, MultiMatchesSeparate) {
+  const int before = cpu::q4_x_parts();
+  for (int form : {-1, 0, 1, 2, cpu::kQ4XInt8})
+    for (int bits : {4, 8})
+      for (int64_t M : {1, 3, 9, 32, 40}) {
+        cpu::set_q4_x_parts(form);
+        const DType sdt = M % 2 ? DType::bf16 : DType::f16;
+        std::vector<QuantizedWeight> qs;
+        for (int64_t N : {40, 8, 100})
+          qs.push_back(ops::quantize(optest::rand_f32({N, 256}, uint32_t(N + bits)), {QuantFormat::mlx_affine, bits, 64}, sdt));
+        // A fourth of another spec: the products then run one by one.
+        QuantizedWeight other =
+            ops::quantize(optest::rand_f32({24, 256}, 5), {QuantFormat::mlx_affine, 12 - bits, 32}, sdt);
+        const Tensor x = optest::rand_f32({M, 256}, uint32_t(M));
+        const Tensor b1 = optest::rand_f32({8}, 3);
+        for (bool mixed : {false, true}) {
+          std::vector<const QuantizedWeight*> ws = {&qs[0], &qs[1], mixed ? &other : &qs[2]};
+          std::vector<Tensor> bs = {Tensor(), b1, Tensor()};
+          auto ys = ops::qlinear_multi(x, ws, bs);
+          ASSERT_EQ(ys.size(), 3u);
+          for (size_t i = 0; i < 3; ++i) {
+            auto want = ops::qlinear(x, *ws[i], bs[i]).to_f32_vector();
+            auto got = ys[i].to_f32_vector();
+            ASSERT_EQ(got.size(), want.size());
+            for (size_t j = 0; j < got.size(); ++j)
+              ASSERT_EQ(got[j], want[j]) << "form " << form << " bits " << bits << " M " << M << " product " << i
+                                         << (mixed ? " (mixed specs)" : "") << " at " << j;
+          }
+        }
+      }
   cpu::set_q4_x_parts(before);
 }
 

@@ -33,6 +33,9 @@
   X(void, linear, (const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out), (x, w, bias, out))          \
   X(void, qlinear, (const float* x, int64_t M, const QuantMatrix& w, const float* bias, float* y),                 \
     (x, M, w, bias, y))                                                                                            \
+  X(void, qlinear_multi,                                                                                           \
+    (const float* x, int64_t M, const QuantMatrix* ws, int n, const float* const* biases, float* const* ys),       \
+    (x, M, ws, n, biases, ys))                                                                                     \
   X(void, dequantize_rows_f32, (const QuantMatrix& w, const int32_t* rows, int64_t n, float* out),                 \
     (w, rows, n, out))                                                                                             \
   X(void, dequantize_same_dtype, (const QuantMatrix& w, void* out), (w, out))                                      \

@@ -84,11 +84,11 @@ bool set_bf16_products(bool on) { return bf16_switch().exchange(on && has_avx512
 namespace {
 std::atomic<int>& q4_parts_switch() {
   static std::atomic<int> parts{[] {
-    if (!has_avx512_bf16()) return 0;
     const char* e = std::getenv("MLXCEL_CPU_Q4_X");
+    if (e && std::strcmp(e, "int8") == 0) return kQ4XInt8;
     if (e && std::strcmp(e, "f32") == 0) return 0;
-    if (e && std::strcmp(e, "bf16") == 0) return 1;
-    if (e && std::strcmp(e, "bf16x2") == 0) return 2;
+    if (e && std::strcmp(e, "bf16") == 0) return has_avx512_bf16() ? 1 : 0;
+    if (e && std::strcmp(e, "bf16x2") == 0) return has_avx512_bf16() ? 2 : 0;
     return -1;
   }()};
   return parts;
@@ -98,12 +98,15 @@ std::atomic<int>& q4_parts_switch() {
 int q4_x_parts() { return isa() == Isa::avx512 ? q4_parts_switch().load(std::memory_order_relaxed) : 0; }
 
 int set_q4_x_parts(int parts) {
-  return q4_parts_switch().exchange(has_avx512_bf16() ? std::clamp(parts, -1, 2) : 0);
+  parts = std::clamp(parts, -1, kQ4XInt8);
+  if ((parts == 1 || parts == 2) && !has_avx512_bf16()) parts = 0;
+  return q4_parts_switch().exchange(parts);
 }
 
-int q4_x_parts_for(bool bf16_scales) {
+int q4_x_form(bool bf16_scales) {
   const int parts = q4_x_parts();
-  return parts >= 0 ? parts : bf16_scales && bf16_products() ? 1 : 2;
+  if (parts >= 0) return parts;
+  return !has_avx512_bf16() ? 0 : bf16_scales && bf16_products() ? 1 : 2;
 }
 
 }  // namespace mlxcel::cpu

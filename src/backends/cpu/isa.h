@@ -35,16 +35,24 @@ bool has_avx512_bf16();
 // benchmarks) returns the previous setting and cannot turn it on without the instructions.
 bool bf16_products();
 bool set_bf16_products(bool on);
-// How the avx512 build's MLX 4- and 8-bit decode GEMV (1-8 rows of x) multiplies where the CPU has
-// AVX512_BF16: the weights exact as bf16 (16 + q) against x given as 1 or 2 bf16 parts by
-// VDPBF16PS (1: x rounded to bf16, as a bf16 model's activations are; 2: x = hi + lo, 16
-// of f32's 24 bits), or 0: the f32 path (unpacked nibbles times f32 x). -1 (default) =
-// by the weight: 1 part for bf16 scales where bf16_products() (the rule prompt-sized
-// products follow), else 2 parts. MLXCEL_CPU_Q4_X=f32|bf16|bf16x2 sets it (read
-// once); set_q4_x_parts (tests, benchmarks) returns the previous setting. Both return 0
-// without the instructions. q4_x_parts_for resolves the setting for a weight's scales.
+// How the avx512 build's MLX 4- and 8-bit decode GEMV (up to kGemvMaxRows rows of x) takes
+// x; the weights stay exact in every form:
+//   1 or 2 (MLXCEL_CPU_Q4_X=bf16|bf16x2; needs AVX512_BF16): x as 1 or 2 bf16 parts (hi +
+//     lo: 16 of f32's 24 bits) by VDPBF16PS;
+//   kQ4XInt8 (3, MLXCEL_CPU_Q4_X=int8; the avx512 build's VNNI): x quantized to int8 per
+//     weight group (d = max |x| / 127, as llama.cpp's activations for its Q4_0 / Q8_0 /
+//     K-quant weights) by VPDPBUSD: the fastest (1.8x the bf16 form's rate from the cache)
+//     but the least exact (the family fixtures' logits within 1-11% instead of 1e-3, and
+//     greedy tokens of those random-weight models change), so opt-in;
+//   0 (MLXCEL_CPU_Q4_X=f32): the f32 paths.
+// The default (-1): 1 part for bf16 scales where bf16_products() (the rule prompt-sized
+// products follow), else 2 parts; 0 without AVX512_BF16. q4_x_parts: the setting (read
+// once; 0 outside the avx512 build); set_q4_x_parts (tests, benchmarks) returns the
+// previous setting (a bf16 form without the instructions sets 0); q4_x_form: the form for
+// a weight's scales.
+constexpr int kQ4XInt8 = 3;
 int q4_x_parts();
 int set_q4_x_parts(int parts);
-int q4_x_parts_for(bool bf16_scales);
+int q4_x_form(bool bf16_scales);
 
 }  // namespace mlxcel::cpu

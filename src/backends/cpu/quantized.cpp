@@ -437,14 +437,51 @@ void qgemv4_bf16_m(const uint16_t* xb, const float* xs, const QuantMatrix& w, in
   }
 }
 
-// 1 to kQ4Bf16MaxRows rows of x. (cpu_kernels_bench, q4 g64 4096 x 4096, ms hot / cold:
-// M = 4: 0.85 / 0.93 against the general path's 1.1 / 1.5; M = 8: 4.2 / 4.3 against 2.2,
-// where 8 rows of x in bf16 pairs, 64 KB at K = 4096, no longer stay in L1.)
-constexpr int kQ4Bf16MaxRows = 4;
+// Products of 1 to kGemvMaxRows rows of x with n (1-4) matrices of one K in one parallel
+// region (a decode step's q, k and v, or gate and up: one hand-off to the workers, x
+// prepared once). pass(i, m0, rows, b0, b1) multiplies rows m0 .. m0 + rows of x (rows <=
+// kDecodePassRows) with rows [b0, b1) of matrix i. More than kDecodePassRows rows of x go
+// in passes over blocks of weight rows that stay in L2 (at most, the whole share: one
+// stream). Each row of x gets the same bits whatever the batch. (cpu_kernels_bench, q4 g64
+// 4096 x 4096, bf16 form, ms hot / cold: M = 4: 0.85 / 0.93 against the f32 path's 1.1 /
+// 1.5; 8 rows of x in one pass, 64 KB of bf16 pairs at K = 4096, left L1: 4.2 / 4.3.)
+constexpr int kDecodePassRows = 4;
+template <typename Pass>
+void decode_region(int64_t M, const QuantMatrix* ws, int n, const Pass& pass) {
+  MLXCEL_CHECK(n >= 1 && n <= 4 && M >= 1 && M <= kGemvMaxRows, "decode region of {} x {}", n, M);
+  int64_t first[4] = {0}, total = 0;  // where each matrix's rows start in [0, total)
+  for (int i = 0; i < n; ++i) first[i] = total, total += ws[i].N;
+  const int64_t K = ws[0].K;
+  const int64_t block = M <= kDecodePassRows ? total : std::max<int64_t>(1, 65536 / (K * ws[0].bits / 8));
+  auto body = [&](int64_t t0, int64_t t1) {
+    for (int i = 0; i < n && t0 < t1; ++i) {
+      const int64_t end = first[i] + ws[i].N;
+      if (t0 >= end) continue;
+      const int64_t n1 = std::min(t1, end) - first[i];
+      for (int64_t b0 = t0 - first[i]; b0 < n1; b0 += block)
+        for (int64_t m0 = 0; m0 < M; m0 += kDecodePassRows)
+          pass(i, m0, int(std::min<int64_t>(kDecodePassRows, M - m0)), b0, std::min(n1, b0 + block));
+      t0 = std::min(t1, end);
+    }
+  };
+  ThreadPool::global().parallel_for(total, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, K * M)));
+}
+
+// f(std::integral_constant<int, rows>) for rows 1 .. kDecodePassRows.
+template <typename F>
+inline void with_rows(int rows, F&& f) {
+  switch (rows) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    default: f(std::integral_constant<int, 4>{}); break;
+  }
+}
+
 template <typename S, int NX, int BITS>
-void qgemv4_bf16(const float* x, int64_t M, const QuantMatrix& w, float* y) {
-  const int gs = w.group_size;
-  const int64_t K = w.K, G = K / gs;
+void qgemv4_bf16_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, float* const* ys) {
+  const int gs = ws[0].group_size;
+  const int64_t K = ws[0].K, G = K / gs;
   thread_local std::vector<uint16_t> xb;
   thread_local std::vector<float> xs;
   xb.resize(size_t(M * NX * K));
@@ -453,15 +490,205 @@ void qgemv4_bf16(const float* x, int64_t M, const QuantMatrix& w, float* y) {
   uint16_t* xbp = xb.data();
   float* xsp = xs.data();
   for (int64_t m = 0; m < M; ++m) split_x_bf16<NX, BITS == 4>(x + m * K, K, gs, xbp + m * NX * K, xsp + m * G);
-  auto body = [&](int64_t n0, int64_t n1) {
-    switch (M) {
-      case 1: qgemv4_bf16_m<S, NX, 1, BITS>(xbp, xsp, w, n0, n1, y); break;
-      case 2: qgemv4_bf16_m<S, NX, 2, BITS>(xbp, xsp, w, n0, n1, y); break;
-      case 3: qgemv4_bf16_m<S, NX, 3, BITS>(xbp, xsp, w, n0, n1, y); break;
-      default: qgemv4_bf16_m<S, NX, 4, BITS>(xbp, xsp, w, n0, n1, y); break;
+  decode_region(M, ws, n, [&](int i, int64_t m0, int rows, int64_t b0, int64_t b1) {
+    with_rows(rows, [&](auto R) {
+      qgemv4_bf16_m<S, NX, decltype(R)::value, BITS>(xbp + m0 * NX * K, xsp + m0 * G, ws[i], b0, b1,
+                                                     ys[i] + m0 * ws[i].N);
+    });
+  });
+}
+#endif
+
+#if defined(MLXCEL_SIMD_AVX512)
+// ---- 4- and 8-bit decode with int8 x on AVX-512 VNNI ------------------------------------
+//
+// x is quantized like llama.cpp's activations: in blocks (here each weight group, 32, 64
+// or 128 values; llama.cpp takes 32 for Q4_0 / Q8_0 weights and 256 for its K-quants),
+// d = max |x| / 127, x~ = d round(x / d). The weights stay exact: VPDPBUSD multiplies
+// their unsigned 4- or 8-bit values as they lie, 64 bytes at a time (4-bit: the low
+// nibbles against x's even values, the high nibbles against its odd ones, x rearranged
+// once per call), against x's int8 values, 4 products to a 32-bit lane, and each lane's
+// integer sum is scaled by s_g d_g of its group. The error x~ - x is made to meet the
+// weights centred, as (q - Z) s_g with Z = 8 (4-bit) or 128 (8-bit), as in Q4_0's
+// d (q - 8):
+//   y = sum_g s_g d_g sum_k q_k x~_k + b_g X_g + Z s_g (X_g - d_g sum_k x~_k)
+// with X_g the exact f32 sum of x over the group; the last two terms are a few vector
+// operations a row (R_g = Z (X_g - d_g sum x~) made once per call). A chunk of 64 bytes
+// costs 4 loads (weights, 2 of x, the lanes' scales) and about 8 other instructions.
+template <int BITS>
+constexpr int kIntCentre = BITS == 4 ? 8 : 128;
+
+// x of one row, quantized for qgemv_int8_rows: q, its int8 values, chunk by chunk (a chunk
+// is 64 bytes of a weight row: 128 values of 4 bits, 64 of 8 bits; 4-bit: the chunk's 64
+// even values, then its 64 odd ones); per group: d, the scale; xs, the exact sum of x; r,
+// Z (xs - d sum q).
+struct XInt8 {
+  int8_t* q;
+  float* d;
+  float* xs;
+  float* r;
+};
+
+template <int BITS>
+void quantize_x_int8(const float* x, int64_t K, int gs, const XInt8& o) {
+  constexpr int kVals = BITS == 4 ? 128 : 64;  // values a chunk
+  for (int64_t g = 0; g < K / gs; ++g) {
+    const float* p = x + g * gs;
+    __m512 amax = _mm512_setzero_ps(), sum = _mm512_setzero_ps();
+    for (int i = 0; i < gs; i += 16) {
+      const __m512 v = _mm512_loadu_ps(p + i);
+      amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+      sum = _mm512_add_ps(sum, v);
     }
-  };
-  ThreadPool::global().parallel_for(w.N, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, K * M)));
+    const float d = _mm512_reduce_max_ps(amax) / 127.0f;
+    const __m512 id = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    __m512i qsum = _mm512_setzero_si512();
+    for (int i = 0; i < gs; i += 16) {
+      // Nearest even, as nearbyintf in the default rounding mode.
+      const __m512i qi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(p + i), id));
+      qsum = _mm512_add_epi32(qsum, qi);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(o.q + g * gs + i), _mm512_cvtsepi32_epi8(qi));
+    }
+    o.d[g] = d;
+    o.xs[g] = _mm512_reduce_add_ps(sum);
+    o.r[g] = float(kIntCentre<BITS>) * (o.xs[g] - d * float(_mm512_reduce_add_epi32(qsum)));
+  }
+  if constexpr (BITS == 4) {
+    alignas(64) int8_t c[kVals];
+    for (int64_t k = 0; k < K; k += kVals) {
+      std::memcpy(c, o.q + k, kVals);
+      for (int i = 0; i < 64; ++i) o.q[k + i] = c[2 * i], o.q[k + 64 + i] = c[2 * i + 1];
+    }
+  }
+}
+
+// The 16 lanes' scales for chunk c from a row's per-group scales sd: GPC groups a chunk (a
+// lane's group = lane / (16 / GPC)); with GPC = 0 a group spans two chunks (8-bit weights,
+// groups of 128).
+template <int GPC>
+inline __m512 lane_scales(const float* sd, int64_t c) {
+  if constexpr (GPC == 0) return _mm512_set1_ps(sd[c / 2]);
+  else if constexpr (GPC == 1) return _mm512_set1_ps(sd[c]);
+  else {
+    const __m512i idx = GPC == 2 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+                                 : _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    // Reads 4 scales: sd is padded.
+    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_loadu_ps(sd + c * GPC)));
+  }
+}
+
+// M rows of x (xi: per row, one XInt8 of K values) against weight rows [n0, n1), one
+// weight row at a time, each one stream (as qgemv4_bf16_rows).
+template <typename S, int GS, int M, int BITS>
+void qgemv_int8_rows(const XInt8* xi, const QuantMatrix& w, int64_t n0, int64_t n1, float* y) {
+  using namespace simd;
+  constexpr int kVals = BITS == 4 ? 128 : 64;
+  constexpr int kGpc = kVals / GS;  // groups a chunk (0: 8-bit, groups of 128)
+  const int64_t K = w.K, G = K / GS, rb = K * BITS / 8, chunks = K / kVals;
+  const int64_t pf = (4096 + rb - 1) / rb * rb;  // at least 4 KB ahead, same byte of a later row
+  const int64_t ld = (G + 4 + 15) / 16 * 16;     // per row of x: s_g d_g, padded
+  thread_local std::vector<float> sbuf;
+  sbuf.resize(static_cast<size_t>(M * ld));
+  float* sd = sbuf.data();
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* row = reinterpret_cast<const uint8_t*>(w.packed) + n * rb;
+    const S* scales = static_cast<const S*>(w.scales) + n * G;
+    const S* biases = static_cast<const S*>(w.biases) + n * G;
+    __m512 acc[M];
+    for (int m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
+    // Per row of x: the bias and centring terms, sum_g b_g X_g + s_g R_g, as vectors
+    // (one horizontal sum a row at the end), and the lanes' scales s_g d_g.
+    int64_t g = 0;
+    for (; g + kWidth <= G; g += kWidth) {
+      const VecF sv = load(scales + g), bv = load(biases + g);
+      for (int m = 0; m < M; ++m) {
+        store(sd + m * ld + g, _mm512_mul_ps(sv, load(xi[m].d + g)));
+        acc[m] = _mm512_fmadd_ps(bv, load(xi[m].xs + g), _mm512_fmadd_ps(sv, load(xi[m].r + g), acc[m]));
+      }
+    }
+    float tail[M] = {};
+    for (; g < G; ++g) {
+      const float sv = to_f32(scales[g]), bv = to_f32(biases[g]);
+      for (int m = 0; m < M; ++m) {
+        sd[m * ld + g] = sv * xi[m].d[g];
+        tail[m] += bv * xi[m].xs[g] + sv * xi[m].r[g];
+      }
+    }
+    for (int64_t c = 0; c < chunks; ++c) {
+      _mm_prefetch(reinterpret_cast<const char*>(row + 64 * c + pf), _MM_HINT_T0);
+      const __m512i v = _mm512_loadu_si512(row + 64 * c);
+      if constexpr (BITS == 4) {
+        const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        for (int m = 0; m < M; ++m) {
+          const int8_t* xq = xi[m].q + 128 * c;
+          __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xq));
+          is = _mm512_dpbusd_epi32(is, hi, _mm512_loadu_si512(xq + 64));
+          acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), lane_scales<kGpc>(sd + m * ld, c), acc[m]);
+        }
+      } else {
+        for (int m = 0; m < M; ++m) {
+          const __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_loadu_si512(xi[m].q + 64 * c));
+          acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), lane_scales<kGpc>(sd + m * ld, c), acc[m]);
+        }
+      }
+    }
+    for (int m = 0; m < M; ++m) y[m * w.N + n] = hsum(acc[m]) + tail[m];
+  }
+}
+
+template <typename S, int M, int BITS>
+void qgemv_int8_m(const XInt8* xi, const QuantMatrix& w, int64_t n0, int64_t n1, float* y) {
+  switch (w.group_size) {
+    case 32: qgemv_int8_rows<S, 32, M, BITS>(xi, w, n0, n1, y); break;
+    case 64: qgemv_int8_rows<S, 64, M, BITS>(xi, w, n0, n1, y); break;
+    default: qgemv_int8_rows<S, 128, M, BITS>(xi, w, n0, n1, y); break;
+  }
+}
+
+template <typename S, int BITS>
+void qgemv_int8_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, float* const* ys) {
+  const int gs = ws[0].group_size;
+  const int64_t K = ws[0].K, G = K / gs;
+  thread_local std::vector<int8_t> qbuf;
+  thread_local std::vector<float> fbuf;
+  qbuf.resize(size_t(M * K));
+  fbuf.resize(size_t(M * 3 * G));
+  XInt8 xi[kGemvMaxRows];
+  for (int64_t m = 0; m < M; ++m) {
+    float* f = fbuf.data() + m * 3 * G;
+    xi[m] = XInt8{qbuf.data() + m * K, f, f + G, f + 2 * G};
+    quantize_x_int8<BITS>(x + m * K, K, gs, xi[m]);
+  }
+  // NOTE: xi is captured by reference: the workers read the caller's array.
+  decode_region(M, ws, n, [&](int i, int64_t m0, int rows, int64_t b0, int64_t b1) {
+    with_rows(rows, [&](auto R) { qgemv_int8_m<S, decltype(R)::value, BITS>(xi + m0, ws[i], b0, b1, ys[i] + m0 * ws[i].N); });
+  });
+}
+
+// The decode kernels' products (int8 or bf16 forms of x) when they take these weights (of
+// one spec and K); false otherwise.
+template <typename S>
+bool decode_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, float* const* ys) {
+  const QuantMatrix& w = ws[0];
+  for (int i = 1; i < n; ++i)
+    if (ws[i].bits != w.bits || ws[i].group_size != w.group_size || ws[i].K != w.K ||
+        ws[i].scale_dtype != w.scale_dtype)
+      return false;
+  const int gs = w.group_size;
+  if ((w.bits != 4 && w.bits != 8) || (gs != 32 && gs != 64 && gs != 128) || M < 1 || M > kGemvMaxRows) return false;
+  const int form = q4_x_form(w.scale_dtype == DType::bf16);
+  if (form == kQ4XInt8 && w.K % (w.bits == 4 ? 128 : 64) == 0) {
+    if (w.bits == 4) qgemv_int8_multi<S, 4>(x, M, ws, n, ys);
+    else qgemv_int8_multi<S, 8>(x, M, ws, n, ys);
+    return true;
+  }
+  if ((form == 1 || form == 2) && w.K % 64 == 0) {
+    if (w.bits == 4) form == 2 ? qgemv4_bf16_multi<S, 2, 4>(x, M, ws, n, ys) : qgemv4_bf16_multi<S, 1, 4>(x, M, ws, n, ys);
+    else form == 2 ? qgemv4_bf16_multi<S, 2, 8>(x, M, ws, n, ys) : qgemv4_bf16_multi<S, 1, 8>(x, M, ws, n, ys);
+    return true;
+  }
+  return false;
 }
 #endif
 
@@ -471,20 +698,7 @@ bool qgemv4(const float* x, int64_t M, const QuantMatrix& w, float* y) {
   const int gs = w.group_size;
   if ((w.bits != 4 && w.bits != 8) || (gs != 32 && gs != 64 && gs != 128) || w.K % gs != 0) return false;
 #if defined(MLXCEL_SIMD_AVX512)
-  // 5-8 rows: groups of at most 4 rows, each reading the weights again (M = 8, 4096 x 4096:
-  // 2.1-2.3 ms hot, 2.1-2.7 from memory, as the general path's 1.8-2.3 / 2.6-2.7), so that a
-  // row of x gets the same bits whatever the batch (Qlinear.FourBitDecodeRowsAsAlone).
-  if (const int parts = q4_x_parts_for(w.scale_dtype == DType::bf16);
-      w.K % 64 == 0 && M <= 2 * kQ4Bf16MaxRows && parts > 0) {
-    for (int64_t m0 = 0; m0 < M; m0 += kQ4Bf16MaxRows) {
-      const int64_t mr = std::min<int64_t>(kQ4Bf16MaxRows, M - m0);
-      const float* xm = x + m0 * w.K;
-      float* ym = y + m0 * w.N;
-      if (w.bits == 4) parts == 2 ? qgemv4_bf16<S, 2, 4>(xm, mr, w, ym) : qgemv4_bf16<S, 1, 4>(xm, mr, w, ym);
-      else parts == 2 ? qgemv4_bf16<S, 2, 8>(xm, mr, w, ym) : qgemv4_bf16<S, 1, 8>(xm, mr, w, ym);
-    }
-    return true;
-  }
+  if (decode_multi<S>(x, M, &w, 1, &y)) return true;
 #endif
   if (w.bits != 4 || gs % (2 * simd::kWidth) != 0) return false;
   // The f32 path: one row of x only (with 4 and 8 rows, cpu_kernels_bench 4096 x 4096, the
@@ -707,6 +921,28 @@ void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias,
     case DType::bf16: qlinear_typed<bf16_t>(x, M, w, bias, y); break;
     default: MLXCEL_CHECK(false, "qlinear scales {}", dtype_name(w.scale_dtype));
   }
+}
+
+void qlinear_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, const float* const* biases,
+                   float* const* ys) {
+  MLXCEL_CHECK(n >= 1 && n <= 4, "qlinear_multi of {} matrices", n);
+#if defined(MLXCEL_SIMD_AVX512)
+  bool done = false;
+  switch (ws[0].scale_dtype) {
+    case DType::f32: done = decode_multi<float>(x, M, ws, n, ys); break;
+    case DType::f16: done = decode_multi<f16_t>(x, M, ws, n, ys); break;
+    case DType::bf16: done = decode_multi<bf16_t>(x, M, ws, n, ys); break;
+    default: break;
+  }
+  if (done) {
+    for (int i = 0; i < n; ++i)
+      if (biases && biases[i])
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t r = 0; r < ws[i].N; ++r) ys[i][m * ws[i].N + r] += biases[i][r];
+    return;
+  }
+#endif
+  for (int i = 0; i < n; ++i) MLXCEL_CPU_NS::qlinear(x, M, ws[i], biases ? biases[i] : nullptr, ys[i]);
 }
 
 void dequantize_rows_f32(const QuantMatrix& w, const int32_t* rows, int64_t n, float* out) {

@@ -21,6 +21,12 @@ struct QuantMatrix {
 // y f32 [M, N] = x f32 [M, K] @ dequant(w)^T (+ bias f32 [N], may be null).
 void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias, float* y);
 
+// ys[i] = qlinear(x, M, ws[i], biases[i]) for n (1-4) matrices of one K, bit for bit, in one
+// parallel region where the decode kernels allow (a decode step's q, k, v or gate, up).
+// biases may be null, or hold nulls.
+void qlinear_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, const float* const* biases,
+                   float* const* ys);
+
 // out f32 [n, K] = dequantized rows rows[0..n) of w (indices already checked).
 // Each value is scale * q + bias rounded as in f32 (no FMA), as MLX computes it.
 void dequantize_rows_f32(const QuantMatrix& w, const int32_t* rows, int64_t n, float* out);
