@@ -60,9 +60,11 @@ bool qgemv_tc(const float* x, int M, GemvParts P, int bits, int group_shift, int
 
 // Design 10 (quantized, 4- or 8-bit, M <= 8 / (128 / group size), qgemv_ks.cu): design 8's
 // numerics for 4 bits (8 bits: exact 1024 + q and x scaled per column by a power of two
-// into f16), a block owning one 1,024-value slice of K and a run of 16-row tiles, x's
-// fragments in registers, the slices' partial sums added in order by the last block of
-// each row group. False (nothing launched) when the shape, alignment or card does not fit.
+// into f16), a warp owning one slice of K (256 / 128 values) and a run of 16-row tiles,
+// x's fragments in registers, its own cp.async ring, the slices' partial sums added in
+// order by the last block of each row group (opt-in: not faster than designs 8 / 0,
+// cuda_gemv.md run 9). False (nothing launched) when the shape, alignment or card does
+// not fit (8 bits at group 128 with 16-bit scales too).
 bool qgemv_ks(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
               cudaStream_t st);
 

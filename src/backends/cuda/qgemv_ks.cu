@@ -1,19 +1,24 @@
 // Decode GEMV of MLX affine 4- and 8-bit weights on the tensor cores with K split over
-// blocks (gemv_variant 10; linear_impl.h qgemv_ks): y [M, N] = x [M, K] @ dequant(w)^T for
-// M <= 8 / G (G = 128 / group size), K a multiple of 32.
+// warps (gemv_variant 10, opt-in: MLXCEL_CUDA_QGEMV=10; linear_impl.h qgemv_ks):
+// y [M, N] = x [M, K] @ dequant(w)^T for M <= 8 / G (G = 128 / group size), K a multiple
+// of 32.
 //
 // Design 8 (qgemv_tc.cu) gives a block whole rows of K: every block converts all of x
 // (ncu: 23% of its instructions), each chunk reloads its B fragments and group sums from
-// shared memory, and the launches with few tiles (q/o, k/v) leave SMs idle. Here a block
-// owns one slice of K (kSuper = 1024 values, one 128-value chunk a warp) and a run of
-// 16-row tiles; its stages walk the tiles, not K. So:
-//   - a warp's x never changes: each lane loads its 32 values of x once, straight into
-//     its 16 B-fragment registers, with its column's group sum (quad shuffles): no
+// shared memory, a block barrier closes every stage, and the launches with few tiles (q/o,
+// k/v) leave SMs idle. Here a warp owns one slice of K (4 bits: 256 values = two 128-value
+// MMA chunks; 8 bits: 128) and walks a run of 16-row tiles at that slice:
+//   - its x never changes: each lane loads its 32 values of x of each chunk once, straight
+//     into its B-fragment registers, with its column's group sum (quad shuffles): no
 //     shared memory for x, no per-block conversion of the whole of x;
-//   - every launch has slices x row groups = (about) blocks-per-SM x SMs blocks;
-//   - the slices' partial sums of a tile go to a global scratch buffer; the last block of
-//     a row group to finish (an atomic counter a row group, reset by that block) adds them
-//     in slice order, then bias / activation: deterministic.
+//   - its own ring of kStages stages (16 rows x 128 bytes + their scales and biases) filled
+//     by its own cp.async copies: __syncwarp, no block barrier;
+//   - a tile's sums of its slice go straight to a global scratch buffer (no reduction
+//     across warps); a block = 8 slices x one row group, and the last block of a row
+//     group to finish (an atomic counter a row group, reset by that block) adds the slices
+//     in order, then bias / activation: deterministic, the same bits for a row of x alone
+//     or in a batch;
+//   - every launch has one wave of blocks (row groups x slice blocks), k/v too.
 // Numerics:
 //   4 bits: as design 8: nibbles OR-ed into bf16 128.0 (exact 128 + q, one LOP3 per two
 //     weights), x rounded to bf16, y += s D + (b - 128 s) sum(x).
@@ -21,12 +26,23 @@
 //     x scaled per MMA column (a group of one token) by a power of two that puts the
 //     column's largest |x| in [2^14, 2^15) and rounded to f16 (11 significant bits: finer
 //     than bf16's 8, and no f16 overflow), y += (s 2^e) D + (b - 1024 s) 2^e sum(x').
+//     Within 5e-4 of the exact f32 product, also for x at 3e5 or 1e-6
+//     (CudaOps.KSplitQuantizedGemvMatchesCpu).
 //   The weights stay exact; f32 accumulation and folds.
 //
-// Status (session 23): see bench/results/cuda_gemv.md run 9.
+// Status (session 23, an H200, bench/results/cuda_gemv.md run 9): correct, but not faster
+// than the defaults, so opt-in. Llama-3.1-8B layer (cuda_bench --only mlx): q4 33.0-33.7%
+// of copy bandwidth (default design 8: 33.3-34.1%), q8 44.9-46.3% (design 0: 46.8-47.2%);
+// tg128 q4 327-335 tok/s (default 337-345), q8 234-241 (default 233-238). ncu on gate_proj:
+// the SMs are active only 74-76% of the launch (ramp and tail: about 6.5 us of fixed cost a
+// launch in every design, cuda_bench's linear fit), and inside it q4 issues at 0.45 a
+// scheduler with 0.9 eligible warps (122 registers, 2 blocks an SM): latency-bound. Tried
+// and dropped: a block owning one 1,024-value slice with the 8 warps' sums met in shared
+// memory every stage (q4 31.5-31.9%, 28.1% with the sum spread over 4 warps), one chunk a
+// warp for 4 bits (3 blocks an SM: 28.8-29.2%), 0.67 or 2 waves of blocks, the weights
+// issued before x.
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <type_traits>
 
 #include "backends/cuda/common.cuh"
@@ -43,14 +59,17 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kStages = 4;         // stages of a warp's ring
 constexpr int kChunk = 128;        // values of K an MMA column takes
 constexpr int kSub = 32;           // values a lane takes of a chunk
-constexpr int kRowStage = 128;     // bytes of a row in a stage
 constexpr int kMinBlocks = 3;   // 8 bits: up to 85 registers
 constexpr int kMinBlocks4 = 2;  // 4 bits (two chunks of B fragments a warp): up to 128
 constexpr int kMaxCounters = 8192;  // row groups (counters at the front of scratch slot 6)
 
-template <int BITS, typename S, int G>
+template <int BITS, typename S, int G, int CPW>
 struct Lay {
-  static constexpr int kCPW = BITS == 4 ? 2 : 1;        // chunks of a warp's slice
+  static constexpr int kCPW = CPW;                      // chunks of a warp's slice (8 bits: 1)
+  static constexpr int kRowStage = CPW * kChunk * BITS / 8;  // bytes of a row in a stage
+  static constexpr int kPiecesRow = kRowStage / 16;     // 16-byte copies a row
+  static constexpr int kRowsRound = 32 / kPiecesRow;    // rows a warp copy instruction covers
+  static constexpr int kWCopies = 16 / kRowsRound;      // 16-byte copies a lane and stage
   static constexpr int kSlice = kCPW * kChunk;          // values of K a slice
   static constexpr int kSGw = kCPW * G;                 // groups of a row in a slice
   static constexpr int kScaleRow = kSGw * int(sizeof(S));  // bytes of a row's scales in a stage
@@ -58,11 +77,13 @@ struct Lay {
   // (2 bytes a row) is declined by qgemv_ks.
   static constexpr int kN4 = kScaleRow >= 4 ? kScaleRow / 4 : 1;
   static constexpr int kStage = 16 * kRowStage + 2 * 16 * kScaleRow;
-  static constexpr int kSwz = BITS == 4 ? 4 : 1;        // odd rows' 16-byte pieces XOR-ed: no bank conflicts
+  // Odd rows' 16-byte pieces XOR-ed by kSwz: the two rows a quarter-warp reads fall in
+  // different banks (64-byte rows need none).
+  static constexpr int kSwz = BITS == 4 ? (CPW == 2 ? 4 : 0) : 1;
 };
-template <int BITS, typename S, int G>
+template <int BITS, typename S, int G, int CPW>
 constexpr size_t smem_bytes() {
-  return size_t(kWarps) * kStages * Lay<BITS, S, G>::kStage;
+  return size_t(kWarps) * kStages * Lay<BITS, S, G, CPW>::kStage;
 }
 
 // bf16 pair (128 + lo nibble, 128 + hi nibble) of word w at shift 4 j: values j and j + 4.
@@ -76,12 +97,13 @@ __device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(valid ? 4 : 0));
 }
 
-template <int BITS, typename S, int G, bool kGated>
-__global__ void __launch_bounds__(kThreads, BITS == 4 ? kMinBlocks4 : kMinBlocks)
+template <int BITS, typename S, int G, int CPW, bool kGated>
+__global__ void __launch_bounds__(kThreads, CPW == 2 ? kMinBlocks4 : kMinBlocks)
     qgemv_ks_kernel(const float* __restrict__ x, int M, const GemvParts P, int K, int group_shift, unsigned tiles,
                     int slices, int sblocks, int rgroups, float* __restrict__ part, unsigned* __restrict__ counters,
                     int pre) {
-  using L = Lay<BITS, S, G>;
+  using L = Lay<BITS, S, G, CPW>;
+  constexpr int kRowStage = L::kRowStage;
   constexpr int kOut = kGated ? 8 : 16;
   constexpr int kPiece = 4 / int(sizeof(S));  // scales a 4-byte copy
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -112,9 +134,9 @@ __global__ void __launch_bounds__(kThreads, BITS == 4 ? kMinBlocks4 : kMinBlocks
   if (slice < slices && total > 0) {
     // ---- the warp's copies of a stage: 16 rows x 128 bytes (lane: rows lane / 8 + 4 k,
     // piece lane % 8), then the rows' scales and biases of the slice in 4-byte pieces ----
-    const int wpiece = lane & 7;
+    const int wpiece = lane % L::kPiecesRow;
     const bool w_in = slice * L::kSlice + wpiece * (128 / BITS) < K;
-    const uint32_t* wsrc[4];
+    const uint32_t* wsrc[L::kWCopies];
     const S* ssrc;  // lane: array lane / 16 (scales, biases), row lane % 16; copy k = 4-byte piece k
     const int srow = lane & 15, sarr = lane >> 4;
     unsigned s_in = 0;  // bit k: piece k lies inside the row's groups
@@ -131,9 +153,9 @@ __global__ void __launch_bounds__(kThreads, BITS == 4 ? kMinBlocks4 : kMinBlocks
         return row < gr.N ? row : gr.N - 1;
       };
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
+      for (int k = 0; k < L::kWCopies; ++k) {
         int src;
-        const int64_t row = row_of((lane >> 3) + 4 * k, src);
+        const int64_t row = row_of(lane / L::kPiecesRow + L::kRowsRound * k, src);
         wsrc[k] = static_cast<const uint32_t*>(P.w[src]) + row * wpr + slice * (L::kSlice * BITS / 32) + wpiece * 4;
       }
       {
@@ -149,13 +171,13 @@ __global__ void __launch_bounds__(kThreads, BITS == 4 ? kMinBlocks4 : kMinBlocks
           point(t);
         } else {
 #pragma unroll
-          for (int k = 0; k < 4; ++k) wsrc[k] += kOut * wpr;
+          for (int k = 0; k < L::kWCopies; ++k) wsrc[k] += kOut * wpr;
           ssrc += kOut * groups;
         }
         unsigned char* st = ring + (p % kStages) * L::kStage;
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const int r = (lane >> 3) + 4 * k;
+        for (int k = 0; k < L::kWCopies; ++k) {
+          const int r = lane / L::kPiecesRow + L::kRowsRound * k;
           cp_async16(st + r * kRowStage + ((wpiece ^ ((r & 1) * L::kSwz)) << 4),
                      w_in ? static_cast<const void*>(wsrc[k]) : P.w[0], w_in);
         }
@@ -252,7 +274,7 @@ __global__ void __launch_bounds__(kThreads, BITS == 4 ? kMinBlocks4 : kMinBlocks
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         if constexpr (BITS == 4) {
           // Row g's piece 4 h + c (its odd rows XOR-ed by 4), row g + 8 the same.
-          const int pc = (4 * h + c) ^ ((g & 1) * 4);
+          const int pc = (4 * h + c) ^ ((g & 1) * L::kSwz);
           const uint4 wa = *reinterpret_cast<const uint4*>(st + g * kRowStage + pc * 16);
           const uint4 wb = *reinterpret_cast<const uint4*>(st + (g + 8) * kRowStage + pc * 16);
           const uint32_t w0[4] = {wa.x, wa.y, wa.z, wa.w}, w1[4] = {wb.x, wb.y, wb.z, wb.w};
@@ -267,7 +289,7 @@ __global__ void __launch_bounds__(kThreads, BITS == 4 ? kMinBlocks4 : kMinBlocks
           uint32_t w0[8], w1[8];
 #pragma unroll
           for (int u = 0; u < 2; ++u) {
-            const int pc = (2 * c + u) ^ (g & 1);
+            const int pc = (2 * c + u) ^ ((g & 1) * L::kSwz);
             const uint4 wa = *reinterpret_cast<const uint4*>(st + g * kRowStage + pc * 16);
             const uint4 wb = *reinterpret_cast<const uint4*>(st + (g + 8) * kRowStage + pc * 16);
             w0[4 * u] = wa.x, w0[4 * u + 1] = wa.y, w0[4 * u + 2] = wa.z, w0[4 * u + 3] = wa.w;
@@ -341,7 +363,8 @@ __global__ void __launch_bounds__(kThreads, BITS == 4 ? kMinBlocks4 : kMinBlocks
     float sum = 0.0f, up = 0.0f;
     const float* ps = part + size_t(t) * 16 * M + r * M + m;
     const size_t step = size_t(tiles) * 16 * M;
-    for (int s = 0; s < slices; ++s) {
+#pragma unroll 8
+    for (int s = 0; s < slices; ++s) {  // (unrolled: 8 loads in flight, added in slice order)
       sum += __ldcg(ps + s * step);
       if constexpr (kGated) up += __ldcg(ps + s * step + 8 * M);
     }
@@ -350,13 +373,13 @@ __global__ void __launch_bounds__(kThreads, BITS == 4 ? kMinBlocks4 : kMinBlocks
   if (threadIdx.x == 0) counters[rg] = 0u;
 }
 
-template <int BITS, typename S, int G>
+template <int BITS, typename S, int G, int CPW>
 void launch(const float* x, int M, GemvParts P, int64_t K, int shift, int dev, cudaStream_t st) {
-  using L = Lay<BITS, S, G>;
+  using L = Lay<BITS, S, G, CPW>;
   const bool gated = P.gate_act >= 0;
   const unsigned tiles = plan_blocks(P, gated ? 8 : 16);
-  const size_t smem = smem_bytes<BITS, S, G>();
-  auto kernel = gated ? qgemv_ks_kernel<BITS, S, G, true> : qgemv_ks_kernel<BITS, S, G, false>;
+  const size_t smem = smem_bytes<BITS, S, G, CPW>();
+  auto kernel = gated ? qgemv_ks_kernel<BITS, S, G, CPW, true> : qgemv_ks_kernel<BITS, S, G, CPW, false>;
   struct Conf {
     size_t smem = 0;
     int blocks = 0;
@@ -371,12 +394,8 @@ void launch(const float* x, int M, GemvParts P, int64_t K, int shift, int dev, c
   }
   const int slices = int((K + L::kSlice - 1) / L::kSlice);
   const int sblocks = (slices + kWarps - 1) / kWarps;
-  // MLXCEL_CUDA_KS_OVER=F: F times the resident blocks (A/B runs; default 1).
-  static const double over = [] {
-    const char* e = std::getenv("MLXCEL_CUDA_KS_OVER");
-    return e ? std::max(0.1, std::atof(e)) : 1.0;
-  }();
-  const int64_t cap = std::max<int64_t>(1, int64_t(double(sm_count(dev)) * cf.blocks * over));
+  // One wave of blocks (0.67 or 2 waves measured slower: cuda_gemv.md run 9).
+  const int64_t cap = int64_t(sm_count(dev)) * cf.blocks;
   const int rgroups = int(std::max<int64_t>(1, std::min<int64_t>({int64_t(tiles), cap / sblocks, kMaxCounters})));
   float* part = nullptr;
   unsigned* counters = nullptr;
@@ -395,13 +414,9 @@ void launch(const float* x, int M, GemvParts P, int64_t K, int shift, int dev, c
   }
   const unsigned grid = unsigned(rgroups) * unsigned(sblocks);
   // Stages issued before pdl_wait: all of the first ones under programmatic launch (they
-  // overlap the kernel before), none otherwise (x's loads first: cuda_gemv.md run 8).
-  // MLXCEL_CUDA_KS_PRE=N sets it for A/B runs.
-  static const int pre_env = [] {
-    const char* e = std::getenv("MLXCEL_CUDA_KS_PRE");
-    return e ? std::clamp(std::atoi(e), 0, kStages - 1) : -1;
-  }();
-  const int pre = pre_env >= 0 ? pre_env : pdl_on() ? kStages - 1 : 0;
+  // overlap the kernel before), none otherwise (x's loads first: issuing the weights first
+  // measured slower, cuda_gemv.md runs 8 and 9).
+  const int pre = pdl_on() ? kStages - 1 : 0;
   launch_pdl(kernel, grid, kThreads, smem, st, x, M, P, int(K), shift, tiles, slices, sblocks, rgroups, part, counters,
              pre);
 }
@@ -430,14 +445,17 @@ bool qgemv_ks(const float* x, int M, GemvParts P, int bits, int group_shift, int
   if ((K * bits / 8) % 16 != 0) return false;
   by_float_type(scale_dtype, "qgemv_ks: scales", [&](auto tag) {
     using S = decltype(tag);
-    auto run = [&](auto bits_tag) {
-      constexpr int B = decltype(bits_tag)::value;
-      if (G == 1) launch<B, S, 1>(x, M, P, K, group_shift, dev, st);
-      else if (G == 2) launch<B, S, 2>(x, M, P, K, group_shift, dev, st);
-      else launch<B, S, 4>(x, M, P, K, group_shift, dev, st);
+    auto run = [&](auto bits_tag, auto cpw_tag) {
+      constexpr int B = decltype(bits_tag)::value, C = decltype(cpw_tag)::value;
+      if (G == 1) launch<B, S, 1, C>(x, M, P, K, group_shift, dev, st);
+      else if (G == 2) launch<B, S, 2, C>(x, M, P, K, group_shift, dev, st);
+      else launch<B, S, 4, C>(x, M, P, K, group_shift, dev, st);
     };
-    if (bits == 4) run(std::integral_constant<int, 4>{});
-    else run(std::integral_constant<int, 8>{});
+    // 4 bits: a warp's slice is two chunks (256 values: 128-byte row pieces, up to 128
+    // registers, 2 blocks an SM; one chunk, 64-byte pieces at 3 blocks an SM, measured
+    // slower: cuda_gemv.md run 9); 8 bits: one chunk (128-byte pieces, 3 blocks an SM).
+    if (bits == 8) run(std::integral_constant<int, 8>{}, std::integral_constant<int, 1>{});
+    else run(std::integral_constant<int, 4>{}, std::integral_constant<int, 2>{});
   });
   MLXCEL_CUDA_LAUNCH_CHECK();
   return true;
