@@ -40,7 +40,9 @@
 // and dropped: a block owning one 1,024-value slice with the 8 warps' sums met in shared
 // memory every stage (q4 31.5-31.9%, 28.1% with the sum spread over 4 warps), one chunk a
 // warp for 4 bits (3 blocks an SM: 28.8-29.2%), 0.67 or 2 waves of blocks, the weights
-// issued before x.
+// issued before x. The block form, with warp 0's 16 threads adding the sums, was the one
+// that beat design 0 for 8 bits (q8 layer 49.0-49.1% against 46.7-47.0%, tg128 247.9 against
+// 239.1 in one sample): the next thing to try for 8 bits (run 9).
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
