@@ -17,8 +17,10 @@
 # 4. Each pass runs, per file and back to back: the read-bandwidth probe (2 threads),
 #    `llama-bench -m F -p 512 -n 128 -t 2 -r $REPS`, then `gguf_bench model F 512 128 f16`
 #    (pp512 on an empty cache, tg128 from an empty cache, f16 KV like llama.cpp). With
-#    MLX=1, also `mlxcel bench --synthetic <shape> --format q4|q8` (MLX q4 g64: 4.5 bits a
-#    weight, as Q4_0; q8 g64: 8.5, as Q8_0) against the same pass's llama.cpp Q4_0 / Q8_0.
+#    MLX=1, also the same checkpoint as MLX q4|q8 g64 (`mlxcel convert -q`, bf16 scales;
+#    q4 g64: 4.5 bits a weight, as Q4_0; q8 g64: 8.5, as Q8_0), by the same `gguf_bench
+#    model`, against the same pass's llama.cpp Q4_0 / Q8_0 (MLXCEL_CPU_Q4_X picks the
+#    decode form, backends/cpu/isa.h).
 # 5. Prints the raw log ($WORK/side.log) and a markdown table: ratios, the weight bytes
 #    read per second while generating (file size x tok/s) over the probe, and medians.
 #    This VM's bandwidth moves from minute to minute: compare within a pass, and use
@@ -72,10 +74,13 @@ for p in $(seq "$PASSES"); do
       tee -a "$LOG"
     if [ "${MLX:-0}" = 1 ] && { [ "$quant" = q4_0 ] || [ "$quant" = q8_0 ]; }; then
       mf=q${quant:1:1}  # q4 | q8: MLX g64 at the GGUF file's bits per weight
-      out=$("$MX" bench --synthetic "$shape" --format "$mf" --device cpu -p 512 -n 128 --kv-dtype f16 2>&1)
-      xpp=$(echo "$out" | sed -n 's/^pp512 *\([0-9.]*\) tok\/s.*/\1/p')
-      xtg=$(echo "$out" | sed -n 's/^tg128 *\([0-9.]*\) tok\/s.*/\1/p')
-      echo "pass=$p file=$shape-mlx-${mf}g64 bytes=$(stat -c %s "$f") bw=$bw llama_pp=$lpp llama_tg=$ltg mlxcel_pp=$xpp mlxcel_tg=$xtg" |
+      d="$WORK/$shape-mlx-${mf}g64"
+      [ -f "$d/config.json" ] ||
+        "$MX" convert -m "$WORK/$shape" -o "$d" -q --q-bits "${quant:1:1}" --q-group-size 64 --scale-dtype bf16 > /dev/null
+      m=$("$GB" model "$d" 512 128 f16 | grep '^pp512')
+      xpp=$(echo "$m" | sed -n 's/^pp512 \([0-9.]*\) tok\/s.*/\1/p')
+      xtg=$(echo "$m" | sed -n 's/.*  tg128 \([0-9.]*\) tok\/s.*/\1/p')
+      echo "pass=$p file=$shape-mlx-${mf}g64 bytes=$(du -cb "$d"/*.safetensors | tail -1 | cut -f1) bw=$bw llama_pp=$lpp llama_tg=$ltg mlxcel_pp=$xpp mlxcel_tg=$xtg" |
         tee -a "$LOG"
     fi
   done
