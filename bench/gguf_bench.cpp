@@ -30,9 +30,12 @@
 
 #include <sys/mman.h>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "backends/cpu/gguf_quants.h"
+#include "backends/cpu/isa.h"
+#include "backends/cpu/quantized.h"
 #include "base/half.h"
 #include "base/thread_pool.h"
 #include "loader/gguf_writer.h"
@@ -327,20 +330,58 @@ int decode_bench(const std::string& quant, const std::string& shape, int rounds)
     gguf::matmul_packed_multi(x.data(), 1, mats[i].K, ps, n);
   };
   for (size_t i = 0; i < mats.size(); ++i) product(i, 1);  // makes the x8 copies, in decode order
-  std::vector<double> t[3];
+  // The same shapes as MLX affine weights at the same bits (group 64, bf16 scales: Q4_0 ->
+  // q4 g64, 4.5 bits a weight; Q8_0 -> q8 g64, 8.5), through cpu::qlinear / qlinear_multi
+  // as a decode step runs them, in the default x form and in the int8 one.
+  const int mbits = type == gguf::kQ8_0 ? 8 : 4;
+  std::vector<std::vector<uint32_t>> mpacked;
+  std::vector<std::vector<uint16_t>> mscales;
+  std::vector<cpu::QuantMatrix> mq;
+  double mbytes = 0;
+  for (const Mat& m : mats) {
+    std::vector<uint32_t> pk(size_t(m.N * m.K * mbits / 32));
+    for (auto& v : pk) v = uint32_t(rng());
+    std::vector<uint16_t> sc(size_t(m.N * (m.K / 64) * 2));
+    for (size_t j = 0; j < sc.size(); ++j) sc[j] = f32_to_bf16(j % 2 ? -0.08f : 0.01f);
+    mbytes += double(pk.size() * 4 + sc.size() * 2);
+    mpacked.push_back(std::move(pk));
+    mscales.push_back(std::move(sc));
+  }
+  for (size_t i = 0; i < mats.size(); ++i) {
+    cpu::QuantMatrix q;
+    q.packed = mpacked[i].data();
+    q.scales = mscales[i].data();
+    q.biases = mscales[i].data() + mscales[i].size() / 2;
+    q.scale_dtype = DType::bf16;
+    q.bits = mbits;
+    q.group_size = 64;
+    q.N = mats[i].N;
+    q.K = mats[i].K;
+    mq.push_back(q);
+  }
+  auto mlx = [&](size_t i, int n) {
+    float* ys[3];
+    for (int j = 0; j < n; ++j) ys[j] = y.data() + (j ? mats[i].N * j : 0);
+    if (n == 1) cpu::qlinear(x.data(), 1, mq[i], nullptr, y.data());
+    else cpu::qlinear_multi(x.data(), 1, mq.data() + i, n, nullptr, ys);
+  };
+  constexpr int kVariants = 5;
+  std::vector<double> t[kVariants];
   const int tokens = 16;
   for (int round = 0; round < rounds; ++round) {
-    for (int variant = 0; variant < 3; ++variant) {
+    for (int variant = 0; variant < kVariants; ++variant) {
+      const int form = variant == 4 ? cpu::set_q4_x_parts(cpu::kQ4XInt8) : 0;
       auto t0 = Clock::now();
       for (int tok = 0; tok < tokens; ++tok) {
         for (size_t i = 0; i < mats.size();) {
           const bool layer_start = i + 1 < mats.size() && i % 7 == 0, gate = i + 1 < mats.size() && i % 7 == 4;
-          if (variant == 2 && layer_start) {
-            fused(i, 3);  // q, k, v
-            i += 3;
-          } else if (variant == 2 && gate) {
-            fused(i, 2);  // gate, up
-            i += 2;
+          const int n = layer_start ? 3 : gate ? 2 : 1;  // q, k, v | gate, up | one
+          if (variant >= 3) {
+            mlx(i, n);
+            i += size_t(n);
+          } else if (variant == 2 && n > 1) {
+            fused(i, n);
+            i += size_t(n);
           } else {
             product(i, variant == 0 ? 0 : 1);
             ++i;
@@ -348,17 +389,20 @@ int decode_bench(const std::string& quant, const std::string& shape, int rounds)
         }
       }
       t[variant].push_back(seconds_since(t0) / tokens * 1e3);
+      if (variant == 4) cpu::set_q4_x_parts(form);
     }
   }
   std::printf("%s %s decode GEMVs: %zu matrices, %.0f MB (x8 copies %.0f MB); read bandwidth %.1f GB/s; %d rounds of %d tokens\n",
               shape.c_str(), quant.c_str(), mats.size(), bytes / 1e6, double(gguf::repacked_bytes_in_use()) / 1e6, bw,
               rounds, tokens);
-  const char* names[3] = {"rows", "x8", "x8, q/k/v and gate/up fused"};
-  for (int v = 0; v < 3; ++v) {
+  const std::string mlx_name = fmt::format("MLX q{} g64 bf16, fused", mbits);
+  const std::string names[kVariants] = {"rows", "x8", "x8, q/k/v and gate/up fused", mlx_name + " (default x)",
+                                        mlx_name + " (int8 x)"};
+  for (int v = 0; v < kVariants; ++v) {
     std::sort(t[v].begin(), t[v].end());
-    const double med = t[v][t[v].size() / 2];
-    std::printf("%-28s min %6.2f ms  median %6.2f ms per token  (%.1f GB/s at the median, %.0f%% of read bandwidth)\n",
-                names[v], t[v].front(), med, bytes / med / 1e6, 100 * bytes / med / 1e6 / bw);
+    const double med = t[v][t[v].size() / 2], b = v >= 3 ? mbytes : bytes;
+    std::printf("%-36s min %6.2f ms  median %6.2f ms per token  (%.1f GB/s at the median, %.0f%% of read bandwidth)\n",
+                names[v].c_str(), t[v].front(), med, b / med / 1e6, 100 * b / med / 1e6 / bw);
   }
   return 0;
 }

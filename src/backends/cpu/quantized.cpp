@@ -578,78 +578,70 @@ void quantize_x_int8(const float* x, int64_t K, int gs, const XInt8& o) {
   }
 }
 
-// The 16 lanes' scales for chunk c from a row's per-group scales sd: GPC groups a chunk (a
-// lane's group = lane / (16 / GPC)); with GPC = 0 a group spans two chunks (8-bit weights,
-// groups of 128).
-template <int GPC>
-inline __m512 lane_scales(const float* sd, int64_t c) {
-  if constexpr (GPC == 0) return _mm512_set1_ps(sd[c / 2]);
-  else if constexpr (GPC == 1) return _mm512_set1_ps(sd[c]);
-  else {
-    const __m512i idx = GPC == 2 ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
-                                 : _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-    // Reads 4 scales: sd is padded.
-    return _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_loadu_ps(sd + c * GPC)));
-  }
+// M rows of x (xi: per row, one XInt8 of K values) against weight rows [n0, n1), one
+// weight row at a time, each one stream (as qgemv4_bf16_rows).
+// Up to 16 values of a row's scales (or biases) as f32, k the lanes to load (the others 0;
+// masked-off lanes never fault).
+template <typename S>
+inline __m512 load16_masked(const S* p, __mmask16 k) {
+  if constexpr (std::is_same_v<S, float>) return _mm512_maskz_loadu_ps(k, p);
+  else if constexpr (std::is_same_v<S, f16_t>) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p));
+  else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p)), 16));
 }
 
 // M rows of x (xi: per row, one XInt8 of K values) against weight rows [n0, n1), one
-// weight row at a time, each one stream (as qgemv4_bf16_rows).
+// weight row at a time, each one stream (as qgemv4_bf16_rows). A row goes in blocks of 16
+// groups: their scales s_g d_g stay in a register per row of x, and each chunk picks its
+// lanes' from it (VPERMPS), with the block's bias and centring terms, b_g X_g + s_g R_g,
+// added as vectors (one horizontal sum a row at the end).
 template <typename S, int GS, int M, int BITS>
 void qgemv_int8_rows(const XInt8* xi, const QuantMatrix& w, int64_t n0, int64_t n1, float* y) {
-  using namespace simd;
   constexpr int kVals = BITS == 4 ? 128 : 64;
-  constexpr int kGpc = kVals / GS;  // groups a chunk (0: 8-bit, groups of 128)
+  constexpr int kGpc = kVals / GS;                   // groups a chunk (0: 8-bit, groups of 128)
+  constexpr int kCpb = kGpc ? 16 / kGpc : 32;        // chunks a block of 16 groups
   const int64_t K = w.K, G = K / GS, rb = K * BITS / 8, chunks = K / kVals;
   const int64_t pf = (4096 + rb - 1) / rb * rb;  // at least 4 KB ahead, same byte of a later row
-  const int64_t ld = (G + 4 + 15) / 16 * 16;     // per row of x: s_g d_g, padded
-  thread_local std::vector<float> sbuf;
-  sbuf.resize(static_cast<size_t>(M * ld));
-  float* sd = sbuf.data();
   const __m512i m4 = _mm512_set1_epi8(0x0F);
+  // Lane j's group within a chunk, and the step from one chunk to the next.
+  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i idx0 = kGpc == 4 ? _mm512_srli_epi32(lane, 2) : kGpc == 2 ? _mm512_srli_epi32(lane, 3) : _mm512_setzero_si512();
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* row = reinterpret_cast<const uint8_t*>(w.packed) + n * rb;
     const S* scales = static_cast<const S*>(w.scales) + n * G;
     const S* biases = static_cast<const S*>(w.biases) + n * G;
     __m512 acc[M];
     for (int m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
-    // Per row of x: the bias and centring terms, sum_g b_g X_g + s_g R_g, as vectors
-    // (one horizontal sum a row at the end), and the lanes' scales s_g d_g.
-    int64_t g = 0;
-    for (; g + kWidth <= G; g += kWidth) {
-      const VecF sv = load(scales + g), bv = load(biases + g);
+    for (int64_t g0 = 0, c = 0; g0 < G; g0 += 16) {
+      const __mmask16 k = G - g0 >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (G - g0)) - 1);
+      const __m512 sv = load16_masked(scales + g0, k), bv = load16_masked(biases + g0, k);
+      __m512 sd[M];
       for (int m = 0; m < M; ++m) {
-        store(sd + m * ld + g, _mm512_mul_ps(sv, load(xi[m].d + g)));
-        acc[m] = _mm512_fmadd_ps(bv, load(xi[m].xs + g), _mm512_fmadd_ps(sv, load(xi[m].r + g), acc[m]));
+        sd[m] = _mm512_mul_ps(sv, _mm512_maskz_loadu_ps(k, xi[m].d + g0));
+        acc[m] = _mm512_fmadd_ps(bv, _mm512_maskz_loadu_ps(k, xi[m].xs + g0),
+                                 _mm512_fmadd_ps(sv, _mm512_maskz_loadu_ps(k, xi[m].r + g0), acc[m]));
       }
-    }
-    float tail[M] = {};
-    for (; g < G; ++g) {
-      const float sv = to_f32(scales[g]), bv = to_f32(biases[g]);
-      for (int m = 0; m < M; ++m) {
-        sd[m * ld + g] = sv * xi[m].d[g];
-        tail[m] += bv * xi[m].xs[g] + sv * xi[m].r[g];
-      }
-    }
-    for (int64_t c = 0; c < chunks; ++c) {
-      _mm_prefetch(reinterpret_cast<const char*>(row + 64 * c + pf), _MM_HINT_T0);
-      const __m512i v = _mm512_loadu_si512(row + 64 * c);
-      if constexpr (BITS == 4) {
-        const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-        for (int m = 0; m < M; ++m) {
-          const int8_t* xq = xi[m].q + 128 * c;
-          __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xq));
-          is = _mm512_dpbusd_epi32(is, hi, _mm512_loadu_si512(xq + 64));
-          acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), lane_scales<kGpc>(sd + m * ld, c), acc[m]);
-        }
-      } else {
-        for (int m = 0; m < M; ++m) {
-          const __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_loadu_si512(xi[m].q + 64 * c));
-          acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), lane_scales<kGpc>(sd + m * ld, c), acc[m]);
+      const int64_t cend = std::min(chunks, c + kCpb);
+      for (int j = 0; c < cend; ++c, ++j) {
+        _mm_prefetch(reinterpret_cast<const char*>(row + 64 * c + pf), _MM_HINT_T0);
+        const __m512i v = _mm512_loadu_si512(row + 64 * c);
+        const __m512i idx = kGpc ? _mm512_add_epi32(idx0, _mm512_set1_epi32(kGpc * j)) : _mm512_set1_epi32(j >> 1);
+        if constexpr (BITS == 4) {
+          const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+          for (int m = 0; m < M; ++m) {
+            const int8_t* xq = xi[m].q + 128 * c;
+            __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xq));
+            is = _mm512_dpbusd_epi32(is, hi, _mm512_loadu_si512(xq + 64));
+            acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_permutexvar_ps(idx, sd[m]), acc[m]);
+          }
+        } else {
+          for (int m = 0; m < M; ++m) {
+            const __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_loadu_si512(xi[m].q + 64 * c));
+            acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_permutexvar_ps(idx, sd[m]), acc[m]);
+          }
         }
       }
     }
-    for (int m = 0; m < M; ++m) y[m * w.N + n] = hsum(acc[m]) + tail[m];
+    for (int m = 0; m < M; ++m) y[m * w.N + n] = simd::hsum(acc[m]);
   }
 }
 
