@@ -245,6 +245,15 @@ void qgemv4_rows(const float* xe, const float* xo, const float* xs, const QuantM
 }
 
 #if defined(MLXCEL_SIMD_AVX512)
+// Up to 16 values of a row's scales (or biases) as f32, k the lanes to load (the others 0;
+// masked-off lanes never fault).
+template <typename S>
+inline __m512 load16_masked(const S* p, __mmask16 k) {
+  if constexpr (std::is_same_v<S, float>) return _mm512_maskz_loadu_ps(k, p);
+  else if constexpr (std::is_same_v<S, f16_t>) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p));
+  else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p)), 16));
+}
+
 // ---- 4- and 8-bit decode on AVX512_BF16 ---------------------------------------------
 //
 // A nibble q shifted into the mantissa of bf16 16.0 (bits 0x4180 | q << 3) is exactly
@@ -326,11 +335,11 @@ MLXCEL_BF16_TARGET inline __m512 bf16_dot(__m512i lo, __m512i hi, const uint16_t
 }
 
 // Group gi (kCpg chunks) of a row against M rows of x: its sum of (offset + q) x, times its
-// scale s, added to a. (A function, not a lambda: a lambda lacks the bf16 target and would
+// scale (sv, all lanes), added to a. (A function, not a lambda: a lambda lacks the bf16 target and would
 // call the helpers above instead of inlining them.)
 template <int BITS, int NX, int M, int kCpg>
 MLXCEL_BF16_TARGET inline void bf16_group(const uint8_t* row, int64_t gi, int64_t pf, const uint16_t* xb, int64_t K,
-                                          float s, __m512 (&a)[M]) {
+                                          __m512 sv, __m512 (&a)[M]) {
   __m512i lo, hi;
   __m512 t[M];
   bf16_nibbles(row, gi * kCpg, pf, lo, hi);
@@ -339,7 +348,6 @@ MLXCEL_BF16_TARGET inline void bf16_group(const uint8_t* row, int64_t gi, int64_
     bf16_nibbles(row, gi * kCpg + j, pf, lo, hi);
     for (int m = 0; m < M; ++m) t[m] = _mm512_add_ps(t[m], bf16_dot<BITS, NX>(lo, hi, xb + m * NX * K, gi * kCpg + j, K));
   }
-  const __m512 sv = _mm512_set1_ps(s);
   for (int m = 0; m < M; ++m) a[m] = _mm512_fmadd_ps(t[m], sv, a[m]);
 }
 
@@ -355,58 +363,56 @@ MLXCEL_BF16_TARGET inline void bf16_group(const uint8_t* row, int64_t gi, int64_
 template <typename S, int GS, int NX, int M, int BITS>
 MLXCEL_BF16_TARGET void qgemv4_bf16_rows(const uint16_t* xb, const float* xs, const QuantMatrix& w, int64_t n0,
                                          int64_t n1, float* y) {
-  using namespace simd;
   constexpr int kVals = BITS == 4 ? 64 : 32;  // values a chunk (32 bytes)
+  constexpr int kCpg = GS / kVals;            // chunks a group (0: 4-bit, groups of 32)
   const int64_t K = w.K, G = K / GS, rb = K * BITS / 8;
   // At least 4 KB ahead, on the same byte of a later row.
   const int64_t pf = (4096 + rb - 1) / rb * rb;
-  thread_local std::vector<float> sbuf;
-  sbuf.resize(static_cast<size_t>(G));
-  float* sb = sbuf.data();
   const __m512 off = _mm512_set1_ps(-float(kBfOffset<BITS>));
+  // 4-bit weights in groups of 32: a chunk holds two groups, lanes 0-7 the first one's.
+  const __m512i half = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
   for (int64_t n = n0; n < n1; ++n) {
     const uint8_t* row = reinterpret_cast<const uint8_t*>(w.packed) + n * rb;
     const S* scales = static_cast<const S*>(w.scales) + n * G;
     const S* biases = static_cast<const S*>(w.biases) + n * G;
-    scales_to_f32(scales, G, sb);
-    int64_t g = 0;
-    // NOTE: acc[g & 1] (two chains by index) put them on the stack (hot 0.31 ms against
-    // 0.23 ms); named arrays stay in registers.
-    __m512 acc[M];
-    for (int m = 0; m < M; ++m) acc[m] = _mm512_setzero_ps();
-    __m512i lo, hi;
-    if constexpr (GS == 32 && BITS == 4) {
-      const int64_t chunks = K / 64;
-      // A chunk holds two groups: lanes 0-7 are the first one's, lanes 8-15 the second's.
-      const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-      for (int64_t c = 0; c < chunks; ++c) {
-        double pair;
-        std::memcpy(&pair, sb + 2 * c, sizeof pair);
-        const __m512 s2 = _mm512_permutexvar_ps(idx, _mm512_castpd_ps(_mm512_set1_pd(pair)));
-        bf16_nibbles(row, c, pf, lo, hi);
-        for (int m = 0; m < M; ++m) acc[m] = _mm512_fmadd_ps(q4_bf16_dot<NX>(lo, hi, xb + m * NX * K, c, K), s2, acc[m]);
+    // Two chains, alternate groups (or chunks): with one, a 32-byte group waited on the
+    // last one's FMA. NOTE: acc[g & 1] (chains by index) put them on the stack (hot 0.31
+    // ms against 0.23 ms); named arrays stay in registers.
+    __m512 acc[M], acc2[M];
+    for (int m = 0; m < M; ++m) acc[m] = acc2[m] = _mm512_setzero_ps();
+    // Blocks of 16 groups: their scales stay in a register (VPERMPS picks a group's), and
+    // their offset and bias term, sum_g (b_g - off s_g) X_g, is added as vectors.
+    for (int64_t g0 = 0; g0 < G; g0 += 16) {
+      const int ng = int(std::min<int64_t>(16, G - g0));
+      const __mmask16 k = __mmask16((1u << ng) - 1);
+      const __m512 sv = load16_masked(scales + g0, k);
+      const __m512 bo = _mm512_fmadd_ps(sv, off, load16_masked(biases + g0, k));
+      for (int m = 0; m < M; ++m) acc[m] = _mm512_fmadd_ps(bo, _mm512_maskz_loadu_ps(k, xs + m * G + g0), acc[m]);
+      __m512i lo, hi;
+      if constexpr (kCpg == 0) {
+        auto chunk = [&](int j, __m512 (&a)[M]) MLXCEL_BF16_TARGET {
+          const __m512 s2 = _mm512_permutexvar_ps(_mm512_add_epi32(half, _mm512_set1_epi32(j)), sv);
+          const int64_t c = (g0 + j) / 2;
+          bf16_nibbles(row, c, pf, lo, hi);
+          for (int m = 0; m < M; ++m) a[m] = _mm512_fmadd_ps(q4_bf16_dot<NX>(lo, hi, xb + m * NX * K, c, K), s2, a[m]);
+        };
+        int j = 0;
+        for (; j + 3 < ng; j += 4) {
+          chunk(j, acc);
+          chunk(j + 2, acc2);
+        }
+        if (j < ng) chunk(j, acc);
+      } else {
+        int j = 0;
+        for (; j + 1 < ng; j += 2) {
+          bf16_group<BITS, NX, M, kCpg>(row, g0 + j, pf, xb, K, _mm512_permutexvar_ps(_mm512_set1_epi32(j), sv), acc);
+          bf16_group<BITS, NX, M, kCpg>(row, g0 + j + 1, pf, xb, K, _mm512_permutexvar_ps(_mm512_set1_epi32(j + 1), sv),
+                                        acc2);
+        }
+        if (j < ng) bf16_group<BITS, NX, M, kCpg>(row, g0 + j, pf, xb, K, _mm512_permutexvar_ps(_mm512_set1_epi32(j), sv), acc);
       }
-    } else {
-      constexpr int kCpg = GS / kVals;  // chunks per group
-      // Odd and even groups in two chains: with one, a 32-byte group waited on the last
-      // one's FMA (4 cycles; a third of the samples at K = 1024).
-      __m512 acc2[M];
-      for (int m = 0; m < M; ++m) acc2[m] = _mm512_setzero_ps();
-      for (g = 0; g + 1 < G; g += 2) {
-        bf16_group<BITS, NX, M, kCpg>(row, g, pf, xb, K, sb[g], acc);
-        bf16_group<BITS, NX, M, kCpg>(row, g + 1, pf, xb, K, sb[g + 1], acc2);
-      }
-      if (g < G) bf16_group<BITS, NX, M, kCpg>(row, g, pf, xb, K, sb[g], acc);
-      for (int m = 0; m < M; ++m) acc[m] = _mm512_add_ps(acc[m], acc2[m]);
     }
-    for (int m = 0; m < M; ++m) {
-      const float* xsm = xs + m * G;
-      float tail = 0.0f;
-      for (g = 0; g + kWidth <= G; g += kWidth)
-        acc[m] = _mm512_fmadd_ps(_mm512_fmadd_ps(load(sb + g), off, load(biases + g)), load(xsm + g), acc[m]);
-      for (; g < G; ++g) tail += (to_f32(biases[g]) - float(kBfOffset<BITS>) * sb[g]) * xsm[g];
-      y[m * w.N + n] = hsum(acc[m]) + tail;
-    }
+    for (int m = 0; m < M; ++m) y[m * w.N + n] = simd::hsum(_mm512_add_ps(acc[m], acc2[m]));
   }
 }
 #endif
@@ -576,17 +582,6 @@ void quantize_x_int8(const float* x, int64_t K, int gs, const XInt8& o) {
       for (int i = 0; i < 64; ++i) o.q[k + i] = c[2 * i], o.q[k + 64 + i] = c[2 * i + 1];
     }
   }
-}
-
-// M rows of x (xi: per row, one XInt8 of K values) against weight rows [n0, n1), one
-// weight row at a time, each one stream (as qgemv4_bf16_rows).
-// Up to 16 values of a row's scales (or biases) as f32, k the lanes to load (the others 0;
-// masked-off lanes never fault).
-template <typename S>
-inline __m512 load16_masked(const S* p, __mmask16 k) {
-  if constexpr (std::is_same_v<S, float>) return _mm512_maskz_loadu_ps(k, p);
-  else if constexpr (std::is_same_v<S, f16_t>) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p));
-  else return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, p)), 16));
 }
 
 // M rows of x (xi: per row, one XInt8 of K values) against weight rows [n0, n1), one
