@@ -332,7 +332,7 @@ int decode_bench(const std::string& quant, const std::string& shape, int rounds)
   for (size_t i = 0; i < mats.size(); ++i) product(i, 1);  // makes the x8 copies, in decode order
   // The same shapes as MLX affine weights at the same bits (group 64, bf16 scales: Q4_0 ->
   // q4 g64, 4.5 bits a weight; Q8_0 -> q8 g64, 8.5), through cpu::qlinear / qlinear_multi
-  // as a decode step runs them, in the default x form and in the int8 one.
+  // as a decode step runs them, in the default x form and in the int8 and int16 ones.
   const int mbits = type == gguf::kQ8_0 ? 8 : 4;
   std::vector<std::vector<uint32_t>> mpacked;
   std::vector<std::vector<uint16_t>> mscales;
@@ -365,12 +365,12 @@ int decode_bench(const std::string& quant, const std::string& shape, int rounds)
     if (n == 1) cpu::qlinear(x.data(), 1, mq[i], nullptr, y.data());
     else cpu::qlinear_multi(x.data(), 1, mq.data() + i, n, nullptr, ys);
   };
-  constexpr int kVariants = 5;
+  constexpr int kVariants = 6;
   std::vector<double> t[kVariants];
   const int tokens = 16;
   for (int round = 0; round < rounds; ++round) {
     for (int variant = 0; variant < kVariants; ++variant) {
-      const int form = variant == 4 ? cpu::set_q4_x_parts(cpu::kQ4XInt8) : 0;
+      const int form = variant >= 4 ? cpu::set_q4_x_parts(variant == 4 ? cpu::kQ4XInt8 : cpu::kQ4XInt16) : 0;
       auto t0 = Clock::now();
       for (int tok = 0; tok < tokens; ++tok) {
         for (size_t i = 0; i < mats.size();) {
@@ -389,7 +389,7 @@ int decode_bench(const std::string& quant, const std::string& shape, int rounds)
         }
       }
       t[variant].push_back(seconds_since(t0) / tokens * 1e3);
-      if (variant == 4) cpu::set_q4_x_parts(form);
+      if (variant >= 4) cpu::set_q4_x_parts(form);
     }
   }
   std::printf("%s %s decode GEMVs: %zu matrices, %.0f MB (x8 copies %.0f MB); read bandwidth %.1f GB/s; %d rounds of %d tokens\n",
@@ -397,7 +397,7 @@ int decode_bench(const std::string& quant, const std::string& shape, int rounds)
               rounds, tokens);
   const std::string mlx_name = fmt::format("MLX q{} g64 bf16, fused", mbits);
   const std::string names[kVariants] = {"rows", "x8", "x8, q/k/v and gate/up fused", mlx_name + " (default x)",
-                                        mlx_name + " (int8 x)"};
+                                        mlx_name + " (int8 x)", mlx_name + " (int16 x)"};
   for (int v = 0; v < kVariants; ++v) {
     std::sort(t[v].begin(), t[v].end());
     const double med = t[v][t[v].size() / 2], b = v >= 3 ? mbytes : bytes;

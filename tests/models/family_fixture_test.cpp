@@ -108,6 +108,9 @@ void check_quantized(const std::string& family, int bits) {
   // AVX512_BF16): the same bound.
   const int before = cpu::set_q4_x_parts(0);
   check_model(*model, ref, 1e-3, family + " " + q.stem + " (x as f32)");
+  // x as int16 per group (the default without AVX512_BF16): the same bound.
+  cpu::set_q4_x_parts(cpu::kQ4XInt16);
+  check_model(*model, ref, 1e-3, family + " " + q.stem + " (x as int16)");
   cpu::set_q4_x_parts(before);
 }
 

@@ -245,12 +245,12 @@ TEST(Dequantize, SameDtypeRoundsEachStep) {
     }
 }
 
-// The int8 decode form (backends/cpu/quantized.cpp): per group g of w and row of x, with x's
-// int8 values xq and scale d, Z = 8 (4-bit) or 128 (8-bit) and X_g the exact sum of x,
+// The int8 and int16 decode forms (backends/cpu/quantized.cpp): per group g of w and row of
+// x, with x's integer values xq and scale d, Z = 8 (4-bit) or 128 (8-bit) and X_g the exact sum of x,
 //   y = sum_g s_g d sum_k (q_k - Z) xq_k + (b_g + Z s_g) X_g   (+ bias),
 // in double, within 2e-6 of the sum of the terms' sizes.
 void check_int8_decode(const std::vector<float>& xv, const QuantizedWeight& w, const float* bias,
-                       const std::vector<float>& yv, int64_t M, int64_t N, int64_t K) {
+                       const std::vector<float>& yv, int64_t M, int64_t N, int64_t K, bool x16) {
   const int gs = w.spec.group_size, bits = w.spec.bits, Z = bits == 4 ? 8 : 128;
   const int64_t G = K / gs;
   const auto dq = ops::dequantize(w).to_f32_vector();
@@ -262,7 +262,7 @@ void check_int8_decode(const std::vector<float>& xv, const QuantizedWeight& w, c
       double y = bias ? bias[n] : 0.0, mag = std::fabs(y);
       for (int64_t g = 0; g < G; ++g) {
         const float* xg = xv.data() + m * K + g * gs;
-        const double d = optest::int8_group(xg, gs, xq.data());
+        const double d = optest::int8_group(xg, gs, xq.data(), x16 ? 127.0f * 256.0f : 127.0f);
         const double s = sc[size_t(n * G + g)], b = bi[size_t(n * G + g)];
         double dot = 0, X = 0;
         for (int k = 0; k < gs; ++k) {
@@ -277,7 +277,7 @@ void check_int8_decode(const std::vector<float>& xv, const QuantizedWeight& w, c
       }
       const double got = yv[size_t(m * N + n)];
       if (std::fabs(got - y) > 2e-6 * mag + 1e-6 && misses++ < 3)
-        ADD_FAILURE() << "int8 x: q" << bits << " g" << gs << " " << dtype_name(w.scales.dtype()) << " M=" << M
+        ADD_FAILURE() << (x16 ? "int16" : "int8") << " x: q" << bits << " g" << gs << " " << dtype_name(w.scales.dtype()) << " M=" << M
                       << " N=" << N << " K=" << K << " y[" << m << "][" << n << "] = " << got << ", want " << y;
     }
 }
@@ -301,7 +301,8 @@ void check_qlinear(int64_t M, int64_t N, int64_t K, int bits, int gs, DType sdt,
   // The 4-bit decode GEMV on AVX512_BF16 multiplies the exact weights by x in 1 or 2 bf16
   // parts (backends/cpu/isa.h): the reference takes x as those parts carry it.
   const int form = optest::cpu_q4_x_parts(M, K, bits, gs, sdt);
-  if (form == cpu::kQ4XInt8) return check_int8_decode(xv, q, with_bias ? bv.data() : nullptr, yv, M, N, K);
+  if (form == cpu::kQ4XInt8 || form == cpu::kQ4XInt16)
+    return check_int8_decode(xv, q, with_bias ? bv.data() : nullptr, yv, M, N, K, form == cpu::kQ4XInt16);
   xv = optest::round_to_bf16_parts(xv, form);
   int misses = 0;
   for (int64_t m = 0; m < M; ++m)
@@ -334,7 +335,7 @@ TEST(Qlinear, MatchesDequantizedDenseEveryFormat) {
 TEST(Qlinear, FourBitDecodeEveryXForm) {
   const int before = cpu::q4_x_parts();
   uint32_t seed = 900;
-  for (int parts : {-1, 0, 1, 2, cpu::kQ4XInt8}) {
+  for (int parts : {-1, 0, 1, 2, cpu::kQ4XInt8, cpu::kQ4XInt16}) {
     cpu::set_q4_x_parts(parts);
     for (DType sdt : optest::kFloatDTypes)
       for (int gs : kGroups)
@@ -353,7 +354,7 @@ TEST(Qlinear, FourBitDecodeRowsAsAlone) {
   // The forms are the avx512 build's (the lower builds' f32 paths group rows differently).
   if (cpu::isa() != cpu::Isa::avx512) GTEST_SKIP() << "decode forms need the avx512 kernels";
   const int before = cpu::q4_x_parts();
-  for (int parts : {1, 2, cpu::kQ4XInt8}) {
+  for (int parts : {1, 2, cpu::kQ4XInt8, cpu::kQ4XInt16}) {
     cpu::set_q4_x_parts(parts);
     for (DType sdt : {DType::bf16, DType::f16}) {
       for (int bits : {4, 8}) {
@@ -379,7 +380,7 @@ TEST(Qlinear, FourBitDecodeRowsAsAlone) {
 // limit, biases or none, and weights of different specs (products one by one).
 TEST(Qlinear, MultiMatchesSeparate) {
   const int before = cpu::q4_x_parts();
-  for (int form : {-1, 0, 1, 2, cpu::kQ4XInt8})
+  for (int form : {-1, 0, 1, 2, cpu::kQ4XInt8, cpu::kQ4XInt16})
     for (int bits : {4, 8})
       for (int64_t M : {1, 3, 9, 32, 40}) {
         cpu::set_q4_x_parts(form);

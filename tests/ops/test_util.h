@@ -65,20 +65,22 @@ inline bool cpu_bf16_product(DType wdt, int64_t M) {
 
 // How the CPU's MLX 4- and 8-bit decode GEMV takes x for a product of M rows with K
 // columns of `bits`-bit weights in groups of gs with scales of dtype sdt (cpu::q4_x_form):
-// 0 = as f32, 1 or 2 = as that many bf16 parts, cpu::kQ4XInt8 = quantized to int8 per group.
+// 0 = as f32, 1 or 2 = as that many bf16 parts, cpu::kQ4XInt8 / kQ4XInt16 = quantized to
+// int8 / int16 per group.
 inline int cpu_q4_x_parts(int64_t M, int64_t K, int bits, int gs, DType sdt) {
   if (cpu::isa() != cpu::Isa::avx512 || (bits != 4 && bits != 8) || K % gs != 0 || M > cpu::kGemvMaxRows) return 0;
   const int form = cpu::q4_x_form(sdt == DType::bf16);
-  if (form == cpu::kQ4XInt8) return K % (bits == 4 ? 128 : 64) == 0 ? form : 0;
+  if (form == cpu::kQ4XInt8 || form == cpu::kQ4XInt16) return K % (bits == 4 ? 128 : 64) == 0 ? form : 0;
   return K % 64 == 0 ? form : 0;
 }
 
 // A group of x as the int8 decode form quantizes it (llama.cpp's Q8 activations: d = max
-// |x| / 127, q = round-to-nearest-even(x / d)): q, and d as the return value.
-inline float int8_group(const float* x, int64_t n, int* q) {
+// |x| / qmax, q = round-to-nearest-even(x / d); qmax 127, or 127 * 256 for the int16 form):
+// q, and d as the return value.
+inline float int8_group(const float* x, int64_t n, int* q, float qmax = 127.0f) {
   float amax = 0.0f;
   for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const float d = amax / 127.0f;
+  const float d = amax / qmax;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   for (int64_t i = 0; i < n; ++i) q[i] = int(std::nearbyintf(x[i] * id));
   return d;

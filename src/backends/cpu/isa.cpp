@@ -86,6 +86,7 @@ std::atomic<int>& q4_parts_switch() {
   static std::atomic<int> parts{[] {
     const char* e = std::getenv("MLXCEL_CPU_Q4_X");
     if (e && std::strcmp(e, "int8") == 0) return kQ4XInt8;
+    if (e && std::strcmp(e, "int16") == 0) return kQ4XInt16;
     if (e && std::strcmp(e, "f32") == 0) return 0;
     if (e && std::strcmp(e, "bf16") == 0) return has_avx512_bf16() ? 1 : 0;
     if (e && std::strcmp(e, "bf16x2") == 0) return has_avx512_bf16() ? 2 : 0;
@@ -98,7 +99,7 @@ std::atomic<int>& q4_parts_switch() {
 int q4_x_parts() { return isa() == Isa::avx512 ? q4_parts_switch().load(std::memory_order_relaxed) : 0; }
 
 int set_q4_x_parts(int parts) {
-  parts = std::clamp(parts, -1, kQ4XInt8);
+  parts = std::clamp(parts, -1, kQ4XInt16);
   if ((parts == 1 || parts == 2) && !has_avx512_bf16()) parts = 0;
   return q4_parts_switch().exchange(parts);
 }
@@ -106,7 +107,7 @@ int set_q4_x_parts(int parts) {
 int q4_x_form(bool bf16_scales) {
   const int parts = q4_x_parts();
   if (parts >= 0) return parts;
-  return !has_avx512_bf16() ? 0 : bf16_scales && bf16_products() ? 1 : 2;
+  return !has_avx512_bf16() ? kQ4XInt16 : bf16_scales && bf16_products() ? 1 : 2;
 }
 
 }  // namespace mlxcel::cpu

@@ -39,18 +39,23 @@ bool set_bf16_products(bool on);
 // x; the weights stay exact in every form:
 //   1 or 2 (MLXCEL_CPU_Q4_X=bf16|bf16x2; needs AVX512_BF16): x as 1 or 2 bf16 parts (hi +
 //     lo: 16 of f32's 24 bits) by VDPBF16PS;
-//   kQ4XInt8 (3, MLXCEL_CPU_Q4_X=int8; the avx512 build's VNNI): x quantized to int8 per
-//     weight group (d = max |x| / 127, as llama.cpp's activations for its Q4_0 / Q8_0 /
-//     K-quant weights) by VPDPBUSD: the fastest (1.8x the bf16 form's rate from the cache)
-//     but the least exact (the family fixtures' logits within 1-11% instead of 1e-3, and
-//     greedy tokens of those random-weight models change), so opt-in;
+//   kQ4XInt16 (4, MLXCEL_CPU_Q4_X=int16; the avx512 build's VNNI): x quantized per weight
+//     group to 16-bit integers (d = max |x| / (127 * 256)), as two int8 parts, by VPDPBUSD
+//     (four a 64-byte chunk of weights): as exact as one bf16 part or more, at about its
+//     rate (cpu_kernels_bench q4 g64 4096^2, hot: 0.19-0.23 ms, bf16 0.21-0.28, f32 0.39-0.41);
+//   kQ4XInt8 (3, MLXCEL_CPU_Q4_X=int8): x quantized per weight group to int8 (d = max |x| /
+//     127, as llama.cpp's activations for its Q4_0 / Q8_0 / K-quant weights): the fastest
+//     (hot 0.13 ms) but the least exact (the family fixtures' logits move by 1-11% where
+//     the other forms stay within 1e-3, and greedy tokens of those random-weight models
+//     change), so opt-in;
 //   0 (MLXCEL_CPU_Q4_X=f32): the f32 paths.
-// The default (-1): 1 part for bf16 scales where bf16_products() (the rule prompt-sized
-// products follow), else 2 parts; 0 without AVX512_BF16. q4_x_parts: the setting (read
+// The default (-1): 1 bf16 part for bf16 scales where bf16_products() (the rule prompt-sized
+// products follow), else 2 parts; int16 without AVX512_BF16. q4_x_parts: the setting (read
 // once; 0 outside the avx512 build); set_q4_x_parts (tests, benchmarks) returns the
 // previous setting (a bf16 form without the instructions sets 0); q4_x_form: the form for
 // a weight's scales.
 constexpr int kQ4XInt8 = 3;
+constexpr int kQ4XInt16 = 4;
 int q4_x_parts();
 int set_q4_x_parts(int parts);
 int q4_x_form(bool bf16_scales);

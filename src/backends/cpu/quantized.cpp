@@ -546,14 +546,18 @@ constexpr int kIntCentre = BITS == 4 ? 8 : 128;
 // Z (xs - d sum q).
 struct XInt8 {
   int8_t* q;
+  int8_t* q2;  // with two parts: x's low bytes (x16 = 256 q + q2), in q's order
   float* d;
   float* xs;
   float* r;
 };
 
-template <int BITS>
+template <int BITS, bool X2>
 void quantize_x_int8(const float* x, int64_t K, int gs, const XInt8& o) {
   constexpr int kVals = BITS == 4 ? 128 : 64;  // values a chunk
+  // One part: x~ = d q, |q| <= 127. Two: x~ = d x16, |x16| <= 127 * 256, as q = floor((x16 +
+  // 128) / 256) in [-127, 127] and q2 = x16 - 256 q in [-128, 127].
+  constexpr float kMax = X2 ? 127.0f * 256.0f : 127.0f;
   for (int64_t g = 0; g < K / gs; ++g) {
     const float* p = x + g * gs;
     __m512 amax = _mm512_setzero_ps(), sum = _mm512_setzero_ps();
@@ -562,14 +566,21 @@ void quantize_x_int8(const float* x, int64_t K, int gs, const XInt8& o) {
       amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
       sum = _mm512_add_ps(sum, v);
     }
-    const float d = _mm512_reduce_max_ps(amax) / 127.0f;
+    const float d = _mm512_reduce_max_ps(amax) / kMax;
     const __m512 id = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
     __m512i qsum = _mm512_setzero_si512();
     for (int i = 0; i < gs; i += 16) {
       // Nearest even, as nearbyintf in the default rounding mode.
       const __m512i qi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(p + i), id));
       qsum = _mm512_add_epi32(qsum, qi);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(o.q + g * gs + i), _mm512_cvtsepi32_epi8(qi));
+      if constexpr (X2) {
+        const __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(qi, _mm512_set1_epi32(128)), 8);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o.q + g * gs + i), _mm512_cvtsepi32_epi8(hi));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o.q2 + g * gs + i),
+                         _mm512_cvtsepi32_epi8(_mm512_sub_epi32(qi, _mm512_slli_epi32(hi, 8))));
+      } else {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o.q + g * gs + i), _mm512_cvtsepi32_epi8(qi));
+      }
     }
     o.d[g] = d;
     o.xs[g] = _mm512_reduce_add_ps(sum);
@@ -577,9 +588,12 @@ void quantize_x_int8(const float* x, int64_t K, int gs, const XInt8& o) {
   }
   if constexpr (BITS == 4) {
     alignas(64) int8_t c[kVals];
-    for (int64_t k = 0; k < K; k += kVals) {
-      std::memcpy(c, o.q + k, kVals);
-      for (int i = 0; i < 64; ++i) o.q[k + i] = c[2 * i], o.q[k + 64 + i] = c[2 * i + 1];
+    for (int8_t* q : {o.q, o.q2}) {
+      if (!q) continue;
+      for (int64_t k = 0; k < K; k += kVals) {
+        std::memcpy(c, q + k, kVals);
+        for (int i = 0; i < 64; ++i) q[k + i] = c[2 * i], q[k + 64 + i] = c[2 * i + 1];
+      }
     }
   }
 }
@@ -589,7 +603,7 @@ void quantize_x_int8(const float* x, int64_t K, int gs, const XInt8& o) {
 // groups: their scales s_g d_g stay in a register per row of x, and each chunk picks its
 // lanes' from it (VPERMPS), with the block's bias and centring terms, b_g X_g + s_g R_g,
 // added as vectors (one horizontal sum a row at the end).
-template <typename S, int GS, int M, int BITS>
+template <typename S, int GS, int M, int BITS, bool X2>
 void qgemv_int8_rows(const XInt8* xi, const QuantMatrix& w, int64_t n0, int64_t n1, float* y) {
   constexpr int kVals = BITS == 4 ? 128 : 64;
   constexpr int kGpc = kVals / GS;                   // groups a chunk (0: 8-bit, groups of 128)
@@ -626,11 +640,20 @@ void qgemv_int8_rows(const XInt8* xi, const QuantMatrix& w, int64_t n0, int64_t 
             const int8_t* xq = xi[m].q + 128 * c;
             __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xq));
             is = _mm512_dpbusd_epi32(is, hi, _mm512_loadu_si512(xq + 64));
+            if constexpr (X2) {
+              const int8_t* xl = xi[m].q2 + 128 * c;
+              __m512i il = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xl));
+              il = _mm512_dpbusd_epi32(il, hi, _mm512_loadu_si512(xl + 64));
+              is = _mm512_add_epi32(_mm512_slli_epi32(is, 8), il);
+            }
             acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_permutexvar_ps(idx, sd[m]), acc[m]);
           }
         } else {
           for (int m = 0; m < M; ++m) {
-            const __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_loadu_si512(xi[m].q + 64 * c));
+            __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_loadu_si512(xi[m].q + 64 * c));
+            if constexpr (X2)
+              is = _mm512_add_epi32(_mm512_slli_epi32(is, 8),
+                                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_loadu_si512(xi[m].q2 + 64 * c)));
             acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_permutexvar_ps(idx, sd[m]), acc[m]);
           }
         }
@@ -640,32 +663,35 @@ void qgemv_int8_rows(const XInt8* xi, const QuantMatrix& w, int64_t n0, int64_t 
   }
 }
 
-template <typename S, int M, int BITS>
+template <typename S, int M, int BITS, bool X2>
 void qgemv_int8_m(const XInt8* xi, const QuantMatrix& w, int64_t n0, int64_t n1, float* y) {
   switch (w.group_size) {
-    case 32: qgemv_int8_rows<S, 32, M, BITS>(xi, w, n0, n1, y); break;
-    case 64: qgemv_int8_rows<S, 64, M, BITS>(xi, w, n0, n1, y); break;
-    default: qgemv_int8_rows<S, 128, M, BITS>(xi, w, n0, n1, y); break;
+    case 32: qgemv_int8_rows<S, 32, M, BITS, X2>(xi, w, n0, n1, y); break;
+    case 64: qgemv_int8_rows<S, 64, M, BITS, X2>(xi, w, n0, n1, y); break;
+    default: qgemv_int8_rows<S, 128, M, BITS, X2>(xi, w, n0, n1, y); break;
   }
 }
 
-template <typename S, int BITS>
+template <typename S, int BITS, bool X2>
 void qgemv_int8_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, float* const* ys) {
   const int gs = ws[0].group_size;
   const int64_t K = ws[0].K, G = K / gs;
   thread_local std::vector<int8_t> qbuf;
   thread_local std::vector<float> fbuf;
-  qbuf.resize(size_t(M * K));
+  qbuf.resize(size_t((X2 ? 2 : 1) * M * K));
   fbuf.resize(size_t(M * 3 * G));
   XInt8 xi[kGemvMaxRows];
   for (int64_t m = 0; m < M; ++m) {
     float* f = fbuf.data() + m * 3 * G;
-    xi[m] = XInt8{qbuf.data() + m * K, f, f + G, f + 2 * G};
-    quantize_x_int8<BITS>(x + m * K, K, gs, xi[m]);
+    int8_t* q = qbuf.data() + (X2 ? 2 : 1) * m * K;
+    xi[m] = XInt8{q, X2 ? q + K : nullptr, f, f + G, f + 2 * G};
+    quantize_x_int8<BITS, X2>(x + m * K, K, gs, xi[m]);
   }
   // NOTE: xi is captured by reference: the workers read the caller's array.
   decode_region(M, ws, n, [&](int i, int64_t m0, int rows, int64_t b0, int64_t b1) {
-    with_rows(rows, [&](auto R) { qgemv_int8_m<S, decltype(R)::value, BITS>(xi + m0, ws[i], b0, b1, ys[i] + m0 * ws[i].N); });
+    with_rows(rows, [&](auto R) {
+      qgemv_int8_m<S, decltype(R)::value, BITS, X2>(xi + m0, ws[i], b0, b1, ys[i] + m0 * ws[i].N);
+    });
   });
 }
 
@@ -681,9 +707,10 @@ bool decode_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, float
   const int gs = w.group_size;
   if ((w.bits != 4 && w.bits != 8) || (gs != 32 && gs != 64 && gs != 128) || M < 1 || M > kGemvMaxRows) return false;
   const int form = q4_x_form(w.scale_dtype == DType::bf16);
-  if (form == kQ4XInt8 && w.K % (w.bits == 4 ? 128 : 64) == 0) {
-    if (w.bits == 4) qgemv_int8_multi<S, 4>(x, M, ws, n, ys);
-    else qgemv_int8_multi<S, 8>(x, M, ws, n, ys);
+  if ((form == kQ4XInt8 || form == kQ4XInt16) && w.K % (w.bits == 4 ? 128 : 64) == 0) {
+    const bool x2 = form == kQ4XInt16;
+    if (w.bits == 4) x2 ? qgemv_int8_multi<S, 4, true>(x, M, ws, n, ys) : qgemv_int8_multi<S, 4, false>(x, M, ws, n, ys);
+    else x2 ? qgemv_int8_multi<S, 8, true>(x, M, ws, n, ys) : qgemv_int8_multi<S, 8, false>(x, M, ws, n, ys);
     return true;
   }
   if ((form == 1 || form == 2) && w.K % 64 == 0) {
