@@ -168,38 +168,17 @@ std::vector<Tensor> qlinear_multi(const Tensor& x, const std::vector<const Quant
   std::vector<Tensor> outs;
   // MLX weights of one K on the CPU: one call (cpu::qlinear_multi: one parallel region
   // where the decode kernels allow, else a product each; the bits of separate qlinear calls).
-  if (x.defined() && x.device().type == DeviceType::cpu &&
-      std::all_of(ws.begin(), ws.end(), [&](const QuantizedWeight* w) {
-        return w && w->spec.format == QuantFormat::mlx_affine && w->cols() == ws[0]->cols();
-      })) {
-    for (size_t i = 0; i < ws.size(); ++i) check_qlinear(kOp, x, *ws[i], bias(i));
-    Tensor xc = contiguous_input(x);
-    const int64_t M = ws[0]->cols() ? xc.numel() / ws[0]->cols() : 0;
-    std::vector<Prepared> ps;
-    std::vector<cpu::QuantMatrix> ms;
-    std::vector<Tensor> b32;
-    std::vector<const float*> bp;
-    std::vector<float*> ys;
-    for (size_t i = 0; i < ws.size(); ++i) {
-      ps.push_back(prepare(*ws[i]));
-      ms.push_back(ps.back().m);
-      b32.push_back(bias_f32(bias(i)));
-      bp.push_back(f32_or_null(b32.back()));
-      Shape shape = x.shape();
-      shape.back() = ws[i]->rows();
-      outs.push_back(Tensor::empty(shape, DType::f32, x.device()));
-      ys.push_back(outs.back().data<float>());
-    }
-    if (M > 0) cpu::qlinear_multi(xc.data<float>(), M, ms.data(), int(ms.size()), bp.data(), ys.data());
-    return outs;
-  }
-  if (!fusable(x, ws)) {
+  const bool cpu_mlx = x.defined() && x.device().type == DeviceType::cpu &&
+                       std::all_of(ws.begin(), ws.end(), [&](const QuantizedWeight* w) {
+                         return w && w->spec.format == QuantFormat::mlx_affine && w->cols() == ws[0]->cols();
+                       });
+  if (!cpu_mlx && !fusable(x, ws)) {
     for (size_t i = 0; i < ws.size(); ++i) outs.push_back(qlinear(x, *ws[i], bias(i)));
     return outs;
   }
   for (size_t i = 0; i < ws.size(); ++i) check_qlinear(kOp, x, *ws[i], bias(i));
   Tensor xc = contiguous_input(x);
-  const int64_t M = xc.numel() / ws[0]->cols();
+  const int64_t M = ws[0]->cols() ? xc.numel() / ws[0]->cols() : 0;
   std::vector<Prepared> ps;
   std::vector<cpu::QuantMatrix> ms;
   std::vector<Tensor> b32;
@@ -214,6 +193,10 @@ std::vector<Tensor> qlinear_multi(const Tensor& x, const std::vector<const Quant
     shape.back() = ws[i]->rows();
     outs.push_back(Tensor::empty(shape, DType::f32, x.device()));
     ys.push_back(outs.back().data<float>());
+  }
+  if (cpu_mlx) {
+    if (M > 0) cpu::qlinear_multi(xc.data<float>(), M, ms.data(), int(ms.size()), bp.data(), ys.data());
+    return outs;
   }
   MLXCEL_CUDA_CALL(kOp, cuda::qlinear_multi(xc.data<float>(), M, ms, bp, ys));
   return outs;

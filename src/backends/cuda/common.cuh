@@ -14,6 +14,26 @@
 
 namespace mlxcel::cuda {
 
+// Blocks of `threads` that fit an SM for Kernel at `smem` bytes of dynamic shared memory,
+// after raising the kernel's limit to smem: set and measured again only when smem changes
+// (per kernel and device).
+template <auto Kernel>
+int blocks_at_smem(size_t smem, int threads, int dev) {
+  struct Conf {
+    size_t smem = 0;
+    int blocks = 0;
+  };
+  static Conf configured[64];
+  Conf& cf = configured[dev >= 0 && dev < 64 ? dev : 0];
+  if (cf.smem != smem) {
+    MLXCEL_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    int blocks = 0;
+    MLXCEL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, Kernel, threads, smem));
+    cf.smem = smem, cf.blocks = blocks < 1 ? 1 : blocks;
+  }
+  return cf.blocks;
+}
+
 using bf16 = __nv_bfloat16;
 using f16 = __half;
 using cpu::Act;

@@ -382,22 +382,12 @@ void launch(const float* x, int M, GemvParts P, int64_t K, int shift, int dev, c
   const unsigned tiles = plan_blocks(P, gated ? 8 : 16);
   const size_t smem = smem_bytes<BITS, S, G, CPW>();
   auto kernel = gated ? qgemv_ks_kernel<BITS, S, G, CPW, true> : qgemv_ks_kernel<BITS, S, G, CPW, false>;
-  struct Conf {
-    size_t smem = 0;
-    int blocks = 0;
-  };
-  static Conf configured[2][64];
-  Conf& cf = configured[gated ? 1 : 0][dev >= 0 && dev < 64 ? dev : 0];
-  if (cf.smem != smem) {
-    MLXCEL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    int blocks = 0;
-    MLXCEL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem));
-    cf.smem = smem, cf.blocks = blocks < 1 ? 1 : blocks;
-  }
+  const int blocks_per_sm = gated ? blocks_at_smem<qgemv_ks_kernel<BITS, S, G, CPW, true>>(smem, kThreads, dev)
+                                    : blocks_at_smem<qgemv_ks_kernel<BITS, S, G, CPW, false>>(smem, kThreads, dev);
   const int slices = int((K + L::kSlice - 1) / L::kSlice);
   const int sblocks = (slices + kWarps - 1) / kWarps;
   // One wave of blocks (0.67 or 2 waves measured slower: cuda_gemv.md run 9).
-  const int64_t cap = int64_t(sm_count(dev)) * cf.blocks;
+  const int64_t cap = int64_t(sm_count(dev)) * blocks_per_sm;
   const int rgroups = int(std::max<int64_t>(1, std::min<int64_t>({int64_t(tiles), cap / sblocks, kMaxCounters})));
   float* part = nullptr;
   unsigned* counters = nullptr;

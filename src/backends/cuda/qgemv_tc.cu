@@ -341,20 +341,9 @@ void launch(const float* x, int M, GemvParts P, int64_t K, int shift, int dev, c
   const unsigned tiles = plan_blocks(P, gated ? 8 : 16);
   const size_t smem = smem_bytes<S>(M, K, shift);
   auto kernel = gated ? qgemv_tc_kernel<S, G, true> : qgemv_tc_kernel<S, G, false>;
-  struct Conf {
-    size_t smem = 0;
-    int blocks = 0;
-  };
-  // Per instantiation and device: the shared memory set last, and blocks per SM at it.
-  static Conf configured[2][64];
-  Conf& cf = configured[gated ? 1 : 0][dev >= 0 && dev < 64 ? dev : 0];
-  if (cf.smem != smem) {
-    MLXCEL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    int blocks = 0;
-    MLXCEL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem));
-    cf.smem = smem, cf.blocks = blocks < 1 ? 1 : blocks;
-  }
-  const unsigned grid = std::min(tiles, unsigned(sm_count(dev) * cf.blocks));
+  const int blocks_per_sm = gated ? blocks_at_smem<qgemv_tc_kernel<S, G, true>>(smem, kThreads, dev)
+                                    : blocks_at_smem<qgemv_tc_kernel<S, G, false>>(smem, kThreads, dev);
+  const unsigned grid = std::min(tiles, unsigned(sm_count(dev) * blocks_per_sm));
   launch_pdl(kernel, grid, kThreads, smem, st, x, M, P, K, shift, tiles);
 }
 
