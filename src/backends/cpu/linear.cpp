@@ -25,6 +25,7 @@ inline int64_t gemv_k_chunk(int64_t M, int64_t multiple) {
 // y[m][n] (+)= dot(x[m][k0..k1), w[n][k0..k1)) for n in [n0, n1), all M rows at
 // once: each weight row is read once. M x U independent accumulators keep the
 // FMA pipes busy.
+constexpr int64_t kGemvPrefetchBytes = 8192;
 template <int M, typename T>
 void gemv_rows(const float* x, int64_t K, const T* w, int64_t n0, int64_t n1, int64_t k0, int64_t k1, float* y,
                int64_t N, bool accumulate) {
@@ -37,6 +38,13 @@ void gemv_rows(const float* x, int64_t K, const T* w, int64_t n0, int64_t n1, in
       for (int u = 0; u < U; ++u) acc[m][u] = zero();
     int64_t k = k0;
     for (; k + U * kWidth <= k1; k += U * kWidth) {
+      // The weights kGemvPrefetchBytes ahead into L2, a line at a time (prefetches never
+      // fault). Without huge pages the hardware prefetchers stop at every 4 KB page, and
+      // demand misses alone run out of L1 miss buffers: Qwen3-0.6B F16 GGUF tg64, five
+      // alternated runs, median 19.6 -> 23.8 tok/s (8 KB, L2); into L1 (prefetcht0) at 1-16
+      // KB measured slower than none.
+      const char* pf = reinterpret_cast<const char*>(wr + k) + kGemvPrefetchBytes;
+      for (size_t b = 0; b < U * kWidth * sizeof(T); b += 64) __builtin_prefetch(pf + b, 0, 2);
       for (int u = 0; u < U; ++u) {
         const VecF wv = load(wr + k + u * kWidth);
         for (int m = 0; m < M; ++m) acc[m][u] = fma(load(x + m * K + k + u * kWidth), wv, acc[m][u]);
