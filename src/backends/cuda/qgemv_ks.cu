@@ -88,16 +88,6 @@ constexpr size_t smem_bytes() {
   return size_t(kWarps) * kStages * Lay<BITS, S, G, CPW>::kStage;
 }
 
-// bf16 pair (128 + lo nibble, 128 + hi nibble) of word w at shift 4 j: values j and j + 4.
-__device__ __forceinline__ unsigned nib_pair(uint32_t w, int j) {
-  unsigned r;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(w >> (4 * j)), "n"(0x000F000F), "n"(0x43004300));
-  return r;
-}
-// 4 bytes global -> shared (L1-cached); zero-filled when !valid (src must still be valid).
-__device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(valid ? 4 : 0));
-}
 
 template <int BITS, typename S, int G, int CPW, bool kGated>
 __global__ void __launch_bounds__(kThreads, CPW == 2 ? kMinBlocks4 : kMinBlocks)

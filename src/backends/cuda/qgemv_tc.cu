@@ -61,18 +61,6 @@ constexpr int kStages = 4;   // stages of the shared-memory ring
 constexpr int kChunk = 128;  // values of K an MMA tile takes (a quad's 64 bytes of a row)
 constexpr int kSub = 32;     // values a lane takes (one sub-chunk)
 
-// bf16 pair (128 + lo nibble, 128 + hi nibble) of word w at shift 4 j: values j and j + 4.
-// One LOP3 ((a & b) | c) after the shift: ptxas splits the C form into two.
-__device__ __forceinline__ unsigned nib_pair(uint32_t w, int j) {
-  unsigned r;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(w >> (4 * j)), "n"(0x000F000F), "n"(0x43004300));
-  return r;
-}
-
-// 4 bytes global -> shared (L1-cached); zero-filled when !valid (src must still be valid).
-__device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(valid ? 4 : 0));
-}
 
 // A stage: kSuper values of K of the tile's 16 rows as 4-bit words (rows padded by 64
 // bytes so the quads' 16-byte reads of rows g and g + 1 fall in different banks), then
