@@ -361,7 +361,7 @@ int decode_bench(const std::string& quant, const std::string& shape, int rounds)
   }
   auto mlx = [&](size_t i, int n) {
     float* ys[3];
-    for (int j = 0; j < n; ++j) ys[j] = y.data() + (j ? mats[i].N * j : 0);
+    for (int j = 0; j < n; ++j) ys[j] = y.data() + mats[i].N * j;
     if (n == 1) cpu::qlinear(x.data(), 1, mq[i], nullptr, y.data());
     else cpu::qlinear_multi(x.data(), 1, mq.data() + i, n, nullptr, ys);
   };

@@ -22,10 +22,12 @@ inline int64_t gemv_k_chunk(int64_t M, int64_t multiple) {
   return std::max<int64_t>(multiple, c);
 }
 
+// How far ahead gemv_rows prefetches the weights into L2 (see there).
+constexpr int64_t kGemvPrefetchBytes = 8192;
+
 // y[m][n] (+)= dot(x[m][k0..k1), w[n][k0..k1)) for n in [n0, n1), all M rows at
 // once: each weight row is read once. M x U independent accumulators keep the
 // FMA pipes busy.
-constexpr int64_t kGemvPrefetchBytes = 8192;
 template <int M, typename T>
 void gemv_rows(const float* x, int64_t K, const T* w, int64_t n0, int64_t n1, int64_t k0, int64_t k1, float* y,
                int64_t N, bool accumulate) {

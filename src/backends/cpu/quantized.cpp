@@ -245,6 +245,10 @@ void qgemv4_rows(const float* xe, const float* xo, const float* xs, const QuantM
 }
 
 #if defined(MLXCEL_SIMD_AVX512)
+// How far ahead the decode kernels prefetch a weight row of rb bytes: at least 4 KB, on the
+// same byte of a later row.
+inline int64_t prefetch_ahead(int64_t rb) { return (4096 + rb - 1) / rb * rb; }
+
 // Up to 16 values of a row's scales (or biases) as f32, k the lanes to load (the others 0;
 // masked-off lanes never fault).
 template <typename S>
@@ -366,8 +370,7 @@ MLXCEL_BF16_TARGET void qgemv4_bf16_rows(const uint16_t* xb, const float* xs, co
   constexpr int kVals = BITS == 4 ? 64 : 32;  // values a chunk (32 bytes)
   constexpr int kCpg = GS / kVals;            // chunks a group (0: 4-bit, groups of 32)
   const int64_t K = w.K, G = K / GS, rb = K * BITS / 8;
-  // At least 4 KB ahead, on the same byte of a later row.
-  const int64_t pf = (4096 + rb - 1) / rb * rb;
+  const int64_t pf = prefetch_ahead(rb);
   const __m512 off = _mm512_set1_ps(-float(kBfOffset<BITS>));
   // 4-bit weights in groups of 32: a chunk holds two groups, lanes 0-7 the first one's.
   const __m512i half = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
@@ -450,14 +453,6 @@ MLXCEL_BF16_TARGET void split_x_bf16(const float* x, int64_t K, int gs, uint16_t
   }
 }
 
-template <typename S, int NX, int M, int BITS>
-void qgemv4_bf16_m(const uint16_t* xb, const float* xs, const QuantMatrix& w, int64_t n0, int64_t n1, float* y) {
-  switch (w.group_size) {
-    case 32: qgemv4_bf16_rows<S, 32, NX, M, BITS>(xb, xs, w, n0, n1, y); break;
-    case 64: qgemv4_bf16_rows<S, 64, NX, M, BITS>(xb, xs, w, n0, n1, y); break;
-    default: qgemv4_bf16_rows<S, 128, NX, M, BITS>(xb, xs, w, n0, n1, y); break;
-  }
-}
 
 // Products of 1 to kGemvMaxRows rows of x with n (1-4) matrices of one K in one parallel
 // region (a decode step's q, k and v, or gate and up: one hand-off to the workers, x
@@ -500,6 +495,16 @@ inline void with_rows(int rows, F&& f) {
   }
 }
 
+// f(std::integral_constant<int, gs>) for the decode kernels' group sizes 32, 64 and 128.
+template <typename F>
+inline void with_group_size(int gs, F&& f) {
+  switch (gs) {
+    case 32: f(std::integral_constant<int, 32>{}); break;
+    case 64: f(std::integral_constant<int, 64>{}); break;
+    default: f(std::integral_constant<int, 128>{}); break;
+  }
+}
+
 template <typename S, int NX, int BITS>
 void qgemv4_bf16_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, float* const* ys) {
   const int gs = ws[0].group_size;
@@ -514,8 +519,10 @@ void qgemv4_bf16_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, 
   for (int64_t m = 0; m < M; ++m) split_x_bf16<NX, BITS == 4>(x + m * K, K, gs, xbp + m * NX * K, xsp + m * G);
   decode_region(M, ws, n, [&](int i, int64_t m0, int rows, int64_t b0, int64_t b1) {
     with_rows(rows, [&](auto R) {
-      qgemv4_bf16_m<S, NX, decltype(R)::value, BITS>(xbp + m0 * NX * K, xsp + m0 * G, ws[i], b0, b1,
-                                                     ys[i] + m0 * ws[i].N);
+      with_group_size(gs, [&](auto GS) {
+        qgemv4_bf16_rows<S, GS.value, NX, R.value, BITS>(xbp + m0 * NX * K, xsp + m0 * G, ws[i], b0, b1,
+                                                         ys[i] + m0 * ws[i].N);
+      });
     });
   });
 }
@@ -609,7 +616,7 @@ void qgemv_int8_rows(const XInt8* xi, const QuantMatrix& w, int64_t n0, int64_t 
   constexpr int kGpc = kVals / GS;                   // groups a chunk (0: 8-bit, groups of 128)
   constexpr int kCpb = kGpc ? 16 / kGpc : 32;        // chunks a block of 16 groups
   const int64_t K = w.K, G = K / GS, rb = K * BITS / 8, chunks = K / kVals;
-  const int64_t pf = (4096 + rb - 1) / rb * rb;  // at least 4 KB ahead, same byte of a later row
+  const int64_t pf = prefetch_ahead(rb);
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   // Lane j's group within a chunk, and the step from one chunk to the next.
   const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
@@ -663,14 +670,6 @@ void qgemv_int8_rows(const XInt8* xi, const QuantMatrix& w, int64_t n0, int64_t 
   }
 }
 
-template <typename S, int M, int BITS, bool X2>
-void qgemv_int8_m(const XInt8* xi, const QuantMatrix& w, int64_t n0, int64_t n1, float* y) {
-  switch (w.group_size) {
-    case 32: qgemv_int8_rows<S, 32, M, BITS, X2>(xi, w, n0, n1, y); break;
-    case 64: qgemv_int8_rows<S, 64, M, BITS, X2>(xi, w, n0, n1, y); break;
-    default: qgemv_int8_rows<S, 128, M, BITS, X2>(xi, w, n0, n1, y); break;
-  }
-}
 
 template <typename S, int BITS, bool X2>
 void qgemv_int8_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, float* const* ys) {
@@ -690,7 +689,9 @@ void qgemv_int8_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, f
   // NOTE: xi is captured by reference: the workers read the caller's array.
   decode_region(M, ws, n, [&](int i, int64_t m0, int rows, int64_t b0, int64_t b1) {
     with_rows(rows, [&](auto R) {
-      qgemv_int8_m<S, decltype(R)::value, BITS, X2>(xi + m0, ws[i], b0, b1, ys[i] + m0 * ws[i].N);
+      with_group_size(gs, [&](auto GS) {
+        qgemv_int8_rows<S, GS.value, R.value, BITS, X2>(xi + m0, ws[i], b0, b1, ys[i] + m0 * ws[i].N);
+      });
     });
   });
 }
@@ -705,7 +706,9 @@ bool decode_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, float
         ws[i].scale_dtype != w.scale_dtype)
       return false;
   const int gs = w.group_size;
-  if ((w.bits != 4 && w.bits != 8) || (gs != 32 && gs != 64 && gs != 128) || M < 1 || M > kGemvMaxRows) return false;
+  if ((w.bits != 4 && w.bits != 8) || (gs != 32 && gs != 64 && gs != 128) || w.K % gs != 0 || M < 1 ||
+      M > kGemvMaxRows)
+    return false;
   const int form = q4_x_form(w.scale_dtype == DType::bf16);
   if ((form == kQ4XInt8 || form == kQ4XInt16) && w.K % (w.bits == 4 ? 128 : 64) == 0) {
     const bool x2 = form == kQ4XInt16;
@@ -722,19 +725,18 @@ bool decode_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, float
 }
 #endif
 
-// The 4-bit paths (and the bf16 one for 8-bit weights) when they apply; false otherwise.
+// The decode kernels (decode_multi), or the f32 4-bit path, when they apply; false otherwise.
 template <typename S>
 bool qgemv4(const float* x, int64_t M, const QuantMatrix& w, float* y) {
-  const int gs = w.group_size;
-  if ((w.bits != 4 && w.bits != 8) || (gs != 32 && gs != 64 && gs != 128) || w.K % gs != 0) return false;
 #if defined(MLXCEL_SIMD_AVX512)
   if (decode_multi<S>(x, M, &w, 1, &y)) return true;
 #endif
-  if (w.bits != 4 || gs % (2 * simd::kWidth) != 0) return false;
-  // The f32 path: one row of x only (with 4 and 8 rows, cpu_kernels_bench 4096 x 4096, the
-  // general path's shared dequantized vector measured faster: 1.18 / 2.16 ms against
-  // 1.40 / 3.11).
-  if (M != 1) return false;
+  // The f32 path: 4-bit weights in whole groups of 2 kWidth values, one row of x only (with
+  // 4 and 8 rows, cpu_kernels_bench 4096 x 4096, the general path's shared dequantized
+  // vector measured faster: 1.18 / 2.16 ms against 1.40 / 3.11).
+  const int gs = w.group_size;
+  if (M != 1 || w.bits != 4 || (gs != 32 && gs != 64 && gs != 128) || gs % (2 * simd::kWidth) != 0 || w.K % gs != 0)
+    return false;
   // x split into its even and odd values and its group sums, in per-thread scratch (a
   // decode step makes a few hundred of these calls: no allocation each time).
   const int64_t K = w.K, half = K / 2, G = K / gs;
@@ -821,14 +823,18 @@ struct QuantSource {
 #endif
 };
 
+// y [M, N] += bias [N]; nothing for a null bias.
+inline void add_bias(float* y, int64_t M, int64_t N, const float* bias) {
+  if (!bias) return;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) y[m * N + n] += bias[n];
+}
+
 template <typename S>
 void qlinear_typed(const float* x, int64_t M, const QuantMatrix& w, const float* bias, float* y) {
   if (M <= kGemvMaxRows) {
     qgemv<S>(x, M, w, y);
-    if (bias) {
-      for (int64_t m = 0; m < M; ++m)
-        for (int64_t n = 0; n < w.N; ++n) y[m * w.N + n] += bias[n];
-    }
+    add_bias(y, M, w.N, bias);
     return;
   }
 #if defined(MLXCEL_SIMD_AVX512)
@@ -965,10 +971,8 @@ void qlinear_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, cons
     default: break;
   }
   if (done) {
-    for (int i = 0; i < n; ++i)
-      if (biases && biases[i])
-        for (int64_t m = 0; m < M; ++m)
-          for (int64_t r = 0; r < ws[i].N; ++r) ys[i][m * ws[i].N + r] += biases[i][r];
+    if (biases)
+      for (int i = 0; i < n; ++i) add_bias(ys[i], M, ws[i].N, biases[i]);
     return;
   }
 #endif
