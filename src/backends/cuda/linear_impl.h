@@ -24,6 +24,18 @@ struct GemvParts {
   int n = 0;
   int gate_act = -1;  // an Act when gated
 };
+
+// Whether x and every part's weight words start on 16 bytes (the tensor-core GEMVs' 16-byte
+// copies) and, with scales_too, every part's scales and biases on 4 (their 4-byte copies).
+inline bool copy_aligned(const float* x, const GemvParts& P, bool scales_too) {
+  if (reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
+  for (int i = 0; i < P.n; ++i) {
+    if (reinterpret_cast<uintptr_t>(P.w[i]) % 16 != 0) return false;
+    if (scales_too && (reinterpret_cast<uintptr_t>(P.scales[i]) | reinterpret_cast<uintptr_t>(P.biases[i])) % 4 != 0)
+      return false;
+  }
+  return true;
+}
 // The batch-1 GEMV design (kernels.h set_gemv_variants): 0 = a block splits K across 8
 // warps over 4 (dense) or 8 (quantized) rows; 1..3 = each warp owns rows (R) and walks
 // K with U loads in flight per lane, no shared memory (1: R4 U2, 2: R2 U4, 3: R8 U1);
@@ -37,6 +49,9 @@ struct GemvParts {
 // takes 1): the tensor cores with K split over blocks (qgemv_ks).
 int gemv_variant(bool quantized);
 constexpr int kQgemvAuto = 9;
+// Whether quantized design v runs design 0's paths (the default runs them where design 8
+// does not apply).
+inline bool design0_paths(int v) { return v == 0 || v == kQgemvAuto; }
 
 // Design 7 (quantized, M == 1, 4- or 8-bit, sm_90, qgemv_stream.cu): design 0's math on
 // weights streamed through shared memory by bulk copies, bit-identical to design 0. False

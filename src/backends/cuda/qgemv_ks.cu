@@ -417,11 +417,7 @@ bool qgemv_ks(const float* x, int M, GemvParts P, int bits, int group_shift, int
   if (compute_major(dev) < 8) return false;
   // 4-byte copies of scale pairs (16-bit scales) need an even number of groups a row.
   if (scale_dtype != DType::f32 && (K >> group_shift) % 2 != 0) return false;
-  if (reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
-  for (int i = 0; i < P.n; ++i) {
-    if (reinterpret_cast<uintptr_t>(P.w[i]) % 16 != 0) return false;
-    if ((reinterpret_cast<uintptr_t>(P.scales[i]) | reinterpret_cast<uintptr_t>(P.biases[i])) % 4 != 0) return false;
-  }
+  if (!copy_aligned(x, P, true)) return false;
   // Rows of K / 8 (4-bit) or K / 4 (8-bit) words: 16-byte copies need K % 32 (4-bit) /
   // K % 16 (8-bit) values, which K % 32 == 0 gives; the row starts must be 16-byte aligned.
   if ((K * bits / 8) % 16 != 0) return false;

@@ -383,11 +383,7 @@ int qgemm_mma_max_rows() {
 // What both tensor-core designs need: 4- or 8-bit weights in groups of 32+, whole chunks
 // of K, and x and every part's words 16-byte aligned.
 bool mma_operands_fit(const float* x, const GemvParts& P, int bits, int group_shift, int64_t K) {
-  if ((bits != 4 && bits != 8) || group_shift < 5 || K % 32 != 0) return false;
-  if (reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
-  for (int i = 0; i < P.n; ++i)
-    if (reinterpret_cast<uintptr_t>(P.w[i]) % 16 != 0) return false;
-  return true;
+  return (bits == 4 || bits == 8) && group_shift >= 5 && K % 32 == 0 && copy_aligned(x, P, false);
 }
 }  // namespace
 

@@ -349,11 +349,7 @@ bool qgemv_tc(const float* x, int M, GemvParts P, int bits, int group_shift, int
   if (compute_major(dev) < 8) return false;
   // 4-byte copies of scale pairs (16-bit scales) need an even number of groups a row.
   if (scale_dtype != DType::f32 && (K >> group_shift) % 2 != 0) return false;
-  if (reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
-  for (int i = 0; i < P.n; ++i) {
-    if (reinterpret_cast<uintptr_t>(P.w[i]) % 16 != 0) return false;
-    if ((reinterpret_cast<uintptr_t>(P.scales[i]) | reinterpret_cast<uintptr_t>(P.biases[i])) % 4 != 0) return false;
-  }
+  if (!copy_aligned(x, P, true)) return false;
   by_float_type(scale_dtype, "qgemv_tc: scales", [&](auto tag) {
     using S = decltype(tag);
     if (G == 1) launch<S, 1>(x, M, P, K, group_shift, dev, st);

@@ -517,7 +517,7 @@ void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias,
              [&](auto tag) { qgemv_launch<decltype(tag)>(x, int(M), part_of(w, bias, y), w.bits, w.group_size, w.K, st); });
     return;
   }
-  if (const int shift = group_shift_of(w.group_size); M <= kQgemmMaxRows && (gemv_variant(true) == 0 || gemv_variant(true) == kQgemvAuto) && shift > 0) {
+  if (const int shift = group_shift_of(w.group_size); M <= kQgemmMaxRows && design0_paths(gemv_variant(true)) && shift > 0) {
     // Decode batches of 4- and 8-bit weights: the fused bf16 tensor-core product (no
     // dequantized copy).
     if (qgemm_mma(aligned_x(x, M * w.K, st), int(M), part_of(w, bias, y), w.bits, shift, w.K, w.scale_dtype, st))
