@@ -1,0 +1,259 @@
+// Batch-1 decode GEMV of MLX affine 4-bit weights, group 64, with the weights loaded
+// straight into registers and multiplied on the tensor cores in f16 (gemv_variant 11;
+// linear_impl.h qgemv_rf): y [1, N] = x [1, K] @ dequant(w)^T.
+//
+// Why (bench/results/cuda_gemv.md run 10, bench/qgemv_lab.cu): designs 0-10 stream each
+// matrix with short-lived blocks or through a shared-memory ring with a barrier a stage,
+// and a plain read of the same bytes in their shape of work already stops near 57% of the
+// copy bandwidth over a Llama-3.1-8B layer; a read by resident blocks that never leave
+// reaches 71% there. So this design keeps its blocks resident and its loads flowing, and
+// spends as few instructions a weight as it can:
+//   - Blocks of K / 512 warps stay resident and walk 16-row tiles (blockIdx.x, + gridDim.x,
+//     ...). Warp w owns values [512 w, 512 w + 512) of K in every tile, as two steps of
+//     256; its x is converted once a launch. A lane (g, c) takes rows g and g + 8 of the
+//     tile and group c of the step: 32 bytes of each row, straight from global memory
+//     into registers, the next step's issued before the current one is multiplied.
+//   - A nibble OR-ed under f16 1024.0 is 1024 + q exactly, and left at bits 4-7 it is
+//     1024 + 16 q: one shift and four LOP3 give a word's eight weights as four f16 pairs
+//     (bf16's 7-bit mantissa cannot take the second form). The slots of the 16 q pairs
+//     see x / 16 instead (exact).
+//   - mma.sync.m16n8k16 (f16, f32 accumulation): A's 16 rows are the tile's rows, B's
+//     column n holds the x of group n of the warp's 512 values (zero on the other lanes),
+//     so each column of D belongs to one group and is folded once a tile in f32:
+//       y += s (D - C) + b X,  C = 1024 (sum of x over the plain slots + sum of x / 16
+//     over the others), X = the sum of the x the MMA saw, both made once a launch.
+//   - x goes to f16 per group of 64 after a power-of-two scale that puts the group's
+//     largest value in [2^13, 2^14) (the scale comes back in the fold): finer than bf16
+//     (2^-12 relative rounding), no overflow for any finite x and no subnormals for tiny
+//     x. The weights stay exact.
+//   - The warps' sums of a tile meet in shared memory behind one barrier a tile, in warp
+//     order (deterministic).
+// Multi-part launches (q/k/v) number their tiles part after part; gated ones (gate/up)
+// take 8 rows of gate as rows 0-7 of a tile and the same 8 rows of up as rows 8-15.
+#include <algorithm>
+#include <cstdint>
+
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/gemv.cuh"
+#include "backends/cuda/linear_impl.h"
+#include "backends/cuda/mma.cuh"
+
+namespace mlxcel::cuda {
+
+namespace {
+
+constexpr int kStep = 256;                // values of K a warp multiplies at once
+constexpr int kWarpK = 2 * kStep;         // values of K a warp owns
+constexpr int kMaxWarps = 28;             // K <= 14336: up to 28 warps a block
+constexpr unsigned kMagic = 0x64006400u;  // f16 pair (1024, 1024)
+
+// Shared memory (32-bit words): 32 zero words, each warp's x as B fragments [2 steps][4
+// groups][32 pairs], then the tile sums [2][warps][16] floats.
+inline size_t smem_words(int warps) { return 32 + size_t(warps) * 256 + size_t(2) * warps * 16; }
+
+__device__ __forceinline__ uint4 ldg_stream(const void* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+// (w & mask) | (1024, 1024) in one LOP3.
+__device__ __forceinline__ unsigned f16_nibbles(uint32_t w, uint32_t mask) {
+  unsigned r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(w), "r"(mask), "r"(kMagic));
+  return r;
+}
+
+// A pair of scales (or biases) of groups gi, gi + 1 of one row, raw, and as floats.
+template <typename S>
+struct ScalePair {
+  using Raw = std::conditional_t<sizeof(S) == 4, uint2, unsigned>;
+  static __device__ __forceinline__ Raw load(const S* p) { return __ldg(reinterpret_cast<const Raw*>(p)); }
+  static __device__ __forceinline__ float2 get(Raw r) {
+    if constexpr (sizeof(S) == 4) return make_float2(__uint_as_float(r.x), __uint_as_float(r.y));
+    else if constexpr (std::is_same_v<S, bf16>) return make_float2(__uint_as_float(r << 16), __uint_as_float(r & 0xFFFF0000u));
+    else return __half22float2(*reinterpret_cast<const __half2*>(&r));
+  }
+};
+
+template <typename S, bool kGated>
+__global__ void __launch_bounds__(kMaxWarps * 32, 1)
+    qgemv_rf_kernel(const float* __restrict__ x, const GemvParts P, int K, unsigned tiles) {
+  using SP = ScalePair<S>;
+  extern __shared__ __align__(16) unsigned smem_rf[];
+  const int warps = int(blockDim.x) >> 5;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+  unsigned* zero = smem_rf;
+  unsigned* xs = smem_rf + 32 + warp * 256;
+  float* red = reinterpret_cast<float*>(smem_rf + 32 + warps * 256);
+  const int groups = K / 64, words = K / 8, k0 = warp * kWarpK;
+
+  // One step of a tile: rows g and g + 8, 8 words each (2 x 16 bytes); the scales and
+  // biases of groups 2c, 2c + 1 of the warp's 512 values ride with step 1.
+  struct Step {
+    uint4 w[4];
+    typename SP::Raw sc[2], bi[2];
+  };
+  auto load = [&](unsigned tile, int s, Step& b) {
+    constexpr int kOut = kGated ? 8 : 16;
+    const GemvRows gr = gemv_rows(P, tile, kOut);
+    int64_t r0 = gr.row0 + g, r1 = kGated ? r0 : r0 + 8;
+    r0 = r0 < gr.N ? r0 : gr.N - 1, r1 = r1 < gr.N ? r1 : gr.N - 1;
+    const int p0 = kGated ? 0 : gr.part, p1 = kGated ? 1 : gr.part;
+    const uint4* w0 = reinterpret_cast<const uint4*>(static_cast<const uint32_t*>(P.w[p0]) + r0 * words + k0 / 8 + s * 32) + 2 * c;
+    const uint4* w1 = reinterpret_cast<const uint4*>(static_cast<const uint32_t*>(P.w[p1]) + r1 * words + k0 / 8 + s * 32) + 2 * c;
+    b.w[0] = ldg_stream(w0), b.w[1] = ldg_stream(w0 + 1), b.w[2] = ldg_stream(w1), b.w[3] = ldg_stream(w1 + 1);
+    if (s == 1) {
+      const int gi = k0 / 64 + 2 * c;
+      b.sc[0] = SP::load(static_cast<const S*>(P.scales[p0]) + r0 * groups + gi);
+      b.bi[0] = SP::load(static_cast<const S*>(P.biases[p0]) + r0 * groups + gi);
+      b.sc[1] = SP::load(static_cast<const S*>(P.scales[p1]) + r1 * groups + gi);
+      b.bi[1] = SP::load(static_cast<const S*>(P.biases[p1]) + r1 * groups + gi);
+    }
+  };
+  Step bufs[2];
+  unsigned t = blockIdx.x;
+  if (t < tiles) load(t, 0, bufs[0]);
+
+  // x -> B fragments, once: lane (gl, h) converts values 16 h .. 16 h + 15 of group gl of
+  // the warp's 512 (step gl / 4, group gl % 4 of it). Pair p = 4 q + j of a group is (x[8 q
+  // + j], x[8 q + j + 4]), / 16 for odd j. The group's scale 2^-e puts its largest |x| in
+  // [2^13, 2^14).
+  pdl_wait();
+  zero[lane] = 0u;
+  float Eg[2], Cg[2], Xg[2];  // this lane's folding groups 2c, 2c + 1: 2^e, C, 2^e X
+  {
+    const int gl = lane >> 2, h = lane & 3;
+    const float4* xp = reinterpret_cast<const float4*>(x + k0 + gl * 64 + 16 * h);
+    const float4 v0 = xp[0], v1 = xp[1], v2 = xp[2], v3 = xp[3];
+    const float a[16] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w, v2.x, v2.y, v2.z, v2.w, v3.x, v3.y, v3.z, v3.w};
+    float m = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) m = fmaxf(m, fabsf(a[i]));
+    m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, 1));
+    m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, 2));
+    const int e = min(max(int((__float_as_uint(m) >> 23) & 0xFF) - 127 - 13, -126), 126);
+    const float down = __uint_as_float(uint32_t(127 - e) << 23), up = __uint_as_float(uint32_t(127 + e) << 23);
+    unsigned pr[8];
+    float se = 0.0f, so = 0.0f;
+#pragma unroll
+    for (int qq = 0; qq < 2; ++qq)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float f = (j & 1) ? 0.0625f * down : down;
+        const __half2 hv = __floats2half2_rn(a[8 * qq + j] * f, a[8 * qq + j + 4] * f);
+        pr[4 * qq + j] = *reinterpret_cast<const unsigned*>(&hv);
+        const float2 back = __half22float2(hv);
+        if (j & 1) so += back.x + back.y;
+        else se += back.x + back.y;
+      }
+    uint4* dst = reinterpret_cast<uint4*>(xs + gl * 32 + 8 * h);
+    dst[0] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
+    dst[1] = make_uint4(pr[4], pr[5], pr[6], pr[7]);
+    se += __shfl_xor_sync(0xFFFFFFFFu, se, 1), so += __shfl_xor_sync(0xFFFFFFFFu, so, 1);
+    se += __shfl_xor_sync(0xFFFFFFFFu, se, 2), so += __shfl_xor_sync(0xFFFFFFFFu, so, 2);
+    const float X = up * (se + 16.0f * so), C = 1024.0f * (se + so);
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int src = 8 * c + 4 * i;  // the first lane of group 2c + i
+      Eg[i] = __shfl_sync(0xFFFFFFFFu, up, src), Cg[i] = __shfl_sync(0xFFFFFFFFu, C, src);
+      Xg[i] = __shfl_sync(0xFFFFFFFFu, X, src);
+    }
+  }
+  pdl_trigger();
+  __syncwarp();
+
+  int parity = 0;
+  while (t < tiles) {
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int s = 0; s < 2; ++s) {
+      Step& cur = bufs[s];
+      if (s == 0) load(t, 1, bufs[1]);
+      else if (t + gridDim.x < tiles) load(t + gridDim.x, 0, bufs[0]);
+      // B: the lane of quad c in row 4 s + c holds group c of step s; the others read zeros.
+      const bool data = g == 4 * s + c;
+      const uint4* bp = reinterpret_cast<const uint4*>(data ? xs + (s * 4 + c) * 32 : zero);
+      const uint32_t wa[8] = {cur.w[0].x, cur.w[0].y, cur.w[0].z, cur.w[0].w, cur.w[1].x, cur.w[1].y, cur.w[1].z, cur.w[1].w};
+      const uint32_t wb[8] = {cur.w[2].x, cur.w[2].y, cur.w[2].z, cur.w[2].w, cur.w[3].x, cur.w[3].y, cur.w[3].z, cur.w[3].w};
+#pragma unroll
+      for (int v = 0; v < 8; ++v) {
+        const uint4 bq = bp[data ? v : 0];  // pairs 4v .. 4v + 3: word v's two MMAs
+        const uint32_t a8 = wa[v] >> 8, b8 = wb[v] >> 8;
+        const unsigned A0[4] = {f16_nibbles(wa[v], 0x000F000Fu), f16_nibbles(wb[v], 0x000F000Fu),
+                                f16_nibbles(wa[v], 0x00F000F0u), f16_nibbles(wb[v], 0x00F000F0u)};
+        mma<f16>(acc, A0, bq.x, bq.y);
+        const unsigned A1[4] = {f16_nibbles(a8, 0x000F000Fu), f16_nibbles(b8, 0x000F000Fu), f16_nibbles(a8, 0x00F000F0u),
+                                f16_nibbles(b8, 0x00F000F0u)};
+        mma<f16>(acc, A1, bq.z, bq.w);
+      }
+    }
+    // Fold: D (row g / g + 8, columns 2c, 2c + 1) = groups 2c, 2c + 1 of the warp's values.
+    float y0, y1;
+    {
+      const Step& sb = bufs[1];
+      const float2 sa = SP::get(sb.sc[0]), ba = SP::get(sb.bi[0]), s8 = SP::get(sb.sc[1]), b8 = SP::get(sb.bi[1]);
+      y0 = fmaf(sa.x, Eg[0] * (acc[0] - Cg[0]), ba.x * Xg[0]);
+      y0 = fmaf(sa.y, Eg[1] * (acc[1] - Cg[1]), fmaf(ba.y, Xg[1], y0));
+      y1 = fmaf(s8.x, Eg[0] * (acc[2] - Cg[0]), b8.x * Xg[0]);
+      y1 = fmaf(s8.y, Eg[1] * (acc[3] - Cg[1]), fmaf(b8.y, Xg[1], y1));
+    }
+    y0 += __shfl_xor_sync(0xFFFFFFFFu, y0, 1), y1 += __shfl_xor_sync(0xFFFFFFFFu, y1, 1);
+    y0 += __shfl_xor_sync(0xFFFFFFFFu, y0, 2), y1 += __shfl_xor_sync(0xFFFFFFFFu, y1, 2);
+    float* rb = red + parity * warps * 16;
+    if (c == 0) rb[warp * 16 + g] = y0, rb[warp * 16 + g + 8] = y1;
+    __syncthreads();  // rb is written again two tiles on, after the next tile's barrier
+    constexpr int kOut = kGated ? 8 : 16;
+    if (int(threadIdx.x) < kOut) {
+      const GemvRows o = gemv_rows(P, t, kOut);
+      const int r = int(threadIdx.x);
+      const int64_t n = o.row0 + r;
+      if (n < o.N) {
+        float sum = 0.0f, upv = 0.0f;
+        for (int w = 0; w < warps; ++w) {
+          sum += rb[w * 16 + r];
+          if constexpr (kGated) upv += rb[w * 16 + r + 8];
+        }
+        if (P.bias[o.part]) sum += static_cast<const float*>(P.bias[o.part])[n];
+        if constexpr (kGated) {
+          if (P.bias[1]) upv += static_cast<const float*>(P.bias[1])[n];
+          sum = act_any(Act(P.gate_act), sum) * upv;
+        }
+        static_cast<float*>(P.out[o.part])[n] = sum;
+      }
+    }
+    t += gridDim.x, parity ^= 1;
+  }
+}
+
+template <typename S>
+void launch(const float* x, GemvParts P, int K, int dev, cudaStream_t st) {
+  const bool gated = P.gate_act >= 0;
+  const unsigned tiles = plan_blocks(P, gated ? 8 : 16);
+  const int warps = K / kWarpK;
+  const size_t smem = smem_words(warps) * 4;
+  const int per_sm = gated ? blocks_at_smem<qgemv_rf_kernel<S, true>>(smem, warps * 32, dev)
+                           : blocks_at_smem<qgemv_rf_kernel<S, false>>(smem, warps * 32, dev);
+  const unsigned grid = std::min(tiles, unsigned(sm_count(dev) * per_sm));
+  if (gated) launch_pdl(qgemv_rf_kernel<S, true>, grid, warps * 32, smem, st, x, P, K, tiles);
+  else launch_pdl(qgemv_rf_kernel<S, false>, grid, warps * 32, smem, st, x, P, K, tiles);
+}
+
+}  // namespace
+
+bool qgemv_rf(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
+              cudaStream_t st) {
+  if (bits != 4 || group_shift != 6 || M != 1 || K % kWarpK != 0 || K / kWarpK > kMaxWarps) return false;
+  const int dev = current_device();
+  if (compute_major(dev) < 8) return false;
+  if (!copy_aligned(x, P, true)) return false;
+  if (scale_dtype == DType::f32)
+    for (int i = 0; i < P.n; ++i)
+      if ((reinterpret_cast<uintptr_t>(P.scales[i]) | reinterpret_cast<uintptr_t>(P.biases[i])) % 8 != 0) return false;
+  by_float_type(scale_dtype, "qgemv_rf: scales", [&](auto tag) { launch<decltype(tag)>(x, P, int(K), dev, st); });
+  MLXCEL_CUDA_LAUNCH_CHECK();
+  return true;
+}
+
+}  // namespace mlxcel::cuda
