@@ -4,8 +4,12 @@
 // Each row: one shape of a Llama-3.1-8B layer (fused q/k/v, o, fused gate/up, down), a
 // kernel form, microseconds a launch (median of trials of the mean over rotating weight
 // copies larger than the L2) and the share of the copy bandwidth measured in the same run.
-// The "read" form streams the same bytes the same way with no math: the ceiling of the
-// access pattern.
+// The "read" forms stream the same bytes the same way with no math: the ceiling of the
+// access pattern; "stream" is a plain read by resident blocks. A last section replays 16
+// layers' four launches as one CUDA graph (as the decode step runs them). Forms: d8
+// (short-lived blocks, 8 rows + 8 rows of ones), p8 (resident blocks), p16 (resident
+// blocks, 16 rows, f16: what became design 11, src/backends/cuda/qgemv_rf.cu). Results:
+// bench/results/cuda_gemv.md run 10. Also a CMake target (qgemv_lab, with the bench).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
