@@ -481,6 +481,15 @@ __device__ __forceinline__ void mma16816h(float (&c)[4], unsigned a0, unsigned a
 // offsets come back per group: y += s (D - C) + b X with C = 1024 (sum of the even slots'
 // x + sum of the odd slots' x / 16) and X the sum of the x the MMA saw, both made once a
 // launch per warp. The next step's words are loaded before a step is computed.
+
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(static_cast<unsigned>(__cvta_generic_to_shared(dst))),
+               "l"(src));
+}
+__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(static_cast<unsigned>(__cvta_generic_to_shared(dst))),
+               "l"(src));
+}
 template <int S, int SPW, int MODE, int MINB>
 __global__ void __launch_bounds__(S * 32, MINB) p16_kernel(const float* __restrict__ x, const uint32_t* __restrict__ W,
                                                            const bf16* __restrict__ Sc, const bf16* __restrict__ Bz,
@@ -499,9 +508,13 @@ __global__ void __launch_bounds__(S * 32, MINB) p16_kernel(const float* __restri
   auto load = [&](int t, int s, Step& b, bool scales) {
     int r0 = t * 16 + g, r1 = r0 + 8;
     r0 = r0 < N ? r0 : N - 1, r1 = r1 < N ? r1 : N - 1;
-    const uint4* p0 = reinterpret_cast<const uint4*>(W + size_t(r0) * (K / 8) + (s_begin + s) * 32) + 2 * c;
-    const uint4* p1 = reinterpret_cast<const uint4*>(W + size_t(r1) * (K / 8) + (s_begin + s) * 32) + 2 * c;
-    b.w[0] = ldg_stream(p0), b.w[1] = ldg_stream(p0 + 1), b.w[2] = ldg_stream(p1), b.w[3] = ldg_stream(p1 + 1);
+    // MODE 5: lane c reads 16-byte pieces c and c + 4 of the row's 128 bytes (a warp's load
+    // covers 64 contiguous bytes of each of 8 rows); MODE 4: pieces 2c, 2c + 1 through L1.
+    const int o0 = MODE == 5 ? c : 2 * c, o1 = MODE == 5 ? c + 4 : 2 * c + 1;
+    const uint4* p0 = reinterpret_cast<const uint4*>(W + size_t(r0) * (K / 8) + (s_begin + s) * 32);
+    const uint4* p1 = reinterpret_cast<const uint4*>(W + size_t(r1) * (K / 8) + (s_begin + s) * 32);
+    if (MODE == 4) b.w[0] = __ldg(p0 + o0), b.w[1] = __ldg(p0 + o1), b.w[2] = __ldg(p1 + o0), b.w[3] = __ldg(p1 + o1);
+    else b.w[0] = ldg_stream(p0 + o0), b.w[1] = ldg_stream(p0 + o1), b.w[2] = ldg_stream(p1 + o0), b.w[3] = ldg_stream(p1 + o1);
     if (scales) {
       const int gi = (s_begin + s - 1) * 4 + 2 * c;  // the chunk of steps s - 1, s
       b.sc[0] = __ldg(reinterpret_cast<const unsigned*>(Sc + size_t(r0) * groups + gi));
@@ -557,6 +570,140 @@ __global__ void __launch_bounds__(S * 32, MINB) p16_kernel(const float* __restri
       Step& nxt = bufs[(s + 1) & 1];
       if (s + 1 < SPW) load(t, s + 1, nxt, ((s + 1) & 1) != 0);
       else if (t + int(gridDim.x) < tiles) load(t + int(gridDim.x), 0, nxt, false);
+      if constexpr (MODE == 1 || MODE == 4 || MODE == 5) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) vx ^= cur.w[i].x ^ cur.w[i].y ^ cur.w[i].z ^ cur.w[i].w;
+        if (s & 1) vx ^= cur.sc[0] ^ cur.sc[1] ^ cur.bi[0] ^ cur.bi[1];
+        continue;
+      }
+      const bool data = g == 4 * (s & 1) + c;
+      const uint4* bp = reinterpret_cast<const uint4*>(data ? xs + (s * 4 + c) * 32 : zero);
+      const uint32_t wa[8] = {cur.w[0].x, cur.w[0].y, cur.w[0].z, cur.w[0].w, cur.w[1].x, cur.w[1].y, cur.w[1].z, cur.w[1].w};
+      const uint32_t wb[8] = {cur.w[2].x, cur.w[2].y, cur.w[2].z, cur.w[2].w, cur.w[3].x, cur.w[3].y, cur.w[3].z, cur.w[3].w};
+#pragma unroll
+      for (int v = 0; v < 8; ++v) {
+        const uint4 bq = bp[data ? v : 0];  // pairs 4v .. 4v + 3: word v's two MMAs
+        const uint32_t a8 = wa[v] >> 8, b8 = wb[v] >> 8;
+        mma16816h(acc, lop_or(wa[v], 0x000F000Fu), lop_or(wb[v], 0x000F000Fu), lop_or(wa[v], 0x00F000F0u),
+                  lop_or(wb[v], 0x00F000F0u), bq.x, bq.y);
+        mma16816h(acc, lop_or(a8, 0x000F000Fu), lop_or(b8, 0x000F000Fu), lop_or(a8, 0x00F000F0u),
+                  lop_or(b8, 0x00F000F0u), bq.z, bq.w);
+      }
+      if (s & 1) {
+        const int u = s / 2;
+        const float sa0 = bf_lo(cur.sc[0]), sa1 = bf_hi(cur.sc[0]), ba0 = bf_lo(cur.bi[0]), ba1 = bf_hi(cur.bi[0]);
+        const float sb0 = bf_lo(cur.sc[1]), sb1 = bf_hi(cur.sc[1]), bb0 = bf_lo(cur.bi[1]), bb1 = bf_hi(cur.bi[1]);
+        y0 = fmaf(sa0, acc[0] - Cr[u][0], fmaf(ba0, Xr[u][0], y0));
+        y0 = fmaf(sa1, acc[1] - Cr[u][1], fmaf(ba1, Xr[u][1], y0));
+        y1 = fmaf(sb0, acc[2] - Cr[u][0], fmaf(bb0, Xr[u][0], y1));
+        y1 = fmaf(sb1, acc[3] - Cr[u][1], fmaf(bb1, Xr[u][1], y1));
+        acc[0] = acc[1] = acc[2] = acc[3] = 0.0f;
+      }
+    }
+    if constexpr (MODE == 1 || MODE == 4 || MODE == 5) y0 = __uint_as_float(vx & 0x007FFFFFu);
+    y0 += __shfl_xor_sync(0xFFFFFFFFu, y0, 1), y1 += __shfl_xor_sync(0xFFFFFFFFu, y1, 1);
+    y0 += __shfl_xor_sync(0xFFFFFFFFu, y0, 2), y1 += __shfl_xor_sync(0xFFFFFFFFu, y1, 2);
+    float* rb = red + (j & 1) * S * 16;
+    if (c == 0) rb[warp * 16 + g] = y0, rb[warp * 16 + g + 8] = y1;
+    __syncthreads();
+    if (threadIdx.x < 16) {
+      float sum = 0.0f;
+#pragma unroll
+      for (int w = 0; w < S; ++w) sum += rb[w * 16 + threadIdx.x];
+      const int r = t * 16 + threadIdx.x;
+      if (r < N) y[r] = sum;
+    }
+    t += int(gridDim.x), ++j;
+  }
+}
+
+template <int S, int RING, int MODE, int MINB>
+__global__ void __launch_bounds__(S * 32, MINB) r16_kernel(const float* __restrict__ x, const uint32_t* __restrict__ W,
+                                                           const bf16* __restrict__ Sc, const bf16* __restrict__ Bz,
+                                                           float* __restrict__ y, int N, int K) {
+  constexpr int SPW = 2;
+  extern __shared__ __align__(16) unsigned smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+  unsigned* zero = smem;
+  unsigned* xs = smem + 32 + warp * SPW * 128;
+  float* red = reinterpret_cast<float*>(smem + 32 + S * SPW * 128);
+  // this warp's ring: [RING][5 pieces][32 lanes] of 16 bytes (pieces 0-3 the lane's words of
+  // rows g, g + 8; piece 4 the scales and biases of the step that folds)
+  uint4* ring = reinterpret_cast<uint4*>(smem + 32 + S * SPW * 128 + 2 * S * 16) + warp * RING * 5 * 32 + lane;
+  const int groups = K / 64, tiles = (N + 15) / 16, s_begin = warp * SPW;
+  const int my_items = int(blockIdx.x) < tiles ? ((tiles - int(blockIdx.x) + int(gridDim.x) - 1) / int(gridDim.x)) * 2 : 0;
+  auto issue = [&](int n) {
+    if (n < my_items) {
+      const int tt = int(blockIdx.x) + (n >> 1) * int(gridDim.x), s = n & 1;
+      int r0 = tt * 16 + g, r1 = r0 + 8;
+      r0 = r0 < N ? r0 : N - 1, r1 = r1 < N ? r1 : N - 1;
+      const uint4* p0 = reinterpret_cast<const uint4*>(W + size_t(r0) * (K / 8) + (s_begin + s) * 32) + 2 * c;
+      const uint4* p1 = reinterpret_cast<const uint4*>(W + size_t(r1) * (K / 8) + (s_begin + s) * 32) + 2 * c;
+      uint4* slot = ring + (n % RING) * 5 * 32;
+      cp_async16(slot, p0), cp_async16(slot + 32, p0 + 1), cp_async16(slot + 64, p1), cp_async16(slot + 96, p1 + 1);
+      if (s == 1) {
+        const int gi = s_begin * 4 + 2 * c;
+        unsigned* sp = reinterpret_cast<unsigned*>(slot + 128);
+        cp_async4(sp, Sc + size_t(r0) * groups + gi), cp_async4(sp + 1, Bz + size_t(r0) * groups + gi);
+        cp_async4(sp + 2, Sc + size_t(r1) * groups + gi), cp_async4(sp + 3, Bz + size_t(r1) * groups + gi);
+      }
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
+  };
+  for (int n = 0; n < RING - 1; ++n) issue(n);
+  int t = blockIdx.x;
+  zero[lane] = 0u;
+  float Xr[SPW / 2][2], Cr[SPW / 2][2];
+#pragma unroll
+  for (int pass = 0; pass < SPW / 2; ++pass) {
+    const int gl = lane >> 2, h = lane & 3;
+    const int s = pass * 2 + (gl >> 2), cg = gl & 3;
+    const float4* xp = reinterpret_cast<const float4*>(x + (s_begin + s) * 256 + cg * 64 + 16 * h);
+    const float4 v0 = xp[0], v1 = xp[1], v2 = xp[2], v3 = xp[3];
+    const float a[16] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w, v2.x, v2.y, v2.z, v2.w, v3.x, v3.y, v3.z, v3.w};
+    unsigned pr[8];
+    float se = 0.0f, so = 0.0f;
+#pragma unroll
+    for (int qq = 0; qq < 2; ++qq)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float f = (j & 1) ? 0.0625f : 1.0f;
+        const __half2 hv = __floats2half2_rn(a[8 * qq + j] * f, a[8 * qq + j + 4] * f);
+        pr[4 * qq + j] = *reinterpret_cast<const unsigned*>(&hv);
+        const float2 back = __half22float2(hv);
+        if (j & 1) so += back.x + back.y;
+        else se += back.x + back.y;
+      }
+    uint4* dst = reinterpret_cast<uint4*>(xs + (s * 4 + cg) * 32 + 8 * h);
+    dst[0] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
+    dst[1] = make_uint4(pr[4], pr[5], pr[6], pr[7]);
+    se += __shfl_xor_sync(0xFFFFFFFFu, se, 1), so += __shfl_xor_sync(0xFFFFFFFFu, so, 1);
+    se += __shfl_xor_sync(0xFFFFFFFFu, se, 2), so += __shfl_xor_sync(0xFFFFFFFFu, so, 2);
+    const float X = se + 16.0f * so, C = 1024.0f * (se + so);
+    // this lane folds groups 2c and 2c + 1 of the chunk: lanes 8c and 8c + 4 made them
+    Xr[pass][0] = __shfl_sync(0xFFFFFFFFu, X, 8 * c), Xr[pass][1] = __shfl_sync(0xFFFFFFFFu, X, 8 * c + 4);
+    Cr[pass][0] = __shfl_sync(0xFFFFFFFFu, C, 8 * c), Cr[pass][1] = __shfl_sync(0xFFFFFFFFu, C, 8 * c + 4);
+  }
+  __syncwarp();
+  int j = 0, n = 0;
+  while (t < tiles) {
+    float y0 = 0.0f, y1 = 0.0f;
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    unsigned vx = 0;
+#pragma unroll
+    for (int s = 0; s < SPW; ++s) {
+      asm volatile("cp.async.wait_group %0;\n" ::"n"(RING - 2));
+      issue(n + s + RING - 1);
+      const uint4* slot = ring + ((n + s) % RING) * 5 * 32;
+      struct {
+        uint4 w[4];
+        unsigned sc[2], bi[2];
+      } cur;
+      cur.w[0] = slot[0], cur.w[1] = slot[32], cur.w[2] = slot[64], cur.w[3] = slot[96];
+      if (s == 1) {
+        const uint4 q = slot[128];
+        cur.sc[0] = q.x, cur.bi[0] = q.y, cur.sc[1] = q.z, cur.bi[1] = q.w;
+      }
       if constexpr (MODE == 1) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) vx ^= cur.w[i].x ^ cur.w[i].y ^ cur.w[i].z ^ cur.w[i].w;
@@ -587,7 +734,7 @@ __global__ void __launch_bounds__(S * 32, MINB) p16_kernel(const float* __restri
         acc[0] = acc[1] = acc[2] = acc[3] = 0.0f;
       }
     }
-    if constexpr (MODE == 1) y0 = __uint_as_float(vx & 0x007FFFFFu);
+    if constexpr (MODE == 1 || MODE == 4 || MODE == 5) y0 = __uint_as_float(vx & 0x007FFFFFu);
     y0 += __shfl_xor_sync(0xFFFFFFFFu, y0, 1), y1 += __shfl_xor_sync(0xFFFFFFFFu, y1, 1);
     y0 += __shfl_xor_sync(0xFFFFFFFFu, y0, 2), y1 += __shfl_xor_sync(0xFFFFFFFFu, y1, 2);
     float* rb = red + (j & 1) * S * 16;
@@ -600,8 +747,9 @@ __global__ void __launch_bounds__(S * 32, MINB) p16_kernel(const float* __restri
       const int r = t * 16 + threadIdx.x;
       if (r < N) y[r] = sum;
     }
-    t += int(gridDim.x), ++j;
+    t += int(gridDim.x), ++j, n += 2;
   }
+  asm volatile("cp.async.wait_group 0;\n" ::);
 }
 
 template <int S, int SPW, int MODE, int MINB>
@@ -624,6 +772,33 @@ void launch_p16(const float* x, const uint32_t* W, const bf16* Sc, const bf16* B
   }
   const int tiles = (N + 15) / 16;
   p16_kernel<S, SPW, MODE, MINB><<<std::min(grid, tiles), S * 32, smem, g_stream>>>(x, W, Sc, B, y, N, K);
+}
+
+template <int S, int RING, int MODE, int MINB>
+void launch_r16(const float* x, const uint32_t* W, const bf16* Sc, const bf16* B, float* y, int N, int K) {
+  if (S * 2 * 256 != K) {
+    std::fprintf(stderr, "r16: S * 512 != K\n");
+    std::exit(1);
+  }
+  const size_t smem = (32 + size_t(S) * 256 + 2 * S * 16) * 4 + size_t(S) * RING * 5 * 32 * 16;
+  static int grid = 0;
+  if (!grid) {
+    CK(cudaFuncSetAttribute(r16_kernel<S, RING, MODE, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, 220 * 1024));
+    int per = 0;
+    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, r16_kernel<S, RING, MODE, MINB>, S * 32, smem));
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    grid = per * prop.multiProcessorCount;
+    std::fprintf(stderr, "r16<%d,%d,%d,%d>: %d blocks an SM, smem %zu\n", S, RING, MODE, MINB, per, smem);
+    if (!grid) std::exit(1);
+  }
+  const int tiles = (N + 15) / 16;
+  r16_kernel<S, RING, MODE, MINB><<<std::min(grid, tiles), S * 32, smem, g_stream>>>(x, W, Sc, B, y, N, K);
+}
+template <int MODE, int RING>
+void launch_r16_a(const float* x, const uint32_t* W, const bf16* Sc, const bf16* B, float* y, int N, int K) {
+  if (K == 4096) launch_r16<8, RING, MODE, 2>(x, W, Sc, B, y, N, K);
+  else launch_r16<28, 2, MODE, 1>(x, W, Sc, B, y, N, K);
 }
 template <int MODE>
 void launch_p16_a(const float* x, const uint32_t* W, const bf16* Sc, const bf16* B, float* y, int N, int K) {
@@ -693,11 +868,12 @@ int main(int argc, char** argv) {
                           {"gate 14336x4096", 14336, 4096}};
   const Form forms[] = {
       {"stream", launch_stream, false},
-      {"p8 s4", launch_p8_auto4<0>, true},
       {"p16 read a", launch_p16_a<1>, false},
       {"p16 a", launch_p16_a<0>, true},
-      {"p16 read b", launch_p16_b<1>, false},
-      {"p16 b", launch_p16_b<0>, true},
+      {"r16 read ring3", launch_r16_a<1, 3>, false},
+      {"r16 ring3", launch_r16_a<0, 3>, true},
+      {"r16 read ring4", launch_r16_a<1, 4>, false},
+      {"r16 ring4", launch_r16_a<0, 4>, true},
   };
   std::printf("| shape | form | us | GB/s | share of copy BW | rel err |\n| --- | --- | ---: | ---: | ---: | ---: |\n");
   std::mt19937 rng(7);
@@ -837,14 +1013,13 @@ int main(int argc, char** argv) {
     fill_scales<<<64, 256>>>(reinterpret_cast<bf16*>(gx), 14336 * 2);
     CK(cudaDeviceSynchronize());
     const Form gforms[] = {
-        {"empty", launch_empty<false>, false},
-        {"empty pdl", launch_empty<true>, false},
         {"stream", launch_stream, false},
-        {"p8 s4", launch_p8_auto4<0>, false},
         {"p16 read a", launch_p16_a<1>, false},
         {"p16 a", launch_p16_a<0>, false},
-        {"p16 read b", launch_p16_b<1>, false},
-        {"p16 b", launch_p16_b<0>, false},
+        {"r16 read ring3", launch_r16_a<1, 3>, false},
+        {"r16 ring3", launch_r16_a<0, 3>, false},
+        {"r16 read ring4", launch_r16_a<1, 4>, false},
+        {"r16 ring4", launch_r16_a<0, 4>, false},
     };
     std::printf("\nGraphed layers (%d layers of 4 launches a replay; us a layer; share of copy BW):\n", L);
     cudaEvent_t e0, e1;
