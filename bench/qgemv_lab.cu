@@ -60,6 +60,24 @@ __device__ __forceinline__ float bf_hi(unsigned v) { return __uint_as_float(v & 
 
 constexpr unsigned kOnes = 0x3F803F80u;  // bf16 pair (1, 1)
 
+// d8 / p8: 16 values of x (starting at xp) -> 8 bf16 pairs (x[8 q + j], x[8 q + j + 4]) at dst.
+__device__ __forceinline__ void bf16_pairs16(const float* xp16, unsigned* dst) {
+  const float4* xp = reinterpret_cast<const float4*>(xp16);
+  const float4 v0 = xp[0], v1 = xp[1], v2 = xp[2], v3 = xp[3];
+  const float a[16] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w, v2.x, v2.y, v2.z, v2.w, v3.x, v3.y, v3.z, v3.w};
+  unsigned pr[8];
+#pragma unroll
+  for (int qq = 0; qq < 2; ++qq)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const __nv_bfloat162 bv = __floats2bfloat162_rn(a[8 * qq + j], a[8 * qq + j + 4]);
+      pr[4 * qq + j] = *reinterpret_cast<const unsigned*>(&bv);
+    }
+  uint4* d = reinterpret_cast<uint4*>(dst);
+  d[0] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
+  d[1] = make_uint4(pr[4], pr[5], pr[6], pr[7]);
+}
+
 // Form "d8": a warp takes 8 weight rows and a slice of K; a step is 256 values of K (lane
 // (g, c): row g, group c of the step, 32 bytes straight into registers). Every MMA: A rows
 // 0-7 the 8 weight rows as exact 128 + q bf16, rows 8-15 ones (so D's rows 8-15 hold the
@@ -121,23 +139,7 @@ __global__ void __launch_bounds__(WARPS * 32) d8_kernel(const float* __restrict_
   for (int pass = 0; pass < (my + 1) / 2; ++pass) {
     const int gl = lane >> 2, h = lane & 3;
     const int s = pass * 2 + (gl >> 2), cg = gl & 3;
-    if (s < my) {
-      const float4* xp = reinterpret_cast<const float4*>(x + (s_begin + s) * 256 + cg * 64 + 16 * h);
-      const float4 v0 = xp[0], v1 = xp[1], v2 = xp[2], v3 = xp[3];
-      const float a[16] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w,
-                           v2.x, v2.y, v2.z, v2.w, v3.x, v3.y, v3.z, v3.w};
-      unsigned pr[8];
-#pragma unroll
-      for (int qq = 0; qq < 2; ++qq)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const __nv_bfloat162 bv = __floats2bfloat162_rn(a[8 * qq + j], a[8 * qq + j + 4]);
-          pr[4 * qq + j] = *reinterpret_cast<const unsigned*>(&bv);
-        }
-      uint4* dst = reinterpret_cast<uint4*>(xs + (s * 4 + cg) * 32 + 8 * h);
-      dst[0] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
-      dst[1] = make_uint4(pr[4], pr[5], pr[6], pr[7]);
-    }
+    if (s < my) bf16_pairs16(x + (s_begin + s) * 256 + cg * 64 + 16 * h, xs + (s * 4 + cg) * 32 + 8 * h);
   }
   __syncwarp();
 
@@ -307,6 +309,23 @@ void launch_stream(const float*, const uint32_t* W, const bf16* S, const bf16* B
                                             ns, reinterpret_cast<const uint4*>(B), ns, y);
 }
 
+// Blocks of `threads` that stay resident on the card for Kernel at smem bytes (measured once).
+template <auto Kernel>
+int resident_grid(int threads, size_t smem, const char* name) {
+  static int grid = 0;
+  if (!grid) {
+    CK(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 220 * 1024));
+    int per = 0;
+    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, Kernel, threads, smem));
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    grid = per * prop.multiProcessorCount;
+    std::fprintf(stderr, "%s: %d blocks an SM, %zu bytes of shared memory\n", name, per, smem);
+    if (!grid) std::exit(1);
+  }
+  return grid;
+}
+
 // Form "p8": persistent blocks of S warps. Warp w owns steps [w SPW, (w + 1) SPW) of K
 // (S SPW 256 == K), its slice of x converted once into shared memory (as d8). The block
 // walks 8-row tiles blockIdx.x, + gridDim.x, ...; the next tile's weights are loaded into
@@ -348,20 +367,7 @@ __global__ void __launch_bounds__(S * 32, MINB) p8_kernel(const float* __restric
   for (int pass = 0; pass < SPW / 2; ++pass) {
     const int gl = lane >> 2, h = lane & 3;
     const int s = pass * 2 + (gl >> 2), cg = gl & 3;
-    const float4* xp = reinterpret_cast<const float4*>(x + (s_begin + s) * 256 + cg * 64 + 16 * h);
-    const float4 v0 = xp[0], v1 = xp[1], v2 = xp[2], v3 = xp[3];
-    const float a[16] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w, v2.x, v2.y, v2.z, v2.w, v3.x, v3.y, v3.z, v3.w};
-    unsigned pr[8];
-#pragma unroll
-    for (int qq = 0; qq < 2; ++qq)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const __nv_bfloat162 bv = __floats2bfloat162_rn(a[8 * qq + j], a[8 * qq + j + 4]);
-        pr[4 * qq + j] = *reinterpret_cast<const unsigned*>(&bv);
-      }
-    uint4* dst = reinterpret_cast<uint4*>(xs + (s * 4 + cg) * 32 + 8 * h);
-    dst[0] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
-    dst[1] = make_uint4(pr[4], pr[5], pr[6], pr[7]);
+    bf16_pairs16(x + (s_begin + s) * 256 + cg * 64 + 16 * h, xs + (s * 4 + cg) * 32 + 8 * h);
   }
   __syncwarp();
   auto compute = [&](const Batch& b) {
@@ -436,16 +442,7 @@ void launch_p8(const float* x, const uint32_t* W, const bf16* Sc, const bf16* B,
     std::exit(1);
   }
   const size_t smem = (32 + size_t(S) * SPW * 128 + 2 * S * 8) * 4;
-  static int grid = 0;
-  if (!grid) {
-    CK(cudaFuncSetAttribute(p8_kernel<S, SPW, MODE, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
-    int per = 0;
-    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, p8_kernel<S, SPW, MODE, MINB>, S * 32, smem));
-    cudaDeviceProp prop;
-    CK(cudaGetDeviceProperties(&prop, 0));
-    grid = per * prop.multiProcessorCount;
-    std::fprintf(stderr, "p8<%d,%d,%d,%d>: %d blocks an SM\n", S, SPW, MODE, MINB, per);
-  }
+  const int grid = resident_grid<p8_kernel<S, SPW, MODE, MINB>>(S * 32, smem, "p8_kernel");
   const int tiles = (N + 7) / 8;
   p8_kernel<S, SPW, MODE, MINB><<<std::min(grid, tiles), S * 32, smem, g_stream>>>(x, W, Sc, B, y, N, K);
 }
@@ -490,6 +487,88 @@ __device__ __forceinline__ void cp_async4(void* dst, const void* src) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(static_cast<unsigned>(__cvta_generic_to_shared(dst))),
                "l"(src));
 }
+
+// p16 / r16's shared pieces. x of a warp's SPW steps -> f16 B fragments in xs (pair p = 4 q
+// + j of a group: (x[8 q + j], x[8 q + j + 4]), / 16 for odd j), and the C and X of the
+// lane's folding groups 2c, 2c + 1 of each chunk.
+template <int SPW>
+__device__ __forceinline__ void p16_convert_x(const float* __restrict__ x, unsigned* xs, int s_begin, int lane,
+                                              float (&Xr)[SPW / 2][2], float (&Cr)[SPW / 2][2]) {
+  const int c = lane & 3;
+#pragma unroll
+  for (int pass = 0; pass < SPW / 2; ++pass) {
+    const int gl = lane >> 2, h = lane & 3;
+    const int s = pass * 2 + (gl >> 2), cg = gl & 3;
+    const float4* xp = reinterpret_cast<const float4*>(x + (s_begin + s) * 256 + cg * 64 + 16 * h);
+    const float4 v0 = xp[0], v1 = xp[1], v2 = xp[2], v3 = xp[3];
+    const float a[16] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w, v2.x, v2.y, v2.z, v2.w, v3.x, v3.y, v3.z, v3.w};
+    unsigned pr[8];
+    float se = 0.0f, so = 0.0f;
+#pragma unroll
+    for (int qq = 0; qq < 2; ++qq)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float f = (j & 1) ? 0.0625f : 1.0f;
+        const __half2 hv = __floats2half2_rn(a[8 * qq + j] * f, a[8 * qq + j + 4] * f);
+        pr[4 * qq + j] = *reinterpret_cast<const unsigned*>(&hv);
+        const float2 back = __half22float2(hv);
+        if (j & 1) so += back.x + back.y;
+        else se += back.x + back.y;
+      }
+    uint4* dst = reinterpret_cast<uint4*>(xs + (s * 4 + cg) * 32 + 8 * h);
+    dst[0] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
+    dst[1] = make_uint4(pr[4], pr[5], pr[6], pr[7]);
+    se += __shfl_xor_sync(0xFFFFFFFFu, se, 1), so += __shfl_xor_sync(0xFFFFFFFFu, so, 1);
+    se += __shfl_xor_sync(0xFFFFFFFFu, se, 2), so += __shfl_xor_sync(0xFFFFFFFFu, so, 2);
+    const float X = se + 16.0f * so, C = 1024.0f * (se + so);
+    // this lane folds groups 2c and 2c + 1 of the chunk: lanes 8c and 8c + 4 made them
+    Xr[pass][0] = __shfl_sync(0xFFFFFFFFu, X, 8 * c), Xr[pass][1] = __shfl_sync(0xFFFFFFFFu, X, 8 * c + 4);
+    Cr[pass][0] = __shfl_sync(0xFFFFFFFFu, C, 8 * c), Cr[pass][1] = __shfl_sync(0xFFFFFFFFu, C, 8 * c + 4);
+  }
+}
+// Step s's 16 MMAs: words w (rows g: w[0..1], g + 8: w[2..3]) against the B fragments.
+__device__ __forceinline__ void p16_step(float (&acc)[4], const uint4 (&w)[4], const unsigned* xs,
+                                         const unsigned* zero, int s, int g, int c) {
+  const bool data = g == 4 * (s & 1) + c;
+  const uint4* bp = reinterpret_cast<const uint4*>(data ? xs + (s * 4 + c) * 32 : zero);
+  const uint32_t wa[8] = {w[0].x, w[0].y, w[0].z, w[0].w, w[1].x, w[1].y, w[1].z, w[1].w};
+  const uint32_t wb[8] = {w[2].x, w[2].y, w[2].z, w[2].w, w[3].x, w[3].y, w[3].z, w[3].w};
+#pragma unroll
+  for (int v = 0; v < 8; ++v) {
+    const uint4 bq = bp[data ? v : 0];  // pairs 4v .. 4v + 3: word v's two MMAs
+    const uint32_t a8 = wa[v] >> 8, b8 = wb[v] >> 8;
+    mma16816h(acc, lop_or(wa[v], 0x000F000Fu), lop_or(wb[v], 0x000F000Fu), lop_or(wa[v], 0x00F000F0u),
+              lop_or(wb[v], 0x00F000F0u), bq.x, bq.y);
+    mma16816h(acc, lop_or(a8, 0x000F000Fu), lop_or(b8, 0x000F000Fu), lop_or(a8, 0x00F000F0u), lop_or(b8, 0x00F000F0u),
+              bq.z, bq.w);
+  }
+}
+// A chunk's fold: y += s (D - C) + b X for the lane's two groups, rows g (y0) and g + 8 (y1).
+__device__ __forceinline__ void p16_fold(float (&acc)[4], const unsigned (&sc)[2], const unsigned (&bi)[2],
+                                         const float (&X)[2], const float (&C)[2], float& y0, float& y1) {
+  y0 = fmaf(bf_lo(sc[0]), acc[0] - C[0], fmaf(bf_lo(bi[0]), X[0], y0));
+  y0 = fmaf(bf_hi(sc[0]), acc[1] - C[1], fmaf(bf_hi(bi[0]), X[1], y0));
+  y1 = fmaf(bf_lo(sc[1]), acc[2] - C[0], fmaf(bf_lo(bi[1]), X[0], y1));
+  y1 = fmaf(bf_hi(sc[1]), acc[3] - C[1], fmaf(bf_hi(bi[1]), X[1], y1));
+  acc[0] = acc[1] = acc[2] = acc[3] = 0.0f;
+}
+// A tile's end: the quad's sums, the warps' sums in order behind one barrier, y.
+template <int S>
+__device__ __forceinline__ void p16_tile_out(float y0, float y1, float* rb, int warp, int g, int c, int t, int N,
+                                             float* __restrict__ y) {
+  y0 += __shfl_xor_sync(0xFFFFFFFFu, y0, 1), y1 += __shfl_xor_sync(0xFFFFFFFFu, y1, 1);
+  y0 += __shfl_xor_sync(0xFFFFFFFFu, y0, 2), y1 += __shfl_xor_sync(0xFFFFFFFFu, y1, 2);
+  if (c == 0) rb[warp * 16 + g] = y0, rb[warp * 16 + g + 8] = y1;
+  __syncthreads();
+  if (threadIdx.x < 16) {
+    float sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < S; ++w) sum += rb[w * 16 + threadIdx.x];
+    const int r = t * 16 + threadIdx.x;
+    if (r < N) y[r] = sum;
+  }
+}
+
 template <int S, int SPW, int MODE, int MINB>
 __global__ void __launch_bounds__(S * 32, MINB) p16_kernel(const float* __restrict__ x, const uint32_t* __restrict__ W,
                                                            const bf16* __restrict__ Sc, const bf16* __restrict__ Bz,
@@ -528,36 +607,7 @@ __global__ void __launch_bounds__(S * 32, MINB) p16_kernel(const float* __restri
   if (t < tiles) load(t, 0, bufs[0], false);
   zero[lane] = 0u;
   float Xr[SPW / 2][2], Cr[SPW / 2][2];
-#pragma unroll
-  for (int pass = 0; pass < SPW / 2; ++pass) {
-    const int gl = lane >> 2, h = lane & 3;
-    const int s = pass * 2 + (gl >> 2), cg = gl & 3;
-    const float4* xp = reinterpret_cast<const float4*>(x + (s_begin + s) * 256 + cg * 64 + 16 * h);
-    const float4 v0 = xp[0], v1 = xp[1], v2 = xp[2], v3 = xp[3];
-    const float a[16] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w, v2.x, v2.y, v2.z, v2.w, v3.x, v3.y, v3.z, v3.w};
-    unsigned pr[8];
-    float se = 0.0f, so = 0.0f;
-#pragma unroll
-    for (int qq = 0; qq < 2; ++qq)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float f = (j & 1) ? 0.0625f : 1.0f;
-        const __half2 hv = __floats2half2_rn(a[8 * qq + j] * f, a[8 * qq + j + 4] * f);
-        pr[4 * qq + j] = *reinterpret_cast<const unsigned*>(&hv);
-        const float2 back = __half22float2(hv);
-        if (j & 1) so += back.x + back.y;
-        else se += back.x + back.y;
-      }
-    uint4* dst = reinterpret_cast<uint4*>(xs + (s * 4 + cg) * 32 + 8 * h);
-    dst[0] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
-    dst[1] = make_uint4(pr[4], pr[5], pr[6], pr[7]);
-    se += __shfl_xor_sync(0xFFFFFFFFu, se, 1), so += __shfl_xor_sync(0xFFFFFFFFu, so, 1);
-    se += __shfl_xor_sync(0xFFFFFFFFu, se, 2), so += __shfl_xor_sync(0xFFFFFFFFu, so, 2);
-    const float X = se + 16.0f * so, C = 1024.0f * (se + so);
-    // this lane folds groups 2c and 2c + 1 of the chunk: lanes 8c and 8c + 4 made them
-    Xr[pass][0] = __shfl_sync(0xFFFFFFFFu, X, 8 * c), Xr[pass][1] = __shfl_sync(0xFFFFFFFFu, X, 8 * c + 4);
-    Cr[pass][0] = __shfl_sync(0xFFFFFFFFu, C, 8 * c), Cr[pass][1] = __shfl_sync(0xFFFFFFFFu, C, 8 * c + 4);
-  }
+  p16_convert_x<SPW>(x, xs, s_begin, lane, Xr, Cr);
   __syncwarp();
   int j = 0;
   while (t < tiles) {
@@ -576,43 +626,11 @@ __global__ void __launch_bounds__(S * 32, MINB) p16_kernel(const float* __restri
         if (s & 1) vx ^= cur.sc[0] ^ cur.sc[1] ^ cur.bi[0] ^ cur.bi[1];
         continue;
       }
-      const bool data = g == 4 * (s & 1) + c;
-      const uint4* bp = reinterpret_cast<const uint4*>(data ? xs + (s * 4 + c) * 32 : zero);
-      const uint32_t wa[8] = {cur.w[0].x, cur.w[0].y, cur.w[0].z, cur.w[0].w, cur.w[1].x, cur.w[1].y, cur.w[1].z, cur.w[1].w};
-      const uint32_t wb[8] = {cur.w[2].x, cur.w[2].y, cur.w[2].z, cur.w[2].w, cur.w[3].x, cur.w[3].y, cur.w[3].z, cur.w[3].w};
-#pragma unroll
-      for (int v = 0; v < 8; ++v) {
-        const uint4 bq = bp[data ? v : 0];  // pairs 4v .. 4v + 3: word v's two MMAs
-        const uint32_t a8 = wa[v] >> 8, b8 = wb[v] >> 8;
-        mma16816h(acc, lop_or(wa[v], 0x000F000Fu), lop_or(wb[v], 0x000F000Fu), lop_or(wa[v], 0x00F000F0u),
-                  lop_or(wb[v], 0x00F000F0u), bq.x, bq.y);
-        mma16816h(acc, lop_or(a8, 0x000F000Fu), lop_or(b8, 0x000F000Fu), lop_or(a8, 0x00F000F0u),
-                  lop_or(b8, 0x00F000F0u), bq.z, bq.w);
-      }
-      if (s & 1) {
-        const int u = s / 2;
-        const float sa0 = bf_lo(cur.sc[0]), sa1 = bf_hi(cur.sc[0]), ba0 = bf_lo(cur.bi[0]), ba1 = bf_hi(cur.bi[0]);
-        const float sb0 = bf_lo(cur.sc[1]), sb1 = bf_hi(cur.sc[1]), bb0 = bf_lo(cur.bi[1]), bb1 = bf_hi(cur.bi[1]);
-        y0 = fmaf(sa0, acc[0] - Cr[u][0], fmaf(ba0, Xr[u][0], y0));
-        y0 = fmaf(sa1, acc[1] - Cr[u][1], fmaf(ba1, Xr[u][1], y0));
-        y1 = fmaf(sb0, acc[2] - Cr[u][0], fmaf(bb0, Xr[u][0], y1));
-        y1 = fmaf(sb1, acc[3] - Cr[u][1], fmaf(bb1, Xr[u][1], y1));
-        acc[0] = acc[1] = acc[2] = acc[3] = 0.0f;
-      }
+      p16_step(acc, cur.w, xs, zero, s, g, c);
+      if (s & 1) p16_fold(acc, cur.sc, cur.bi, Xr[s / 2], Cr[s / 2], y0, y1);
     }
     if constexpr (MODE == 1 || MODE == 4 || MODE == 5) y0 = __uint_as_float(vx & 0x007FFFFFu);
-    y0 += __shfl_xor_sync(0xFFFFFFFFu, y0, 1), y1 += __shfl_xor_sync(0xFFFFFFFFu, y1, 1);
-    y0 += __shfl_xor_sync(0xFFFFFFFFu, y0, 2), y1 += __shfl_xor_sync(0xFFFFFFFFu, y1, 2);
-    float* rb = red + (j & 1) * S * 16;
-    if (c == 0) rb[warp * 16 + g] = y0, rb[warp * 16 + g + 8] = y1;
-    __syncthreads();
-    if (threadIdx.x < 16) {
-      float sum = 0.0f;
-#pragma unroll
-      for (int w = 0; w < S; ++w) sum += rb[w * 16 + threadIdx.x];
-      const int r = t * 16 + threadIdx.x;
-      if (r < N) y[r] = sum;
-    }
+    p16_tile_out<S>(y0, y1, red + (j & 1) * S * 16, warp, g, c, t, N, y);
     t += int(gridDim.x), ++j;
   }
 }
@@ -654,36 +672,7 @@ __global__ void __launch_bounds__(S * 32, MINB) r16_kernel(const float* __restri
   int t = blockIdx.x;
   zero[lane] = 0u;
   float Xr[SPW / 2][2], Cr[SPW / 2][2];
-#pragma unroll
-  for (int pass = 0; pass < SPW / 2; ++pass) {
-    const int gl = lane >> 2, h = lane & 3;
-    const int s = pass * 2 + (gl >> 2), cg = gl & 3;
-    const float4* xp = reinterpret_cast<const float4*>(x + (s_begin + s) * 256 + cg * 64 + 16 * h);
-    const float4 v0 = xp[0], v1 = xp[1], v2 = xp[2], v3 = xp[3];
-    const float a[16] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w, v2.x, v2.y, v2.z, v2.w, v3.x, v3.y, v3.z, v3.w};
-    unsigned pr[8];
-    float se = 0.0f, so = 0.0f;
-#pragma unroll
-    for (int qq = 0; qq < 2; ++qq)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float f = (j & 1) ? 0.0625f : 1.0f;
-        const __half2 hv = __floats2half2_rn(a[8 * qq + j] * f, a[8 * qq + j + 4] * f);
-        pr[4 * qq + j] = *reinterpret_cast<const unsigned*>(&hv);
-        const float2 back = __half22float2(hv);
-        if (j & 1) so += back.x + back.y;
-        else se += back.x + back.y;
-      }
-    uint4* dst = reinterpret_cast<uint4*>(xs + (s * 4 + cg) * 32 + 8 * h);
-    dst[0] = make_uint4(pr[0], pr[1], pr[2], pr[3]);
-    dst[1] = make_uint4(pr[4], pr[5], pr[6], pr[7]);
-    se += __shfl_xor_sync(0xFFFFFFFFu, se, 1), so += __shfl_xor_sync(0xFFFFFFFFu, so, 1);
-    se += __shfl_xor_sync(0xFFFFFFFFu, se, 2), so += __shfl_xor_sync(0xFFFFFFFFu, so, 2);
-    const float X = se + 16.0f * so, C = 1024.0f * (se + so);
-    // this lane folds groups 2c and 2c + 1 of the chunk: lanes 8c and 8c + 4 made them
-    Xr[pass][0] = __shfl_sync(0xFFFFFFFFu, X, 8 * c), Xr[pass][1] = __shfl_sync(0xFFFFFFFFu, X, 8 * c + 4);
-    Cr[pass][0] = __shfl_sync(0xFFFFFFFFu, C, 8 * c), Cr[pass][1] = __shfl_sync(0xFFFFFFFFu, C, 8 * c + 4);
-  }
+  p16_convert_x<SPW>(x, xs, s_begin, lane, Xr, Cr);
   __syncwarp();
   int j = 0, n = 0;
   while (t < tiles) {
@@ -710,43 +699,11 @@ __global__ void __launch_bounds__(S * 32, MINB) r16_kernel(const float* __restri
         if (s & 1) vx ^= cur.sc[0] ^ cur.sc[1] ^ cur.bi[0] ^ cur.bi[1];
         continue;
       }
-      const bool data = g == 4 * (s & 1) + c;
-      const uint4* bp = reinterpret_cast<const uint4*>(data ? xs + (s * 4 + c) * 32 : zero);
-      const uint32_t wa[8] = {cur.w[0].x, cur.w[0].y, cur.w[0].z, cur.w[0].w, cur.w[1].x, cur.w[1].y, cur.w[1].z, cur.w[1].w};
-      const uint32_t wb[8] = {cur.w[2].x, cur.w[2].y, cur.w[2].z, cur.w[2].w, cur.w[3].x, cur.w[3].y, cur.w[3].z, cur.w[3].w};
-#pragma unroll
-      for (int v = 0; v < 8; ++v) {
-        const uint4 bq = bp[data ? v : 0];  // pairs 4v .. 4v + 3: word v's two MMAs
-        const uint32_t a8 = wa[v] >> 8, b8 = wb[v] >> 8;
-        mma16816h(acc, lop_or(wa[v], 0x000F000Fu), lop_or(wb[v], 0x000F000Fu), lop_or(wa[v], 0x00F000F0u),
-                  lop_or(wb[v], 0x00F000F0u), bq.x, bq.y);
-        mma16816h(acc, lop_or(a8, 0x000F000Fu), lop_or(b8, 0x000F000Fu), lop_or(a8, 0x00F000F0u),
-                  lop_or(b8, 0x00F000F0u), bq.z, bq.w);
-      }
-      if (s & 1) {
-        const int u = s / 2;
-        const float sa0 = bf_lo(cur.sc[0]), sa1 = bf_hi(cur.sc[0]), ba0 = bf_lo(cur.bi[0]), ba1 = bf_hi(cur.bi[0]);
-        const float sb0 = bf_lo(cur.sc[1]), sb1 = bf_hi(cur.sc[1]), bb0 = bf_lo(cur.bi[1]), bb1 = bf_hi(cur.bi[1]);
-        y0 = fmaf(sa0, acc[0] - Cr[u][0], fmaf(ba0, Xr[u][0], y0));
-        y0 = fmaf(sa1, acc[1] - Cr[u][1], fmaf(ba1, Xr[u][1], y0));
-        y1 = fmaf(sb0, acc[2] - Cr[u][0], fmaf(bb0, Xr[u][0], y1));
-        y1 = fmaf(sb1, acc[3] - Cr[u][1], fmaf(bb1, Xr[u][1], y1));
-        acc[0] = acc[1] = acc[2] = acc[3] = 0.0f;
-      }
+      p16_step(acc, cur.w, xs, zero, s, g, c);
+      if (s & 1) p16_fold(acc, cur.sc, cur.bi, Xr[s / 2], Cr[s / 2], y0, y1);
     }
     if constexpr (MODE == 1 || MODE == 4 || MODE == 5) y0 = __uint_as_float(vx & 0x007FFFFFu);
-    y0 += __shfl_xor_sync(0xFFFFFFFFu, y0, 1), y1 += __shfl_xor_sync(0xFFFFFFFFu, y1, 1);
-    y0 += __shfl_xor_sync(0xFFFFFFFFu, y0, 2), y1 += __shfl_xor_sync(0xFFFFFFFFu, y1, 2);
-    float* rb = red + (j & 1) * S * 16;
-    if (c == 0) rb[warp * 16 + g] = y0, rb[warp * 16 + g + 8] = y1;
-    __syncthreads();
-    if (threadIdx.x < 16) {
-      float sum = 0.0f;
-#pragma unroll
-      for (int w = 0; w < S; ++w) sum += rb[w * 16 + threadIdx.x];
-      const int r = t * 16 + threadIdx.x;
-      if (r < N) y[r] = sum;
-    }
+    p16_tile_out<S>(y0, y1, red + (j & 1) * S * 16, warp, g, c, t, N, y);
     t += int(gridDim.x), ++j, n += 2;
   }
   asm volatile("cp.async.wait_group 0;\n" ::);
@@ -759,17 +716,7 @@ void launch_p16(const float* x, const uint32_t* W, const bf16* Sc, const bf16* B
     std::exit(1);
   }
   const size_t smem = (32 + size_t(S) * SPW * 128 + 2 * S * 16) * 4;
-  static int grid = 0;
-  if (!grid) {
-    CK(cudaFuncSetAttribute(p16_kernel<S, SPW, MODE, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
-    int per = 0;
-    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, p16_kernel<S, SPW, MODE, MINB>, S * 32, smem));
-    cudaDeviceProp prop;
-    CK(cudaGetDeviceProperties(&prop, 0));
-    grid = per * prop.multiProcessorCount;
-    std::fprintf(stderr, "p16<%d,%d,%d,%d>: %d blocks an SM\n", S, SPW, MODE, MINB, per);
-    if (!grid) std::exit(1);
-  }
+  const int grid = resident_grid<p16_kernel<S, SPW, MODE, MINB>>(S * 32, smem, "p16_kernel");
   const int tiles = (N + 15) / 16;
   p16_kernel<S, SPW, MODE, MINB><<<std::min(grid, tiles), S * 32, smem, g_stream>>>(x, W, Sc, B, y, N, K);
 }
@@ -781,17 +728,7 @@ void launch_r16(const float* x, const uint32_t* W, const bf16* Sc, const bf16* B
     std::exit(1);
   }
   const size_t smem = (32 + size_t(S) * 256 + 2 * S * 16) * 4 + size_t(S) * RING * 5 * 32 * 16;
-  static int grid = 0;
-  if (!grid) {
-    CK(cudaFuncSetAttribute(r16_kernel<S, RING, MODE, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, 220 * 1024));
-    int per = 0;
-    CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, r16_kernel<S, RING, MODE, MINB>, S * 32, smem));
-    cudaDeviceProp prop;
-    CK(cudaGetDeviceProperties(&prop, 0));
-    grid = per * prop.multiProcessorCount;
-    std::fprintf(stderr, "r16<%d,%d,%d,%d>: %d blocks an SM, smem %zu\n", S, RING, MODE, MINB, per, smem);
-    if (!grid) std::exit(1);
-  }
+  const int grid = resident_grid<r16_kernel<S, RING, MODE, MINB>>(S * 32, smem, "r16_kernel");
   const int tiles = (N + 15) / 16;
   r16_kernel<S, RING, MODE, MINB><<<std::min(grid, tiles), S * 32, smem, g_stream>>>(x, W, Sc, B, y, N, K);
 }
