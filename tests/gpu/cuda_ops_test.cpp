@@ -324,7 +324,7 @@ TEST(CudaOps, KSplitQuantizedGemvMatchesCpu) {
   }
 }
 
-// Design 11 (qgemv_rf.cu: 4-bit g32/g64 and 8-bit g64, one row, weights straight into registers, x to f16
+// Design 11 (qgemv_rf.cu: 4- and 8-bit g32/g64, one row, weights straight into registers, x to f16
 // per group after a power-of-two scale, resident blocks of K / 512 warps). Against the
 // exact f32 product (weights dequantized in f32, x unrounded): f16 x is within about
 // 2^-12 a value, for x of any magnitude (3e5 is past f16's range, 1e-6 under its normal
@@ -344,7 +344,7 @@ TEST(CudaOps, RegisterFedQuantizedGemvMatchesExact) {
                         Case{DType::bf16, 3072, 40000, 1.0f}, Case{DType::bf16, 4096, 301, 3e5f},
                         Case{DType::f16, 2048, 77, 1e-6f}, Case{DType::bf16, 12288, 16, 1.0f},
                         Case{DType::f16, 8192, 100, 1.0f}}) {
-  for (auto [bits, group] : {std::pair{4, 64}, std::pair{8, 64}, std::pair{4, 32}}) {
+  for (auto [bits, group] : {std::pair{4, 64}, std::pair{8, 64}, std::pair{4, 32}, std::pair{8, 32}}) {
     SCOPED_TRACE(std::to_string(bits) + " bits g" + std::to_string(group) + " " + dtype_name(cs.sdt) +
                  std::string(" K ") + std::to_string(cs.K) + " N " + std::to_string(cs.N) + " x " +
                  std::to_string(cs.xscale));

@@ -46,8 +46,8 @@ inline bool copy_aligned(const float* x, const GemvParts& P, bool scales_too) {
 // few rows; dense takes 1): the tensor cores with scales applied in f32 (qgemv_tc); 9
 // (quantized only, the default): design 8 for 4-bit launches of one row, design 0's
 // paths (qgemm_mma, design 7, design 0) for the rest; 10 (4- and 8-bit, a few rows; dense
-// takes 1): the tensor cores with K split over blocks (qgemv_ks); 11 (4- and 8-bit g64,
-// one row; dense takes 1): weights straight into registers, f16 on the tensor cores,
+// takes 1): the tensor cores with K split over blocks (qgemv_ks); 11 (4- and 8-bit g32 /
+// g64, one row; dense takes 1): weights straight into registers, f16 on the tensor cores,
 // resident blocks (qgemv_rf; the default's first choice).
 int gemv_variant(bool quantized);
 constexpr int kQgemvAuto = 9;
@@ -75,8 +75,8 @@ bool qgemv_mma(const float* x, int M, GemvParts P, int bits, int group_shift, in
 bool qgemv_tc(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
               cudaStream_t st);
 
-// Design 11 (quantized, 4- or 8-bit, group 64, M == 1, K a multiple of 512 up to 14336,
-// qgemv_rf.cu): resident blocks of K / 512 warps walk 16-row tiles, each lane loading its
+// Design 11 (quantized, 4- or 8-bit, group 64 (K a multiple of 512 up to 14336) or 32 (up
+// to 8192), M == 1, qgemv_rf.cu): resident blocks of K / 512 warps walk 16-row tiles, each lane loading its
 // MMA fragments of the weights straight from global memory; exact 1024 + q under f16
 // (nibbles by LOP3, bytes by PRMT), x rounded to f16 after a power-of-two scale per group
 // (2^-12 relative, any finite x), f32 accumulation and fold. False (nothing launched) when the shape, alignment or

@@ -1,4 +1,4 @@
-// Batch-1 decode GEMV of MLX affine 4- and 8-bit weights, group 64, with the weights
+// Batch-1 decode GEMV of MLX affine 4- and 8-bit weights, groups 32 and 64, with the weights
 // loaded straight into registers and multiplied on the tensor cores in f16 (gemv_variant
 // 11; linear_impl.h qgemv_rf): y [1, N] = x [1, K] @ dequant(w)^T.
 //
@@ -18,6 +18,8 @@
 //     (bf16's 7-bit mantissa cannot take the second form). The slots of the 16 q pairs
 //     see x / 16 instead (exact). 8 bits: one PRMT puts two bytes under 1024 (exact
 //     1024 + q for q < 256); a step is then 128 values (lane c: half of group c / 2).
+//   - Groups of 32 (GGUF Q4_0 / Q8_0 as MLX affine): D's columns hold the 8 groups of 256
+//     values and are folded after them (K <= 8192: more values stay live).
 //   - mma.sync.m16n8k16 (f16, f32 accumulation): A's 16 rows are the tile's rows, B's
 //     column n holds the x of group n of the warp's 512 values (zero on the other lanes),
 //     so each column of D belongs to one group and is folded once a tile in f32:
@@ -93,13 +95,14 @@ template <int kBits, int kGroup, typename S, bool kGated>
 __global__ void __launch_bounds__((kGroup == 32 ? kMaxWarps32 : kMaxWarps) * 32, 1)
     qgemv_rf_kernel(const float* __restrict__ x, const GemvParts P, int K, unsigned tiles) {
   using SP = ScalePair<S>;
-  static_assert(kGroup == 64 || (kGroup == 32 && kBits == 4), "4 bits g32 / g64, 8 bits g64");
+  static_assert(kGroup == 64 || kGroup == 32, "groups of 32 or 64");
   // A step: 256 values (4 bits) or 128 (8 bits) of the warp's 512; lane c takes 32 bytes
   // of each of its rows (group c of the step, half of group c / 2, or groups 2c, 2c + 1).
   constexpr int kSteps = kBits == 4 ? 2 : 4;
   // Group 64: D's 8 columns are the warp's 8 groups, folded once a tile; group 32: the 8
-  // groups of a step, folded every step.
-  constexpr int kFolds = kGroup == 32 ? kSteps : 1;
+  // groups of 256 values (a 4-bit step, two 8-bit steps), folded after them.
+  constexpr int kFolds = kGroup == 32 ? 2 : 1;
+  constexpr int kStepsAFold = kSteps / kFolds;
   constexpr int kLanesAGroup = kGroup / 16;  // lanes converting one group of x
   extern __shared__ __align__(16) unsigned smem_rf[];
   const int warps = int(blockDim.x) >> 5;
@@ -125,8 +128,8 @@ __global__ void __launch_bounds__((kGroup == 32 ? kMaxWarps32 : kMaxWarps) * 32,
     const uint4* w0 = reinterpret_cast<const uint4*>(static_cast<const uint32_t*>(P.w[p0]) + r0 * words + kw0 + s * 32) + 2 * c;
     const uint4* w1 = reinterpret_cast<const uint4*>(static_cast<const uint32_t*>(P.w[p1]) + r1 * words + kw0 + s * 32) + 2 * c;
     b.w[0] = ldg_stream(w0), b.w[1] = ldg_stream(w0 + 1), b.w[2] = ldg_stream(w1), b.w[3] = ldg_stream(w1 + 1);
-    if (kGroup == 32 || s == kSteps - 1) {
-      const int gi = kGroup == 32 ? (k0 + s * 256) / 32 + 2 * c : k0 / 64 + 2 * c;
+    if (kGroup == 32 ? s % kStepsAFold == kStepsAFold - 1 : s == kSteps - 1) {
+      const int gi = kGroup == 32 ? (k0 + s / kStepsAFold * 256) / 32 + 2 * c : k0 / 64 + 2 * c;
       b.sc[0] = SP::load(static_cast<const S*>(P.scales[p0]) + r0 * groups + gi);
       b.bi[0] = SP::load(static_cast<const S*>(P.biases[p0]) + r0 * groups + gi);
       b.sc[1] = SP::load(static_cast<const S*>(P.scales[p1]) + r1 * groups + gi);
@@ -207,11 +210,12 @@ __global__ void __launch_bounds__((kGroup == 32 ? kMaxWarps32 : kMaxWarps) * 32,
       Step& cur = bufs[s & 1];
       if (s + 1 < kSteps) load(t, s + 1, bufs[(s + 1) & 1]);
       else if (t + gridDim.x < tiles) load(t + gridDim.x, 0, bufs[0]);
-      // B: column n of D is group n of the warp's values; only the lane of row n of each quad
-      // whose values lie in group n holds x, the others read zeros (4 bits: group c of step
-      // s is group 4 s + c; 8 bits: lane c's half group is group 2 s + c / 2).
-      // group 32: lane c's words 0-3 are group 2c of the step, words 4-7 group 2c + 1.
-      const bool data = kBits == 4 ? g == 4 * s + c : g == 2 * s + (c >> 1);
+      // B: column n of D is group n of the warp's values (of the fold's 256 for group 32);
+      // only the lane of row n of each quad whose values lie in group n holds x, the others
+      // read zeros (4 bits: group c of step s is group 4 s + c, and with group 32 lane c's
+      // words 0-3 are group 2c of the step, words 4-7 group 2c + 1; 8 bits: lane c's half
+      // group is group 2 s + c / 2, its group of 32 column 4 (s % 2) + c).
+      const bool data = kBits == 4 ? g == 4 * s + c : kGroup == 64 ? g == 2 * s + (c >> 1) : g == 4 * (s & 1) + c;
       const uint4* bp = reinterpret_cast<const uint4*>(data ? xs + (kBits == 4 ? (s * 4 + c) * 32 : s * 64 + c * 16) : zero);
       const uint4* bp32[2] = {reinterpret_cast<const uint4*>(g == 2 * c ? xs + (s * 4 + c) * 32 : zero),
                               reinterpret_cast<const uint4*>(g == 2 * c + 1 ? xs + (s * 4 + c) * 32 + 16 : zero)};
@@ -242,7 +246,7 @@ __global__ void __launch_bounds__((kGroup == 32 ? kMaxWarps32 : kMaxWarps) * 32,
           }
         }
       }
-      if (kGroup == 32) fold(cur, s, acc, y0, y1);
+      if (kGroup == 32 && s % kStepsAFold == kStepsAFold - 1) fold(cur, s / kStepsAFold, acc, y0, y1);
     }
     if (kGroup == 64) fold(bufs[1], 0, acc, y0, y1);
     y0 += __shfl_xor_sync(0xFFFFFFFFu, y0, 1), y1 += __shfl_xor_sync(0xFFFFFFFFu, y1, 1);
@@ -290,7 +294,7 @@ void launch(const float* x, GemvParts P, int K, int dev, cudaStream_t st) {
 
 bool qgemv_rf(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
               cudaStream_t st) {
-  const bool fits = (bits == 4 && (group_shift == 5 || group_shift == 6)) || (bits == 8 && group_shift == 6);
+  const bool fits = (bits == 4 || bits == 8) && (group_shift == 5 || group_shift == 6);
   if (!fits || M != 1 || K % kWarpK != 0 || K / kWarpK > (group_shift == 5 ? kMaxWarps32 : kMaxWarps)) return false;
   const int dev = current_device();
   if (compute_major(dev) < 8) return false;
@@ -299,7 +303,8 @@ bool qgemv_rf(const float* x, int M, GemvParts P, int bits, int group_shift, int
     for (int i = 0; i < P.n; ++i)
       if ((reinterpret_cast<uintptr_t>(P.scales[i]) | reinterpret_cast<uintptr_t>(P.biases[i])) % 8 != 0) return false;
   by_float_type(scale_dtype, "qgemv_rf: scales", [&](auto tag) {
-    if (bits == 8) launch<8, 64, decltype(tag)>(x, P, int(K), dev, st);
+    if (bits == 8 && group_shift == 6) launch<8, 64, decltype(tag)>(x, P, int(K), dev, st);
+    else if (bits == 8) launch<8, 32, decltype(tag)>(x, P, int(K), dev, st);
     else if (group_shift == 6) launch<4, 64, decltype(tag)>(x, P, int(K), dev, st);
     else launch<4, 32, decltype(tag)>(x, P, int(K), dev, st);
   });

@@ -371,10 +371,10 @@ void qgemv_launch(const float* x, int M, GemvParts P, int bits, int group_size, 
     MLXCEL_QGEMV_G(B, false); \
   }
   int variant = gemv_variant(true);
-  // The default (9): batch-1 launches of 4- and 8-bit group-64 weights with K a multiple
-  // of 512 up to 14336 take design 11 (x to f16 per group), other 4-bit ones design 8 (x
-  // rounded to bf16); design 0's paths for everything else. 0 keeps design 0 throughout
-  // (the exact f32 math).
+  // The default (9): batch-1 launches of 4- and 8-bit weights in groups of 64 (K a multiple
+  // of 512 up to 14336) or 32 (up to 8192) take design 11 (x to f16 per group), other 4-bit
+  // ones design 8 (x rounded to bf16); design 0's paths for everything else. 0 keeps
+  // design 0 throughout (the exact f32 math).
   if (variant == kQgemvAuto) {
     if (M == 1 && (qgemv_rf(x, M, P, bits, shift, K, dtype_of<S>(), st) ||
                    qgemv_tc(x, M, P, bits, shift, K, dtype_of<S>(), st)))
