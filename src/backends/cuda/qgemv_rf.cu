@@ -25,7 +25,7 @@
 //     so each column of D belongs to one group and is folded once a tile in f32:
 //       y += s (D - C) + b X,  C = 1024 (sum of x over the plain slots + sum of x / 16
 //     over the others), X = the sum of the x the MMA saw, both made once a launch.
-//   - x goes to f16 per group of 64 after a power-of-two scale that puts the group's
+//   - x goes to f16 per group (32 or 64) after a power-of-two scale that puts the group's
 //     largest value in [2^13, 2^14) (the scale comes back in the fold): finer than bf16
 //     (2^-12 relative rounding), no overflow for any finite x and no subnormals for tiny
 //     x. The weights stay exact.
@@ -81,9 +81,9 @@ struct ScalePair {
   }
 };
 
-// prmt.b32 of w and (1024, 1024): bytes i and j of w as the f16 pair (1024 + b_i, 1024 + b_j),
-// each under byte 5 of the pair (0x64, 1024's high byte): selectors 0x51i0-style, 0x5150
-// for bytes 0, 1 and 0x5352 for bytes 2, 3.
+// prmt.b32 of w and (1024, 1024), whose byte 5 is 0x64 (1024's high byte): two bytes of w
+// as the f16 pair (1024 + b_i, 1024 + b_j); kSel 0x5150 takes bytes 0 and 1, 0x5352 bytes
+// 2 and 3.
 template <unsigned kSel>
 __device__ __forceinline__ unsigned f16_bytes(uint32_t w) {
   unsigned r;
