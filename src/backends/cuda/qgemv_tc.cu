@@ -34,7 +34,9 @@
 // x to bf16 pairs in lane order with the group sums, once per block (an LM head's x too).
 //
 // Status (session 22, an H200, bench/results/cuda_gemv.md run 8): the default for 4-bit
-// launches of one row (gemv_variant 9). Llama-3.1-8B q4 layer 33.6-34.0% of copy
+// launches of one row (gemv_variant 9) where design 11 (qgemv_rf.cu, session 24: faster
+// on every shape it takes) declines them: group 128, K not a multiple of 512, K past
+// 14336 (past 8192 for group 32). Llama-3.1-8B q4 layer 33.6-34.0% of copy
 // bandwidth against design 0's 29.7-30.2%, tg128 335-345 against 309-313 tok/s. What
 // moved it from run 7's 27.3%: x loaded before the weight copies (28.2%), one LOP3 per
 // bf16 pair and 32-bit counters (28.7-28.9%), unchecked B-fragment and group-sum reads
