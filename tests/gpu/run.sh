@@ -11,7 +11,7 @@
 #    engine, GGUF), then `mlxcel inspect --device cuda` and a short `mlxcel bench`.
 #    BENCH=0 skips the bench; TESTS=0 skips the three suites (build only, for profiling
 #    calls); CTEST=1 also runs the whole CPU ctest suite of that build; AB=... runs an
-#    A/B of one knob (below).
+#    A/B of one knob (below); LAB=1 builds and runs bench/qgemv_lab.cu.
 # Without headers.tgz (or if that configure fails) it falls back to tests/gpu/standalone
 # (base, tensor, both backends, test_cuda_kernels; needs only fmt, GoogleTest and CUDA).
 # The logs come back as one file, $OUT/gpu_logs.tgz (the device tool returns only a few
@@ -88,6 +88,15 @@ if [ $full_ok = 1 ]; then
     IFS='|' read -r ab_var ab_vals ab_fmts ab_args <<< "$AB"
     MLXCEL="$X" bash bench/cuda_knob_ab.sh "$ab_var" "$ab_vals" "$ab_fmts" ${ab_args:+"$ab_args"} > "$OUT/ab.txt" 2>&1
     echo "== A/B $ab_var"; grep -E "\] tg|seqs" "$OUT/ab.txt" | head -40
+  fi
+  # LAB=1: also build and run bench/qgemv_lab.cu (the GEMV forms lab; cuda_gemv.md run 10).
+  if [ "${LAB:-0}" = 1 ]; then
+    if timeout 180 ninja -C "$B" qgemv_lab > "$OUT/lab_build.log" 2>&1; then
+      timeout 120 "$(find "$B" -name qgemv_lab -type f | head -1)" 5 > "$OUT/lab.txt" 2>&1 || rc=1
+      echo "== lab"; tail -14 "$OUT/lab.txt"
+    else
+      echo "lab build FAILED"; tail -5 "$OUT/lab_build.log"; rc=1
+    fi
   fi
   if [ "${CTEST:-0}" = 1 ]; then
     (cd "$B" && timeout 600 ctest -j8 --timeout 300 > "$OUT/ctest.log" 2>&1) || rc=1
