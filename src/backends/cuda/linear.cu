@@ -298,9 +298,10 @@ cudaDataType_t cuda_type(DType d) {
 namespace {
 // Defaults measured on an H200 (bench/results/cuda_gemv.md, run 4): the warp design R4 U2
 // for dense weights (71% vs 63% of copy bandwidth over a Llama-3.1-8B layer; tg of
-// Llama-3.1-8B bf16 +20%); for quantized weights 9 (kQgemvAuto): design 11 (registers
-// fed straight from global memory, f16 x; cuda_gemv.md run 10), else design 8 (bf16 x on
-// the tensor cores), for 4-bit batch-1 launches, the exact f32 block design 0 otherwise
+// Llama-3.1-8B bf16 +20%); for quantized weights 9 (kQgemvAuto): for batch-1 launches
+// design 11 (registers fed straight from global memory, f16 x; 4- and 8-bit,
+// cuda_gemv.md run 10) where it takes the shape, else design 8 (bf16 x on the tensor
+// cores) for 4-bit ones, the exact f32 block design 0 otherwise
 // (MLXCEL_CUDA_QGEMV=0: design 0 everywhere; cuda_gemv.md run 8). Design 4
 // (int8 activations on dp4a) decodes Llama-3.1-8B q4 25% faster but moves the tiny
 // fixtures' logits by 3-13%, so it is opt-in (MLXCEL_CUDA_GEMV=4).

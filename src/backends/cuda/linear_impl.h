@@ -44,15 +44,16 @@ inline bool copy_aligned(const float* x, const GemvParts& P, bool scales_too) {
 // activations on the tensor cores (qgemv_mma); 7 (4- and 8-bit, M = 1; dense takes 1):
 // design 0's math on weights streamed through shared memory (qgemv_stream); 8 (4-bit, a
 // few rows; dense takes 1): the tensor cores with scales applied in f32 (qgemv_tc); 9
-// (quantized only, the default): design 8 for 4-bit launches of one row, design 0's
-// paths (qgemm_mma, design 7, design 0) for the rest; 10 (4- and 8-bit, a few rows; dense
+// (quantized only, the default): design 11 for the launches of one row it takes, else
+// design 8 for 4-bit ones, design 0's paths (qgemm_mma, design 7, design 0) for the
+// rest; 10 (4- and 8-bit, a few rows; dense
 // takes 1): the tensor cores with K split over blocks (qgemv_ks); 11 (4- and 8-bit g32 /
 // g64, one row; dense takes 1): weights straight into registers, f16 on the tensor cores,
 // resident blocks (qgemv_rf; the default's first choice).
 int gemv_variant(bool quantized);
 constexpr int kQgemvAuto = 9;
-// Whether quantized design v runs design 0's paths (the default runs them where design 8
-// does not apply).
+// Whether quantized design v runs design 0's paths (the default runs them where designs
+// 11 and 8 do not apply).
 inline bool design0_paths(int v) { return v == 0 || v == kQgemvAuto; }
 
 // Design 7 (quantized, M == 1, 4- or 8-bit, sm_90, qgemv_stream.cu): design 0's math on
@@ -75,12 +76,12 @@ bool qgemv_mma(const float* x, int M, GemvParts P, int bits, int group_shift, in
 bool qgemv_tc(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
               cudaStream_t st);
 
-// Design 11 (quantized, 4- or 8-bit, group 64 (K a multiple of 512 up to 14336) or 32 (up
-// to 8192), M == 1, qgemv_rf.cu): resident blocks of K / 512 warps walk 16-row tiles, each lane loading its
-// MMA fragments of the weights straight from global memory; exact 1024 + q under f16
-// (nibbles by LOP3, bytes by PRMT), x rounded to f16 after a power-of-two scale per group
-// (2^-12 relative, any finite x), f32 accumulation and fold. False (nothing launched) when the shape, alignment or
-// card does not fit it.
+// Design 11 (quantized, 4- or 8-bit, group 64 (K a multiple of 512 up to 14336) or 32
+// (up to 8192), M == 1, qgemv_rf.cu): resident blocks of K / 512 warps walk 16-row tiles,
+// each lane loading its MMA fragments of the weights straight from global memory; exact
+// 1024 + q under f16 (nibbles by LOP3, bytes by PRMT), x rounded to f16 after a
+// power-of-two scale per group (2^-12 relative, any finite x), f32 accumulation and
+// fold. False (nothing launched) when the shape, alignment or card does not fit it.
 bool qgemv_rf(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
               cudaStream_t st);
 
