@@ -165,6 +165,18 @@ QuantizedWeight dev_quant(const QuantizedWeight& q) {
   return d;
 }
 
+// Three random quantized weights of one spec and K (N, n2 and N rows: the parts of a q/k/v
+// launch, the first and third also a gate/up pair) on the host (q*) and on the device (d*).
+struct QuantParts {
+  QuantizedWeight q1, q2, q3, d1, d2, d3;
+};
+QuantParts quant_parts(const QuantSpec& spec, DType sdt, int64_t N, int64_t K, int64_t n2 = 64) {
+  QuantParts p{ops::quantize(rand_host({N, K}), spec, sdt), ops::quantize(rand_host({n2, K}), spec, sdt),
+               ops::quantize(rand_host({N, K}), spec, sdt)};
+  p.d1 = dev_quant(p.q1), p.d2 = dev_quant(p.q2), p.d3 = dev_quant(p.q3);
+  return p;
+}
+
 // Design 7 (weights streamed through shared memory by bulk copies) gives design 0's bits:
 // one and several 4096-value tiles per row, a last partial tile, a partial last row group,
 // batches of groups a block, the multi-part (q/k/v) and gated launches, 4 and 8 bits,
@@ -184,10 +196,7 @@ TEST(CudaOps, StreamedQuantizedGemvIsDesign0) {
     SCOPED_TRACE(std::to_string(cs.bits) + " bits g" + std::to_string(cs.group) + " K " + std::to_string(cs.K) +
                  " N " + std::to_string(cs.N));
     const QuantSpec spec{QuantFormat::mlx_affine, cs.bits, cs.group};
-    QuantizedWeight q1 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
-    QuantizedWeight q2 = ops::quantize(rand_host({64, cs.K}), spec, cs.sdt);
-    QuantizedWeight q3 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
-    QuantizedWeight d1 = dev_quant(q1), d2 = dev_quant(q2), d3 = dev_quant(q3);
+    auto [q1, q2, q3, d1, d2, d3] = quant_parts(spec, cs.sdt, cs.N, cs.K);
     Tensor b1 = rand_host({cs.N}), x = rand_host({1, cs.K});
     auto run = [&](int variant) {
       const int previous = cuda::set_gemv_variants(1, variant);
@@ -228,10 +237,7 @@ TEST(CudaOps, TensorCoreQuantizedGemvMatchesBf16X) {
                         Case{32, DType::f32, 96, 50, 2}}) {
     SCOPED_TRACE("g" + std::to_string(cs.group) + " K " + std::to_string(cs.K) + " N " + std::to_string(cs.N));
     const QuantSpec spec{QuantFormat::mlx_affine, 4, cs.group};
-    QuantizedWeight q1 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
-    QuantizedWeight q2 = ops::quantize(rand_host({64, cs.K}), spec, cs.sdt);
-    QuantizedWeight q3 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
-    QuantizedWeight d1 = dev_quant(q1), d2 = dev_quant(q2), d3 = dev_quant(q3);
+    auto [q1, q2, q3, d1, d2, d3] = quant_parts(spec, cs.sdt, cs.N, cs.K);
     Tensor b1 = rand_host({cs.N});
     for (int M : {1, cs.max_rows}) {
       SCOPED_TRACE("M " + std::to_string(M));
@@ -285,10 +291,7 @@ TEST(CudaOps, KSplitQuantizedGemvMatchesCpu) {
     SCOPED_TRACE(std::to_string(cs.bits) + " bits g" + std::to_string(cs.group) + " K " + std::to_string(cs.K) +
                  " N " + std::to_string(cs.N));
     const QuantSpec spec{QuantFormat::mlx_affine, cs.bits, cs.group};
-    QuantizedWeight q1 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
-    QuantizedWeight q2 = ops::quantize(rand_host({64, cs.K}), spec, cs.sdt);
-    QuantizedWeight q3 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
-    QuantizedWeight d1 = dev_quant(q1), d2 = dev_quant(q2), d3 = dev_quant(q3);
+    auto [q1, q2, q3, d1, d2, d3] = quant_parts(spec, cs.sdt, cs.N, cs.K);
     Tensor b1 = rand_host({cs.N});
     for (int M : {1, cs.max_rows}) {
       SCOPED_TRACE("M " + std::to_string(M));
@@ -349,10 +352,7 @@ TEST(CudaOps, RegisterFedQuantizedGemvMatchesExact) {
                  std::string(" K ") + std::to_string(cs.K) + " N " + std::to_string(cs.N) + " x " +
                  std::to_string(cs.xscale));
     const QuantSpec spec{QuantFormat::mlx_affine, bits, group};
-    QuantizedWeight q1 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
-    QuantizedWeight q2 = ops::quantize(rand_host({64, cs.K}), spec, cs.sdt);
-    QuantizedWeight q3 = ops::quantize(rand_host({cs.N, cs.K}), spec, cs.sdt);
-    QuantizedWeight d1 = dev_quant(q1), d2 = dev_quant(q2), d3 = dev_quant(q3);
+    auto [q1, q2, q3, d1, d2, d3] = quant_parts(spec, cs.sdt, cs.N, cs.K);
     Tensor w1 = ops::dequantize(q1), w2 = ops::dequantize(q2), w3 = ops::dequantize(q3);
     Tensor b1 = rand_host({cs.N}), b3 = rand_host({cs.N});
     Tensor x = ops::scale(rand_host({1, cs.K}), cs.xscale);
@@ -437,10 +437,7 @@ TEST(CudaOps, FusedOpsMatchComposition) {
   }
   for (int bits : {3, 4, 8}) {
     const QuantSpec spec{QuantFormat::mlx_affine, bits, bits == 8 ? 32 : 64};
-    QuantizedWeight q1 = ops::quantize(rand_host({40, 256}), spec, DType::bf16);
-    QuantizedWeight q2 = ops::quantize(rand_host({24, 256}), spec, DType::bf16);
-    QuantizedWeight q3 = ops::quantize(rand_host({40, 256}), spec, DType::bf16);
-    QuantizedWeight d1 = dev_quant(q1), d2 = dev_quant(q2), d3 = dev_quant(q3);
+    auto [q1, q2, q3, d1, d2, d3] = quant_parts(spec, DType::bf16, 40, 256, 24);
     Tensor b1 = rand_host({40});
     for (int64_t M : {1, 5, 9}) {
       Tensor x = rand_host({M, 256});
