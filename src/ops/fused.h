@@ -47,6 +47,22 @@ std::vector<Tensor> qlinear_multi(const Tensor& x, const std::vector<const Quant
 Tensor qlinear_gated(const Tensor& x, const QuantizedWeight& gate, const QuantizedWeight& up, Activation act,
                      const Tensor& gate_bias = Tensor(), const Tensor& up_bias = Tensor());
 
+// {x + h, qlinear_multi(rms_norm(x + h, norm_w, eps, w_offset), ws, biases)}: a residual
+// add, the next RMSNorm and the products that read it (a decoder layer's q/k/v). On CUDA
+// one launch for one row of x where the decode GEMV takes the shape and folds the norm
+// into its reading of x (design 11, backends/cuda/qgemv_rf.cu); otherwise add_rms_norm
+// then qlinear_multi. The two agree within f32 rounding (the sum of squares is added in
+// another order).
+std::pair<Tensor, std::vector<Tensor>> add_rms_norm_qlinear_multi(const Tensor& x, const Tensor& h, const Tensor& norm_w,
+                                                                  float eps, float w_offset,
+                                                                  const std::vector<const QuantizedWeight*>& ws,
+                                                                  const std::vector<Tensor>& biases = {});
+// {x + h, qlinear_gated(rms_norm(x + h, ...), gate, up, act, ...)}: the same for an MLP.
+std::pair<Tensor, Tensor> add_rms_norm_qlinear_gated(const Tensor& x, const Tensor& h, const Tensor& norm_w, float eps,
+                                                     float w_offset, const QuantizedWeight& gate,
+                                                     const QuantizedWeight& up, Activation act,
+                                                     const Tensor& gate_bias = Tensor(), const Tensor& up_bias = Tensor());
+
 // rope(q, positions, p), with k_cache / v_cache written with rope(k, positions, p) and v
 // at ctx.slot_mapping (kv_cache_write): an attention layer's RoPE and cache write.
 Tensor rope_kv_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, const RopeParams& p,

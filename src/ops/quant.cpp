@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "backends/cpu/quantized.h"
+#include "ops/fused.h"
 #include "ops/gguf_quant.h"
 
 #include <algorithm>
@@ -223,6 +224,93 @@ Tensor qlinear_gated(const Tensor& x, const QuantizedWeight& gate, const Quantiz
   MLXCEL_CUDA_CALL(kOp, cuda::qlinear_gated(xc.data<float>(), M, pg.m, pu.m, f32_or_null(bg), f32_or_null(bu),
                                             cpu::Act(act), out.data<float>()));
   return out;
+}
+
+namespace {
+
+// The folded form of add_rms_norm + the products (ops/fused.h): one f32 row of x on CUDA,
+// h like x, a norm weight of x's last dimension (or none), the weights fusable.
+bool norm_foldable(const Tensor& x, const Tensor& h, const Tensor& norm_w, const std::vector<const QuantizedWeight*>& ws) {
+  if (!x.defined() || !h.defined() || x.device().type != DeviceType::cuda || !fusable(x, ws)) return false;
+  if (x.dtype() != DType::f32 || h.dtype() != DType::f32 || x.shape() != h.shape() || h.device() != x.device())
+    return false;
+  if (x.ndim() < 1 || x.dim(-1) != ws[0]->cols() || x.numel() != x.dim(-1)) return false;
+  if (!norm_w.defined()) return true;
+  const DType d = norm_w.dtype();
+  return norm_w.ndim() == 1 && norm_w.dim(0) == x.dim(-1) && norm_w.device() == x.device() &&
+         (d == DType::f32 || d == DType::f16 || d == DType::bf16);
+}
+
+}  // namespace
+
+std::pair<Tensor, std::vector<Tensor>> add_rms_norm_qlinear_multi(const Tensor& x, const Tensor& h, const Tensor& norm_w,
+                                                                  float eps, float w_offset,
+                                                                  const std::vector<const QuantizedWeight*>& ws,
+                                                                  const std::vector<Tensor>& biases) {
+  constexpr const char* kOp = "add_rms_norm_qlinear_multi";
+  if (!ws.empty() && ws.size() <= 3 && (biases.empty() || biases.size() == ws.size()) &&
+      norm_foldable(x, h, norm_w, ws)) {
+    auto bias = [&](size_t i) { return biases.empty() ? Tensor() : biases[i]; };
+    for (size_t i = 0; i < ws.size(); ++i) check_qlinear(kOp, x, *ws[i], bias(i));
+    Tensor xc = contiguous_input(x), hc = contiguous_input(h);
+    Tensor wc = norm_w.defined() ? contiguous_input(norm_w) : Tensor();
+    Tensor sum = Tensor::empty(x.shape(), DType::f32, x.device());
+    std::vector<Prepared> ps;
+    std::vector<cpu::QuantMatrix> ms;
+    std::vector<Tensor> b32, outs;
+    std::vector<const float*> bp;
+    std::vector<float*> ys;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      ps.push_back(prepare(*ws[i]));
+      ms.push_back(ps.back().m);
+      b32.push_back(bias_f32(bias(i)));
+      bp.push_back(f32_or_null(b32.back()));
+      Shape shape = x.shape();
+      shape.back() = ws[i]->rows();
+      outs.push_back(Tensor::empty(shape, DType::f32, x.device()));
+      ys.push_back(outs.back().data<float>());
+    }
+    bool done = false;
+    MLXCEL_CUDA_CALL(kOp, {
+      cuda::RowNorm rn;
+      rn.h = hc.data<float>(), rn.sum = sum.data<float>(), rn.eps = eps, rn.w_offset = w_offset;
+      if (wc.defined()) rn.w = wc.raw(), rn.w_dtype = wc.dtype();
+      done = cuda::qlinear_multi_normed(xc.data<float>(), rn, ms, bp, ys);
+    });
+    if (done) return {sum, outs};
+  }
+  auto [sum, normed] = add_rms_norm(x, h, norm_w, eps, w_offset);
+  return {sum, qlinear_multi(normed, ws, biases)};
+}
+
+std::pair<Tensor, Tensor> add_rms_norm_qlinear_gated(const Tensor& x, const Tensor& h, const Tensor& norm_w, float eps,
+                                                     float w_offset, const QuantizedWeight& gate,
+                                                     const QuantizedWeight& up, Activation act,
+                                                     const Tensor& gate_bias, const Tensor& up_bias) {
+  constexpr const char* kOp = "add_rms_norm_qlinear_gated";
+  if (gate.rows() == up.rows() && norm_foldable(x, h, norm_w, {&gate, &up})) {
+    check_qlinear(kOp, x, gate, gate_bias);
+    check_qlinear(kOp, x, up, up_bias);
+    Tensor xc = contiguous_input(x), hc = contiguous_input(h);
+    Tensor wc = norm_w.defined() ? contiguous_input(norm_w) : Tensor();
+    Tensor sum = Tensor::empty(x.shape(), DType::f32, x.device());
+    Prepared pg = prepare(gate), pu = prepare(up);
+    Tensor bg = bias_f32(gate_bias), bu = bias_f32(up_bias);
+    Shape shape = x.shape();
+    shape.back() = gate.rows();
+    Tensor out = Tensor::empty(shape, DType::f32, x.device());
+    bool done = false;
+    MLXCEL_CUDA_CALL(kOp, {
+      cuda::RowNorm rn;
+      rn.h = hc.data<float>(), rn.sum = sum.data<float>(), rn.eps = eps, rn.w_offset = w_offset;
+      if (wc.defined()) rn.w = wc.raw(), rn.w_dtype = wc.dtype();
+      done = cuda::qlinear_gated_normed(xc.data<float>(), rn, pg.m, pu.m, f32_or_null(bg), f32_or_null(bu),
+                                        cpu::Act(act), out.data<float>());
+    });
+    if (done) return {sum, out};
+  }
+  auto [sum, normed] = add_rms_norm(x, h, norm_w, eps, w_offset);
+  return {sum, qlinear_gated(normed, gate, up, act, gate_bias, up_bias)};
 }
 
 Tensor qembedding(const Tensor& ids, const QuantizedWeight& table) {

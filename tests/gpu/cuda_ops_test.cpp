@@ -2,6 +2,7 @@
 // on the CPU. Fresh random data for every check.
 #include <algorithm>
 #include <random>
+#include <tuple>
 
 #include "backends/cpu/isa.h"
 #include "base/error.h"
@@ -387,6 +388,54 @@ TEST(CudaOps, RegisterFedQuantizedGemvMatchesExact) {
     Tensor y = ops::qlinear(dev(x), dev_quant(q));
     cuda::set_gemv_variants(previous / 16, previous % 16);
     EXPECT_LT(rel_err(y, ops::linear(x, ops::dequantize(q))), 1e-4) << spec.group_size;
+  }
+}
+
+// The residual add and RMSNorm folded into design 11 (ops::add_rms_norm_qlinear_multi /
+// _gated, one row): the sum bit for bit that of add_rms_norm, the products within 1e-3 of
+// add_rms_norm followed by the products on the device (the folded launch rounds
+// sum * w to f16 and scales by 1 / rms at the end, the composition rounds the normed
+// values: each rounding is 2^-12 relative, in other places), for f32 and bf16 norm
+// weights, Gemma's 1 + w and none; one launch (the profile shows no add_rms_norm). Under
+// design 0, and for K > 4096 (design 11's 28-warp form has no registers for the fold), the
+// same call composes.
+TEST(CudaOps, NormFoldedIntoQuantizedGemv) {
+  REQUIRE_GPU();
+  for (auto [bits, group, K] : {std::tuple{4, 64, int64_t(4096)}, std::tuple{8, 64, int64_t(4096)},
+                                std::tuple{8, 64, int64_t(14336)}, std::tuple{4, 32, int64_t(2048)},
+                                std::tuple{8, 32, int64_t(1024)}, std::tuple{4, 64, int64_t(512)}}) {
+    SCOPED_TRACE(std::to_string(bits) + " bits g" + std::to_string(group) + " K " + std::to_string(K));
+    const QuantSpec spec{QuantFormat::mlx_affine, bits, group};
+    QuantizedWeight q = dev_quant(ops::quantize(rand_host({301, K}), spec, DType::bf16));
+    QuantizedWeight k = dev_quant(ops::quantize(rand_host({64, K}), spec, DType::bf16));
+    QuantizedWeight u = dev_quant(ops::quantize(rand_host({301, K}), spec, DType::bf16));
+    Tensor x = dev(rand_host({1, K})), h = dev(rand_host({1, K})), b = dev(rand_host({301}));
+    for (int wform = 0; wform < 3; ++wform) {
+      SCOPED_TRACE("norm weight form " + std::to_string(wform));
+      const Tensor w = wform == 2 ? Tensor() : dev(rand_host({K}, wform == 0 ? DType::f32 : DType::bf16));
+      const float offset = wform == 1 ? 1.0f : 0.0f;
+      for (int variant : {9, 0}) {
+        const int previous = cuda::set_gemv_variants(1, variant);
+        cuda::set_profiling(true);
+        cuda::profile_report(true);
+        auto [sum, outs] = ops::add_rms_norm_qlinear_multi(x, h, w, 1e-5f, offset, {&q, &k}, {b, Tensor()});
+        auto [gsum, g] = ops::add_rms_norm_qlinear_gated(x, h, w, 1e-5f, offset, q, u, ops::Activation::silu, b);
+        const std::string report = cuda::profile_report(true);
+        cuda::set_profiling(false);
+        auto [want_sum, normed] = ops::add_rms_norm(x, h, w, 1e-5f, offset);
+        std::vector<Tensor> want = ops::qlinear_multi(normed, {&q, &k}, {b, Tensor()});
+        Tensor want_g = ops::qlinear_gated(normed, q, u, ops::Activation::silu, b);
+        cuda::set_gemv_variants(previous / 16, previous % 16);
+        EXPECT_TRUE(bytes_equal(sum, want_sum)) << "variant " << variant;
+        EXPECT_TRUE(bytes_equal(gsum, want_sum)) << "variant " << variant;
+        ASSERT_EQ(outs.size(), 2u);
+        EXPECT_LT(rel_err(outs[0], want[0]), 1e-3) << "variant " << variant;
+        EXPECT_LT(rel_err(outs[1], want[1]), 1e-3) << "variant " << variant;
+        EXPECT_LT(rel_err(g, want_g), 1e-3) << "variant " << variant;
+        const bool composed = report.find("add_rms_norm ") != std::string::npos;
+        EXPECT_EQ(composed, variant == 0 || K > 4096) << report;
+      }
+    }
   }
 }
 

@@ -411,6 +411,28 @@ TEST(Qlinear, MultiMatchesSeparate) {
   cpu::set_q4_x_parts(before);
 }
 
+// The residual add + RMSNorm + products ops (ops/fused.h) are, on the CPU, exactly
+// add_rms_norm followed by the products; bad inputs fail as those ops fail.
+TEST(Qlinear, AddNormThenProductsIsTheComposition) {
+  const QuantSpec spec{QuantFormat::mlx_affine, 4, 64};
+  QuantizedWeight q = ops::quantize(optest::rand_f32({40, 256}, 11), spec, DType::bf16);
+  QuantizedWeight k = ops::quantize(optest::rand_f32({8, 256}, 12), spec, DType::bf16);
+  QuantizedWeight u = ops::quantize(optest::rand_f32({40, 256}, 13), spec, DType::bf16);
+  const Tensor x = optest::rand_f32({1, 256}, 14), h = optest::rand_f32({1, 256}, 15);
+  const Tensor w = optest::rand_f32({256}, 16), b = optest::rand_f32({40}, 17);
+  auto [sum, outs] = ops::add_rms_norm_qlinear_multi(x, h, w, 1e-5f, 1.0f, {&q, &k}, {b, Tensor()});
+  auto [want_sum, normed] = ops::add_rms_norm(x, h, w, 1e-5f, 1.0f);
+  EXPECT_EQ(sum.to_f32_vector(), want_sum.to_f32_vector());
+  ASSERT_EQ(outs.size(), 2u);
+  EXPECT_EQ(outs[0].to_f32_vector(), ops::qlinear(normed, q, b).to_f32_vector());
+  EXPECT_EQ(outs[1].to_f32_vector(), ops::qlinear(normed, k).to_f32_vector());
+  auto [gsum, g] = ops::add_rms_norm_qlinear_gated(x, h, w, 1e-5f, 1.0f, q, u, ops::Activation::silu, b);
+  EXPECT_EQ(gsum.to_f32_vector(), want_sum.to_f32_vector());
+  EXPECT_EQ(g.to_f32_vector(), ops::qlinear_gated(normed, q, u, ops::Activation::silu, b).to_f32_vector());
+  EXPECT_THROW(ops::add_rms_norm_qlinear_multi(x, optest::rand_f32({1, 255}, 18), w, 1e-5f, 0.0f, {&q}), Error);
+  EXPECT_THROW(ops::add_rms_norm_qlinear_multi(x, h, w, 1e-5f, 0.0f, {}), Error);
+}
+
 TEST(Qlinear, GemmPathAcrossKBlocks) {
   uint32_t seed = 500;
   for (int bits : kBits)

@@ -191,6 +191,23 @@ void qlinear_multi(const float* x, int64_t M, const std::vector<QuantMatrix>& ws
                    const std::vector<float*>& ys);
 void qlinear_gated(const float* x, int64_t M, const QuantMatrix& gate, const QuantMatrix& up, const float* gate_bias,
                    const float* up_bias, Act act, float* y);
+// The residual add and RMSNorm of one row folded into the decode GEMV that reads the norm
+// (design 11, qgemv_rf.cu): sum = x + h (f32 [K], x and h 16-byte aligned), and the
+// products, as qlinear_multi / qlinear_gated give them, of rms_norm(sum, w, eps, w_offset)
+// (w f32|f16|bf16 [K], or null for ones; the formula of cuda::rms_norm). False (nothing
+// launched) where design 11 does not take the shape or another design is selected: the
+// caller then composes add_rms_norm and the products.
+struct RowNorm {
+  const float* h = nullptr;
+  const void* w = nullptr;
+  DType w_dtype = DType::f32;
+  float eps = 0.0f, w_offset = 0.0f;
+  float* sum = nullptr;
+};
+bool qlinear_multi_normed(const float* x, const RowNorm& norm, const std::vector<QuantMatrix>& ws,
+                          const std::vector<const float*>& biases, const std::vector<float*>& ys);
+bool qlinear_gated_normed(const float* x, const RowNorm& norm, const QuantMatrix& gate, const QuantMatrix& up,
+                          const float* gate_bias, const float* up_bias, Act act, float* y);
 // out f32 [n, K] = dequantized rows rows[0..n) of w; rows null means rows 0..n-1.
 // Row indices outside [0, N) throw invalid_request (this waits for the kernel).
 void dequantize_rows_f32(const QuantMatrix& w, const int32_t* rows, int64_t n, float* out);

@@ -82,8 +82,14 @@ bool qgemv_tc(const float* x, int M, GemvParts P, int bits, int group_shift, int
 // 1024 + q under f16 (nibbles by LOP3, bytes by PRMT), x rounded to f16 after a
 // power-of-two scale per group (2^-12 relative, any finite x), f32 accumulation and
 // fold. False (nothing launched) when the shape, alignment or card does not fit it.
+// With norm (kernels.h RowNorm), x is the residual and the kernel also takes the residual
+// add and the RMSNorm before the products: each block reads x + h and the norm weight for
+// its conversion of x, the first block writes the sum, and the rows' sums are scaled by
+// 1 / rms(x + h) at the end (the norm is linear in its scale; no barrier before the first
+// tile).
+struct RowNorm;
 bool qgemv_rf(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
-              cudaStream_t st);
+              cudaStream_t st, const RowNorm* norm = nullptr);
 
 // Design 10 (quantized, 4- or 8-bit, M <= 8 / (128 / group size), qgemv_ks.cu): design 8's
 // numerics for 4 bits (8 bits: exact 1024 + q and x scaled per column by a power of two

@@ -654,4 +654,57 @@ void qlinear_gated(const float* x, int64_t M, const QuantMatrix& gate, const Qua
   });
 }
 
+namespace {
+// Design 11 with the norm folded in, where it is selected (the default or 11) and takes the
+// shape: one row, its usual conditions.
+// MLXCEL_CUDA_NORM_FOLD=0 keeps the norm a kernel of its own (A/B runs).
+const bool g_norm_fold = [] {
+  const char* e = std::getenv("MLXCEL_CUDA_NORM_FOLD");
+  return !e || std::string(e) != "0";
+}();
+bool normed_launch(const float* x, const RowNorm& norm, GemvParts& P, const QuantMatrix& w) {
+  const int v = gemv_variant(true);
+  if (!g_norm_fold || (v != kQgemvAuto && v != 11)) return false;
+  const int shift = group_shift_of(w.group_size);
+  if (shift < 0) return false;
+  return qgemv_rf(x, 1, P, w.bits, shift, w.K, w.scale_dtype, stream_of(current_device()), &norm);
+}
+}  // namespace
+
+bool qlinear_multi_normed(const float* x, const RowNorm& norm, const std::vector<QuantMatrix>& ws,
+                          const std::vector<const float*>& biases, const std::vector<float*>& ys) {
+  init();
+  MLXCEL_CUDA_REQUIRE(!ws.empty() && ws.size() <= size_t(kMaxParts) && biases.size() == ws.size() &&
+                          ys.size() == ws.size(),
+                      "qlinear_multi_normed: 1..3 parts");
+  GemvParts P;
+  P.n = int(ws.size());
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const QuantMatrix& w = ws[i];
+    check_matrix(w);
+    if (w.K != ws[0].K || w.bits != ws[0].bits || w.group_size != ws[0].group_size || w.scale_dtype != ws[0].scale_dtype)
+      return false;
+    P.w[i] = w.packed, P.scales[i] = w.scales, P.biases[i] = w.biases, P.bias[i] = biases[i], P.out[i] = ys[i];
+    P.N[i] = w.N;
+  }
+  return normed_launch(x, norm, P, ws[0]);
+}
+
+bool qlinear_gated_normed(const float* x, const RowNorm& norm, const QuantMatrix& gate, const QuantMatrix& up,
+                          const float* gate_bias, const float* up_bias, Act act, float* y) {
+  init();
+  check_matrix(gate);
+  check_matrix(up);
+  if (up.N != gate.N || up.K != gate.K || up.bits != gate.bits || up.group_size != gate.group_size ||
+      up.scale_dtype != gate.scale_dtype)
+    return false;
+  GemvParts P;
+  P.n = 2;
+  P.w[0] = gate.packed, P.scales[0] = gate.scales, P.biases[0] = gate.biases, P.bias[0] = gate_bias;
+  P.w[1] = up.packed, P.scales[1] = up.scales, P.biases[1] = up.biases, P.bias[1] = up_bias;
+  P.out[0] = y, P.N[0] = gate.N, P.N[1] = gate.N;
+  P.gate_act = int(act);
+  return normed_launch(x, norm, P, gate);
+}
+
 }  // namespace mlxcel::cuda

@@ -9,8 +9,19 @@ namespace mlxcel {
 
 Tensor Attention::operator()(const Tensor& x, const Batch& batch, const RopeParams* rope, Tensor& k_cache,
                              Tensor& v_cache) const {
-  const int64_t T = x.dim(0);
-  std::vector<Tensor> qkv = Linear::apply_all(x, {&q_proj, &k_proj, &v_proj});
+  return attend(Linear::apply_all(x, {&q_proj, &k_proj, &v_proj}), batch, rope, k_cache, v_cache);
+}
+
+Tensor Attention::add_norm_then(Tensor& x, const Tensor& h, const Norm& norm, const Batch& batch,
+                                const RopeParams* rope, Tensor& k_cache, Tensor& v_cache) const {
+  auto [sum, qkv] = Linear::add_norm_apply_all(x, h, norm, {&q_proj, &k_proj, &v_proj}, input_dtype(x));
+  x = sum;
+  return attend(qkv, batch, rope, k_cache, v_cache);
+}
+
+Tensor Attention::attend(const std::vector<Tensor>& qkv, const Batch& batch, const RopeParams* rope,
+                         Tensor& k_cache, Tensor& v_cache) const {
+  const int64_t T = qkv[0].dim(0);
   Tensor q = qkv[0];  // [T, H*D]
   Tensor k = qkv[1];  // [T, Hkv*D]
   Tensor v = qkv[2];  // [T, Hkv*D]
@@ -39,6 +50,17 @@ DType Attention::input_dtype(const Tensor& x) const {
 Tensor Mlp::operator()(const Tensor& x) const {
   if (gated) return down_proj(Linear::gated(x, gate_proj, up_proj, act, down_proj.input_dtype(x)));
   return down_proj(ops::activate(up_proj(x), act));
+}
+
+Tensor Mlp::add_norm_then(Tensor& x, const Tensor& h, const Norm& norm) const {
+  if (!gated) {
+    auto [sum, normed] = norm.add_then(x, h, input_dtype(x));
+    x = sum;
+    return (*this)(normed);
+  }
+  auto [sum, g] = Linear::add_norm_gated(x, h, norm, gate_proj, up_proj, act, input_dtype(x), down_proj.input_dtype(x));
+  x = sum;
+  return down_proj(g);
 }
 
 DType Mlp::input_dtype(const Tensor& x) const {
@@ -100,14 +122,17 @@ Tensor DecoderLM::forward(const Batch& batch, KvCache& cache) {
     const RopeParams* rope = b.attn.use_rope ? &ropes.at(b.attn.rope_key) : nullptr;
     Tensor h;
     // The normed halves go out in the dtype the next products read (bf16 for prompt-sized
-    // CUDA products of bf16 weights): no separate rounding pass.
-    if (pending.defined()) std::tie(x, h) = b.pre_attn_norm.add_then(x, pending, b.attn.input_dtype(x));
-    else h = b.pre_attn_norm.defined() ? b.pre_attn_norm(x) : x;
-    h = b.attn(h, batch, rope, cache.k[i], cache.v[i]);
+    // CUDA products of bf16 weights): no separate rounding pass. For one row of
+    // MLX-quantized weights on CUDA the add and the norm run inside the products' launch.
+    if (pending.defined()) {
+      h = b.attn.add_norm_then(x, pending, b.pre_attn_norm, batch, rope, cache.k[i], cache.v[i]);
+    } else {
+      h = b.pre_attn_norm.defined() ? b.pre_attn_norm(x) : x;
+      h = b.attn(h, batch, rope, cache.k[i], cache.v[i]);
+    }
     if (b.post_attn_norm.defined()) h = b.post_attn_norm(h);
     if (b.residual_scale != 1.0f) h = ops::scale(h, b.residual_scale);
-    std::tie(x, h) = b.pre_ffw_norm.add_then(x, h, b.mlp.input_dtype(x));
-    h = b.mlp(h);
+    h = b.mlp.add_norm_then(x, h, b.pre_ffw_norm);
     if (b.post_ffw_norm.defined()) h = b.post_ffw_norm(h);
     if (b.residual_scale != 1.0f) h = ops::scale(h, b.residual_scale);
     pending = h;

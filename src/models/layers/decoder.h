@@ -28,9 +28,18 @@ struct Attention {
   // x f32 [T, hidden] -> [T, hidden]; writes this step's K/V into the layer's cache.
   Tensor operator()(const Tensor& x, const Batch& batch, const RopeParams* rope, Tensor& k_cache,
                     Tensor& v_cache) const;
+  // operator() of norm(x + h), x becoming x + h: the residual add and the norm folded into
+  // the q/k/v products where they allow (Linear::add_norm_apply_all).
+  Tensor add_norm_then(Tensor& x, const Tensor& h, const Norm& norm, const Batch& batch, const RopeParams* rope,
+                       Tensor& k_cache, Tensor& v_cache) const;
   // The dtype q/k/v read an x with these rows in (Linear::input_dtype; bf16 only if all three
   // do): the pre-attention norm writes it.
   DType input_dtype(const Tensor& x) const;
+
+ private:
+  // Everything after the q/k/v products: norms, RoPE and the cache write, attention, o_proj.
+  Tensor attend(const std::vector<Tensor>& qkv, const Batch& batch, const RopeParams* rope, Tensor& k_cache,
+                Tensor& v_cache) const;
 };
 
 struct Mlp {
@@ -38,6 +47,9 @@ struct Mlp {
   Linear gate_proj, up_proj, down_proj;
   ops::Activation act = ops::Activation::silu;
   Tensor operator()(const Tensor& x) const;  // x f32, or bf16 where input_dtype says so
+  // operator() of norm(x + h), x becoming x + h: the add and norm folded into gate/up where
+  // they allow (Linear::add_norm_gated).
+  Tensor add_norm_then(Tensor& x, const Tensor& h, const Norm& norm) const;
   DType input_dtype(const Tensor& x) const;  // likewise for gate and up (or up)
 };
 

@@ -129,6 +129,32 @@ Tensor Linear::gated(const Tensor& x, const Linear& gate, const Linear& up, ops:
   return ops::gated(gate(x), up(x), act);
 }
 
+std::pair<Tensor, std::vector<Tensor>> Linear::add_norm_apply_all(const Tensor& x, const Tensor& h, const Norm& norm,
+                                                                  const std::vector<const Linear*>& ls,
+                                                                  DType norm_dtype) {
+  bool fold = norm.defined() && norm.kind_ == Norm::Kind::rms && !ls.empty() && ls.size() <= 3;
+  for (const Linear* l : ls) fold = fold && l->qweight_ && l->qweight_->spec.format == QuantFormat::mlx_affine;
+  if (fold) {
+    std::vector<const QuantizedWeight*> ws;
+    std::vector<Tensor> biases;
+    for (const Linear* l : ls) ws.push_back(&*l->qweight_), biases.push_back(l->bias_);
+    return ops::add_rms_norm_qlinear_multi(x, h, norm.weight_, norm.eps_, norm.w_offset_, ws, biases);
+  }
+  auto [sum, normed] = norm.add_then(x, h, norm_dtype);
+  return {sum, apply_all(normed, ls)};
+}
+
+std::pair<Tensor, Tensor> Linear::add_norm_gated(const Tensor& x, const Tensor& h, const Norm& norm, const Linear& gate,
+                                                 const Linear& up, ops::Activation act, DType norm_dtype,
+                                                 DType out_dtype) {
+  if (norm.defined() && norm.kind_ == Norm::Kind::rms && gate.qweight_ && up.qweight_ &&
+      gate.qweight_->spec.format == QuantFormat::mlx_affine && up.qweight_->spec.format == QuantFormat::mlx_affine)
+    return ops::add_rms_norm_qlinear_gated(x, h, norm.weight_, norm.eps_, norm.w_offset_, *gate.qweight_,
+                                           *up.qweight_, act, gate.bias_, up.bias_);
+  auto [sum, normed] = norm.add_then(x, h, norm_dtype);
+  return {sum, gated(normed, gate, up, act, out_dtype)};
+}
+
 DType Linear::input_dtype(const Tensor& x) const {
   return qweight_ ? DType::f32 : ops::matmul_input_dtype(x, weight_);
 }

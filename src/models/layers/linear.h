@@ -15,6 +15,8 @@
 
 namespace mlxcel {
 
+class Norm;
+
 class Linear {
  public:
   Linear() = default;
@@ -37,6 +39,17 @@ class Linear {
   // act(gate(x)) * up(x), fused likewise; in out_dtype where dense weights allow (else f32).
   static Tensor gated(const Tensor& x, const Linear& gate, const Linear& up, ops::Activation act,
                       DType out_dtype = DType::f32);
+  // {x + h, apply_all(norm(x + h), ls)}: a residual add, the norm after it and the products
+  // of the normed rows, as one launch where they allow (MLX-quantized weights behind an
+  // RMSNorm, one row on CUDA: ops::add_rms_norm_qlinear_multi); else norm.add_then (its
+  // normed half in norm_dtype), then apply_all.
+  static std::pair<Tensor, std::vector<Tensor>> add_norm_apply_all(const Tensor& x, const Tensor& h, const Norm& norm,
+                                                                   const std::vector<const Linear*>& ls,
+                                                                   DType norm_dtype);
+  // {x + h, gated(norm(x + h), gate, up, act, out_dtype)} likewise (ops::add_rms_norm_qlinear_gated).
+  static std::pair<Tensor, Tensor> add_norm_gated(const Tensor& x, const Tensor& h, const Norm& norm,
+                                                  const Linear& gate, const Linear& up, ops::Activation act,
+                                                  DType norm_dtype, DType out_dtype);
   // The dtype this layer's product reads an input with x's rows in (ops::matmul_input_dtype):
   // what its producer may write directly.
   DType input_dtype(const Tensor& x) const;
@@ -84,6 +97,7 @@ class Norm {
   bool defined() const { return weight_.defined(); }
 
  private:
+  friend class Linear;  // add_norm_apply_all / add_norm_gated fold an RMSNorm into the products
   Kind kind_ = Kind::rms;
   Tensor weight_, bias_;
   float eps_ = 1e-6f;
