@@ -2,6 +2,8 @@
 // (the kernels trust it), so a bad batch is an invalid_request, never a stray read.
 #include "ops/attention.h"
 
+#include "ops/fused.h"
+
 #include "backends/cpu/attention.h"
 #include "ops/ops_internal.h"
 #include "backends/cuda/dispatch.h"
@@ -202,6 +204,42 @@ Tensor rope_kv_write(const Tensor& q, const Tensor& k, const Tensor& v, const Te
                         device_mirror(ctx.slot_mapping_device, k_cache.device(), T, slots));
   });
   return out;
+}
+
+bool detail::rope_kv_target(const RopeKvWrite& w, int64_t q_rows, int64_t k_rows, int64_t v_rows, Device dev,
+                            RopeKvTarget* out) {
+  if (!w.positions || !w.rope || !w.k_cache || !w.v_cache || !w.ctx || dev.type != DeviceType::cuda) return false;
+  const RopeParams& p = *w.rope;
+  const int D = w.head_dim;
+  if (D <= 0 || D % 16 != 0 || p.rotary_dim != D || p.interleaved || q_rows % D != 0) return false;
+  const Tensor& pos = *w.positions;
+  const Tensor &kc = *w.k_cache, &vc = *w.v_cache;
+  if (!pos.defined() || pos.dtype() != DType::i32 || pos.numel() != 1 || pos.device() != dev || !pos.is_contiguous())
+    return false;
+  if (!kc.defined() || !vc.defined() || kc.ndim() != 4 || vc.ndim() != 4 || kc.device() != dev ||
+      vc.device() != dev || kc.dtype() != vc.dtype() || !kc.is_contiguous() || !vc.is_contiguous())
+    return false;
+  const DType c = kc.dtype();
+  if (c != DType::f32 && c != DType::f16 && c != DType::bf16) return false;
+  if (kc.dim(0) != vc.dim(0) || kc.dim(1) != vc.dim(1) || kc.dim(2) != vc.dim(2) || kc.dim(3) != D ||
+      kc.dim(2) * D != k_rows || vc.dim(2) * vc.dim(3) != v_rows)
+    return false;
+  // The slot: checked on the host as kv_cache_write checks it, read by the kernel from the
+  // step's device mirror.
+  const Tensor& sm = w.ctx->slot_mapping;
+  if (!sm.defined() || sm.dtype() != DType::i32 || sm.numel() != 1 || sm.device().type != DeviceType::cpu) return false;
+  const int64_t n_slots = kc.dim(0) * kc.dim(1);
+  const int32_t slot = sm.data<int32_t>()[0];
+  if (slot < 0 || slot >= n_slots) return false;
+  const int32_t* slot_dev = device_mirror(w.ctx->slot_mapping_device, dev, 1, nullptr);
+  if (!slot_dev) return false;
+  const bool freq_mirror = p.inv_freq_device.defined() && p.inv_freq_device.device() == dev &&
+                           p.inv_freq_device.numel() == D / 2 && p.inv_freq_device.dtype() == DType::f32 &&
+                           p.inv_freq_device.is_contiguous();
+  if (!freq_mirror) return false;
+  *out = RopeKvTarget{pos.data<int32_t>(), slot_dev, p.inv_freq_device.data<float>(), p.attention_scaling, D,
+                      kc.raw(), vc.raw(), c, n_slots};
+  return true;
 }
 
 }  // namespace mlxcel::ops

@@ -53,10 +53,26 @@ Tensor qlinear_gated(const Tensor& x, const QuantizedWeight& gate, const Quantiz
 // into its reading of x (design 11, backends/cuda/qgemv_rf.cu); otherwise add_rms_norm
 // then qlinear_multi. The two agree within f32 rounding (the sum of squares is added in
 // another order).
+//
+// With rope_kv (ws = q, k, v; one row): where that launch also takes the step's RoPE and
+// cache write (NeoX halves over whole heads of rope_kv->head_dim, the step's position,
+// slot and frequencies mirrored on the device), it returns q and k rotated and has written
+// k and v into the caches, as rope_kv_write would (its formula; within f32 rounding), and
+// sets rope_kv->done; otherwise done stays false and the products come back unrotated.
+struct RopeKvWrite {
+  const Tensor* positions = nullptr;  // i32 [1]
+  const RopeParams* rope = nullptr;
+  Tensor* k_cache = nullptr;
+  Tensor* v_cache = nullptr;
+  const AttentionContext* ctx = nullptr;
+  int head_dim = 0;
+  bool done = false;
+};
 std::pair<Tensor, std::vector<Tensor>> add_rms_norm_qlinear_multi(const Tensor& x, const Tensor& h, const Tensor& norm_w,
                                                                   float eps, float w_offset,
                                                                   const std::vector<const QuantizedWeight*>& ws,
-                                                                  const std::vector<Tensor>& biases = {});
+                                                                  const std::vector<Tensor>& biases = {},
+                                                                  RopeKvWrite* rope_kv = nullptr);
 // {x + h, qlinear_gated(rms_norm(x + h, ...), gate, up, act, ...)}: the same for an MLP.
 std::pair<Tensor, Tensor> add_rms_norm_qlinear_gated(const Tensor& x, const Tensor& h, const Tensor& norm_w, float eps,
                                                      float w_offset, const QuantizedWeight& gate,

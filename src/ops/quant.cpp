@@ -246,8 +246,10 @@ bool norm_foldable(const Tensor& x, const Tensor& h, const Tensor& norm_w, const
 std::pair<Tensor, std::vector<Tensor>> add_rms_norm_qlinear_multi(const Tensor& x, const Tensor& h, const Tensor& norm_w,
                                                                   float eps, float w_offset,
                                                                   const std::vector<const QuantizedWeight*>& ws,
-                                                                  const std::vector<Tensor>& biases) {
+                                                                  const std::vector<Tensor>& biases,
+                                                                  RopeKvWrite* rope_kv) {
   constexpr const char* kOp = "add_rms_norm_qlinear_multi";
+  if (rope_kv) rope_kv->done = false;
   if (!ws.empty() && ws.size() <= 3 && (biases.empty() || biases.size() == ws.size()) &&
       norm_foldable(x, h, norm_w, ws)) {
     auto bias = [&](size_t i) { return biases.empty() ? Tensor() : biases[i]; };
@@ -270,12 +272,23 @@ std::pair<Tensor, std::vector<Tensor>> add_rms_norm_qlinear_multi(const Tensor& 
       outs.push_back(Tensor::empty(shape, DType::f32, x.device()));
       ys.push_back(outs.back().data<float>());
     }
+    detail::RopeKvTarget rt;
+    const bool roped = rope_kv && ws.size() == 3 &&
+                       detail::rope_kv_target(*rope_kv, ws[0]->rows(), ws[1]->rows(), ws[2]->rows(), x.device(), &rt);
     bool done = false;
     MLXCEL_CUDA_CALL(kOp, {
       cuda::RowNorm rn;
       rn.h = hc.data<float>(), rn.sum = sum.data<float>(), rn.eps = eps, rn.w_offset = w_offset;
       if (wc.defined()) rn.w = wc.raw(), rn.w_dtype = wc.dtype();
-      done = cuda::qlinear_multi_normed(xc.data<float>(), rn, ms, bp, ys);
+      cuda::RopeKv rk;
+      rk.pos = rt.pos, rk.slot = rt.slot, rk.inv_freq = rt.inv_freq, rk.attn_scale = rt.attn_scale;
+      rk.head_dim = rt.head_dim, rk.k_cache = rt.k_cache, rk.v_cache = rt.v_cache, rk.cache_dtype = rt.cache_dtype;
+      rk.n_slots = rt.n_slots;
+      // With the rope it is both or neither: a launch that declines the epilogue is
+      // tried again without it.
+      if (roped) done = cuda::qlinear_multi_normed(xc.data<float>(), rn, ms, bp, ys, &rk);
+      if (done) rope_kv->done = true;
+      else done = cuda::qlinear_multi_normed(xc.data<float>(), rn, ms, bp, ys);
     });
     if (done) return {sum, outs};
   }

@@ -3,6 +3,8 @@
 // tokens, MLX q4/q8 copies, a GGUF Q8_0/Q4_0 copy (run as MLX affine on the device), and
 // the engine's device-side greedy sampling. Skips without a GPU.
 #include <algorithm>
+#include <sstream>
+#include <fstream>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -466,6 +468,76 @@ TEST(CudaGguf, TranscodedBlocksMatchTheCpu) {
     const double err = rel_err(gb.prefill(prompt, true).to_f32_vector(), ga.prefill(prompt, true).to_f32_vector());
     EXPECT_LT(err, 1e-4) << f;
   }
+}
+
+// A decoder whose shapes design 11 (the default GEMV) takes (hidden 512, heads of 128, no
+// q/k norms): from the second layer on, a decode step's residual add and RMSNorm run
+// inside the q/k/v and gate/up launches, and RoPE and the cache write in the q/k/v
+// launch's epilogue. Its greedy decode on CUDA, plain and graphed, tracks the same steps
+// with the folds off within the f16 rounding of x (1e-3) and the CPU's within the bf16
+// KV cache's rounding (1e-2), and the profile of a plain step shows one rope_kv_write
+// (layer 0) instead of two.
+TEST(CudaDecode, FoldedNormAndRopeTrackTheCpu) {
+  REQUIRE_GPU();
+  const fs::path cfg = fs::temp_directory_path() / "mlxcel_fold_llama.json";
+  {
+    std::ofstream out(cfg);
+    out << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 512,
+      "hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 2, "num_attention_heads": 4,
+      "num_key_value_heads": 2, "head_dim": 128, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
+      "hidden_act": "silu", "tie_word_embeddings": false, "rope_theta": 500000.0})";
+  }
+  const std::vector<int> prompt{3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5};
+  for (const char* f : {"q4", "q8"}) {
+    ModelConfig c = synthetic_config(cfg.string(), f);
+    WeightMap cpu_w = synthetic_weights(c, f);
+    WeightMap gpu_w = cpu_w;
+    place_weights(gpu_w, Device::cuda());
+    auto a = build_model(c, cpu_w);
+    auto b = build_model(c, gpu_w);
+    const int previous = cuda::set_gemv_variants(1, 9);  // the default (tests run design 0)
+    Generator ga(*a, 64), gb(*b, 64), gg(*b, 64), gu(*b, 64);
+    gb.set_graphs(false);
+    gg.set_graphs(true);
+    gu.set_graphs(false);
+    std::vector<float> want = ga.prefill(prompt).to_f32_vector();
+    std::vector<float> got = gb.prefill(prompt).to_f32_vector();
+    std::vector<float> graphed = gg.prefill(prompt).to_f32_vector();
+    std::vector<float> unfolded = gu.prefill(prompt).to_f32_vector();
+    for (int step = 0; step < 8; ++step) {
+      EXPECT_LT(rel_err(got, unfolded), 1e-3) << f << " step " << step;
+      EXPECT_LT(rel_err(graphed, unfolded), 1e-3) << f << " step " << step;
+      EXPECT_LT(rel_err(got, want), 1e-2) << f << " step " << step;
+      const int tok = int(std::max_element(want.begin(), want.end()) - want.begin());
+      want = ga.decode(tok).to_f32_vector();
+      const int folds = cuda::set_decode_folds(0);
+      unfolded = gu.decode(tok).to_f32_vector();
+      cuda::set_decode_folds(folds);
+      const bool profile = step == 3;
+      if (profile) {
+        cuda::set_profiling(true);
+        cuda::profile_report(true);
+      }
+      got = gb.decode(tok).to_f32_vector();
+      if (profile) {
+        const std::string report = cuda::profile_report(true);
+        cuda::set_profiling(false);
+        EXPECT_NE(report.find("add_rms_norm_qlinear_multi"), std::string::npos) << report;
+        EXPECT_NE(report.find("add_rms_norm_qlinear_gated"), std::string::npos) << report;
+        // rope_kv_write's row: "rope_kv_write <ms> <calls> ..." with one call (layer 0).
+        const size_t at = report.find("rope_kv_write");
+        ASSERT_NE(at, std::string::npos) << report;
+        std::istringstream row(report.substr(at + std::string("rope_kv_write").size()));
+        double ms = 0.0;
+        int calls = 0;
+        row >> ms >> calls;
+        EXPECT_EQ(calls, 1) << report;
+      }
+      graphed = gg.decode(tok).to_f32_vector();
+    }
+    cuda::set_gemv_variants(previous / 16, previous % 16);
+  }
+  fs::remove(cfg);
 }
 
 // Copy-on-write of KV blocks on the device (ModelRunner::copy_blocks -> ops::copy_).

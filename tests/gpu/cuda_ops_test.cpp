@@ -439,6 +439,82 @@ TEST(CudaOps, NormFoldedIntoQuantizedGemv) {
   }
 }
 
+// The decode step's RoPE and K/V cache write taken by the folded q/k/v launch
+// (ops::RopeKvWrite): q and k as rope_kv_write rotates them, and the caches as it writes
+// them (other slots untouched), against add_rms_norm_qlinear_multi without it followed by
+// rope_kv_write on other caches; f32 and bf16 caches, head dims 64 and 128, a linear bias
+// on q and k, attention scaling 1.1. Where the step does not allow it (partial rotary
+// dims, positions on the host, no device mirror of the slot, design 0) done stays false
+// and the products come back unrotated.
+TEST(CudaOps, RopeKvWriteFoldedIntoQkvGemv) {
+  REQUIRE_GPU();
+  for (auto [bits, D] : {std::pair{4, 64}, std::pair{8, 128}, std::pair{4, 128}}) {
+    const int64_t K = 1024, H = 4, Hkv = 2, nb = 6, bs = 8;
+    const QuantSpec spec{QuantFormat::mlx_affine, bits, 64};
+    QuantizedWeight wq = dev_quant(ops::quantize(rand_host({H * D, K}), spec, DType::bf16));
+    QuantizedWeight wk = dev_quant(ops::quantize(rand_host({Hkv * D, K}), spec, DType::bf16));
+    QuantizedWeight wv = dev_quant(ops::quantize(rand_host({Hkv * D, K}), spec, DType::bf16));
+    const Tensor bq = dev(rand_host({H * D})), bk = dev(rand_host({Hkv * D}));
+    const Tensor x = dev(rand_host({1, K})), h = dev(rand_host({1, K})), nw = dev(rand_host({K}));
+    RopeParams rp;
+    std::vector<float> inv(size_t(D / 2));
+    for (int i = 0; i < D / 2; ++i) inv[size_t(i)] = std::pow(10000.0f, -2.0f * i / float(D));
+    rp.inv_freq = Tensor::from_f32({D / 2}, inv);
+    rp.inv_freq_device = dev(rp.inv_freq);
+    rp.rotary_dim = int(D);
+    rp.attention_scaling = 1.1f;
+    AttentionContext ctx;
+    ctx.block_size = int(bs);
+    ctx.slot_mapping = Tensor::from_i32({1}, {13});
+    ctx.slot_mapping_device = dev(ctx.slot_mapping);
+    const Tensor pos = dev(Tensor::from_i32({1}, {1234}));
+    const int previous = cuda::set_gemv_variants(1, 9);  // the default (tests run design 0)
+    for (DType cdt : {DType::f32, DType::bf16}) {
+      SCOPED_TRACE(std::to_string(bits) + " bits D " + std::to_string(D) + " " + dtype_name(cdt));
+      Tensor kc1 = ops::zeros({nb, bs, Hkv, D}, cdt, Device::cuda()), vc1 = ops::zeros({nb, bs, Hkv, D}, cdt, Device::cuda());
+      Tensor kc2 = ops::zeros({nb, bs, Hkv, D}, cdt, Device::cuda()), vc2 = ops::zeros({nb, bs, Hkv, D}, cdt, Device::cuda());
+      ops::RopeKvWrite rw;
+      rw.positions = &pos, rw.rope = &rp, rw.k_cache = &kc1, rw.v_cache = &vc1, rw.ctx = &ctx, rw.head_dim = int(D);
+      auto [sum, got] = ops::add_rms_norm_qlinear_multi(x, h, nw, 1e-5f, 0.0f, {&wq, &wk, &wv}, {bq, bk, Tensor()}, &rw);
+      EXPECT_TRUE(rw.done);
+      auto [sum2, plain] = ops::add_rms_norm_qlinear_multi(x, h, nw, 1e-5f, 0.0f, {&wq, &wk, &wv}, {bq, bk, Tensor()});
+      Tensor want_q = ops::rope_kv_write(plain[0].reshape({1, H, D}), plain[1].reshape({1, Hkv, D}),
+                                         plain[2].reshape({1, Hkv, D}), pos, rp, kc2, vc2, ctx);
+      Tensor want_k = ops::rope(plain[1].reshape({1, Hkv, D}), pos, rp);
+      EXPECT_TRUE(bytes_equal(sum, sum2));
+      EXPECT_LT(rel_err(got[0].reshape({1, H, D}), want_q), 1e-5);
+      EXPECT_LT(rel_err(got[1].reshape({1, Hkv, D}), want_k), 1e-5);
+      EXPECT_LT(rel_err(got[2], plain[2]), 1e-5);
+      // The whole caches: slot 13 written alike, every other slot still zero in both.
+      EXPECT_LT(rel_err(kc1, kc2), cdt == DType::f32 ? 1e-5 : 1e-3);
+      EXPECT_LT(rel_err(vc1, vc2), cdt == DType::f32 ? 1e-5 : 1e-3);
+      EXPECT_GT(rel_err(kc1, ops::zeros({nb, bs, Hkv, D}, cdt, Device::cuda())), 0.0);
+    }
+    // Declined: partial rotary dims, positions on the host, no slot mirror, design 0.
+    Tensor kc = ops::zeros({nb, bs, Hkv, D}, DType::bf16, Device::cuda()), vc = ops::zeros({nb, bs, Hkv, D}, DType::bf16, Device::cuda());
+    const Tensor host_pos = Tensor::from_i32({1}, {1234});
+    AttentionContext no_mirror = ctx;
+    no_mirror.slot_mapping_device = Tensor();
+    RopeParams partial = rp;
+    partial.rotary_dim = int(D / 2);
+    partial.inv_freq = Tensor::from_f32({D / 4}, std::vector<float>(inv.begin(), inv.begin() + D / 4));
+    partial.inv_freq_device = dev(partial.inv_freq);
+    for (int c = 0; c < 4; ++c) {
+      ops::RopeKvWrite rw;
+      rw.positions = c == 1 ? &host_pos : &pos, rw.rope = c == 0 ? &partial : &rp, rw.k_cache = &kc, rw.v_cache = &vc;
+      rw.ctx = c == 2 ? &no_mirror : &ctx, rw.head_dim = int(D);
+      cuda::set_gemv_variants(1, c == 3 ? 0 : 9);
+      auto [s3, outs] = ops::add_rms_norm_qlinear_multi(x, h, nw, 1e-5f, 0.0f, {&wq, &wk, &wv}, {bq, bk, Tensor()}, &rw);
+      cuda::set_gemv_variants(1, 9);
+      EXPECT_FALSE(rw.done) << c;
+      Tensor plain_q = ops::add_rms_norm_qlinear_multi(x, h, nw, 1e-5f, 0.0f, {&wq}, {bq}).second[0];
+      EXPECT_LT(rel_err(outs[0], plain_q), 1e-3) << c;
+    }
+    EXPECT_TRUE(bytes_equal(kc, ops::zeros({nb, bs, Hkv, D}, DType::bf16, Device::cuda())));
+    cuda::set_gemv_variants(previous / 16, previous % 16);
+  }
+}
+
 // The fused decode ops (ops/fused.h) on CUDA give, bit for bit, what the composition
 // they replace gives on CUDA, and match the CPU; 9 rows take the composition path.
 TEST(CudaOps, FusedOpsMatchComposition) {

@@ -87,9 +87,12 @@ bool qgemv_tc(const float* x, int M, GemvParts P, int bits, int group_shift, int
 // its conversion of x, the first block writes the sum, and the rows' sums are scaled by
 // 1 / rms(x + h) at the end (the norm is linear in its scale; no barrier before the first
 // tile).
+// With rope (kernels.h RopeKv; parts q, k, v, not gated), the epilogue also rotates q and
+// k and writes k and v into the caches. Both only where K <= 4096.
 struct RowNorm;
+struct RopeKv;
 bool qgemv_rf(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
-              cudaStream_t st, const RowNorm* norm = nullptr);
+              cudaStream_t st, const RowNorm* norm = nullptr, const RopeKv* rope = nullptr);
 
 // Design 10 (quantized, 4- or 8-bit, M <= 8 / (128 / group size), qgemv_ks.cu): design 8's
 // numerics for 4 bits (8 bits: exact 1024 + q and x scaled per column by a power of two

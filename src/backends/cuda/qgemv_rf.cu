@@ -70,6 +70,21 @@ struct KNorm {
   float* sum;
 };
 
+// A decode step's RoPE and K/V cache write in the epilogue (kernels.h RopeKv; pos null:
+// none). Parts 0 and 1 (q, k) then take rows i and i + D / 2 of a head into one tile (8 of
+// each), so the rotated pairs meet in the tile's sums.
+struct KRope {
+  const int32_t* pos;
+  const int32_t* slot;
+  const float* inv_freq;
+  float attn_scale;
+  int D;
+  void* kc;
+  void* vc;
+  int cdt;
+  int64_t n_slots;
+};
+
 __device__ __forceinline__ uint4 ldg_stream(const void* p) {
   uint4 r;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
@@ -108,11 +123,13 @@ __device__ __forceinline__ unsigned f16_bytes(uint32_t w) {
 
 template <int kBits, int kGroup, typename S, bool kGated, int kMinB = 1>
 __global__ void __launch_bounds__(kMinB > 1 ? 256 : (kGroup == 32 ? kMaxWarps32 : kMaxWarps) * 32, kMinB)
-    qgemv_rf_kernel(const float* __restrict__ x, const GemvParts P, int K, unsigned tiles, const KNorm nm) {
+    qgemv_rf_kernel(const float* __restrict__ x, const GemvParts P, int K, unsigned tiles, const KNorm nm,
+                    const KRope rp) {
   using SP = ScalePair<S>;
   static_assert(kGroup == 64 || kGroup == 32, "groups of 32 or 64");
   // A folded norm only in the forms of K <= 4096 (the 28-warp form has no registers for it).
   constexpr bool kNormable = kMinB > 1;
+  const bool roped = kNormable && !kGated && rp.pos != nullptr;  // parts 0 and 1 rotate
   // A step: 256 values (4 bits) or 128 (8 bits) of the warp's 512; lane c takes 32 bytes
   // of each of its rows (group c of the step, half of group c / 2, or groups 2c, 2c + 1).
   constexpr int kSteps = kBits == 4 ? 2 : 4;
@@ -141,6 +158,10 @@ __global__ void __launch_bounds__(kMinB > 1 ? 256 : (kGroup == 32 ? kMaxWarps32 
     constexpr int kOut = kGated ? 8 : 16;
     const GemvRows gr = gemv_rows(P, tile, kOut);
     int64_t r0 = gr.row0 + g, r1 = kGated ? r0 : r0 + 8;
+    if (roped && gr.part < 2) {  // rows i, i + D / 2 of one head: tile j of head h takes i = 8 j + g
+      const int64_t b = gr.row0 / rp.D * rp.D + gr.row0 % rp.D / 2;
+      r0 = b + g, r1 = b + rp.D / 2 + g;
+    }
     r0 = r0 < gr.N ? r0 : gr.N - 1, r1 = r1 < gr.N ? r1 : gr.N - 1;
     const int p0 = kGated ? 0 : gr.part, p1 = kGated ? 1 : gr.part;
     const uint4* w0 = reinterpret_cast<const uint4*>(static_cast<const uint32_t*>(P.w[p0]) + r0 * words + kw0 + s * 32) + 2 * c;
@@ -326,25 +347,47 @@ __global__ void __launch_bounds__(kMinB > 1 ? 256 : (kGroup == 32 ? kMaxWarps32 
     if (int(threadIdx.x) < kOut) {
       const GemvRows o = gemv_rows(P, t, kOut);
       const int r = int(threadIdx.x);
-      const int64_t n = o.row0 + r;
+      const bool rot = roped && o.part < 2;
+      // A rotated tile's row r is i = 8 j + r % 8 of its head, or i + D / 2 for r >= 8.
+      const int64_t rb0 = rot ? o.row0 / rp.D * rp.D + o.row0 % rp.D / 2 : o.row0;
+      const int64_t n = rot ? rb0 + (r & 7) + (r >= 8 ? rp.D / 2 : 0) : o.row0 + r;
       if (n < o.N) {
+        float inv = 1.0f;
+        if (kNormable && nm.h) {  // the folded norm's 1 / rms (the warps' sums of squares, in warp order)
+          float tot = 0.0f;
+          for (int w = 0; w < warps; ++w) tot += ssq[w];
+          inv = 1.0f / sqrtf(tot / float(K) + nm.eps);
+        }
         float sum = 0.0f, upv = 0.0f;
         for (int w = 0; w < warps; ++w) {
           sum += rb[w * 16 + r];
           if constexpr (kGated) upv += rb[w * 16 + r + 8];
         }
-        if (kNormable && nm.h) {  // the folded norm's 1 / rms (the warps' sums of squares, in warp order)
-          float tot = 0.0f;
-          for (int w = 0; w < warps; ++w) tot += ssq[w];
-          const float inv = 1.0f / sqrtf(tot / float(K) + nm.eps);
-          sum *= inv, upv *= inv;
-        }
+        if (kNormable && nm.h) sum *= inv, upv *= inv;
         if (P.bias[o.part]) sum += static_cast<const float*>(P.bias[o.part])[n];
         if constexpr (kGated) {
           if (P.bias[1]) upv += static_cast<const float*>(P.bias[1])[n];
           sum = act_any(Act(P.gate_act), sum) * upv;
         }
+        if (rot) {
+          // The partner row (r ^ 8) the same way, then rope_kv_write's rotation of the pair
+          // (first half a, second half b): a c - b s, b c + a s.
+          const int64_t pn = n + (r >= 8 ? -rp.D / 2 : rp.D / 2);
+          float other = 0.0f;
+          for (int w = 0; w < warps; ++w) other += rb[w * 16 + (r ^ 8)];
+          if (kNormable && nm.h) other *= inv;
+          if (P.bias[o.part]) other += static_cast<const float*>(P.bias[o.part])[pn];
+          const int i = int(n % rp.D) % (rp.D / 2);
+          const float ang = float(rp.pos[0]) * rp.inv_freq[i];
+          const float c = cosf(ang) * rp.attn_scale, sn = sinf(ang) * rp.attn_scale;
+          const float a = r < 8 ? sum : other, b = r < 8 ? other : sum;
+          sum = r < 8 ? a * c - b * sn : b * c + a * sn;
+        }
         static_cast<float*>(P.out[o.part])[n] = sum;
+        if (roped && o.part > 0) {  // k (rotated) and v into the caches at this token's slot
+          const int64_t slot = rp.slot[0];
+          if (slot >= 0 && slot < rp.n_slots) store_any(o.part == 1 ? rp.kc : rp.vc, rp.cdt, slot * o.N + n, sum);
+        }
       }
     }
     t += gridDim.x, parity ^= 1;
@@ -352,7 +395,7 @@ __global__ void __launch_bounds__(kMinB > 1 ? 256 : (kGroup == 32 ? kMaxWarps32 
 }
 
 template <int kBits, int kGroup, typename S, int kMinB>
-void launch_b(const float* x, GemvParts P, int K, int dev, cudaStream_t st, const KNorm& nm) {
+void launch_b(const float* x, GemvParts P, int K, int dev, cudaStream_t st, const KNorm& nm, const KRope& rp) {
   const bool gated = P.gate_act >= 0;
   const unsigned tiles = plan_blocks(P, gated ? 8 : 16);
   const int warps = K / kWarpK;
@@ -360,8 +403,8 @@ void launch_b(const float* x, GemvParts P, int K, int dev, cudaStream_t st, cons
   const int per_sm = gated ? blocks_at_smem<qgemv_rf_kernel<kBits, kGroup, S, true, kMinB>>(smem, warps * 32, dev)
                            : blocks_at_smem<qgemv_rf_kernel<kBits, kGroup, S, false, kMinB>>(smem, warps * 32, dev);
   const unsigned grid = std::min(tiles, unsigned(sm_count(dev) * per_sm));
-  if (gated) launch_pdl(qgemv_rf_kernel<kBits, kGroup, S, true, kMinB>, grid, warps * 32, smem, st, x, P, K, tiles, nm);
-  else launch_pdl(qgemv_rf_kernel<kBits, kGroup, S, false, kMinB>, grid, warps * 32, smem, st, x, P, K, tiles, nm);
+  if (gated) launch_pdl(qgemv_rf_kernel<kBits, kGroup, S, true, kMinB>, grid, warps * 32, smem, st, x, P, K, tiles, nm, rp);
+  else launch_pdl(qgemv_rf_kernel<kBits, kGroup, S, false, kMinB>, grid, warps * 32, smem, st, x, P, K, tiles, nm, rp);
 }
 // K <= 4096: blocks of at most 8 warps, compiled for two an SM (8 bits and groups of 32:
 // up to 128 registers) or three (4 bits g64: 80, the occupancy 72 registers gave, without
@@ -370,16 +413,16 @@ void launch_b(const float* x, GemvParts P, int K, int dev, cudaStream_t st, cons
 // 4 bits within the noise either way (two: 409.6 / 406.6, three: 413.9 / 405.5, against
 // 411.6 / 414.2).
 template <int kBits, int kGroup, typename S>
-void launch(const float* x, GemvParts P, int K, int dev, cudaStream_t st, const KNorm& nm) {
+void launch(const float* x, GemvParts P, int K, int dev, cudaStream_t st, const KNorm& nm, const KRope& rp) {
   constexpr int kSmall = kBits == 8 || kGroup == 32 ? 2 : 3;
-  if (K <= 8 * kWarpK) launch_b<kBits, kGroup, S, kSmall>(x, P, K, dev, st, nm);
-  else launch_b<kBits, kGroup, S, 1>(x, P, K, dev, st, nm);
+  if (K <= 8 * kWarpK) launch_b<kBits, kGroup, S, kSmall>(x, P, K, dev, st, nm, rp);
+  else launch_b<kBits, kGroup, S, 1>(x, P, K, dev, st, nm, rp);
 }
 
 }  // namespace
 
 bool qgemv_rf(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
-              cudaStream_t st, const RowNorm* norm) {
+              cudaStream_t st, const RowNorm* norm, const RopeKv* rope) {
   const bool fits = (bits == 4 || bits == 8) && (group_shift == 5 || group_shift == 6);
   if (!fits || M != 1 || K % kWarpK != 0 || K / kWarpK > (group_shift == 5 ? kMaxWarps32 : kMaxWarps)) return false;
   const int dev = current_device();
@@ -393,14 +436,26 @@ bool qgemv_rf(const float* x, int M, GemvParts P, int bits, int group_shift, int
       return false;
     nm = KNorm{norm->h, norm->w, int(norm->w_dtype), norm->eps, norm->w_offset, norm->sum};
   }
+  KRope rp{nullptr, nullptr, nullptr, 1.0f, 0, nullptr, nullptr, 0, 0};
+  if (rope) {
+    // q, k, v parts, whole heads of D (a multiple of 16) rows in q and k, one row of x.
+    const int D = rope->head_dim;
+    if (K > 8 * kWarpK || P.n != 3 || P.gate_act >= 0 || D <= 0 || D % 16 != 0 || P.N[0] % D != 0 ||
+        P.N[1] % D != 0 || !rope->pos || !rope->slot || !rope->inv_freq || !rope->k_cache || !rope->v_cache)
+      return false;
+    const DType c = rope->cache_dtype;
+    if (c != DType::f32 && c != DType::f16 && c != DType::bf16) return false;
+    rp = KRope{rope->pos, rope->slot, rope->inv_freq, rope->attn_scale, D, rope->k_cache, rope->v_cache, int(c),
+               rope->n_slots};
+  }
   if (scale_dtype == DType::f32)
     for (int i = 0; i < P.n; ++i)
       if ((reinterpret_cast<uintptr_t>(P.scales[i]) | reinterpret_cast<uintptr_t>(P.biases[i])) % 8 != 0) return false;
   by_float_type(scale_dtype, "qgemv_rf: scales", [&](auto tag) {
-    if (bits == 8 && group_shift == 6) launch<8, 64, decltype(tag)>(x, P, int(K), dev, st, nm);
-    else if (bits == 8) launch<8, 32, decltype(tag)>(x, P, int(K), dev, st, nm);
-    else if (group_shift == 6) launch<4, 64, decltype(tag)>(x, P, int(K), dev, st, nm);
-    else launch<4, 32, decltype(tag)>(x, P, int(K), dev, st, nm);
+    if (bits == 8 && group_shift == 6) launch<8, 64, decltype(tag)>(x, P, int(K), dev, st, nm, rp);
+    else if (bits == 8) launch<8, 32, decltype(tag)>(x, P, int(K), dev, st, nm, rp);
+    else if (group_shift == 6) launch<4, 64, decltype(tag)>(x, P, int(K), dev, st, nm, rp);
+    else launch<4, 32, decltype(tag)>(x, P, int(K), dev, st, nm, rp);
   });
   MLXCEL_CUDA_LAUNCH_CHECK();
   return true;

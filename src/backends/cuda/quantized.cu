@@ -658,21 +658,34 @@ namespace {
 // Design 11 with the norm folded in, where it is selected (the default or 11) and takes the
 // shape: one row, its usual conditions.
 // MLXCEL_CUDA_NORM_FOLD=0 keeps the norm a kernel of its own (A/B runs).
-const bool g_norm_fold = [] {
+bool g_norm_fold = [] {
   const char* e = std::getenv("MLXCEL_CUDA_NORM_FOLD");
   return !e || std::string(e) != "0";
 }();
-bool normed_launch(const float* x, const RowNorm& norm, GemvParts& P, const QuantMatrix& w) {
+// MLXCEL_CUDA_ROPE_FOLD=0 keeps the RoPE / cache write a kernel of its own (A/B runs).
+bool g_rope_fold = [] {
+  const char* e = std::getenv("MLXCEL_CUDA_ROPE_FOLD");
+  return !e || std::string(e) != "0";
+}();
+bool normed_launch(const float* x, const RowNorm& norm, GemvParts& P, const QuantMatrix& w, const RopeKv* rope) {
   const int v = gemv_variant(true);
   if (!g_norm_fold || (v != kQgemvAuto && v != 11)) return false;
+  if (rope && !g_rope_fold) return false;
   const int shift = group_shift_of(w.group_size);
   if (shift < 0) return false;
-  return qgemv_rf(x, 1, P, w.bits, shift, w.K, w.scale_dtype, stream_of(current_device()), &norm);
+  return qgemv_rf(x, 1, P, w.bits, shift, w.K, w.scale_dtype, stream_of(current_device()), &norm, rope);
 }
 }  // namespace
 
+int set_decode_folds(int mask) {
+  const int old = (g_norm_fold ? 1 : 0) | (g_rope_fold ? 2 : 0);
+  g_norm_fold = (mask & 1) != 0;
+  g_rope_fold = (mask & 2) != 0;
+  return old;
+}
+
 bool qlinear_multi_normed(const float* x, const RowNorm& norm, const std::vector<QuantMatrix>& ws,
-                          const std::vector<const float*>& biases, const std::vector<float*>& ys) {
+                          const std::vector<const float*>& biases, const std::vector<float*>& ys, const RopeKv* rope) {
   init();
   MLXCEL_CUDA_REQUIRE(!ws.empty() && ws.size() <= size_t(kMaxParts) && biases.size() == ws.size() &&
                           ys.size() == ws.size(),
@@ -687,7 +700,8 @@ bool qlinear_multi_normed(const float* x, const RowNorm& norm, const std::vector
     P.w[i] = w.packed, P.scales[i] = w.scales, P.biases[i] = w.biases, P.bias[i] = biases[i], P.out[i] = ys[i];
     P.N[i] = w.N;
   }
-  return normed_launch(x, norm, P, ws[0]);
+  if (rope && ws.size() != 3) return false;
+  return normed_launch(x, norm, P, ws[0], rope);
 }
 
 bool qlinear_gated_normed(const float* x, const RowNorm& norm, const QuantMatrix& gate, const QuantMatrix& up,
@@ -704,7 +718,7 @@ bool qlinear_gated_normed(const float* x, const RowNorm& norm, const QuantMatrix
   P.w[1] = up.packed, P.scales[1] = up.scales, P.biases[1] = up.biases, P.bias[1] = up_bias;
   P.out[0] = y, P.N[0] = gate.N, P.N[1] = gate.N;
   P.gate_act = int(act);
-  return normed_launch(x, norm, P, gate);
+  return normed_launch(x, norm, P, gate, nullptr);
 }
 
 }  // namespace mlxcel::cuda

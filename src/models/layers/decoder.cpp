@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include "base/error.h"
+#include "ops/fused.h"
 
 namespace mlxcel {
 
@@ -14,14 +15,27 @@ Tensor Attention::operator()(const Tensor& x, const Batch& batch, const RopePara
 
 Tensor Attention::add_norm_then(Tensor& x, const Tensor& h, const Norm& norm, const Batch& batch,
                                 const RopeParams* rope, Tensor& k_cache, Tensor& v_cache) const {
-  auto [sum, qkv] = Linear::add_norm_apply_all(x, h, norm, {&q_proj, &k_proj, &v_proj}, input_dtype(x));
+  // One decode row of a model without q/k norms: the q/k/v launch may also take the RoPE
+  // and the cache write (ops::RopeKvWrite).
+  ops::RopeKvWrite rw;
+  const bool try_rope = use_rope && rope && qk_norm == QkNorm::none && x.dim(0) == 1;
+  if (try_rope) {
+    rw.positions = &batch.positions, rw.rope = rope, rw.k_cache = &k_cache, rw.v_cache = &v_cache;
+    rw.ctx = &batch.attn, rw.head_dim = head_dim;
+  }
+  auto [sum, qkv] =
+      Linear::add_norm_apply_all(x, h, norm, {&q_proj, &k_proj, &v_proj}, input_dtype(x), try_rope ? &rw : nullptr);
   x = sum;
-  return attend(qkv, batch, rope, k_cache, v_cache);
+  return attend(qkv, batch, rope, k_cache, v_cache, rw.done);
 }
 
 Tensor Attention::attend(const std::vector<Tensor>& qkv, const Batch& batch, const RopeParams* rope,
-                         Tensor& k_cache, Tensor& v_cache) const {
+                         Tensor& k_cache, Tensor& v_cache, bool rotated_and_written) const {
   const int64_t T = qkv[0].dim(0);
+  if (rotated_and_written) {
+    Tensor o = ops::paged_attention(qkv[0].reshape({T, n_heads, head_dim}), k_cache, v_cache, batch.attn, params);
+    return o_proj(o.reshape({T, -1}));
+  }
   Tensor q = qkv[0];  // [T, H*D]
   Tensor k = qkv[1];  // [T, Hkv*D]
   Tensor v = qkv[2];  // [T, Hkv*D]

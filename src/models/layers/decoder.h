@@ -37,9 +37,10 @@ struct Attention {
   DType input_dtype(const Tensor& x) const;
 
  private:
-  // Everything after the q/k/v products: norms, RoPE and the cache write, attention, o_proj.
+  // Everything after the q/k/v products: norms, RoPE and the cache write (unless
+  // rotated_and_written: the products' launch did them), attention, o_proj.
   Tensor attend(const std::vector<Tensor>& qkv, const Batch& batch, const RopeParams* rope, Tensor& k_cache,
-                Tensor& v_cache) const;
+                Tensor& v_cache, bool rotated_and_written = false) const;
 };
 
 struct Mlp {

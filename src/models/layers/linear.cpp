@@ -131,14 +131,14 @@ Tensor Linear::gated(const Tensor& x, const Linear& gate, const Linear& up, ops:
 
 std::pair<Tensor, std::vector<Tensor>> Linear::add_norm_apply_all(const Tensor& x, const Tensor& h, const Norm& norm,
                                                                   const std::vector<const Linear*>& ls,
-                                                                  DType norm_dtype) {
+                                                                  DType norm_dtype, ops::RopeKvWrite* rope_kv) {
   bool fold = norm.defined() && norm.kind_ == Norm::Kind::rms && !ls.empty() && ls.size() <= 3;
   for (const Linear* l : ls) fold = fold && l->qweight_ && l->qweight_->spec.format == QuantFormat::mlx_affine;
   if (fold) {
     std::vector<const QuantizedWeight*> ws;
     std::vector<Tensor> biases;
     for (const Linear* l : ls) ws.push_back(&*l->qweight_), biases.push_back(l->bias_);
-    return ops::add_rms_norm_qlinear_multi(x, h, norm.weight_, norm.eps_, norm.w_offset_, ws, biases);
+    return ops::add_rms_norm_qlinear_multi(x, h, norm.weight_, norm.eps_, norm.w_offset_, ws, biases, rope_kv);
   }
   auto [sum, normed] = norm.add_then(x, h, norm_dtype);
   return {sum, apply_all(normed, ls)};

@@ -15,6 +15,9 @@
 
 namespace mlxcel {
 
+namespace ops {
+struct RopeKvWrite;
+}
 class Norm;
 
 class Linear {
@@ -42,10 +45,12 @@ class Linear {
   // {x + h, apply_all(norm(x + h), ls)}: a residual add, the norm after it and the products
   // of the normed rows, as one launch where they allow (MLX-quantized weights behind an
   // RMSNorm, one row on CUDA: ops::add_rms_norm_qlinear_multi); else norm.add_then (its
-  // normed half in norm_dtype), then apply_all.
+  // normed half in norm_dtype), then apply_all. rope_kv (ls = q, k, v): the launch may also
+  // take the step's RoPE and cache write (ops::RopeKvWrite; rope_kv->done says whether it did).
   static std::pair<Tensor, std::vector<Tensor>> add_norm_apply_all(const Tensor& x, const Tensor& h, const Norm& norm,
                                                                    const std::vector<const Linear*>& ls,
-                                                                   DType norm_dtype);
+                                                                   DType norm_dtype,
+                                                                   ops::RopeKvWrite* rope_kv = nullptr);
   // {x + h, gated(norm(x + h), gate, up, act, out_dtype)} likewise (ops::add_rms_norm_qlinear_gated).
   static std::pair<Tensor, Tensor> add_norm_gated(const Tensor& x, const Tensor& h, const Norm& norm,
                                                   const Linear& gate, const Linear& up, ops::Activation act,
