@@ -33,6 +33,9 @@
 //     order (deterministic).
 // Multi-part launches (q/k/v) number their tiles part after part; gated ones (gate/up)
 // take 8 rows of gate as rows 0-7 of a tile and the same 8 rows of up as rows 8-15.
+// The forms of K <= 4096 also take a decode step's folds (session 25): the residual add
+// and RMSNorm before the products (KNorm) and, for q/k/v, RoPE and the K/V cache write in
+// the epilogue (KRope).
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
