@@ -7,6 +7,7 @@
 
 #include "base/error.h"
 #include "ops/rope.h"
+#include "ops/rope_kv_target.h"
 #include "tensor/tensor.h"
 
 namespace mlxcel::ops {
@@ -68,20 +69,9 @@ const float* rope_freq_on(const RopeParams& p, Device d, const Tensor& host_freq
 void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias);
 
 // The device pointers a one-row q/k/v launch needs to rotate q and k and write k and v
-// into the caches in its epilogue (ops/fused.h RopeKvWrite): false (and nothing checked
-// further) where the step does not allow it: the caller then composes rope_kv_write,
-// whose checks give bad input its error.
-struct RopeKvTarget {
-  const int32_t* pos = nullptr;
-  const int32_t* slot = nullptr;
-  const float* inv_freq = nullptr;
-  float attn_scale = 1.0f;
-  int head_dim = 0;
-  void* k_cache = nullptr;
-  void* v_cache = nullptr;
-  DType cache_dtype = DType::f32;
-  int64_t n_slots = 0;
-};
+// into the caches in its epilogue (ops/fused.h RopeKvWrite; ops/rope_kv_target.h): false
+// (and nothing checked further) where the step does not allow it: the caller then
+// composes rope_kv_write, whose checks give bad input its error.
 bool rope_kv_target(const RopeKvWrite& w, int64_t q_rows, int64_t k_rows, int64_t v_rows, Device dev,
                     RopeKvTarget* out);
 

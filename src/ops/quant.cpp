@@ -153,6 +153,31 @@ bool fusable(const Tensor& x, const std::vector<const QuantizedWeight*>& ws) {
 Tensor bias_f32(const Tensor& b) { return b.defined() ? astype(b, DType::f32) : Tensor(); }
 const float* f32_or_null(const Tensor& b) { return b.defined() ? b.data<float>() : nullptr; }
 
+// The matrices, f32 biases and outputs of a multi-part product of x (one output of each
+// weight's rows, f32, x's leading shape), as the backends take them.
+struct MultiParts {
+  std::vector<Prepared> ps;
+  std::vector<cpu::QuantMatrix> ms;
+  std::vector<Tensor> b32, outs;
+  std::vector<const float*> bp;
+  std::vector<float*> ys;
+};
+MultiParts multi_parts(const Tensor& x, const std::vector<const QuantizedWeight*>& ws,
+                       const std::vector<Tensor>& biases) {
+  MultiParts m;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    m.ps.push_back(prepare(*ws[i]));
+    m.ms.push_back(m.ps.back().m);
+    m.b32.push_back(bias_f32(biases.empty() ? Tensor() : biases[i]));
+    m.bp.push_back(f32_or_null(m.b32.back()));
+    Shape shape = x.shape();
+    shape.back() = ws[i]->rows();
+    m.outs.push_back(Tensor::empty(shape, DType::f32, x.device()));
+    m.ys.push_back(m.outs.back().data<float>());
+  }
+  return m;
+}
+
 }  // namespace
 
 std::vector<Tensor> qlinear_multi(const Tensor& x, const std::vector<const QuantizedWeight*>& ws,
@@ -180,21 +205,11 @@ std::vector<Tensor> qlinear_multi(const Tensor& x, const std::vector<const Quant
   for (size_t i = 0; i < ws.size(); ++i) check_qlinear(kOp, x, *ws[i], bias(i));
   Tensor xc = contiguous_input(x);
   const int64_t M = ws[0]->cols() ? xc.numel() / ws[0]->cols() : 0;
-  std::vector<Prepared> ps;
-  std::vector<cpu::QuantMatrix> ms;
-  std::vector<Tensor> b32;
-  std::vector<const float*> bp;
-  std::vector<float*> ys;
-  for (size_t i = 0; i < ws.size(); ++i) {
-    ps.push_back(prepare(*ws[i]));
-    ms.push_back(ps.back().m);
-    b32.push_back(bias_f32(bias(i)));
-    bp.push_back(f32_or_null(b32.back()));
-    Shape shape = x.shape();
-    shape.back() = ws[i]->rows();
-    outs.push_back(Tensor::empty(shape, DType::f32, x.device()));
-    ys.push_back(outs.back().data<float>());
-  }
+  MultiParts mp = multi_parts(x, ws, biases);
+  outs = mp.outs;
+  auto& ms = mp.ms;
+  auto& bp = mp.bp;
+  auto& ys = mp.ys;
   if (cpu_mlx) {
     if (M > 0) cpu::qlinear_multi(xc.data<float>(), M, ms.data(), int(ms.size()), bp.data(), ys.data());
     return outs;
@@ -257,21 +272,7 @@ std::pair<Tensor, std::vector<Tensor>> add_rms_norm_qlinear_multi(const Tensor& 
     Tensor xc = contiguous_input(x), hc = contiguous_input(h);
     Tensor wc = norm_w.defined() ? contiguous_input(norm_w) : Tensor();
     Tensor sum = Tensor::empty(x.shape(), DType::f32, x.device());
-    std::vector<Prepared> ps;
-    std::vector<cpu::QuantMatrix> ms;
-    std::vector<Tensor> b32, outs;
-    std::vector<const float*> bp;
-    std::vector<float*> ys;
-    for (size_t i = 0; i < ws.size(); ++i) {
-      ps.push_back(prepare(*ws[i]));
-      ms.push_back(ps.back().m);
-      b32.push_back(bias_f32(bias(i)));
-      bp.push_back(f32_or_null(b32.back()));
-      Shape shape = x.shape();
-      shape.back() = ws[i]->rows();
-      outs.push_back(Tensor::empty(shape, DType::f32, x.device()));
-      ys.push_back(outs.back().data<float>());
-    }
+    MultiParts mp = multi_parts(x, ws, biases);
     detail::RopeKvTarget rt;
     const bool roped = rope_kv && ws.size() == 3 &&
                        detail::rope_kv_target(*rope_kv, ws[0]->rows(), ws[1]->rows(), ws[2]->rows(), x.device(), &rt);
@@ -280,17 +281,13 @@ std::pair<Tensor, std::vector<Tensor>> add_rms_norm_qlinear_multi(const Tensor& 
       cuda::RowNorm rn;
       rn.h = hc.data<float>(), rn.sum = sum.data<float>(), rn.eps = eps, rn.w_offset = w_offset;
       if (wc.defined()) rn.w = wc.raw(), rn.w_dtype = wc.dtype();
-      cuda::RopeKv rk;
-      rk.pos = rt.pos, rk.slot = rt.slot, rk.inv_freq = rt.inv_freq, rk.attn_scale = rt.attn_scale;
-      rk.head_dim = rt.head_dim, rk.k_cache = rt.k_cache, rk.v_cache = rt.v_cache, rk.cache_dtype = rt.cache_dtype;
-      rk.n_slots = rt.n_slots;
       // With the rope it is both or neither: a launch that declines the epilogue is
       // tried again without it.
-      if (roped) done = cuda::qlinear_multi_normed(xc.data<float>(), rn, ms, bp, ys, &rk);
+      if (roped) done = cuda::qlinear_multi_normed(xc.data<float>(), rn, mp.ms, mp.bp, mp.ys, &rt);
       if (done) rope_kv->done = true;
-      else done = cuda::qlinear_multi_normed(xc.data<float>(), rn, ms, bp, ys);
+      else done = cuda::qlinear_multi_normed(xc.data<float>(), rn, mp.ms, mp.bp, mp.ys);
     });
-    if (done) return {sum, outs};
+    if (done) return {sum, mp.outs};
   }
   auto [sum, normed] = add_rms_norm(x, h, norm_w, eps, w_offset);
   return {sum, qlinear_multi(normed, ws, biases)};

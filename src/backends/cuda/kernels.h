@@ -18,6 +18,7 @@
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/quantized.h"
 #include "ops/attention.h"
+#include "ops/rope_kv_target.h"
 #include "ops/rope.h"
 #include "tensor/tensor.h"
 
@@ -204,27 +205,17 @@ struct RowNorm {
   float eps = 0.0f, w_offset = 0.0f;
   float* sum = nullptr;
 };
+// Which of the decode folds run where they can (bit 0: the residual add + RMSNorm in
+// qlinear_*_normed, bit 1: RoPE + cache write); returns the previous mask. Both on unless
+// MLXCEL_CUDA_NORM_FOLD=0 / MLXCEL_CUDA_ROPE_FOLD=0 (A/B runs and tests).
+int set_decode_folds(int mask);
 // A decode step's q/k rotation and K/V cache write taken by the q/k/v launch's epilogue
 // (qlinear_multi_normed with parts q, k, v and one row): the launch pairs rows i and i + D
 // / 2 of each q and k head in one tile, writes q and k rotated (NeoX halves over the whole
 // head, rope_kv_write's formula and rounding) to ys[0] / ys[1], and k and v into the
 // caches at slot[0] (device i32; outside [0, n_slots): no cache write). pos is the device
-// i32 position, inv_freq the device f32 [D / 2] frequencies.
-// Which of the decode folds run where they can (bit 0: the residual add + RMSNorm in
-// qlinear_*_normed, bit 1: RoPE + cache write); returns the previous mask. Both on unless
-// MLXCEL_CUDA_NORM_FOLD=0 / MLXCEL_CUDA_ROPE_FOLD=0 (A/B runs and tests).
-int set_decode_folds(int mask);
-struct RopeKv {
-  const int32_t* pos = nullptr;
-  const int32_t* slot = nullptr;
-  const float* inv_freq = nullptr;
-  float attn_scale = 1.0f;
-  int head_dim = 0;
-  void* k_cache = nullptr;
-  void* v_cache = nullptr;
-  DType cache_dtype = DType::f32;
-  int64_t n_slots = 0;
-};
+// i32 position, inv_freq the device f32 [D / 2] frequencies (ops/rope_kv_target.h).
+using RopeKv = ops::detail::RopeKvTarget;
 bool qlinear_multi_normed(const float* x, const RowNorm& norm, const std::vector<QuantMatrix>& ws,
                           const std::vector<const float*>& biases, const std::vector<float*>& ys,
                           const RopeKv* rope = nullptr);

@@ -6,6 +6,10 @@
 #include "backends/cuda/runtime.h"
 #include "tensor/dtype.h"
 
+namespace mlxcel::ops::detail {
+struct RopeKvTarget;
+}
+
 namespace mlxcel::cuda {
 
 // Up to kMaxParts products of one x in one GEMV launch (kernels.h: linear_multi,
@@ -90,7 +94,7 @@ bool qgemv_tc(const float* x, int M, GemvParts P, int bits, int group_shift, int
 // With rope (kernels.h RopeKv; parts q, k, v, not gated), the epilogue also rotates q and
 // k and writes k and v into the caches. Both only where K <= 4096.
 struct RowNorm;
-struct RopeKv;
+using RopeKv = ops::detail::RopeKvTarget;
 bool qgemv_rf(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
               cudaStream_t st, const RowNorm* norm = nullptr, const RopeKv* rope = nullptr);
 

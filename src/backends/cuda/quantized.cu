@@ -504,6 +504,18 @@ void check_matrix(const QuantMatrix& w) {
     throw_unsupported("[qlinear] CUDA needs group_size >= 32 dividing K");
 }
 
+// The two parts of a gated launch: act(gate x + gate_bias) * (up x + up_bias) into y.
+GemvParts gated_parts(const QuantMatrix& gate, const QuantMatrix& up, const float* gate_bias, const float* up_bias,
+                      Act act, float* y) {
+  GemvParts P;
+  P.n = 2;
+  P.w[0] = gate.packed, P.scales[0] = gate.scales, P.biases[0] = gate.biases, P.bias[0] = gate_bias;
+  P.w[1] = up.packed, P.scales[1] = up.scales, P.biases[1] = up.biases, P.bias[1] = up_bias;
+  P.out[0] = y, P.N[0] = gate.N, P.N[1] = gate.N;
+  P.gate_act = int(act);
+  return P;
+}
+
 }  // namespace
 
 void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias, float* y) {
@@ -641,12 +653,7 @@ void qlinear_gated(const float* x, int64_t M, const QuantMatrix& gate, const Qua
   MLXCEL_CUDA_REQUIRE(up.N == gate.N && up.K == gate.K && up.bits == gate.bits && up.group_size == gate.group_size &&
                           up.scale_dtype == gate.scale_dtype,
                       "qlinear_gated: gate and up differ");
-  GemvParts P;
-  P.n = 2;
-  P.w[0] = gate.packed, P.scales[0] = gate.scales, P.biases[0] = gate.biases, P.bias[0] = gate_bias;
-  P.w[1] = up.packed, P.scales[1] = up.scales, P.biases[1] = up.biases, P.bias[1] = up_bias;
-  P.out[0] = y, P.N[0] = gate.N, P.N[1] = gate.N;
-  P.gate_act = int(act);
+  GemvParts P = gated_parts(gate, up, gate_bias, up_bias, act, y);
   cudaStream_t st = stream_of(current_device());
   x = aligned_x(x, M * gate.K, st);
   by_scale(gate.scale_dtype, [&](auto tag) {
@@ -712,12 +719,7 @@ bool qlinear_gated_normed(const float* x, const RowNorm& norm, const QuantMatrix
   if (up.N != gate.N || up.K != gate.K || up.bits != gate.bits || up.group_size != gate.group_size ||
       up.scale_dtype != gate.scale_dtype)
     return false;
-  GemvParts P;
-  P.n = 2;
-  P.w[0] = gate.packed, P.scales[0] = gate.scales, P.biases[0] = gate.biases, P.bias[0] = gate_bias;
-  P.w[1] = up.packed, P.scales[1] = up.scales, P.biases[1] = up.biases, P.bias[1] = up_bias;
-  P.out[0] = y, P.N[0] = gate.N, P.N[1] = gate.N;
-  P.gate_act = int(act);
+  GemvParts P = gated_parts(gate, up, gate_bias, up_bias, act, y);
   return normed_launch(x, norm, P, gate, nullptr);
 }
 
