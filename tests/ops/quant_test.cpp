@@ -431,6 +431,26 @@ TEST(Qlinear, AddNormThenProductsIsTheComposition) {
   EXPECT_EQ(g.to_f32_vector(), ops::qlinear_gated(normed, q, u, ops::Activation::silu, b).to_f32_vector());
   EXPECT_THROW(ops::add_rms_norm_qlinear_multi(x, optest::rand_f32({1, 255}, 18), w, 1e-5f, 0.0f, {&q}), Error);
   EXPECT_THROW(ops::add_rms_norm_qlinear_multi(x, h, w, 1e-5f, 0.0f, {}), Error);
+  // A RoPE / cache-write request is a CUDA epilogue only: on the CPU done stays false, the
+  // caches are untouched and the products are the composition's, unrotated.
+  QuantizedWeight v = ops::quantize(optest::rand_f32({8, 256}, 19), spec, DType::bf16);
+  RopeParams rp;
+  rp.inv_freq = optest::rand_f32({4}, 20);
+  rp.rotary_dim = 8;
+  Tensor pos = Tensor::from_i32({1}, {5});
+  Tensor kc = Tensor::zeros({2, 4, 1, 8}, DType::f32), vc = Tensor::zeros({2, 4, 1, 8}, DType::f32);
+  AttentionContext ctx;
+  ctx.block_size = 4;
+  ctx.slot_mapping = Tensor::from_i32({1}, {3});
+  ops::RopeKvWrite rw;
+  rw.positions = &pos, rw.rope = &rp, rw.k_cache = &kc, rw.v_cache = &vc, rw.ctx = &ctx, rw.head_dim = 8;
+  rw.done = true;
+  auto [rsum, routs] = ops::add_rms_norm_qlinear_multi(x, h, w, 1e-5f, 1.0f, {&q, &k, &v}, {b, Tensor(), Tensor()}, &rw);
+  EXPECT_FALSE(rw.done);
+  ASSERT_EQ(routs.size(), 3u);
+  EXPECT_EQ(routs[1].to_f32_vector(), ops::qlinear(normed, k).to_f32_vector());
+  EXPECT_EQ(kc.to_f32_vector(), std::vector<float>(size_t(kc.numel()), 0.0f));
+  EXPECT_EQ(vc.to_f32_vector(), std::vector<float>(size_t(vc.numel()), 0.0f));
 }
 
 TEST(Qlinear, GemmPathAcrossKBlocks) {
