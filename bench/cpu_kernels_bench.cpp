@@ -168,6 +168,17 @@ int main(int argc, char** argv) {
       row("qlinear q4 g64 " + nk + " M=" + std::to_string(M) + " (GEMM)", [&](int) { ops::qlinear(x, wq[0]); }, qbytes,
           2.0 * M * N * K, read_gbs);
     }
+    // 8-bit g64 at one row: hot against cold says whether the decode kernel or the memory
+    // bounds it (session 25's lead for the MLX q8 copies, bench/results/gguf.md).
+    wq.clear();
+    const int q8_copies = int(std::max<int64_t>(32, (int64_t(576) << 20) / (N * K * 17 / 16)));
+    for (int c = 0; c < q8_copies; ++c)
+      wq.push_back(ops::quantize(wb[size_t(c % n_copies)], {QuantFormat::mlx_affine, 8, 64}, DType::bf16));
+    const double q8bytes = double(wq[0].packed.nbytes() + wq[0].scales.nbytes() + wq[0].biases.nbytes());
+    Tensor x1 = random_f32({1, K}, 95);
+    row("qlinear q8 g64 " + nk + " M=1 (hot)", [&](int) { ops::qlinear(x1, wq[0]); }, q8bytes, 2.0 * N * K, read_gbs);
+    row("qlinear q8 g64 " + nk + " M=1 (cold)", [&](int i) { ops::qlinear(x1, wq[size_t(i % q8_copies)]); }, q8bytes,
+        2.0 * N * K, read_gbs);
   }
 
   // Paged attention decode of one sequence with Qwen3-0.6B's heads (16 q / 8 kv, d 128,
