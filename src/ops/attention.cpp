@@ -233,12 +233,9 @@ bool detail::rope_kv_target(const RopeKvWrite& w, int64_t q_rows, int64_t k_rows
   if (slot < 0 || slot >= n_slots) return false;
   const int32_t* slot_dev = device_mirror(w.ctx->slot_mapping_device, dev, 1, nullptr);
   if (!slot_dev) return false;
-  const bool freq_mirror = p.inv_freq_device.defined() && p.inv_freq_device.device() == dev &&
-                           p.inv_freq_device.numel() == D / 2 && p.inv_freq_device.dtype() == DType::f32 &&
-                           p.inv_freq_device.is_contiguous();
-  if (!freq_mirror) return false;
-  *out = RopeKvTarget{pos.data<int32_t>(), slot_dev, p.inv_freq_device.data<float>(), p.attention_scaling, D,
-                      kc.raw(), vc.raw(), c, n_slots};
+  const float* freq = rope_freq_mirror(p, dev);  // rotary_dim == D: D / 2 frequencies
+  if (!freq) return false;
+  *out = RopeKvTarget{pos.data<int32_t>(), slot_dev, freq, p.attention_scaling, D, kc.raw(), vc.raw(), c, n_slots};
   return true;
 }
 

@@ -64,6 +64,8 @@ Tensor contiguous_input(const Tensor& x);
 // and the inv_freq pointer a kernel on device d reads (p's device mirror when it has one).
 void check_rope(const char* op, const Tensor& x, const Tensor& positions, const RopeParams& p);
 const float* rope_freq_on(const RopeParams& p, Device d, const Tensor& host_freq);
+// p's device mirror of inv_freq on d, or null when it has none.
+const float* rope_freq_mirror(const RopeParams& p, Device d);
 
 // The checks of linear (x f32 [..., K], w [N, K] f32|f16|bf16, bias [N] or undefined).
 void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias);

@@ -256,6 +256,23 @@ bool norm_foldable(const Tensor& x, const Tensor& h, const Tensor& norm_w, const
          (d == DType::f32 || d == DType::f16 || d == DType::bf16);
 }
 
+// A folded norm's inputs, contiguous, and its sum's output.
+struct FoldIn {
+  Tensor xc, hc, wc, sum;
+};
+FoldIn fold_inputs(const Tensor& x, const Tensor& h, const Tensor& norm_w) {
+  return {contiguous_input(x), contiguous_input(h), norm_w.defined() ? contiguous_input(norm_w) : Tensor(),
+          Tensor::empty(x.shape(), DType::f32, x.device())};
+}
+#ifdef MLXCEL_WITH_CUDA
+cuda::RowNorm row_norm(const FoldIn& f, float eps, float w_offset) {
+  cuda::RowNorm rn;
+  rn.h = f.hc.data<float>(), rn.sum = f.sum.data<float>(), rn.eps = eps, rn.w_offset = w_offset;
+  if (f.wc.defined()) rn.w = f.wc.raw(), rn.w_dtype = f.wc.dtype();
+  return rn;
+}
+#endif
+
 }  // namespace
 
 std::pair<Tensor, std::vector<Tensor>> add_rms_norm_qlinear_multi(const Tensor& x, const Tensor& h, const Tensor& norm_w,
@@ -269,25 +286,21 @@ std::pair<Tensor, std::vector<Tensor>> add_rms_norm_qlinear_multi(const Tensor& 
       norm_foldable(x, h, norm_w, ws)) {
     auto bias = [&](size_t i) { return biases.empty() ? Tensor() : biases[i]; };
     for (size_t i = 0; i < ws.size(); ++i) check_qlinear(kOp, x, *ws[i], bias(i));
-    Tensor xc = contiguous_input(x), hc = contiguous_input(h);
-    Tensor wc = norm_w.defined() ? contiguous_input(norm_w) : Tensor();
-    Tensor sum = Tensor::empty(x.shape(), DType::f32, x.device());
+    const FoldIn f = fold_inputs(x, h, norm_w);
     MultiParts mp = multi_parts(x, ws, biases);
     detail::RopeKvTarget rt;
-    const bool roped = rope_kv && ws.size() == 3 &&
+    [[maybe_unused]] const bool roped = rope_kv && ws.size() == 3 &&
                        detail::rope_kv_target(*rope_kv, ws[0]->rows(), ws[1]->rows(), ws[2]->rows(), x.device(), &rt);
     bool done = false;
     MLXCEL_CUDA_CALL(kOp, {
-      cuda::RowNorm rn;
-      rn.h = hc.data<float>(), rn.sum = sum.data<float>(), rn.eps = eps, rn.w_offset = w_offset;
-      if (wc.defined()) rn.w = wc.raw(), rn.w_dtype = wc.dtype();
+      const cuda::RowNorm rn = row_norm(f, eps, w_offset);
       // With the rope it is both or neither: a launch that declines the epilogue is
       // tried again without it.
-      if (roped) done = cuda::qlinear_multi_normed(xc.data<float>(), rn, mp.ms, mp.bp, mp.ys, &rt);
+      if (roped) done = cuda::qlinear_multi_normed(f.xc.data<float>(), rn, mp.ms, mp.bp, mp.ys, &rt);
       if (done) rope_kv->done = true;
-      else done = cuda::qlinear_multi_normed(xc.data<float>(), rn, mp.ms, mp.bp, mp.ys);
+      else done = cuda::qlinear_multi_normed(f.xc.data<float>(), rn, mp.ms, mp.bp, mp.ys);
     });
-    if (done) return {sum, mp.outs};
+    if (done) return {f.sum, mp.outs};
   }
   auto [sum, normed] = add_rms_norm(x, h, norm_w, eps, w_offset);
   return {sum, qlinear_multi(normed, ws, biases)};
@@ -301,23 +314,17 @@ std::pair<Tensor, Tensor> add_rms_norm_qlinear_gated(const Tensor& x, const Tens
   if (gate.rows() == up.rows() && norm_foldable(x, h, norm_w, {&gate, &up})) {
     check_qlinear(kOp, x, gate, gate_bias);
     check_qlinear(kOp, x, up, up_bias);
-    Tensor xc = contiguous_input(x), hc = contiguous_input(h);
-    Tensor wc = norm_w.defined() ? contiguous_input(norm_w) : Tensor();
-    Tensor sum = Tensor::empty(x.shape(), DType::f32, x.device());
+    const FoldIn f = fold_inputs(x, h, norm_w);
     Prepared pg = prepare(gate), pu = prepare(up);
     Tensor bg = bias_f32(gate_bias), bu = bias_f32(up_bias);
     Shape shape = x.shape();
     shape.back() = gate.rows();
     Tensor out = Tensor::empty(shape, DType::f32, x.device());
     bool done = false;
-    MLXCEL_CUDA_CALL(kOp, {
-      cuda::RowNorm rn;
-      rn.h = hc.data<float>(), rn.sum = sum.data<float>(), rn.eps = eps, rn.w_offset = w_offset;
-      if (wc.defined()) rn.w = wc.raw(), rn.w_dtype = wc.dtype();
-      done = cuda::qlinear_gated_normed(xc.data<float>(), rn, pg.m, pu.m, f32_or_null(bg), f32_or_null(bu),
-                                        cpu::Act(act), out.data<float>());
-    });
-    if (done) return {sum, out};
+    MLXCEL_CUDA_CALL(kOp, done = cuda::qlinear_gated_normed(f.xc.data<float>(), row_norm(f, eps, w_offset), pg.m, pu.m,
+                                                            f32_or_null(bg), f32_or_null(bu), cpu::Act(act),
+                                                            out.data<float>()));
+    if (done) return {f.sum, out};
   }
   auto [sum, normed] = add_rms_norm(x, h, norm_w, eps, w_offset);
   return {sum, qlinear_gated(normed, gate, up, act, gate_bias, up_bias)};

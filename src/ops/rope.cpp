@@ -187,11 +187,16 @@ void detail::check_rope(const char* kOp, const Tensor& x, const Tensor& position
     invalid("[{}] inv_freq must be a host f32 [{}] (rotary_dim / 2), got {}", kOp, rot / 2, p.inv_freq.describe());
 }
 
-const float* detail::rope_freq_on(const RopeParams& p, Device d, const Tensor& host_freq) {
+const float* detail::rope_freq_mirror(const RopeParams& p, Device d) {
   const bool mirror = p.inv_freq_device.defined() && p.inv_freq_device.device() == d &&
                       p.inv_freq_device.numel() == p.rotary_dim / 2 && p.inv_freq_device.dtype() == DType::f32 &&
                       p.inv_freq_device.is_contiguous();
-  return mirror ? p.inv_freq_device.data<float>() : host_freq.data<float>();
+  return mirror ? p.inv_freq_device.data<float>() : nullptr;
+}
+
+const float* detail::rope_freq_on(const RopeParams& p, Device d, const Tensor& host_freq) {
+  const float* mirror = rope_freq_mirror(p, d);
+  return mirror ? mirror : host_freq.data<float>();
 }
 
 Tensor rope(const Tensor& x, const Tensor& positions, const RopeParams& p) {
