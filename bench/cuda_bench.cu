@@ -4,12 +4,22 @@
 // (x rounded to bf16) is the anchor. Then bf16 products of 16-64 rows (engine decode
 // steps): cuBLASLt against skinny_gemm.cu.
 //
-//   cuda_bench [--reps N] [--skinny-only] [--only FMT]   prints a markdown report on stdout
-//   (--only q4: the copy bandwidth and the formats whose name contains FMT, no skinny section)
+//   cuda_bench [--reps N] [--skinny-only] [--only FMT] [--layers]   prints a markdown report
+//   (--only q4: the copy bandwidth and the formats whose name contains FMT, no skinny section;
+//   --layers: only the graphed-layers section, below)
+//
+// --layers: the four batch-1 launches of a Llama-3.1-8B decode layer as the model makes
+// them (q/k/v as one 3-part launch, o, gate/up gated, down; MLX q4 / q8 g64, bf16 scales),
+// 16 layers of their own weights captured in one CUDA graph and replayed, through the
+// project's dispatch (design 11 unless MLXCEL_CUDA_QGEMV says otherwise): each launch alone
+// (16 of it a graph), the layer, the layer with the residual add + RMSNorm folded in, and
+// a plain read of the same bytes by resident blocks (the ceiling of any read). The figure
+// bench/qgemv_lab.cu gives for its standalone p16 form is the one to compare.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -87,6 +97,125 @@ struct Timer {
   }
 };
 
+// A plain read of n 16-byte words by resident blocks (each thread 4 loads in flight), the
+// words XOR-ed into one store so the loads stay: the ceiling of any read of those bytes.
+__global__ void __launch_bounds__(256) read_words(const uint4* __restrict__ p, size_t n, unsigned* sink) {
+  unsigned acc = 0;
+  const size_t stride = size_t(gridDim.x) * blockDim.x;
+  size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
+  for (; i + 3 * stride < n; i += 4 * stride) {
+    uint4 v[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) v[j] = __ldg(p + i + j * stride);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc ^= v[j].x ^ v[j].y ^ v[j].z ^ v[j].w;
+  }
+  for (; i < n; i += stride) {
+    const uint4 v = __ldg(p + i);
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9E3779B9u) *sink = acc;
+}
+
+// Section --layers (see the top of the file).
+void graphed_layers(double bw, Timer& timer) {
+  constexpr int L = 16;
+  cudaStream_t st = cuda::current_stream();
+  int sms = 0;
+  MLXCEL_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  std::printf("\n## Graphed decode layers (Llama-3.1-8B, %d layers a replay, batch 1)\n\n", L);
+  std::printf("| format | launch | us a launch | %% of copy BW |\n| --- | --- | ---: | ---: |\n");
+  const int64_t H = 4096, Q = 4096, KV = 1024, I = 14336;
+  for (int bits : {4, 8}) {
+    struct Mat {
+      Tensor w, s, b;
+      cpu::QuantMatrix q;
+    };
+    auto make = [&](int64_t N, int64_t K, uint32_t seed) {
+      Mat m;
+      m.w = dev_random({N, K * bits / 32}, DType::u32, seed);
+      m.s = dev_random({N, K / 64}, DType::bf16, seed + 1);
+      m.b = dev_random({N, K / 64}, DType::bf16, seed + 2);
+      m.q = {m.w.data<uint32_t>(), m.s.raw(), m.b.raw(), DType::bf16, bits, 64, N, K};
+      return m;
+    };
+    struct Layer {
+      Mat q, k, v, o, gate, up, down;
+    };
+    std::vector<Layer> layers;
+    for (int l = 0; l < L; ++l) {
+      const uint32_t s0 = 1000 + 100 * uint32_t(l);
+      layers.push_back({make(Q, H, s0), make(KV, H, s0 + 10), make(KV, H, s0 + 20), make(H, Q, s0 + 30),
+                        make(I, H, s0 + 40), make(I, H, s0 + 50), make(H, I, s0 + 60)});
+    }
+    Tensor x = Tensor::empty({I}, DType::f32, Device::cuda()), h = Tensor::empty({H}, DType::f32, Device::cuda());
+    Tensor sum = Tensor::empty({H}, DType::f32, Device::cuda()), y = Tensor::empty({3, I}, DType::f32, Device::cuda());
+    Tensor nw = dev_random({H}, DType::bf16, 77), xb = dev_random({I}, DType::bf16, 78);
+    cuda::convert(xb, x);
+    cuda::convert(xb.slice(0, 0, H), h);
+    float* yq = y.data<float>();
+    float *yk = yq + Q, *yv = yk + KV;
+    const cuda::RowNorm norm{h.data<float>(), nw.raw(), DType::bf16, 1e-5f, 0.0f, sum.data<float>()};
+    auto mbytes = [&](const Mat& m) { return double(m.q.N) * m.q.K * (bits / 8.0 + 4.0 / 64); };
+    enum { kQkv, kO, kGateUp, kDown, kLayer, kLayerNormed };
+    auto issue = [&](const Layer& ly, int what) {
+      const float* xp = x.data<float>();
+      if (what == kQkv || what == kLayer)
+        cuda::qlinear_multi(xp, 1, {ly.q.q, ly.k.q, ly.v.q}, {nullptr, nullptr, nullptr}, {yq, yk, yv});
+      if (what == kLayerNormed &&
+          !cuda::qlinear_multi_normed(xp, norm, {ly.q.q, ly.k.q, ly.v.q}, {nullptr, nullptr, nullptr}, {yq, yk, yv}))
+        throw std::runtime_error("the norm fold declined q/k/v");
+      if (what == kO || what >= kLayer) cuda::qlinear(xp, 1, ly.o.q, nullptr, yq);
+      if (what == kGateUp || what == kLayer) cuda::qlinear_gated(xp, 1, ly.gate.q, ly.up.q, nullptr, nullptr, cpu::Act::silu, yq);
+      if (what == kLayerNormed && !cuda::qlinear_gated_normed(xp, norm, ly.gate.q, ly.up.q, nullptr, nullptr, cpu::Act::silu, yq))
+        throw std::runtime_error("the norm fold declined gate/up");
+      if (what == kDown || what >= kLayer) cuda::qlinear(xp, 1, ly.down.q, nullptr, yq);
+    };
+    auto bytes_of = [&](const Layer& ly, int what) {
+      const double qkv = mbytes(ly.q) + mbytes(ly.k) + mbytes(ly.v), gu = mbytes(ly.gate) + mbytes(ly.up);
+      return what == kQkv ? qkv : what == kO ? mbytes(ly.o) : what == kGateUp ? gu : what == kDown ? mbytes(ly.down)
+                                                                                    : qkv + mbytes(ly.o) + gu + mbytes(ly.down);
+    };
+    auto replay_us = [&](auto&& body) {
+      cudaGraph_t g;
+      cudaGraphExec_t ge;
+      MLXCEL_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+      body();
+      MLXCEL_CUDA_CHECK(cudaStreamEndCapture(st, &g));
+      MLXCEL_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0));
+      const double ms = timer.median_ms(11, 3, [&](int) { MLXCEL_CUDA_CHECK(cudaGraphLaunch(ge, st)); });
+      MLXCEL_CUDA_CHECK(cudaGraphExecDestroy(ge));
+      MLXCEL_CUDA_CHECK(cudaGraphDestroy(g));
+      return ms * 1e3 / L;
+    };
+    const char* names[] = {"q/k/v (3 parts, 6144 x 4096)", "o 4096 x 4096", "gate/up (gated, 2 x 14336 x 4096)",
+                           "down 4096 x 14336", "**layer** (the four)", "layer, norm folded into q/k/v and gate/up"};
+    const std::string fmt = bits == 4 ? "mlx q4 g64" : "mlx q8 g64";
+    for (int what = kQkv; what <= kLayerNormed; ++what) {
+      const double us = replay_us([&] {
+        for (const Layer& ly : layers) issue(ly, what);
+      });
+      const double b = bytes_of(layers[0], what);
+      std::printf("| %s | %s | %.1f | %.1f%% |\n", fmt.c_str(), names[what], us, 100.0 * b / (us * 1e-6) / 1e9 / bw);
+    }
+    // The ceiling: each layer's seven matrices read plainly (words, scales, biases).
+    Tensor sink = Tensor::empty({1}, DType::u32, Device::cuda());
+    const double us = replay_us([&] {
+      for (const Layer& ly : layers)
+        for (const Mat* m : {&ly.q, &ly.k, &ly.v, &ly.o, &ly.gate, &ly.up, &ly.down})
+          for (const Tensor* t : {&m->w, &m->s, &m->b}) {
+            const size_t n = size_t(t->nbytes()) / 16;
+            read_words<<<unsigned(std::min<size_t>(size_t(sms) * 8, (n + 255) / 256)), 256, 0, st>>>(
+                static_cast<const uint4*>(t->raw()), n, sink.data<unsigned>());
+          }
+    });
+    const double b = bytes_of(layers[0], kLayer);
+    std::printf("| %s | plain read of the layer's bytes (21 launches) | %.1f | %.1f%% |\n", fmt.c_str(), us,
+                100.0 * b / (us * 1e-6) / 1e9 / bw);
+  }
+  std::printf("\nus a launch (a layer for the layer rows): median of 11 replays of 3 graph launches, / %d.\n", L);
+}
+
 struct Shape2 {
   const char* name;
   int64_t N, K;
@@ -97,12 +226,13 @@ struct Shape2 {
 
 int main(int argc, char** argv) {
   int reps = 40;
-  bool skinny_only = false;
+  bool skinny_only = false, layers_only = false;
   std::string only;
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--reps" && i + 1 < argc) reps = std::atoi(argv[i + 1]);
     if (std::string(argv[i]) == "--skinny-only") skinny_only = true;
     if (std::string(argv[i]) == "--only" && i + 1 < argc) only = argv[i + 1];
+    if (std::string(argv[i]) == "--layers") layers_only = true;
   }
   try {
     cuda::init();
@@ -126,6 +256,13 @@ int main(int argc, char** argv) {
     const double bw = 2.0 * double(copy_bytes) / (copy_ms * 1e-3) / 1e9;  // GB/s
     src = Tensor();
     dst = Tensor();
+    if (layers_only) {
+      std::printf("device: %s, %d SMs; copy bandwidth (2 GiB D2D, read + write): %.0f GB/s\n", prop.name,
+                  prop.multiProcessorCount, bw);
+      graphed_layers(bw, timer);
+      cuda::synchronize();
+      return 0;
+    }
 
     std::printf("## CUDA decode GEMV (M = 1), Llama-3.1-8B layer shapes\n\n");
     std::printf("device: %s, %d SMs, L2 %d MB\n\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);

@@ -807,6 +807,7 @@ int main(int argc, char** argv) {
       {"stream", launch_stream, false},
       {"p16 read a", launch_p16_a<1>, false},
       {"p16 a", launch_p16_a<0>, true},
+      {"p16 b", launch_p16_b<0>, true},
       {"r16 read ring3", launch_r16_a<1, 3>, false},
       {"r16 ring3", launch_r16_a<0, 3>, true},
       {"r16 read ring4", launch_r16_a<1, 4>, false},
@@ -816,7 +817,7 @@ int main(int argc, char** argv) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> ux(-1.0f, 1.0f), us(0.002f, 0.02f), ub(-0.1f, 0.1f);
   std::uniform_int_distribution<uint32_t> uw;
-  double layer_us[16] = {};
+  double layer_us[32] = {};
   for (int si = 0; si < 5; ++si) {
     const Shape& sh = shapes[si];
     const int N = sh.N, K = sh.K, G = K / 64;
@@ -953,6 +954,7 @@ int main(int argc, char** argv) {
         {"stream", launch_stream, false},
         {"p16 read a", launch_p16_a<1>, false},
         {"p16 a", launch_p16_a<0>, false},
+        {"p16 b", launch_p16_b<0>, false},
         {"r16 read ring3", launch_r16_a<1, 3>, false},
         {"r16 ring3", launch_r16_a<0, 3>, false},
         {"r16 read ring4", launch_r16_a<1, 4>, false},

@@ -45,6 +45,7 @@ struct BenchArgs {
   std::vector<int> concurrency;
   std::vector<int> gemv;  // batch-1 GEMV designs to time tg with (CUDA)
   float temperature = 0.0f;  // > 0: also time sampled generation
+  bool host_logits = false;  // also time tg with every step's logits copied to the host
   int conc_prompt = 128, conc_gen = 128;
   bool probe = true;
   std::string json_out, md_out;
@@ -163,18 +164,39 @@ void run_bench(const BenchArgs& a) {
     const int prompt_len = 16;
     Generator gen(*model, prompt_len + a.tg + 9, 16, kv);
     const std::vector<int> prompt = random_prompt(prompt_len, vocab, 7);
-    int tok = argmax_row(gen.prefill(prompt));
-    for (int i = 0; i < 8; ++i) tok = argmax_row(gen.decode(tok));  // warm-up
-    gen.reset();
-    tok = argmax_row(gen.prefill(prompt));
-    auto t = Clock::now();
-    for (int i = 0; i < a.tg; ++i) tok = argmax_row(gen.decode(tok));
-    const double s = seconds_since(t);
-    tgs.push_back({a.tg, s, a.tg / s});
-    fmt::print("tg{:<5} {:9.1f} tok/s  ({:.2f} ms per token, {:.0f} GB/s of weights){}{}\n", a.tg, a.tg / s,
-               1e3 * s / a.tg, wbytes * a.tg / s / 1e9,
-               bw > 0 ? fmt::format("  {:.2f} of the read bandwidth", wbytes * a.tg / s / bw) : "",
-               design >= 0 ? fmt::format("  [gemv design {}]", design) : "");
+    // Greedy decoding as `mlxcel run` does it (Generator::generate: the argmax on the
+    // model's device, the next step queued before the host reads the token), timed from
+    // the first new token to the last (a.tg decode steps). --host-logits adds the step-by-
+    // step forms: decode_greedy (the argmax on the device, the host waits for each id
+    // before the next step) and decode (each step's logits copied to the host, the argmax
+    // there; the form this bench timed before session 26).
+    const int modes = a.host_logits ? 3 : 1;
+    for (int mode = 0; mode < modes; ++mode) {
+      double s = 0;
+      for (int pass = 0; pass < 2; ++pass) {  // a warm-up pass (records the graph), then the timed one
+        gen.reset();
+        if (mode == 0) {
+          std::vector<Clock::time_point> ts;
+          gen.generate(prompt, a.tg + 1, SamplingParams{}, [&](int) {
+            ts.push_back(Clock::now());
+            return true;
+          });
+          if (int(ts.size()) != a.tg + 1) invalid("bench: generation stopped after {} of {} tokens", ts.size(), a.tg + 1);
+          s = std::chrono::duration<double>(ts.back() - ts.front()).count();
+        } else {
+          int tok = argmax_row(gen.prefill(prompt));
+          auto t = Clock::now();
+          for (int i = 0; i < (pass ? a.tg : 8); ++i) tok = mode == 1 ? gen.decode_greedy(tok) : argmax_row(gen.decode(tok));
+          s = seconds_since(t);
+        }
+      }
+      if (mode == 0) tgs.push_back({a.tg, s, a.tg / s});
+      const char* how[] = {"", "  [step by step, argmax on the device]", "  [step by step, logits to the host]"};
+      fmt::print("tg{:<5} {:9.1f} tok/s  ({:.2f} ms per token, {:.0f} GB/s of weights){}{}{}\n", a.tg, a.tg / s,
+                 1e3 * s / a.tg, wbytes * a.tg / s / 1e9,
+                 bw > 0 ? fmt::format("  {:.2f} of the read bandwidth", wbytes * a.tg / s / bw) : "",
+                 design >= 0 ? fmt::format("  [gemv design {}]", design) : "", how[mode]);
+    }
 #ifdef MLXCEL_WITH_CUDA
     if (design >= 0) cuda::set_gemv_variants(previous / 16, previous % 16);
 #endif
@@ -321,6 +343,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--gemv", *gemv, "CUDA: time tg once per batch-1 GEMV design (comma-separated, 0-6)");
   cmd->add_option("--temp", a->temperature, "Also time tg sampled at this temperature (top_p 0.95)")
       ->check(CLI::Range(0.0, 10.0));
+  cmd->add_flag("--host-logits", a->host_logits,
+                "Also time tg step by step: the argmax on the device, and each step's logits copied to the host");
   cmd->add_option("--json", a->json_out, "Append the results as one JSON line to this file");
   cmd->add_option("--md", a->md_out, "Append the results as one markdown table row to this file");
   cmd->callback([a, pp, conc, gemv] {

@@ -61,9 +61,13 @@ int DecodeGraphs::n_recorded() const {
   return n;
 }
 
-Tensor DecodeGraphs::run(Model& model, KvCache& cache, std::span<const DecodeRow> rows) {
+Tensor DecodeGraphs::run(Model& model, KvCache& cache, std::span<const DecodeRow> rows, const Tensor* device_tokens) {
   if (disabled_ || rows.empty()) return Tensor();
   const int n = int(rows.size());
+  if (device_tokens && (device_tokens->device() != model.device() || device_tokens->dtype() != DType::i32 ||
+                        device_tokens->numel() != n))
+    invalid("decode graphs: device tokens {} must be i32 [{}] on {}", device_tokens->describe(), n,
+            device_name(model.device()));
   const int B = pad_block_ >= 0 ? bucket_rows(n) : n;
   size_t need = 1;
   for (const DecodeRow& r : rows) {
@@ -127,9 +131,16 @@ Tensor DecodeGraphs::run(Model& model, KvCache& cache, std::span<const DecodeRow
     return b;
   };
   auto first_rows = [&](const Tensor& logits) { return n == B ? logits : logits.slice(0, 0, n); };
+  // The ids from the device, queued behind whatever wrote them (a pipelined decode loop).
+  auto feed_tokens = [&] {
+    if (!device_tokens) return;
+    Tensor ids = e.io.slice(0, 0, n);
+    ops::copy_(ids, device_tokens->reshape({n}));
+  };
 
   if (!e.graph) {
     e.io = ops::to_device(host_io, model.device());
+    feed_tokens();
     const Batch b = make_batch();
     if (!e.warm) {
       // The bucket's first step runs unrecorded: it sizes every scratch buffer.
@@ -146,6 +157,7 @@ Tensor DecodeGraphs::run(Model& model, KvCache& cache, std::span<const DecodeRow
     }
   } else {
     ops::copy_from_host(e.io, host_io);
+    feed_tokens();
   }
   e.graph->launch();
   return first_rows(e.logits);

@@ -51,8 +51,11 @@ class DecodeGraphs {
 
   // The step's logits f32 [rows.size(), vocab] on the model's device (a view of the
   // graph's buffer: read it before the next run of the same bucket), or an undefined
-  // tensor when this step could not be recorded (graphs are then off).
-  Tensor run(Model& model, KvCache& cache, std::span<const DecodeRow> rows);
+  // tensor when this step could not be recorded (graphs are then off). device_tokens
+  // (i32 [rows.size()] on the model's device): the rows' token ids are taken from it, in
+  // stream order, instead of DecodeRow::token (a step queued before the host has seen the
+  // token the step before it picked).
+  Tensor run(Model& model, KvCache& cache, std::span<const DecodeRow> rows, const Tensor* device_tokens = nullptr);
 
   bool disabled() const { return disabled_; }
   int n_recorded() const;  // graphs held now

@@ -79,31 +79,87 @@ Tensor Generator::prefill(const std::vector<int>& prompt, bool all_logits) { ret
 
 Tensor Generator::decode(int token) { return step({token}, false); }
 
+int Generator::device_argmax(const Tensor& logits) {
+  const int vocab = int(logits.dim(-1));
+  const int tok = ops::to_device(ops::argmax(logits.reshape({1, vocab})), Device::cpu()).data<int32_t>()[0];
+  if (tok < 0 || tok >= vocab) throw_error(ErrorKind::internal, "the device picked token {} outside the vocabulary", tok);
+  return tok;
+}
+
+int Generator::decode_greedy(int token) {
+  const bool gpu = model_.device().type != DeviceType::cpu;
+  const Tensor logits = step({token}, false, gpu);
+  if (gpu) return device_argmax(logits);
+  const float* p = logits.data<float>();
+  return int(std::max_element(p, p + logits.dim(-1)) - p);
+}
+
+Tensor Generator::step_queued(const Tensor& ids) {
+  if (!graphs_ || !DecodeGraphs::supported(model_)) return Tensor();
+  const DecodeRow row{0, n_past_, std::span<const int32_t>(block_table_.data<int32_t>(), size_t(block_table_.dim(1)))};
+  Tensor logits = decode_graphs_.run(model_, cache_, std::span<const DecodeRow>(&row, 1), &ids);
+  if (!logits.defined()) {
+    graphs_ = false;  // not recordable for this model: decode without graphs
+    return Tensor();
+  }
+  n_past_ += 1;
+  return logits;
+}
+
 std::vector<int> Generator::generate(const std::vector<int>& prompt, int max_new, const SamplingParams& params,
                                      const std::function<bool(int)>& on_token, const std::vector<int>& stop_ids) {
   Sampler sampler(params);
-  std::vector<int> history = prompt;
   std::vector<int> out;
   if (max_new <= 0) return out;
-  const bool on_device = model_.device().type != DeviceType::cpu && params.temperature > 0.0f &&
-                         sampler.device_sampleable() && device_sampling_enabled();
+  const bool gpu = model_.device().type != DeviceType::cpu;
+  const bool greedy_on_device = gpu && sampler.plain_greedy();
+  const bool on_device = greedy_on_device || (gpu && params.temperature > 0.0f && sampler.device_sampleable() &&
+                                              device_sampling_enabled());
   Tensor logits = step(prompt, false, on_device);
   const int vocab = int(logits.dim(-1));
-  for (int i = 0; i < max_new; ++i) {
-    int tok = 0;
-    if (on_device) {
-      const Tensor f = logits.dtype() == DType::f32 ? logits : ops::astype(logits, DType::f32);
-      tok = ops::to_device(ops::sample(f.reshape({1, vocab}), {sampler.device_row()}), Device::cpu()).data<int32_t>()[0];
-    } else {
-      tok = sampler.sample(logits.data<float>(), vocab, history);
+  auto stops = [&](int tok) {
+    const bool go_on = on_token ? on_token(tok) : true;
+    return !go_on || std::find(stop_ids.begin(), stop_ids.end(), tok) != stop_ids.end();
+  };
+  if (on_device) {
+    // The device picks every token (argmax, or ops::sample with the sampler's draws in
+    // token order) and the next step is queued before the host reads the token it
+    // consumes (the graph takes it from the device): the device does not wait for the
+    // host between steps. A step queued past a stop is dropped (n_past_ steps back).
+    auto pick = [&](const Tensor& lg) {
+      const Tensor f = (lg.dtype() == DType::f32 ? lg : ops::astype(lg, DType::f32)).reshape({1, vocab});
+      return greedy_on_device ? ops::argmax(f) : ops::sample(f, {sampler.device_row()});
+    };
+    std::unique_ptr<ops::Readback> rb = ops::make_readback(model_.device(), 4);
+    Tensor ids = pick(logits);
+    rb->start(ids);
+    for (int i = 0; i < max_new; ++i) {
+      const bool more = i + 1 < max_new && n_past_ + 1 <= max_context_;
+      Tensor next = more ? step_queued(ids) : Tensor();
+      const bool queued = next.defined();
+      if (queued) next = pick(next);
+      const int tok = rb->wait().data<int32_t>()[0];
+      if (tok < 0 || tok >= vocab) throw_error(ErrorKind::internal, "the device picked token {} outside the vocabulary", tok);
+      out.push_back(tok);
+      if (stops(tok) || !more) {
+        if (queued) n_past_ -= 1;  // its K/V slot is written again by the next token there
+        break;
+      }
+      if (!queued) next = pick(step({tok}, false, true));  // no graph for this step: the plain path
+      ids = next;
+      rb->start(ids);
     }
+    return out;
+  }
+  std::vector<int> history = prompt;
+  for (int i = 0; i < max_new; ++i) {
+    const int tok = sampler.sample(logits.data<float>(), vocab, history);
     out.push_back(tok);
     history.push_back(tok);
-    bool go_on = on_token ? on_token(tok) : true;
-    if (!go_on || std::find(stop_ids.begin(), stop_ids.end(), tok) != stop_ids.end()) break;
+    if (stops(tok)) break;
     if (i + 1 < max_new) {
       if (n_past_ + 1 > max_context_) break;  // context full: stop, as llama.cpp does
-      logits = step({tok}, false, on_device);
+      logits = step({tok}, false, false);
     }
   }
   return out;

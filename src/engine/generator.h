@@ -24,13 +24,20 @@ class Generator {
   // Runs the prompt through the model; returns logits f32 [prompt.size(), vocab] for
   // every position when all_logits, else only for the last one.
   Tensor prefill(const std::vector<int>& prompt, bool all_logits = false);
-  // Feeds one token; returns its logits [1, vocab].
+  // Feeds one token; returns its logits [1, vocab] (on the host).
   Tensor decode(int token);
+  // Feeds one token; returns the argmax of its logits (lowest id on ties). On a GPU the
+  // argmax runs there and only the id comes back (no copy of the vocabulary's logits).
+  int decode_greedy(int token);
   // Prompt + up to max_new sampled tokens. on_token returns false to stop early;
   // generation also stops after a token in stop_ids (which is included). On a GPU, a
   // sampler that needs only temperature / top-k / top-p / min-p samples there
   // (ops::sample, only the id comes back; Sampler::device_row's draw, so a seed is
-  // reproducible on the device but picks other tokens than the host sampler).
+  // reproducible on the device but picks other tokens than the host sampler), and plain
+  // greedy decoding takes the argmax there (the host's token, ties to the lowest id).
+  // Device-picked tokens decode with the next step queued before the host reads the
+  // token (replayed graphs take it from the device), so on_token runs while the device
+  // computes the next step; a stop discards that step.
   std::vector<int> generate(const std::vector<int>& prompt, int max_new, const SamplingParams& params,
                             const std::function<bool(int)>& on_token = nullptr,
                             const std::vector<int>& stop_ids = {});
@@ -48,6 +55,12 @@ class Generator {
  private:
   // keep_on_device: the logits stay where the model runs (generate's device sampling).
   Tensor step(const std::vector<int>& tokens, bool all_logits, bool keep_on_device = false);
+  // The argmax of one row of logits on their device; only the id comes back.
+  static int device_argmax(const Tensor& logits);
+  // A decode step whose token is ids[0] on the device (the step before it picked it),
+  // replayed from a graph and queued without waiting; the logits stay on the device.
+  // Undefined (nothing queued) where graphs cannot serve the model.
+  Tensor step_queued(const Tensor& ids);
 
   Model& model_;
   int max_context_;

@@ -128,6 +128,56 @@ std::unique_ptr<DeviceGraph> capture_graph(Device device, const std::function<vo
 #endif
 }
 
+namespace {
+class HostReadback : public Readback {
+ public:
+  void start(const Tensor& src) override { copy_ = src.clone(); }
+  Tensor wait() override { return copy_; }
+
+ private:
+  Tensor copy_;
+};
+#ifdef MLXCEL_WITH_CUDA
+class CudaReadback : public Readback {
+ public:
+  CudaReadback(Device device, int64_t max_bytes)
+      : device_(device), r_(cuda::make_readback(device.index, size_t(max_bytes))), max_bytes_(max_bytes) {}
+  void start(const Tensor& src) override {
+    constexpr const char* kOp = "readback";
+    if (src.device() != device_ || !src.is_contiguous() || src.nbytes() > max_bytes_)
+      invalid("[{}] {} must be contiguous, on {} and at most {} bytes", kOp, src.describe(), device_name(device_), max_bytes_);
+    MLXCEL_CUDA_CALL(kOp, cuda::readback_start(*r_, src.raw(), size_t(src.nbytes())));
+    shape_ = src.shape(), dtype_ = src.dtype();
+  }
+  Tensor wait() override {
+    constexpr const char* kOp = "readback";
+    const void* p = nullptr;
+    MLXCEL_CUDA_CALL(kOp, p = cuda::readback_wait(*r_));
+    Tensor out = Tensor::empty(shape_, dtype_);
+    std::memcpy(out.raw(), p, size_t(out.nbytes()));
+    return out;
+  }
+
+ private:
+  Device device_;
+  std::shared_ptr<cuda::Readback> r_;
+  int64_t max_bytes_;
+  Shape shape_;
+  DType dtype_ = DType::u8;
+};
+#endif
+}  // namespace
+
+std::unique_ptr<Readback> make_readback(Device device, int64_t max_bytes) {
+  if (device.type == DeviceType::cpu) return std::make_unique<HostReadback>();
+#ifdef MLXCEL_WITH_CUDA
+  if (max_bytes < 0) invalid("[readback] max_bytes must be >= 0, got {}", max_bytes);
+  return std::make_unique<CudaReadback>(device, max_bytes);
+#else
+  no_cuda("readback");
+#endif
+}
+
 bool cuda_built() {
 #ifdef MLXCEL_WITH_CUDA
   return true;

@@ -43,6 +43,19 @@ class DeviceGraph {
   virtual bool stale() const = 0;
 };
 std::unique_ptr<DeviceGraph> capture_graph(Device device, const std::function<void()>& fn);
+// A copy of a small tensor to the host that is queued now and waited for later: a decode
+// loop queues the copy of a step's token ids, then the next step behind it, and only then
+// waits for the ids (so the device never waits for the host between steps). On CUDA the
+// copy goes through pinned memory and an event; on the CPU start() copies at once.
+class Readback {
+ public:
+  virtual ~Readback() = default;
+  // src: contiguous, on the device the readback was made for, at most max_bytes.
+  virtual void start(const Tensor& src) = 0;
+  // The host copy of the last start()'s tensor (waits for it).
+  virtual Tensor wait() = 0;
+};
+std::unique_ptr<Readback> make_readback(Device device, int64_t max_bytes);
 // Whether this build has the CUDA backend, and how many CUDA GPUs it sees (0 without
 // the backend, a driver or a device).
 bool cuda_built();

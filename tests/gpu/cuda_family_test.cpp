@@ -225,6 +225,51 @@ TEST_P(CudaFamily, GeneratorSamplesOnTheDevice) {
   EXPECT_EQ(run(5, false), run(5, true)) << GetParam() << ": graph replay samples like the plain path";
 }
 
+// Greedy decoding on CUDA takes the argmax on the device (generate with temperature 0,
+// decode_greedy): the tokens of the host's argmax over the copied logits, graphs on and off.
+TEST_P(CudaFamily, GreedyArgmaxOnTheDeviceMatchesTheHost) {
+  REQUIRE_GPU();
+  const fs::path dir = fixtures_dir() / GetParam();
+  auto model = load_model(dir.string(), Device::cuda());
+  Reference ref = load_reference(dir, "reference");
+  for (bool graphs : {false, true}) {
+    Generator dev(*model, 64), host(*model, 64), step(*model, 64);
+    dev.set_graphs(graphs), host.set_graphs(graphs), step.set_graphs(graphs);
+    const std::vector<int> got = dev.generate(ref.prompts[0], 10, SamplingParams{});
+    std::vector<float> l = host.prefill(ref.prompts[0]).to_f32_vector();
+    std::vector<int> want;
+    for (int i = 0; i < 10; ++i) {
+      want.push_back(int(std::max_element(l.begin(), l.end()) - l.begin()));
+      if (i + 1 < 10) l = host.decode(want.back()).to_f32_vector();
+    }
+    EXPECT_EQ(got, want) << GetParam() << " graphs " << graphs;
+    std::vector<float> l0 = step.prefill(ref.prompts[0]).to_f32_vector();
+    int tok = int(std::max_element(l0.begin(), l0.end()) - l0.begin());
+    std::vector<int> stepped{tok};
+    for (int i = 1; i < 10; ++i) stepped.push_back(tok = step.decode_greedy(tok));
+    EXPECT_EQ(stepped, want) << GetParam() << " graphs " << graphs << " (decode_greedy)";
+    // Stops: the step queued behind the stopping token is dropped (n_past counts the
+    // prompt and the tokens fed, not the last one), by on_token and by a stop id.
+    const int64_t P = int64_t(ref.prompts[0].size());
+    Generator g(*model, 64);
+    g.set_graphs(graphs);
+    int seen = 0;
+    const std::vector<int> four = g.generate(ref.prompts[0], 10, SamplingParams{}, [&](int) { return ++seen < 4; });
+    EXPECT_EQ(four, std::vector<int>(want.begin(), want.begin() + 4)) << GetParam();
+    EXPECT_EQ(g.n_past(), P + 3) << GetParam();
+    g.reset();
+    const size_t first = size_t(std::find(want.begin(), want.end(), want[6]) - want.begin());
+    const std::vector<int> upto = g.generate(ref.prompts[0], 10, SamplingParams{}, nullptr, {want[6]});
+    EXPECT_EQ(upto, std::vector<int>(want.begin(), want.begin() + ptrdiff_t(first) + 1)) << GetParam();
+    EXPECT_EQ(g.n_past(), P + int64_t(first)) << GetParam();
+    // Generating on from there (the dropped step's slot is written again) continues the
+    // host's sequence: the same steps in the same order.
+    const std::vector<int> on = g.generate(std::vector<int>{upto.back()}, 3, SamplingParams{});
+    EXPECT_EQ(on, std::vector<int>(want.begin() + ptrdiff_t(first) + 1, want.begin() + ptrdiff_t(first) + 4))
+        << GetParam() << " graphs " << graphs;
+  }
+}
+
 // Decode steps replayed from a recorded CUDA graph give the logits of the plain path,
 // across steps, a reset and a longer second prompt (which may move scratch buffers and
 // so force a new recording).

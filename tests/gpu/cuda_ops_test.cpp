@@ -373,9 +373,12 @@ TEST(CudaOps, RegisterFedQuantizedGemvMatchesExact) {
     EXPECT_LT(rel_err(got[1], ops::linear(x, w2)), kTol);
     EXPECT_LT(rel_err(got[2], y3), kTol);
     EXPECT_LT(rel_err(got[3], y1), kTol);
-    EXPECT_LT(rel_err(got[4], ops::gated(y1, y3b, ops::Activation::silu)), cs.xscale == 1.0f ? kTol : 1e-2);
-    EXPECT_LT(rel_err(got[5], ops::gated(ops::linear(x, w1), y3, ops::Activation::gelu_tanh)),
-              cs.xscale == 1.0f ? kTol : 1e-2);
+    // The activation multiplies the relative error of a negative sum by about |sum| (silu(y)
+    // ~ y e^y), and 16 rows leave the norm to a few of them: 2.9e-3 seen at N = 16, K =
+    // 12288 (the products themselves within 1e-3 above).
+    const double gtol = cs.xscale == 1.0f && cs.N >= 64 ? kTol : 1e-2;
+    EXPECT_LT(rel_err(got[4], ops::gated(y1, y3b, ops::Activation::silu)), gtol);
+    EXPECT_LT(rel_err(got[5], ops::gated(ops::linear(x, w1), y3, ops::Activation::gelu_tanh)), gtol);
     for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(bytes_equal(got[i], again[i])) << "output " << i;
   }
   }

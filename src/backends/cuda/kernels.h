@@ -65,6 +65,15 @@ bool capturing(int device);
 // dst (a contiguous CUDA tensor) = src (a host tensor of the same dtype and numel),
 // queued on dst's device stream.
 void copy_from_host(Tensor& dst, const Tensor& src);
+// A small device -> host copy queued now and waited for later: start() queues the copy
+// of `bytes` (<= the size it was made with) from a device pointer into pinned host memory
+// on the device's stream and records an event; wait() blocks until that copy is done and
+// returns the host bytes (valid until the next start()). A decode loop reads a step's
+// token ids this way while the next step is already queued behind the copy.
+struct Readback;
+std::shared_ptr<Readback> make_readback(int device, size_t bytes);
+void readback_start(Readback& r, const void* src, size_t bytes);
+const void* readback_wait(Readback& r);
 
 // Hardware probes (probe.cu), for benchmarks: the bytes/s of reading a `bytes` buffer
 // once (best of 10), and the FLOP/s of a bf16 x bf16 -> bf16 cuBLAS GEMM with f32

@@ -365,6 +365,47 @@ void copy_from_host(Tensor& dst, const Tensor& src) {
   MLXCEL_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), s.raw(), s.nbytes(), cudaMemcpyHostToDevice, stream_of(dst.device().index)));
 }
 
+// ---- queued device -> host copies (decode loops)
+struct Readback {
+  int device = 0;
+  size_t bytes = 0;
+  void* host = nullptr;
+  cudaEvent_t done = nullptr;
+  bool pending = false;
+  ~Readback() {
+    if (done) (void)cudaEventDestroy(done);
+    if (host) (void)cudaFreeHost(host);
+  }
+};
+
+std::shared_ptr<Readback> make_readback(int device, size_t bytes) {
+  init();
+  DeviceGuard guard(device);
+  auto r = std::make_shared<Readback>();
+  r->device = device;
+  r->bytes = bytes;
+  MLXCEL_CUDA_CHECK(cudaMallocHost(&r->host, bytes > 0 ? bytes : 1));
+  MLXCEL_CUDA_CHECK(cudaEventCreateWithFlags(&r->done, cudaEventDisableTiming));
+  return r;
+}
+
+void readback_start(Readback& r, const void* src, size_t bytes) {
+  if (bytes > r.bytes) throw_invalid(fmt::format("readback: {} bytes into a buffer of {}", bytes, r.bytes));
+  DeviceGuard guard(r.device);
+  cudaStream_t st = stream_of(r.device);
+  MLXCEL_CUDA_CHECK(cudaMemcpyAsync(r.host, src, bytes, cudaMemcpyDeviceToHost, st));
+  MLXCEL_CUDA_CHECK(cudaEventRecord(r.done, st));
+  r.pending = true;
+}
+
+const void* readback_wait(Readback& r) {
+  if (r.pending) {
+    MLXCEL_CUDA_CHECK(cudaEventSynchronize(r.done));
+    r.pending = false;
+  }
+  return r.host;
+}
+
 // ---- per-op GPU time
 namespace {
 
