@@ -157,7 +157,15 @@ void graphed_layers(double bw, Timer& timer) {
     float *yk = yq + Q, *yv = yk + KV;
     const cuda::RowNorm norm{h.data<float>(), nw.raw(), DType::bf16, 1e-5f, 0.0f, sum.data<float>()};
     auto mbytes = [&](const Mat& m) { return double(m.q.N) * m.q.K * (bits / 8.0 + 4.0 / 64); };
-    enum { kQkv, kO, kGateUp, kDown, kLayer, kLayerNormed };
+    // The lab's shapes: q/k/v as one 6144-row matrix, gate/up as one 28672-row matrix
+    // (plain, not gated): what the multi-part and gated forms cost over single matrices.
+    std::vector<Mat> qkv1, gu1;
+    for (int l = 0; l < L; ++l) {
+      qkv1.push_back(make(Q + 2 * KV, H, 5000 + 10 * uint32_t(l)));
+      gu1.push_back(make(2 * I, H, 7000 + 10 * uint32_t(l)));
+    }
+    Tensor ybig = Tensor::empty({2 * I}, DType::f32, Device::cuda());
+    enum { kQkv, kO, kGateUp, kDown, kLayer, kLayerNormed, kQkv1, kGateUp1, kLayer1 };
     auto issue = [&](const Layer& ly, int what) {
       const float* xp = x.data<float>();
       if (what == kQkv || what == kLayer)
@@ -169,12 +177,22 @@ void graphed_layers(double bw, Timer& timer) {
       if (what == kGateUp || what == kLayer) cuda::qlinear_gated(xp, 1, ly.gate.q, ly.up.q, nullptr, nullptr, cpu::Act::silu, yq);
       if (what == kLayerNormed && !cuda::qlinear_gated_normed(xp, norm, ly.gate.q, ly.up.q, nullptr, nullptr, cpu::Act::silu, yq))
         throw std::runtime_error("the norm fold declined gate/up");
-      if (what == kDown || what >= kLayer) cuda::qlinear(xp, 1, ly.down.q, nullptr, yq);
+      if (what == kDown || (what >= kLayer && what <= kLayerNormed)) cuda::qlinear(xp, 1, ly.down.q, nullptr, yq);
+    };
+    auto issue1 = [&](int l, int what) {  // the lab's single matrices
+      const float* xp = x.data<float>();
+      if (what == kQkv1 || what == kLayer1) cuda::qlinear(xp, 1, qkv1[size_t(l)].q, nullptr, ybig.data<float>());
+      if (what == kLayer1) cuda::qlinear(xp, 1, layers[size_t(l)].o.q, nullptr, yq);
+      if (what == kGateUp1 || what == kLayer1) cuda::qlinear(xp, 1, gu1[size_t(l)].q, nullptr, ybig.data<float>());
+      if (what == kLayer1) cuda::qlinear(xp, 1, layers[size_t(l)].down.q, nullptr, yq);
     };
     auto bytes_of = [&](const Layer& ly, int what) {
       const double qkv = mbytes(ly.q) + mbytes(ly.k) + mbytes(ly.v), gu = mbytes(ly.gate) + mbytes(ly.up);
-      return what == kQkv ? qkv : what == kO ? mbytes(ly.o) : what == kGateUp ? gu : what == kDown ? mbytes(ly.down)
-                                                                                    : qkv + mbytes(ly.o) + gu + mbytes(ly.down);
+      return what == kQkv || what == kQkv1 ? qkv
+             : what == kO                  ? mbytes(ly.o)
+             : what == kGateUp || what == kGateUp1 ? gu
+             : what == kDown                       ? mbytes(ly.down)
+                                                   : qkv + mbytes(ly.o) + gu + mbytes(ly.down);
     };
     auto replay_us = [&](auto&& body) {
       cudaGraph_t g;
@@ -189,29 +207,38 @@ void graphed_layers(double bw, Timer& timer) {
       return ms * 1e3 / L;
     };
     const char* names[] = {"q/k/v (3 parts, 6144 x 4096)", "o 4096 x 4096", "gate/up (gated, 2 x 14336 x 4096)",
-                           "down 4096 x 14336", "**layer** (the four)", "layer, norm folded into q/k/v and gate/up"};
+                           "down 4096 x 14336", "**layer** (the four)", "layer, norm folded into q/k/v and gate/up",
+                           "q/k/v as one 6144 x 4096 matrix", "gate/up as one 28672 x 4096 matrix (not gated)",
+                           "layer of the four single matrices (the lab's shapes)"};
     const std::string fmt = bits == 4 ? "mlx q4 g64" : "mlx q8 g64";
-    for (int what = kQkv; what <= kLayerNormed; ++what) {
+    for (int what = kQkv; what <= kLayer1; ++what) {
       const double us = replay_us([&] {
-        for (const Layer& ly : layers) issue(ly, what);
+        for (int l = 0; l < L; ++l) what >= kQkv1 ? issue1(l, what) : issue(layers[size_t(l)], what);
       });
       const double b = bytes_of(layers[0], what);
       std::printf("| %s | %s | %.1f | %.1f%% |\n", fmt.c_str(), names[what], us, 100.0 * b / (us * 1e-6) / 1e9 / bw);
     }
-    // The ceiling: each layer's seven matrices read plainly (words, scales, biases).
+    // The ceiling: a plain read of the layer's bytes in the four launches' sizes, from one
+    // buffer a layer (bench/qgemv_lab.cu's "stream").
     Tensor sink = Tensor::empty({1}, DType::u32, Device::cuda());
+    const Layer& l0 = layers[0];
+    const double part[4] = {mbytes(l0.q) + mbytes(l0.k) + mbytes(l0.v), mbytes(l0.o), mbytes(l0.gate) + mbytes(l0.up),
+                            mbytes(l0.down)};
+    const double b = bytes_of(l0, kLayer);
+    std::vector<Tensor> flat;
+    for (int l = 0; l < L; ++l) flat.push_back(dev_random({int64_t(b / 16) + 4, 4}, DType::u32, 9000 + uint32_t(l)));
     const double us = replay_us([&] {
-      for (const Layer& ly : layers)
-        for (const Mat* m : {&ly.q, &ly.k, &ly.v, &ly.o, &ly.gate, &ly.up, &ly.down})
-          for (const Tensor* t : {&m->w, &m->s, &m->b}) {
-            const size_t n = size_t(t->nbytes()) / 16;
-            read_words<<<unsigned(std::min<size_t>(size_t(sms) * 8, (n + 255) / 256)), 256, 0, st>>>(
-                static_cast<const uint4*>(t->raw()), n, sink.data<unsigned>());
-          }
+      for (const Tensor& fl : flat) {
+        const uint4* p = static_cast<const uint4*>(fl.raw());
+        for (double pb : part) {
+          const size_t n = size_t(pb / 16);
+          read_words<<<unsigned(std::min<size_t>(size_t(sms) * 8, (n + 255) / 256)), 256, 0, st>>>(p, n, sink.data<unsigned>());
+          p += n;
+        }
+      }
     });
-    const double b = bytes_of(layers[0], kLayer);
-    std::printf("| %s | plain read of the layer's bytes (21 launches) | %.1f | %.1f%% |\n", fmt.c_str(), us,
-                100.0 * b / (us * 1e-6) / 1e9 / bw);
+    std::printf("| %s | plain read of the layer's bytes (4 launches of the four's sizes) | %.1f | %.1f%% |\n", fmt.c_str(),
+                us, 100.0 * b / (us * 1e-6) / 1e9 / bw);
   }
   std::printf("\nus a launch (a layer for the layer rows): median of 11 replays of 3 graph launches, / %d.\n", L);
 }
@@ -226,13 +253,14 @@ struct Shape2 {
 
 int main(int argc, char** argv) {
   int reps = 40;
-  bool skinny_only = false, layers_only = false;
+  bool skinny_only = false, layers_only = false, profile = false;
   std::string only;
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--reps" && i + 1 < argc) reps = std::atoi(argv[i + 1]);
     if (std::string(argv[i]) == "--skinny-only") skinny_only = true;
     if (std::string(argv[i]) == "--only" && i + 1 < argc) only = argv[i + 1];
     if (std::string(argv[i]) == "--layers") layers_only = true;
+    if (std::string(argv[i]) == "--profile") profile = true;
   }
   try {
     cuda::init();
@@ -242,6 +270,30 @@ int main(int argc, char** argv) {
     }
     cudaDeviceProp prop{};
     MLXCEL_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    if (profile) {
+      // For a profiler (ncu --kernel-name regex:qgemv_rf): five plain launches each of the
+      // o (4096 x 4096) and q/k/v (3 parts) batch-1 products, MLX q4 g64, bf16 scales.
+      auto mat = [&](int64_t N, int64_t K, uint32_t seed, std::vector<Tensor>& keep) {
+        keep.push_back(dev_random({N, K / 8}, DType::u32, seed));
+        keep.push_back(dev_random({N, K / 64}, DType::bf16, seed + 1));
+        keep.push_back(dev_random({N, K / 64}, DType::bf16, seed + 2));
+        const size_t n = keep.size();
+        return cpu::QuantMatrix{keep[n - 3].data<uint32_t>(), keep[n - 2].raw(), keep[n - 1].raw(), DType::bf16, 4, 64, N, K};
+      };
+      std::vector<Tensor> keep;
+      const cpu::QuantMatrix o = mat(4096, 4096, 1, keep), q = mat(4096, 4096, 11, keep), k = mat(1024, 4096, 21, keep),
+                             v = mat(1024, 4096, 31, keep);
+      Tensor xb = dev_random({4096}, DType::bf16, 5), x = Tensor::empty({4096}, DType::f32, Device::cuda());
+      cuda::convert(xb, x);
+      Tensor y = Tensor::empty({3, 4096}, DType::f32, Device::cuda());
+      float* yp = y.data<float>();
+      for (int i = 0; i < 5; ++i) cuda::qlinear(x.data<float>(), 1, o, nullptr, yp);
+      for (int i = 0; i < 5; ++i)
+        cuda::qlinear_multi(x.data<float>(), 1, {q, k, v}, {nullptr, nullptr, nullptr}, {yp, yp + 4096, yp + 5120});
+      cuda::synchronize();
+      std::printf("profile launches done\n");
+      return 0;
+    }
     Timer timer;
     cudaStream_t st = cuda::current_stream();
 

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #define CK(x)                                                                                \
@@ -792,6 +793,29 @@ struct Form {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "profile") {
+    // For a profiler (ncu --kernel-name regex:p16_kernel): five launches of "p16 a" on the
+    // o shape (4096 x 4096).
+    CK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
+    const int N = 4096, K = 4096;
+    uint32_t* w;
+    bf16 *sc, *bi;
+    float *x, *y;
+    CK(cudaMalloc(&w, size_t(N) * K / 2));
+    CK(cudaMalloc(&sc, size_t(N) * K / 64 * 2));
+    CK(cudaMalloc(&bi, size_t(N) * K / 64 * 2));
+    CK(cudaMalloc(&x, K * 4));
+    CK(cudaMalloc(&y, N * 4));
+    fill_kernel<<<1024, 256>>>(w, size_t(N) * K / 8, 3);
+    fill_scales<<<256, 256>>>(sc, size_t(N) * K / 64);
+    fill_scales<<<256, 256>>>(bi, size_t(N) * K / 64);
+    fill_scales<<<64, 256>>>(reinterpret_cast<bf16*>(x), K * 2);
+    CK(cudaDeviceSynchronize());
+    for (int i = 0; i < 5; ++i) launch_p16_a<0>(x, w, sc, bi, y, N, K);
+    CK(cudaStreamSynchronize(g_stream));
+    std::printf("profile launches done\n");
+    return 0;
+  }
   int reps = argc > 1 ? std::atoi(argv[1]) : 5;
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
@@ -990,6 +1014,40 @@ int main(int argc, char** argv) {
                   100.0 * layer_bytes / us_layer / 1e3 / bw);
       CK(cudaGraphExecDestroy(exec));
       CK(cudaGraphDestroy(graph));
+    }
+    // Each shape alone: 16 launches of it (the 16 layers' copies) a graph, us a launch
+    // (cuda_bench --layers times the project's launches the same way).
+    std::printf("\nGraphed launches of one shape (%d a replay; us a launch):\n", L);
+    for (const Form& f : gforms) {
+      std::printf("  %-18s", f.name);
+      for (int i = 0; i < 4; ++i) {
+        cudaGraph_t graph;
+        cudaGraphExec_t exec;
+        CK(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeGlobal));
+        for (int l = 0; l < L; ++l) {
+          const Mat& m = mats[size_t(l) * 4 + i];
+          f.fn(gx, m.w, m.s, m.b, gy, m.N, m.K);
+        }
+        CK(cudaStreamEndCapture(g_stream, &graph));
+        CK(cudaGraphInstantiate(&exec, graph, 0));
+        CK(cudaGraphLaunch(exec, g_stream));
+        CK(cudaStreamSynchronize(g_stream));
+        std::vector<float> t;
+        for (int r = 0; r < 11; ++r) {
+          CK(cudaEventRecord(e0, g_stream));
+          CK(cudaGraphLaunch(exec, g_stream));
+          CK(cudaEventRecord(e1, g_stream));
+          CK(cudaEventSynchronize(e1));
+          float ms;
+          CK(cudaEventElapsedTime(&ms, e0, e1));
+          t.push_back(ms);
+        }
+        std::sort(t.begin(), t.end());
+        std::printf("  %s %.1f", shapes[i].name, t[t.size() / 2] * 1000.0 / L);
+        CK(cudaGraphExecDestroy(exec));
+        CK(cudaGraphDestroy(graph));
+      }
+      std::printf("\n");
     }
   }
   return 0;
