@@ -359,18 +359,45 @@ int decode_bench(const std::string& quant, const std::string& shape, int rounds)
     q.K = mats[i].K;
     mq.push_back(q);
   }
+  // The same MLX weights copied in decode order into one anonymous region advised for
+  // transparent huge pages (as the x8 copies' arenas are).
+  std::vector<cpu::QuantMatrix> mq_thp = mq;
+  size_t region = 0;
+  for (size_t i = 0; i < mats.size(); ++i) region += (mpacked[i].size() * 4 + mscales[i].size() * 2 + 63) / 64 * 64;
+  region = (region + (size_t(2) << 20) - 1) / (size_t(2) << 20) * (size_t(2) << 20);
+  void* base = ::mmap(nullptr, region, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (base == MAP_FAILED) throw std::runtime_error("mmap");
+#if defined(MADV_HUGEPAGE)
+  ::madvise(base, region, MADV_HUGEPAGE);
+#endif
+  {
+    uint8_t* at = static_cast<uint8_t*>(base);
+    for (size_t i = 0; i < mats.size(); ++i) {
+      std::memcpy(at, mpacked[i].data(), mpacked[i].size() * 4);
+      mq_thp[i].packed = reinterpret_cast<const uint32_t*>(at);
+      at += (mpacked[i].size() * 4 + 63) / 64 * 64;
+      std::memcpy(at, mscales[i].data(), mscales[i].size() * 2);
+      mq_thp[i].scales = at;
+      mq_thp[i].biases = at + mscales[i].size();  // (bytes: half the uint16 count * 2)
+      at += (mscales[i].size() * 2 + 63) / 64 * 64;
+    }
+  }
+  bool use_thp = false;
   auto mlx = [&](size_t i, int n) {
     float* ys[3];
+    const std::vector<cpu::QuantMatrix>& w = use_thp ? mq_thp : mq;
     for (int j = 0; j < n; ++j) ys[j] = y.data() + mats[i].N * j;
-    if (n == 1) cpu::qlinear(x.data(), 1, mq[i], nullptr, y.data());
-    else cpu::qlinear_multi(x.data(), 1, mq.data() + i, n, nullptr, ys);
+    if (n == 1) cpu::qlinear(x.data(), 1, w[i], nullptr, y.data());
+    else cpu::qlinear_multi(x.data(), 1, w.data() + i, n, nullptr, ys);
   };
-  constexpr int kVariants = 6;
+  constexpr int kVariants = 7;
   std::vector<double> t[kVariants];
   const int tokens = 16;
   for (int round = 0; round < rounds; ++round) {
     for (int variant = 0; variant < kVariants; ++variant) {
-      const int form = variant >= 4 ? cpu::set_q4_x_parts(variant == 4 ? cpu::kQ4XInt8 : cpu::kQ4XInt16) : 0;
+      const bool xform = variant == 4 || variant == 5;
+      const int form = xform ? cpu::set_q4_x_parts(variant == 4 ? cpu::kQ4XInt8 : cpu::kQ4XInt16) : 0;
+      use_thp = variant == 6;
       auto t0 = Clock::now();
       for (int tok = 0; tok < tokens; ++tok) {
         for (size_t i = 0; i < mats.size();) {
@@ -389,7 +416,7 @@ int decode_bench(const std::string& quant, const std::string& shape, int rounds)
         }
       }
       t[variant].push_back(seconds_since(t0) / tokens * 1e3);
-      if (variant >= 4) cpu::set_q4_x_parts(form);
+      if (xform) cpu::set_q4_x_parts(form);
     }
   }
   std::printf("%s %s decode GEMVs: %zu matrices, %.0f MB (x8 copies %.0f MB); read bandwidth %.1f GB/s; %d rounds of %d tokens\n",
@@ -397,13 +424,15 @@ int decode_bench(const std::string& quant, const std::string& shape, int rounds)
               rounds, tokens);
   const std::string mlx_name = fmt::format("MLX q{} g64 bf16, fused", mbits);
   const std::string names[kVariants] = {"rows", "x8", "x8, q/k/v and gate/up fused", mlx_name + " (default x)",
-                                        mlx_name + " (int8 x)", mlx_name + " (int16 x)"};
+                                        mlx_name + " (int8 x)", mlx_name + " (int16 x)",
+                                        mlx_name + " (default x, THP copy)"};
   for (int v = 0; v < kVariants; ++v) {
     std::sort(t[v].begin(), t[v].end());
     const double med = t[v][t[v].size() / 2], b = v >= 3 ? mbytes : bytes;
     std::printf("%-36s min %6.2f ms  median %6.2f ms per token  (%.1f GB/s at the median, %.0f%% of read bandwidth)\n",
                 names[v].c_str(), t[v].front(), med, b / med / 1e6, 100 * b / med / 1e6 / bw);
   }
+  ::munmap(base, region);
   return 0;
 }
 
