@@ -11,7 +11,8 @@
 #    engine, GGUF), then `mlxcel inspect --device cuda` and a short `mlxcel bench`.
 #    BENCH=0 skips the bench; TESTS=0 skips the three suites (build only, for profiling
 #    calls); CTEST=1 also runs the whole CPU ctest suite of that build; AB=... runs an
-#    A/B of one knob (below); LAB=1 builds and runs bench/qgemv_lab.cu.
+#    A/B of one knob (below); LAB=1 builds and runs bench/qgemv_lab.cu. CMAKE_EXTRA adds
+#    configure arguments (e.g. "-DCMAKE_CUDA_FLAGS=-lineinfo" for ncu's source view).
 # Without headers.tgz (or if that configure fails) it falls back to tests/gpu/standalone
 # (base, tensor, both backends, test_cuda_kernels; needs only fmt, GoogleTest and CUDA).
 # The logs come back as one file, $OUT/gpu_logs.tgz (the device tool returns only a few
@@ -55,7 +56,7 @@ if [ -f "$D/headers.tgz" ]; then
   B=$ROOT/build-gpu
   echo "== configure + build (ICU $V)"
   if cmake -S . -B "$B" -G Ninja -DMLXCEL_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_CUDA_COMPILER="$NVCC" \
-       -DMLXCEL_BUILD_BENCH=ON "${EX[@]}" > "$OUT/configure.log" 2>&1; then
+       -DMLXCEL_BUILD_BENCH=ON "${EX[@]}" ${CMAKE_EXTRA:-} > "$OUT/configure.log" 2>&1; then
     T="mlxcel test_cuda_kernels test_cuda_ops test_cuda_models cuda_bench"
     [ "${CTEST:-0}" = 1 ] && T=all
     timeout 420 ninja -C "$B" -j"$JOBS" -k 0 $T > "$OUT/build.log" 2>&1 && full_ok=1
