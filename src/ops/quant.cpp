@@ -230,7 +230,7 @@ Tensor qlinear_gated(const Tensor& x, const QuantizedWeight& gate, const Quantiz
   check_qlinear(kOp, x, gate, gate_bias);
   check_qlinear(kOp, x, up, up_bias);
   Tensor xc = contiguous_input(x);
-  const int64_t M = xc.numel() / gate.cols();
+  [[maybe_unused]] const int64_t M = xc.numel() / gate.cols();  // (CUDA builds)
   Prepared pg = prepare(gate), pu = prepare(up);
   Tensor bg = bias_f32(gate_bias), bu = bias_f32(up_bias);
   Shape shape = x.shape();
