@@ -988,11 +988,12 @@ int main(int argc, char** argv) {
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
-    for (const Form& f : gforms) {
+    // The median ms of 11 replays of one graph of what `issue` queues.
+    auto graph_ms = [&](auto&& issue) {
       cudaGraph_t graph;
       cudaGraphExec_t exec;
       CK(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeGlobal));
-      for (const Mat& m : mats) f.fn(gx, m.w, m.s, m.b, gy, m.N, m.K);
+      issue();
       CK(cudaStreamEndCapture(g_stream, &graph));
       CK(cudaGraphInstantiate(&exec, graph, 0));
       CK(cudaGraphLaunch(exec, g_stream));
@@ -1008,12 +1009,17 @@ int main(int argc, char** argv) {
         t.push_back(ms);
       }
       CK(cudaGetLastError());
-      std::sort(t.begin(), t.end());
-      const double us_layer = t[t.size() / 2] * 1000.0 / L;
-      std::printf("  %-18s %.1f us a layer, %.1f%% of copy BW\n", f.name, us_layer,
-                  100.0 * layer_bytes / us_layer / 1e3 / bw);
       CK(cudaGraphExecDestroy(exec));
       CK(cudaGraphDestroy(graph));
+      std::sort(t.begin(), t.end());
+      return double(t[t.size() / 2]);
+    };
+    for (const Form& f : gforms) {
+      const double us_layer = graph_ms([&] {
+                                for (const Mat& m : mats) f.fn(gx, m.w, m.s, m.b, gy, m.N, m.K);
+                              }) * 1000.0 / L;
+      std::printf("  %-18s %.1f us a layer, %.1f%% of copy BW\n", f.name, us_layer,
+                  100.0 * layer_bytes / us_layer / 1e3 / bw);
     }
     // Each shape alone: 16 launches of it (the 16 layers' copies) a graph, us a launch
     // (cuda_bench --layers times the project's launches the same way).
@@ -1021,31 +1027,13 @@ int main(int argc, char** argv) {
     for (const Form& f : gforms) {
       std::printf("  %-18s", f.name);
       for (int i = 0; i < 4; ++i) {
-        cudaGraph_t graph;
-        cudaGraphExec_t exec;
-        CK(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeGlobal));
-        for (int l = 0; l < L; ++l) {
-          const Mat& m = mats[size_t(l) * 4 + i];
-          f.fn(gx, m.w, m.s, m.b, gy, m.N, m.K);
-        }
-        CK(cudaStreamEndCapture(g_stream, &graph));
-        CK(cudaGraphInstantiate(&exec, graph, 0));
-        CK(cudaGraphLaunch(exec, g_stream));
-        CK(cudaStreamSynchronize(g_stream));
-        std::vector<float> t;
-        for (int r = 0; r < 11; ++r) {
-          CK(cudaEventRecord(e0, g_stream));
-          CK(cudaGraphLaunch(exec, g_stream));
-          CK(cudaEventRecord(e1, g_stream));
-          CK(cudaEventSynchronize(e1));
-          float ms;
-          CK(cudaEventElapsedTime(&ms, e0, e1));
-          t.push_back(ms);
-        }
-        std::sort(t.begin(), t.end());
-        std::printf("  %s %.1f", shapes[i].name, t[t.size() / 2] * 1000.0 / L);
-        CK(cudaGraphExecDestroy(exec));
-        CK(cudaGraphDestroy(graph));
+        const double ms = graph_ms([&] {
+          for (int l = 0; l < L; ++l) {
+            const Mat& m = mats[size_t(l) * 4 + i];
+            f.fn(gx, m.w, m.s, m.b, gy, m.N, m.K);
+          }
+        });
+        std::printf("  %s %.1f", shapes[i].name, ms * 1000.0 / L);
       }
       std::printf("\n");
     }
