@@ -131,10 +131,16 @@ std::unique_ptr<DeviceGraph> capture_graph(Device device, const std::function<vo
 namespace {
 class HostReadback : public Readback {
  public:
-  void start(const Tensor& src) override { copy_ = src.clone(); }
+  explicit HostReadback(int64_t max_bytes) : max_bytes_(max_bytes) {}
+  void start(const Tensor& src) override {
+    if (src.device().type != DeviceType::cpu || src.nbytes() > max_bytes_)
+      invalid("[readback] {} must be on the host and at most {} bytes", src.describe(), max_bytes_);
+    copy_ = src.clone();
+  }
   Tensor wait() override { return copy_; }
 
  private:
+  int64_t max_bytes_;
   Tensor copy_;
 };
 #ifdef MLXCEL_WITH_CUDA
@@ -169,9 +175,9 @@ class CudaReadback : public Readback {
 }  // namespace
 
 std::unique_ptr<Readback> make_readback(Device device, int64_t max_bytes) {
-  if (device.type == DeviceType::cpu) return std::make_unique<HostReadback>();
-#ifdef MLXCEL_WITH_CUDA
   if (max_bytes < 0) invalid("[readback] max_bytes must be >= 0, got {}", max_bytes);
+  if (device.type == DeviceType::cpu) return std::make_unique<HostReadback>(max_bytes);
+#ifdef MLXCEL_WITH_CUDA
   return std::make_unique<CudaReadback>(device, max_bytes);
 #else
   no_cuda("readback");

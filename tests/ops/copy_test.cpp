@@ -104,5 +104,23 @@ TEST(SliceLast, CopiesColumns) {
   expect_error([&] { ops::slice_last(x, 5, 4); }, ErrorKind::invalid_request, "[slice_last]");
 }
 
+// A queued copy to the host (decode loops read a step's token ids with it): wait() gives
+// the tensor as it was at start(), later writes to the source do not show.
+TEST(Readback, CopiesAtStart) {
+  std::unique_ptr<ops::Readback> rb = ops::make_readback(Device::cpu(), 16);
+  Tensor ids = Tensor::from_i32({3}, {7, -1, 42});
+  rb->start(ids);
+  ids.data<int32_t>()[0] = 9;
+  Tensor got = rb->wait();
+  EXPECT_EQ(got.shape(), (Shape{3}));
+  EXPECT_EQ(got.dtype(), DType::i32);
+  EXPECT_EQ(got.data<int32_t>()[0], 7);
+  EXPECT_EQ(got.data<int32_t>()[2], 42);
+  rb->start(ids);
+  EXPECT_EQ(rb->wait().data<int32_t>()[0], 9);
+  expect_error([&] { ops::make_readback(Device::cpu(), -1); }, ErrorKind::invalid_request, "[readback]");
+  expect_error([&] { rb->start(Tensor::from_i32({5}, {1, 2, 3, 4, 5})); }, ErrorKind::invalid_request, "[readback]");
+}
+
 }  // namespace
 }  // namespace mlxcel
