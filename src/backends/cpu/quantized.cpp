@@ -354,7 +354,23 @@ MLXCEL_BF16_TARGET inline void bf16_group(const uint8_t* row, int64_t gi, int64_
   for (int m = 0; m < M; ++m) t[m] = bf16_dot<BITS, NX>(lo, hi, xb + m * NX * K, gi * kCpg, K);
   for (int j = 1; j < kCpg; ++j) {
     bf16_nibbles(row, gi * kCpg + j, pf, lo, hi);
-    for (int m = 0; m < M; ++m) t[m] = _mm512_add_ps(t[m], bf16_dot<BITS, NX>(lo, hi, xb + m * NX * K, gi * kCpg + j, K));
+    for (int m = 0; m < M; ++m) {
+      // 8 bits: the group's running sum enters the low nibbles' chain (no add a chunk);
+      // gguf_bench decode q8_0 qwen3-0.6b, MLX q8 copy, four alternated passes, median
+      // ms: 20.07 / 19.43 / 21.11 / 20.46 -> 18.95 / 18.29 / 19.56 / 19.73 (session 26).
+      if constexpr (BITS == 8) {
+        const uint16_t* xc = xb + m * NX * K + 32 * (gi * kCpg + j);
+        __m512 tl = dp_bf16(t[m], lo, _mm512_loadu_si512(xc));
+        __m512 th = dp_bf16(_mm512_setzero_ps(), hi, _mm512_loadu_si512(xc));
+        if constexpr (NX == 2) {
+          tl = dp_bf16(tl, lo, _mm512_loadu_si512(xc + K));
+          th = dp_bf16(th, hi, _mm512_loadu_si512(xc + K));
+        }
+        t[m] = _mm512_fmadd_ps(th, _mm512_set1_ps(16.0f), tl);
+      } else {
+        t[m] = _mm512_add_ps(t[m], bf16_dot<BITS, NX>(lo, hi, xb + m * NX * K, gi * kCpg + j, K));
+      }
+    }
   }
   for (int m = 0; m < M; ++m) a[m] = _mm512_fmadd_ps(t[m], sv, a[m]);
 }
