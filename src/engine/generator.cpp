@@ -79,11 +79,17 @@ Tensor Generator::prefill(const std::vector<int>& prompt, bool all_logits) { ret
 
 Tensor Generator::decode(int token) { return step({token}, false); }
 
-int Generator::device_argmax(const Tensor& logits) {
-  const int vocab = int(logits.dim(-1));
-  const int tok = ops::to_device(ops::argmax(logits.reshape({1, vocab})), Device::cpu()).data<int32_t>()[0];
+namespace {
+// A token id the device picked, checked against the vocabulary.
+int device_token(int tok, int vocab) {
   if (tok < 0 || tok >= vocab) throw_error(ErrorKind::internal, "the device picked token {} outside the vocabulary", tok);
   return tok;
+}
+}  // namespace
+
+int Generator::device_argmax(const Tensor& logits) {
+  const int vocab = int(logits.dim(-1));
+  return device_token(ops::to_device(ops::argmax(logits.reshape({1, vocab})), Device::cpu()).data<int32_t>()[0], vocab);
 }
 
 int Generator::decode_greedy(int token) {
@@ -138,8 +144,7 @@ std::vector<int> Generator::generate(const std::vector<int>& prompt, int max_new
       Tensor next = more ? step_queued(ids) : Tensor();
       const bool queued = next.defined();
       if (queued) next = pick(next);
-      const int tok = rb->wait().data<int32_t>()[0];
-      if (tok < 0 || tok >= vocab) throw_error(ErrorKind::internal, "the device picked token {} outside the vocabulary", tok);
+      const int tok = device_token(rb->wait().data<int32_t>()[0], vocab);
       out.push_back(tok);
       if (stops(tok) || !more) {
         if (queued) n_past_ -= 1;  // its K/V slot is written again by the next token there
