@@ -1,6 +1,7 @@
 // Internal helpers shared by linear.cu and quantized.cu.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "backends/cuda/runtime.h"
@@ -17,17 +18,20 @@ namespace mlxcel::cuda {
 // part i. Gated (gate_act >= 0): parts 0 and 1 are gate and up of the same N, each block
 // takes the same rows of both and writes act(gate) * up to out[0].
 constexpr int kMaxParts = 3;
+// What a block reads first to find its rows and weights (n, block_end, N, w) comes first:
+// 64 bytes, one line of the kernels' constant cache.
 struct GemvParts {
+  int n = 0;
+  unsigned block_end[kMaxParts] = {};
+  int64_t N[kMaxParts] = {};
   const void* w[kMaxParts] = {};       // dense: the [N, K] weight; quantized: packed words
   const void* scales[kMaxParts] = {};  // quantized only
   const void* biases[kMaxParts] = {};  // quantized only
   const void* bias[kMaxParts] = {};    // the optional [N] bias of each part
   void* out[kMaxParts] = {};
-  int64_t N[kMaxParts] = {};
-  unsigned block_end[kMaxParts] = {};
-  int n = 0;
   int gate_act = -1;  // an Act when gated
 };
+static_assert(offsetof(GemvParts, w) + sizeof(GemvParts::w) == 64, "the first line");
 
 // Whether x and every part's weight words start on 16 bytes (the tensor-core GEMVs' 16-byte
 // copies) and, with scales_too, every part's scales and biases on 4 (their 4-byte copies).
