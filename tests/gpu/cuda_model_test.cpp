@@ -318,7 +318,12 @@ TEST(CudaAttention, PagedMatchesDenseReference) {
       {{1, 1}, {9000, 17}, 8, 8, 64, 64, 100, 0.0f, true, DType::f16, DType::f32},           // window, long context
   };
   // attn_kernel, attn_decode_kernel for decode rows, then the tensor-core kernels (which
-  // round q and the probabilities to the cache's type: the bf16 tolerance for them).
+  // round q and the probabilities to the cache's type: the bf16 tolerance for them); each
+  // with decode rows' splits taking all their keys, at least 1 and at least 64 of them
+  // (set_split_keys: rows of one batch then use different numbers of splits).
+  for (int split_keys : {0, 1, 64}) {
+  SCOPED_TRACE("split_keys " + std::to_string(split_keys));
+  const int previous_keys = cuda::set_split_keys(split_keys);
   for (int variant : {0, 1, 2}) {
   SCOPED_TRACE(variant == 0 ? "attn_kernel" : variant == 1 ? "attn_decode_kernel" : "flash");
   const bool previous = cuda::set_decode_attention(variant == 1);
@@ -356,6 +361,8 @@ TEST(CudaAttention, PagedMatchesDenseReference) {
   }
   cuda::set_decode_attention(previous);
   cuda::set_flash_attention(previous_flash);
+  }
+  cuda::set_split_keys(previous_keys);
   }
 }
 

@@ -4,6 +4,7 @@
 // the visible keys; warps stride over keys with an online softmax in f32. Splits are
 // merged by a second kernel.
 // Prompt-shaped steps (many rows per sequence) take a tiled kernel instead (below).
+#include <algorithm>
 #include <cstdlib>
 
 #include "backends/cuda/attention_impl.h"
@@ -17,6 +18,12 @@ namespace {
 constexpr int kHeadsPerCta = 8;
 constexpr int kMaxDimPerLane = 8;  // head_dim and v_head_dim <= 256
 constexpr int kAttnWarps = 4;
+// AttnArgs::split_keys by default (MLXCEL_CUDA_SPLIT_KEYS overrides): one tile of the
+// flash decode kernel. Llama-3.1-8B tg128 on an H200, alternated in one call (session 27):
+// q4 457.5 / 457.8 -> 459.3 / 458.8 tok/s (32: 458.5 / 459.2, 128: 459.2 / 459.4), after a
+// 512-token prompt 456.3 / 456.2 -> 458.4 / 458.3, bf16 223.7 / 223.6 -> 223.9 / 224.1:
+// the merge of 33 mostly empty splits was a small share of a step.
+constexpr int kDefaultSplitKeys = 64;
 
 __global__ void kv_write_kernel(void* kc, int kcdt, void* vc, int vcdt, const void* k, int kdt, const void* v, int vdt,
                                 const int32_t* __restrict__ slots, int64_t n_slots, int64_t kw, int64_t vw) {
@@ -38,8 +45,8 @@ __device__ __forceinline__ void load_q(const AttnArgs& a, int t, int h0, int nh,
 }
 
 // Merges the block's warps' online-softmax states (max m, sum l, unnormalized o per head)
-// and writes row t's output, or the split's partials when there are several splits.
-__device__ __forceinline__ void merge_and_store(const AttnArgs& a, int t, int h0, int nh, int z,
+// and writes row t's output, or the split's partials when the row has several splits (n).
+__device__ __forceinline__ void merge_and_store(const AttnArgs& a, int t, int h0, int nh, int z, int n,
                                                 const float (&m)[kHeadsPerCta], const float (&l)[kHeadsPerCta],
                                                 const float (&o)[kHeadsPerCta][kMaxDimPerLane],
                                                 float (*sm)[kHeadsPerCta], float (*sl)[kHeadsPerCta],
@@ -75,7 +82,7 @@ __device__ __forceinline__ void merge_and_store(const AttnArgs& a, int t, int h0
       }
     }
     const int64_t th = int64_t(t) * a.n_heads + h0 + hh;
-    if (a.n_splits == 1) {
+    if (n == 1) {
       store_any(a.out, a.odt, th * a.Dv + d, Ls > 0.0f ? O / Ls : 0.0f);
     } else {
       a.part_o[(th * a.n_splits + z) * a.Dv + d] = O;
@@ -102,6 +109,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_kernel(const KV* __restr
   const int nh = min(kHeadsPerCta, a.G - hg * kHeadsPerCta);
 
   const KeySpan ks = key_span(a, t, z);
+  if (z >= ks.n) return;  // a split this row does not use (the whole block)
   const int s = ks.s, k0 = ks.k0, k1 = ks.k1;
   load_q(a, t, h0, nh, qs);
 
@@ -145,7 +153,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_kernel(const KV* __restr
       }
     }
   }
-  merge_and_store(a, t, h0, nh, z, m, l, o, sm, sl, so);
+  merge_and_store(a, t, h0, nh, z, ks.n, m, l, o, sm, sl, so);
 }
 
 // ---- decode: lanes over keys ------------------------------------------------------
@@ -172,6 +180,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_decode_kernel(const KV* 
   const int nh = min(kHeadsPerCta, a.G - hg * kHeadsPerCta);
 
   const KeySpan ks = key_span(a, t, z);
+  if (z >= ks.n) return;  // a split this row does not use (the whole block)
   const int s = ks.s, k0 = ks.k0, k1 = ks.k1;
   load_q(a, t, h0, nh, qs);
 
@@ -249,7 +258,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attn_decode_kernel(const KV* 
       }
     }
   }
-  merge_and_store(a, t, h0, nh, z, m, l, o, sm, sl, so);
+  merge_and_store(a, t, h0, nh, z, ks.n, m, l, o, sm, sl, so);
 }
 
 // attn_decode_kernel is opt-in (MLXCEL_CUDA_DECODE_ATTN=1 or set_decode_attention):
@@ -447,28 +456,44 @@ bool use_prefill_tiles(int64_t T, int n_seqs) {
   return mode == 1 && T >= 64 && T >= int64_t(n_seqs) * 16;
 }
 
-// out[t, h] = merge of the splits' (max, sum, unnormalized o).
-__global__ void attn_combine_kernel(const float* __restrict__ part_o, const float* __restrict__ part_ml, int n_splits,
-                                    int Dv, void* out, int odt) {
+// AttnArgs::split_keys: MLXCEL_CUDA_SPLIT_KEYS=N (0: off), set_split_keys.
+int g_split_keys = [] {
+  const char* e = std::getenv("MLXCEL_CUDA_SPLIT_KEYS");
+  return e ? std::max(0, std::atoi(e)) : kDefaultSplitKeys;
+}();
+
+// out[t, h] = merge of the splits' (max, sum, unnormalized o): the first key_span(...).n
+// of the n_splits slots (a row of one split has its output already).
+__global__ void attn_combine_kernel(const AttnArgs a) {
   pdl_enter();
   const int64_t th = blockIdx.x;
+  const int n = key_span(a, int(th / a.n_heads), 0).n, n_splits = a.n_splits, Dv = a.Dv;
+  if (n == 1) return;
+  const float* __restrict__ part_o = a.part_o;
+  const float* __restrict__ part_ml = a.part_ml;
   float M = -INFINITY;
-  for (int z = 0; z < n_splits; ++z) M = fmaxf(M, part_ml[(th * n_splits + z) * 2]);
+  for (int z = 0; z < n; ++z) M = fmaxf(M, part_ml[(th * n_splits + z) * 2]);
   for (int d = threadIdx.x; d < Dv; d += blockDim.x) {
     float Ls = 0.0f, O = 0.0f;
     if (M != -INFINITY) {
-      for (int z = 0; z < n_splits; ++z) {
+      for (int z = 0; z < n; ++z) {
         const float mz = part_ml[(th * n_splits + z) * 2];
         const float f = mz == -INFINITY ? 0.0f : expf(mz - M);
         Ls += part_ml[(th * n_splits + z) * 2 + 1] * f;
         O += part_o[(th * n_splits + z) * Dv + d] * f;
       }
     }
-    store_any(out, odt, th * Dv + d, Ls > 0.0f ? O / Ls : 0.0f);
+    store_any(a.out, a.odt, th * Dv + d, Ls > 0.0f ? O / Ls : 0.0f);
   }
 }
 
 }  // namespace
+
+int set_split_keys(int keys) {
+  const int old = g_split_keys;
+  g_split_keys = std::max(0, keys);
+  return old;
+}
 
 bool set_flash_attention(bool on) {
   const bool old = g_flash;
@@ -545,6 +570,7 @@ void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
   splits = splits > ceil_div(max_ctx, 128) ? ceil_div(max_ctx, 128) : splits;
   splits = splits < 1 || tiles ? 1 : splits > 64 ? 64 : splits;
   a.n_splits = int(splits);
+  a.split_keys = g_split_keys;
   if (a.n_splits > 1) {
     const int64_t rows = T * a.n_heads * a.n_splits;
     a.part_o = static_cast<float*>(scratch(size_t(rows * a.Dv) * 4, 0));
@@ -574,8 +600,7 @@ void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cac
     MLXCEL_CUDA_LAUNCH_CHECK();
   }
   if (a.n_splits > 1) {
-    launch_pdl(attn_combine_kernel, unsigned(T * a.n_heads), 128, 0, l.stream, a.part_o, a.part_ml, a.n_splits, a.Dv, a.out,
-                                                                       a.odt);
+    launch_pdl(attn_combine_kernel, unsigned(T * a.n_heads), 128, 0, l.stream, a);
     MLXCEL_CUDA_LAUNCH_CHECK();
   }
 }

@@ -22,6 +22,11 @@ struct AttnArgs {
   int window;
   bool causal;
   int n_splits;
+  // A split takes at least this many of a row's visible keys (0: the row's keys always go
+  // to all n_splits): a short context runs on fewer splits of the same grid (the others
+  // exit at once), the merge reads only those, and with one split the split kernel writes
+  // the output itself (key_span's n).
+  int split_keys;
   float* part_o;   // [T, n_heads, n_splits, Dv] unnormalized (n_splits > 1)
   float* part_ml;  // [T, n_heads, n_splits, 2] (max, sum; natural-log domain)
   void* out;       // [T, n_heads, Dv]
@@ -30,9 +35,10 @@ struct AttnArgs {
 
 #ifdef __CUDACC__
 // The keys row t of a split sees: its sequence s (the last with q_start[s] <= t) and the
-// split z's share [k0, k1) of the visible range (causal, sliding window).
+// split z's share [k0, k1) of the visible range (causal, sliding window); n: how many
+// splits the row uses (AttnArgs::split_keys; z >= n sees nothing).
 struct KeySpan {
-  int s, k0, k1;
+  int s, k0, k1, n;
 };
 __device__ __forceinline__ KeySpan key_span(const AttnArgs& a, int t, int z) {
   int lo_s = 0, hi_s = a.n_seqs - 1;
@@ -48,9 +54,10 @@ __device__ __forceinline__ KeySpan key_span(const AttnArgs& a, int t, int z) {
   const int hi = a.causal ? min(pos + 1, L) : L;
   const int lo = a.window > 0 ? max(0, pos - a.window + 1) : 0;
   const int n_vis = max(0, hi - lo);
-  const int chunk = (n_vis + a.n_splits - 1) / a.n_splits;
+  const int n = a.split_keys > 0 ? min(a.n_splits, max(1, (n_vis + a.split_keys - 1) / a.split_keys)) : a.n_splits;
+  const int chunk = (n_vis + n - 1) / n;
   const int k0 = lo + z * chunk;
-  return {s, k0, min(hi, k0 + chunk)};
+  return {s, k0, min(hi, k0 + chunk), n};
 }
 
 // Which sequence, and which of its row tiles, prefill block b takes: sequences hold

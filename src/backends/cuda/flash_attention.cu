@@ -276,6 +276,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_decode_kernel(const T* __re
   const int h0 = kvh * a.G + hg * kFlashDecodeHeads;
 
   const KeySpan span = key_span(a, t, z);
+  if (z >= span.n) return;  // a split this row does not use (the whole block)
   const int s = span.s, k0 = span.k0, k1 = span.k1;
 
   int64_t qrow[2];
@@ -348,7 +349,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_decode_kernel(const T* __re
       }
     }
     const int64_t th = int64_t(t) * a.n_heads + h0 + r;
-    if (a.n_splits == 1) {
+    if (span.n == 1) {
       store_any(a.out, a.odt, th * D + d, Ls > 0.0f ? O / Ls : 0.0f);
     } else {
       a.part_o[(th * a.n_splits + z) * D + d] = O;

@@ -172,6 +172,10 @@ bool set_decode_attention(bool on);
 // default, MLXCEL_CUDA_FLASH=0 turns it off) instead of the f32 kernels. Returns the
 // previous setting.
 bool set_flash_attention(bool on);
+// Decode rows' split-KV: a split takes at least this many of a row's visible keys
+// (AttnArgs::split_keys; default 64, MLXCEL_CUDA_SPLIT_KEYS, 0: all splits always). Returns the
+// previous setting.
+int set_split_keys(int keys);
 // Programmatic dependent launch of the decode kernels (sm_90+; off by default until it is
 // measured on a GPU, MLXCEL_CUDA_PDL=1 turns it on): a kernel may start while the one
 // before it in the stream finishes, reading its weights before it waits for that kernel's
