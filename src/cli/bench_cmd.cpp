@@ -325,7 +325,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--synthetic", a->synthetic,
                   "Random weights with the shapes of: llama-3.1-8b, llama-3.2-1b, qwen3-0.6b, qwen3-8b, tiny, or a config.json");
   cmd->add_option("-m,--model", a->model, "A checkpoint folder or GGUF file instead");
-  cmd->add_option("--format", a->format, "Synthetic weight format: f32, f16, bf16, q8, q4 (MLX g64), q8_0, q4_0 (GGUF)")
+  cmd->add_option("--format", a->format, "Synthetic weight format: f32, f16, bf16, q8, q4 (MLX g64), q8_0, q4_0, q4_k (GGUF)")
       ->capture_default_str();
   cmd->add_option("--layers", a->layers, "Cut the synthetic model to this many layers")->check(CLI::Range(1, 1000));
   cmd->add_option("--device", a->device, "cpu, cuda, cuda:N or auto")->capture_default_str();

@@ -383,9 +383,15 @@ constexpr uint32_t kNotPacked = 0xFFFFFFFFu;
 
 // A GGUF tensor as an HF-layout Tensor: [dims reversed], f32/f16/bf16 views when the
 // bytes can be used as they are, f32 copies otherwise (dequantized, permuted, shifted).
+// The scales and biases of a matrix load_tensor turned into MLX affine words (affine_4bit).
+struct AffineParts {
+  Tensor scales, biases;
+};
+
 Tensor load_tensor(const std::shared_ptr<const GgufFile>& file, const GgufTensorInfo& t, int permute_heads,
-                   bool gemma_norm, bool keep_packed, DType dequant_dtype, uint32_t* packed_type) {
+                   bool gemma_norm, const GgufLoadOptions& opts, uint32_t* packed_type, AffineParts* affine) {
   const GgufFile& f = *file;
+  const bool keep_packed = opts.keep_packed;
   *packed_type = kNotPacked;
   if (!gguf::can_dequantize(t.ggml_type))
     unsupported("[gguf] {}: tensor '{}' has type {} ({}), which mlxcel cannot read", f.path(), t.name,
@@ -417,6 +423,25 @@ Tensor load_tensor(const std::shared_ptr<const GgufFile>& file, const GgufTensor
                              gguf::repackable_owner(src, std::const_pointer_cast<GgufFile>(file)));
     auto bytes = std::make_shared<std::vector<uint8_t>>(std::move(permuted));
     return Tensor::view_of(bytes->data(), {rows, int64_t(rb)}, DType::u8, gguf::repackable_owner(bytes->data(), bytes));
+  }
+  if (keep_packed && opts.affine_4bit && is_matrix && (t.ggml_type == gguf::kQ4_1 || t.ggml_type == gguf::kQ4_K)) {
+    // Exactly MLX affine 4-bit groups of 32 (gguf::affine4_row), f32 scales and biases.
+    *packed_type = t.ggml_type;
+    const int64_t W = K / 8, G = K / 32;
+    Tensor words = Tensor::empty({rows, W}, DType::u32);
+    affine->scales = Tensor::empty({rows, G}, DType::f32);
+    affine->biases = Tensor::empty({rows, G}, DType::f32);
+    uint32_t* wp = words.data<uint32_t>();
+    float* sp = affine->scales.data<float>();
+    float* bp = affine->biases.data<float>();
+    ThreadPool::global().parallel_for(
+        rows,
+        [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r)
+            gguf::affine4_row(t.ggml_type, src + size_t(r) * rb, K, wp + r * W, sp + r * G, bp + r * G);
+        },
+        64);
+    return words;
   }
   const bool dense = t.ggml_type == gguf::kF32 || t.ggml_type == gguf::kF16 || t.ggml_type == gguf::kBF16;
   if (keep_packed && is_matrix && !dense && K % 32 == 0) {
@@ -452,7 +477,7 @@ Tensor load_tensor(const std::shared_ptr<const GgufFile>& file, const GgufTensor
     for (int64_t i = 0; i < rows * K; ++i) y[i] -= 1.0f;
   }
   // Matrices of block formats: the requested dtype (f16 by default); vectors stay f32.
-  if (is_matrix && !dense && dequant_dtype != DType::f32) return ops::astype(out, dequant_dtype);
+  if (is_matrix && !dense && opts.dequant_dtype != DType::f32) return ops::astype(out, opts.dequant_dtype);
   return out;
 }
 
@@ -484,10 +509,15 @@ GgufCheckpoint gguf_checkpoint(std::shared_ptr<const GgufFile> file, const GgufL
     }
     const bool gemma_norm = is_gemma(mt) && ends_with(*hf_name, "norm.weight");
     uint32_t packed_type = kNotPacked;
-    Tensor w = load_tensor(file, t, heads, gemma_norm, opts.keep_packed, opts.dequant_dtype, &packed_type);
+    AffineParts affine;
+    Tensor w = load_tensor(file, t, heads, gemma_norm, opts, &packed_type, &affine);
     if (packed_type != kNotPacked) {
       const std::string prefix = hf_name->substr(0, hf_name->size() - std::string(".weight").size());
       ck.weights.insert(prefix + kGgufTypeSuffix, Tensor::from_i32({1}, {int32_t(packed_type)}));
+      if (affine.scales.defined()) {
+        ck.weights.insert(prefix + ".scales", std::move(affine.scales));
+        ck.weights.insert(prefix + ".biases", std::move(affine.biases));
+      }
     }
     ck.weights.insert(*hf_name, std::move(w));
   }
@@ -500,6 +530,8 @@ QuantSpec packed_gguf_spec(const Tensor& marker, const std::string& what) {
   const int32_t type = marker.dtype() == DType::i32 && marker.numel() == 1 ? *marker.data<int32_t>() : -1;
   if (type == int32_t(gguf::kQ8_0)) return {QuantFormat::gguf_q8_0, 8, 32};
   if (type == int32_t(gguf::kQ4_0)) return {QuantFormat::gguf_q4_0, 4, 32};
+  // Loaded as MLX affine words with their scales and biases (GgufLoadOptions::affine_4bit).
+  if (type == int32_t(gguf::kQ4_1) || type == int32_t(gguf::kQ4_K)) return {QuantFormat::mlx_affine, 4, 32};
   invalid("{} has GGUF type {}, which is not kept packed", what, type);
 }
 

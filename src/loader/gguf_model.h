@@ -42,6 +42,11 @@ struct GgufLoadOptions {
   // dtype of the dense copies of the block formats when not kept packed: f16 halves the memory of f32 and represents every
   // ggml block value to f16 precision (pass f32 for bit-exact dequantized values).
   DType dequant_dtype = DType::f16;
+  // With keep_packed: Q4_1 and Q4_K matrices become MLX affine 4-bit weights in groups of 32
+  // with f32 scales and biases (exactly the values ggml dequantizes: gguf::affine4_row)
+  // instead of packed Q8_0: 6 bits a weight to read instead of 9 where MLX weights run
+  // (CUDA: load_model sets it for devices other than the CPU, whose GGUF kernels read Q8_0).
+  bool affine_4bit = false;
   // Use the exact config.json that mlxcel's writer embeds (key mlxcel.hf_config) when present.
   bool use_embedded_config = true;
 };

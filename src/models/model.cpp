@@ -147,7 +147,9 @@ void place_weights(WeightMap& w, Device device) {
 
 std::unique_ptr<Model> load_model(const std::string& dir, Device device) {
   if (std::string gguf = gguf_model_file(dir); !gguf.empty()) {  // metadata -> config, HF tensor names
-    GgufCheckpoint ck = load_gguf_checkpoint(gguf);
+    GgufLoadOptions lo;
+    lo.affine_4bit = device.type != DeviceType::cpu;
+    GgufCheckpoint ck = load_gguf_checkpoint(gguf, lo);
     place_weights(ck.weights, device);
     return build_model(ck.config, ck.weights);
   }

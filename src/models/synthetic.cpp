@@ -57,11 +57,11 @@ json preset_json(const std::string& name) {
 
 bool is_dense(const std::string& f) { return f == "f32" || f == "f16" || f == "bf16"; }
 int mlx_bits(const std::string& f) { return f == "q8" ? 8 : f == "q4" ? 4 : 0; }
-bool is_gguf(const std::string& f) { return f == "q8_0" || f == "q4_0"; }
+bool is_gguf(const std::string& f) { return f == "q8_0" || f == "q4_0" || f == "q4_k"; }
 
 void check_format(const std::string& f) {
   if (!is_dense(f) && !mlx_bits(f) && !is_gguf(f))
-    invalid("unknown synthetic format '{}'; use f32, f16, bf16, q8, q4, q8_0 or q4_0", f);
+    invalid("unknown synthetic format '{}'; use f32, f16, bf16, q8, q4, q8_0, q4_0 or q4_k", f);
 }
 
 // xorshift64* per chunk: deterministic whatever the thread count.
@@ -132,6 +132,41 @@ void insert_matrix(WeightMap& w, const std::string& prefix, int64_t N, int64_t K
     w.insert(prefix + ".weight", packed);
     w.insert(prefix + ".scales", filled({N, K / 64}, DType::bf16, scale));
     w.insert(prefix + ".biases", filled({N, K / 64}, DType::bf16, -kAmp));
+    return;
+  }
+  if (f == "q4_k") {
+    // GGUF Q4_K blocks of 256 in the form a device load gives them (GgufLoadOptions::
+    // affine_4bit): MLX affine 4-bit words, f32 scales and biases in groups of 32, and the
+    // Q4_K marker. Every sub-block's 6-bit scale and min are 32 (scale bytes 0xA0 x 8, 0
+    // x 4), d = 2 kAmp / (15 * 32), dmin = kAmp / 32: values in [-kAmp, kAmp].
+    if (K % 256) invalid("synthetic {}: K = {} is not a multiple of the block size 256", prefix, K);
+    const int64_t nb = K / 256, W = K / 8, G = K / 32;
+    Tensor words = Tensor::empty({N, W}, DType::u32);
+    Tensor scales = Tensor::empty({N, G}, DType::f32), biases = Tensor::empty({N, G}, DType::f32);
+    uint32_t* wp = words.data<uint32_t>();
+    float* sp = scales.data<float>();
+    float* bp = biases.data<float>();
+    const uint16_t d = f32_to_f16(2.0f * kAmp / (15.0f * 32.0f)), dmin = f32_to_f16(kAmp / 32.0f);
+    fill_chunks(N, seed, [&](Rng& r, int64_t b, int64_t e) {
+      std::vector<uint8_t> row(size_t(nb) * 144);
+      for (int64_t n = b; n < e; ++n) {
+        for (int64_t k = 0; k < nb; ++k) {
+          uint8_t* blk = row.data() + k * 144;
+          std::memcpy(blk, &d, 2);
+          std::memcpy(blk + 2, &dmin, 2);
+          for (int j = 0; j < 12; ++j) blk[4 + j] = j < 8 ? 0xA0 : 0;
+          for (int j = 0; j < 128; j += 8) {
+            const uint64_t v = r.next();
+            std::memcpy(blk + 16 + j, &v, 8);
+          }
+        }
+        gguf::affine4_row(gguf::kQ4_K, row.data(), K, wp + n * W, sp + n * G, bp + n * G);
+      }
+    });
+    w.insert(prefix + ".weight", words);
+    w.insert(prefix + ".scales", scales);
+    w.insert(prefix + ".biases", biases);
+    w.insert(prefix + kGgufTypeSuffix, Tensor::from_i32({1}, {int32_t(gguf::kQ4_K)}));
     return;
   }
   // GGUF Q8_0 / Q4_0 blocks of 32: f16 d, then 32 int8 or 16 bytes of nibbles.

@@ -20,7 +20,8 @@ namespace mlxcel {
 // for tests). A path to a config.json is read instead.
 std::vector<std::string> synthetic_presets();
 // Formats: f32, f16, bf16 (dense); q8, q4 (MLX affine, group 64, bf16 scales); q8_0,
-// q4_0 (GGUF blocks; packed on the CPU, MLX affine g32 elsewhere, see place_weights).
+// q4_0 (GGUF blocks; packed on the CPU, MLX affine g32 elsewhere, see place_weights);
+// q4_k (GGUF Q4_K blocks as a device load gives them: MLX affine 4-bit g32, f32 scales).
 // `layers` > 0 cuts the model to that many layers. The config gets the dtype and the
 // quantization block of the format.
 ModelConfig synthetic_config(const std::string& preset_or_path, const std::string& format, int layers = 0);

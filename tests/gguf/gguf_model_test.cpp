@@ -20,6 +20,8 @@
 #include "loader/gguf_writer.h"
 #include "loader/weights.h"
 #include "models/model.h"
+#include "ops/ops.h"
+#include "ops/quant.h"
 #include "../common/family_fixtures.h"
 
 namespace mlxcel {
@@ -278,6 +280,98 @@ TEST(GgufBlockFormats, RequantizedToQ8_0AndRunPacked) {
   for (size_t p = 0; p < ref.prompts.size(); ++p) perr = std::max(perr, rel_err(packed[p], deq[p]));
   EXPECT_LE(perr, 0.15);
   std::fprintf(stderr, "[gguf] Q4_1/Q5_0/Q5_1 requantized to Q8_0: packed vs dequantized %.2e\n", perr);
+  fs::remove_all(tmp);
+}
+
+// Random but valid blocks of a 4-bit affine format for `rows` rows of K values.
+std::vector<uint8_t> random_blocks(uint32_t type, int64_t rows, int64_t K, std::mt19937& rng) {
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> scale(0.002f, 0.02f);
+  const size_t bb = gguf::block_bytes(type), blocks = size_t(rows * K) / gguf::block_elems(type);
+  std::vector<uint8_t> out(bb * blocks);
+  for (size_t b = 0; b < blocks; ++b) {
+    uint8_t* blk = out.data() + b * bb;
+    for (size_t i = 0; i < bb; ++i) blk[i] = uint8_t(byte(rng));
+    const float dv = scale(rng);
+    const uint16_t d = f32_to_f16(dv), m = f32_to_f16(type == gguf::kQ4_1 ? -7.5f * dv : dv / 4);
+    std::memcpy(blk, &d, 2);
+    std::memcpy(blk + 2, &m, 2);  // Q4_1: the min; Q4_K: dmin
+  }
+  return out;
+}
+
+// Q4_1 and Q4_K rows as MLX affine 4-bit groups of 32 (gguf::affine4_row, what CUDA loads
+// get): the MLX dequantization gives exactly ggml's values, and a product on them matches
+// one on the dequantized matrix.
+TEST(GgufAffine4, RowsAreMlxAffineOfTheSameValues) {
+  std::mt19937 rng(11);
+  for (uint32_t type : {uint32_t(gguf::kQ4_1), uint32_t(gguf::kQ4_K)}) {
+    const int64_t rows = 5, K = 512, G = K / 32;
+    const std::vector<uint8_t> src = random_blocks(type, rows, K, rng);
+    const size_t rb = gguf::row_bytes(type, K);
+    QuantizedWeight q;
+    q.spec = {QuantFormat::mlx_affine, 4, 32};
+    q.packed = Tensor::empty({rows, K / 8}, DType::u32);
+    q.scales = Tensor::empty({rows, G}, DType::f32);
+    q.biases = Tensor::empty({rows, G}, DType::f32);
+    Tensor want = Tensor::empty({rows, K}, DType::f32);
+    for (int64_t r = 0; r < rows; ++r) {
+      ASSERT_TRUE(gguf::affine4_row(type, src.data() + size_t(r) * rb, K, q.packed.data<uint32_t>() + r * K / 8,
+                                    q.scales.data<float>() + r * G, q.biases.data<float>() + r * G));
+      gguf::dequantize_row(type, src.data() + size_t(r) * rb, want.data<float>() + r * K, K);
+    }
+    ops::validate_quantized(q, "affine4");
+    const Tensor got = ops::dequantize(q);
+    ASSERT_EQ(got.shape(), want.shape());
+    for (int64_t i = 0; i < rows * K; ++i)
+      ASSERT_EQ(got.data<float>()[i], want.data<float>()[i]) << "type " << type << " value " << i;
+    std::vector<float> xs(size_t(3 * K));
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (float& v : xs) v = u(rng);
+    const Tensor x = Tensor::from_f32({3, K}, xs);
+    EXPECT_LT(rel_err(ops::qlinear(x, q).to_f32_vector(), ops::linear(x, want).to_f32_vector()), 1e-3) << type;
+  }
+  uint32_t w[1];
+  float s[1], b[1];
+  const uint8_t zeros[34] = {};
+  EXPECT_FALSE(gguf::affine4_row(gguf::kQ8_0, zeros, 32, w, s, b));
+}
+
+// With affine_4bit (load_model sets it for CUDA devices), Q4_1 matrices load as MLX affine
+// 4-bit weights (marker and scales present) and the model's logits follow the same file
+// dequantized to f32.
+TEST(GgufAffine4, Q4_1FilesLoadAsMlxAffine) {
+  const fs::path dir = fixtures_dir() / "llama";
+  const Reference ref = load_reference(dir);
+  const fs::path tmp = tmp_dir();
+  GgufConvertOptions opts;
+  opts.quant = GgufQuant::f32;
+  convert_to_gguf(dir.string(), (tmp / "base.gguf").string(), opts);
+  write_with_block_formats((tmp / "base.gguf").string(), (tmp / "q4_1.gguf").string(), {gguf::kQ4_1});
+  std::vector<std::vector<float>> deq, affine;
+  for (bool aff : {false, true}) {
+    GgufLoadOptions lo;
+    lo.keep_packed = aff;
+    lo.affine_4bit = aff;
+    lo.dequant_dtype = DType::f32;
+    GgufCheckpoint ck = load_gguf_checkpoint((tmp / "q4_1.gguf").string(), lo);
+    int markers = 0;
+    for (const std::string& name : ck.weights.names()) {
+      if (!is_gguf_type_marker(name)) continue;
+      ++markers;
+      EXPECT_EQ(packed_gguf_spec(ck.weights.get(name), name).format, QuantFormat::mlx_affine) << name;
+      const std::string prefix = name.substr(0, name.size() - std::string(kGgufTypeSuffix).size());
+      EXPECT_EQ(ck.weights.get(prefix + ".scales").dtype(), DType::f32) << name;
+      EXPECT_EQ(ck.weights.get(prefix + ".weight").dtype(), DType::u32) << name;
+    }
+    EXPECT_EQ(markers, aff ? 14 : 0);
+    auto model = build_model(ck.config, ck.weights);
+    (aff ? affine : deq) = all_logits(*model, ref);
+  }
+  double err = 0;
+  for (size_t p = 0; p < ref.prompts.size(); ++p) err = std::max(err, rel_err(affine[p], deq[p]));
+  EXPECT_LE(err, 1e-4);
+  std::fprintf(stderr, "[gguf] Q4_1 as MLX affine vs dequantized %.2e\n", err);
   fs::remove_all(tmp);
 }
 

@@ -515,6 +515,44 @@ TEST(CudaGguf, TranscodedBlocksMatchTheCpu) {
   }
 }
 
+// GGUF Q4_K as a device load gives it (GgufLoadOptions::affine_4bit: MLX affine 4-bit in
+// groups of 32 with f32 scales and biases; synthetic format q4_k): on CUDA it tracks the
+// CPU on the same weights, with the tests' exact GEMV (1e-4) and with the default one,
+// design 11 (x in f16 per group: 1e-2 over a prefill and four greedy steps).
+TEST(CudaGguf, Q4_KAsMlxAffineTracksTheCpu) {
+  REQUIRE_GPU();
+  const fs::path cfg = fs::temp_directory_path() / "mlxcel_q4k_llama.json";
+  {
+    std::ofstream out(cfg);
+    out << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 512,
+      "hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 2, "num_attention_heads": 4,
+      "num_key_value_heads": 2, "head_dim": 128, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
+      "hidden_act": "silu", "tie_word_embeddings": false, "rope_theta": 500000.0})";
+  }
+  const std::vector<int> prompt{3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5};
+  ModelConfig c = synthetic_config(cfg.string(), "q4_k");
+  WeightMap cpu_w = synthetic_weights(c, "q4_k");
+  WeightMap gpu_w = cpu_w;
+  place_weights(gpu_w, Device::cuda());
+  auto a = build_model(c, cpu_w);
+  auto b = build_model(c, gpu_w);
+  for (int variant : {0, 9}) {
+    const int previous = cuda::set_gemv_variants(1, variant);
+    Generator ga(*a, 64), gb(*b, 64);
+    std::vector<float> want = ga.prefill(prompt).to_f32_vector();
+    std::vector<float> got = gb.prefill(prompt).to_f32_vector();
+    const double tol = variant == 0 ? 1e-4 : 1e-2;
+    for (int step = 0; step < 4; ++step) {
+      EXPECT_LT(rel_err(got, want), tol) << "variant " << variant << " step " << step;
+      const int tok = int(std::max_element(want.begin(), want.end()) - want.begin());
+      want = ga.decode(tok).to_f32_vector();
+      got = gb.decode(tok).to_f32_vector();
+    }
+    cuda::set_gemv_variants(previous / 16, previous % 16);
+  }
+  fs::remove(cfg);
+}
+
 // A decoder whose shapes design 11 (the default GEMV) takes (hidden 512, heads of 128, no
 // q/k norms): from the second layer on, a decode step's residual add and RMSNorm run
 // inside the q/k/v and gate/up launches, and RoPE and the cache write in the q/k/v

@@ -132,6 +132,26 @@ TEST(Synthetic, GgufBlocksGiveTheSameLogitsPackedOrTranscoded) {
   }
 }
 
+// q4_k: GGUF Q4_K blocks as a device load gives them (MLX affine 4-bit g32, f32 scales and
+// biases, the Q4_K marker): 6 bits a weight; rows must be whole 256-value blocks.
+TEST(Synthetic, Q4_KIsMlxAffineOfGroup32) {
+  ModelConfig c = synthetic_config("qwen3-0.6b", "q4_k", 1);
+  WeightMap w = synthetic_weights(c, "q4_k");
+  const Tensor& s = w.get("model.layers.0.mlp.down_proj.scales");
+  EXPECT_EQ(s.dtype(), DType::f32);
+  EXPECT_EQ(s.shape(), (Shape{c.hidden_size, c.intermediate_size / 32}));
+  EXPECT_EQ(w.get("model.layers.0.mlp.down_proj.weight").shape(), (Shape{c.hidden_size, c.intermediate_size / 8}));
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t params = V * H + 3 * H * I + H * (c.num_attention_heads + 2 * c.num_key_value_heads) * 128 +
+                         c.num_attention_heads * 128 * H;
+  EXPECT_NEAR(double(decode_weight_bytes(w, c)) * 8 / double(params), 6.0, 0.05);
+  auto m = build_model(c, w);
+  std::vector<float> l = last_logits(*m, {1, 5, 9, 300, 7});
+  ASSERT_EQ(l.size(), size_t(V));
+  for (float v : l) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_THROW(synthetic_weights(synthetic_config("tiny", "q4_k"), "q4_k"), Error);  // hidden 64
+}
+
 TEST(Synthetic, PresetsAndErrors) {
   for (const std::string& p : synthetic_presets()) {
     ModelConfig c = synthetic_config(p, "q4", 2);

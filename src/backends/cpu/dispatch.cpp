@@ -53,6 +53,8 @@
   X(size_t, block_bytes, (uint32_t type), (type))                                                                  \
   X(size_t, row_bytes, (uint32_t type, int64_t n), (type, n))                                                      \
   X(void, dequantize_row, (uint32_t type, const uint8_t* src, float* dst, int64_t n), (type, src, dst, n))         \
+  X(bool, affine4_row, (uint32_t type, const uint8_t* src, int64_t n, uint32_t* words, float* scales, float* biases), \
+    (type, src, n, words, scales, biases))                                                                         \
   X(void, quantize_row_q8_0, (const float* src, uint8_t* dst, int64_t n), (src, dst, n))                           \
   X(void, quantize_row_q4_0, (const float* src, uint8_t* dst, int64_t n), (src, dst, n))                           \
   X(void, matmul_packed,                                                                                           \

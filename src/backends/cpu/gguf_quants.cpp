@@ -263,6 +263,46 @@ size_t row_bytes(uint32_t t, int64_t n) {
   return size_t(n) / be * block_bytes(t);
 }
 
+bool affine4_row(uint32_t type, const uint8_t* src, int64_t n, uint32_t* words, float* scales, float* biases) {
+  if (type != kQ4_1 && type != kQ4_K) return false;
+  // Group g's 32 values q[0..31] into its 4 words.
+  auto put = [&](int64_t g, const uint8_t (&q)[32]) {
+    uint32_t* w = words + 4 * g;
+    for (int i = 0; i < 4; ++i) {
+      uint32_t v = 0;
+      for (int j = 0; j < 8; ++j) v |= uint32_t(q[8 * i + j]) << (4 * j);
+      w[i] = v;
+    }
+  };
+  uint8_t q[32];
+  if (type == kQ4_1) {
+    for (int64_t g = 0; g < n / 32; ++g) {
+      const uint8_t* b = src + g * 20;
+      scales[g] = half_at(b), biases[g] = half_at(b + 2);
+      for (int j = 0; j < 16; ++j) q[j] = b[4 + j] & 0xF, q[j + 16] = b[4 + j] >> 4;
+      put(g, q);
+    }
+    return true;
+  }
+  for (int64_t blk = 0; blk < n / 256; ++blk) {
+    const uint8_t* b = src + blk * 144;
+    const float d = half_at(b), dmin = half_at(b + 2);
+    const uint8_t* sc = b + 4;
+    const uint8_t* qs = b + 16;
+    for (int c = 0; c < 4; ++c) {  // 64 values: sub-block 2c in the low nibbles, 2c + 1 in the high
+      for (int h = 0; h < 2; ++h) {
+        const int64_t g = blk * 8 + 2 * c + h;
+        uint8_t s, m;
+        scale_min_k4(2 * c + h, sc, s, m);
+        scales[g] = d * float(s), biases[g] = -(dmin * float(m));
+        for (int l = 0; l < 32; ++l) q[l] = h ? qs[32 * c + l] >> 4 : qs[32 * c + l] & 0xF;
+        put(g, q);
+      }
+    }
+  }
+  return true;
+}
+
 void dequantize_row(uint32_t t, const uint8_t* src, float* dst, int64_t n) {
   const size_t be = block_elems(t), bb = block_bytes(t);
   MLXCEL_CHECK(be != 0 && n % int64_t(be) == 0, "gguf dequantize: {} values for type {}", n, t);

@@ -36,6 +36,14 @@ size_t row_bytes(uint32_t type, int64_t n);
 // n values (a multiple of the block size) from `src` into dst.
 void dequantize_row(uint32_t type, const uint8_t* src, float* dst, int64_t n);
 
+// The 4-bit block formats whose values are affine in 32-value groups, as MLX affine 4-bit
+// groups of 32: Q4_1 (y = d q + m) and Q4_K (sub-block j of a 256-value block: y = (d sc_j)
+// q - dmin m_j). Writes n / 8 words (value j of group g at bits 4 (j % 8) of word 4 g + j / 8,
+// MLX's packing) and n / 32 f32 scales and biases; every s q + b is exactly the value
+// dequantize_row gives (the products d sc_j and dmin m_j are exact in f32). False (nothing
+// written) for other types.
+bool affine4_row(uint32_t type, const uint8_t* src, int64_t n, uint32_t* words, float* scales, float* biases);
+
 // ggml's reference quantizers (quantize_row_q8_0_ref / q4_0_ref): n a multiple of 32.
 void quantize_row_q8_0(const float* src, uint8_t* dst, int64_t n);
 void quantize_row_q4_0(const float* src, uint8_t* dst, int64_t n);

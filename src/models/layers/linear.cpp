@@ -35,6 +35,7 @@ Linear Linear::load(const WeightMap& w, const std::string& prefix, const ModelCo
       l.qweight_ = std::move(*q);
     } else {
       // Kept packed (loader/gguf_model.h): u8 [N, row bytes].
+      if (packed.format == QuantFormat::mlx_affine) invalid("{}: {} has no scales", w.source, prefix);
       QuantizedWeight q;
       q.packed = w.get(prefix + ".weight");
       q.spec = packed;
