@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -220,6 +221,49 @@ void write_with_block_formats(const std::string& src, const std::string& dst, co
   w.write(dst);
 }
 
+// The llama fixture as GGUF at `out`, its blk.* matrices random blocks of `types`
+// (write_with_block_formats; an f32 conversion next to it is the base).
+void llama_with_blocks(const fs::path& out, const std::vector<uint32_t>& types) {
+  GgufConvertOptions opts;
+  opts.quant = GgufQuant::f32;
+  const fs::path base = out.parent_path() / "base.gguf";
+  convert_to_gguf((fixtures_dir() / "llama").string(), base.string(), opts);
+  write_with_block_formats(base.string(), out.string(), types);
+}
+
+// `path` loaded twice, dequantized to f32 and with `opts` (keep_packed on): every type
+// marker of the second load must give `format`; inspect(ck) sees that checkpoint. The
+// logits of both on ref's prompts, and the second load's marker count.
+struct TwoLoads {
+  std::vector<std::vector<float>> deq, packed;
+  int markers = 0;
+};
+TwoLoads load_twice(const fs::path& path, GgufLoadOptions opts, QuantFormat format, const Reference& ref,
+                    const std::function<void(const GgufCheckpoint&)>& inspect = {}) {
+  TwoLoads out;
+  for (bool packed : {false, true}) {
+    GgufLoadOptions lo = packed ? opts : GgufLoadOptions{};
+    lo.keep_packed = packed;
+    lo.dequant_dtype = DType::f32;
+    GgufCheckpoint ck = load_gguf_checkpoint(path.string(), lo);
+    int markers = 0;
+    for (const std::string& name : ck.weights.names()) {
+      if (!is_gguf_type_marker(name)) continue;
+      ++markers;
+      EXPECT_EQ(packed_gguf_spec(ck.weights.get(name), name).format, format) << name;
+    }
+    if (packed) {
+      out.markers = markers;
+      if (inspect) inspect(ck);
+    } else {
+      EXPECT_EQ(markers, 0);
+    }
+    auto model = build_model(ck.config, ck.weights);
+    (packed ? out.packed : out.deq) = all_logits(*model, ref);
+  }
+  return out;
+}
+
 // Block formats without packed kernels (Q4_1, Q5_0, Q5_1 here; Q2_K..Q6_K go the same
 // way) are requantized to Q8_0 at load and run on the packed Q8_0 kernels: the weights
 // carry the Q8_0 marker, and the logits track the same file dequantized to f32 within the
@@ -228,54 +272,38 @@ TEST(GgufBlockFormats, RequantizedToQ8_0AndRunPacked) {
   const fs::path dir = fixtures_dir() / "llama";
   const Reference ref = load_reference(dir);
   const fs::path tmp = tmp_dir();
-  GgufConvertOptions opts;
-  opts.quant = GgufQuant::f32;
-  convert_to_gguf(dir.string(), (tmp / "base.gguf").string(), opts);
-  write_with_block_formats((tmp / "base.gguf").string(), (tmp / "blocks.gguf").string(),
-                           {gguf::kQ4_1, gguf::kQ5_0, gguf::kQ5_1});
-  std::vector<std::vector<float>> deq, packed;
-  for (bool keep_packed : {false, true}) {
-    GgufLoadOptions lo;
-    lo.keep_packed = keep_packed;
-    lo.dequant_dtype = DType::f32;
-    GgufCheckpoint ck = load_gguf_checkpoint((tmp / "blocks.gguf").string(), lo);
-    int markers = 0;
-    for (const std::string& name : ck.weights.names()) {
-      if (!is_gguf_type_marker(name)) continue;
-      ++markers;
-      EXPECT_EQ(packed_gguf_spec(ck.weights.get(name), name).format, QuantFormat::gguf_q8_0) << name;
-    }
-    // 2 layers x 7 matrices of the llama fixture.
-    EXPECT_EQ(markers, keep_packed ? 14 : 0);
-    if (keep_packed) {
-      // Each requantized block is within Q8_0's rounding (amax / 254, and f16's scale)
-      // of the source block, value by value.
-      const GgufFile src = GgufFile::open((tmp / "blocks.gguf").string());
-      for (const GgufTensorInfo& t : src.tensors()) {
-        // (not attn_q/attn_k: the loader undoes llama.cpp's row permutation there)
-        if (t.name != "blk.0.ffn_down.weight" && t.name != "blk.1.ffn_gate.weight") continue;
-        const Tensor& q = ck.weights.get(t.name == "blk.0.ffn_down.weight" ? "model.layers.0.mlp.down_proj.weight"
-                                                                            : "model.layers.1.mlp.gate_proj.weight");
-        const int64_t K = t.shape[0], rows = t.shape[1];
-        std::vector<float> want(static_cast<size_t>(K)), got(static_cast<size_t>(K));
-        const size_t rb = gguf::row_bytes(t.ggml_type, K), qrb = gguf::row_bytes(gguf::kQ8_0, K);
-        ASSERT_EQ(q.shape()[1], int64_t(qrb)) << t.name;
-        for (int64_t r = 0; r < rows; ++r) {
-          gguf::dequantize_row(t.ggml_type, src.tensor_data(t) + size_t(r) * rb, want.data(), K);
-          gguf::dequantize_row(gguf::kQ8_0, q.data<uint8_t>() + size_t(r) * qrb, got.data(), K);
-          for (int64_t b0 = 0; b0 < K; b0 += 32) {
-            float amax = 0;
-            for (int64_t i = b0; i < b0 + 32; ++i) amax = std::max(amax, std::fabs(want[size_t(i)]));
-            for (int64_t i = b0; i < b0 + 32; ++i)
-              ASSERT_LE(std::fabs(got[size_t(i)] - want[size_t(i)]), amax / 254 * 1.01f + amax * 1e-3f)
-                  << t.name << " row " << r << " value " << i;
-          }
+  llama_with_blocks(tmp / "blocks.gguf", {gguf::kQ4_1, gguf::kQ5_0, gguf::kQ5_1});
+  auto check_values = [&](const GgufCheckpoint& ck) {
+    // Each requantized block is within Q8_0's rounding (amax / 254, and f16's scale)
+    // of the source block, value by value.
+    const GgufFile src = GgufFile::open((tmp / "blocks.gguf").string());
+    for (const GgufTensorInfo& t : src.tensors()) {
+      // (not attn_q/attn_k: the loader undoes llama.cpp's row permutation there)
+      if (t.name != "blk.0.ffn_down.weight" && t.name != "blk.1.ffn_gate.weight") continue;
+      const Tensor& q = ck.weights.get(t.name == "blk.0.ffn_down.weight" ? "model.layers.0.mlp.down_proj.weight"
+                                                                          : "model.layers.1.mlp.gate_proj.weight");
+      const int64_t K = t.shape[0], rows = t.shape[1];
+      std::vector<float> want(static_cast<size_t>(K)), got(static_cast<size_t>(K));
+      const size_t rb = gguf::row_bytes(t.ggml_type, K), qrb = gguf::row_bytes(gguf::kQ8_0, K);
+      ASSERT_EQ(q.shape()[1], int64_t(qrb)) << t.name;
+      for (int64_t r = 0; r < rows; ++r) {
+        gguf::dequantize_row(t.ggml_type, src.tensor_data(t) + size_t(r) * rb, want.data(), K);
+        gguf::dequantize_row(gguf::kQ8_0, q.data<uint8_t>() + size_t(r) * qrb, got.data(), K);
+        for (int64_t b0 = 0; b0 < K; b0 += 32) {
+          float amax = 0;
+          for (int64_t i = b0; i < b0 + 32; ++i) amax = std::max(amax, std::fabs(want[size_t(i)]));
+          for (int64_t i = b0; i < b0 + 32; ++i)
+            ASSERT_LE(std::fabs(got[size_t(i)] - want[size_t(i)]), amax / 254 * 1.01f + amax * 1e-3f)
+                << t.name << " row " << r << " value " << i;
         }
       }
     }
-    auto model = build_model(ck.config, ck.weights);
-    (keep_packed ? packed : deq) = all_logits(*model, ref);
-  }
+  };
+  const TwoLoads two = load_twice(tmp / "blocks.gguf", GgufLoadOptions{}, QuantFormat::gguf_q8_0, ref, check_values);
+  // 2 layers x 7 matrices of the llama fixture.
+  EXPECT_EQ(two.markers, 14);
+  const auto& deq = two.deq;
+  const auto& packed = two.packed;
   double perr = 0;
   for (size_t p = 0; p < ref.prompts.size(); ++p) perr = std::max(perr, rel_err(packed[p], deq[p]));
   EXPECT_LE(perr, 0.15);
@@ -344,30 +372,20 @@ TEST(GgufAffine4, Q4_1FilesLoadAsMlxAffine) {
   const fs::path dir = fixtures_dir() / "llama";
   const Reference ref = load_reference(dir);
   const fs::path tmp = tmp_dir();
-  GgufConvertOptions opts;
-  opts.quant = GgufQuant::f32;
-  convert_to_gguf(dir.string(), (tmp / "base.gguf").string(), opts);
-  write_with_block_formats((tmp / "base.gguf").string(), (tmp / "q4_1.gguf").string(), {gguf::kQ4_1});
-  std::vector<std::vector<float>> deq, affine;
-  for (bool aff : {false, true}) {
-    GgufLoadOptions lo;
-    lo.keep_packed = aff;
-    lo.affine_4bit = aff;
-    lo.dequant_dtype = DType::f32;
-    GgufCheckpoint ck = load_gguf_checkpoint((tmp / "q4_1.gguf").string(), lo);
-    int markers = 0;
+  llama_with_blocks(tmp / "q4_1.gguf", {gguf::kQ4_1});
+  GgufLoadOptions lo;
+  lo.affine_4bit = true;
+  const TwoLoads two = load_twice(tmp / "q4_1.gguf", lo, QuantFormat::mlx_affine, ref, [](const GgufCheckpoint& ck) {
     for (const std::string& name : ck.weights.names()) {
       if (!is_gguf_type_marker(name)) continue;
-      ++markers;
-      EXPECT_EQ(packed_gguf_spec(ck.weights.get(name), name).format, QuantFormat::mlx_affine) << name;
       const std::string prefix = name.substr(0, name.size() - std::string(kGgufTypeSuffix).size());
       EXPECT_EQ(ck.weights.get(prefix + ".scales").dtype(), DType::f32) << name;
       EXPECT_EQ(ck.weights.get(prefix + ".weight").dtype(), DType::u32) << name;
     }
-    EXPECT_EQ(markers, aff ? 14 : 0);
-    auto model = build_model(ck.config, ck.weights);
-    (aff ? affine : deq) = all_logits(*model, ref);
-  }
+  });
+  EXPECT_EQ(two.markers, 14);
+  const auto& deq = two.deq;
+  const auto& affine = two.packed;
   double err = 0;
   for (size_t p = 0; p < ref.prompts.size(); ++p) err = std::max(err, rel_err(affine[p], deq[p]));
   EXPECT_LE(err, 1e-4);

@@ -516,6 +516,18 @@ TEST(CudaGguf, TranscodedBlocksMatchTheCpu) {
   }
 }
 
+// A 2-layer Llama config.json whose shapes design 11 takes (hidden 512, intermediate 1024,
+// heads of 128, vocabulary 512), written to the temp folder as `name`.
+fs::path write_llama512_config(const char* name) {
+  const fs::path cfg = fs::temp_directory_path() / name;
+  std::ofstream out(cfg);
+  out << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 512,
+    "hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "head_dim": 128, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
+    "hidden_act": "silu", "tie_word_embeddings": false, "rope_theta": 500000.0})";
+  return cfg;
+}
+
 // GGUF Q4_K as a device load gives it (GgufLoadOptions::affine_4bit: MLX affine 4-bit in
 // groups of 32 with f32 scales and biases; synthetic format q4_k): on CUDA it tracks the
 // CPU on the same weights, with the tests' exact products (1e-4) and with the defaults
@@ -523,14 +535,7 @@ TEST(CudaGguf, TranscodedBlocksMatchTheCpu) {
 // greedy steps.
 TEST(CudaGguf, Q4_KAsMlxAffineTracksTheCpu) {
   REQUIRE_GPU();
-  const fs::path cfg = fs::temp_directory_path() / "mlxcel_q4k_llama.json";
-  {
-    std::ofstream out(cfg);
-    out << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 512,
-      "hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 2, "num_attention_heads": 4,
-      "num_key_value_heads": 2, "head_dim": 128, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
-      "hidden_act": "silu", "tie_word_embeddings": false, "rope_theta": 500000.0})";
-  }
+  const fs::path cfg = write_llama512_config("mlxcel_q4k_llama.json");
   const std::vector<int> prompt{3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5};
   ModelConfig c = synthetic_config(cfg.string(), "q4_k");
   WeightMap cpu_w = synthetic_weights(c, "q4_k");
@@ -566,14 +571,7 @@ TEST(CudaGguf, Q4_KAsMlxAffineTracksTheCpu) {
 // (layer 0) instead of two.
 TEST(CudaDecode, FoldedNormAndRopeTrackTheCpu) {
   REQUIRE_GPU();
-  const fs::path cfg = fs::temp_directory_path() / "mlxcel_fold_llama.json";
-  {
-    std::ofstream out(cfg);
-    out << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 512,
-      "hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 2, "num_attention_heads": 4,
-      "num_key_value_heads": 2, "head_dim": 128, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
-      "hidden_act": "silu", "tie_word_embeddings": false, "rope_theta": 500000.0})";
-  }
+  const fs::path cfg = write_llama512_config("mlxcel_fold_llama.json");
   const std::vector<int> prompt{3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5};
   for (const char* f : {"q4", "q8"}) {
     ModelConfig c = synthetic_config(cfg.string(), f);
