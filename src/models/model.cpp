@@ -145,12 +145,17 @@ void place_weights(WeightMap& w, Device device) {
   }
 }
 
+GgufCheckpoint load_gguf_for(const std::string& path, Device device) {
+  GgufLoadOptions lo;
+  lo.affine_4bit = device.type != DeviceType::cpu;
+  GgufCheckpoint ck = load_gguf_checkpoint(path, lo);
+  place_weights(ck.weights, device);
+  return ck;
+}
+
 std::unique_ptr<Model> load_model(const std::string& dir, Device device) {
   if (std::string gguf = gguf_model_file(dir); !gguf.empty()) {  // metadata -> config, HF tensor names
-    GgufLoadOptions lo;
-    lo.affine_4bit = device.type != DeviceType::cpu;
-    GgufCheckpoint ck = load_gguf_checkpoint(gguf, lo);
-    place_weights(ck.weights, device);
+    GgufCheckpoint ck = load_gguf_for(gguf, device);
     return build_model(ck.config, ck.weights);
   }
   ModelConfig cfg = load_model_config(dir + "/config.json");
