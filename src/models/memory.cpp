@@ -8,7 +8,10 @@
 #include <fmt/format.h>
 
 #include "base/error.h"
+#include "backends/cpu/gguf_quants.h"
 #include "loader/config.h"
+#include "loader/gguf.h"
+#include "loader/gguf_model.h"
 #include "loader/weights.h"
 #ifdef MLXCEL_WITH_CUDA
 #include "backends/cuda/kernels.h"
@@ -38,6 +41,27 @@ int64_t mem_available() {
 }
 
 }  // namespace
+
+int64_t gguf_loaded_bytes(const GgufTensorInfo& t, bool cuda, bool product) {
+  int64_t n = 1;
+  for (int64_t d : t.shape) n *= d;
+  const uint32_t ty = t.ggml_type;
+  if (ty == gguf::kF32 || ty == gguf::kF16 || ty == gguf::kBF16) return int64_t(t.n_bytes);  // views of the mapping
+  if (t.shape.size() != 2) return n * 4;                                                   // vectors: f32
+  if (t.shape[0] % 32 != 0) return n * 2;                                                  // f16 copies
+  const int64_t groups = n / 32;
+  if (!cuda) {
+    // Packed (Q8_0 / Q4_0 as in the file, the rest requantized to Q8_0), plus the
+    // decode-time x8 copy of the same size for a product's weight.
+    const bool as_is = ty == gguf::kQ8_0 || ty == gguf::kQ4_0;
+    return (product ? 2 : 1) * (as_is ? int64_t(t.n_bytes) : groups * 34);
+  }
+  // MLX affine on the device: 4 bits + f16 scale and bias a group for Q4_0, 4 bits + f32
+  // ones for Q4_1 / Q4_K, 8 bits + f16 ones for Q8_0 and the requantized rest.
+  if (ty == gguf::kQ4_0) return n / 2 + groups * 4;
+  if (ty == gguf::kQ4_1 || ty == gguf::kQ4_K) return n / 2 + groups * 8;
+  return n + groups * 4;
+}
 
 int64_t free_device_bytes(Device d) {
   if (d.type == DeviceType::cuda) {
@@ -81,34 +105,6 @@ int64_t parse_byte_size(const std::string& s) {
 MemoryEstimate estimate_memory(const std::string& model_dir, const MemoryRequest& req) {
   if (req.max_tokens < 0 || req.batch <= 0) invalid("inspect: --max-tokens and --batch must be positive");
   MemoryEstimate e;
-  ModelConfig cfg = load_model_config(model_dir + "/config.json");
-  // 0: the model's own context.
-  const int64_t max_tokens =
-      req.max_tokens > 0 ? req.max_tokens : (cfg.max_position_embeddings > 0 ? cfg.max_position_embeddings : 4096);
-  WeightMap w = load_checkpoint_weights(model_dir);  // maps the files; reads headers only
-  for (const auto& [name, t] : w) {
-    e.weight_bytes += int64_t(t.nbytes());
-    e.n_tensors++;
-  }
-  // KV: every layer keeps K and V for its window (or the whole context).
-  const int64_t per_tok_layer = 2LL * cfg.num_key_value_heads * cfg.head_dim * req.kv_bytes_per_elem;
-  for (int i = 0; i < cfg.num_hidden_layers; ++i) {
-    const bool sliding = i < int(cfg.layer_types.size()) && cfg.layer_types[i] == "sliding_attention" &&
-                         cfg.sliding_window > 0;
-    const int64_t toks = sliding ? std::min<int64_t>(max_tokens, cfg.sliding_window) : max_tokens;
-    e.kv_bytes += per_tok_layer * toks * req.batch;
-    e.kv_bytes_per_token += per_tok_layer;
-  }
-  // Activations of one prefill chunk (f32): residual stream, q/k/v/o, MLP, logits row.
-  const int64_t chunk = std::min(req.prefill_chunk, max_tokens) * 1;
-  const int64_t q_dim = int64_t(cfg.num_attention_heads) * cfg.head_dim;
-  const int64_t per_token = 4LL * (4 * cfg.hidden_size + 2 * q_dim + 3LL * std::max(cfg.intermediate_size, cfg.hidden_size));
-  e.activation_bytes = chunk * per_token + req.batch * int64_t(cfg.vocab_size) * 4 * 2;
-  if (const char* h = std::getenv("MLXCEL_HEADROOM_FACTOR")) {
-    e.headroom = std::atof(h);
-    if (!(e.headroom >= 1.0 && e.headroom <= 100.0)) invalid("MLXCEL_HEADROOM_FACTOR must be in [1, 100], got '{}'", h);
-  }
-  e.total_bytes = int64_t(double(e.weight_bytes + e.kv_bytes + e.activation_bytes) * e.headroom);
   if (req.device != "cpu" && req.device != "cuda" && req.device != "auto")
     invalid("--device must be cpu, cuda or auto (got '{}')", req.device);
   e.device = "cpu";
@@ -129,6 +125,50 @@ MemoryEstimate estimate_memory(const std::string& model_dir, const MemoryRequest
     if (req.device == "cuda") throw_error(ErrorKind::unsupported, "--device cuda: this build has no CUDA backend");
 #endif
   }
+  ModelConfig cfg;
+  if (const std::string gguf = gguf_model_file(model_dir); !gguf.empty()) {
+    const GgufFile f = GgufFile::open(gguf);  // maps the file; reads the header only
+    cfg = parse_model_config(gguf_hf_config(f), gguf + " (GGUF metadata)");
+    bool tied = true;  // no output.weight: the embedding is the LM head too
+    for (const GgufTensorInfo& t : f.tensors()) tied = tied && t.name != "output.weight";
+    for (const GgufTensorInfo& t : f.tensors()) {
+      // What the loader keeps: not the RoPE tensors (folded into the config) nor tensors
+      // without an mlxcel counterpart.
+      if (t.name.rfind("rope_f", 0) == 0 || !gguf_to_hf_tensor_name(cfg.model_type, t.name)) continue;
+      e.weight_bytes += gguf_loaded_bytes(t, e.device == "cuda", tied || t.name != "token_embd.weight");
+      e.n_tensors++;
+    }
+    e.weights_note = "the GGUF headers, as loaded for the device";
+  } else {
+    cfg = load_model_config(model_dir + "/config.json");
+    WeightMap w = load_checkpoint_weights(model_dir);  // maps the files; reads headers only
+    for (const auto& [name, t] : w) {
+      e.weight_bytes += int64_t(t.nbytes());
+      e.n_tensors++;
+    }
+  }
+  // 0: the model's own context.
+  const int64_t max_tokens =
+      req.max_tokens > 0 ? req.max_tokens : (cfg.max_position_embeddings > 0 ? cfg.max_position_embeddings : 4096);
+  // KV: every layer keeps K and V for its window (or the whole context).
+  const int64_t per_tok_layer = 2LL * cfg.num_key_value_heads * cfg.head_dim * req.kv_bytes_per_elem;
+  for (int i = 0; i < cfg.num_hidden_layers; ++i) {
+    const bool sliding = i < int(cfg.layer_types.size()) && cfg.layer_types[i] == "sliding_attention" &&
+                         cfg.sliding_window > 0;
+    const int64_t toks = sliding ? std::min<int64_t>(max_tokens, cfg.sliding_window) : max_tokens;
+    e.kv_bytes += per_tok_layer * toks * req.batch;
+    e.kv_bytes_per_token += per_tok_layer;
+  }
+  // Activations of one prefill chunk (f32): residual stream, q/k/v/o, MLP, logits row.
+  const int64_t chunk = std::min(req.prefill_chunk, max_tokens) * 1;
+  const int64_t q_dim = int64_t(cfg.num_attention_heads) * cfg.head_dim;
+  const int64_t per_token = 4LL * (4 * cfg.hidden_size + 2 * q_dim + 3LL * std::max(cfg.intermediate_size, cfg.hidden_size));
+  e.activation_bytes = chunk * per_token + req.batch * int64_t(cfg.vocab_size) * 4 * 2;
+  if (const char* h = std::getenv("MLXCEL_HEADROOM_FACTOR")) {
+    e.headroom = std::atof(h);
+    if (!(e.headroom >= 1.0 && e.headroom <= 100.0)) invalid("MLXCEL_HEADROOM_FACTOR must be in [1, 100], got '{}'", h);
+  }
+  e.total_bytes = int64_t(double(e.weight_bytes + e.kv_bytes + e.activation_bytes) * e.headroom);
   if (const char* lim = std::getenv("MLXCEL_MEMORY_LIMIT")) {
     int64_t l = parse_byte_size(lim);
     if (e.available_bytes == 0 || l < e.available_bytes) {
@@ -142,14 +182,14 @@ MemoryEstimate estimate_memory(const std::string& model_dir, const MemoryRequest
 
 std::string MemoryEstimate::describe() const {
   return fmt::format(
-      "weights      {:>12}  ({} tensors, exact from the headers)\n"
+      "weights      {:>12}  ({} tensors, {})\n"
       "kv cache     {:>12}  ({} per token over all layers, before sliding-window capping)\n"
       "activations  {:>12}\n"
       "headroom     {:>12.2f}x (MLXCEL_HEADROOM_FACTOR)\n"
       "total        {:>12}\n"
       "available    {:>12}  ({}; device {})\n"
       "verdict      {}\n",
-      human(weight_bytes), n_tensors, human(kv_bytes), human(kv_bytes_per_token), human(activation_bytes), headroom,
+      human(weight_bytes), n_tensors, weights_note, human(kv_bytes), human(kv_bytes_per_token), human(activation_bytes), headroom,
       human(total_bytes), human(available_bytes), available_source, device, fits ? "fits" : "does NOT fit");
 }
 

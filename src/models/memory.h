@@ -29,6 +29,7 @@ struct MemoryRequest {
 struct MemoryEstimate {
   int64_t weight_bytes = 0;
   int64_t n_tensors = 0;
+  std::string weights_note = "exact from the headers";  // how weight_bytes was counted
   int64_t kv_bytes = 0;
   int64_t kv_bytes_per_token = 0;   // summed over layers, before window capping
   int64_t activation_bytes = 0;
@@ -42,7 +43,16 @@ struct MemoryEstimate {
   nlohmann::json to_json() const;
 };
 
+// model_dir: a checkpoint folder, or a GGUF file (or a folder holding one): its weights
+// counted as they are once loaded for the device (gguf_loaded_bytes).
 MemoryEstimate estimate_memory(const std::string& model_dir, const MemoryRequest& req);
+
+// Bytes a GGUF tensor takes once loaded (docs/gguf.md, docs/cuda.md): F32/F16/BF16 as in
+// the file; on the CPU packed Q8_0/Q4_0 (the others requantized to Q8_0) plus the x8
+// decode copy when `product` (a weight some product reads: all but an untied embedding);
+// on CUDA MLX affine (Q4_0 5 bits a weight, Q4_1/Q4_K 6, the rest 9).
+struct GgufTensorInfo;
+int64_t gguf_loaded_bytes(const GgufTensorInfo& t, bool cuda, bool product = true);
 
 // Memory free now where a model runs: the GPU's free memory (cudaMemGetInfo) for a CUDA
 // device, MemAvailable for the CPU; 0 when unknown.

@@ -20,6 +20,7 @@
 #include "loader/gguf_model.h"
 #include "loader/gguf_writer.h"
 #include "loader/weights.h"
+#include "models/memory.h"
 #include "models/model.h"
 #include "ops/ops.h"
 #include "ops/quant.h"
@@ -390,6 +391,43 @@ TEST(GgufAffine4, Q4_1FilesLoadAsMlxAffine) {
   for (size_t p = 0; p < ref.prompts.size(); ++p) err = std::max(err, rel_err(affine[p], deq[p]));
   EXPECT_LE(err, 1e-4);
   std::fprintf(stderr, "[gguf] Q4_1 as MLX affine vs dequantized %.2e\n", err);
+  fs::remove_all(tmp);
+}
+
+// `mlxcel inspect` on a GGUF file counts each tensor as it is once loaded: on the host (no
+// x8 copies) and in the device form (Q4_1 as MLX affine, the rest transcoded) the counts
+// equal the bytes of the loaded weights; the CPU adds an x8 copy of each product's weight.
+TEST(GgufMemory, EstimateCountsTheLoadedForm) {
+  const fs::path tmp = tmp_dir();
+  llama_with_blocks(tmp / "mixed.gguf", {gguf::kQ4_0, gguf::kQ8_0, gguf::kQ4_1, gguf::kQ5_1});
+  const GgufFile f = GgufFile::open((tmp / "mixed.gguf").string());
+  int64_t host = 0, device = 0, cpu = 0, kept = 0;
+  for (const GgufTensorInfo& t : f.tensors()) {
+    if (t.name == "rope_freqs.weight") continue;  // folded into the config at load
+    ++kept;
+    host += gguf_loaded_bytes(t, false, false);
+    device += gguf_loaded_bytes(t, true);
+    cpu += gguf_loaded_bytes(t, false);
+  }
+  auto loaded_bytes = [](const WeightMap& w) {
+    int64_t b = 0;
+    for (const auto& [name, t] : w)
+      if (!is_gguf_type_marker(name)) b += int64_t(t.nbytes());
+    return b;
+  };
+  EXPECT_EQ(loaded_bytes(load_gguf_checkpoint((tmp / "mixed.gguf").string()).weights), host);
+  GgufLoadOptions lo;
+  lo.affine_4bit = true;
+  WeightMap dev = load_gguf_checkpoint((tmp / "mixed.gguf").string(), lo).weights;
+  transcode_gguf_blocks(dev);
+  EXPECT_EQ(loaded_bytes(dev), device);
+  EXPECT_GT(cpu, host);
+  MemoryRequest req;
+  req.device = "cpu";
+  const MemoryEstimate e = estimate_memory((tmp / "mixed.gguf").string(), req);
+  EXPECT_EQ(e.weight_bytes, cpu);  // the fixture has an output.weight: no embedding copy
+  EXPECT_EQ(e.n_tensors, kept);
+  EXPECT_NE(e.describe().find("as loaded for the device"), std::string::npos);
   fs::remove_all(tmp);
 }
 
