@@ -98,7 +98,7 @@ void run_bench(const BenchArgs& a) {
     w = synthetic_weights(cfg, a.format);
     what = fmt::format("synthetic {} ({} layers), {}", a.synthetic, cfg.num_hidden_layers, a.format);
   } else if (std::string g = gguf_model_file(a.model); !g.empty()) {
-    GgufCheckpoint ck = load_gguf_for(g, dev);  // as load_model would
+    GgufCheckpoint ck = load_gguf_checkpoint(g, gguf_load_options(dev));  // as load_model does
     cfg = ck.config;
     w = std::move(ck.weights);
     what = g;

@@ -381,13 +381,13 @@ namespace {
 
 constexpr uint32_t kNotPacked = 0xFFFFFFFFu;
 
-// A GGUF tensor as an HF-layout Tensor: [dims reversed], f32/f16/bf16 views when the
-// bytes can be used as they are, f32 copies otherwise (dequantized, permuted, shifted).
 // The scales and biases of a matrix load_tensor turned into MLX affine words (affine_4bit).
 struct AffineParts {
   Tensor scales, biases;
 };
 
+// A GGUF tensor as an HF-layout Tensor: [dims reversed], f32/f16/bf16 views when the
+// bytes can be used as they are, f32 copies otherwise (dequantized, permuted, shifted).
 Tensor load_tensor(const std::shared_ptr<const GgufFile>& file, const GgufTensorInfo& t, int permute_heads,
                    bool gemma_norm, const GgufLoadOptions& opts, uint32_t* packed_type, AffineParts* affine) {
   const GgufFile& f = *file;
@@ -494,9 +494,7 @@ GgufCheckpoint gguf_checkpoint(std::shared_ptr<const GgufFile> file, const GgufL
   const bool permute = gguf_arch_permutes_qk(arch);
   ck.weights = WeightMap(f.path());
   for (const GgufTensorInfo& t : f.tensors()) {
-    if (t.name == "rope_freqs.weight" || t.name == "rope_factors_long.weight" ||
-        t.name == "rope_factors_short.weight")
-      continue;  // folded into the RoPE config
+    if (is_gguf_rope_tensor(t.name)) continue;  // folded into the RoPE config
     std::optional<std::string> hf_name = gguf_to_hf_tensor_name(mt, t.name);
     if (!hf_name) {
       ck.weights.add_note(fmt::format("ignored GGUF tensor '{}' (no mlxcel counterpart)", t.name));
@@ -525,6 +523,10 @@ GgufCheckpoint gguf_checkpoint(std::shared_ptr<const GgufFile> file, const GgufL
 }
 
 bool is_gguf_type_marker(const std::string& name) { return ends_with(name, kGgufTypeSuffix); }
+
+bool is_gguf_rope_tensor(const std::string& name) {
+  return name == "rope_freqs.weight" || name == "rope_factors_long.weight" || name == "rope_factors_short.weight";
+}
 
 QuantSpec packed_gguf_spec(const Tensor& marker, const std::string& what) {
   const int32_t type = marker.dtype() == DType::i32 && marker.numel() == 1 ? *marker.data<int32_t>() : -1;

@@ -81,6 +81,9 @@ nlohmann::json gguf_hf_config(const GgufFile& f, bool use_embedded_config = true
 // to a marker "<prefix>.gguf_type" (i32 [1], the ggml type). These name and read it.
 inline constexpr const char* kGgufTypeSuffix = ".gguf_type";
 bool is_gguf_type_marker(const std::string& name);
+// The RoPE tensors (rope_freqs, rope_factors_long / _short), which the loader folds into
+// the config instead of keeping them as weights.
+bool is_gguf_rope_tensor(const std::string& name);
 // The packed format of a marker: {gguf_q8_0, 8, 32}, {gguf_q4_0, 4, 32}, or for Q4_1 /
 // Q4_K (loaded as MLX affine words next to their scales: GgufLoadOptions::affine_4bit)
 // {mlx_affine, 4, 32}; throws Error(invalid_request) naming `what` for any other value.

@@ -134,7 +134,7 @@ MemoryEstimate estimate_memory(const std::string& model_dir, const MemoryRequest
     for (const GgufTensorInfo& t : f.tensors()) {
       // What the loader keeps: not the RoPE tensors (folded into the config) nor tensors
       // without an mlxcel counterpart.
-      if (t.name.rfind("rope_f", 0) == 0 || !gguf_to_hf_tensor_name(cfg.model_type, t.name)) continue;
+      if (is_gguf_rope_tensor(t.name) || !gguf_to_hf_tensor_name(cfg.model_type, t.name)) continue;
       e.weight_bytes += gguf_loaded_bytes(t, e.device == "cuda", tied || t.name != "token_embd.weight");
       e.n_tensors++;
     }

@@ -145,17 +145,16 @@ void place_weights(WeightMap& w, Device device) {
   }
 }
 
-GgufCheckpoint load_gguf_for(const std::string& path, Device device) {
+GgufLoadOptions gguf_load_options(Device device) {
   GgufLoadOptions lo;
   lo.affine_4bit = device.type != DeviceType::cpu;
-  GgufCheckpoint ck = load_gguf_checkpoint(path, lo);
-  place_weights(ck.weights, device);
-  return ck;
+  return lo;
 }
 
 std::unique_ptr<Model> load_model(const std::string& dir, Device device) {
   if (std::string gguf = gguf_model_file(dir); !gguf.empty()) {  // metadata -> config, HF tensor names
-    GgufCheckpoint ck = load_gguf_for(gguf, device);
+    GgufCheckpoint ck = load_gguf_checkpoint(gguf, gguf_load_options(device));
+    place_weights(ck.weights, device);
     return build_model(ck.config, ck.weights);
   }
   ModelConfig cfg = load_model_config(dir + "/config.json");

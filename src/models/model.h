@@ -14,12 +14,13 @@
 #include <vector>
 
 #include "loader/config.h"
-#include "loader/gguf_model.h"
 #include "loader/weights.h"
 #include "ops/attention.h"
 #include "tensor/tensor.h"
 
 namespace mlxcel {
+
+struct GgufLoadOptions;  // loader/gguf_model.h
 
 // One step's input. Built by the runner (engine) once per step.
 struct Batch {
@@ -91,9 +92,9 @@ void place_weights(WeightMap& w, Device device);
 // becomes "<prefix>.weight/.scales/.biases" in MLX affine form (the marker stays, so
 // Linear::load knows bits and group size).
 void transcode_gguf_blocks(WeightMap& w);
-// Loads a GGUF file's checkpoint for `device` (GgufLoadOptions::affine_4bit off the CPU:
-// Q4_1 / Q4_K as exact MLX affine 4-bit; then place_weights).
-GgufCheckpoint load_gguf_for(const std::string& path, Device device);
+// How a GGUF file is loaded for `device` (then place_weights): affine_4bit off the CPU
+// (Q4_1 / Q4_K as exact MLX affine 4-bit).
+GgufLoadOptions gguf_load_options(Device device);
 // Loads config.json and the safetensors of a checkpoint folder (or a GGUF file) and
 // builds the model on `device`.
 std::unique_ptr<Model> load_model(const std::string& dir, Device device = Device::cpu());
