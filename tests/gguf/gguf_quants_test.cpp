@@ -352,6 +352,102 @@ TEST(GgufQuants, PackedDecodeKernelMatchesIntegerReference) {
   }
 }
 
+// Q4_K rows of random blocks: d and dmin f16 in [2^-9, 2^-5), any scale bytes (every
+// 12-byte pattern is valid) and quants.
+std::vector<uint8_t> random_q4_k(int64_t N, int64_t K, size_t stride, std::mt19937& rng) {
+  std::vector<uint8_t> packed(stride * size_t(N), 0xCD);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> mag(1.0f / 512, 1.0f / 32);
+  for (int64_t r = 0; r < N; ++r)
+    for (int64_t b = 0; b < K / 256; ++b) {
+      uint8_t* blk = packed.data() + size_t(r) * stride + size_t(b) * 144;
+      const uint16_t d = f32_to_f16(mag(rng)), dm = f32_to_f16(mag(rng));
+      std::memcpy(blk, &d, 2);
+      std::memcpy(blk + 2, &dm, 2);
+      for (int i = 4; i < 144; ++i) blk[i] = uint8_t(byte(rng));
+    }
+  return packed;
+}
+
+// Q4_K kept packed: decode-sized M (the x8 kernel: a group repacked on the fly when the
+// weight has no copy) against a scalar model of its arithmetic (x to int8 per block of
+// 32, exact integer sums a sub-block, (d sc) dx and (dmin m) dx sum(xq) in f32), and
+// prompt-sized M (the int8 GEMM on rows requantized to Q8_0) against the dequantized
+// product within the activations' and Q8_0's rounding. Odd row counts and strides,
+// 1..4-row tiles with a remainder, biases.
+TEST(GgufQuants, Q4_KPackedMatchesItsReferences) {
+  std::mt19937 rng(41);
+  std::normal_distribution<float> nd(0, 1);
+  struct Case {
+    int64_t M, K, N;
+    size_t pad;
+  };
+  const Case cases[] = {{1, 256, 1, 0}, {1, 768, 37, 3}, {3, 512, 9, 0},  {5, 256, 17, 1},
+                        {15, 1024, 8, 0}, {16, 256, 23, 0}, {20, 768, 13, 2}, {70, 512, 41, 0}};
+  for (const Case& c : cases) {
+    const size_t stride = row_bytes(kQ4_K, c.K) + c.pad;
+    std::vector<uint8_t> packed = random_q4_k(c.N, c.K, stride, rng);
+    std::vector<float> x(size_t(c.M * c.K)), bias(size_t(c.N));
+    for (auto& v : x) v = nd(rng);
+    for (auto& v : bias) v = nd(rng);
+    for (int j = 32; j < 64; ++j) x[size_t(j)] = 0.0f;  // an all-zero block of x
+    std::vector<float> y(size_t(c.M * c.N), std::nanf(""));
+    matmul_packed(kQ4_K, x.data(), c.M, c.K, packed.data(), stride, c.N, bias.data(), y.data());
+    const bool exact_model = c.M < 16 && std::string(matmul_isa()) != "scalar";
+    for (int64_t m = 0; m < c.M; ++m) {
+      const float* xm = x.data() + m * c.K;
+      for (int64_t r = 0; r < c.N; ++r) {
+        const uint8_t* row = packed.data() + size_t(r) * stride;
+        double ref = bias[size_t(r)], mag = std::fabs(bias[size_t(r)]);
+        if (exact_model) {
+          for (int64_t sb = 0; sb < c.K / 32; ++sb) {
+            const float* xb = xm + sb * 32;
+            float amax = 0;
+            for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xb[j]));
+            const float dx = amax / 127.0f, id = dx != 0.0f ? 1.0f / dx : 0.0f;
+            const uint8_t* blk = row + size_t(sb / 8) * 144;
+            const int s = int(sb % 8);
+            // scale and min of sub-block s (ggml's get_scale_min_k4)
+            const uint8_t* q = blk + 4;
+            const int sc = s < 4 ? q[s] & 63 : (q[s + 4] & 0xF) | ((q[s - 4] >> 6) << 4);
+            const int mn = s < 4 ? q[s + 4] & 63 : (q[s + 4] >> 4) | ((q[s] >> 6) << 4);
+            uint16_t hd, hm;
+            std::memcpy(&hd, blk, 2);
+            std::memcpy(&hm, blk + 2, 2);
+            int32_t isum = 0, xsum = 0;
+            for (int j = 0; j < 32; ++j) {
+              const int xq = int(std::nearbyintf(xb[j] * id));
+              const uint8_t byte = blk[16 + 32 * (s / 2) + j];
+              isum += int(s % 2 ? byte >> 4 : byte & 0xF) * xq;
+              xsum += xq;
+            }
+            const double t1 = double(float(isum) * ((f16_to_f32(hd) * float(sc)) * dx));
+            const double t2 = double((f16_to_f32(hm) * float(mn)) * (dx * float(xsum)));
+            ref += t1 - t2;
+            mag += std::fabs(t1) + std::fabs(t2);
+          }
+          ASSERT_NEAR(y[size_t(m * c.N + r)], ref, 2e-6 * mag + 1e-6)
+              << "M " << c.M << " K " << c.K << " N " << c.N << " m " << m << " row " << r;
+        } else {
+          std::vector<float> wr(size_t(c.K));
+          dequantize_row(kQ4_K, row, wr.data(), c.K);
+          for (int64_t k = 0; k < c.K; ++k) {
+            ref += double(wr[size_t(k)]) * xm[k];
+            mag += std::fabs(double(wr[size_t(k)]) * xm[k]);
+          }
+          // int8 x per block of 32 and the weights' Q8_0 rounding: ~1% of sum |w x|.
+          ASSERT_NEAR(y[size_t(m * c.N + r)], ref, 0.015 * mag + 1e-4)
+              << "M " << c.M << " K " << c.K << " N " << c.N << " m " << m << " row " << r;
+        }
+      }
+    }
+  }
+  // K must hold whole 256-value blocks.
+  std::vector<float> x(320), y(1);
+  std::vector<uint8_t> w(512);
+  EXPECT_ANY_THROW(matmul_packed(kQ4_K, x.data(), 1, 320, w.data(), 180, 1, nullptr, y.data()));
+}
+
 // Large enough that the rows are split over the thread pool in chunks pulled from a
 // shared counter (cpu::parallel_dynamic): every row is computed once and right.
 TEST(GgufQuants, PackedKernelsSplitOverThreads) {
@@ -392,6 +488,7 @@ TEST(GgufQuants, PackedKernelsSplitOverThreads) {
 // counts (a padded last group), 1..15 rows of x, rows at an odd stride, a bias, and a
 // weight of -128 in Q8_0.
 std::vector<uint8_t> random_packed(uint32_t t, int64_t N, int64_t K, size_t stride, std::mt19937& rng) {
+  if (t == kQ4_K) return random_q4_k(N, K, stride, rng);
   std::normal_distribution<float> nd(0, 1);
   std::vector<uint8_t> packed(stride * size_t(N), 0xCD);
   std::vector<float> w(static_cast<size_t>(K));
@@ -414,12 +511,14 @@ TEST(GgufQuants, X8LayoutMatchesRowLayoutExactly) {
   const Case cases[] = {{1, 32, 1, 0},  {1, 64, 7, 3},    {1, 1024, 37, 0}, {2, 96, 8, 0},  {3, 160, 9, 1},
                         {4, 256, 16, 0}, {5, 128, 17, 2},  {7, 3072, 13, 0}, {9, 64, 23, 5}, {15, 96, 41, 0},
                         {1, 512, 2051, 0}, {4, 1024, 777, 0}};
-  for (uint32_t t : {kQ8_0, kQ4_0}) {
+  for (uint32_t t : {kQ8_0, kQ4_0, kQ4_K}) {
     for (const Case& c : cases) {
+      if (c.K % int64_t(block_elems(t)) != 0) continue;
       const size_t stride = row_bytes(t, c.K) + c.pad;
       std::vector<uint8_t> packed = random_packed(t, c.N, c.K, stride, rng);
       std::vector<uint8_t> x8(x8_bytes(t, c.N, c.K));
-      ASSERT_EQ(x8.size(), size_t((c.N + 7) / 8) * 8 * row_bytes(t, c.K));
+      // Q4_K: d, dmin and the unpacked scales and mins take 160 bytes of 1,184 a block of 8 rows.
+      ASSERT_EQ(x8.size(), size_t((c.N + 7) / 8) * (t == kQ4_K ? size_t(c.K / 256) * 1184 : 8 * row_bytes(t, c.K)));
       repack_x8(t, packed.data(), stride, c.N, c.K, x8.data());
       std::vector<float> x(size_t(c.M * c.K)), bias(size_t(c.N));
       for (auto& v : x) v = nd(rng);
@@ -449,7 +548,7 @@ TEST(GgufQuants, RegisteredWeightsGetAnX8CopyForTheirLifetime) {
   std::mt19937 rng(29);
   std::normal_distribution<float> nd(0, 1);
   const int64_t N = 203, K = 256;
-  for (uint32_t t : {kQ8_0, kQ4_0}) {
+  for (uint32_t t : {kQ8_0, kQ4_0, kQ4_K}) {
     const size_t rb = row_bytes(t, K);
     auto bytes = std::make_shared<std::vector<uint8_t>>(random_packed(t, N, K, rb, rng));
     const uint8_t* w = bytes->data();

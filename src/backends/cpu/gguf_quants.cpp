@@ -46,6 +46,10 @@ inline void put_half(uint8_t* p, float v) {
   std::memcpy(p, &h, 2);
 }
 
+// Bytes of one 256-value block of an x8 Q4_K group (8 rows): d[8], dmin[8] (f16), the 8
+// sub-blocks' scales and mins as bytes [sub-block][row], then 8 x 128 bytes of quants.
+constexpr int64_t kX8Q4kBlock = 16 + 16 + 64 + 64 + 1024;
+
 // The 6-bit scale and min j (0..7) of a Q4_K/Q5_K block's 12 scale bytes.
 inline void scale_min_k4(int j, const uint8_t* q, uint8_t& d, uint8_t& m) {
   if (j < 4) {
@@ -721,10 +725,88 @@ void x8_group(const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int6
   for (int j = 0; j < MC; ++j) _mm256_storeu_ps(out + j * 8, acc[j]);
 }
 
+// Q4_K on its x8 layout (see x8_group_bytes): per 256-value block the 8 rows' d and dmin,
+// their 6-bit scales and mins as bytes (sub-block major), then the quants as 4 pairs of
+// sub-blocks x 8 vectors, lane r of vector v of pair p = bytes 32 p + 4 v .. + 3 of row
+// r's qs (low nibbles: sub-block 2 p, high: 2 p + 1). Sub-block s of block b against x's
+// block 8 b + s: y += (d sc_s) dx sum(q xq) - (dmin m_s) dx sum(xq), the integer sums
+// exact (nibbles 0..15 unsigned against int8 x), the float steps two FMAs a sub-block.
+template <int MC>
+void x8_group_q4k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[MC];
+  for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
+  const int8_t* xq = xb.q.data() + m0 * K;
+  const float* xd = xb.d.data() + m0 * nb32;
+  const int32_t* xs = xb.s.data() + m0 * nb32;
+  const int64_t nbk = nb32 / 8;
+  for (int64_t b = 0; b < nbk; ++b) {
+    const uint8_t* blk = grp + b * kX8Q4kBlock;
+    const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
+    const __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16)));
+    for (int s = 0; s < 8; ++s) {
+      const uint8_t* q = blk + 160 + (s / 2) * 256;
+      __m256i wg[8];
+      for (int v = 0; v < 8; ++v) {
+        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * v));
+        wg[v] = _mm256_and_si256(s & 1 ? _mm256_srli_epi16(raw, 4) : raw, m4);
+      }
+      const __m256 D = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+                                             _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 32 + 8 * s)))));
+      const __m256 Mn = _mm256_mul_ps(mv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+                                              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 96 + 8 * s)))));
+      const int64_t xb32 = b * 8 + s;
+      for (int j = 0; j < MC; ++j) {
+        const int8_t* xv = xq + j * K + xb32 * 32;
+#if MLXCEL_GGUF_VNNI
+        __m256i qi = _mm256_setzero_si256();
+        for (int g = 0; g < 8; ++g) {
+          int32_t x4;
+          std::memcpy(&x4, xv + 4 * g, 4);
+          qi = _mm256_dpbusd_epi32(qi, wg[g], _mm256_set1_epi32(x4));
+        }
+#else
+        const __m256i qi = _mm256_madd_epi16(dot_8_groups(wg, xv), ones);
+#endif
+        const float dx = xd[j * nb32 + xb32];
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(qi), _mm256_mul_ps(D, _mm256_set1_ps(dx)), acc[j]);
+        acc[j] = _mm256_fnmadd_ps(Mn, _mm256_set1_ps(dx * 0.125f * float(xs[j * nb32 + xb32])), acc[j]);
+      }
+    }
+  }
+  for (int j = 0; j < MC; ++j) _mm256_storeu_ps(out + j * 8, acc[j]);
+}
+
 template <int MC>
 void x8_group_t(uint32_t type, const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
   if (type == kQ8_0) x8_group<MC, true>(grp, nb, xb, K, m0, out);
+  else if (type == kQ4_K) x8_group_q4k<MC>(grp, nb, xb, K, m0, out);
   else x8_group<MC, false>(grp, nb, xb, K, m0, out);
+}
+
+// The GEMMs take Q4_K rows as Q8_0: rp[0..n) are requantized into buf (dequantized, then
+// ggml's Q8_0 rounding, which is at most amax / 254 of each 32-value block) and pointed
+// at; type becomes Q8_0. Other types are left as they are.
+[[maybe_unused]] void q8_rows_for_gemm(uint32_t& type, const uint8_t** rp, int n, int64_t K, std::vector<uint8_t>& buf,
+                                       std::vector<float>& row) {
+  if (type != kQ4_K) return;
+  const size_t qrb = size_t(K / 32) * 34;
+  buf.resize(qrb * size_t(n));
+  row.resize(size_t(K));
+  const uint8_t* prev = nullptr;
+  for (int i = 0; i < n; ++i) {
+    const uint8_t* src = rp[i];
+    if (src == prev) {  // a short panel repeats its last row
+      rp[i] = rp[i - 1];
+      continue;
+    }
+    dequantize_row(uint32_t(kQ4_K), src, row.data(), K);
+    quantize_row_q8_0(row.data(), buf.data() + qrb * size_t(i), K);
+    rp[i] = buf.data() + qrb * size_t(i);
+    prev = src;
+  }
+  type = kQ8_0;
 }
 
 // ---- prefill GEMM (int8) --------------------------------------------------------------
@@ -864,13 +946,16 @@ void gemm_int8(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uin
                int64_t n_rows, const float* bias, float* y) {
   const int64_t nb = K / 32, n_panels = (n_rows + kPanelRows - 1) / kPanelRows;
   cpu::parallel_dynamic(n_panels, 1, M * K * kPanelRows, [&](int64_t p0, int64_t p1) {
-    std::vector<uint8_t> panel(size_t(nb * panel_block_bytes()));
+    std::vector<uint8_t> panel(size_t(nb * panel_block_bytes())), q8buf;
+    std::vector<float> row;
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t r0 = p * kPanelRows, rc = std::min(kPanelRows, n_rows - r0);
       const uint8_t* rp[kPanelRows];
       for (int64_t i = 0; i < kPanelRows; ++i) rp[i] = w + size_t(r0 + std::min(i, rc - 1)) * row_stride;
-      pack_panel8(type, rp, nb, panel.data());
-      if (type == kQ8_0) gemm_panel_rows<true>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+      uint32_t pt = type;
+      q8_rows_for_gemm(pt, rp, int(kPanelRows), K, q8buf, row);
+      pack_panel8(pt, rp, nb, panel.data());
+      if (pt == kQ8_0) gemm_panel_rows<true>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
       else gemm_panel_rows<false>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
     }
   });
@@ -980,13 +1065,16 @@ void gemm_int8_vnni(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, cons
                     int64_t n_rows, const float* bias, float* y) {
   const int64_t nb = K / 32, n_panels = (n_rows + kVnniRows - 1) / kVnniRows;
   cpu::parallel_dynamic(n_panels, 1, M * K * kVnniRows, [&](int64_t p0, int64_t p1) {
-    std::vector<uint8_t> panel(size_t(nb * vnni_block_bytes()));
+    std::vector<uint8_t> panel(size_t(nb * vnni_block_bytes())), q8buf;
+    std::vector<float> row;
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t r0 = p * kVnniRows, rc = std::min(kVnniRows, n_rows - r0);
       const uint8_t* rp[kVnniRows];
       for (int64_t i = 0; i < kVnniRows; ++i) rp[i] = w + size_t(r0 + std::min(i, rc - 1)) * row_stride;
-      pack_panel16(type, rp, nb, panel.data());
-      if (type == kQ8_0) vnni_panel_rows<true>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+      uint32_t pt = type;
+      q8_rows_for_gemm(pt, rp, int(kVnniRows), K, q8buf, row);
+      pack_panel16(pt, rp, nb, panel.data());
+      if (pt == kQ8_0) vnni_panel_rows<true>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
       else vnni_panel_rows<false>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
     }
   });
@@ -1011,9 +1099,19 @@ struct PackedSource {
   uint32_t type;
   const uint8_t* w;
   size_t row_stride;
+  int64_t K = 0;
   void pack(int64_t n0, int64_t nb, int64_t k0, int64_t kb, float* buf, float* packed) const {
-    for (int64_t n = 0; n < nb; ++n)
-      dequantize_row(type, w + size_t(n0 + n) * row_stride + size_t(k0 / 32) * block_bytes(type), buf + n * kb, kb);
+    const int64_t be = int64_t(block_elems(type));
+    if (k0 % be == 0 && kb % be == 0) {
+      for (int64_t n = 0; n < nb; ++n)
+        dequantize_row(type, w + size_t(n0 + n) * row_stride + size_t(k0 / be) * block_bytes(type), buf + n * kb, kb);
+    } else {  // a panel cutting 256-value blocks: whole rows, then the slice
+      std::vector<float> full(static_cast<size_t>(K));
+      for (int64_t n = 0; n < nb; ++n) {
+        dequantize_row(type, w + size_t(n0 + n) * row_stride, full.data(), K);
+        std::copy(full.begin() + k0, full.begin() + k0 + kb, buf + n * kb);
+      }
+    }
     cpu::gemm::pack_panel(buf, kb, nb, kb, packed);
   }
 };
@@ -1057,8 +1155,9 @@ void decode_run(const DecodeMat* mats, int n, const XBlocks& xb, int64_t M, int6
 
 void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* w, size_t row_stride,
                    int64_t n_rows, const float* bias, float* y) {
-  MLXCEL_CHECK(type == kQ8_0 || type == kQ4_0, "gguf matmul_packed: type {} is not kept packed", type);
-  MLXCEL_CHECK(K % 32 == 0, "gguf matmul_packed: K {} is not a multiple of 32", K);
+  MLXCEL_CHECK(kept_packed(type), "gguf matmul_packed: type {} is not kept packed", type);
+  MLXCEL_CHECK(K % int64_t(block_elems(type)) == 0, "gguf matmul_packed: K {} is not a multiple of {}", K,
+               block_elems(type));
   [[maybe_unused]] const int64_t nb = K / 32;
   // Decode-sized products of a weight the loader registered run on its x8 copy.
   constexpr int64_t kX8MaxRows = 16;
@@ -1088,7 +1187,7 @@ void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const ui
 #endif
   // Without AVX2, prefill-sized M dequantizes each weight panel once into the f32 GEMM.
   if (M >= 64) {
-    cpu::gemm::run(x, M, K, n_rows, PackedSource{type, w, row_stride}, bias, y);
+    cpu::gemm::run(x, M, K, n_rows, PackedSource{type, w, row_stride, K}, bias, y);
     return;
   }
   XBlocks xb;
@@ -1108,7 +1207,8 @@ void matmul_packed_multi(const float* x, int64_t M, int64_t K, const PackedProdu
   Span next;  // after the last product that has an x8 copy
   for (int i = 0; i < n; ++i) {
     const PackedProduct& p = ps[i];
-    MLXCEL_CHECK(p.type == kQ8_0 || p.type == kQ4_0, "gguf matmul_packed_multi: type {} is not kept packed", p.type);
+    MLXCEL_CHECK(kept_packed(p.type) && K % int64_t(block_elems(p.type)) == 0,
+                 "gguf matmul_packed_multi: type {} with K {} is not kept packed", p.type, K);
     const uint8_t* wx8 = repack_enabled() ? x8_copy_of(p.type, p.w, p.row_stride, p.n_rows, K, &next) : nullptr;
     mats[i] = DecodeMat{p.type, p.w, p.row_stride, wx8, p.n_rows, p.bias, p.y};
   }
@@ -1127,8 +1227,10 @@ void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, 
 // ---- x8 layout ------------------------------------------------------------------------
 
 size_t x8_group_bytes(uint32_t type, int64_t K) {
-  MLXCEL_CHECK(type == kQ8_0 || type == kQ4_0, "gguf x8: type {} is not Q8_0/Q4_0", type);
-  MLXCEL_CHECK(K > 0 && K % 32 == 0, "gguf x8: K {} is not a multiple of 32", K);
+  MLXCEL_CHECK(type == kQ8_0 || type == kQ4_0 || type == kQ4_K, "gguf x8: type {} is not Q8_0/Q4_0/Q4_K", type);
+  const int64_t blk = type == kQ4_K ? 256 : 32;
+  MLXCEL_CHECK(K > 0 && K % blk == 0, "gguf x8: K {} is not a multiple of {}", K, blk);
+  if (type == kQ4_K) return size_t(K / 256) * size_t(kX8Q4kBlock);
   return size_t(K / 32) * (type == kQ8_0 ? 272 : 144);
 }
 
@@ -1136,23 +1238,44 @@ size_t x8_bytes(uint32_t type, int64_t n_rows, int64_t K) {
   return size_t((n_rows + 7) / 8) * x8_group_bytes(type, K);
 }
 
-void repack_x8(uint32_t type, const uint8_t* w, size_t row_stride, int64_t n_rows, int64_t K, uint8_t* out) {
-  const size_t gb = x8_group_bytes(type, K);
-  const int64_t nb = K / 32, n_groups = (n_rows + 7) / 8;
+namespace {
+
+// One x8 group from its 8 rows (rows[r]; a short group repeats its last row).
+void repack_group(uint32_t type, const uint8_t* const* rows, int64_t K, uint8_t* grp) {
+  if (type == kQ4_K) {
+    for (int64_t b = 0; b < K / 256; ++b) {
+      uint8_t* dst = grp + b * kX8Q4kBlock;
+      for (int r = 0; r < 8; ++r) {
+        const uint8_t* blk = rows[r] + size_t(b) * 144;
+        std::memcpy(dst + 2 * r, blk, 2);
+        std::memcpy(dst + 16 + 2 * r, blk + 2, 2);
+        for (int j = 0; j < 8; ++j) scale_min_k4(j, blk + 4, dst[32 + 8 * j + r], dst[96 + 8 * j + r]);
+        for (int v = 0; v < 32; ++v) std::memcpy(dst + 160 + 32 * v + 4 * r, blk + 16 + 4 * v, 4);
+      }
+    }
+    return;
+  }
   const bool q8 = type == kQ8_0;
   const size_t bb = q8 ? 34 : 18, qb = q8 ? 256 : 128;
+  for (int r = 0; r < 8; ++r)
+    for (int64_t b = 0; b < K / 32; ++b) {
+      const uint8_t* blk = rows[r] + size_t(b) * bb;
+      uint8_t* dst = grp + size_t(b) * (16 + qb);
+      std::memcpy(dst + 2 * r, blk, 2);
+      for (size_t v = 0; v < qb / 32; ++v) std::memcpy(dst + 16 + 32 * v + 4 * size_t(r), blk + 2 + 4 * v, 4);
+    }
+}
+
+}  // namespace
+
+void repack_x8(uint32_t type, const uint8_t* w, size_t row_stride, int64_t n_rows, int64_t K, uint8_t* out) {
+  const size_t gb = x8_group_bytes(type, K);
+  const int64_t n_groups = (n_rows + 7) / 8;
   cpu::parallel_for(n_groups, 8 * K, [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
-      uint8_t* grp = out + size_t(g) * gb;
-      for (int r = 0; r < 8; ++r) {
-        const uint8_t* row = w + size_t(std::min(g * 8 + r, n_rows - 1)) * row_stride;
-        for (int64_t b = 0; b < nb; ++b) {
-          const uint8_t* blk = row + size_t(b) * bb;
-          uint8_t* dst = grp + size_t(b) * (16 + qb);
-          std::memcpy(dst + 2 * r, blk, 2);
-          for (size_t v = 0; v < qb / 32; ++v) std::memcpy(dst + 16 + 32 * v + 4 * size_t(r), blk + 2 + 4 * v, 4);
-        }
-      }
+      const uint8_t* rows[8];
+      for (int r = 0; r < 8; ++r) rows[r] = w + size_t(std::min(g * 8 + r, n_rows - 1)) * row_stride;
+      repack_group(type, rows, K, out + size_t(g) * gb);
     }
   });
 }
@@ -1162,6 +1285,25 @@ namespace {
 // The scalar kernel on the x8 layout: row r (0..7) of a group against one activation row.
 [[maybe_unused]] float x8_dot_scalar(uint32_t type, const uint8_t* grp, int64_t nb, int r, const int8_t* xq,
                                      const float* xd, const int32_t* xs) {
+  if (type == kQ4_K) {
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb / 8; ++b) {
+      const uint8_t* blk = grp + b * kX8Q4kBlock;
+      const float d = half_at(blk + 2 * r), dmin = half_at(blk + 16 + 2 * r);
+      for (int s = 0; s < 8; ++s) {
+        const int8_t* xv = xq + (b * 8 + s) * 32;
+        int32_t isum = 0;
+        for (int j = 0; j < 32; ++j) {
+          const uint8_t byte = blk[160 + (s / 2) * 256 + 32 * (j / 4) + 4 * r + j % 4];
+          isum += int32_t(s & 1 ? byte >> 4 : byte & 0xF) * xv[j];
+        }
+        const float dx = xd[b * 8 + s];
+        acc += float(isum) * ((d * float(blk[32 + 8 * s + r])) * dx);
+        acc -= (dmin * float(blk[96 + 8 * s + r])) * (dx * 0.125f * float(xs[b * 8 + s]));
+      }
+    }
+    return acc;
+  }
   const bool q8 = type == kQ8_0;
   const int64_t bb = q8 ? 16 + 256 : 16 + 128;
   float acc = 0.0f;
@@ -1194,11 +1336,16 @@ void decode_group(const DecodeMat& d, int64_t g, const XBlocks& xb, int64_t M, i
   const int64_t nb = K / 32, r0 = g * kRows, rc = std::min(kRows, d.n_rows - r0);
   const uint32_t type = d.type;
   [[maybe_unused]] const uint8_t* grp = d.wx8 ? d.wx8 + size_t(g) * x8_group_bytes(type, K) : nullptr;
-#if MLXCEL_GGUF_AVX2
   const uint8_t* rp[kRows];
   if (!grp)
     for (int64_t i = 0; i < kRows; ++i) rp[i] = d.w + size_t(r0 + std::min(i, rc - 1)) * d.row_stride;
-#endif
+  if (!grp && type == kQ4_K) {
+    // No row-layout Q4_K kernel: the group is repacked here (the x8 copy's bytes).
+    thread_local std::vector<uint8_t> tmp;
+    tmp.resize(x8_group_bytes(type, K));
+    repack_group(type, rp, K, tmp.data());
+    grp = tmp.data();
+  }
   for (int64_t m0 = 0; m0 < M; m0 += 4) {
     const int64_t mc = std::min<int64_t>(4, M - m0);
     float v[4 * kRows];

@@ -25,6 +25,10 @@ enum GgmlType : uint32_t {
   kQ2_K = 10, kQ3_K = 11, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kBF16 = 30,
 };
 
+// The block formats the CPU kernels take as they are (matmul_packed and the x8 copies):
+// Q8_0, Q4_0 and Q4_K. The loader requantizes the others to Q8_0 for the CPU.
+inline bool kept_packed(uint32_t type) { return type == kQ8_0 || type == kQ4_0 || type == kQ4_K; }
+
 // True for the types dequantize_row() handles.
 bool can_dequantize(uint32_t type);
 // Elements per block and bytes per block of a supported type ({1, 4} for F32, ...).
@@ -48,9 +52,13 @@ bool affine4_row(uint32_t type, const uint8_t* src, int64_t n, uint32_t* words, 
 void quantize_row_q8_0(const float* src, uint8_t* dst, int64_t n);
 void quantize_row_q4_0(const float* src, uint8_t* dst, int64_t n);
 
-// y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]) for a packed W of `type` (Q8_0 or Q4_0)
-// with `n_rows` rows of K values, row r at w + r * row_stride bytes. x is f32 [M, K]
-// contiguous, y f32 [M, n_rows] contiguous. Multithreaded over rows on the global pool.
+// y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]) for a packed W of `type` (Q8_0, Q4_0 or
+// Q4_K: kept_packed) with `n_rows` rows of K values, row r at w + r * row_stride bytes. x
+// is f32 [M, K] contiguous, y f32 [M, n_rows] contiguous. Multithreaded over rows on the
+// global pool. x is quantized to int8 in blocks of 32 (ggml's Q8_0 activations); Q4_K's
+// decode-sized products run on its x8 copy (below: each sub-block's integer sum, then
+// (d sc) dx and (dmin m) dx sum(xq) in f32), its prefill-sized ones (M >= 16) on the
+// int8 GEMM with each panel of rows requantized to Q8_0 as it is packed.
 void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* w, size_t row_stride,
                    int64_t n_rows, const float* bias, float* y);
 
@@ -73,7 +81,7 @@ void matmul_packed_multi(const float* x, int64_t M, int64_t K, const PackedProdu
 void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, const int32_t* ids,
                  int64_t n_ids, float* out);
 
-// ---- x8 layout: decode-time repacking of Q8_0 / Q4_0 weights -----------------------------
+// ---- x8 layout: decode-time repacking of Q8_0 / Q4_0 / Q4_K weights ----------------------
 //
 // Groups of 8 rows (the last group padded by repeating the last row), each one contiguous
 // region of group_bytes(type, K), block after block: the 8 rows' f16 scales of the block
@@ -82,6 +90,11 @@ void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, 
 // Q8_0: 256 bytes). The same bytes as the row layout when n_rows % 8 == 0. (Scales
 // inline, not in a region of their own, so the GEMV reads a single stream the hardware
 // prefetcher follows: 1.5x the single-thread rate on a Zen 4 VM, session 20.)
+// Q4_K: per 256-value block 1,184 bytes (against 8 x 144 in the row layout): the 8 rows'
+// d and dmin (f16, 16 bytes each), the 8 sub-blocks' 6-bit scales and mins unpacked to
+// bytes (64 + 64, [sub-block][row]), then the quants as 4 pairs of sub-blocks x 8
+// vectors (lane r of vector v of pair p: qs bytes 32 p + 4 v .. + 3 of row r; the low
+// nibbles are sub-block 2 p, the high ones 2 p + 1).
 // The decode GEMV then reads one sequential stream per thread and needs neither
 // horizontal sums nor per-row scale loads; its results are bit-identical to
 // matmul_packed's on the row layout.
