@@ -13,11 +13,13 @@ namespace mlxcel::ops::detail {
 
 namespace {
 
-uint32_t ggml_type_of(QuantFormat f) { return f == QuantFormat::gguf_q8_0 ? gguf::kQ8_0 : gguf::kQ4_0; }
+uint32_t ggml_type_of(QuantFormat f) {
+  return f == QuantFormat::gguf_q8_0 ? gguf::kQ8_0 : f == QuantFormat::gguf_q4_k ? gguf::kQ4_K : gguf::kQ4_0;
+}
 
 void cpu_only(const char* op, Device d) {
   if (d.type != DeviceType::cpu)
-    unsupported("[{}] GGUF Q8_0/Q4_0 weights kept packed run on the CPU only (load with keep_packed = false)", op);
+    unsupported("[{}] GGUF Q8_0/Q4_0/Q4_K weights kept packed run on the CPU only (load with keep_packed = false)", op);
 }
 
 }  // namespace
@@ -131,9 +133,26 @@ namespace mlxcel::ops {
 
 QuantizedWeight gguf_to_mlx_affine(const QuantizedWeight& w, const std::string& what) {
   constexpr const char* kOp = "gguf_to_mlx_affine";
-  if (!detail::is_gguf_format(w.spec.format)) invalid("[{}] {}: not a GGUF Q8_0/Q4_0 weight", kOp, what);
+  if (!detail::is_gguf_format(w.spec.format)) invalid("[{}] {}: not a GGUF Q8_0/Q4_0/Q4_K weight", kOp, what);
   detail::gguf_validate(kOp, w, what);
   if (w.packed.device().type != DeviceType::cpu) invalid("[{}] {}: the packed weight must be on the host", kOp, what);
+  if (w.spec.format == QuantFormat::gguf_q4_k) {
+    // Exactly MLX affine 4-bit groups of 32 with f32 scales and biases (gguf::affine4_row).
+    const int64_t N = w.rows(), K = w.cols(), W = K / 8, G = K / 32;
+    const uint8_t* base = static_cast<const uint8_t*>(w.packed.raw());
+    const int64_t row_stride = w.packed.strides()[0];
+    QuantizedWeight out;
+    out.spec = {QuantFormat::mlx_affine, 4, 32};
+    out.packed = Tensor::empty({N, W}, DType::u32);
+    out.scales = Tensor::empty({N, G}, DType::f32);
+    out.biases = Tensor::empty({N, G}, DType::f32);
+    ThreadPool::global().parallel_for(N, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        gguf::affine4_row(gguf::kQ4_K, base + r * row_stride, K, out.packed.data<uint32_t>() + r * W,
+                          out.scales.data<float>() + r * G, out.biases.data<float>() + r * G);
+    });
+    return out;
+  }
   const bool q8 = w.spec.format == QuantFormat::gguf_q8_0;
   const int bits = q8 ? 8 : 4;
   const int64_t N = w.rows(), K = w.cols(), G = K / 32;

@@ -785,30 +785,6 @@ void x8_group_t(uint32_t type, const uint8_t* grp, int64_t nb, const XBlocks& xb
   else x8_group<MC, false>(grp, nb, xb, K, m0, out);
 }
 
-// The GEMMs take Q4_K rows as Q8_0: rp[0..n) are requantized into buf (dequantized, then
-// ggml's Q8_0 rounding, which is at most amax / 254 of each 32-value block) and pointed
-// at; type becomes Q8_0. Other types are left as they are.
-[[maybe_unused]] void q8_rows_for_gemm(uint32_t& type, const uint8_t** rp, int n, int64_t K, std::vector<uint8_t>& buf,
-                                       std::vector<float>& row) {
-  if (type != kQ4_K) return;
-  const size_t qrb = size_t(K / 32) * 34;
-  buf.resize(qrb * size_t(n));
-  row.resize(size_t(K));
-  const uint8_t* prev = nullptr;
-  for (int i = 0; i < n; ++i) {
-    const uint8_t* src = rp[i];
-    if (src == prev) {  // a short panel repeats its last row
-      rp[i] = rp[i - 1];
-      continue;
-    }
-    dequantize_row(uint32_t(kQ4_K), src, row.data(), K);
-    quantize_row_q8_0(row.data(), buf.data() + qrb * size_t(i), K);
-    rp[i] = buf.data() + qrb * size_t(i);
-    prev = src;
-  }
-  type = kQ8_0;
-}
-
 // ---- prefill GEMM (int8) --------------------------------------------------------------
 //
 // A panel holds 8 weight rows as int8, interleaved so that one 32-byte load gives 4
@@ -821,7 +797,24 @@ void x8_group_t(uint32_t type, const uint8_t* grp, int64_t nb, const XBlocks& xb
 // is subtracted per block. Q8_0 values are signed: |w| times x with w's sign, summed in
 // i32 per group.
 constexpr int64_t kPanelRows = 8;
-inline int64_t panel_block_bytes() { return 32 + 8 * 32; }
+// The panels' kinds: Q4_0 and Q8_0 as above; Q4_K's 32-value sub-blocks with two scale
+// vectors, D = d sc and M = dmin m (f32, per row), y += D dx sum(q xq) - M dx sum(xq).
+enum PanelKind : int { kPanelQ4_0 = 0, kPanelQ8_0 = 1, kPanelQ4_K = 2 };
+inline PanelKind panel_kind(uint32_t type) {
+  return type == kQ8_0 ? kPanelQ8_0 : type == kQ4_K ? kPanelQ4_K : kPanelQ4_0;
+}
+inline int64_t panel_block_bytes(int kind = kPanelQ4_0) { return (kind == kPanelQ4_K ? 64 : 32) + 8 * 32; }
+
+// Q4_K sub-block s (0..7) of the 256-value block at blk: D = d sc_s, M = dmin m_s, and its
+// 32 values (0..15) as bytes in order.
+inline void q4k_sub_block(const uint8_t* blk, int s, float* D, float* Mn, __m256i* vals) {
+  uint8_t sc, mn;
+  scale_min_k4(s, blk + 4, sc, mn);
+  *D = half_at(blk) * float(sc);
+  *Mn = half_at(blk + 2) * float(mn);
+  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * (s / 2)));
+  *vals = _mm256_and_si256(s & 1 ? _mm256_srli_epi16(raw, 4) : raw, _mm256_set1_epi8(0x0F));
+}
 
 // 8 x 8 transpose of i32 elements: out[g] lane r = in[r] lane g.
 inline void transpose8x8(__m256i* r) {
@@ -848,6 +841,17 @@ inline void transpose8x8(__m256i* r) {
 void pack_panel8(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* panel) {
   const size_t bb = type == kQ8_0 ? 34 : 18;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
+  if (type == kQ4_K) {
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* dst = panel + b * panel_block_bytes(kPanelQ4_K);
+      float* D = reinterpret_cast<float*>(dst);
+      __m256i r[8];
+      for (int i = 0; i < 8; ++i) q4k_sub_block(rp[i] + size_t(b / 8) * 144, int(b % 8), D + i, D + 8 + i, r + i);
+      transpose8x8(r);
+      for (int g = 0; g < 8; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 + 32 * g), r[g]);
+    }
+    return;
+  }
   for (int64_t b = 0; b < nb; ++b) {
     uint8_t* dst = panel + b * panel_block_bytes();
     const size_t off = size_t(b) * bb;
@@ -867,14 +871,15 @@ void pack_panel8(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* p
 }
 
 // y[m][0..8) for the MR rows of x starting at xq (row stride K) against a panel.
-template <int MR, bool Q8>
+template <int MR, int kKind>
 void gemm_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, const float* xd, const int32_t* xs,
                __m256* out) {
+  constexpr bool Q8 = kKind == kPanelQ8_0;
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[MR];
   for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* pb = panel + b * panel_block_bytes();
+    const uint8_t* pb = panel + b * panel_block_bytes(kKind);
     const int8_t* xb = xq + b * 32;
     const __m256 dw = _mm256_loadu_ps(reinterpret_cast<const float*>(pb));
     if constexpr (Q8) {
@@ -895,12 +900,21 @@ void gemm_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, co
                                  acc[m]);
     } else {
       // The block's 8 groups stay in registers while each row of x runs through them.
+      constexpr int kQ = kKind == kPanelQ4_K ? 64 : 32;  // where the quants start
       __m256i wg[8];
-      for (int g = 0; g < 8; ++g) wg[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + 32 + 32 * g));
+      for (int g = 0; g < 8; ++g) wg[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + kQ + 32 * g));
       for (int m = 0; m < MR; ++m) {
         const __m256i s16 = dot_8_groups(wg, xb + m * K);
-        const __m256i q = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(xs[m * nb + b]));
-        acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_mul_ps(dw, _mm256_set1_ps(xd[m * nb + b])), acc[m]);
+        const float dx = xd[m * nb + b];
+        if constexpr (kKind == kPanelQ4_K) {
+          const __m256 mn = _mm256_loadu_ps(reinterpret_cast<const float*>(pb + 32));
+          acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), _mm256_mul_ps(dw, _mm256_set1_ps(dx)),
+                                   acc[m]);
+          acc[m] = _mm256_fnmadd_ps(mn, _mm256_set1_ps(dx * 0.125f * float(xs[m * nb + b])), acc[m]);
+        } else {
+          const __m256i q = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(xs[m * nb + b]));
+          acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_mul_ps(dw, _mm256_set1_ps(dx)), acc[m]);
+        }
       }
     }
   }
@@ -909,7 +923,7 @@ void gemm_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, co
 
 constexpr int kGemmMR = 4;
 
-template <bool Q8>
+template <int kKind>
 void gemm_panel_rows(const uint8_t* panel, int64_t K, const XBlocks& xb, int64_t M, int64_t n0, int64_t nvalid,
                      const float* bias, float* y, int64_t ldy) {
   const int64_t nb = K / 32;
@@ -921,10 +935,10 @@ void gemm_panel_rows(const uint8_t* panel, int64_t K, const XBlocks& xb, int64_t
     const float* xd = xb.d.data() + m * nb;
     const int32_t* xs = xb.s.data() + m * nb;
     switch (mr) {
-      case 4: gemm_tile<4, Q8>(panel, nb, xq, K, xd, xs, out); break;
-      case 3: gemm_tile<3, Q8>(panel, nb, xq, K, xd, xs, out); break;
-      case 2: gemm_tile<2, Q8>(panel, nb, xq, K, xd, xs, out); break;
-      default: gemm_tile<1, Q8>(panel, nb, xq, K, xd, xs, out); break;
+      case 4: gemm_tile<4, kKind>(panel, nb, xq, K, xd, xs, out); break;
+      case 3: gemm_tile<3, kKind>(panel, nb, xq, K, xd, xs, out); break;
+      case 2: gemm_tile<2, kKind>(panel, nb, xq, K, xd, xs, out); break;
+      default: gemm_tile<1, kKind>(panel, nb, xq, K, xd, xs, out); break;
     }
     for (int j = 0; j < mr; ++j) {
       float* yr = y + (m + j) * ldy + n0;
@@ -946,17 +960,15 @@ void gemm_int8(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uin
                int64_t n_rows, const float* bias, float* y) {
   const int64_t nb = K / 32, n_panels = (n_rows + kPanelRows - 1) / kPanelRows;
   cpu::parallel_dynamic(n_panels, 1, M * K * kPanelRows, [&](int64_t p0, int64_t p1) {
-    std::vector<uint8_t> panel(size_t(nb * panel_block_bytes())), q8buf;
-    std::vector<float> row;
+    std::vector<uint8_t> panel(size_t(nb * panel_block_bytes(panel_kind(type))));
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t r0 = p * kPanelRows, rc = std::min(kPanelRows, n_rows - r0);
       const uint8_t* rp[kPanelRows];
       for (int64_t i = 0; i < kPanelRows; ++i) rp[i] = w + size_t(r0 + std::min(i, rc - 1)) * row_stride;
-      uint32_t pt = type;
-      q8_rows_for_gemm(pt, rp, int(kPanelRows), K, q8buf, row);
-      pack_panel8(pt, rp, nb, panel.data());
-      if (pt == kQ8_0) gemm_panel_rows<true>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
-      else gemm_panel_rows<false>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+      pack_panel8(type, rp, nb, panel.data());
+      if (type == kQ8_0) gemm_panel_rows<kPanelQ8_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+      else if (type == kQ4_K) gemm_panel_rows<kPanelQ4_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+      else gemm_panel_rows<kPanelQ4_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
     }
   });
 }
@@ -974,10 +986,24 @@ void gemm_int8(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uin
 // of x (its 4 bytes broadcast from memory), and the block's integer sums are exact, as
 // in the AVX2 GEMM: only the order of the f32 steps differs.
 constexpr int64_t kVnniRows = 16;
-inline int64_t vnni_block_bytes() { return 64 + 8 * 64; }
+inline int64_t vnni_block_bytes(int kind = kPanelQ4_0) { return (kind == kPanelQ4_K ? 128 : 64) + 8 * 64; }
 
 // Packs blocks [0, nb) of the 16 rows rp[] into `panel` (two 8-row halves).
 void pack_panel16(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* panel) {
+  if (type == kQ4_K) {  // D (16 f32), M (16 f32), then the groups
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* dst = panel + b * vnni_block_bytes(kPanelQ4_K);
+      float* D = reinterpret_cast<float*>(dst);
+      for (int h = 0; h < 2; ++h) {
+        __m256i r[8];
+        for (int i = 0; i < 8; ++i)
+          q4k_sub_block(rp[8 * h + i] + size_t(b / 8) * 144, int(b % 8), D + 8 * h + i, D + 16 + 8 * h + i, r + i);
+        transpose8x8(r);
+        for (int g = 0; g < 8; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 128 + 64 * g + 32 * h), r[g]);
+      }
+    }
+    return;
+  }
   const bool q8 = type == kQ8_0;
   const size_t bb = q8 ? 34 : 18;
   const __m256i m4 = _mm256_set1_epi8(0x0F), flip = _mm256_set1_epi8(char(0x80));
@@ -1003,19 +1029,21 @@ void pack_panel16(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* 
 }
 
 // acc[m] = the 16 rows' dot products with the MR rows of x starting at xq (row stride K).
-template <int MR, bool Q8>
+template <int MR, int kKind>
 void vnni_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, const float* xd, const int32_t* xs,
                __m512* out) {
+  constexpr bool Q8 = kKind == kPanelQ8_0, Q4K = kKind == kPanelQ4_K;
+  constexpr int kQ = Q4K ? 128 : 64;  // where the groups start
   __m512 acc[MR];
   for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* pb = panel + b * vnni_block_bytes();
+    const uint8_t* pb = panel + b * vnni_block_bytes(kKind);
     const int8_t* xb = xq + b * 32;
     __m512i isum[MR];
-    // xs = 8 * sum(x): Q4_0's offset; Q8_0's is 128 * sum(x).
-    for (int m = 0; m < MR; ++m) isum[m] = _mm512_set1_epi32(-(Q8 ? 16 : 1) * xs[m * nb + b]);
+    // xs = 8 * sum(x): Q4_0's offset; Q8_0's is 128 * sum(x); Q4_K's is a float term.
+    for (int m = 0; m < MR; ++m) isum[m] = _mm512_set1_epi32(Q4K ? 0 : -(Q8 ? 16 : 1) * xs[m * nb + b]);
     for (int g = 0; g < 8; ++g) {
-      const __m512i wv = _mm512_loadu_si512(pb + 64 + 64 * g);
+      const __m512i wv = _mm512_loadu_si512(pb + kQ + 64 * g);
       for (int m = 0; m < MR; ++m) {
         int32_t x4;
         std::memcpy(&x4, xb + m * K + 4 * g, 4);
@@ -1025,6 +1053,11 @@ void vnni_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, co
     const __m512 dw = _mm512_loadu_ps(reinterpret_cast<const float*>(pb));
     for (int m = 0; m < MR; ++m)
       acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[m]), _mm512_mul_ps(dw, _mm512_set1_ps(xd[m * nb + b])), acc[m]);
+    if constexpr (Q4K) {
+      const __m512 mn = _mm512_loadu_ps(reinterpret_cast<const float*>(pb + 64));
+      for (int m = 0; m < MR; ++m)
+        acc[m] = _mm512_fnmadd_ps(mn, _mm512_set1_ps(xd[m * nb + b] * 0.125f * float(xs[m * nb + b])), acc[m]);
+    }
   }
   for (int m = 0; m < MR; ++m) out[m] = acc[m];
 }
@@ -1034,17 +1067,17 @@ constexpr int kVnniMR = 8;
 // vnni_tile for mr (1..kVnniMR) rows of x. (A plain array: std::array of this pointer
 // type would drop the vector type's attributes.)
 using VnniTileFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, const float*, const int32_t*, __m512*);
-template <bool Q8, int... I>
+template <int kKind, int... I>
 VnniTileFn vnni_tile_of(int mr, std::integer_sequence<int, I...>) {
-  static const VnniTileFn table[] = {&vnni_tile<I + 1, Q8>...};
+  static const VnniTileFn table[] = {&vnni_tile<I + 1, kKind>...};
   return table[mr - 1];
 }
-template <bool Q8>
+template <int kKind>
 VnniTileFn vnni_tile_fn(int mr) {
-  return vnni_tile_of<Q8>(mr, std::make_integer_sequence<int, kVnniMR>{});
+  return vnni_tile_of<kKind>(mr, std::make_integer_sequence<int, kVnniMR>{});
 }
 
-template <bool Q8>
+template <int kKind>
 void vnni_panel_rows(const uint8_t* panel, int64_t K, const XBlocks& xb, int64_t M, int64_t n0, int64_t nvalid,
                      const float* bias, float* y, int64_t ldy) {
   const int64_t nb = K / 32;
@@ -1056,7 +1089,7 @@ void vnni_panel_rows(const uint8_t* panel, int64_t K, const XBlocks& xb, int64_t
     const int8_t* xq = xb.q.data() + m * K;
     const float* xd = xb.d.data() + m * nb;
     const int32_t* xs = xb.s.data() + m * nb;
-    vnni_tile_fn<Q8>(mr)(panel, nb, xq, K, xd, xs, out);
+    vnni_tile_fn<kKind>(mr)(panel, nb, xq, K, xd, xs, out);
     for (int j = 0; j < mr; ++j) _mm512_mask_storeu_ps(y + (m + j) * ldy + n0, valid, _mm512_add_ps(out[j], bv));
   }
 }
@@ -1065,17 +1098,15 @@ void gemm_int8_vnni(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, cons
                     int64_t n_rows, const float* bias, float* y) {
   const int64_t nb = K / 32, n_panels = (n_rows + kVnniRows - 1) / kVnniRows;
   cpu::parallel_dynamic(n_panels, 1, M * K * kVnniRows, [&](int64_t p0, int64_t p1) {
-    std::vector<uint8_t> panel(size_t(nb * vnni_block_bytes())), q8buf;
-    std::vector<float> row;
+    std::vector<uint8_t> panel(size_t(nb * vnni_block_bytes(panel_kind(type))));
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t r0 = p * kVnniRows, rc = std::min(kVnniRows, n_rows - r0);
       const uint8_t* rp[kVnniRows];
       for (int64_t i = 0; i < kVnniRows; ++i) rp[i] = w + size_t(r0 + std::min(i, rc - 1)) * row_stride;
-      uint32_t pt = type;
-      q8_rows_for_gemm(pt, rp, int(kVnniRows), K, q8buf, row);
-      pack_panel16(pt, rp, nb, panel.data());
-      if (pt == kQ8_0) vnni_panel_rows<true>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
-      else vnni_panel_rows<false>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+      pack_panel16(type, rp, nb, panel.data());
+      if (type == kQ8_0) vnni_panel_rows<kPanelQ8_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+      else if (type == kQ4_K) vnni_panel_rows<kPanelQ4_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+      else vnni_panel_rows<kPanelQ4_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
     }
   });
 }

@@ -88,7 +88,9 @@ Tensor Linear::operator()(const Tensor& x) const {
 }
 
 namespace {
-bool is_gguf_block(QuantFormat f) { return f == QuantFormat::gguf_q8_0 || f == QuantFormat::gguf_q4_0; }
+bool is_gguf_block(QuantFormat f) {
+  return f == QuantFormat::gguf_q8_0 || f == QuantFormat::gguf_q4_0 || f == QuantFormat::gguf_q4_k;
+}
 }  // namespace
 
 std::vector<Tensor> Linear::apply_all(const Tensor& x, const std::vector<const Linear*>& ls) {
