@@ -394,6 +394,92 @@ TEST(GgufAffine4, Q4_1FilesLoadAsMlxAffine) {
   fs::remove_all(tmp);
 }
 
+// A Qwen3-shaped file (hidden 256, ffn 512: whole 256-value blocks) whose matrices are
+// random Q4_K blocks (as llama-quantize's Q4_K_M writes most of them): on the CPU they stay
+// packed (gguf_q4_k, the loader registers them for x8 copies), and the logits of a 3-token
+// prompt (decode kernels) and a 20-token one (int8 panel GEMM) match those of the same
+// file dequantized to f32 within the activations' int8 rounding. The memory estimate
+// counts the packed bytes and Q4_K's x8 copies.
+TEST(GgufQ4_K, MatricesStayPackedOnTheCpu) {
+  const fs::path tmp = tmp_dir();
+  const int64_t H = 256, F = 512, V = 300, D = 64, heads = 4, kv = 2, L = 2;
+  GgufWriter w;
+  w.add_string("general.architecture", "qwen3");
+  w.add_u32("qwen3.embedding_length", uint32_t(H));
+  w.add_u32("qwen3.feed_forward_length", uint32_t(F));
+  w.add_u32("qwen3.block_count", uint32_t(L));
+  w.add_u32("qwen3.attention.head_count", uint32_t(heads));
+  w.add_u32("qwen3.attention.head_count_kv", uint32_t(kv));
+  w.add_u32("qwen3.attention.key_length", uint32_t(D));
+  w.add_u32("qwen3.context_length", 512);
+  w.add_f32("qwen3.attention.layer_norm_rms_epsilon", 1e-6f);
+  w.add_f32("qwen3.rope.freq_base", 1000000.0f);
+  w.add_string_array("tokenizer.ggml.tokens", std::vector<std::string>(size_t(V), "x"));
+  w.add_u32("tokenizer.ggml.eos_token_id", 1);
+  std::mt19937 rng(43);
+  std::normal_distribution<float> nd(0.0f, 0.5f);
+  auto f32s = [&](int64_t n, float mean) {
+    std::string b(size_t(n) * 4, '\0');
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = mean + (mean != 0.0f ? 0.1f : 1.0f) * nd(rng);
+      std::memcpy(b.data() + i * 4, &v, 4);
+    }
+    return b;
+  };
+  auto q4k = [&](int64_t K, int64_t N) {
+    std::vector<uint8_t> b = random_blocks(gguf::kQ4_K, N, K, rng);
+    return std::string(b.begin(), b.end());
+  };
+  w.add_tensor("token_embd.weight", {H, V}, gguf::kF32, f32s(H * V, 0.0f));
+  w.add_tensor("output_norm.weight", {H}, gguf::kF32, f32s(H, 1.0f));
+  for (int l = 0; l < L; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    w.add_tensor(p + "attn_norm.weight", {H}, gguf::kF32, f32s(H, 1.0f));
+    w.add_tensor(p + "ffn_norm.weight", {H}, gguf::kF32, f32s(H, 1.0f));
+    w.add_tensor(p + "attn_q_norm.weight", {D}, gguf::kF32, f32s(D, 1.0f));
+    w.add_tensor(p + "attn_k_norm.weight", {D}, gguf::kF32, f32s(D, 1.0f));
+    w.add_tensor(p + "attn_q.weight", {H, heads * D}, gguf::kQ4_K, q4k(H, heads * D));
+    w.add_tensor(p + "attn_k.weight", {H, kv * D}, gguf::kQ4_K, q4k(H, kv * D));
+    w.add_tensor(p + "attn_v.weight", {H, kv * D}, gguf::kQ4_K, q4k(H, kv * D));
+    w.add_tensor(p + "attn_output.weight", {heads * D, H}, gguf::kQ4_K, q4k(heads * D, H));
+    w.add_tensor(p + "ffn_gate.weight", {H, F}, gguf::kQ4_K, q4k(H, F));
+    w.add_tensor(p + "ffn_up.weight", {H, F}, gguf::kQ4_K, q4k(H, F));
+    w.add_tensor(p + "ffn_down.weight", {F, H}, gguf::kQ4_K, q4k(F, H));
+  }
+  const fs::path file = tmp / "q4_k.gguf";
+  w.write(file.string());
+
+  Reference prompts;
+  prompts.prompts = {{5, 17, 250}, {}};
+  for (int i = 0; i < 20; ++i) prompts.prompts[1].push_back((i * 37 + 11) % int(V));
+  const size_t x8_before = gguf::repacked_bytes_in_use();
+  const TwoLoads two = load_twice(file, GgufLoadOptions{}, QuantFormat::gguf_q4_k, prompts, [&](const GgufCheckpoint& ck) {
+    const Tensor& q = ck.weights.get("model.layers.0.mlp.down_proj.weight");
+    EXPECT_EQ(q.dtype(), DType::u8);
+    EXPECT_EQ(q.shape()[1], F / 256 * 144);  // the file's rows
+  });
+  EXPECT_EQ(two.markers, int(L * 7));
+  EXPECT_EQ(gguf::repacked_bytes_in_use(), x8_before);  // the copies went with the weights
+  for (size_t p = 0; p < prompts.prompts.size(); ++p) {
+    const double err = rel_err(two.packed[p], two.deq[p]);
+    EXPECT_LE(err, 5e-3) << "prompt " << p;
+    std::fprintf(stderr, "[gguf] Q4_K packed vs dequantized, %zu-token prompt: %.2e\n", prompts.prompts[p].size(), err);
+  }
+  int64_t est = 0;
+  const GgufFile f = GgufFile::open(file.string());
+  for (const GgufTensorInfo& t : f.tensors())
+    if (t.ggml_type == gguf::kQ4_K) {
+      EXPECT_EQ(gguf_loaded_bytes(t, false, false), int64_t(t.n_bytes)) << t.name;
+      est += gguf_loaded_bytes(t, false) - int64_t(t.n_bytes);
+      EXPECT_EQ(gguf_loaded_bytes(t, true), t.shape[0] * t.shape[1] / 2 + t.shape[0] * t.shape[1] / 32 * 8);
+    }
+  int64_t x8 = 0;
+  for (const GgufTensorInfo& t : f.tensors())
+    if (t.ggml_type == gguf::kQ4_K) x8 += int64_t(gguf::x8_bytes(gguf::kQ4_K, t.shape[1], t.shape[0]));
+  EXPECT_EQ(est, x8);
+  fs::remove_all(tmp);
+}
+
 // `mlxcel inspect` on a GGUF file counts each tensor as it is once loaded: on the host (no
 // x8 copies) and in the device form (Q4_1 as MLX affine, the rest transcoded) the counts
 // equal the bytes of the loaded weights; the CPU adds an x8 copy of each product's weight.
