@@ -13,7 +13,9 @@
 // 16 layers of their own weights captured in one CUDA graph and replayed, through the
 // project's dispatch (design 11 unless MLXCEL_CUDA_QGEMV says otherwise): each launch alone
 // (16 of it a graph), the layer, the layer with the residual add + RMSNorm folded in, and
-// a plain read of the same bytes by resident blocks (the ceiling of any read). The figure
+// a plain read of the same bytes by resident blocks (the ceiling of any read), also as one
+// launch a layer without and with grid barriers between the four parts (what a persistent
+// chain of the products could gain; bench/results/cuda_models.md, session 28). The figure
 // bench/qgemv_lab.cu gives for its standalone p16 form is the one to compare.
 #include <algorithm>
 #include <cstdio>
@@ -113,6 +115,58 @@ __global__ void __launch_bounds__(256) read_words(const uint4* __restrict__ p, s
   for (; i < n; i += stride) {
     const uint4 v = __ldg(p + i);
     acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x9E3779B9u) *sink = acc;
+}
+
+// A grid-wide barrier for kernels whose blocks are all resident (count returns to 0 at
+// every barrier, gen counts them, so no reset between launches is needed).
+__device__ __forceinline__ void grid_barrier(unsigned* count, unsigned* gen) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned g = *reinterpret_cast<volatile unsigned*>(gen);
+    __threadfence();
+    if (atomicAdd(count, 1u) == gridDim.x - 1) {
+      *reinterpret_cast<volatile unsigned*>(count) = 0;
+      __threadfence();
+      atomicAdd(gen, 1u);
+    } else {
+      while (*reinterpret_cast<volatile unsigned*>(gen) == g) __nanosleep(32);
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+// The layer's four parts read by one launch of resident blocks with a grid barrier between
+// them (the ceiling of a persistent decode GEMV chain); prefetch: before the barrier each
+// thread asks L2 for its first 4 words of the next part.
+__global__ void __launch_bounds__(256) read_chain(const uint4* __restrict__ p, const size_t* ends, int parts,
+                                                  unsigned* sink, unsigned* bar, int prefetch) {
+  unsigned acc = 0;
+  const size_t stride = size_t(gridDim.x) * blockDim.x, me = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
+  size_t begin = 0;
+  for (int k = 0; k < parts; ++k) {
+    const size_t n = ends[k];
+    size_t i = begin + me;
+    for (; i + 3 * stride < n; i += 4 * stride) {
+      uint4 v[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) v[j] = __ldg(p + i + j * stride);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc ^= v[j].x ^ v[j].y ^ v[j].z ^ v[j].w;
+    }
+    for (; i < n; i += stride) {
+      const uint4 v = __ldg(p + i);
+      acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    if (k + 1 < parts) {
+      if (prefetch)
+        for (int j = 0; j < 4; ++j)
+          if (n + me + j * stride < ends[k + 1]) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + n + me + j * stride));
+      grid_barrier(bar, bar + 1);
+    }
+    begin = n;
   }
   if (acc == 0x9E3779B9u) *sink = acc;
 }
@@ -239,6 +293,30 @@ void graphed_layers(double bw, Timer& timer) {
     });
     std::printf("| %s | plain read of the layer's bytes (4 launches of the four's sizes) | %.1f | %.1f%% |\n", fmt.c_str(),
                 us, 100.0 * b / (us * 1e-6) / 1e9 / bw);
+    // The same bytes as one launch a layer: no barrier (one read), and the four parts with a
+    // grid barrier between them, without and with an L2 prefetch of the next part.
+    Tensor ends_t = Tensor::empty({8}, DType::i64, Device::cuda()), bar = Tensor::empty({2}, DType::u32, Device::cuda());
+    MLXCEL_CUDA_CHECK(cudaMemset(bar.raw(), 0, 8));
+    size_t ends_h[4], acc_n = 0;
+    for (int k = 0; k < 4; ++k) ends_h[k] = acc_n += size_t(part[k] / 16);
+    MLXCEL_CUDA_CHECK(cudaMemcpy(ends_t.raw(), ends_h, sizeof ends_h, cudaMemcpyHostToDevice));
+    int per_sm = 0;
+    MLXCEL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, read_chain, 256, 0));
+    const unsigned grid = unsigned(sms * std::min(per_sm, 8));
+    const char* chain_names[] = {"one launch a layer, no barrier", "one launch a layer, grid barrier between the four",
+                                 "one launch a layer, barriers, next part's first words prefetched to L2"};
+    for (int form = 0; form < 3; ++form) {
+      const size_t* ends = static_cast<const size_t*>(ends_t.raw());
+      const double cus = replay_us([&] {
+        for (const Tensor& fl : flat) {
+          const uint4* p = static_cast<const uint4*>(fl.raw());
+          read_chain<<<grid, 256, 0, st>>>(p, form == 0 ? ends + 3 : ends, form == 0 ? 1 : 4, sink.data<unsigned>(),
+                                           bar.data<unsigned>(), form == 2);
+        }
+      });
+      std::printf("| %s | plain read, %s | %.1f | %.1f%% |\n", fmt.c_str(), chain_names[form], cus,
+                  100.0 * b / (cus * 1e-6) / 1e9 / bw);
+    }
   }
   std::printf("\nus a launch (a layer for the layer rows): median of 11 replays of 3 graph launches, / %d.\n", L);
 }
