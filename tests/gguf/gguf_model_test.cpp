@@ -233,13 +233,13 @@ void llama_with_blocks(const fs::path& out, const std::vector<uint32_t>& types) 
 }
 
 // `path` loaded twice, dequantized to f32 and with `opts` (keep_packed on): every type
-// marker of the second load must give `format`; inspect(ck) sees that checkpoint. The
+// marker of the second load must give one of `formats`; inspect(ck) sees that checkpoint. The
 // logits of both on ref's prompts, and the second load's marker count.
 struct TwoLoads {
   std::vector<std::vector<float>> deq, packed;
   int markers = 0;
 };
-TwoLoads load_twice(const fs::path& path, GgufLoadOptions opts, QuantFormat format, const Reference& ref,
+TwoLoads load_twice(const fs::path& path, GgufLoadOptions opts, const std::vector<QuantFormat>& formats, const Reference& ref,
                     const std::function<void(const GgufCheckpoint&)>& inspect = {}) {
   TwoLoads out;
   for (bool packed : {false, true}) {
@@ -251,7 +251,8 @@ TwoLoads load_twice(const fs::path& path, GgufLoadOptions opts, QuantFormat form
     for (const std::string& name : ck.weights.names()) {
       if (!is_gguf_type_marker(name)) continue;
       ++markers;
-      EXPECT_EQ(packed_gguf_spec(ck.weights.get(name), name).format, format) << name;
+      const QuantFormat f = packed_gguf_spec(ck.weights.get(name), name).format;
+      EXPECT_NE(std::find(formats.begin(), formats.end(), f), formats.end()) << name;
     }
     if (packed) {
       out.markers = markers;
@@ -300,7 +301,7 @@ TEST(GgufBlockFormats, RequantizedToQ8_0AndRunPacked) {
       }
     }
   };
-  const TwoLoads two = load_twice(tmp / "blocks.gguf", GgufLoadOptions{}, QuantFormat::gguf_q8_0, ref, check_values);
+  const TwoLoads two = load_twice(tmp / "blocks.gguf", GgufLoadOptions{}, {QuantFormat::gguf_q8_0}, ref, check_values);
   // 2 layers x 7 matrices of the llama fixture.
   EXPECT_EQ(two.markers, 14);
   const auto& deq = two.deq;
@@ -376,7 +377,7 @@ TEST(GgufAffine4, Q4_1FilesLoadAsMlxAffine) {
   llama_with_blocks(tmp / "q4_1.gguf", {gguf::kQ4_1});
   GgufLoadOptions lo;
   lo.affine_4bit = true;
-  const TwoLoads two = load_twice(tmp / "q4_1.gguf", lo, QuantFormat::mlx_affine, ref, [](const GgufCheckpoint& ck) {
+  const TwoLoads two = load_twice(tmp / "q4_1.gguf", lo, {QuantFormat::mlx_affine}, ref, [](const GgufCheckpoint& ck) {
     for (const std::string& name : ck.weights.names()) {
       if (!is_gguf_type_marker(name)) continue;
       const std::string prefix = name.substr(0, name.size() - std::string(kGgufTypeSuffix).size());
@@ -394,13 +395,15 @@ TEST(GgufAffine4, Q4_1FilesLoadAsMlxAffine) {
   fs::remove_all(tmp);
 }
 
-// A Qwen3-shaped file (hidden 256, ffn 512: whole 256-value blocks) whose matrices are
-// random Q4_K blocks (as llama-quantize's Q4_K_M writes most of them): on the CPU they stay
-// packed (gguf_q4_k, the loader registers them for x8 copies), and the logits of a 3-token
-// prompt (decode kernels) and a 20-token one (int8 panel GEMM) match those of the same
-// file dequantized to f32 within the activations' int8 rounding. The memory estimate
-// counts the packed bytes and Q4_K's x8 copies.
-TEST(GgufQ4_K, MatricesStayPackedOnTheCpu) {
+// A Qwen3-shaped file (hidden 256, ffn 512: whole 256-value blocks) laid out like
+// llama-quantize's Q4_K_M: random Q4_K blocks for q, k, o, gate and up, Q6_K for v, down
+// and the embedding (Q6_K sub-block scales of one sign, as trained ones are: random signed
+// ones make outlier channels whose int8 rounding moves single positions' logits by 10-25%). On the CPU they stay packed (gguf_q4_k / gguf_q6_k, registered
+// for x8 copies), and the logits of a 3-token prompt (decode kernels) and a 20-token one
+// (int8 panel GEMM; the embedding's rows gathered from Q6_K blocks) match those of the
+// same file dequantized to f32 within the activations' int8 rounding. The memory estimate
+// counts the packed bytes and the x8 copies.
+TEST(GgufKQuants, MatricesStayPackedOnTheCpu) {
   const fs::path tmp = tmp_dir();
   const int64_t H = 256, F = 512, V = 300, D = 64, heads = 4, kv = 2, L = 2;
   GgufWriter w;
@@ -430,7 +433,24 @@ TEST(GgufQ4_K, MatricesStayPackedOnTheCpu) {
     std::vector<uint8_t> b = random_blocks(gguf::kQ4_K, N, K, rng);
     return std::string(b.begin(), b.end());
   };
-  w.add_tensor("token_embd.weight", {H, V}, gguf::kF32, f32s(H * V, 0.0f));
+  auto q6k = [&](int64_t K, int64_t N) {  // random quants, d (the last 2 bytes of a block) in [0.0005, 0.005)
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::uniform_real_distribution<float> scale(0.002f, 0.02f);
+    std::string b(size_t(N * K / 256 * 210), '\0');
+    for (size_t i = 0; i < b.size(); ++i) b[i] = char(byte(rng));
+    std::uniform_int_distribution<int> sc(20, 40);  // sub-block scales of one sign and size, like trained ones
+    for (size_t blk = 0; blk < b.size() / 210; ++blk) {
+      for (int j = 0; j < 16; ++j) b[blk * 210 + 192 + size_t(j)] = char(sc(rng));
+      const uint16_t d = f32_to_f16(scale(rng) / 4);
+      std::memcpy(b.data() + blk * 210 + 208, &d, 2);
+    }
+    return b;
+  };
+  w.add_tensor("token_embd.weight", {H, V}, gguf::kQ6_K, q6k(H, V));
+  // An untied f32 LM head: int8 activations against the random Q6_K table as LM head move
+  // these logits by 8-17% (each product is within 0.7% of its largest output; the
+  // packed products are checked one by one in tests/gguf/gguf_quants_test.cpp).
+  w.add_tensor("output.weight", {H, V}, gguf::kF32, f32s(H * V, 0.0f));
   w.add_tensor("output_norm.weight", {H}, gguf::kF32, f32s(H, 1.0f));
   for (int l = 0; l < L; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
@@ -440,11 +460,11 @@ TEST(GgufQ4_K, MatricesStayPackedOnTheCpu) {
     w.add_tensor(p + "attn_k_norm.weight", {D}, gguf::kF32, f32s(D, 1.0f));
     w.add_tensor(p + "attn_q.weight", {H, heads * D}, gguf::kQ4_K, q4k(H, heads * D));
     w.add_tensor(p + "attn_k.weight", {H, kv * D}, gguf::kQ4_K, q4k(H, kv * D));
-    w.add_tensor(p + "attn_v.weight", {H, kv * D}, gguf::kQ4_K, q4k(H, kv * D));
+    w.add_tensor(p + "attn_v.weight", {H, kv * D}, gguf::kQ6_K, q6k(H, kv * D));
     w.add_tensor(p + "attn_output.weight", {heads * D, H}, gguf::kQ4_K, q4k(heads * D, H));
     w.add_tensor(p + "ffn_gate.weight", {H, F}, gguf::kQ4_K, q4k(H, F));
     w.add_tensor(p + "ffn_up.weight", {H, F}, gguf::kQ4_K, q4k(H, F));
-    w.add_tensor(p + "ffn_down.weight", {F, H}, gguf::kQ4_K, q4k(F, H));
+    w.add_tensor(p + "ffn_down.weight", {F, H}, gguf::kQ6_K, q6k(F, H));
   }
   const fs::path file = tmp / "q4_k.gguf";
   w.write(file.string());
@@ -453,29 +473,31 @@ TEST(GgufQ4_K, MatricesStayPackedOnTheCpu) {
   prompts.prompts = {{5, 17, 250}, {}};
   for (int i = 0; i < 20; ++i) prompts.prompts[1].push_back((i * 37 + 11) % int(V));
   const size_t x8_before = gguf::repacked_bytes_in_use();
-  const TwoLoads two = load_twice(file, GgufLoadOptions{}, QuantFormat::gguf_q4_k, prompts, [&](const GgufCheckpoint& ck) {
-    const Tensor& q = ck.weights.get("model.layers.0.mlp.down_proj.weight");
-    EXPECT_EQ(q.dtype(), DType::u8);
-    EXPECT_EQ(q.shape()[1], F / 256 * 144);  // the file's rows
-  });
-  EXPECT_EQ(two.markers, int(L * 7));
+  const TwoLoads two = load_twice(file, GgufLoadOptions{}, {QuantFormat::gguf_q4_k, QuantFormat::gguf_q6_k}, prompts,
+                                  [&](const GgufCheckpoint& ck) {
+                                    // the file's rows
+                                    EXPECT_EQ(ck.weights.get("model.layers.0.mlp.down_proj.weight").shape()[1], F / 256 * 210);
+                                    EXPECT_EQ(ck.weights.get("model.layers.0.mlp.up_proj.weight").shape()[1], H / 256 * 144);
+                                  });
+  EXPECT_EQ(two.markers, int(L * 7 + 1));
   EXPECT_EQ(gguf::repacked_bytes_in_use(), x8_before);  // the copies went with the weights
   for (size_t p = 0; p < prompts.prompts.size(); ++p) {
     const double err = rel_err(two.packed[p], two.deq[p]);
-    EXPECT_LE(err, 5e-3) << "prompt " << p;
-    std::fprintf(stderr, "[gguf] Q4_K packed vs dequantized, %zu-token prompt: %.2e\n", prompts.prompts[p].size(), err);
+    EXPECT_LE(err, 1e-2) << "prompt " << p;
+    std::fprintf(stderr, "[gguf] Q4_K / Q6_K packed vs dequantized, %zu-token prompt: %.2e\n", prompts.prompts[p].size(),
+                 err);
   }
   int64_t est = 0;
   const GgufFile f = GgufFile::open(file.string());
-  for (const GgufTensorInfo& t : f.tensors())
-    if (t.ggml_type == gguf::kQ4_K) {
-      EXPECT_EQ(gguf_loaded_bytes(t, false, false), int64_t(t.n_bytes)) << t.name;
-      est += gguf_loaded_bytes(t, false) - int64_t(t.n_bytes);
-      EXPECT_EQ(gguf_loaded_bytes(t, true), t.shape[0] * t.shape[1] / 2 + t.shape[0] * t.shape[1] / 32 * 8);
-    }
   int64_t x8 = 0;
   for (const GgufTensorInfo& t : f.tensors())
-    if (t.ggml_type == gguf::kQ4_K) x8 += int64_t(gguf::x8_bytes(gguf::kQ4_K, t.shape[1], t.shape[0]));
+    if (t.ggml_type == gguf::kQ4_K || t.ggml_type == gguf::kQ6_K) {
+      EXPECT_EQ(gguf_loaded_bytes(t, false, false), int64_t(t.n_bytes)) << t.name;
+      est += gguf_loaded_bytes(t, false) - int64_t(t.n_bytes);
+      x8 += int64_t(gguf::x8_bytes(t.ggml_type, t.shape[1], t.shape[0]));
+      const int64_t n = t.shape[0] * t.shape[1];  // device: MLX 4-bit g32 f32 scales, or Q8_0 as MLX 8-bit
+      EXPECT_EQ(gguf_loaded_bytes(t, true), t.ggml_type == gguf::kQ4_K ? n / 2 + n / 32 * 8 : n + n / 32 * 4);
+    }
   EXPECT_EQ(est, x8);
   fs::remove_all(tmp);
 }

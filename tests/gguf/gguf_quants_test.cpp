@@ -352,21 +352,73 @@ TEST(GgufQuants, PackedDecodeKernelMatchesIntegerReference) {
   }
 }
 
-// Q4_K rows of random blocks: d and dmin f16 in [2^-9, 2^-5), any scale bytes (every
-// 12-byte pattern is valid) and quants.
-std::vector<uint8_t> random_q4_k(int64_t N, int64_t K, size_t stride, std::mt19937& rng) {
+// K-quant rows of random blocks, any bytes but the f16 scales: Q4_K's d and dmin (its
+// first 4 bytes) and Q6_K's d (its last 2) in [2^-9, 2^-5). Every scale-byte pattern is valid.
+std::vector<uint8_t> random_kquant(uint32_t t, int64_t N, int64_t K, size_t stride, std::mt19937& rng) {
   std::vector<uint8_t> packed(stride * size_t(N), 0xCD);
   std::uniform_int_distribution<int> byte(0, 255);
   std::uniform_real_distribution<float> mag(1.0f / 512, 1.0f / 32);
+  const size_t bb = block_bytes(t);
   for (int64_t r = 0; r < N; ++r)
     for (int64_t b = 0; b < K / 256; ++b) {
-      uint8_t* blk = packed.data() + size_t(r) * stride + size_t(b) * 144;
+      uint8_t* blk = packed.data() + size_t(r) * stride + size_t(b) * bb;
+      for (size_t i = 0; i < bb; ++i) blk[i] = uint8_t(byte(rng));
       const uint16_t d = f32_to_f16(mag(rng)), dm = f32_to_f16(mag(rng));
-      std::memcpy(blk, &d, 2);
-      std::memcpy(blk + 2, &dm, 2);
-      for (int i = 4; i < 144; ++i) blk[i] = uint8_t(byte(rng));
+      std::memcpy(t == kQ6_K ? blk + 208 : blk, &d, 2);
+      if (t == kQ4_K) std::memcpy(blk + 2, &dm, 2);
     }
   return packed;
+}
+
+// The scalar model of the K-quant kernels' arithmetic for one row and one row of x: x to
+// int8 per block of 32 (d = amax / 127, round to nearest even), exact integer sums a
+// sub-block, then f32 scales: Q4_K y += (d sc) dx isum - (dmin m) dx sum(xq) per 32
+// values; Q6_K y += (d sc) dx (isum - 32 sum(xq)) per 16. ref and sum |terms| into mag.
+void kquant_model(uint32_t t, const uint8_t* row, const float* xm, int64_t K, double& ref, double& mag) {
+  for (int64_t c32 = 0; c32 < K / 32; ++c32) {
+    const float* xb = xm + c32 * 32;
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    const float dx = amax / 127.0f, id = dx != 0.0f ? 1.0f / dx : 0.0f;
+    int xq[32];
+    for (int j = 0; j < 32; ++j) xq[j] = int(std::nearbyintf(xb[j] * id));
+    const int c = int(c32 % 8);
+    if (t == kQ4_K) {
+      const uint8_t* blk = row + size_t(c32 / 8) * 144;
+      const uint8_t* q = blk + 4;  // ggml's get_scale_min_k4
+      const int sc = c < 4 ? q[c] & 63 : (q[c + 4] & 0xF) | ((q[c - 4] >> 6) << 4);
+      const int mn = c < 4 ? q[c + 4] & 63 : (q[c + 4] >> 4) | ((q[c] >> 6) << 4);
+      uint16_t hd, hm;
+      std::memcpy(&hd, blk, 2);
+      std::memcpy(&hm, blk + 2, 2);
+      int32_t isum = 0, xsum = 0;
+      for (int j = 0; j < 32; ++j) {
+        const uint8_t byte = blk[16 + 32 * (c / 2) + j];
+        isum += int(c % 2 ? byte >> 4 : byte & 0xF) * xq[j];
+        xsum += xq[j];
+      }
+      const double t1 = double(float(isum) * ((f16_to_f32(hd) * float(sc)) * dx));
+      const double t2 = double((f16_to_f32(hm) * float(mn)) * (dx * float(xsum)));
+      ref += t1 - t2;
+      mag += std::fabs(t1) + std::fabs(t2);
+    } else {
+      const uint8_t* blk = row + size_t(c32 / 8) * 210;
+      uint16_t hd;
+      std::memcpy(&hd, blk + 208, 2);
+      const int n = c / 4, k = c % 4;
+      for (int half = 0; half < 2; ++half) {
+        int32_t isum = 0;
+        for (int j = 16 * half; j < 16 * half + 16; ++j) {
+          const uint8_t lo = blk[64 * n + 32 * (k & 1) + j], hi = blk[128 + 32 * n + j];
+          const int q = ((k >> 1 ? lo >> 4 : lo) & 0xF) | (((hi >> (2 * k)) & 3) << 4);
+          isum += (q - 32) * xq[j];
+        }
+        const double term = double(float(isum) * ((f16_to_f32(hd) * float(int8_t(blk[192 + 2 * c + half]))) * dx));
+        ref += term;
+        mag += std::fabs(term);
+      }
+    }
+  }
 }
 
 // Q4_K kept packed, decode-sized M (the x8 kernel: a group repacked on the fly when the
@@ -374,7 +426,7 @@ std::vector<uint8_t> random_q4_k(int64_t N, int64_t K, size_t stride, std::mt199
 // their arithmetic: x to int8 per block of 32, exact integer sums a sub-block, (d sc) dx
 // and (dmin m) dx sum(xq) in f32 (the scalar build's f32 GEMM from 64 rows: against the
 // dequantized product). Odd row counts and strides, tiles with a remainder, biases.
-TEST(GgufQuants, Q4_KPackedMatchesItsReferences) {
+TEST(GgufQuants, KQuantsPackedMatchTheirReferences) {
   std::mt19937 rng(41);
   std::normal_distribution<float> nd(0, 1);
   struct Case {
@@ -383,15 +435,16 @@ TEST(GgufQuants, Q4_KPackedMatchesItsReferences) {
   };
   const Case cases[] = {{1, 256, 1, 0}, {1, 768, 37, 3}, {3, 512, 9, 0},  {5, 256, 17, 1},
                         {15, 1024, 8, 0}, {16, 256, 23, 0}, {20, 768, 13, 2}, {70, 512, 41, 0}};
+  for (uint32_t t : {kQ4_K, kQ6_K})
   for (const Case& c : cases) {
-    const size_t stride = row_bytes(kQ4_K, c.K) + c.pad;
-    std::vector<uint8_t> packed = random_q4_k(c.N, c.K, stride, rng);
+    const size_t stride = row_bytes(t, c.K) + c.pad;
+    std::vector<uint8_t> packed = random_kquant(t, c.N, c.K, stride, rng);
     std::vector<float> x(size_t(c.M * c.K)), bias(size_t(c.N));
     for (auto& v : x) v = nd(rng);
     for (auto& v : bias) v = nd(rng);
     for (int j = 32; j < 64; ++j) x[size_t(j)] = 0.0f;  // an all-zero block of x
     std::vector<float> y(size_t(c.M * c.N), std::nanf(""));
-    matmul_packed(kQ4_K, x.data(), c.M, c.K, packed.data(), stride, c.N, bias.data(), y.data());
+    matmul_packed(t, x.data(), c.M, c.K, packed.data(), stride, c.N, bias.data(), y.data());
     // The scalar build runs prompt-sized M (>= 64) as the f32 GEMM on dequantized weights.
     const bool exact_model = c.M < 64 || std::string(matmul_isa()) != "scalar";
     for (int64_t m = 0; m < c.M; ++m) {
@@ -400,37 +453,12 @@ TEST(GgufQuants, Q4_KPackedMatchesItsReferences) {
         const uint8_t* row = packed.data() + size_t(r) * stride;
         double ref = bias[size_t(r)], mag = std::fabs(bias[size_t(r)]);
         if (exact_model) {
-          for (int64_t sb = 0; sb < c.K / 32; ++sb) {
-            const float* xb = xm + sb * 32;
-            float amax = 0;
-            for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xb[j]));
-            const float dx = amax / 127.0f, id = dx != 0.0f ? 1.0f / dx : 0.0f;
-            const uint8_t* blk = row + size_t(sb / 8) * 144;
-            const int s = int(sb % 8);
-            // scale and min of sub-block s (ggml's get_scale_min_k4)
-            const uint8_t* q = blk + 4;
-            const int sc = s < 4 ? q[s] & 63 : (q[s + 4] & 0xF) | ((q[s - 4] >> 6) << 4);
-            const int mn = s < 4 ? q[s + 4] & 63 : (q[s + 4] >> 4) | ((q[s] >> 6) << 4);
-            uint16_t hd, hm;
-            std::memcpy(&hd, blk, 2);
-            std::memcpy(&hm, blk + 2, 2);
-            int32_t isum = 0, xsum = 0;
-            for (int j = 0; j < 32; ++j) {
-              const int xq = int(std::nearbyintf(xb[j] * id));
-              const uint8_t byte = blk[16 + 32 * (s / 2) + j];
-              isum += int(s % 2 ? byte >> 4 : byte & 0xF) * xq;
-              xsum += xq;
-            }
-            const double t1 = double(float(isum) * ((f16_to_f32(hd) * float(sc)) * dx));
-            const double t2 = double((f16_to_f32(hm) * float(mn)) * (dx * float(xsum)));
-            ref += t1 - t2;
-            mag += std::fabs(t1) + std::fabs(t2);
-          }
+          kquant_model(t, row, xm, c.K, ref, mag);
           ASSERT_NEAR(y[size_t(m * c.N + r)], ref, 2e-6 * mag + 1e-6)
-              << "M " << c.M << " K " << c.K << " N " << c.N << " m " << m << " row " << r;
+              << "type " << t << " M " << c.M << " K " << c.K << " N " << c.N << " m " << m << " row " << r;
         } else {
           std::vector<float> wr(size_t(c.K));
-          dequantize_row(kQ4_K, row, wr.data(), c.K);
+          dequantize_row(t, row, wr.data(), c.K);
           for (int64_t k = 0; k < c.K; ++k) {
             ref += double(wr[size_t(k)]) * xm[k];
             mag += std::fabs(double(wr[size_t(k)]) * xm[k]);
@@ -445,6 +473,7 @@ TEST(GgufQuants, Q4_KPackedMatchesItsReferences) {
   std::vector<float> x(320), y(1);
   std::vector<uint8_t> w(512);
   EXPECT_ANY_THROW(matmul_packed(kQ4_K, x.data(), 1, 320, w.data(), 180, 1, nullptr, y.data()));
+  EXPECT_ANY_THROW(matmul_packed(kQ6_K, x.data(), 1, 320, w.data(), 263, 1, nullptr, y.data()));
 }
 
 // Large enough that the rows are split over the thread pool in chunks pulled from a
@@ -487,7 +516,7 @@ TEST(GgufQuants, PackedKernelsSplitOverThreads) {
 // counts (a padded last group), 1..15 rows of x, rows at an odd stride, a bias, and a
 // weight of -128 in Q8_0.
 std::vector<uint8_t> random_packed(uint32_t t, int64_t N, int64_t K, size_t stride, std::mt19937& rng) {
-  if (t == kQ4_K) return random_q4_k(N, K, stride, rng);
+  if (t == kQ4_K || t == kQ6_K) return random_kquant(t, N, K, stride, rng);
   std::normal_distribution<float> nd(0, 1);
   std::vector<uint8_t> packed(stride * size_t(N), 0xCD);
   std::vector<float> w(static_cast<size_t>(K));
@@ -510,7 +539,7 @@ TEST(GgufQuants, X8LayoutMatchesRowLayoutExactly) {
   const Case cases[] = {{1, 32, 1, 0},  {1, 64, 7, 3},    {1, 1024, 37, 0}, {2, 96, 8, 0},  {3, 160, 9, 1},
                         {4, 256, 16, 0}, {5, 128, 17, 2},  {7, 3072, 13, 0}, {9, 64, 23, 5}, {15, 96, 41, 0},
                         {1, 512, 2051, 0}, {4, 1024, 777, 0}};
-  for (uint32_t t : {kQ8_0, kQ4_0, kQ4_K}) {
+  for (uint32_t t : {kQ8_0, kQ4_0, kQ4_K, kQ6_K}) {
     for (const Case& c : cases) {
       if (c.K % int64_t(block_elems(t)) != 0) continue;
       const size_t stride = row_bytes(t, c.K) + c.pad;
@@ -547,7 +576,7 @@ TEST(GgufQuants, RegisteredWeightsGetAnX8CopyForTheirLifetime) {
   std::mt19937 rng(29);
   std::normal_distribution<float> nd(0, 1);
   const int64_t N = 203, K = 256;
-  for (uint32_t t : {kQ8_0, kQ4_0, kQ4_K}) {
+  for (uint32_t t : {kQ8_0, kQ4_0, kQ4_K, kQ6_K}) {
     const size_t rb = row_bytes(t, K);
     auto bytes = std::make_shared<std::vector<uint8_t>>(random_packed(t, N, K, rb, rng));
     const uint8_t* w = bytes->data();

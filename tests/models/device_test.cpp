@@ -1,6 +1,7 @@
 // Device placement on any build: GGUF blocks turned into MLX affine weights bit-exactly,
 // --device parsing, synthetic benchmark models, and the in-place copy used by the KV
 // cache's copy-on-write. (The CUDA side of the same paths runs in tests/gpu.)
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -57,6 +58,42 @@ TEST(GgufToMlx, DequantizesToTheSameValues) {
       ASSERT_EQ(got.numel(), N * K);
       for (int64_t i = 0; i < N * K; ++i)
         ASSERT_EQ(got.data<float>()[i], want[size_t(i)]) << "type " << type << " big " << big << " at " << i;
+    }
+  }
+}
+
+// Packed K-quants (what a CPU load keeps) on their way to a device: Q4_K as MLX affine 4-bit
+// g32 with f32 scales, the same values; Q6_K (16-value sub-blocks, no MLX form) through
+// Q8_0, each value within Q8_0's rounding (amax / 254 of its 32-value block).
+TEST(GgufToMlx, KQuantsBecomeMlxAffine) {
+  const int64_t N = 5, K = 512;
+  std::mt19937_64 r(5);
+  for (uint32_t type : {uint32_t(gguf::kQ4_K), uint32_t(gguf::kQ6_K)}) {
+    const size_t bb = gguf::block_bytes(type);
+    QuantizedWeight g;
+    g.packed = Tensor::empty({N, int64_t(K / 256 * bb)}, DType::u8);
+    auto* p = static_cast<uint8_t*>(g.packed.raw());
+    for (int64_t i = 0; i < g.packed.numel(); ++i) p[i] = uint8_t(r());
+    for (int64_t b = 0; b < N * K / 256; ++b) {
+      const uint16_t d = f32_to_f16(0.001f + 0.01f * float(r() % 100) / 100.0f);
+      std::memcpy(p + b * int64_t(bb) + (type == gguf::kQ6_K ? 208 : 0), &d, 2);
+      if (type == gguf::kQ4_K) std::memcpy(p + b * int64_t(bb) + 2, &d, 2);
+    }
+    g.spec = type == gguf::kQ4_K ? QuantSpec{QuantFormat::gguf_q4_k, 4, 32} : QuantSpec{QuantFormat::gguf_q6_k, 6, 16};
+    EXPECT_EQ(g.cols(), K);
+    QuantizedWeight m = ops::gguf_to_mlx_affine(g, "test");
+    EXPECT_EQ(m.spec.format, QuantFormat::mlx_affine);
+    EXPECT_EQ(m.spec.bits, type == gguf::kQ4_K ? 4 : 8);
+    EXPECT_EQ(m.spec.group_size, 32);
+    std::vector<float> want(size_t(N * K));
+    for (int64_t i = 0; i < N; ++i) gguf::dequantize_row(type, p + i * g.packed.dim(1), want.data() + i * K, K);
+    Tensor got = ops::dequantize(m, DType::f32);
+    for (int64_t b0 = 0; b0 < N * K; b0 += 32) {
+      float amax = 0;
+      for (int64_t i = b0; i < b0 + 32; ++i) amax = std::max(amax, std::fabs(want[size_t(i)]));
+      const float tol = type == gguf::kQ4_K ? 0.0f : amax / 254 * 1.01f + amax * 1e-3f;
+      for (int64_t i = b0; i < b0 + 32; ++i)
+        ASSERT_LE(std::fabs(got.data<float>()[i] - want[size_t(i)]), tol) << "type " << type << " at " << i;
     }
   }
 }

@@ -49,6 +49,30 @@ inline void put_half(uint8_t* p, float v) {
 // Bytes of one 256-value block of an x8 Q4_K group (8 rows): d[8], dmin[8] (f16), the 8
 // sub-blocks' scales and mins as bytes [sub-block][row], then 8 x 128 bytes of quants.
 constexpr int64_t kX8Q4kBlock = 16 + 16 + 64 + 64 + 1024;
+// ... and of an x8 Q6_K group: d[8] (f16), the 16 sub-blocks' int8 scales [sub-block][row],
+// then the 4-bit parts (ql) as 32 vectors and the 2-bit parts (qh) as 16, lane r = 4
+// consecutive bytes of row r's ql / qh: 8 x 210 bytes, the file's size.
+constexpr int64_t kX8Q6kBlock = 16 + 128 + 1024 + 512;
+
+// The 6-bit values (0..63) of chunk c (0..7: values 32 c .. 32 c + 31 of a Q6_K block) of 8
+// interleaved rows, group v (values 4 v .. 4 v + 3) of each row in its 32-bit lane, from
+// an x8 Q6_K block (ggml's layout: chunk c = 4 n + k takes ql bytes 64 n + 32 (k & 1) + l,
+// low nibbles for k < 2, and bits 2 k, 2 k + 1 of qh byte 32 n + l).
+#if MLXCEL_GGUF_AVX2
+inline void q6k_chunk(const uint8_t* blk, int c, __m256i (&wg)[8]) {
+  const int n = c / 4, k = c % 4;
+  const uint8_t* ql = blk + 144 + 32 * (16 * n + 8 * (k & 1));
+  const uint8_t* qh = blk + 144 + 1024 + 32 * (8 * n);
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x03);
+  for (int v = 0; v < 8; ++v) {
+    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32 * v));
+    const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh + 32 * v));
+    const __m256i l4 = _mm256_and_si256(k >> 1 ? _mm256_srli_epi16(lo, 4) : lo, m4);
+    const __m256i h2 = _mm256_and_si256(_mm256_srli_epi16(hi, 2 * k), m3);
+    wg[v] = _mm256_or_si256(l4, _mm256_slli_epi16(h2, 4));
+  }
+}
+#endif
 
 // The 6-bit scale and min j (0..7) of a Q4_K/Q5_K block's 12 scale bytes.
 inline void scale_min_k4(int j, const uint8_t* q, uint8_t& d, uint8_t& m) {
@@ -389,6 +413,7 @@ struct XBlocks {
   std::vector<int8_t> q;  // [M, K]
   std::vector<float> d;   // [M, K / 32]
   std::vector<int32_t> s; // [M, K / 32]: 8 * the sum of the block's quants (Q4_0's -8 offset)
+  std::vector<int32_t> h; // [M, K / 32]: the sum of its first 16 quants (Q6_K's 16-value sub-blocks)
 };
 
 // One block of 32 activations: int8 quants, scale, 8 * the sum of the quants. The AVX2 path
@@ -442,11 +467,16 @@ void quantize_x(const float* x, int64_t M, int64_t K, XBlocks& xb) {
   xb.q.resize(size_t(M * K));
   xb.d.resize(size_t(M * nb));
   xb.s.resize(size_t(M * nb));
+  xb.h.resize(size_t(M * nb));
   cpu::parallel_for(M, K * 4, [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m)
-      for (int64_t b = 0; b < nb; ++b)
-        quantize_block(x + m * K + b * 32, xb.q.data() + m * K + b * 32, &xb.d[size_t(m * nb + b)],
-                       &xb.s[size_t(m * nb + b)]);
+      for (int64_t b = 0; b < nb; ++b) {
+        int8_t* q = xb.q.data() + m * K + b * 32;
+        quantize_block(x + m * K + b * 32, q, &xb.d[size_t(m * nb + b)], &xb.s[size_t(m * nb + b)]);
+        int32_t h = 0;
+        for (int j = 0; j < 16; ++j) h += q[j];
+        xb.h[size_t(m * nb + b)] = h;
+      }
   });
 }
 
@@ -778,10 +808,71 @@ void x8_group_q4k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t K
   for (int j = 0; j < MC; ++j) _mm256_storeu_ps(out + j * 8, acc[j]);
 }
 
+// Q6_K on its x8 layout (kX8Q6kBlock): per 32-value chunk of x's block, the two 16-value
+// sub-blocks' exact integer sums of the unsigned 6-bit values times int8 x, less 32 times
+// x's sums over the halves (the -32 offset), then (d sc) dx in f32, two FMAs a chunk.
+template <int MC>
+void x8_group_q6k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
+  [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[MC];
+  for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
+  const int8_t* xq = xb.q.data() + m0 * K;
+  const float* xd = xb.d.data() + m0 * nb32;
+  const int32_t* xs = xb.s.data() + m0 * nb32;
+  const int32_t* xh = xb.h.data() + m0 * nb32;
+  for (int64_t b = 0; b < nb32 / 8; ++b) {
+    const uint8_t* blk = grp + b * kX8Q6kBlock;
+    const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
+    for (int c = 0; c < 8; ++c) {
+      __m256i wg[8];
+      q6k_chunk(blk, c, wg);
+      const __m256 Da = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 16 + 16 * c)))));
+      const __m256 Db = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                                              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 24 + 16 * c)))));
+      const int64_t x32 = b * 8 + c;
+      for (int j = 0; j < MC; ++j) {
+        const int8_t* xv = xq + j * K + x32 * 32;
+        const int32_t ha = xh[j * nb32 + x32], hb = xs[j * nb32 + x32] / 8 - ha;
+        __m256i ia = _mm256_set1_epi32(-32 * ha), ib = _mm256_set1_epi32(-32 * hb);
+#if MLXCEL_GGUF_VNNI
+        for (int g = 0; g < 4; ++g) {
+          int32_t xa, xb4;
+          std::memcpy(&xa, xv + 4 * g, 4);
+          std::memcpy(&xb4, xv + 16 + 4 * g, 4);
+          ia = _mm256_dpbusd_epi32(ia, wg[g], _mm256_set1_epi32(xa));
+          ib = _mm256_dpbusd_epi32(ib, wg[g + 4], _mm256_set1_epi32(xb4));
+        }
+#else
+        // maddubs pairs are at most 2 x 63 x 127: two groups still fit in i16.
+        for (int g = 0; g < 4; g += 2) {
+          int32_t x0, x1, x2, x3;
+          std::memcpy(&x0, xv + 4 * g, 4);
+          std::memcpy(&x1, xv + 4 * g + 4, 4);
+          std::memcpy(&x2, xv + 16 + 4 * g, 4);
+          std::memcpy(&x3, xv + 16 + 4 * g + 4, 4);
+          const __m256i pa = _mm256_add_epi16(_mm256_maddubs_epi16(wg[g], _mm256_set1_epi32(x0)),
+                                              _mm256_maddubs_epi16(wg[g + 1], _mm256_set1_epi32(x1)));
+          const __m256i pb = _mm256_add_epi16(_mm256_maddubs_epi16(wg[g + 4], _mm256_set1_epi32(x2)),
+                                              _mm256_maddubs_epi16(wg[g + 5], _mm256_set1_epi32(x3)));
+          ia = _mm256_add_epi32(ia, _mm256_madd_epi16(pa, ones));
+          ib = _mm256_add_epi32(ib, _mm256_madd_epi16(pb, ones));
+        }
+#endif
+        const __m256 dx = _mm256_set1_ps(xd[j * nb32 + x32]);
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), _mm256_mul_ps(Da, dx), acc[j]);
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ib), _mm256_mul_ps(Db, dx), acc[j]);
+      }
+    }
+  }
+  for (int j = 0; j < MC; ++j) _mm256_storeu_ps(out + j * 8, acc[j]);
+}
+
 template <int MC>
 void x8_group_t(uint32_t type, const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
   if (type == kQ8_0) x8_group<MC, true>(grp, nb, xb, K, m0, out);
   else if (type == kQ4_K) x8_group_q4k<MC>(grp, nb, xb, K, m0, out);
+  else if (type == kQ6_K) x8_group_q6k<MC>(grp, nb, xb, K, m0, out);
   else x8_group<MC, false>(grp, nb, xb, K, m0, out);
 }
 
@@ -799,11 +890,27 @@ void x8_group_t(uint32_t type, const uint8_t* grp, int64_t nb, const XBlocks& xb
 constexpr int64_t kPanelRows = 8;
 // The panels' kinds: Q4_0 and Q8_0 as above; Q4_K's 32-value sub-blocks with two scale
 // vectors, D = d sc and M = dmin m (f32, per row), y += D dx sum(q xq) - M dx sum(xq).
-enum PanelKind : int { kPanelQ4_0 = 0, kPanelQ8_0 = 1, kPanelQ4_K = 2 };
+// Q6_K's chunks of 32 hold two 16-value sub-blocks: D_a, D_b (d sc) a row, y += D_a dx
+// (sum_a(q xq) - 32 sum_a(xq)) + D_b dx (...)_b, the 6-bit values unsigned.
+enum PanelKind : int { kPanelQ4_0 = 0, kPanelQ8_0 = 1, kPanelQ4_K = 2, kPanelQ6_K = 3 };
 inline PanelKind panel_kind(uint32_t type) {
-  return type == kQ8_0 ? kPanelQ8_0 : type == kQ4_K ? kPanelQ4_K : kPanelQ4_0;
+  return type == kQ8_0 ? kPanelQ8_0 : type == kQ4_K ? kPanelQ4_K : type == kQ6_K ? kPanelQ6_K : kPanelQ4_0;
 }
-inline int64_t panel_block_bytes(int kind = kPanelQ4_0) { return (kind == kPanelQ4_K ? 64 : 32) + 8 * 32; }
+inline int64_t panel_block_bytes(int kind = kPanelQ4_0) { return (kind >= kPanelQ4_K ? 64 : 32) + 8 * 32; }
+
+// Q6_K chunk c (0..7) of the 210-byte block at blk (the row layout): the scales of its two
+// sub-blocks times d, and its 32 values (0..63) as bytes in order.
+inline void q6k_row_chunk(const uint8_t* blk, int c, float* Da, float* Db, __m256i* vals) {
+  const int n = c / 4, k = c % 4;
+  const float d = half_at(blk + 208);
+  *Da = d * float(int8_t(blk[192 + 2 * c]));
+  *Db = d * float(int8_t(blk[193 + 2 * c]));
+  const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * n + 32 * (k & 1)));
+  const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * n));
+  const __m256i l4 = _mm256_and_si256(k >> 1 ? _mm256_srli_epi16(lo, 4) : lo, _mm256_set1_epi8(0x0F));
+  const __m256i h2 = _mm256_and_si256(_mm256_srli_epi16(hi, 2 * k), _mm256_set1_epi8(0x03));
+  *vals = _mm256_or_si256(l4, _mm256_slli_epi16(h2, 4));
+}
 
 // Q4_K sub-block s (0..7) of the 256-value block at blk: D = d sc_s, M = dmin m_s, and its
 // 32 values (0..15) as bytes in order.
@@ -841,12 +948,15 @@ inline void transpose8x8(__m256i* r) {
 void pack_panel8(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* panel) {
   const size_t bb = type == kQ8_0 ? 34 : 18;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  if (type == kQ4_K) {
+  if (type == kQ4_K || type == kQ6_K) {
     for (int64_t b = 0; b < nb; ++b) {
       uint8_t* dst = panel + b * panel_block_bytes(kPanelQ4_K);
       float* D = reinterpret_cast<float*>(dst);
       __m256i r[8];
-      for (int i = 0; i < 8; ++i) q4k_sub_block(rp[i] + size_t(b / 8) * 144, int(b % 8), D + i, D + 8 + i, r + i);
+      for (int i = 0; i < 8; ++i) {
+        if (type == kQ6_K) q6k_row_chunk(rp[i] + size_t(b / 8) * 210, int(b % 8), D + i, D + 8 + i, r + i);
+        else q4k_sub_block(rp[i] + size_t(b / 8) * 144, int(b % 8), D + i, D + 8 + i, r + i);
+      }
       transpose8x8(r);
       for (int g = 0; g < 8; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 + 32 * g), r[g]);
     }
@@ -873,7 +983,7 @@ void pack_panel8(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* p
 // y[m][0..8) for the MR rows of x starting at xq (row stride K) against a panel.
 template <int MR, int kKind>
 void gemm_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, const float* xd, const int32_t* xs,
-               __m256* out) {
+               const int32_t* xh, __m256* out) {
   constexpr bool Q8 = kKind == kPanelQ8_0;
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[MR];
@@ -900,12 +1010,35 @@ void gemm_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, co
                                  acc[m]);
     } else {
       // The block's 8 groups stay in registers while each row of x runs through them.
-      constexpr int kQ = kKind == kPanelQ4_K ? 64 : 32;  // where the quants start
+      constexpr int kQ = kKind >= kPanelQ4_K ? 64 : 32;  // where the quants start
       __m256i wg[8];
       for (int g = 0; g < 8; ++g) wg[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + kQ + 32 * g));
       for (int m = 0; m < MR; ++m) {
-        const __m256i s16 = dot_8_groups(wg, xb + m * K);
         const float dx = xd[m * nb + b];
+        if constexpr (kKind == kPanelQ6_K) {
+          // maddubs pairs are at most 2 x 63 x 127: two groups fit in i16, the halves apart.
+          const int8_t* xm = xb + m * K;
+          __m256i ia = _mm256_set1_epi32(-32 * xh[m * nb + b]);
+          __m256i ib = _mm256_set1_epi32(-32 * (xs[m * nb + b] / 8 - xh[m * nb + b]));
+          for (int g = 0; g < 4; g += 2) {
+            int32_t x0, x1, x2, x3;
+            std::memcpy(&x0, xm + 4 * g, 4);
+            std::memcpy(&x1, xm + 4 * g + 4, 4);
+            std::memcpy(&x2, xm + 16 + 4 * g, 4);
+            std::memcpy(&x3, xm + 16 + 4 * g + 4, 4);
+            ia = _mm256_add_epi32(ia, _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(wg[g], _mm256_set1_epi32(x0)),
+                                                                         _mm256_maddubs_epi16(wg[g + 1], _mm256_set1_epi32(x1))),
+                                                        ones));
+            ib = _mm256_add_epi32(ib, _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(wg[g + 4], _mm256_set1_epi32(x2)),
+                                                                         _mm256_maddubs_epi16(wg[g + 5], _mm256_set1_epi32(x3))),
+                                                        ones));
+          }
+          const __m256 db = _mm256_loadu_ps(reinterpret_cast<const float*>(pb + 32));
+          acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), _mm256_mul_ps(dw, _mm256_set1_ps(dx)), acc[m]);
+          acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ib), _mm256_mul_ps(db, _mm256_set1_ps(dx)), acc[m]);
+          continue;
+        }
+        const __m256i s16 = dot_8_groups(wg, xb + m * K);
         if constexpr (kKind == kPanelQ4_K) {
           const __m256 mn = _mm256_loadu_ps(reinterpret_cast<const float*>(pb + 32));
           acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), _mm256_mul_ps(dw, _mm256_set1_ps(dx)),
@@ -934,11 +1067,12 @@ void gemm_panel_rows(const uint8_t* panel, int64_t K, const XBlocks& xb, int64_t
     const int8_t* xq = xb.q.data() + m * K;
     const float* xd = xb.d.data() + m * nb;
     const int32_t* xs = xb.s.data() + m * nb;
+    const int32_t* xh = xb.h.data() + m * nb;
     switch (mr) {
-      case 4: gemm_tile<4, kKind>(panel, nb, xq, K, xd, xs, out); break;
-      case 3: gemm_tile<3, kKind>(panel, nb, xq, K, xd, xs, out); break;
-      case 2: gemm_tile<2, kKind>(panel, nb, xq, K, xd, xs, out); break;
-      default: gemm_tile<1, kKind>(panel, nb, xq, K, xd, xs, out); break;
+      case 4: gemm_tile<4, kKind>(panel, nb, xq, K, xd, xs, xh, out); break;
+      case 3: gemm_tile<3, kKind>(panel, nb, xq, K, xd, xs, xh, out); break;
+      case 2: gemm_tile<2, kKind>(panel, nb, xq, K, xd, xs, xh, out); break;
+      default: gemm_tile<1, kKind>(panel, nb, xq, K, xd, xs, xh, out); break;
     }
     for (int j = 0; j < mr; ++j) {
       float* yr = y + (m + j) * ldy + n0;
@@ -968,6 +1102,7 @@ void gemm_int8(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uin
       pack_panel8(type, rp, nb, panel.data());
       if (type == kQ8_0) gemm_panel_rows<kPanelQ8_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
       else if (type == kQ4_K) gemm_panel_rows<kPanelQ4_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+      else if (type == kQ6_K) gemm_panel_rows<kPanelQ6_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
       else gemm_panel_rows<kPanelQ4_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
     }
   });
@@ -986,18 +1121,22 @@ void gemm_int8(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uin
 // of x (its 4 bytes broadcast from memory), and the block's integer sums are exact, as
 // in the AVX2 GEMM: only the order of the f32 steps differs.
 constexpr int64_t kVnniRows = 16;
-inline int64_t vnni_block_bytes(int kind = kPanelQ4_0) { return (kind == kPanelQ4_K ? 128 : 64) + 8 * 64; }
+inline int64_t vnni_block_bytes(int kind = kPanelQ4_0) { return (kind >= kPanelQ4_K ? 128 : 64) + 8 * 64; }
 
 // Packs blocks [0, nb) of the 16 rows rp[] into `panel` (two 8-row halves).
 void pack_panel16(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* panel) {
-  if (type == kQ4_K) {  // D (16 f32), M (16 f32), then the groups
+  if (type == kQ4_K || type == kQ6_K) {  // D (16 f32), M or D_b (16 f32), then the groups
     for (int64_t b = 0; b < nb; ++b) {
       uint8_t* dst = panel + b * vnni_block_bytes(kPanelQ4_K);
       float* D = reinterpret_cast<float*>(dst);
       for (int h = 0; h < 2; ++h) {
         __m256i r[8];
-        for (int i = 0; i < 8; ++i)
-          q4k_sub_block(rp[8 * h + i] + size_t(b / 8) * 144, int(b % 8), D + 8 * h + i, D + 16 + 8 * h + i, r + i);
+        for (int i = 0; i < 8; ++i) {
+          if (type == kQ6_K)
+            q6k_row_chunk(rp[8 * h + i] + size_t(b / 8) * 210, int(b % 8), D + 8 * h + i, D + 16 + 8 * h + i, r + i);
+          else
+            q4k_sub_block(rp[8 * h + i] + size_t(b / 8) * 144, int(b % 8), D + 8 * h + i, D + 16 + 8 * h + i, r + i);
+        }
         transpose8x8(r);
         for (int g = 0; g < 8; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 128 + 64 * g + 32 * h), r[g]);
       }
@@ -1031,14 +1170,39 @@ void pack_panel16(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* 
 // acc[m] = the 16 rows' dot products with the MR rows of x starting at xq (row stride K).
 template <int MR, int kKind>
 void vnni_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, const float* xd, const int32_t* xs,
-               __m512* out) {
-  constexpr bool Q8 = kKind == kPanelQ8_0, Q4K = kKind == kPanelQ4_K;
-  constexpr int kQ = Q4K ? 128 : 64;  // where the groups start
+               const int32_t* xh, __m512* out) {
+  constexpr bool Q8 = kKind == kPanelQ8_0, Q4K = kKind == kPanelQ4_K, Q6K = kKind == kPanelQ6_K;
+  constexpr int kQ = Q4K || Q6K ? 128 : 64;  // where the groups start
   __m512 acc[MR];
   for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* pb = panel + b * vnni_block_bytes(kKind);
     const int8_t* xb = xq + b * 32;
+    if constexpr (Q6K) {
+      __m512i ia[MR], ib[MR];
+      for (int m = 0; m < MR; ++m) {
+        ia[m] = _mm512_set1_epi32(-32 * xh[m * nb + b]);
+        ib[m] = _mm512_set1_epi32(-32 * (xs[m * nb + b] / 8 - xh[m * nb + b]));
+      }
+      for (int g = 0; g < 4; ++g) {
+        const __m512i wa = _mm512_loadu_si512(pb + kQ + 64 * g), wb = _mm512_loadu_si512(pb + kQ + 64 * (g + 4));
+        for (int m = 0; m < MR; ++m) {
+          int32_t xa, x2;
+          std::memcpy(&xa, xb + m * K + 4 * g, 4);
+          std::memcpy(&x2, xb + m * K + 16 + 4 * g, 4);
+          ia[m] = _mm512_dpbusd_epi32(ia[m], wa, _mm512_set1_epi32(xa));
+          ib[m] = _mm512_dpbusd_epi32(ib[m], wb, _mm512_set1_epi32(x2));
+        }
+      }
+      const __m512 da = _mm512_loadu_ps(reinterpret_cast<const float*>(pb));
+      const __m512 db = _mm512_loadu_ps(reinterpret_cast<const float*>(pb + 64));
+      for (int m = 0; m < MR; ++m) {
+        const __m512 dx = _mm512_set1_ps(xd[m * nb + b]);
+        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[m]), _mm512_mul_ps(da, dx), acc[m]);
+        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ib[m]), _mm512_mul_ps(db, dx), acc[m]);
+      }
+      continue;
+    }
     __m512i isum[MR];
     // xs = 8 * sum(x): Q4_0's offset; Q8_0's is 128 * sum(x); Q4_K's is a float term.
     for (int m = 0; m < MR; ++m) isum[m] = _mm512_set1_epi32(Q4K ? 0 : -(Q8 ? 16 : 1) * xs[m * nb + b]);
@@ -1066,7 +1230,8 @@ constexpr int kVnniMR = 8;
 
 // vnni_tile for mr (1..kVnniMR) rows of x. (A plain array: std::array of this pointer
 // type would drop the vector type's attributes.)
-using VnniTileFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, const float*, const int32_t*, __m512*);
+using VnniTileFn = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, const float*, const int32_t*,
+                           const int32_t*, __m512*);
 template <int kKind, int... I>
 VnniTileFn vnni_tile_of(int mr, std::integer_sequence<int, I...>) {
   static const VnniTileFn table[] = {&vnni_tile<I + 1, kKind>...};
@@ -1089,7 +1254,7 @@ void vnni_panel_rows(const uint8_t* panel, int64_t K, const XBlocks& xb, int64_t
     const int8_t* xq = xb.q.data() + m * K;
     const float* xd = xb.d.data() + m * nb;
     const int32_t* xs = xb.s.data() + m * nb;
-    vnni_tile_fn<kKind>(mr)(panel, nb, xq, K, xd, xs, out);
+    vnni_tile_fn<kKind>(mr)(panel, nb, xq, K, xd, xs, xb.h.data() + m * nb, out);
     for (int j = 0; j < mr; ++j) _mm512_mask_storeu_ps(y + (m + j) * ldy + n0, valid, _mm512_add_ps(out[j], bv));
   }
 }
@@ -1106,6 +1271,7 @@ void gemm_int8_vnni(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, cons
       pack_panel16(type, rp, nb, panel.data());
       if (type == kQ8_0) vnni_panel_rows<kPanelQ8_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
       else if (type == kQ4_K) vnni_panel_rows<kPanelQ4_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+      else if (type == kQ6_K) vnni_panel_rows<kPanelQ6_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
       else vnni_panel_rows<kPanelQ4_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
     }
   });
@@ -1258,10 +1424,11 @@ void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, 
 // ---- x8 layout ------------------------------------------------------------------------
 
 size_t x8_group_bytes(uint32_t type, int64_t K) {
-  MLXCEL_CHECK(type == kQ8_0 || type == kQ4_0 || type == kQ4_K, "gguf x8: type {} is not Q8_0/Q4_0/Q4_K", type);
-  const int64_t blk = type == kQ4_K ? 256 : 32;
+  MLXCEL_CHECK(kept_packed(type), "gguf x8: type {} is not Q8_0/Q4_0/Q4_K/Q6_K", type);
+  const int64_t blk = int64_t(block_elems(type));
   MLXCEL_CHECK(K > 0 && K % blk == 0, "gguf x8: K {} is not a multiple of {}", K, blk);
   if (type == kQ4_K) return size_t(K / 256) * size_t(kX8Q4kBlock);
+  if (type == kQ6_K) return size_t(K / 256) * size_t(kX8Q6kBlock);
   return size_t(K / 32) * (type == kQ8_0 ? 272 : 144);
 }
 
@@ -1273,6 +1440,19 @@ namespace {
 
 // One x8 group from its 8 rows (rows[r]; a short group repeats its last row).
 void repack_group(uint32_t type, const uint8_t* const* rows, int64_t K, uint8_t* grp) {
+  if (type == kQ6_K) {
+    for (int64_t b = 0; b < K / 256; ++b) {
+      uint8_t* dst = grp + b * kX8Q6kBlock;
+      for (int r = 0; r < 8; ++r) {
+        const uint8_t* blk = rows[r] + size_t(b) * 210;
+        std::memcpy(dst + 2 * r, blk + 208, 2);
+        for (int j = 0; j < 16; ++j) dst[16 + 8 * j + r] = blk[192 + j];
+        for (int v = 0; v < 32; ++v) std::memcpy(dst + 144 + 32 * v + 4 * r, blk + 4 * v, 4);
+        for (int v = 0; v < 16; ++v) std::memcpy(dst + 144 + 1024 + 32 * v + 4 * r, blk + 128 + 4 * v, 4);
+      }
+    }
+    return;
+  }
   if (type == kQ4_K) {
     for (int64_t b = 0; b < K / 256; ++b) {
       uint8_t* dst = grp + b * kX8Q4kBlock;
@@ -1315,7 +1495,30 @@ namespace {
 
 // The scalar kernel on the x8 layout: row r (0..7) of a group against one activation row.
 [[maybe_unused]] float x8_dot_scalar(uint32_t type, const uint8_t* grp, int64_t nb, int r, const int8_t* xq,
-                                     const float* xd, const int32_t* xs) {
+                                     const float* xd, const int32_t* xs, const int32_t* xh) {
+  if (type == kQ6_K) {
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb / 8; ++b) {
+      const uint8_t* blk = grp + b * kX8Q6kBlock;
+      const float d = half_at(blk + 2 * r);
+      for (int c = 0; c < 8; ++c) {
+        const int n = c / 4, k = c % 4;
+        const int8_t* xv = xq + (b * 8 + c) * 32;
+        int32_t ia = -32 * xh[b * 8 + c], ib = -32 * (xs[b * 8 + c] / 8 - xh[b * 8 + c]);
+        for (int j = 0; j < 32; ++j) {
+          const int v = j / 4, e = j % 4;
+          const uint8_t lo = blk[144 + 32 * (16 * n + 8 * (k & 1) + v) + 4 * r + e];
+          const uint8_t hi = blk[144 + 1024 + 32 * (8 * n + v) + 4 * r + e];
+          const int q = ((k >> 1 ? lo >> 4 : lo) & 0xF) | (((hi >> (2 * k)) & 3) << 4);
+          (j < 16 ? ia : ib) += q * xv[j];
+        }
+        const float dx = xd[b * 8 + c];
+        acc += float(ia) * ((d * float(int8_t(blk[16 + 16 * c + r]))) * dx);
+        acc += float(ib) * ((d * float(int8_t(blk[24 + 16 * c + r]))) * dx);
+      }
+    }
+    return acc;
+  }
   if (type == kQ4_K) {
     float acc = 0.0f;
     for (int64_t b = 0; b < nb / 8; ++b) {
@@ -1370,8 +1573,8 @@ void decode_group(const DecodeMat& d, int64_t g, const XBlocks& xb, int64_t M, i
   const uint8_t* rp[kRows];
   if (!grp)
     for (int64_t i = 0; i < kRows; ++i) rp[i] = d.w + size_t(r0 + std::min(i, rc - 1)) * d.row_stride;
-  if (!grp && type == kQ4_K) {
-    // No row-layout Q4_K kernel: the group is repacked here (the x8 copy's bytes).
+  if (!grp && (type == kQ4_K || type == kQ6_K)) {
+    // No row-layout K-quant kernel: the group is repacked here (the x8 copy's bytes).
     thread_local std::vector<uint8_t> tmp;
     tmp.resize(x8_group_bytes(type, K));
     repack_group(type, rp, K, tmp.data());
@@ -1405,7 +1608,8 @@ void decode_group(const DecodeMat& d, int64_t g, const XBlocks& xb, int64_t M, i
         const int8_t* xq = xb.q.data() + (m0 + j) * K;
         const float* xd = xb.d.data() + (m0 + j) * nb;
         const int32_t* xs = xb.s.data() + (m0 + j) * nb;
-        v[j * kRows + i] = grp ? x8_dot_scalar(type, grp, nb, int(i), xq, xd, xs)
+        const int32_t* xh = xb.h.data() + (m0 + j) * nb;
+        v[j * kRows + i] = grp ? x8_dot_scalar(type, grp, nb, int(i), xq, xd, xs, xh)
                                : dot_row(type, d.w + size_t(r0 + i) * d.row_stride, xq, xd, xs, nb);
       }
 #endif
