@@ -218,19 +218,24 @@ int kernel_bench(const std::string& filter) {
     const char* name;
     int64_t N, K;
   };
-  for (uint32_t type : {uint32_t(gguf::kQ8_0), uint32_t(gguf::kQ4_0)}) {
+  auto type_name = [](uint32_t t) {
+    return t == gguf::kQ8_0 ? "Q8_0" : t == gguf::kQ4_0 ? "Q4_0" : t == gguf::kQ4_K ? "Q4_K" : "Q6_K";
+  };
+  for (uint32_t type : {uint32_t(gguf::kQ8_0), uint32_t(gguf::kQ4_0), uint32_t(gguf::kQ4_K), uint32_t(gguf::kQ6_K)}) {
     for (S s : {S{"qwen3-0.6b mlp up", 3072, 1024}, S{"qwen3-0.6b mlp down", 1024, 3072},
                 S{"llama-3.2-1b mlp up", 8192, 2048}, S{"lm head 151936x1024", 151936, 1024}}) {
-      const std::string label = std::string(type == gguf::kQ8_0 ? "Q8_0 " : "Q4_0 ") + s.name;
+      const std::string label = std::string(type_name(type)) + " " + s.name;
       if (!filter.empty() && label.find(filter) == std::string::npos) continue;
       const size_t rb = gguf::row_bytes(type, s.K);
       std::vector<uint8_t> w(rb * size_t(s.N));
       std::mt19937 rng(1);
       for (auto& b : w) b = uint8_t(rng());
-      for (int64_t r = 0; r < s.N; ++r)  // sane scales
-        for (size_t b = 0; b < rb; b += (type == gguf::kQ8_0 ? 34 : 18)) {
+      const size_t bb = gguf::block_bytes(type);
+      for (int64_t r = 0; r < s.N; ++r)  // sane scales (Q6_K's d is its last 2 bytes)
+        for (size_t b = 0; b < rb; b += bb) {
           uint16_t h = f32_to_f16(0.01f);
-          std::memcpy(&w[size_t(r) * rb + b], &h, 2);
+          std::memcpy(&w[size_t(r) * rb + b + (type == gguf::kQ6_K ? 208 : 0)], &h, 2);
+          if (type == gguf::kQ4_K) std::memcpy(&w[size_t(r) * rb + b + 2], &h, 2);
         }
       std::vector<float> x(size_t(s.K), 0.5f), y(size_t(s.N));
       const char* ms = std::getenv("GGUF_BENCH_M");  // e.g. "1,4,16,128"
@@ -267,7 +272,7 @@ int kernel_bench(const std::string& filter) {
           // GFLOP per CPU second: what one busy core does, whatever else runs on the machine.
           const double flop = 2.0 * double(M) * double(s.N) * double(s.K);
           std::printf("%-5s %-22s %-4s M=%-4lld %8.3f ms  %6.1f GB/s  (%.0f%% of read bandwidth)  %6.1f GFLOP/s  (%.1f per CPU s)\n",
-                      type == gguf::kQ8_0 ? "Q8_0" : "Q4_0", s.name, layout == 0 ? "rows" : "x8", (long long)M,
+                      type_name(type), s.name, layout == 0 ? "rows" : "x8", (long long)M,
                       sec * 1e3, gbs, 100 * gbs / bw, flop / sec / 1e9, flop / cpu_sec / 1e9);
         }
       }
