@@ -14,8 +14,9 @@
 // project's dispatch (design 11 unless MLXCEL_CUDA_QGEMV says otherwise): each launch alone
 // (16 of it a graph), the layer, the layer with the residual add + RMSNorm folded in, and
 // a plain read of the same bytes by resident blocks (the ceiling of any read), also as one
-// launch a layer without and with grid barriers between the four parts (what a persistent
-// chain of the products could gain; bench/results/cuda_models.md, session 28). The figure
+// launch a layer without and with grid barriers between the four parts (flat or a tree;
+// 1,056 blocks of 256 threads or 264 of 1024: what a persistent chain of the products
+// could gain; bench/results/cuda_models.md, session 28). The figure
 // bench/qgemv_lab.cu gives for its standalone p16 form is the one to compare.
 #include <algorithm>
 #include <cstdio>
@@ -171,6 +172,66 @@ __global__ void __launch_bounds__(256) read_chain(const uint4* __restrict__ p, c
   if (acc == 0x9E3779B9u) *sink = acc;
 }
 
+// The same barrier as a two-level tree: blocks arrive on the counter of their group of
+// kGroup (bar[2 + group]), the last of a group on the root (bar[1]), the last group bumps
+// the generation (bar[0]); waiters spin on it without sleeping. Fewer arrivals a counter
+// than grid_barrier's one counter for every block.
+constexpr unsigned kGroup = 16;
+__device__ __forceinline__ void grid_barrier_tree(unsigned* bar) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    volatile unsigned* vbar = bar;
+    const unsigned g = vbar[0];
+    const unsigned grp = blockIdx.x / kGroup, ngroups = (gridDim.x + kGroup - 1) / kGroup;
+    const unsigned in_grp = min(kGroup, gridDim.x - grp * kGroup);
+    __threadfence();
+    if (atomicAdd(bar + 2 + grp, 1u) == in_grp - 1) {
+      vbar[2 + grp] = 0;
+      __threadfence();
+      if (atomicAdd(bar + 1, 1u) == ngroups - 1) {
+        vbar[1] = 0;
+        __threadfence();
+        atomicAdd(bar, 1u);
+      }
+    }
+    while (vbar[0] == g) {
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+// read_chain with 1024-thread blocks (two an SM: fewer arrivals) and a choice of barrier:
+// 0 none (one read), 1 the flat one, 2 the tree.
+template <int kBarrier>
+__global__ void __launch_bounds__(1024) read_chain_big(const uint4* __restrict__ p, const size_t* ends, int parts,
+                                                       unsigned* sink, unsigned* bar) {
+  unsigned acc = 0;
+  const size_t stride = size_t(gridDim.x) * blockDim.x, me = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
+  size_t begin = 0;
+  for (int k = 0; k < parts; ++k) {
+    const size_t n = ends[k];
+    size_t i = begin + me;
+    for (; i + 3 * stride < n; i += 4 * stride) {
+      uint4 v[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) v[j] = __ldg(p + i + j * stride);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc ^= v[j].x ^ v[j].y ^ v[j].z ^ v[j].w;
+    }
+    for (; i < n; i += stride) {
+      const uint4 v = __ldg(p + i);
+      acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    if (k + 1 < parts) {
+      if (kBarrier == 1) grid_barrier(bar, bar + 1);
+      if (kBarrier == 2) grid_barrier_tree(bar);
+    }
+    begin = n;
+  }
+  if (acc == 0x9E3779B9u) *sink = acc;
+}
+
 // Section --layers (see the top of the file).
 void graphed_layers(double bw, Timer& timer) {
   constexpr int L = 16;
@@ -315,6 +376,28 @@ void graphed_layers(double bw, Timer& timer) {
         }
       });
       std::printf("| %s | plain read, %s | %.1f | %.1f%% |\n", fmt.c_str(), chain_names[form], cus,
+                  100.0 * b / (cus * 1e-6) / 1e9 / bw);
+    }
+    // 1024-thread blocks, two an SM: no barrier, the flat barrier, the tree barrier.
+    Tensor tree = Tensor::empty({64}, DType::u32, Device::cuda());
+    MLXCEL_CUDA_CHECK(cudaMemset(tree.raw(), 0, 64 * 4));
+    const char* big_names[] = {"one launch a layer, 1024-thread blocks, no barrier",
+                               "one launch a layer, 1024-thread blocks, flat barriers",
+                               "one launch a layer, 1024-thread blocks, tree barriers"};
+    for (int form = 0; form < 3; ++form) {
+      const size_t* ends = static_cast<const size_t*>(ends_t.raw());
+      int big_per_sm = 0;
+      MLXCEL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&big_per_sm, read_chain_big<2>, 1024, 0));
+      const unsigned big_grid = unsigned(sms * std::min(big_per_sm, 2));
+      const double cus = replay_us([&] {
+        for (const Tensor& fl : flat) {
+          const uint4* p = static_cast<const uint4*>(fl.raw());
+          if (form == 0) read_chain_big<0><<<big_grid, 1024, 0, st>>>(p, ends + 3, 1, sink.data<unsigned>(), tree.data<unsigned>());
+          if (form == 1) read_chain_big<1><<<big_grid, 1024, 0, st>>>(p, ends, 4, sink.data<unsigned>(), bar.data<unsigned>());
+          if (form == 2) read_chain_big<2><<<big_grid, 1024, 0, st>>>(p, ends, 4, sink.data<unsigned>(), tree.data<unsigned>());
+        }
+      });
+      std::printf("| %s | plain read, %s (%u blocks) | %.1f | %.1f%% |\n", fmt.c_str(), big_names[form], big_grid, cus,
                   100.0 * b / (cus * 1e-6) / 1e9 / bw);
     }
   }
