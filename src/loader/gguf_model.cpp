@@ -415,9 +415,10 @@ Tensor load_tensor(const std::shared_ptr<const GgufFile>& file, const GgufTensor
     src = permuted.data();
   }
   const bool is_matrix = t.shape.size() == 2;
-  // Q4_K and Q6_K: the CPU's packed K-quant kernels (with affine_4bit Q4_K becomes MLX
-  // words below and Q6_K is requantized to Q8_0).
-  const bool cpu_k = (t.ggml_type == gguf::kQ4_K || t.ggml_type == gguf::kQ6_K) && !opts.affine_4bit;
+  // Q4_K, Q5_K and Q6_K: the CPU's packed K-quant kernels (with affine_4bit Q4_K becomes
+  // MLX words below and Q5_K / Q6_K are requantized to Q8_0).
+  const bool cpu_k =
+      (t.ggml_type == gguf::kQ4_K || t.ggml_type == gguf::kQ5_K || t.ggml_type == gguf::kQ6_K) && !opts.affine_4bit;
   if (keep_packed && is_matrix && (t.ggml_type == gguf::kQ8_0 || t.ggml_type == gguf::kQ4_0 || cpu_k)) {
     *packed_type = t.ggml_type;
     // Registered for the CPU kernels' decode-time x8 copy (gguf::repackable_owner).
@@ -539,6 +540,7 @@ QuantSpec packed_gguf_spec(const Tensor& marker, const std::string& what) {
   // affine words of groups of 32, the spec's bits and group size.
   if (type == int32_t(gguf::kQ4_K)) return {QuantFormat::gguf_q4_k, 4, 32};
   if (type == int32_t(gguf::kQ6_K)) return {QuantFormat::gguf_q6_k, 6, 16};
+  if (type == int32_t(gguf::kQ5_K)) return {QuantFormat::gguf_q5_k, 5, 32};
   // Loaded as MLX affine words with their scales and biases (GgufLoadOptions::affine_4bit).
   if (type == int32_t(gguf::kQ4_1)) return {QuantFormat::mlx_affine, 4, 32};
   invalid("{} has GGUF type {}, which is not kept packed", what, type);

@@ -15,10 +15,10 @@
 //  - Gemma's norm weights, which the converter stores as w + 1;
 //  - RoPE scaling that lives in tensors (rope_freqs for llama3, rope_factors_long/short
 //    for phi3 longrope).
-// Tensors whose format is F32/F16/BF16 are zero-copy views of the mapping; Q8_0, Q4_0, Q4_K
-// and Q6_K linear weights stay packed when `keep_packed` (CPU kernels in
+// Tensors whose format is F32/F16/BF16 are zero-copy views of the mapping; Q8_0, Q4_0, Q4_K,
+// Q5_K and Q6_K linear weights stay packed when `keep_packed` (CPU kernels in
 // backends/cpu/gguf_quants), and so do the linear weights of every other block format
-// (Q4_1, Q5_x, Q2_K, Q3_K, Q5_K), after requantization to Q8_0 at load; without `keep_packed` (and for 1-D tensors and
+// (Q4_1, Q5_0, Q5_1, Q2_K, Q3_K), after requantization to Q8_0 at load; without `keep_packed` (and for 1-D tensors and
 // Gemma's shifted norms) they are dequantized (to `dequant_dtype`; vectors to f32).
 #pragma once
 
@@ -35,7 +35,7 @@
 namespace mlxcel {
 
 struct GgufLoadOptions {
-  // Keep Q8_0/Q4_0/Q4_K/Q6_K matrices packed (ops::qlinear with QuantFormat::gguf_*), and requantize
+  // Keep Q8_0/Q4_0/Q4_K/Q5_K/Q6_K matrices packed (ops::qlinear with QuantFormat::gguf_*), and requantize
   // the other block formats' matrices to packed Q8_0 (rows of whole 32-value blocks). Only
   // the CPU backend runs them; pass false to dequantize everything (e.g. for CUDA).
   bool keep_packed = true;
@@ -46,7 +46,7 @@ struct GgufLoadOptions {
   // with f32 scales and biases (exactly the values ggml dequantizes: gguf::affine4_row)
   // instead of packed Q8_0 / Q4_K: 6 bits a weight to read instead of 9 where MLX weights
   // run (CUDA: load_model sets it for devices other than the CPU, whose GGUF kernels take
-  // Q4_K as it is and Q4_1 as Q8_0). Q6_K is then requantized to Q8_0 as well.
+  // Q4_K as it is and Q4_1 as Q8_0). Q5_K and Q6_K are then requantized to Q8_0 as well.
   bool affine_4bit = false;
   // Use the exact config.json that mlxcel's writer embeds (key mlxcel.hf_config) when present.
   bool use_embedded_config = true;
@@ -85,8 +85,8 @@ bool is_gguf_type_marker(const std::string& name);
 // The RoPE tensors (rope_freqs, rope_factors_long / _short), which the loader folds into
 // the config instead of keeping them as weights.
 bool is_gguf_rope_tensor(const std::string& name);
-// The packed format of a marker: {gguf_q8_0, 8, 32}, {gguf_q4_0, 4, 32}, {gguf_q6_k, 6, 16}
-// (packed, CPU), {gguf_q4_k, 4, 32}
+// The packed format of a marker: {gguf_q8_0, 8, 32}, {gguf_q4_0, 4, 32}, {gguf_q5_k, 5, 32},
+// {gguf_q6_k, 6, 16} (packed, CPU), {gguf_q4_k, 4, 32}
 // (packed Q4_K blocks for the CPU, or MLX affine 4-bit groups of 32 where the loader wrote
 // scales next to the words), or for Q4_1 loaded as MLX affine words (affine_4bit)
 // {mlx_affine, 4, 32}; throws Error(invalid_request) naming `what` for any other value.

@@ -51,10 +51,10 @@ int64_t gguf_loaded_bytes(const GgufTensorInfo& t, bool cuda, bool product) {
   if (t.shape[0] % 32 != 0) return n * 2;                                                  // f16 copies
   const int64_t groups = n / 32;
   if (!cuda) {
-    // Packed (Q8_0 / Q4_0 / Q4_K / Q6_K as in the file, the rest requantized to Q8_0), plus the
+    // Packed (Q8_0 / Q4_0 / Q4_K / Q5_K / Q6_K as in the file, the rest requantized to Q8_0), plus the
     // decode-time x8 copy for a product's weight (the same size; Q4_K's 1,184 bytes for
     // 8 rows' 256-value blocks against 8 x 144, groups of 8 rows rounded up).
-    if (ty == gguf::kQ4_K || ty == gguf::kQ6_K)
+    if (ty == gguf::kQ4_K || ty == gguf::kQ5_K || ty == gguf::kQ6_K)
       return int64_t(t.n_bytes) + (product ? int64_t(gguf::x8_bytes(ty, t.shape[1], t.shape[0])) : 0);
     const bool as_is = ty == gguf::kQ8_0 || ty == gguf::kQ4_0;
     return (product ? 2 : 1) * (as_is ? int64_t(t.n_bytes) : groups * 34);

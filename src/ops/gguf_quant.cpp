@@ -18,13 +18,14 @@ uint32_t ggml_type_of(QuantFormat f) {
     case QuantFormat::gguf_q8_0: return gguf::kQ8_0;
     case QuantFormat::gguf_q4_k: return gguf::kQ4_K;
     case QuantFormat::gguf_q6_k: return gguf::kQ6_K;
+    case QuantFormat::gguf_q5_k: return gguf::kQ5_K;
     default: return gguf::kQ4_0;
   }
 }
 
 void cpu_only(const char* op, Device d) {
   if (d.type != DeviceType::cpu)
-    unsupported("[{}] GGUF Q8_0/Q4_0/Q4_K/Q6_K weights kept packed run on the CPU only (load with keep_packed = false)",
+    unsupported("[{}] GGUF Q8_0/Q4_0/Q4_K/Q5_K/Q6_K weights kept packed run on the CPU only (load with keep_packed = false)",
                 op);
 }
 
@@ -139,7 +140,8 @@ namespace mlxcel::ops {
 
 QuantizedWeight gguf_to_mlx_affine(const QuantizedWeight& w, const std::string& what) {
   constexpr const char* kOp = "gguf_to_mlx_affine";
-  if (!detail::is_gguf_format(w.spec.format)) invalid("[{}] {}: not a GGUF Q8_0/Q4_0/Q4_K/Q6_K weight", kOp, what);
+  if (!detail::is_gguf_format(w.spec.format))
+    invalid("[{}] {}: not a GGUF Q8_0/Q4_0/Q4_K/Q5_K/Q6_K weight", kOp, what);
   detail::gguf_validate(kOp, w, what);
   if (w.packed.device().type != DeviceType::cpu) invalid("[{}] {}: the packed weight must be on the host", kOp, what);
   if (w.spec.format == QuantFormat::gguf_q4_k) {
@@ -159,9 +161,10 @@ QuantizedWeight gguf_to_mlx_affine(const QuantizedWeight& w, const std::string& 
     });
     return out;
   }
-  if (w.spec.format == QuantFormat::gguf_q6_k) {
-    // 16-value sub-blocks have no MLX form: requantized to Q8_0 (ggml's rounding, at most
-    // amax / 254 of a 32-value block), then as a Q8_0 weight.
+  if (w.spec.format == QuantFormat::gguf_q6_k || w.spec.format == QuantFormat::gguf_q5_k) {
+    // Q6_K's 16-value sub-blocks have no MLX form, nor Q5_K's 5 bits: requantized to Q8_0
+    // (ggml's rounding, at most amax / 254 of a 32-value block), then as a Q8_0 weight.
+    const uint32_t type = w.spec.format == QuantFormat::gguf_q5_k ? gguf::kQ5_K : gguf::kQ6_K;
     const int64_t N = w.rows(), K = w.cols();
     const size_t qrb = gguf::row_bytes(gguf::kQ8_0, K);
     QuantizedWeight q8;
@@ -172,7 +175,7 @@ QuantizedWeight gguf_to_mlx_affine(const QuantizedWeight& w, const std::string& 
     ThreadPool::global().parallel_for(N, [&](int64_t r0, int64_t r1) {
       std::vector<float> row(static_cast<size_t>(K));
       for (int64_t r = r0; r < r1; ++r) {
-        gguf::dequantize_row(gguf::kQ6_K, base + r * row_stride, row.data(), K);
+        gguf::dequantize_row(type, base + r * row_stride, row.data(), K);
         gguf::quantize_row_q8_0(row.data(), q8.packed.data<uint8_t>() + size_t(r) * qrb, K);
       }
     });

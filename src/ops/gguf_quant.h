@@ -1,4 +1,4 @@
-// GGUF block formats kept packed (QuantFormat::gguf_q8_0 / q4_0 / q4_k / q6_k): the op side of
+// GGUF block formats kept packed (QuantFormat::gguf_q8_0 / q4_0 / q4_k / q5_k / q6_k): the op side of
 // ops::qlinear / qembedding / dequantize / validate_quantized for them. CPU only; the
 // kernels are in backends/cpu/gguf_quants.h. Internal to ops (quant.cpp dispatches here).
 #pragma once
@@ -12,7 +12,7 @@ namespace mlxcel::ops::detail {
 
 inline bool is_gguf_format(QuantFormat f) {
   return f == QuantFormat::gguf_q8_0 || f == QuantFormat::gguf_q4_0 || f == QuantFormat::gguf_q4_k ||
-         f == QuantFormat::gguf_q6_k;
+         f == QuantFormat::gguf_q5_k || f == QuantFormat::gguf_q6_k;
 }
 void gguf_validate(const char* op, const QuantizedWeight& w, const std::string& what);
 Tensor gguf_qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias);

@@ -21,6 +21,7 @@ int64_t QuantizedWeight::cols() const {
   if (spec.format == QuantFormat::gguf_q4_0) return packed.dim(1) / 18 * 32;
   if (spec.format == QuantFormat::gguf_q4_k) return packed.dim(1) / 144 * 256;
   if (spec.format == QuantFormat::gguf_q6_k) return packed.dim(1) / 210 * 256;
+  if (spec.format == QuantFormat::gguf_q5_k) return packed.dim(1) / 176 * 256;
   return packed.dim(1) * 32 / spec.bits;
 }
 

@@ -12,11 +12,11 @@
 
 namespace mlxcel {
 
-// gguf_q8_0 / gguf_q4_0 / gguf_q4_k / gguf_q6_k: GGUF (ggml) blocks kept packed: `packed`
-// is u8 [N, K / 32 * 34 (Q8_0) or 18 (Q4_0), or K / 256 * 144 (Q4_K) or 210 (Q6_K)],
-// scales and biases are undefined; CPU only (ops/gguf_quant.h, backends/cpu/gguf_quants.h).
-// group_size: 32 (Q4_K: its sub-blocks), 16 for Q6_K's.
-enum class QuantFormat : uint8_t { mlx_affine, gguf_q8_0, gguf_q4_0, gguf_q4_k, gguf_q6_k };
+// gguf_q8_0 / gguf_q4_0 / gguf_q4_k / gguf_q5_k / gguf_q6_k: GGUF (ggml) blocks kept packed:
+// `packed` is u8 [N, K / 32 * 34 (Q8_0) or 18 (Q4_0), or K / 256 * 144 (Q4_K), 176 (Q5_K)
+// or 210 (Q6_K)], scales and biases are undefined; CPU only (ops/gguf_quant.h,
+// backends/cpu/gguf_quants.h). group_size: 32 (Q4_K / Q5_K: their sub-blocks), 16 for Q6_K's.
+enum class QuantFormat : uint8_t { mlx_affine, gguf_q8_0, gguf_q4_0, gguf_q4_k, gguf_q6_k, gguf_q5_k };
 
 struct QuantSpec {
   QuantFormat format = QuantFormat::mlx_affine;

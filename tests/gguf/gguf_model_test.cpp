@@ -396,8 +396,8 @@ TEST(GgufAffine4, Q4_1FilesLoadAsMlxAffine) {
 }
 
 // A Qwen3-shaped file (hidden 256, ffn 512: whole 256-value blocks) laid out like
-// llama-quantize's Q4_K_M: random Q4_K blocks for q, k, o, gate and up, Q6_K for v, down
-// and the embedding (Q6_K sub-block scales of one sign, as trained ones are: random signed
+// llama-quantize's Q4_K_M: random Q4_K blocks for q, k, o and up, Q6_K for v, down and the
+// embedding, and Q5_K for gate (as Q5_K_M files hold it) (Q6_K sub-block scales of one sign, as trained ones are: random signed
 // ones make outlier channels whose int8 rounding moves single positions' logits by 10-25%). On the CPU they stay packed (gguf_q4_k / gguf_q6_k, registered
 // for x8 copies), and the logits of a 3-token prompt (decode kernels) and a 20-token one
 // (int8 panel GEMM; the embedding's rows gathered from Q6_K blocks) match those of the
@@ -433,6 +433,16 @@ TEST(GgufKQuants, MatricesStayPackedOnTheCpu) {
     std::vector<uint8_t> b = random_blocks(gguf::kQ4_K, N, K, rng);
     return std::string(b.begin(), b.end());
   };
+  auto q5k = [&](int64_t K, int64_t N) {  // Q4_K's d / dmin / scales, random high bits
+    std::vector<uint8_t> q4 = random_blocks(gguf::kQ4_K, N, K, rng);
+    std::string b(size_t(N * K / 256 * 176), '\0');
+    for (size_t blk = 0; blk < b.size() / 176; ++blk) {
+      std::memcpy(b.data() + blk * 176, q4.data() + blk * 144, 16);
+      for (int i = 0; i < 32; ++i) b[blk * 176 + 16 + size_t(i)] = char(rng());
+      std::memcpy(b.data() + blk * 176 + 48, q4.data() + blk * 144 + 16, 128);
+    }
+    return b;
+  };
   auto q6k = [&](int64_t K, int64_t N) {  // random quants, d (the last 2 bytes of a block) in [0.0005, 0.005)
     std::uniform_int_distribution<int> byte(0, 255);
     std::uniform_real_distribution<float> scale(0.002f, 0.02f);
@@ -462,7 +472,7 @@ TEST(GgufKQuants, MatricesStayPackedOnTheCpu) {
     w.add_tensor(p + "attn_k.weight", {H, kv * D}, gguf::kQ4_K, q4k(H, kv * D));
     w.add_tensor(p + "attn_v.weight", {H, kv * D}, gguf::kQ6_K, q6k(H, kv * D));
     w.add_tensor(p + "attn_output.weight", {heads * D, H}, gguf::kQ4_K, q4k(heads * D, H));
-    w.add_tensor(p + "ffn_gate.weight", {H, F}, gguf::kQ4_K, q4k(H, F));
+    w.add_tensor(p + "ffn_gate.weight", {H, F}, gguf::kQ5_K, q5k(H, F));
     w.add_tensor(p + "ffn_up.weight", {H, F}, gguf::kQ4_K, q4k(H, F));
     w.add_tensor(p + "ffn_down.weight", {F, H}, gguf::kQ6_K, q6k(F, H));
   }
@@ -473,7 +483,7 @@ TEST(GgufKQuants, MatricesStayPackedOnTheCpu) {
   prompts.prompts = {{5, 17, 250}, {}};
   for (int i = 0; i < 20; ++i) prompts.prompts[1].push_back((i * 37 + 11) % int(V));
   const size_t x8_before = gguf::repacked_bytes_in_use();
-  const TwoLoads two = load_twice(file, GgufLoadOptions{}, {QuantFormat::gguf_q4_k, QuantFormat::gguf_q6_k}, prompts,
+  const TwoLoads two = load_twice(file, GgufLoadOptions{}, {QuantFormat::gguf_q4_k, QuantFormat::gguf_q5_k, QuantFormat::gguf_q6_k}, prompts,
                                   [&](const GgufCheckpoint& ck) {
                                     // the file's rows
                                     EXPECT_EQ(ck.weights.get("model.layers.0.mlp.down_proj.weight").shape()[1], F / 256 * 210);
@@ -484,14 +494,14 @@ TEST(GgufKQuants, MatricesStayPackedOnTheCpu) {
   for (size_t p = 0; p < prompts.prompts.size(); ++p) {
     const double err = rel_err(two.packed[p], two.deq[p]);
     EXPECT_LE(err, 1e-2) << "prompt " << p;
-    std::fprintf(stderr, "[gguf] Q4_K / Q6_K packed vs dequantized, %zu-token prompt: %.2e\n", prompts.prompts[p].size(),
+    std::fprintf(stderr, "[gguf] Q4_K / Q5_K / Q6_K packed vs dequantized, %zu-token prompt: %.2e\n", prompts.prompts[p].size(),
                  err);
   }
   int64_t est = 0;
   const GgufFile f = GgufFile::open(file.string());
   int64_t x8 = 0;
   for (const GgufTensorInfo& t : f.tensors())
-    if (t.ggml_type == gguf::kQ4_K || t.ggml_type == gguf::kQ6_K) {
+    if (t.ggml_type == gguf::kQ4_K || t.ggml_type == gguf::kQ5_K || t.ggml_type == gguf::kQ6_K) {
       EXPECT_EQ(gguf_loaded_bytes(t, false, false), int64_t(t.n_bytes)) << t.name;
       est += gguf_loaded_bytes(t, false) - int64_t(t.n_bytes);
       x8 += int64_t(gguf::x8_bytes(t.ggml_type, t.shape[1], t.shape[0]));

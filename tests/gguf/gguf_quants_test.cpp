@@ -352,8 +352,8 @@ TEST(GgufQuants, PackedDecodeKernelMatchesIntegerReference) {
   }
 }
 
-// K-quant rows of random blocks, any bytes but the f16 scales: Q4_K's d and dmin (its
-// first 4 bytes) and Q6_K's d (its last 2) in [2^-9, 2^-5). Every scale-byte pattern is valid.
+// K-quant rows of random blocks, any bytes but the f16 scales: Q4_K's / Q5_K's d and dmin
+// (the first 4 bytes) and Q6_K's d (its last 2) in [2^-9, 2^-5). Every scale-byte pattern is valid.
 std::vector<uint8_t> random_kquant(uint32_t t, int64_t N, int64_t K, size_t stride, std::mt19937& rng) {
   std::vector<uint8_t> packed(stride * size_t(N), 0xCD);
   std::uniform_int_distribution<int> byte(0, 255);
@@ -365,14 +365,14 @@ std::vector<uint8_t> random_kquant(uint32_t t, int64_t N, int64_t K, size_t stri
       for (size_t i = 0; i < bb; ++i) blk[i] = uint8_t(byte(rng));
       const uint16_t d = f32_to_f16(mag(rng)), dm = f32_to_f16(mag(rng));
       std::memcpy(t == kQ6_K ? blk + 208 : blk, &d, 2);
-      if (t == kQ4_K) std::memcpy(blk + 2, &dm, 2);
+      if (t != kQ6_K) std::memcpy(blk + 2, &dm, 2);
     }
   return packed;
 }
 
 // The scalar model of the K-quant kernels' arithmetic for one row and one row of x: x to
 // int8 per block of 32 (d = amax / 127, round to nearest even), exact integer sums a
-// sub-block, then f32 scales: Q4_K y += (d sc) dx isum - (dmin m) dx sum(xq) per 32
+// sub-block, then f32 scales: Q4_K / Q5_K y += (d sc) dx isum - (dmin m) dx sum(xq) per 32
 // values; Q6_K y += (d sc) dx (isum - 32 sum(xq)) per 16. ref and sum |terms| into mag.
 void kquant_model(uint32_t t, const uint8_t* row, const float* xm, int64_t K, double& ref, double& mag) {
   for (int64_t c32 = 0; c32 < K / 32; ++c32) {
@@ -383,8 +383,9 @@ void kquant_model(uint32_t t, const uint8_t* row, const float* xm, int64_t K, do
     int xq[32];
     for (int j = 0; j < 32; ++j) xq[j] = int(std::nearbyintf(xb[j] * id));
     const int c = int(c32 % 8);
-    if (t == kQ4_K) {
-      const uint8_t* blk = row + size_t(c32 / 8) * 144;
+    if (t == kQ4_K || t == kQ5_K) {
+      const bool q5 = t == kQ5_K;
+      const uint8_t* blk = row + size_t(c32 / 8) * (q5 ? 176 : 144);
       const uint8_t* q = blk + 4;  // ggml's get_scale_min_k4
       const int sc = c < 4 ? q[c] & 63 : (q[c + 4] & 0xF) | ((q[c - 4] >> 6) << 4);
       const int mn = c < 4 ? q[c + 4] & 63 : (q[c + 4] >> 4) | ((q[c] >> 6) << 4);
@@ -393,8 +394,9 @@ void kquant_model(uint32_t t, const uint8_t* row, const float* xm, int64_t K, do
       std::memcpy(&hm, blk + 2, 2);
       int32_t isum = 0, xsum = 0;
       for (int j = 0; j < 32; ++j) {
-        const uint8_t byte = blk[16 + 32 * (c / 2) + j];
-        isum += int(c % 2 ? byte >> 4 : byte & 0xF) * xq[j];
+        const uint8_t byte = blk[(q5 ? 48 : 16) + 32 * (c / 2) + j];
+        const int hb = q5 ? ((blk[16 + j] >> c) & 1) << 4 : 0;  // Q5_K: bit c of qh byte j
+        isum += int((c % 2 ? byte >> 4 : byte & 0xF) | hb) * xq[j];
         xsum += xq[j];
       }
       const double t1 = double(float(isum) * ((f16_to_f32(hd) * float(sc)) * dx));
@@ -435,7 +437,7 @@ TEST(GgufQuants, KQuantsPackedMatchTheirReferences) {
   };
   const Case cases[] = {{1, 256, 1, 0}, {1, 768, 37, 3}, {3, 512, 9, 0},  {5, 256, 17, 1},
                         {15, 1024, 8, 0}, {16, 256, 23, 0}, {20, 768, 13, 2}, {70, 512, 41, 0}};
-  for (uint32_t t : {kQ4_K, kQ6_K})
+  for (uint32_t t : {kQ4_K, kQ5_K, kQ6_K})
   for (const Case& c : cases) {
     const size_t stride = row_bytes(t, c.K) + c.pad;
     std::vector<uint8_t> packed = random_kquant(t, c.N, c.K, stride, rng);
@@ -474,6 +476,7 @@ TEST(GgufQuants, KQuantsPackedMatchTheirReferences) {
   std::vector<uint8_t> w(512);
   EXPECT_ANY_THROW(matmul_packed(kQ4_K, x.data(), 1, 320, w.data(), 180, 1, nullptr, y.data()));
   EXPECT_ANY_THROW(matmul_packed(kQ6_K, x.data(), 1, 320, w.data(), 263, 1, nullptr, y.data()));
+  EXPECT_ANY_THROW(matmul_packed(kQ5_K, x.data(), 1, 320, w.data(), 220, 1, nullptr, y.data()));
 }
 
 // Large enough that the rows are split over the thread pool in chunks pulled from a
@@ -516,7 +519,7 @@ TEST(GgufQuants, PackedKernelsSplitOverThreads) {
 // counts (a padded last group), 1..15 rows of x, rows at an odd stride, a bias, and a
 // weight of -128 in Q8_0.
 std::vector<uint8_t> random_packed(uint32_t t, int64_t N, int64_t K, size_t stride, std::mt19937& rng) {
-  if (t == kQ4_K || t == kQ6_K) return random_kquant(t, N, K, stride, rng);
+  if (t == kQ4_K || t == kQ5_K || t == kQ6_K) return random_kquant(t, N, K, stride, rng);
   std::normal_distribution<float> nd(0, 1);
   std::vector<uint8_t> packed(stride * size_t(N), 0xCD);
   std::vector<float> w(static_cast<size_t>(K));
@@ -539,14 +542,16 @@ TEST(GgufQuants, X8LayoutMatchesRowLayoutExactly) {
   const Case cases[] = {{1, 32, 1, 0},  {1, 64, 7, 3},    {1, 1024, 37, 0}, {2, 96, 8, 0},  {3, 160, 9, 1},
                         {4, 256, 16, 0}, {5, 128, 17, 2},  {7, 3072, 13, 0}, {9, 64, 23, 5}, {15, 96, 41, 0},
                         {1, 512, 2051, 0}, {4, 1024, 777, 0}};
-  for (uint32_t t : {kQ8_0, kQ4_0, kQ4_K, kQ6_K}) {
+  for (uint32_t t : {kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K}) {
     for (const Case& c : cases) {
       if (c.K % int64_t(block_elems(t)) != 0) continue;
       const size_t stride = row_bytes(t, c.K) + c.pad;
       std::vector<uint8_t> packed = random_packed(t, c.N, c.K, stride, rng);
       std::vector<uint8_t> x8(x8_bytes(t, c.N, c.K));
-      // Q4_K: d, dmin and the unpacked scales and mins take 160 bytes of 1,184 a block of 8 rows.
-      ASSERT_EQ(x8.size(), size_t((c.N + 7) / 8) * (t == kQ4_K ? size_t(c.K / 256) * 1184 : 8 * row_bytes(t, c.K)));
+      // Q4_K: d, dmin and the unpacked scales and mins take 160 bytes of 1,184 a block of 8
+      // rows (Q5_K: 1,440 with its high bits).
+      const size_t per_group = t == kQ4_K ? size_t(c.K / 256) * 1184 : t == kQ5_K ? size_t(c.K / 256) * 1440 : 8 * row_bytes(t, c.K);
+      ASSERT_EQ(x8.size(), size_t((c.N + 7) / 8) * per_group);
       repack_x8(t, packed.data(), stride, c.N, c.K, x8.data());
       std::vector<float> x(size_t(c.M * c.K)), bias(size_t(c.N));
       for (auto& v : x) v = nd(rng);
@@ -576,7 +581,7 @@ TEST(GgufQuants, RegisteredWeightsGetAnX8CopyForTheirLifetime) {
   std::mt19937 rng(29);
   std::normal_distribution<float> nd(0, 1);
   const int64_t N = 203, K = 256;
-  for (uint32_t t : {kQ8_0, kQ4_0, kQ4_K, kQ6_K}) {
+  for (uint32_t t : {kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K}) {
     const size_t rb = row_bytes(t, K);
     auto bytes = std::make_shared<std::vector<uint8_t>>(random_packed(t, N, K, rb, rng));
     const uint8_t* w = bytes->data();

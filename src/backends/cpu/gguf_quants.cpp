@@ -49,6 +49,9 @@ inline void put_half(uint8_t* p, float v) {
 // Bytes of one 256-value block of an x8 Q4_K group (8 rows): d[8], dmin[8] (f16), the 8
 // sub-blocks' scales and mins as bytes [sub-block][row], then 8 x 128 bytes of quants.
 constexpr int64_t kX8Q4kBlock = 16 + 16 + 64 + 64 + 1024;
+// Q5_K's: the same, then its high bits (qh) as 8 vectors, lane r = 4 bytes of row r's qh
+// (bit s of byte l: value l of sub-block s).
+constexpr int64_t kX8Q5kBlock = kX8Q4kBlock + 256;
 // ... and of an x8 Q6_K group: d[8] (f16), the 16 sub-blocks' int8 scales [sub-block][row],
 // then the 4-bit parts (ql) as 32 vectors and the 2-bit parts (qh) as 16, lane r = 4
 // consecutive bytes of row r's ql / qh: 8 x 210 bytes, the file's size.
@@ -736,14 +739,14 @@ void x8_group(const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int6
   for (int j = 0; j < MC; ++j) _mm256_storeu_ps(out + j * 8, acc[j]);
 }
 
-// Q4_K on its x8 layout (see x8_group_bytes): per 256-value block the 8 rows' d and dmin,
+// Q4_K (and Q5_K, whose fifth bits add 16) on its x8 layout (see x8_group_bytes): per 256-value block the 8 rows' d and dmin,
 // their 6-bit scales and mins as bytes (sub-block major), then the quants as 4 pairs of
 // sub-blocks x 8 vectors, lane r of vector v of pair p = bytes 32 p + 4 v .. + 3 of row
 // r's qs (low nibbles: sub-block 2 p, high: 2 p + 1). Sub-block s of block b against x's
 // block 8 b + s: y += (d sc_s) dx sum(q xq) - (dmin m_s) dx sum(xq), the integer sums
 // exact (nibbles 0..15 unsigned against int8 x), the float steps two FMAs a sub-block.
-template <int MC>
-void x8_group_q4k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
+template <int MC, bool Q5>
+void x8_group_q45k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[MC];
@@ -753,7 +756,7 @@ void x8_group_q4k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t K
   const int32_t* xs = xb.s.data() + m0 * nb32;
   const int64_t nbk = nb32 / 8;
   for (int64_t b = 0; b < nbk; ++b) {
-    const uint8_t* blk = grp + b * kX8Q4kBlock;
+    const uint8_t* blk = grp + b * (Q5 ? kX8Q5kBlock : kX8Q4kBlock);
     const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
     const __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16)));
     for (int s = 0; s < 8; ++s) {
@@ -762,6 +765,11 @@ void x8_group_q4k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t K
       for (int v = 0; v < 8; ++v) {
         const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * v));
         wg[v] = _mm256_and_si256(s & 1 ? _mm256_srli_epi16(raw, 4) : raw, m4);
+        if constexpr (Q5) {  // bit s of qh as 16
+          const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kX8Q4kBlock + 32 * v));
+          const __m256i hb = s < 4 ? _mm256_sll_epi16(qh, _mm_cvtsi32_si128(4 - s)) : _mm256_srl_epi16(qh, _mm_cvtsi32_si128(s - 4));
+          wg[v] = _mm256_or_si256(wg[v], _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
+        }
       }
       const __m256 D = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
                                              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 32 + 8 * s)))));
@@ -866,7 +874,8 @@ void x8_group_q6k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t K
 template <int MC>
 void x8_group_t(uint32_t type, const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
   if (type == kQ8_0) x8_group<MC, true>(grp, nb, xb, K, m0, out);
-  else if (type == kQ4_K) x8_group_q4k<MC>(grp, nb, xb, K, m0, out);
+  else if (type == kQ4_K) x8_group_q45k<MC, false>(grp, nb, xb, K, m0, out);
+  else if (type == kQ5_K) x8_group_q45k<MC, true>(grp, nb, xb, K, m0, out);
   else if (type == kQ6_K) x8_group_q6k<MC>(grp, nb, xb, K, m0, out);
   else x8_group<MC, false>(grp, nb, xb, K, m0, out);
 }
@@ -889,7 +898,10 @@ constexpr int64_t kPanelRows = 8;
 // (sum_a(q xq) - 32 sum_a(xq)) + D_b dx (...)_b, the 6-bit values unsigned.
 enum PanelKind : int { kPanelQ4_0 = 0, kPanelQ8_0 = 1, kPanelQ4_K = 2, kPanelQ6_K = 3 };
 inline PanelKind panel_kind(uint32_t type) {
-  return type == kQ8_0 ? kPanelQ8_0 : type == kQ4_K ? kPanelQ4_K : type == kQ6_K ? kPanelQ6_K : kPanelQ4_0;
+  return type == kQ8_0                     ? kPanelQ8_0
+         : type == kQ4_K || type == kQ5_K ? kPanelQ4_K
+         : type == kQ6_K                  ? kPanelQ6_K
+                                          : kPanelQ4_0;
 }
 inline int64_t panel_block_bytes(int kind = kPanelQ4_0) { return (kind >= kPanelQ4_K ? 64 : 32) + 8 * 32; }
 
@@ -907,15 +919,20 @@ inline void q6k_row_chunk(const uint8_t* blk, int c, float* Da, float* Db, __m25
   *vals = _mm256_or_si256(l4, _mm256_slli_epi16(h2, 4));
 }
 
-// Q4_K sub-block s (0..7) of the 256-value block at blk: D = d sc_s, M = dmin m_s, and its
-// 32 values (0..15) as bytes in order.
-inline void q4k_sub_block(const uint8_t* blk, int s, float* D, float* Mn, __m256i* vals) {
+// Q4_K (Q5_K) sub-block s (0..7) of the 256-value block at blk: D = d sc_s, M = dmin m_s,
+// and its 32 values (0..15; Q5_K 0..31) as bytes in order.
+inline void q45k_sub_block(bool q5, const uint8_t* blk, int s, float* D, float* Mn, __m256i* vals) {
   uint8_t sc, mn;
   scale_min_k4(s, blk + 4, sc, mn);
   *D = half_at(blk) * float(sc);
   *Mn = half_at(blk + 2) * float(mn);
-  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * (s / 2)));
+  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + (q5 ? 48 : 16) + 32 * (s / 2)));
   *vals = _mm256_and_si256(s & 1 ? _mm256_srli_epi16(raw, 4) : raw, _mm256_set1_epi8(0x0F));
+  if (q5) {  // bit s of qh byte l: value l's 16
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16));
+    const __m256i hb = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(s));
+    *vals = _mm256_or_si256(*vals, _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(0x01)), 4));
+  }
 }
 
 // 8 x 8 transpose of i32 elements: out[g] lane r = in[r] lane g.
@@ -943,14 +960,15 @@ inline void transpose8x8(__m256i* r) {
 void pack_panel8(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* panel) {
   const size_t bb = type == kQ8_0 ? 34 : 18;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  if (type == kQ4_K || type == kQ6_K) {
+  if (type == kQ4_K || type == kQ5_K || type == kQ6_K) {
+    const size_t kb = block_bytes(type);
     for (int64_t b = 0; b < nb; ++b) {
       uint8_t* dst = panel + b * panel_block_bytes(kPanelQ4_K);
       float* D = reinterpret_cast<float*>(dst);
       __m256i r[8];
       for (int i = 0; i < 8; ++i) {
-        if (type == kQ6_K) q6k_row_chunk(rp[i] + size_t(b / 8) * 210, int(b % 8), D + i, D + 8 + i, r + i);
-        else q4k_sub_block(rp[i] + size_t(b / 8) * 144, int(b % 8), D + i, D + 8 + i, r + i);
+        if (type == kQ6_K) q6k_row_chunk(rp[i] + size_t(b / 8) * kb, int(b % 8), D + i, D + 8 + i, r + i);
+        else q45k_sub_block(type == kQ5_K, rp[i] + size_t(b / 8) * kb, int(b % 8), D + i, D + 8 + i, r + i);
       }
       transpose8x8(r);
       for (int g = 0; g < 8; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 + 32 * g), r[g]);
@@ -1096,7 +1114,7 @@ void gemm_int8(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uin
       for (int64_t i = 0; i < kPanelRows; ++i) rp[i] = w + size_t(r0 + std::min(i, rc - 1)) * row_stride;
       pack_panel8(type, rp, nb, panel.data());
       if (type == kQ8_0) gemm_panel_rows<kPanelQ8_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
-      else if (type == kQ4_K) gemm_panel_rows<kPanelQ4_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+      else if (type == kQ4_K || type == kQ5_K) gemm_panel_rows<kPanelQ4_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
       else if (type == kQ6_K) gemm_panel_rows<kPanelQ6_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
       else gemm_panel_rows<kPanelQ4_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
     }
@@ -1120,17 +1138,17 @@ inline int64_t vnni_block_bytes(int kind = kPanelQ4_0) { return (kind >= kPanelQ
 
 // Packs blocks [0, nb) of the 16 rows rp[] into `panel` (two 8-row halves).
 void pack_panel16(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* panel) {
-  if (type == kQ4_K || type == kQ6_K) {  // D (16 f32), M or D_b (16 f32), then the groups
+  if (type == kQ4_K || type == kQ5_K || type == kQ6_K) {  // D (16 f32), M or D_b (16 f32), then the groups
+    const size_t kb = block_bytes(type);
     for (int64_t b = 0; b < nb; ++b) {
       uint8_t* dst = panel + b * vnni_block_bytes(kPanelQ4_K);
       float* D = reinterpret_cast<float*>(dst);
       for (int h = 0; h < 2; ++h) {
         __m256i r[8];
         for (int i = 0; i < 8; ++i) {
-          if (type == kQ6_K)
-            q6k_row_chunk(rp[8 * h + i] + size_t(b / 8) * 210, int(b % 8), D + 8 * h + i, D + 16 + 8 * h + i, r + i);
-          else
-            q4k_sub_block(rp[8 * h + i] + size_t(b / 8) * 144, int(b % 8), D + 8 * h + i, D + 16 + 8 * h + i, r + i);
+          const uint8_t* blk = rp[8 * h + i] + size_t(b / 8) * kb;
+          if (type == kQ6_K) q6k_row_chunk(blk, int(b % 8), D + 8 * h + i, D + 16 + 8 * h + i, r + i);
+          else q45k_sub_block(type == kQ5_K, blk, int(b % 8), D + 8 * h + i, D + 16 + 8 * h + i, r + i);
         }
         transpose8x8(r);
         for (int g = 0; g < 8; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 128 + 64 * g + 32 * h), r[g]);
@@ -1265,7 +1283,7 @@ void gemm_int8_vnni(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, cons
       for (int64_t i = 0; i < kVnniRows; ++i) rp[i] = w + size_t(r0 + std::min(i, rc - 1)) * row_stride;
       pack_panel16(type, rp, nb, panel.data());
       if (type == kQ8_0) vnni_panel_rows<kPanelQ8_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
-      else if (type == kQ4_K) vnni_panel_rows<kPanelQ4_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+      else if (type == kQ4_K || type == kQ5_K) vnni_panel_rows<kPanelQ4_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
       else if (type == kQ6_K) vnni_panel_rows<kPanelQ6_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
       else vnni_panel_rows<kPanelQ4_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
     }
@@ -1423,6 +1441,7 @@ size_t x8_group_bytes(uint32_t type, int64_t K) {
   const int64_t blk = int64_t(block_elems(type));
   MLXCEL_CHECK(K > 0 && K % blk == 0, "gguf x8: K {} is not a multiple of {}", K, blk);
   if (type == kQ4_K) return size_t(K / 256) * size_t(kX8Q4kBlock);
+  if (type == kQ5_K) return size_t(K / 256) * size_t(kX8Q5kBlock);
   if (type == kQ6_K) return size_t(K / 256) * size_t(kX8Q6kBlock);
   return size_t(K / 32) * (type == kQ8_0 ? 272 : 144);
 }
@@ -1448,15 +1467,19 @@ void repack_group(uint32_t type, const uint8_t* const* rows, int64_t K, uint8_t*
     }
     return;
   }
-  if (type == kQ4_K) {
+  if (type == kQ4_K || type == kQ5_K) {
+    const bool q5 = type == kQ5_K;
+    const size_t kb = block_bytes(type);
     for (int64_t b = 0; b < K / 256; ++b) {
-      uint8_t* dst = grp + b * kX8Q4kBlock;
+      uint8_t* dst = grp + b * (q5 ? kX8Q5kBlock : kX8Q4kBlock);
       for (int r = 0; r < 8; ++r) {
-        const uint8_t* blk = rows[r] + size_t(b) * 144;
+        const uint8_t* blk = rows[r] + size_t(b) * kb;
         std::memcpy(dst + 2 * r, blk, 2);
         std::memcpy(dst + 16 + 2 * r, blk + 2, 2);
         for (int j = 0; j < 8; ++j) scale_min_k4(j, blk + 4, dst[32 + 8 * j + r], dst[96 + 8 * j + r]);
-        for (int v = 0; v < 32; ++v) std::memcpy(dst + 160 + 32 * v + 4 * r, blk + 16 + 4 * v, 4);
+        for (int v = 0; v < 32; ++v) std::memcpy(dst + 160 + 32 * v + 4 * r, blk + (q5 ? 48 : 16) + 4 * v, 4);
+        if (q5)
+          for (int v = 0; v < 8; ++v) std::memcpy(dst + kX8Q4kBlock + 32 * v + 4 * r, blk + 16 + 4 * v, 4);
       }
     }
     return;
@@ -1514,17 +1537,19 @@ namespace {
     }
     return acc;
   }
-  if (type == kQ4_K) {
+  if (type == kQ4_K || type == kQ5_K) {
+    const bool q5 = type == kQ5_K;
     float acc = 0.0f;
     for (int64_t b = 0; b < nb / 8; ++b) {
-      const uint8_t* blk = grp + b * kX8Q4kBlock;
+      const uint8_t* blk = grp + b * (q5 ? kX8Q5kBlock : kX8Q4kBlock);
       const float d = half_at(blk + 2 * r), dmin = half_at(blk + 16 + 2 * r);
       for (int s = 0; s < 8; ++s) {
         const int8_t* xv = xq + (b * 8 + s) * 32;
         int32_t isum = 0;
         for (int j = 0; j < 32; ++j) {
           const uint8_t byte = blk[160 + (s / 2) * 256 + 32 * (j / 4) + 4 * r + j % 4];
-          isum += int32_t(s & 1 ? byte >> 4 : byte & 0xF) * xv[j];
+          const int hb = q5 ? ((blk[kX8Q4kBlock + 32 * (j / 4) + 4 * r + j % 4] >> s) & 1) << 4 : 0;
+          isum += int32_t((s & 1 ? byte >> 4 : byte & 0xF) | hb) * xv[j];
         }
         const float dx = xd[b * 8 + s];
         acc += float(isum) * ((d * float(blk[32 + 8 * s + r])) * dx);
@@ -1568,7 +1593,7 @@ void decode_group(const DecodeMat& d, int64_t g, const XBlocks& xb, int64_t M, i
   const uint8_t* rp[kRows];
   if (!grp)
     for (int64_t i = 0; i < kRows; ++i) rp[i] = d.w + size_t(r0 + std::min(i, rc - 1)) * d.row_stride;
-  if (!grp && (type == kQ4_K || type == kQ6_K)) {
+  if (!grp && (type == kQ4_K || type == kQ5_K || type == kQ6_K)) {
     // No row-layout K-quant kernel: the group is repacked here (the x8 copy's bytes).
     thread_local std::vector<uint8_t> tmp;
     tmp.resize(x8_group_bytes(type, K));

@@ -26,8 +26,10 @@ enum GgmlType : uint32_t {
 };
 
 // The block formats the CPU kernels take as they are (matmul_packed and the x8 copies):
-// Q8_0, Q4_0, Q4_K and Q6_K. The loader requantizes the others to Q8_0 for the CPU.
-inline bool kept_packed(uint32_t type) { return type == kQ8_0 || type == kQ4_0 || type == kQ4_K || type == kQ6_K; }
+// Q8_0, Q4_0, Q4_K, Q5_K and Q6_K. The loader requantizes the others to Q8_0 for the CPU.
+inline bool kept_packed(uint32_t type) {
+  return type == kQ8_0 || type == kQ4_0 || type == kQ4_K || type == kQ5_K || type == kQ6_K;
+}
 
 // True for the types dequantize_row() handles.
 bool can_dequantize(uint32_t type);

@@ -90,7 +90,7 @@ Tensor Linear::operator()(const Tensor& x) const {
 namespace {
 bool is_gguf_block(QuantFormat f) {
   return f == QuantFormat::gguf_q8_0 || f == QuantFormat::gguf_q4_0 || f == QuantFormat::gguf_q4_k ||
-         f == QuantFormat::gguf_q6_k;
+         f == QuantFormat::gguf_q5_k || f == QuantFormat::gguf_q6_k;
 }
 }  // namespace
 
