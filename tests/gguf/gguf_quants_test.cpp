@@ -471,6 +471,30 @@ TEST(GgufQuants, KQuantsPackedMatchTheirReferences) {
       }
     }
   }
+  // The largest sums: every Q5_K value 31 (and Q4_K 15, Q6_K 63) against x of one sign at
+  // 127 after rounding, for the decode kernel and the GEMM (AVX2 sums pairs in i16).
+  for (uint32_t t : {kQ4_K, kQ5_K, kQ6_K})
+    for (int64_t M : {int64_t(1), int64_t(20)}) {
+      const int64_t K = 512, N = 9;
+      const size_t rb = row_bytes(t, K);
+      std::vector<uint8_t> packed = random_kquant(t, N, K, rb, rng);
+      for (int64_t r = 0; r < N; ++r)
+        for (int64_t b = 0; b < K / 256; ++b) {
+          uint8_t* blk = packed.data() + size_t(r) * rb + size_t(b) * block_bytes(t);
+          if (t == kQ6_K) std::memset(blk, 0xFF, 192);         // ql, qh
+          else std::memset(blk + 16, 0xFF, t == kQ5_K ? 160 : 128);  // (qh,) qs
+        }
+      std::vector<float> xe(size_t(M * K), 1.0f), ye(size_t(M * N));
+      matmul_packed(t, xe.data(), M, K, packed.data(), rb, N, nullptr, ye.data());
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t r = 0; r < N; ++r) {
+          double ref = 0, mag = 0;
+          std::vector<float> wr(size_t(K));
+          if (std::string(matmul_isa()) == "scalar" && M >= 64) continue;
+          kquant_model(t, packed.data() + size_t(r) * rb, xe.data() + m * K, K, ref, mag);
+          ASSERT_NEAR(ye[size_t(m * N + r)], ref, 2e-6 * mag + 1e-6) << "extreme type " << t << " M " << M << " row " << r;
+        }
+    }
   // K must hold whole 256-value blocks.
   std::vector<float> x(320), y(1);
   std::vector<uint8_t> w(512);

@@ -748,7 +748,7 @@ void x8_group(const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int6
 template <int MC, bool Q5>
 void x8_group_q45k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);
+  [[maybe_unused]] const __m256i m10 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
   __m256 acc[MC];
   for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
   const int8_t* xq = xb.q.data() + m0 * K;
@@ -757,40 +757,56 @@ void x8_group_q45k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t 
   const int64_t nbk = nb32 / 8;
   for (int64_t b = 0; b < nbk; ++b) {
     const uint8_t* blk = grp + b * (Q5 ? kX8Q5kBlock : kX8Q4kBlock);
+    if constexpr (Q5)  // its fifth bits lie 1,184 bytes on: every line asked for up front
+      for (int64_t i = 0; i < kX8Q5kBlock; i += 64) _mm_prefetch(reinterpret_cast<const char*>(blk + i), _MM_HINT_T0);
     const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
     const __m256 mv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16)));
-    for (int s = 0; s < 8; ++s) {
-      const uint8_t* q = blk + 160 + (s / 2) * 256;
-      __m256i wg[8];
+    for (int p = 0; p < 4; ++p) {  // sub-blocks 2p (low nibbles) and 2p + 1 (high) from one load
+      const uint8_t* q = blk + 160 + p * 256;
+      __m256i il[MC], ih[MC];
+      [[maybe_unused]] __m256i sl[MC], sh[MC];  // AVX2: i16 sums of 4 groups (|.| <= 4 x 2 x 31 x 127)
+      for (int j = 0; j < MC; ++j) il[j] = ih[j] = _mm256_setzero_si256();
       for (int v = 0; v < 8; ++v) {
         const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * v));
-        wg[v] = _mm256_and_si256(s & 1 ? _mm256_srli_epi16(raw, 4) : raw, m4);
-        if constexpr (Q5) {  // bit s of qh as 16
+        __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+        if constexpr (Q5) {  // bits 2p and 2p + 1 of qh as 16
           const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kX8Q4kBlock + 32 * v));
-          const __m256i hb = s < 4 ? _mm256_sll_epi16(qh, _mm_cvtsi32_si128(4 - s)) : _mm256_srl_epi16(qh, _mm_cvtsi32_si128(s - 4));
-          wg[v] = _mm256_or_si256(wg[v], _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
+          const __m256i t = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * p));
+          lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(t, 4), m10));
+          hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(t, 3), m10));
+        }
+        for (int j = 0; j < MC; ++j) {
+          const int8_t* xv = xq + j * K + (b * 8 + 2 * p) * 32 + 4 * v;
+          int32_t xl, xh;
+          std::memcpy(&xl, xv, 4);
+          std::memcpy(&xh, xv + 32, 4);
+#if MLXCEL_GGUF_VNNI
+          il[j] = _mm256_dpbusd_epi32(il[j], lo, _mm256_set1_epi32(xl));
+          ih[j] = _mm256_dpbusd_epi32(ih[j], hi, _mm256_set1_epi32(xh));
+#else
+          const __m256i pl = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(xl));
+          const __m256i ph = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(xh));
+          sl[j] = v % 4 == 0 ? pl : _mm256_add_epi16(sl[j], pl);
+          sh[j] = v % 4 == 0 ? ph : _mm256_add_epi16(sh[j], ph);
+          if (v % 4 == 3) {
+            il[j] = _mm256_add_epi32(il[j], _mm256_madd_epi16(sl[j], ones));
+            ih[j] = _mm256_add_epi32(ih[j], _mm256_madd_epi16(sh[j], ones));
+          }
+#endif
         }
       }
-      const __m256 D = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
-                                             _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 32 + 8 * s)))));
-      const __m256 Mn = _mm256_mul_ps(mv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
-                                              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 96 + 8 * s)))));
-      const int64_t xb32 = b * 8 + s;
-      for (int j = 0; j < MC; ++j) {
-        const int8_t* xv = xq + j * K + xb32 * 32;
-#if MLXCEL_GGUF_VNNI
-        __m256i qi = _mm256_setzero_si256();
-        for (int g = 0; g < 8; ++g) {
-          int32_t x4;
-          std::memcpy(&x4, xv + 4 * g, 4);
-          qi = _mm256_dpbusd_epi32(qi, wg[g], _mm256_set1_epi32(x4));
+      for (int h = 0; h < 2; ++h) {
+        const int s = 2 * p + h;
+        const __m256 D = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+                                               _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 32 + 8 * s)))));
+        const __m256 Mn = _mm256_mul_ps(mv, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+                                                _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 96 + 8 * s)))));
+        const int64_t xb32 = b * 8 + s;
+        for (int j = 0; j < MC; ++j) {
+          const float dx = xd[j * nb32 + xb32];
+          acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h ? ih[j] : il[j]), _mm256_mul_ps(D, _mm256_set1_ps(dx)), acc[j]);
+          acc[j] = _mm256_fnmadd_ps(Mn, _mm256_set1_ps(dx * 0.125f * float(xs[j * nb32 + xb32])), acc[j]);
         }
-#else
-        const __m256i qi = _mm256_madd_epi16(dot_8_groups(wg, xv), ones);
-#endif
-        const float dx = xd[j * nb32 + xb32];
-        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(qi), _mm256_mul_ps(D, _mm256_set1_ps(dx)), acc[j]);
-        acc[j] = _mm256_fnmadd_ps(Mn, _mm256_set1_ps(dx * 0.125f * float(xs[j * nb32 + xb32])), acc[j]);
       }
     }
   }
@@ -1051,13 +1067,24 @@ void gemm_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, co
           acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ib), _mm256_mul_ps(db, _mm256_set1_ps(dx)), acc[m]);
           continue;
         }
-        const __m256i s16 = dot_8_groups(wg, xb + m * K);
         if constexpr (kKind == kPanelQ4_K) {
+          // Q5_K's values reach 31: the i16 sums go to i32 every 4 groups (|.| <= 4 x 2 x 31 x 127).
+          const __m256i lo4[8] = {wg[0], wg[1], wg[2], wg[3], wg[4], wg[5], wg[6], wg[7]};
+          __m256i isum = _mm256_setzero_si256();
+          for (int h = 0; h < 2; ++h) {
+            __m256i s16 = _mm256_setzero_si256();
+            for (int g = 4 * h; g < 4 * h + 4; ++g) {
+              int32_t x4;
+              std::memcpy(&x4, xb + m * K + 4 * g, 4);
+              s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo4[g], _mm256_set1_epi32(x4)));
+            }
+            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s16, ones));
+          }
           const __m256 mn = _mm256_loadu_ps(reinterpret_cast<const float*>(pb + 32));
-          acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), _mm256_mul_ps(dw, _mm256_set1_ps(dx)),
-                                   acc[m]);
+          acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(dx)), acc[m]);
           acc[m] = _mm256_fnmadd_ps(mn, _mm256_set1_ps(dx * 0.125f * float(xs[m * nb + b])), acc[m]);
         } else {
+          const __m256i s16 = dot_8_groups(wg, xb + m * K);
           const __m256i q = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(xs[m * nb + b]));
           acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_mul_ps(dw, _mm256_set1_ps(dx)), acc[m]);
         }
