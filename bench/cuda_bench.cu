@@ -100,12 +100,10 @@ struct Timer {
   }
 };
 
-// A plain read of n 16-byte words by resident blocks (each thread 4 loads in flight), the
-// words XOR-ed into one store so the loads stay: the ceiling of any read of those bytes.
-__global__ void __launch_bounds__(256) read_words(const uint4* __restrict__ p, size_t n, unsigned* sink) {
-  unsigned acc = 0;
+// Words [begin, n) of p read grid-stride by this thread (4 loads in flight), XOR-ed into acc.
+__device__ __forceinline__ void read_range(const uint4* __restrict__ p, size_t begin, size_t n, unsigned& acc) {
   const size_t stride = size_t(gridDim.x) * blockDim.x;
-  size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
+  size_t i = begin + blockIdx.x * size_t(blockDim.x) + threadIdx.x;
   for (; i + 3 * stride < n; i += 4 * stride) {
     uint4 v[4];
 #pragma unroll
@@ -117,6 +115,13 @@ __global__ void __launch_bounds__(256) read_words(const uint4* __restrict__ p, s
     const uint4 v = __ldg(p + i);
     acc ^= v.x ^ v.y ^ v.z ^ v.w;
   }
+}
+
+// A plain read of n 16-byte words by resident blocks (each thread 4 loads in flight), the
+// words XOR-ed into one store so the loads stay: the ceiling of any read of those bytes.
+__global__ void __launch_bounds__(256) read_words(const uint4* __restrict__ p, size_t n, unsigned* sink) {
+  unsigned acc = 0;
+  read_range(p, 0, n, acc);
   if (acc == 0x9E3779B9u) *sink = acc;
 }
 
@@ -137,39 +142,6 @@ __device__ __forceinline__ void grid_barrier(unsigned* count, unsigned* gen) {
     __threadfence();
   }
   __syncthreads();
-}
-
-// The layer's four parts read by one launch of resident blocks with a grid barrier between
-// them (the ceiling of a persistent decode GEMV chain); prefetch: before the barrier each
-// thread asks L2 for its first 4 words of the next part.
-__global__ void __launch_bounds__(256) read_chain(const uint4* __restrict__ p, const size_t* ends, int parts,
-                                                  unsigned* sink, unsigned* bar, int prefetch) {
-  unsigned acc = 0;
-  const size_t stride = size_t(gridDim.x) * blockDim.x, me = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
-  size_t begin = 0;
-  for (int k = 0; k < parts; ++k) {
-    const size_t n = ends[k];
-    size_t i = begin + me;
-    for (; i + 3 * stride < n; i += 4 * stride) {
-      uint4 v[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) v[j] = __ldg(p + i + j * stride);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) acc ^= v[j].x ^ v[j].y ^ v[j].z ^ v[j].w;
-    }
-    for (; i < n; i += stride) {
-      const uint4 v = __ldg(p + i);
-      acc ^= v.x ^ v.y ^ v.z ^ v.w;
-    }
-    if (k + 1 < parts) {
-      if (prefetch)
-        for (int j = 0; j < 4; ++j)
-          if (n + me + j * stride < ends[k + 1]) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + n + me + j * stride));
-      grid_barrier(bar, bar + 1);
-    }
-    begin = n;
-  }
-  if (acc == 0x9E3779B9u) *sink = acc;
 }
 
 // The same barrier as a two-level tree: blocks arrive on the counter of their group of
@@ -201,30 +173,24 @@ __device__ __forceinline__ void grid_barrier_tree(unsigned* bar) {
   __syncthreads();
 }
 
-// read_chain with 1024-thread blocks (two an SM: fewer arrivals) and a choice of barrier:
-// 0 none (one read), 1 the flat one, 2 the tree.
-template <int kBarrier>
-__global__ void __launch_bounds__(1024) read_chain_big(const uint4* __restrict__ p, const size_t* ends, int parts,
+// The layer's four parts read by one launch of resident blocks of kThreads with a grid
+// barrier between them (the ceiling of a persistent decode GEMV chain). kBarrier: 0 none
+// (one read), 1 the flat barrier, 2 the tree, 3 the flat one with each thread's first 4
+// words of the next part asked of L2 before it waits.
+template <int kThreads, int kBarrier>
+__global__ void __launch_bounds__(kThreads) read_chain(const uint4* __restrict__ p, const size_t* ends, int parts,
                                                        unsigned* sink, unsigned* bar) {
   unsigned acc = 0;
   const size_t stride = size_t(gridDim.x) * blockDim.x, me = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
   size_t begin = 0;
   for (int k = 0; k < parts; ++k) {
     const size_t n = ends[k];
-    size_t i = begin + me;
-    for (; i + 3 * stride < n; i += 4 * stride) {
-      uint4 v[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) v[j] = __ldg(p + i + j * stride);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) acc ^= v[j].x ^ v[j].y ^ v[j].z ^ v[j].w;
-    }
-    for (; i < n; i += stride) {
-      const uint4 v = __ldg(p + i);
-      acc ^= v.x ^ v.y ^ v.z ^ v.w;
-    }
+    read_range(p, begin, n, acc);
     if (k + 1 < parts) {
-      if (kBarrier == 1) grid_barrier(bar, bar + 1);
+      if (kBarrier == 3)
+        for (int j = 0; j < 4; ++j)
+          if (n + me + j * stride < ends[k + 1]) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + n + me + j * stride));
+      if (kBarrier == 1 || kBarrier == 3) grid_barrier(bar, bar + 1);
       if (kBarrier == 2) grid_barrier_tree(bar);
     }
     begin = n;
@@ -361,43 +327,41 @@ void graphed_layers(double bw, Timer& timer) {
     size_t ends_h[4], acc_n = 0;
     for (int k = 0; k < 4; ++k) ends_h[k] = acc_n += size_t(part[k] / 16);
     MLXCEL_CUDA_CHECK(cudaMemcpy(ends_t.raw(), ends_h, sizeof ends_h, cudaMemcpyHostToDevice));
-    int per_sm = 0;
-    MLXCEL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, read_chain, 256, 0));
-    const unsigned grid = unsigned(sms * std::min(per_sm, 8));
-    const char* chain_names[] = {"one launch a layer, no barrier", "one launch a layer, grid barrier between the four",
-                                 "one launch a layer, barriers, next part's first words prefetched to L2"};
-    for (int form = 0; form < 3; ++form) {
-      const size_t* ends = static_cast<const size_t*>(ends_t.raw());
-      const double cus = replay_us([&] {
-        for (const Tensor& fl : flat) {
-          const uint4* p = static_cast<const uint4*>(fl.raw());
-          read_chain<<<grid, 256, 0, st>>>(p, form == 0 ? ends + 3 : ends, form == 0 ? 1 : 4, sink.data<unsigned>(),
-                                           bar.data<unsigned>(), form == 2);
-        }
-      });
-      std::printf("| %s | plain read, %s | %.1f | %.1f%% |\n", fmt.c_str(), chain_names[form], cus,
-                  100.0 * b / (cus * 1e-6) / 1e9 / bw);
-    }
-    // 1024-thread blocks, two an SM: no barrier, the flat barrier, the tree barrier.
+    // 256-thread blocks (up to 8 an SM) and 1024-thread ones (two an SM: fewer arrivals).
+    int per_sm = 0, big_per_sm = 0;
+    MLXCEL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, read_chain<256, 3>, 256, 0));
+    MLXCEL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&big_per_sm, read_chain<1024, 2>, 1024, 0));
     Tensor tree = Tensor::empty({64}, DType::u32, Device::cuda());
     MLXCEL_CUDA_CHECK(cudaMemset(tree.raw(), 0, 64 * 4));
-    const char* big_names[] = {"one launch a layer, 1024-thread blocks, no barrier",
-                               "one launch a layer, 1024-thread blocks, flat barriers",
-                               "one launch a layer, 1024-thread blocks, tree barriers"};
-    for (int form = 0; form < 3; ++form) {
-      const size_t* ends = static_cast<const size_t*>(ends_t.raw());
-      int big_per_sm = 0;
-      MLXCEL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&big_per_sm, read_chain_big<2>, 1024, 0));
-      const unsigned big_grid = unsigned(sms * std::min(big_per_sm, 2));
+    struct ChainForm {
+      int threads, barrier;
+      const char* name;
+    };
+    const ChainForm forms[] = {{256, 0, "one launch a layer, no barrier"},
+                               {256, 1, "one launch a layer, grid barrier between the four"},
+                               {256, 3, "one launch a layer, barriers, next part's first words prefetched to L2"},
+                               {1024, 0, "one launch a layer, 1024-thread blocks, no barrier"},
+                               {1024, 1, "one launch a layer, 1024-thread blocks, flat barriers"},
+                               {1024, 2, "one launch a layer, 1024-thread blocks, tree barriers"}};
+    const size_t* ends = static_cast<const size_t*>(ends_t.raw());
+    for (const ChainForm& f : forms) {
+      const unsigned grid = unsigned(sms * (f.threads == 256 ? std::min(per_sm, 8) : std::min(big_per_sm, 2)));
+      unsigned* words = f.barrier == 2 ? tree.data<unsigned>() : bar.data<unsigned>();
+      const size_t* e = f.barrier == 0 ? ends + 3 : ends;
+      const int parts = f.barrier == 0 ? 1 : 4;
       const double cus = replay_us([&] {
         for (const Tensor& fl : flat) {
           const uint4* p = static_cast<const uint4*>(fl.raw());
-          if (form == 0) read_chain_big<0><<<big_grid, 1024, 0, st>>>(p, ends + 3, 1, sink.data<unsigned>(), tree.data<unsigned>());
-          if (form == 1) read_chain_big<1><<<big_grid, 1024, 0, st>>>(p, ends, 4, sink.data<unsigned>(), bar.data<unsigned>());
-          if (form == 2) read_chain_big<2><<<big_grid, 1024, 0, st>>>(p, ends, 4, sink.data<unsigned>(), tree.data<unsigned>());
+          unsigned* sk = sink.data<unsigned>();
+          if (f.threads == 256 && f.barrier == 0) read_chain<256, 0><<<grid, 256, 0, st>>>(p, e, parts, sk, words);
+          if (f.threads == 256 && f.barrier == 1) read_chain<256, 1><<<grid, 256, 0, st>>>(p, e, parts, sk, words);
+          if (f.threads == 256 && f.barrier == 3) read_chain<256, 3><<<grid, 256, 0, st>>>(p, e, parts, sk, words);
+          if (f.threads == 1024 && f.barrier == 0) read_chain<1024, 0><<<grid, 1024, 0, st>>>(p, e, parts, sk, words);
+          if (f.threads == 1024 && f.barrier == 1) read_chain<1024, 1><<<grid, 1024, 0, st>>>(p, e, parts, sk, words);
+          if (f.threads == 1024 && f.barrier == 2) read_chain<1024, 2><<<grid, 1024, 0, st>>>(p, e, parts, sk, words);
         }
       });
-      std::printf("| %s | plain read, %s (%u blocks) | %.1f | %.1f%% |\n", fmt.c_str(), big_names[form], big_grid, cus,
+      std::printf("| %s | plain read, %s (%u blocks) | %.1f | %.1f%% |\n", fmt.c_str(), f.name, grid, cus,
                   100.0 * b / (cus * 1e-6) / 1e9 / bw);
     }
   }
