@@ -739,12 +739,13 @@ void x8_group(const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int6
   for (int j = 0; j < MC; ++j) _mm256_storeu_ps(out + j * 8, acc[j]);
 }
 
-// Q4_K (and Q5_K, whose fifth bits add 16) on its x8 layout (see x8_group_bytes): per 256-value block the 8 rows' d and dmin,
-// their 6-bit scales and mins as bytes (sub-block major), then the quants as 4 pairs of
-// sub-blocks x 8 vectors, lane r of vector v of pair p = bytes 32 p + 4 v .. + 3 of row
-// r's qs (low nibbles: sub-block 2 p, high: 2 p + 1). Sub-block s of block b against x's
-// block 8 b + s: y += (d sc_s) dx sum(q xq) - (dmin m_s) dx sum(xq), the integer sums
-// exact (nibbles 0..15 unsigned against int8 x), the float steps two FMAs a sub-block.
+// Q4_K (and Q5_K, whose fifth bits add 16) on its x8 layout (see x8_group_bytes): per
+// 256-value block the 8 rows' d and dmin, their 6-bit scales and mins as bytes (sub-block
+// major), then the quants as 4 pairs of sub-blocks x 8 vectors, lane r of vector v of
+// pair p = bytes 32 p + 4 v .. + 3 of row r's qs (low nibbles: sub-block 2 p, high:
+// 2 p + 1; a pair comes from one load), and for Q5_K its qh as 8 more vectors. Sub-block
+// s of block b against x's block 8 b + s: y += (d sc_s) dx sum(q xq) - (dmin m_s) dx
+// sum(xq), the integer sums exact (values unsigned against int8 x), two FMAs a sub-block.
 template <int MC, bool Q5>
 void x8_group_q45k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
   const __m256i m4 = _mm256_set1_epi8(0x0F);
