@@ -400,10 +400,22 @@ struct XBlocks {
   std::vector<int32_t> h; // [M, K / 32]: the sum of its first 16 quants (Q6_K's 16-value sub-blocks)
 };
 
-// One block of 32 activations: int8 quants, scale, 8 * the sum of the quants. The AVX2 path
-// computes exactly what the scalar one does (same d and 1/d; _mm256_cvtps_epi32 rounds
-// to nearest even like nearbyintf in the default rounding mode).
-inline void quantize_block(const float* p, int8_t* q, float* d_out, int32_t* s_out) {
+// Pointers to xb's rows from row m0 on (K values a row): quants, scales, sums, half sums.
+struct XRows {
+  const int8_t* q;
+  const float* d;
+  const int32_t* s;
+  const int32_t* h;
+};
+inline XRows x_rows(const XBlocks& xb, int64_t m0, int64_t K) {
+  const int64_t nb = K / 32;
+  return {xb.q.data() + m0 * K, xb.d.data() + m0 * nb, xb.s.data() + m0 * nb, xb.h.data() + m0 * nb};
+}
+
+// One block of 32 activations: int8 quants, scale, 8 * the sum of the quants, the sum of
+// the first 16. The AVX2 path computes exactly what the scalar one does (same d and 1/d;
+// _mm256_cvtps_epi32 rounds to nearest even like nearbyintf in the default rounding mode).
+inline void quantize_block(const float* p, int8_t* q, float* d_out, int32_t* s_out, int32_t* h_out) {
 #if MLXCEL_GGUF_AVX2
   const __m256 sign = _mm256_set1_ps(-0.0f);
   __m256 v[4];
@@ -420,10 +432,15 @@ inline void quantize_block(const float* p, int8_t* q, float* d_out, int32_t* s_o
   const __m256 idv = _mm256_set1_ps(id);
   __m256i qi[4];
   for (int i = 0; i < 4; ++i) qi[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], idv));
-  const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
+  // Lane sums of the first half (h) and the whole block (s), reduced side by side.
+  const __m256i first = _mm256_add_epi32(qi[0], qi[1]);
+  const __m256i sum = _mm256_add_epi32(first, _mm256_add_epi32(qi[2], qi[3]));
   __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+  __m128i h4 = _mm_add_epi32(_mm256_castsi256_si128(first), _mm256_extracti128_si256(first, 1));
   s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+  h4 = _mm_add_epi32(h4, _mm_shuffle_epi32(h4, 0x4E));
   s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+  h4 = _mm_add_epi32(h4, _mm_shuffle_epi32(h4, 0xB1));
   // i32 -> i16 -> i8 packs work per 128-bit lane; the permute restores the order.
   const __m256i p16a = _mm256_packs_epi32(qi[0], qi[1]), p16b = _mm256_packs_epi32(qi[2], qi[3]);
   const __m256i p8 = _mm256_packs_epi16(p16a, p16b);
@@ -431,18 +448,21 @@ inline void quantize_block(const float* p, int8_t* q, float* d_out, int32_t* s_o
                       _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
   *d_out = d;
   *s_out = 8 * _mm_cvtsi128_si32(s4);
+  *h_out = _mm_cvtsi128_si32(h4);
 #else
   float amax = 0.0f;
   for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(p[j]));
   const float d = amax / 127.0f;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  int32_t s = 0;
+  int32_t s = 0, h = 0;
   for (int j = 0; j < 32; ++j) {
     q[j] = int8_t(std::nearbyintf(p[j] * id));
     s += q[j];
+    if (j == 15) h = s;
   }
   *d_out = d;
   *s_out = 8 * s;
+  *h_out = h;
 #endif
 }
 
@@ -454,13 +474,9 @@ void quantize_x(const float* x, int64_t M, int64_t K, XBlocks& xb) {
   xb.h.resize(size_t(M * nb));
   cpu::parallel_for(M, K * 4, [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m)
-      for (int64_t b = 0; b < nb; ++b) {
-        int8_t* q = xb.q.data() + m * K + b * 32;
-        quantize_block(x + m * K + b * 32, q, &xb.d[size_t(m * nb + b)], &xb.s[size_t(m * nb + b)]);
-        int32_t h = 0;
-        for (int j = 0; j < 16; ++j) h += q[j];
-        xb.h[size_t(m * nb + b)] = h;
-      }
+      for (int64_t b = 0; b < nb; ++b)
+        quantize_block(x + m * K + b * 32, xb.q.data() + m * K + b * 32, &xb.d[size_t(m * nb + b)],
+                       &xb.s[size_t(m * nb + b)], &xb.h[size_t(m * nb + b)]);
   });
 }
 
@@ -572,9 +588,7 @@ void q4_0_rows8(const uint8_t* const* rp, const uint8_t* pf, const XBlocks& xb, 
   const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   __m256 acc[MC];
   for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
-  const int8_t* xq = xb.q.data() + m0 * K;
-  const float* xd = xb.d.data() + m0 * nb;
-  const int32_t* xs = xb.s.data() + m0 * nb;
+  const auto [xq, xd, xs, xh] = x_rows(xb, m0, K);
   for (int64_t b = 0; b < nb; ++b) {
     const size_t off = size_t(b) * 18;
     prefetch_ahead(pf, b, 144);
@@ -612,8 +626,7 @@ void q8_0_rows8(const uint8_t* const* rp, const uint8_t* pf, const XBlocks& xb, 
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[MC];
   for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
-  const int8_t* xq = xb.q.data() + m0 * K;
-  const float* xd = xb.d.data() + m0 * nb;
+  const auto [xq, xd, xs, xh] = x_rows(xb, m0, K);
   for (int64_t b = 0; b < nb; ++b) {
     const size_t off = size_t(b) * 34;
     prefetch_ahead(pf, b, 272);
@@ -665,9 +678,7 @@ void x8_group(const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int6
   [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[MC];
   for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
-  const int8_t* xq = xb.q.data() + m0 * K;
-  const float* xd = xb.d.data() + m0 * nb;
-  const int32_t* xs = xb.s.data() + m0 * nb;
+  const auto [xq, xd, xs, xh] = x_rows(xb, m0, K);
   constexpr int64_t kQb = Q8 ? 256 : 128;
   const int64_t pf = x8_prefetch_bytes();
   for (int64_t b = 0; b < nb; ++b) {
@@ -752,9 +763,7 @@ void x8_group_q45k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t 
   [[maybe_unused]] const __m256i m10 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
   __m256 acc[MC];
   for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
-  const int8_t* xq = xb.q.data() + m0 * K;
-  const float* xd = xb.d.data() + m0 * nb32;
-  const int32_t* xs = xb.s.data() + m0 * nb32;
+  const auto [xq, xd, xs, xh] = x_rows(xb, m0, K);
   const int64_t nbk = nb32 / 8;
   for (int64_t b = 0; b < nbk; ++b) {
     const uint8_t* blk = grp + b * (Q5 ? kX8Q5kBlock : kX8Q4kBlock);
@@ -766,7 +775,7 @@ void x8_group_q45k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t 
       const uint8_t* q = blk + 160 + p * 256;
       __m256i il[MC], ih[MC];
       [[maybe_unused]] __m256i sl[MC], sh[MC];  // AVX2: i16 sums of 4 groups (|.| <= 4 x 2 x 31 x 127)
-      for (int j = 0; j < MC; ++j) il[j] = ih[j] = _mm256_setzero_si256();
+      for (int j = 0; j < MC; ++j) il[j] = ih[j] = sl[j] = sh[j] = _mm256_setzero_si256();
       for (int v = 0; v < 8; ++v) {
         const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * v));
         __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
@@ -787,11 +796,12 @@ void x8_group_q45k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t 
 #else
           const __m256i pl = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(xl));
           const __m256i ph = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(xh));
-          sl[j] = v % 4 == 0 ? pl : _mm256_add_epi16(sl[j], pl);
-          sh[j] = v % 4 == 0 ? ph : _mm256_add_epi16(sh[j], ph);
+          sl[j] = _mm256_add_epi16(sl[j], pl);
+          sh[j] = _mm256_add_epi16(sh[j], ph);
           if (v % 4 == 3) {
             il[j] = _mm256_add_epi32(il[j], _mm256_madd_epi16(sl[j], ones));
             ih[j] = _mm256_add_epi32(ih[j], _mm256_madd_epi16(sh[j], ones));
+            sl[j] = sh[j] = _mm256_setzero_si256();
           }
 #endif
         }
@@ -826,10 +836,7 @@ void x8_group_q6k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t K
   const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
   __m256 acc[MC];
   for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
-  const int8_t* xq = xb.q.data() + m0 * K;
-  const float* xd = xb.d.data() + m0 * nb32;
-  const int32_t* xs = xb.s.data() + m0 * nb32;
-  const int32_t* xh = xb.h.data() + m0 * nb32;
+  const auto [xq, xd, xs, xh] = x_rows(xb, m0, K);
   for (int64_t b = 0; b < nb32 / 8; ++b) {
     const uint8_t* blk = grp + b * kX8Q6kBlock;
     // Every line of the block asked for up front, in order: the steps below read it in
@@ -977,7 +984,7 @@ inline void transpose8x8(__m256i* r) {
 void pack_panel8(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* panel) {
   const size_t bb = type == kQ8_0 ? 34 : 18;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  if (type == kQ4_K || type == kQ5_K || type == kQ6_K) {
+  if (panel_kind(type) >= kPanelQ4_K) {
     const size_t kb = block_bytes(type);
     for (int64_t b = 0; b < nb; ++b) {
       uint8_t* dst = panel + b * panel_block_bytes(kPanelQ4_K);
@@ -1070,14 +1077,13 @@ void gemm_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, co
         }
         if constexpr (kKind == kPanelQ4_K) {
           // Q5_K's values reach 31: the i16 sums go to i32 every 4 groups (|.| <= 4 x 2 x 31 x 127).
-          const __m256i lo4[8] = {wg[0], wg[1], wg[2], wg[3], wg[4], wg[5], wg[6], wg[7]};
           __m256i isum = _mm256_setzero_si256();
           for (int h = 0; h < 2; ++h) {
             __m256i s16 = _mm256_setzero_si256();
             for (int g = 4 * h; g < 4 * h + 4; ++g) {
               int32_t x4;
               std::memcpy(&x4, xb + m * K + 4 * g, 4);
-              s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo4[g], _mm256_set1_epi32(x4)));
+              s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wg[g], _mm256_set1_epi32(x4)));
             }
             isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s16, ones));
           }
@@ -1105,10 +1111,7 @@ void gemm_panel_rows(const uint8_t* panel, int64_t K, const XBlocks& xb, int64_t
   alignas(32) float tmp[8];
   for (int64_t m = 0; m < M; m += kGemmMR) {
     const int mr = int(std::min<int64_t>(kGemmMR, M - m));
-    const int8_t* xq = xb.q.data() + m * K;
-    const float* xd = xb.d.data() + m * nb;
-    const int32_t* xs = xb.s.data() + m * nb;
-    const int32_t* xh = xb.h.data() + m * nb;
+    const auto [xq, xd, xs, xh] = x_rows(xb, m, K);
     switch (mr) {
       case 4: gemm_tile<4, kKind>(panel, nb, xq, K, xd, xs, xh, out); break;
       case 3: gemm_tile<3, kKind>(panel, nb, xq, K, xd, xs, xh, out); break;
@@ -1141,10 +1144,12 @@ void gemm_int8(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uin
       const uint8_t* rp[kPanelRows];
       for (int64_t i = 0; i < kPanelRows; ++i) rp[i] = w + size_t(r0 + std::min(i, rc - 1)) * row_stride;
       pack_panel8(type, rp, nb, panel.data());
-      if (type == kQ8_0) gemm_panel_rows<kPanelQ8_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
-      else if (type == kQ4_K || type == kQ5_K) gemm_panel_rows<kPanelQ4_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
-      else if (type == kQ6_K) gemm_panel_rows<kPanelQ6_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
-      else gemm_panel_rows<kPanelQ4_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+      switch (panel_kind(type)) {
+        case kPanelQ8_0: gemm_panel_rows<kPanelQ8_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
+        case kPanelQ4_K: gemm_panel_rows<kPanelQ4_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
+        case kPanelQ6_K: gemm_panel_rows<kPanelQ6_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
+        default: gemm_panel_rows<kPanelQ4_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
+      }
     }
   });
 }
@@ -1166,7 +1171,7 @@ inline int64_t vnni_block_bytes(int kind = kPanelQ4_0) { return (kind >= kPanelQ
 
 // Packs blocks [0, nb) of the 16 rows rp[] into `panel` (two 8-row halves).
 void pack_panel16(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* panel) {
-  if (type == kQ4_K || type == kQ5_K || type == kQ6_K) {  // D (16 f32), M or D_b (16 f32), then the groups
+  if (panel_kind(type) >= kPanelQ4_K) {  // D (16 f32), M or D_b (16 f32), then the groups
     const size_t kb = block_bytes(type);
     for (int64_t b = 0; b < nb; ++b) {
       uint8_t* dst = panel + b * vnni_block_bytes(kPanelQ4_K);
@@ -1292,10 +1297,8 @@ void vnni_panel_rows(const uint8_t* panel, int64_t K, const XBlocks& xb, int64_t
   const __m512 bv = bias ? _mm512_maskz_loadu_ps(valid, bias + n0) : _mm512_setzero_ps();
   for (int64_t m = 0; m < M; m += kVnniMR) {
     const int mr = int(std::min<int64_t>(kVnniMR, M - m));
-    const int8_t* xq = xb.q.data() + m * K;
-    const float* xd = xb.d.data() + m * nb;
-    const int32_t* xs = xb.s.data() + m * nb;
-    vnni_tile_fn<kKind>(mr)(panel, nb, xq, K, xd, xs, xb.h.data() + m * nb, out);
+    const auto [xq, xd, xs, xh] = x_rows(xb, m, K);
+    vnni_tile_fn<kKind>(mr)(panel, nb, xq, K, xd, xs, xh, out);
     for (int j = 0; j < mr; ++j) _mm512_mask_storeu_ps(y + (m + j) * ldy + n0, valid, _mm512_add_ps(out[j], bv));
   }
 }
@@ -1310,10 +1313,12 @@ void gemm_int8_vnni(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, cons
       const uint8_t* rp[kVnniRows];
       for (int64_t i = 0; i < kVnniRows; ++i) rp[i] = w + size_t(r0 + std::min(i, rc - 1)) * row_stride;
       pack_panel16(type, rp, nb, panel.data());
-      if (type == kQ8_0) vnni_panel_rows<kPanelQ8_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
-      else if (type == kQ4_K || type == kQ5_K) vnni_panel_rows<kPanelQ4_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
-      else if (type == kQ6_K) vnni_panel_rows<kPanelQ6_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
-      else vnni_panel_rows<kPanelQ4_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows);
+      switch (panel_kind(type)) {
+        case kPanelQ8_0: vnni_panel_rows<kPanelQ8_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
+        case kPanelQ4_K: vnni_panel_rows<kPanelQ4_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
+        case kPanelQ6_K: vnni_panel_rows<kPanelQ6_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
+        default: vnni_panel_rows<kPanelQ4_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
+      }
     }
   });
 }
@@ -1465,7 +1470,7 @@ void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, 
 // ---- x8 layout ------------------------------------------------------------------------
 
 size_t x8_group_bytes(uint32_t type, int64_t K) {
-  MLXCEL_CHECK(kept_packed(type), "gguf x8: type {} is not Q8_0/Q4_0/Q4_K/Q6_K", type);
+  MLXCEL_CHECK(kept_packed(type), "gguf x8: type {} is not kept packed", type);
   const int64_t blk = int64_t(block_elems(type));
   MLXCEL_CHECK(K > 0 && K % blk == 0, "gguf x8: K {} is not a multiple of {}", K, blk);
   if (type == kQ4_K) return size_t(K / 256) * size_t(kX8Q4kBlock);
@@ -1653,10 +1658,7 @@ void decode_group(const DecodeMat& d, int64_t g, const XBlocks& xb, int64_t M, i
 #else
     for (int64_t j = 0; j < mc; ++j)
       for (int64_t i = 0; i < rc; ++i) {
-        const int8_t* xq = xb.q.data() + (m0 + j) * K;
-        const float* xd = xb.d.data() + (m0 + j) * nb;
-        const int32_t* xs = xb.s.data() + (m0 + j) * nb;
-        const int32_t* xh = xb.h.data() + (m0 + j) * nb;
+        const auto [xq, xd, xs, xh] = x_rows(xb, m0 + j, K);
         v[j * kRows + i] = grp ? x8_dot_scalar(type, grp, nb, int(i), xq, xd, xs, xh)
                                : dot_row(type, d.w + size_t(r0 + i) * d.row_stride, xq, xd, xs, nb);
       }

@@ -54,13 +54,14 @@ bool affine4_row(uint32_t type, const uint8_t* src, int64_t n, uint32_t* words, 
 void quantize_row_q8_0(const float* src, uint8_t* dst, int64_t n);
 void quantize_row_q4_0(const float* src, uint8_t* dst, int64_t n);
 
-// y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]) for a packed W of `type` (Q8_0, Q4_0 or
-// Q4_K: kept_packed) with `n_rows` rows of K values, row r at w + r * row_stride bytes. x
-// is f32 [M, K] contiguous, y f32 [M, n_rows] contiguous. Multithreaded over rows on the
-// global pool. x is quantized to int8 in blocks of 32 (ggml's Q8_0 activations); Q4_K's
-// decode-sized products run on its x8 copy (below: each sub-block's integer sum, then
-// (d sc) dx and (dmin m) dx sum(xq) in f32), its prefill-sized ones (M >= 16) on the
-// int8 GEMM with each panel of rows requantized to Q8_0 as it is packed.
+// y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]) for a packed W of `type` (kept_packed:
+// Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) with `n_rows` rows of K values, row r at w + r * row_stride
+// bytes. x is f32 [M, K] contiguous, y f32 [M, n_rows] contiguous. Multithreaded over rows
+// on the global pool. x is quantized to int8 in blocks of 32 (ggml's Q8_0 activations);
+// the K-quants' integer sums are exact per sub-block and their scales applied in f32:
+// Q4_K / Q5_K y += (d sc) dx isum - (dmin m) dx sum(xq), Q6_K y += (d sc) dx (isum - 32
+// sum(xq)) per 16 values. Decode-sized products (M < 16) run on the x8 copy (below),
+// prefill-sized ones on the int8 panel GEMM, which takes every format's blocks as they are.
 void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* w, size_t row_stride,
                    int64_t n_rows, const float* bias, float* y);
 
@@ -83,7 +84,7 @@ void matmul_packed_multi(const float* x, int64_t M, int64_t K, const PackedProdu
 void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, const int32_t* ids,
                  int64_t n_ids, float* out);
 
-// ---- x8 layout: decode-time repacking of Q8_0 / Q4_0 / Q4_K weights ----------------------
+// ---- x8 layout: decode-time repacking of the kept_packed weights --------------------------
 //
 // Groups of 8 rows (the last group padded by repeating the last row), each one contiguous
 // region of group_bytes(type, K), block after block: the 8 rows' f16 scales of the block
@@ -96,7 +97,9 @@ void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, 
 // d and dmin (f16, 16 bytes each), the 8 sub-blocks' 6-bit scales and mins unpacked to
 // bytes (64 + 64, [sub-block][row]), then the quants as 4 pairs of sub-blocks x 8
 // vectors (lane r of vector v of pair p: qs bytes 32 p + 4 v .. + 3 of row r; the low
-// nibbles are sub-block 2 p, the high ones 2 p + 1).
+// nibbles are sub-block 2 p, the high ones 2 p + 1). Q5_K: the same, then its qh as 8
+// vectors (1,440 bytes). Q6_K: d (16 bytes), the 16 sub-blocks' int8 scales (128, [sub-
+// block][row]), ql as 32 vectors and qh as 16 (1,680 bytes = 8 x 210).
 // The decode GEMV then reads one sequential stream per thread and needs neither
 // horizontal sums nor per-row scale loads; its results are bit-identical to
 // matmul_packed's on the row layout.
