@@ -13,7 +13,6 @@
 
 #include "backends/cpu/gguf_quants.h"
 #include "base/error.h"
-#include "base/thread_pool.h"
 #include "ops/ops.h"
 
 namespace mlxcel {
@@ -415,11 +414,11 @@ Tensor load_tensor(const std::shared_ptr<const GgufFile>& file, const GgufTensor
     src = permuted.data();
   }
   const bool is_matrix = t.shape.size() == 2;
-  // Q4_K, Q5_K and Q6_K: the CPU's packed K-quant kernels (with affine_4bit Q4_K becomes
-  // MLX words below and Q5_K / Q6_K are requantized to Q8_0).
-  const bool cpu_k =
-      (t.ggml_type == gguf::kQ4_K || t.ggml_type == gguf::kQ5_K || t.ggml_type == gguf::kQ6_K) && !opts.affine_4bit;
-  if (keep_packed && is_matrix && (t.ggml_type == gguf::kQ8_0 || t.ggml_type == gguf::kQ4_0 || cpu_k)) {
+  // What the CPU kernels take as it is (gguf::kept_packed); for other devices (affine_4bit)
+  // only Q8_0 / Q4_0, which place_weights turns into MLX weights bit for bit.
+  const bool as_is = gguf::kept_packed(t.ggml_type) &&
+                     (!opts.affine_4bit || t.ggml_type == gguf::kQ8_0 || t.ggml_type == gguf::kQ4_0);
+  if (keep_packed && is_matrix && as_is) {
     *packed_type = t.ggml_type;
     // Registered for the CPU kernels' decode-time x8 copy (gguf::repackable_owner).
     if (permuted.empty())
@@ -431,21 +430,10 @@ Tensor load_tensor(const std::shared_ptr<const GgufFile>& file, const GgufTensor
   if (keep_packed && opts.affine_4bit && is_matrix && (t.ggml_type == gguf::kQ4_1 || t.ggml_type == gguf::kQ4_K)) {
     // Exactly MLX affine 4-bit groups of 32 (gguf::affine4_row), f32 scales and biases.
     *packed_type = t.ggml_type;
-    const int64_t W = K / 8, G = K / 32;
-    Tensor words = Tensor::empty({rows, W}, DType::u32);
-    affine->scales = Tensor::empty({rows, G}, DType::f32);
-    affine->biases = Tensor::empty({rows, G}, DType::f32);
-    uint32_t* wp = words.data<uint32_t>();
-    float* sp = affine->scales.data<float>();
-    float* bp = affine->biases.data<float>();
-    ThreadPool::global().parallel_for(
-        rows,
-        [&](int64_t r0, int64_t r1) {
-          for (int64_t r = r0; r < r1; ++r)
-            gguf::affine4_row(t.ggml_type, src + size_t(r) * rb, K, wp + r * W, sp + r * G, bp + r * G);
-        },
-        64);
-    return words;
+    QuantizedWeight a = ops::gguf_rows_to_affine4(t.ggml_type, src, rb, rows, K);
+    affine->scales = std::move(a.scales);
+    affine->biases = std::move(a.biases);
+    return a.packed;
   }
   const bool dense = t.ggml_type == gguf::kF32 || t.ggml_type == gguf::kF16 || t.ggml_type == gguf::kBF16;
   if (keep_packed && is_matrix && !dense && K % 32 == 0) {
@@ -454,20 +442,9 @@ Tensor load_tensor(const std::shared_ptr<const GgufFile>& file, const GgufTensor
     // 16-bit copies (about 1.9x less to read a token). Q8_0's rounding (at most amax / 254
     // of each 32-value block) is far below the source format's own.
     *packed_type = gguf::kQ8_0;
-    const size_t qrb = gguf::row_bytes(gguf::kQ8_0, K);
-    auto bytes = std::make_shared<std::vector<uint8_t>>(qrb * size_t(rows));
-    uint8_t* dst = bytes->data();
-    ThreadPool::global().parallel_for(
-        rows,
-        [&](int64_t r0, int64_t r1) {
-          std::vector<float> row(static_cast<size_t>(K));
-          for (int64_t r = r0; r < r1; ++r) {
-            gguf::dequantize_row(t.ggml_type, src + size_t(r) * rb, row.data(), K);
-            gguf::quantize_row_q8_0(row.data(), dst + size_t(r) * qrb, K);
-          }
-        },
-        64);
-    return Tensor::view_of(dst, {rows, int64_t(qrb)}, DType::u8, gguf::repackable_owner(dst, bytes));
+    auto q8 = std::make_shared<Tensor>(ops::gguf_rows_to_q8_0(t.ggml_type, src, rb, rows, K));
+    uint8_t* dst = q8->data<uint8_t>();
+    return Tensor::view_of(dst, q8->shape(), DType::u8, gguf::repackable_owner(dst, q8));
   }
   if (dense && permuted.empty() && !gemma_norm) {
     const DType dt = t.ggml_type == gguf::kF32 ? DType::f32 : t.ggml_type == gguf::kF16 ? DType::f16 : DType::bf16;

@@ -51,13 +51,12 @@ int64_t gguf_loaded_bytes(const GgufTensorInfo& t, bool cuda, bool product) {
   if (t.shape[0] % 32 != 0) return n * 2;                                                  // f16 copies
   const int64_t groups = n / 32;
   if (!cuda) {
-    // Packed (Q8_0 / Q4_0 / Q4_K / Q5_K / Q6_K as in the file, the rest requantized to Q8_0), plus the
-    // decode-time x8 copy for a product's weight (the same size; Q4_K's 1,184 bytes for
-    // 8 rows' 256-value blocks against 8 x 144, groups of 8 rows rounded up).
-    if (ty == gguf::kQ4_K || ty == gguf::kQ5_K || ty == gguf::kQ6_K)
-      return int64_t(t.n_bytes) + (product ? int64_t(gguf::x8_bytes(ty, t.shape[1], t.shape[0])) : 0);
-    const bool as_is = ty == gguf::kQ8_0 || ty == gguf::kQ4_0;
-    return (product ? 2 : 1) * (as_is ? int64_t(t.n_bytes) : groups * 34);
+    // Packed (the kept_packed formats as in the file, the rest requantized to Q8_0), plus
+    // the decode-time x8 copy for a product's weight (gguf::x8_bytes: groups of 8 rows).
+    const bool as_is = gguf::kept_packed(ty);
+    const uint32_t held = as_is ? ty : uint32_t(gguf::kQ8_0);
+    return (as_is ? int64_t(t.n_bytes) : groups * 34) +
+           (product ? int64_t(gguf::x8_bytes(held, t.shape[1], t.shape[0])) : 0);
   }
   // MLX affine on the device: 4 bits + f16 scale and bias a group for Q4_0, 4 bits + f32
   // ones for Q4_1 / Q4_K, 8 bits + f16 ones for Q8_0 and the requantized rest.

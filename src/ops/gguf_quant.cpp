@@ -9,19 +9,24 @@
 #include <cmath>
 #include <cstring>
 
+namespace mlxcel {
+
+uint32_t gguf_type_of(QuantFormat f) {
+  switch (f) {
+    case QuantFormat::gguf_q8_0: return gguf::kQ8_0;
+    case QuantFormat::gguf_q4_0: return gguf::kQ4_0;
+    case QuantFormat::gguf_q4_k: return gguf::kQ4_K;
+    case QuantFormat::gguf_q5_k: return gguf::kQ5_K;
+    case QuantFormat::gguf_q6_k: return gguf::kQ6_K;
+    default: invalid("not a GGUF block format");
+  }
+}
+
+}  // namespace mlxcel
+
 namespace mlxcel::ops::detail {
 
 namespace {
-
-uint32_t ggml_type_of(QuantFormat f) {
-  switch (f) {
-    case QuantFormat::gguf_q8_0: return gguf::kQ8_0;
-    case QuantFormat::gguf_q4_k: return gguf::kQ4_K;
-    case QuantFormat::gguf_q6_k: return gguf::kQ6_K;
-    case QuantFormat::gguf_q5_k: return gguf::kQ5_K;
-    default: return gguf::kQ4_0;
-  }
-}
 
 void cpu_only(const char* op, Device d) {
   if (d.type != DeviceType::cpu)
@@ -35,7 +40,7 @@ void gguf_validate(const char* op, const QuantizedWeight& w, const std::string& 
   if (!w.packed.defined() || w.packed.dtype() != DType::u8 || w.packed.ndim() != 2)
     invalid("[{}] {}: a GGUF packed weight must be u8 [N, row bytes], got {}", op, what,
             w.packed.defined() ? w.packed.describe() : std::string("undefined"));
-  const size_t bb = gguf::block_bytes(ggml_type_of(w.spec.format));
+  const size_t bb = gguf::block_bytes(gguf_type_of(w.spec.format));
   if (w.packed.dim(1) == 0 || size_t(w.packed.dim(1)) % bb != 0)
     invalid("[{}] {}: row of {} bytes is not a whole number of {}-byte blocks", op, what, w.packed.dim(1), bb);
   if (w.packed.strides().back() != 1)
@@ -60,7 +65,7 @@ Tensor gguf_qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bia
   Tensor out = Tensor::empty(shape, DType::f32, x.device());
   Tensor b32 = bias.defined() ? contiguous_input(astype(bias, DType::f32)) : Tensor();
   const int64_t M = xc.numel() / K;
-  gguf::matmul_packed(ggml_type_of(w.spec.format), xc.data<float>(), M, K, w.packed.data<uint8_t>(),
+  gguf::matmul_packed(gguf_type_of(w.spec.format), xc.data<float>(), M, K, w.packed.data<uint8_t>(),
                       size_t(w.packed.strides()[0]), N, b32.defined() ? b32.data<float>() : nullptr,
                       out.data<float>());
   return out;
@@ -91,7 +96,7 @@ std::vector<Tensor> gguf_qlinear_multi(const Tensor& x, const std::vector<const 
     Shape shape = x.shape();
     shape.back() = N;
     outs.push_back(Tensor::empty(shape, DType::f32, x.device()));
-    ps.push_back({ggml_type_of(w.spec.format), w.packed.data<uint8_t>(), size_t(w.packed.strides()[0]), N,
+    ps.push_back({gguf_type_of(w.spec.format), w.packed.data<uint8_t>(), size_t(w.packed.strides()[0]), N,
                   b32[i].defined() ? b32[i].data<float>() : nullptr, outs.back().data<float>()});
   }
   if (M > 0 && K > 0) gguf::matmul_packed_multi(xc.data<float>(), M, K, ps.data(), int(ps.size()));
@@ -111,7 +116,7 @@ Tensor gguf_qembedding(const Tensor& ids, const QuantizedWeight& table) {
   for (int64_t i = 0; i < T; ++i)
     if (ip[i] < 0 || ip[i] >= V) invalid("[{}] token id {} at position {} is outside [0, {})", kOp, ip[i], i, V);
   Tensor out = Tensor::empty({T, K}, DType::f32, ids.device());
-  gguf::gather_rows(ggml_type_of(table.spec.format), table.packed.data<uint8_t>(), size_t(table.packed.strides()[0]),
+  gguf::gather_rows(gguf_type_of(table.spec.format), table.packed.data<uint8_t>(), size_t(table.packed.strides()[0]),
                     K, ip, T, out.data<float>());
   return out;
 }
@@ -122,7 +127,7 @@ Tensor gguf_dequantize(const QuantizedWeight& w, DType dtype) {
   cpu_only(kOp, w.packed.device());
   const int64_t N = w.rows(), K = w.cols();
   Tensor out = Tensor::empty({N, K}, DType::f32);
-  const uint32_t type = ggml_type_of(w.spec.format);
+  const uint32_t type = gguf_type_of(w.spec.format);
   const uint8_t* base = w.packed.data<uint8_t>();
   const int64_t stride = w.packed.strides()[0];
   float* y = out.data<float>();
@@ -140,45 +145,19 @@ namespace mlxcel::ops {
 
 QuantizedWeight gguf_to_mlx_affine(const QuantizedWeight& w, const std::string& what) {
   constexpr const char* kOp = "gguf_to_mlx_affine";
-  if (!detail::is_gguf_format(w.spec.format))
+  if (!is_gguf_format(w.spec.format))
     invalid("[{}] {}: not a GGUF Q8_0/Q4_0/Q4_K/Q5_K/Q6_K weight", kOp, what);
   detail::gguf_validate(kOp, w, what);
   if (w.packed.device().type != DeviceType::cpu) invalid("[{}] {}: the packed weight must be on the host", kOp, what);
-  if (w.spec.format == QuantFormat::gguf_q4_k) {
-    // Exactly MLX affine 4-bit groups of 32 with f32 scales and biases (gguf::affine4_row).
-    const int64_t N = w.rows(), K = w.cols(), W = K / 8, G = K / 32;
-    const uint8_t* base = static_cast<const uint8_t*>(w.packed.raw());
-    const int64_t row_stride = w.packed.strides()[0];
-    QuantizedWeight out;
-    out.spec = {QuantFormat::mlx_affine, 4, 32};
-    out.packed = Tensor::empty({N, W}, DType::u32);
-    out.scales = Tensor::empty({N, G}, DType::f32);
-    out.biases = Tensor::empty({N, G}, DType::f32);
-    ThreadPool::global().parallel_for(N, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r)
-        gguf::affine4_row(gguf::kQ4_K, base + r * row_stride, K, out.packed.data<uint32_t>() + r * W,
-                          out.scales.data<float>() + r * G, out.biases.data<float>() + r * G);
-    });
-    return out;
-  }
+  const uint8_t* base = static_cast<const uint8_t*>(w.packed.raw());
+  const size_t row_stride = size_t(w.packed.strides()[0]);  // in bytes (u8)
+  if (w.spec.format == QuantFormat::gguf_q4_k)
+    return gguf_rows_to_affine4(gguf::kQ4_K, base, row_stride, w.rows(), w.cols());
   if (w.spec.format == QuantFormat::gguf_q6_k || w.spec.format == QuantFormat::gguf_q5_k) {
-    // Q6_K's 16-value sub-blocks have no MLX form, nor Q5_K's 5 bits: requantized to Q8_0
-    // (ggml's rounding, at most amax / 254 of a 32-value block), then as a Q8_0 weight.
-    const uint32_t type = w.spec.format == QuantFormat::gguf_q5_k ? gguf::kQ5_K : gguf::kQ6_K;
-    const int64_t N = w.rows(), K = w.cols();
-    const size_t qrb = gguf::row_bytes(gguf::kQ8_0, K);
+    // Q6_K's 16-value sub-blocks have no MLX form, nor Q5_K's 5 bits: through Q8_0.
     QuantizedWeight q8;
     q8.spec = {QuantFormat::gguf_q8_0, 8, 32};
-    q8.packed = Tensor::empty({N, int64_t(qrb)}, DType::u8);
-    const uint8_t* base = static_cast<const uint8_t*>(w.packed.raw());
-    const int64_t row_stride = w.packed.strides()[0];
-    ThreadPool::global().parallel_for(N, [&](int64_t r0, int64_t r1) {
-      std::vector<float> row(static_cast<size_t>(K));
-      for (int64_t r = r0; r < r1; ++r) {
-        gguf::dequantize_row(type, base + r * row_stride, row.data(), K);
-        gguf::quantize_row_q8_0(row.data(), q8.packed.data<uint8_t>() + size_t(r) * qrb, K);
-      }
-    });
+    q8.packed = gguf_rows_to_q8_0(gguf_type_of(w.spec.format), base, row_stride, w.rows(), w.cols());
     return gguf_to_mlx_affine(q8, what);
   }
   const bool q8 = w.spec.format == QuantFormat::gguf_q8_0;
@@ -186,8 +165,6 @@ QuantizedWeight gguf_to_mlx_affine(const QuantizedWeight& w, const std::string& 
   const int64_t N = w.rows(), K = w.cols(), G = K / 32;
   const size_t bb = q8 ? 34 : 18;
   const float bias_mul = q8 ? -128.0f : -8.0f;
-  const uint8_t* base = static_cast<const uint8_t*>(w.packed.raw());
-  const int64_t row_stride = w.packed.strides()[0];  // in bytes (u8)
   // f16 scales unless some bias would overflow f16 (|d| > 511 for Q8_0, > 8188 for Q4_0).
   bool f16_ok = true;
   for (int64_t r = 0; r < N && f16_ok; ++r)
@@ -238,6 +215,44 @@ QuantizedWeight gguf_to_mlx_affine(const QuantizedWeight& w, const std::string& 
       }
     }
   });
+  return out;
+}
+
+Tensor gguf_rows_to_q8_0(uint32_t type, const uint8_t* src, size_t row_stride, int64_t N, int64_t K) {
+  const size_t qrb = gguf::row_bytes(gguf::kQ8_0, K);
+  Tensor out = Tensor::empty({N, int64_t(qrb)}, DType::u8);
+  uint8_t* dst = out.data<uint8_t>();
+  ThreadPool::global().parallel_for(
+      N,
+      [&](int64_t r0, int64_t r1) {
+        std::vector<float> row(static_cast<size_t>(K));
+        for (int64_t r = r0; r < r1; ++r) {
+          gguf::dequantize_row(type, src + size_t(r) * row_stride, row.data(), K);
+          gguf::quantize_row_q8_0(row.data(), dst + size_t(r) * qrb, K);
+        }
+      },
+      64);
+  return out;
+}
+
+QuantizedWeight gguf_rows_to_affine4(uint32_t type, const uint8_t* src, size_t row_stride, int64_t N, int64_t K) {
+  const int64_t W = K / 8, G = K / 32;
+  QuantizedWeight out;
+  out.spec = {QuantFormat::mlx_affine, 4, 32};
+  out.packed = Tensor::empty({N, W}, DType::u32);
+  out.scales = Tensor::empty({N, G}, DType::f32);
+  out.biases = Tensor::empty({N, G}, DType::f32);
+  uint32_t* wp = out.packed.data<uint32_t>();
+  float* sp = out.scales.data<float>();
+  float* bp = out.biases.data<float>();
+  ThreadPool::global().parallel_for(
+      N,
+      [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          MLXCEL_CHECK(gguf::affine4_row(type, src + size_t(r) * row_stride, K, wp + r * W, sp + r * G, bp + r * G),
+                       "gguf_rows_to_affine4: type {} is not Q4_1 / Q4_K", type);
+      },
+      64);
   return out;
 }
 

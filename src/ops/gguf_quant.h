@@ -10,10 +10,6 @@
 
 namespace mlxcel::ops::detail {
 
-inline bool is_gguf_format(QuantFormat f) {
-  return f == QuantFormat::gguf_q8_0 || f == QuantFormat::gguf_q4_0 || f == QuantFormat::gguf_q4_k ||
-         f == QuantFormat::gguf_q5_k || f == QuantFormat::gguf_q6_k;
-}
 void gguf_validate(const char* op, const QuantizedWeight& w, const std::string& what);
 Tensor gguf_qlinear(const Tensor& x, const QuantizedWeight& w, const Tensor& bias);
 // Products of one x with 1..3 GGUF weights (q/k/v, gate/up) in one parallel region, x

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "backends/cpu/gguf_quants.h"
 #include "backends/cpu/quantized.h"
 #include "ops/fused.h"
 #include "ops/gguf_quant.h"
@@ -17,11 +18,10 @@ namespace mlxcel {
 std::string QuantSpec::describe() const { return fmt::format("mlx q{} g{}", bits, group_size); }
 
 int64_t QuantizedWeight::cols() const {
-  if (spec.format == QuantFormat::gguf_q8_0) return packed.dim(1) / 34 * 32;
-  if (spec.format == QuantFormat::gguf_q4_0) return packed.dim(1) / 18 * 32;
-  if (spec.format == QuantFormat::gguf_q4_k) return packed.dim(1) / 144 * 256;
-  if (spec.format == QuantFormat::gguf_q6_k) return packed.dim(1) / 210 * 256;
-  if (spec.format == QuantFormat::gguf_q5_k) return packed.dim(1) / 176 * 256;
+  if (is_gguf_format(spec.format)) {
+    const uint32_t t = gguf_type_of(spec.format);
+    return packed.dim(1) / int64_t(gguf::block_bytes(t)) * int64_t(gguf::block_elems(t));
+  }
   return packed.dim(1) * 32 / spec.bits;
 }
 

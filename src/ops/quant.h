@@ -18,6 +18,13 @@ namespace mlxcel {
 // backends/cpu/gguf_quants.h). group_size: 32 (Q4_K / Q5_K: their sub-blocks), 16 for Q6_K's.
 enum class QuantFormat : uint8_t { mlx_affine, gguf_q8_0, gguf_q4_0, gguf_q4_k, gguf_q6_k, gguf_q5_k };
 
+// True for the GGUF block formats kept packed; their ggml type (gguf::GgmlType value).
+inline bool is_gguf_format(QuantFormat f) {
+  return f == QuantFormat::gguf_q8_0 || f == QuantFormat::gguf_q4_0 || f == QuantFormat::gguf_q4_k ||
+         f == QuantFormat::gguf_q5_k || f == QuantFormat::gguf_q6_k;
+}
+uint32_t gguf_type_of(QuantFormat f);
+
 struct QuantSpec {
   QuantFormat format = QuantFormat::mlx_affine;
   int bits = 4;         // 2, 3, 4, 5, 6, 8
@@ -55,6 +62,13 @@ QuantizedWeight quantize(const Tensor& w, QuantSpec spec, DType scale_dtype = DT
 // Dequantizing gives the same f32 values as ggml's dequantization. Lets the backends
 // without GGUF kernels (CUDA) run these files on the MLX kernels.
 QuantizedWeight gguf_to_mlx_affine(const QuantizedWeight& w, const std::string& what);
+// N rows of GGUF blocks of `type` (row r at src + r * row_stride bytes, K values) on the
+// host, rows in parallel: as ggml Q8_0 rows (u8 [N, K / 32 * 34]; dequantized, then ggml's
+// reference Q8_0 rounding, at most amax / 254 of a 32-value block), or, for Q4_1 / Q4_K,
+// as the MLX affine 4-bit g32 weight with f32 scales and biases of exactly their values
+// (gguf::affine4_row).
+Tensor gguf_rows_to_q8_0(uint32_t type, const uint8_t* src, size_t row_stride, int64_t N, int64_t K);
+QuantizedWeight gguf_rows_to_affine4(uint32_t type, const uint8_t* src, size_t row_stride, int64_t N, int64_t K);
 // Dequantized weight [N, K] of `dtype`: w = scale * q + bias, bit-exact with
 // mlx.core.dequantize. f32 rounds the product and the sum in f32 (what MLX gives
 // for f32 scales); dtype == the scales' dtype (f16|bf16) rounds each step in that

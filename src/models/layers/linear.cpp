@@ -87,19 +87,13 @@ Tensor Linear::operator()(const Tensor& x) const {
   return ops::linear(x, weight_, bias_);
 }
 
-namespace {
-bool is_gguf_block(QuantFormat f) {
-  return f == QuantFormat::gguf_q8_0 || f == QuantFormat::gguf_q4_0 || f == QuantFormat::gguf_q4_k ||
-         f == QuantFormat::gguf_q5_k || f == QuantFormat::gguf_q6_k;
-}
-}  // namespace
 
 std::vector<Tensor> Linear::apply_all(const Tensor& x, const std::vector<const Linear*>& ls) {
   bool dense = true, mlx = true, gguf_blocks = true;
   for (const Linear* l : ls) {
     dense = dense && !l->qweight_;
     mlx = mlx && l->qweight_ && l->qweight_->spec.format == QuantFormat::mlx_affine;
-    gguf_blocks = gguf_blocks && l->qweight_ && is_gguf_block(l->qweight_->spec.format);
+    gguf_blocks = gguf_blocks && l->qweight_ && is_gguf_format(l->qweight_->spec.format);
   }
   std::vector<Tensor> biases;
   for (const Linear* l : ls) biases.push_back(l->bias_);
@@ -124,8 +118,8 @@ Tensor Linear::gated(const Tensor& x, const Linear& gate, const Linear& up, ops:
   if (gate.qweight_ && up.qweight_ && gate.qweight_->spec.format == QuantFormat::mlx_affine &&
       up.qweight_->spec.format == QuantFormat::mlx_affine)
     return ops::qlinear_gated(x, *gate.qweight_, *up.qweight_, act, gate.bias_, up.bias_);
-  if (gate.qweight_ && up.qweight_ && is_gguf_block(gate.qweight_->spec.format) &&
-      is_gguf_block(up.qweight_->spec.format)) {
+  if (gate.qweight_ && up.qweight_ && is_gguf_format(gate.qweight_->spec.format) &&
+      is_gguf_format(up.qweight_->spec.format)) {
     // GGUF blocks kept packed: gate and up in one parallel region (ops::qlinear_multi).
     std::vector<Tensor> gu = ops::qlinear_multi(x, {&*gate.qweight_, &*up.qweight_}, {gate.bias_, up.bias_});
     return ops::gated(gu[0], gu[1], act);
