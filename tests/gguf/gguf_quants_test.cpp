@@ -27,6 +27,12 @@ void put_half(std::vector<uint8_t>& b, size_t at, float v) {
   std::memcpy(b.data() + at, &h, 2);
 }
 
+// A product's shape: M rows of x, K, N weight rows, and padding bytes after each row.
+struct Case {
+  int64_t M, K, N;
+  size_t pad;
+};
+
 std::vector<float> deq(uint32_t type, const std::vector<uint8_t>& b, int64_t n) {
   std::vector<float> y(static_cast<size_t>(n));
   dequantize_row(type, b.data(), y.data(), n);
@@ -287,10 +293,6 @@ TEST(GgufQuants, PackedDecodeKernelMatchesIntegerReference) {
       for (int j = 0; j < 32; ++j) q[size_t(b * 32 + j)] = int8_t(std::nearbyintf(x[b * 32 + j] * id));
     }
   };
-  struct Case {
-    int64_t M, K, N;
-    size_t pad;
-  };
   const Case cases[] = {{1, 32, 1, 0},  {1, 64, 7, 0},   {1, 1024, 37, 0}, {2, 96, 8, 3},  {3, 160, 9, 0},
                         {4, 256, 16, 1}, {5, 128, 17, 0}, {9, 64, 23, 5},   {33, 96, 15, 0}, {63, 32, 41, 2},
                         {16, 64, 8, 0},  {130, 1024, 19, 0}};
@@ -423,18 +425,14 @@ void kquant_model(uint32_t t, const uint8_t* row, const float* xm, int64_t K, do
   }
 }
 
-// Q4_K kept packed, decode-sized M (the x8 kernel: a group repacked on the fly when the
+// K-quants kept packed, decode-sized M (the x8 kernels: a group repacked on the fly when the
 // weight has no copy) and prompt-sized M (the int8 panel GEMM), against a scalar model of
-// their arithmetic: x to int8 per block of 32, exact integer sums a sub-block, (d sc) dx
-// and (dmin m) dx sum(xq) in f32 (the scalar build's f32 GEMM from 64 rows: against the
-// dequantized product). Odd row counts and strides, tiles with a remainder, biases.
+// their arithmetic (kquant_model; the scalar build's f32 GEMM from 64 rows: against the
+// dequantized product). Odd row counts and strides, tiles with a remainder, biases, and
+// the largest sums each format can make.
 TEST(GgufQuants, KQuantsPackedMatchTheirReferences) {
   std::mt19937 rng(41);
   std::normal_distribution<float> nd(0, 1);
-  struct Case {
-    int64_t M, K, N;
-    size_t pad;
-  };
   const Case cases[] = {{1, 256, 1, 0}, {1, 768, 37, 3}, {3, 512, 9, 0},  {5, 256, 17, 1},
                         {15, 1024, 8, 0}, {16, 256, 23, 0}, {20, 768, 13, 2}, {70, 512, 41, 0}};
   for (uint32_t t : {kQ4_K, kQ5_K, kQ6_K})
@@ -559,10 +557,6 @@ std::vector<uint8_t> random_packed(uint32_t t, int64_t N, int64_t K, size_t stri
 TEST(GgufQuants, X8LayoutMatchesRowLayoutExactly) {
   std::mt19937 rng(23);
   std::normal_distribution<float> nd(0, 1);
-  struct Case {
-    int64_t M, K, N;
-    size_t pad;
-  };
   const Case cases[] = {{1, 32, 1, 0},  {1, 64, 7, 3},    {1, 1024, 37, 0}, {2, 96, 8, 0},  {3, 160, 9, 1},
                         {4, 256, 16, 0}, {5, 128, 17, 2},  {7, 3072, 13, 0}, {9, 64, 23, 5}, {15, 96, 41, 0},
                         {1, 512, 2051, 0}, {4, 1024, 777, 0}};
