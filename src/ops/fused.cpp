@@ -143,6 +143,32 @@ std::vector<Tensor> adjacent_product(const char* op, const Tensor& x, const std:
 
 }  // namespace
 
+bool detail::norm_foldable(const Tensor& x, const Tensor& h, const Tensor& norm_w, int64_t K) {
+  if (!x.defined() || !h.defined() || x.device().type != DeviceType::cuda) return false;
+  if (x.dtype() != DType::f32 || h.dtype() != DType::f32 || x.shape() != h.shape() || h.device() != x.device())
+    return false;
+  if (x.ndim() < 1 || x.dim(-1) != K || x.numel() != x.dim(-1)) return false;
+  if (!norm_w.defined()) return true;
+  const DType d = norm_w.dtype();
+  return norm_w.ndim() == 1 && norm_w.dim(0) == x.dim(-1) && norm_w.device() == x.device() &&
+         (d == DType::f32 || d == DType::f16 || d == DType::bf16);
+}
+
+detail::NormFold detail::fold_inputs(const Tensor& x, const Tensor& h, const Tensor& norm_w, float eps,
+                                     float w_offset) {
+  return {contiguous_input(x), contiguous_input(h), norm_w.defined() ? contiguous_input(norm_w) : Tensor(),
+          Tensor::empty(x.shape(), DType::f32, x.device()), eps, w_offset};
+}
+
+#ifdef MLXCEL_WITH_CUDA
+cuda::RowNorm detail::row_norm(const NormFold& f) {
+  cuda::RowNorm rn;
+  rn.h = f.hc.data<float>(), rn.sum = f.sum.data<float>(), rn.eps = f.eps, rn.w_offset = f.w_offset;
+  if (f.wc.defined()) rn.w = f.wc.raw(), rn.w_dtype = f.wc.dtype();
+  return rn;
+}
+#endif
+
 std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<Tensor>& biases) {
   constexpr const char* kOp = "linear_multi";
   if (ws.empty() || ws.size() > 3) invalid("[{}] takes 1 to 3 weights, got {}", kOp, ws.size());
@@ -187,6 +213,64 @@ Tensor linear_gated(const Tensor& x, const Tensor& gate, const Tensor& up, Activ
   Tensor out = Tensor::empty(shape, DType::f32, x.device());
   MLXCEL_CUDA_CALL(kOp, cuda::linear_gated(xc, gc, uc, gb, ub, cpu::Act(act), out));
   return out_dtype == DType::f32 ? out : astype(out, out_dtype);
+}
+
+std::pair<Tensor, std::vector<Tensor>> add_rms_norm_linear_multi(const Tensor& x, const Tensor& h, const Tensor& norm_w,
+                                                                 float eps, float w_offset, const std::vector<Tensor>& ws,
+                                                                 const std::vector<Tensor>& biases, RopeKvWrite* rope_kv) {
+  constexpr const char* kOp = "add_rms_norm_linear_multi";
+  if (rope_kv) rope_kv->done = false;
+  std::vector<Tensor> bs = biases.empty() ? std::vector<Tensor>(ws.size()) : biases;
+  if (!ws.empty() && ws.size() <= 3 && bs.size() == ws.size() && fusable(x, ws, bs) &&
+      norm_foldable(x, h, norm_w, ws[0].dim(1))) {
+    std::vector<Tensor> wc, outs;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      check_linear(kOp, x, ws[i], bs[i]);
+      wc.push_back(contiguous_input(ws[i]));
+      if (bs[i].defined()) bs[i] = contiguous_input(bs[i]);
+      Shape shape = x.shape();
+      shape.back() = ws[i].dim(0);
+      outs.push_back(Tensor::empty(shape, DType::f32, x.device()));
+    }
+    const NormFold f = fold_inputs(x, h, norm_w, eps, w_offset);
+    RopeKvTarget rt;
+    [[maybe_unused]] const bool roped =
+        rope_kv && ws.size() == 3 && rope_kv_target(*rope_kv, ws[0].dim(0), ws[1].dim(0), ws[2].dim(0), x.device(), &rt);
+    bool done = false;
+    MLXCEL_CUDA_CALL(kOp, {
+      // With the rope it is both or neither, as add_rms_norm_qlinear_multi.
+      if (roped) done = cuda::linear_multi_normed(f.xc.data<float>(), row_norm(f), wc, bs, outs, &rt);
+      if (done) rope_kv->done = true;
+      else done = cuda::linear_multi_normed(f.xc.data<float>(), row_norm(f), wc, bs, outs);
+    });
+    if (done) return {f.sum, outs};
+  }
+  auto [sum, normed] = add_rms_norm(x, h, norm_w, eps, w_offset);
+  return {sum, linear_multi(normed, ws, biases)};
+}
+
+std::pair<Tensor, Tensor> add_rms_norm_linear_gated(const Tensor& x, const Tensor& h, const Tensor& norm_w, float eps,
+                                                    float w_offset, const Tensor& gate, const Tensor& up, Activation act,
+                                                    const Tensor& gate_bias, const Tensor& up_bias, DType out_dtype) {
+  constexpr const char* kOp = "add_rms_norm_linear_gated";
+  if (fusable(x, {gate, up}, {gate_bias, up_bias}) && up.ndim() == 2 && gate.dim(0) == up.dim(0) &&
+      norm_foldable(x, h, norm_w, gate.dim(1))) {
+    check_linear(kOp, x, gate, gate_bias);
+    check_linear(kOp, x, up, up_bias);
+    Tensor gc = contiguous_input(gate), uc = contiguous_input(up);
+    Tensor gb = gate_bias.defined() ? contiguous_input(gate_bias) : Tensor();
+    Tensor ub = up_bias.defined() ? contiguous_input(up_bias) : Tensor();
+    const NormFold f = fold_inputs(x, h, norm_w, eps, w_offset);
+    Shape shape = x.shape();
+    shape.back() = gate.dim(0);
+    Tensor out = Tensor::empty(shape, DType::f32, x.device());
+    bool done = false;
+    MLXCEL_CUDA_CALL(kOp, done = cuda::linear_gated_normed(f.xc.data<float>(), row_norm(f), gc, uc, gb, ub,
+                                                           cpu::Act(act), out));
+    if (done) return {f.sum, out_dtype == DType::f32 ? out : astype(out, out_dtype)};
+  }
+  auto [sum, normed] = add_rms_norm(x, h, norm_w, eps, w_offset);
+  return {sum, linear_gated(normed, gate, up, act, gate_bias, up_bias, out_dtype)};
 }
 
 }  // namespace mlxcel::ops

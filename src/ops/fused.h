@@ -79,6 +79,20 @@ std::pair<Tensor, Tensor> add_rms_norm_qlinear_gated(const Tensor& x, const Tens
                                                      const QuantizedWeight& up, Activation act,
                                                      const Tensor& gate_bias = Tensor(), const Tensor& up_bias = Tensor());
 
+// The same two for dense (f32|f16|bf16) weights: on CUDA one launch of the warp GEMV for
+// one row of x (backends/cuda/linear.cu), with the RoPE epilogue as above; otherwise
+// add_rms_norm then linear_multi / linear_gated. The folded products see x + h times the
+// norm weight in f32 and are scaled by 1 / rms at the end; the composition multiplies the
+// normalized row: the two agree within f32 rounding.
+std::pair<Tensor, std::vector<Tensor>> add_rms_norm_linear_multi(const Tensor& x, const Tensor& h, const Tensor& norm_w,
+                                                                 float eps, float w_offset, const std::vector<Tensor>& ws,
+                                                                 const std::vector<Tensor>& biases = {},
+                                                                 RopeKvWrite* rope_kv = nullptr);
+std::pair<Tensor, Tensor> add_rms_norm_linear_gated(const Tensor& x, const Tensor& h, const Tensor& norm_w, float eps,
+                                                    float w_offset, const Tensor& gate, const Tensor& up, Activation act,
+                                                    const Tensor& gate_bias = Tensor(), const Tensor& up_bias = Tensor(),
+                                                    DType out_dtype = DType::f32);
+
 // rope(q, positions, p), with k_cache / v_cache written with rope(k, positions, p) and v
 // at ctx.slot_mapping (kv_cache_write): an attention layer's RoPE and cache write.
 Tensor rope_kv_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& positions, const RopeParams& p,

@@ -13,6 +13,11 @@
 namespace mlxcel::ops {
 struct RopeKvWrite;
 }
+#ifdef MLXCEL_WITH_CUDA
+namespace mlxcel::cuda {
+struct RowNorm;
+}
+#endif
 
 namespace mlxcel::ops::detail {
 
@@ -76,5 +81,20 @@ void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor
 // composes rope_kv_write, whose checks give bad input its error.
 bool rope_kv_target(const RopeKvWrite& w, int64_t q_rows, int64_t k_rows, int64_t v_rows, Device dev,
                     RopeKvTarget* out);
+
+// The residual add and RMSNorm folded into the decode products that read them (ops/fused.h
+// add_rms_norm_linear_*, add_rms_norm_qlinear_*): whether x (one f32 row on CUDA), h (like
+// x) and the norm weight (of x's last dimension, f32|f16|bf16, or none) take the fold into
+// products of K columns; then the inputs, contiguous, and the sum's output.
+bool norm_foldable(const Tensor& x, const Tensor& h, const Tensor& norm_w, int64_t K);
+struct NormFold {
+  Tensor xc, hc, wc, sum;
+  float eps, w_offset;
+};
+NormFold fold_inputs(const Tensor& x, const Tensor& h, const Tensor& norm_w, float eps, float w_offset);
+#ifdef MLXCEL_WITH_CUDA
+// The fold as the CUDA launches take it (backends/cuda/kernels.h).
+cuda::RowNorm row_norm(const NormFold& f);
+#endif
 
 }  // namespace mlxcel::ops::detail

@@ -244,40 +244,6 @@ Tensor qlinear_gated(const Tensor& x, const QuantizedWeight& gate, const Quantiz
   return out;
 }
 
-namespace {
-
-// The folded form of add_rms_norm + the products (ops/fused.h): one f32 row of x on CUDA,
-// h like x, a norm weight of x's last dimension (or none), the weights fusable.
-bool norm_foldable(const Tensor& x, const Tensor& h, const Tensor& norm_w, const std::vector<const QuantizedWeight*>& ws) {
-  if (!x.defined() || !h.defined() || x.device().type != DeviceType::cuda || !fusable(x, ws)) return false;
-  if (x.dtype() != DType::f32 || h.dtype() != DType::f32 || x.shape() != h.shape() || h.device() != x.device())
-    return false;
-  if (x.ndim() < 1 || x.dim(-1) != ws[0]->cols() || x.numel() != x.dim(-1)) return false;
-  if (!norm_w.defined()) return true;
-  const DType d = norm_w.dtype();
-  return norm_w.ndim() == 1 && norm_w.dim(0) == x.dim(-1) && norm_w.device() == x.device() &&
-         (d == DType::f32 || d == DType::f16 || d == DType::bf16);
-}
-
-// A folded norm's inputs, contiguous, and its sum's output.
-struct FoldIn {
-  Tensor xc, hc, wc, sum;
-};
-FoldIn fold_inputs(const Tensor& x, const Tensor& h, const Tensor& norm_w) {
-  return {contiguous_input(x), contiguous_input(h), norm_w.defined() ? contiguous_input(norm_w) : Tensor(),
-          Tensor::empty(x.shape(), DType::f32, x.device())};
-}
-#ifdef MLXCEL_WITH_CUDA
-cuda::RowNorm row_norm(const FoldIn& f, float eps, float w_offset) {
-  cuda::RowNorm rn;
-  rn.h = f.hc.data<float>(), rn.sum = f.sum.data<float>(), rn.eps = eps, rn.w_offset = w_offset;
-  if (f.wc.defined()) rn.w = f.wc.raw(), rn.w_dtype = f.wc.dtype();
-  return rn;
-}
-#endif
-
-}  // namespace
-
 std::pair<Tensor, std::vector<Tensor>> add_rms_norm_qlinear_multi(const Tensor& x, const Tensor& h, const Tensor& norm_w,
                                                                   float eps, float w_offset,
                                                                   const std::vector<const QuantizedWeight*>& ws,
@@ -286,17 +252,17 @@ std::pair<Tensor, std::vector<Tensor>> add_rms_norm_qlinear_multi(const Tensor& 
   constexpr const char* kOp = "add_rms_norm_qlinear_multi";
   if (rope_kv) rope_kv->done = false;
   if (!ws.empty() && ws.size() <= 3 && (biases.empty() || biases.size() == ws.size()) &&
-      norm_foldable(x, h, norm_w, ws)) {
+      fusable(x, ws) && norm_foldable(x, h, norm_w, ws[0]->cols())) {
     auto bias = [&](size_t i) { return biases.empty() ? Tensor() : biases[i]; };
     for (size_t i = 0; i < ws.size(); ++i) check_qlinear(kOp, x, *ws[i], bias(i));
-    const FoldIn f = fold_inputs(x, h, norm_w);
+    const NormFold f = fold_inputs(x, h, norm_w, eps, w_offset);
     MultiParts mp = multi_parts(x, ws, biases);
     detail::RopeKvTarget rt;
     [[maybe_unused]] const bool roped = rope_kv && ws.size() == 3 &&
                        detail::rope_kv_target(*rope_kv, ws[0]->rows(), ws[1]->rows(), ws[2]->rows(), x.device(), &rt);
     bool done = false;
     MLXCEL_CUDA_CALL(kOp, {
-      const cuda::RowNorm rn = row_norm(f, eps, w_offset);
+      const cuda::RowNorm rn = row_norm(f);
       // With the rope it is both or neither: a launch that declines the epilogue is
       // tried again without it.
       if (roped) done = cuda::qlinear_multi_normed(f.xc.data<float>(), rn, mp.ms, mp.bp, mp.ys, &rt);
@@ -314,17 +280,17 @@ std::pair<Tensor, Tensor> add_rms_norm_qlinear_gated(const Tensor& x, const Tens
                                                      const QuantizedWeight& up, Activation act,
                                                      const Tensor& gate_bias, const Tensor& up_bias) {
   constexpr const char* kOp = "add_rms_norm_qlinear_gated";
-  if (gate.rows() == up.rows() && norm_foldable(x, h, norm_w, {&gate, &up})) {
+  if (gate.rows() == up.rows() && fusable(x, {&gate, &up}) && norm_foldable(x, h, norm_w, gate.cols())) {
     check_qlinear(kOp, x, gate, gate_bias);
     check_qlinear(kOp, x, up, up_bias);
-    const FoldIn f = fold_inputs(x, h, norm_w);
+    const NormFold f = fold_inputs(x, h, norm_w, eps, w_offset);
     Prepared pg = prepare(gate), pu = prepare(up);
     Tensor bg = bias_f32(gate_bias), bu = bias_f32(up_bias);
     Shape shape = x.shape();
     shape.back() = gate.rows();
     Tensor out = Tensor::empty(shape, DType::f32, x.device());
     bool done = false;
-    MLXCEL_CUDA_CALL(kOp, done = cuda::qlinear_gated_normed(f.xc.data<float>(), row_norm(f, eps, w_offset), pg.m, pu.m,
+    MLXCEL_CUDA_CALL(kOp, done = cuda::qlinear_gated_normed(f.xc.data<float>(), row_norm(f), pg.m, pu.m,
                                                             f32_or_null(bg), f32_or_null(bu), cpu::Act(act),
                                                             out.data<float>()));
     if (done) return {f.sum, out};

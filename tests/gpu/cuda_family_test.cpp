@@ -568,12 +568,13 @@ TEST(CudaGguf, Q4_KAsMlxAffineTracksTheCpu) {
 // launch's epilogue. Its greedy decode on CUDA, plain and graphed, tracks the same steps
 // with the folds off within the f16 rounding of x (1e-3) and the CPU's within the bf16
 // KV cache's rounding (1e-2), and the profile of a plain step shows one rope_kv_write
-// (layer 0) instead of two.
+// (layer 0) instead of two. The same for bf16 weights (the dense warp GEMV's folds).
 TEST(CudaDecode, FoldedNormAndRopeTrackTheCpu) {
   REQUIRE_GPU();
   const fs::path cfg = write_llama512_config("mlxcel_fold_llama.json");
   const std::vector<int> prompt{3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5};
-  for (const char* f : {"q4", "q8"}) {
+  for (const std::string f : {"q4", "q8", "bf16"}) {
+    const std::string fold = f == "bf16" ? "add_rms_norm_linear" : "add_rms_norm_qlinear";
     ModelConfig c = synthetic_config(cfg.string(), f);
     WeightMap cpu_w = synthetic_weights(c, f);
     WeightMap gpu_w = cpu_w;
@@ -607,8 +608,8 @@ TEST(CudaDecode, FoldedNormAndRopeTrackTheCpu) {
       if (profile) {
         const std::string report = cuda::profile_report(true);
         cuda::set_profiling(false);
-        EXPECT_NE(report.find("add_rms_norm_qlinear_multi"), std::string::npos) << report;
-        EXPECT_NE(report.find("add_rms_norm_qlinear_gated"), std::string::npos) << report;
+        EXPECT_NE(report.find(fold + "_multi"), std::string::npos) << report;
+        EXPECT_NE(report.find(fold + "_gated"), std::string::npos) << report;
         // rope_kv_write's row: "rope_kv_write <ms> <calls> ..." with one call (layer 0).
         const size_t at = report.find("rope_kv_write");
         ASSERT_NE(at, std::string::npos) << report;

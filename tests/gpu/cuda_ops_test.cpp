@@ -518,6 +518,102 @@ TEST(CudaOps, RopeKvWriteFoldedIntoQkvGemv) {
   }
 }
 
+// The same folds for dense weights (ops::add_rms_norm_linear_multi / _gated, the warp GEMV
+// of linear.cu): the sum bit for bit that of add_rms_norm, the products within 1e-5 of
+// add_rms_norm followed by the products (both in f32: only the order of the rounding
+// differs), for bf16, f16 and f32 weights, f32 / bf16 norm weights, Gemma's 1 + w and
+// none, with the K split over a block's warps (301 rows) and one warp per row set (9,000
+// rows); one launch (no add_rms_norm in the profile). Under dense design 2 the same calls
+// compose.
+TEST(CudaOps, NormFoldedIntoDenseGemv) {
+  REQUIRE_GPU();
+  for (auto [wdt, N, K] : {std::tuple{DType::bf16, int64_t(301), int64_t(4096)},
+                           std::tuple{DType::bf16, int64_t(9000), int64_t(1024)},
+                           std::tuple{DType::f16, int64_t(301), int64_t(2048)},
+                           std::tuple{DType::f32, int64_t(301), int64_t(1000)}}) {
+    SCOPED_TRACE(std::string(dtype_name(wdt)) + " N " + std::to_string(N) + " K " + std::to_string(K));
+    const Tensor q = dev(rand_host({N, K}, wdt)), k = dev(rand_host({64, K}, wdt)), u = dev(rand_host({N, K}, wdt));
+    const Tensor x = dev(rand_host({1, K})), h = dev(rand_host({1, K})), b = dev(rand_host({N}));
+    for (int wform = 0; wform < 3; ++wform) {
+      SCOPED_TRACE("norm weight form " + std::to_string(wform));
+      const Tensor w = wform == 2 ? Tensor() : dev(rand_host({K}, wform == 0 ? DType::f32 : DType::bf16));
+      const float offset = wform == 1 ? 1.0f : 0.0f;
+      for (int variant : {1, 2}) {
+        const int previous = cuda::set_gemv_variants(variant, 9);
+        cuda::set_profiling(true);
+        cuda::profile_report(true);
+        auto [sum, outs] = ops::add_rms_norm_linear_multi(x, h, w, 1e-5f, offset, {q, k}, {b, Tensor()});
+        auto [gsum, g] = ops::add_rms_norm_linear_gated(x, h, w, 1e-5f, offset, q, u, ops::Activation::silu, b);
+        const std::string report = cuda::profile_report(true);
+        cuda::set_profiling(false);
+        auto [want_sum, normed] = ops::add_rms_norm(x, h, w, 1e-5f, offset);
+        std::vector<Tensor> want = ops::linear_multi(normed, {q, k}, {b, Tensor()});
+        Tensor want_g = ops::linear_gated(normed, q, u, ops::Activation::silu, b);
+        cuda::set_gemv_variants(previous / 16, previous % 16);
+        EXPECT_TRUE(bytes_equal(sum, want_sum)) << "variant " << variant;
+        EXPECT_TRUE(bytes_equal(gsum, want_sum)) << "variant " << variant;
+        ASSERT_EQ(outs.size(), 2u);
+        EXPECT_LT(rel_err(outs[0], want[0]), 1e-5) << "variant " << variant;
+        EXPECT_LT(rel_err(outs[1], want[1]), 1e-5) << "variant " << variant;
+        EXPECT_LT(rel_err(g, want_g), 1e-5) << "variant " << variant;
+        const bool composed = report.find("add_rms_norm ") != std::string::npos;
+        EXPECT_EQ(composed, variant == 2) << report;
+      }
+    }
+  }
+}
+
+// The RoPE and K/V cache write in the dense q/k/v launch: q and k as rope_kv_write
+// rotates them, the caches as it writes them, against add_rms_norm_linear_multi without it
+// followed by rope_kv_write on other caches; bf16 and f32 weights, f32 and bf16 caches,
+// head dims 64 and 128 (rotated units are rows i, i + 1 and i + D / 2, i + D / 2 + 1), a
+// bias on q and k, attention scaling 1.1; with a head count that leaves the K split over
+// a block's warps (few rows) and one warp per row set (many).
+TEST(CudaOps, RopeKvWriteFoldedIntoDenseQkvGemv) {
+  REQUIRE_GPU();
+  for (auto [wdt, D, H] : {std::tuple{DType::bf16, int64_t(64), int64_t(4)}, std::tuple{DType::f32, int64_t(128), int64_t(4)},
+                           std::tuple{DType::bf16, int64_t(128), int64_t(96)}}) {
+    const int64_t K = 1024, Hkv = 2, nb = 6, bs = 8;
+    const Tensor wq = dev(rand_host({H * D, K}, wdt)), wk = dev(rand_host({Hkv * D, K}, wdt));
+    const Tensor wv = dev(rand_host({Hkv * D, K}, wdt));
+    const Tensor bq = dev(rand_host({H * D})), bk = dev(rand_host({Hkv * D}));
+    const Tensor x = dev(rand_host({1, K})), h = dev(rand_host({1, K})), nw = dev(rand_host({K}));
+    RopeParams rp;
+    std::vector<float> inv(size_t(D / 2));
+    for (int i = 0; i < D / 2; ++i) inv[size_t(i)] = std::pow(10000.0f, -2.0f * i / float(D));
+    rp.inv_freq = Tensor::from_f32({D / 2}, inv);
+    rp.inv_freq_device = dev(rp.inv_freq);
+    rp.rotary_dim = int(D);
+    rp.attention_scaling = 1.1f;
+    AttentionContext ctx;
+    ctx.block_size = int(bs);
+    ctx.slot_mapping = Tensor::from_i32({1}, {13});
+    ctx.slot_mapping_device = dev(ctx.slot_mapping);
+    const Tensor pos = dev(Tensor::from_i32({1}, {1234}));
+    for (DType cdt : {DType::f32, DType::bf16}) {
+      SCOPED_TRACE(std::string(dtype_name(wdt)) + " D " + std::to_string(D) + " H " + std::to_string(H) + " cache " +
+                   dtype_name(cdt));
+      Tensor kc1 = ops::zeros({nb, bs, Hkv, D}, cdt, Device::cuda()), vc1 = ops::zeros({nb, bs, Hkv, D}, cdt, Device::cuda());
+      Tensor kc2 = ops::zeros({nb, bs, Hkv, D}, cdt, Device::cuda()), vc2 = ops::zeros({nb, bs, Hkv, D}, cdt, Device::cuda());
+      ops::RopeKvWrite rw;
+      rw.positions = &pos, rw.rope = &rp, rw.k_cache = &kc1, rw.v_cache = &vc1, rw.ctx = &ctx, rw.head_dim = int(D);
+      auto [sum, got] = ops::add_rms_norm_linear_multi(x, h, nw, 1e-5f, 0.0f, {wq, wk, wv}, {bq, bk, Tensor()}, &rw);
+      EXPECT_TRUE(rw.done);
+      auto [sum2, plain] = ops::add_rms_norm_linear_multi(x, h, nw, 1e-5f, 0.0f, {wq, wk, wv}, {bq, bk, Tensor()});
+      Tensor want_q = ops::rope_kv_write(plain[0].reshape({1, H, D}), plain[1].reshape({1, Hkv, D}),
+                                         plain[2].reshape({1, Hkv, D}), pos, rp, kc2, vc2, ctx);
+      Tensor want_k = ops::rope(plain[1].reshape({1, Hkv, D}), pos, rp);
+      EXPECT_TRUE(bytes_equal(sum, sum2));
+      EXPECT_LT(rel_err(got[0].reshape({1, H, D}), want_q), 1e-5);
+      EXPECT_LT(rel_err(got[1].reshape({1, Hkv, D}), want_k), 1e-5);
+      EXPECT_LT(rel_err(got[2], plain[2]), 1e-5);
+      EXPECT_LT(rel_err(kc1, kc2), cdt == DType::f32 ? 1e-5 : 1e-3);
+      EXPECT_LT(rel_err(vc1, vc2), cdt == DType::f32 ? 1e-5 : 1e-3);
+      EXPECT_GT(rel_err(kc1, ops::zeros({nb, bs, Hkv, D}, cdt, Device::cuda())), 0.0);
+    }
+  }
+}
+
 // The fused decode ops (ops/fused.h) on CUDA give, bit for bit, what the composition
 // they replace gives on CUDA, and match the CPU; 9 rows take the composition path.
 TEST(CudaOps, FusedOpsMatchComposition) {

@@ -234,6 +234,15 @@ bool qlinear_multi_normed(const float* x, const RowNorm& norm, const std::vector
                           const RopeKv* rope = nullptr);
 bool qlinear_gated_normed(const float* x, const RowNorm& norm, const QuantMatrix& gate, const QuantMatrix& up,
                           const float* gate_bias, const float* up_bias, Act act, float* y);
+// The dense twins (bf16 / f16 / f32 weights, the warp GEMV of dense designs 1 and 4 and
+// up): the same folds for one f32 row of x, outputs as linear_multi / linear_gated write
+// them. False (nothing launched) where the fold or the shape is not taken (the caller
+// composes): a dense design 2 or 3, unaligned operands, K not a multiple of a 16-byte
+// weight load, folds switched off.
+bool linear_multi_normed(const float* x, const RowNorm& norm, const std::vector<Tensor>& ws,
+                         const std::vector<Tensor>& biases, std::vector<Tensor>& outs, const RopeKv* rope = nullptr);
+bool linear_gated_normed(const float* x, const RowNorm& norm, const Tensor& gate, const Tensor& up,
+                         const Tensor& gate_bias, const Tensor& up_bias, Act act, Tensor& out);
 // out f32 [n, K] = dequantized rows rows[0..n) of w; rows null means rows 0..n-1.
 // Row indices outside [0, N) throw invalid_request (this waits for the kernel).
 void dequantize_rows_f32(const QuantMatrix& w, const int32_t* rows, int64_t n, float* out);

@@ -1,5 +1,6 @@
 // Dense linear y = x @ w^T (+ bias): a bandwidth-bound GEMV for decode-sized M and
 // cuBLAS for the rest. f32 accumulation everywhere.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <map>
@@ -42,6 +43,14 @@ __device__ __forceinline__ void load_vec(const X* p, float* v) {
 #pragma unroll
     for (int j = 0; j < E; ++j) v[j] = to_f(p[j]);
   }
+}
+
+// Stores E floats at p (16-byte aligned, E a multiple of 4).
+template <int E>
+__device__ __forceinline__ void store_vec(float* p, const float* v) {
+#pragma unroll
+  for (int j = 0; j < E / 4; ++j)
+    reinterpret_cast<float4*>(p)[j] = make_float4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
 }
 
 // out [M, N] = x [M, K] @ w [N, K]^T (+ bias) for each part of P. Block: kRowsPerBlock
@@ -127,99 +136,233 @@ bool g_gemv_ksplit = [] {
   return !(e && e[0] == '0');
 }();
 
+// The decode folds of the dense warp GEMV (linear_multi_normed / linear_gated_normed,
+// kernels.h): the residual add and RMSNorm read together with x, and for a q/k/v launch the
+// RoPE of q and k and the K/V cache write in the epilogue (the arguments of
+// qgemv_rf.cu's KNorm and KRope).
+struct DenseFold {
+  const float* h = nullptr;   // the residual's other term (null: no fold)
+  const void* w = nullptr;    // the norm weight (null: ones)
+  int wdt = 0;
+  float eps = 0.0f, w_offset = 0.0f;
+  float* sum = nullptr;       // x + h, written by unit 0
+  const int32_t* pos = nullptr;  // RoPE (null: none)
+  const int32_t* slot = nullptr;
+  const float* inv_freq = nullptr;
+  float attn_scale = 1.0f;
+  int D = 0;
+  void* kc = nullptr;
+  void* vc = nullptr;
+  int cdt = 0;
+  int64_t n_slots = 0;
+};
+enum : int { kFoldNone = 0, kFoldNorm = 1, kFoldRope = 3 };
+
 // Batch-1 GEMV, warp-per-rows design (gemv_variant 1..3): warp w of the grid owns R
 // weight rows (gated: R/2 rows of gate and the same of up) and walks K with U 16-byte
 // loads per row in flight per lane; a shuffle reduction. KS = 4: the block's 4 warps
 // share one set of rows and split K (for matrices with too few rows to fill the card:
 // a 4,096-row matrix gives 1,024 row sets); their sums meet in shared memory. P.block_end
 // counts row sets. Needs K % E == 0 and 16-byte aligned rows and x.
-template <typename W, int R, int U, bool kGated, int KS>
+// kFold (one row of x): kFoldNorm has each block put (x + h) times the norm weight into
+// shared memory once (block 0 also writes x + h to F.sum), with the row's sum of squares,
+// and scales the rows' sums by 1 / rms(x + h) at the end (W (s w) / rms = W (s w) times
+// 1 / rms). (Reading x, h and the weight in the loop, by every warp, measured 4% slower
+// than the separate norm kernel on Llama-3.1-8B bf16, session 29.)
+// kFoldRope also takes rows i, i + 1, i + D / 2, i + D / 2 + 1 of a q or k head as one
+// unit (R = 4), rotates each pair in the epilogue and writes k and v into the caches.
+template <typename W, int R, int U, bool kGated, int KS, int kFold = kFoldNone>
 __global__ void __launch_bounds__(128) gemv_warp_kernel(const float* __restrict__ x, const GemvParts P, int64_t K,
-                                                        int bdt, int odt) {
+                                                        int bdt, int odt, const DenseFold F) {
   constexpr int E = int(16 / sizeof(W));
   constexpr int kOut = kGated ? R / 2 : R;
+  constexpr bool kNorm = kFold != kFoldNone, kRope = kFold == kFoldRope;
   static_assert(KS == 1 || KS == 4, "KS: 1 or the block's 4 warps");
+  static_assert(!kRope || (R == 4 && !kGated), "RoPE units are 4 rows of one part");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const unsigned wid = KS == 1 ? blockIdx.x * 4 + warp : blockIdx.x;
+  const unsigned units = gemv_units<kGated>(P);
+  // The unfolded kernels take one unit a warp (KS = 1) or block (KS = 4); the folded ones
+  // a unit every `stride` (resident blocks: the folded x is made once a block).
+  const unsigned first = KS == 1 ? blockIdx.x * 4 + warp : blockIdx.x;
+  const unsigned stride = kNorm ? gridDim.x * (KS == 1 ? 4u : 1u) : 0u;
   const int kpart = KS == 1 ? 0 : warp;
-  if (wid >= gemv_units<kGated>(P)) return;  // (the grid's other warps call pdl_enter)
-  const GemvRows gr = gemv_rows(P, wid, kOut);
-  const int part = gr.part;
-  const int64_t N = gr.N, row0 = gr.row0;
-  const uint4* wrow[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    int64_t row = row0 + r % kOut;
-    row = row < N ? row : N - 1;
-    wrow[r] = reinterpret_cast<const uint4*>(static_cast<const W*>(P.w[kGated ? r / kOut : part]) + row * K);
-  }
-  float acc[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  if (!kNorm && first >= units) return;  // (the grid's other warps call pdl_enter)
   const int64_t vecs = K / E;  // 16-byte vectors per row
+  // A unit's part, row count, rows (row r: row0 + r, or for a rotated unit of head h,
+  // row0 = h D + 4 j, rows h D + 2 j + (r & 1) and the same + D / 2 for r >= 2) and their
+  // first weights.
+  struct Unit {
+    int part;
+    int64_t N, row0;
+    bool rot;
+    const uint4* wrow[R];
+  };
+  auto row_of = [&](const Unit& u, int r) -> int64_t {
+    if (u.rot) return u.row0 / F.D * F.D + u.row0 % F.D / 2 + (r & 1) + (r >= 2 ? F.D / 2 : 0);
+    return u.row0 + r % kOut;
+  };
+  auto unit_at = [&](unsigned id) {
+    const GemvRows gr = gemv_rows(P, id < units ? id : units - 1, kOut);
+    Unit u{gr.part, gr.N, gr.row0, kRope && gr.part < 2, {}};
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      int64_t row = row_of(u, r);
+      row = row < u.N ? row : u.N - 1;
+      u.wrow[r] = reinterpret_cast<const uint4*>(static_cast<const W*>(P.w[kGated ? r / kOut : u.part]) + row * K);
+    }
+    return u;
+  };
   uint4 wv[U][R];
-  auto load_w = [&](int64_t v0) {
+  auto load_w = [&](const Unit& un, int64_t v0) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       const int64_t v = v0 + 32 * KS * u;
 #pragma unroll
-      for (int r = 0; r < R; ++r) wv[u][r] = v < vecs ? __ldcs(wrow[r] + v) : make_uint4(0, 0, 0, 0);
+      for (int r = 0; r < R; ++r) wv[u][r] = v < vecs ? __ldcs(un.wrow[r] + v) : make_uint4(0, 0, 0, 0);
     }
   };
+  Unit un = unit_at(first);
   // The first weights are in flight before the wait for the kernel that writes x.
-  load_w(lane + 32 * kpart);
+  if (first < units) load_w(un, lane + 32 * kpart);
   pdl_enter();
-  for (int64_t v0 = lane + 32 * kpart; v0 < vecs; v0 += 32 * KS * U) {
-    if (v0 != lane + 32 * kpart) load_w(v0);
+  extern __shared__ __align__(16) float xfold[];  // kNorm: [K] (x + h) w
+  const float* xr = x;
+  float inv = 1.0f;  // kNorm: 1 / rms(x + h)
+  if constexpr (kNorm) {
+    __shared__ float sq[4];
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x) {
+      float a[4], hv[4], nw[4] = {1.0f, 1.0f, 1.0f, 1.0f};
+      load_vec<4>(x + 4 * i, a);
+      load_vec<4>(F.h + 4 * i, hv);
+      if (F.w && F.wdt == int(DType::bf16)) load_vec<4>(static_cast<const bf16*>(F.w) + 4 * i, nw);
+      else if (F.w && F.wdt == int(DType::f16)) load_vec<4>(static_cast<const f16*>(F.w) + 4 * i, nw);
+      else if (F.w) load_vec<4>(static_cast<const float*>(F.w) + 4 * i, nw);
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t v = v0 + 32 * KS * u;
-      if (v < vecs) {
-        float xv[E];
-        load_vec<E>(x + v * E, xv);
+      for (int j = 0; j < 4; ++j) a[j] += hv[j], ss = fmaf(a[j], a[j], ss);
+      if (blockIdx.x == 0) store_vec<4>(F.sum + 4 * i, a);
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-          float wf[E];
-          load_vec<E>(reinterpret_cast<const W*>(&wv[u][r]), wf);
+      for (int j = 0; j < 4; ++j) a[j] *= nw[j] + F.w_offset;
+      store_vec<4>(xfold + 4 * i, a);
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) sq[warp] = ss;
+    __syncthreads();
+    inv = 1.0f / sqrtf((sq[0] + sq[1] + sq[2] + sq[3]) / float(K) + F.eps);  // cuda::rms_norm's formula
+    xr = xfold;
+  }
+  int parity = 0;
+  for (unsigned id = first; id < units; id += stride, parity ^= 1) {
+    if (id != first) {
+      un = unit_at(id);
+      load_w(un, lane + 32 * kpart);
+    }
+    float acc[R];
 #pragma unroll
-          for (int j = 0; j < E; ++j) acc[r] = fmaf(xv[j], wf[j], acc[r]);
+    for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+    for (int64_t v0 = lane + 32 * kpart; v0 < vecs; v0 += 32 * KS * U) {
+      if (v0 != lane + 32 * kpart) load_w(un, v0);
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t v = v0 + 32 * KS * u;
+        if (v < vecs) {
+          float xv[E];
+          load_vec<E>(xr + v * E, xv);
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            float wf[E];
+            load_vec<E>(reinterpret_cast<const W*>(&wv[u][r]), wf);
+#pragma unroll
+            for (int j = 0; j < E; ++j) acc[r] = fmaf(xv[j], wf[j], acc[r]);
+          }
         }
       }
     }
-  }
 #pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
-  if constexpr (KS > 1) {
-    __shared__ float red[KS][R];
-    if (lane == 0)
+    for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]) * inv;
+    if constexpr (KS > 1) {
+      // (two buffers: a unit's sums are written while warp 0 may still read the last one's)
+      __shared__ float red[2][KS][R];
+      if (lane == 0)
 #pragma unroll
-      for (int r = 0; r < R; ++r) red[warp][r] = acc[r];
-    __syncthreads();
-    if (warp != 0) return;
+        for (int r = 0; r < R; ++r) red[parity][warp][r] = acc[r];
+      __syncthreads();
+      if (warp != 0) {
+        if (!kNorm) return;
+        continue;
+      }
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      acc[r] = 0.0f;
+      for (int r = 0; r < R; ++r) {
+        acc[r] = 0.0f;
 #pragma unroll
-      for (int q = 0; q < KS; ++q) acc[r] += red[q][r];
+        for (int q = 0; q < KS; ++q) acc[r] += red[parity][q][r];
+      }
     }
+    if constexpr (kRope) {
+      // Lane r < 4 writes row_of(r): + bias; q and k rotated with their partner row r ^ 2
+      // (first half a, second half b: a c - b s, b c + a s, rope_kv_write's formula); k
+      // and v also into the caches at this token's slot.
+      float v = 0.0f, other = 0.0f;
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+        if (r == lane) v = acc[r], other = acc[r ^ 2];
+      const int64_t n = row_of(un, lane);
+      if (lane < 4 && n < un.N) {
+        const void* bias = P.bias[un.part];
+        if (bias) v += load_any(bias, bdt, n);
+        if (un.rot) {
+          if (bias) other += load_any(bias, bdt, row_of(un, lane ^ 2));
+          const int i = int(n % F.D) % (F.D / 2);
+          const float ang = float(F.pos[0]) * F.inv_freq[i];
+          const float c = cosf(ang) * F.attn_scale, sn = sinf(ang) * F.attn_scale;
+          const float a = lane < 2 ? v : other, b = lane < 2 ? other : v;
+          v = lane < 2 ? a * c - b * sn : b * c + a * sn;
+        }
+        store_any(P.out[un.part], odt, n, v);
+        const int64_t slot = F.slot[0];
+        if (un.part > 0 && slot >= 0 && slot < F.n_slots)
+          store_any(un.part == 1 ? F.kc : F.vc, F.cdt, slot * un.N + n, v);
+      }
+    } else {
+      store_warp_rows<R, kGated>(acc, lane, P, un.part, un.row0, un.N, bdt, odt);
+    }
+    if (!kNorm) return;
   }
-  store_warp_rows<R, kGated>(acc, lane, P, part, row0, N, bdt, odt);
 }
 
-template <typename W, int R, int U>
-void gemv_warp_launch(const float* x, GemvParts P, int64_t K, int bdt, int odt, cudaStream_t st) {
+template <typename W, int R, int U, bool kGated, int KS, int kFold>
+void warp_launch(const float* x, const GemvParts& P, int64_t K, int bdt, int odt, cudaStream_t st, const DenseFold& F,
+                 unsigned blocks) {
+  auto kernel = gemv_warp_kernel<W, R, U, kGated, KS, kFold>;
+  size_t smem = 0;
+  if constexpr (kFold != kFoldNone) {
+    // The folded x in shared memory, and resident blocks (one wave) walking the units.
+    smem = size_t(K) * 4;
+    const int dev = current_device();
+    blocks = std::min(blocks, unsigned(sm_count(dev) * blocks_at_smem<gemv_warp_kernel<W, R, U, kGated, KS, kFold>>(
+                                                            smem, 128, dev)));
+  }
+  launch_pdl(kernel, blocks, 128, smem, st, x, P, K, bdt, odt, F);
+}
+
+template <typename W, int R, int U, int kFold = kFoldNone>
+void gemv_warp_launch(const float* x, GemvParts P, int64_t K, int bdt, int odt, cudaStream_t st,
+                      const DenseFold& F = {}) {
   const bool gated = P.gate_act >= 0;
   const unsigned sets = plan_blocks(P, gated ? R / 2 : R);
   // Fewer than 16 row sets per SM: the block's warps split K instead of taking a row set
   // each (g_gemv_ksplit = false keeps one warp per row set).
   const bool split = g_gemv_ksplit && sets < 16u * unsigned(sm_count(current_device()));
-  if (split) {
-    if (gated) launch_pdl(gemv_warp_kernel<W, R, U, true, 4>, sets, 128, 0, st, x, P, K, bdt, odt);
-    else launch_pdl(gemv_warp_kernel<W, R, U, false, 4>, sets, 128, 0, st, x, P, K, bdt, odt);
+  const unsigned blocks = split ? sets : (sets + 3) / 4;
+  if constexpr (kFold == kFoldRope) {
+    if (split) warp_launch<W, R, U, false, 4, kFold>(x, P, K, bdt, odt, st, F, blocks);
+    else warp_launch<W, R, U, false, 1, kFold>(x, P, K, bdt, odt, st, F, blocks);
+  } else if (split) {
+    if (gated) warp_launch<W, R, U, true, 4, kFold>(x, P, K, bdt, odt, st, F, blocks);
+    else warp_launch<W, R, U, false, 4, kFold>(x, P, K, bdt, odt, st, F, blocks);
   } else {
-    const unsigned grid = (sets + 3) / 4;
-    if (gated) launch_pdl(gemv_warp_kernel<W, R, U, true, 1>, grid, 128, 0, st, x, P, K, bdt, odt);
-    else launch_pdl(gemv_warp_kernel<W, R, U, false, 1>, grid, 128, 0, st, x, P, K, bdt, odt);
+    if (gated) warp_launch<W, R, U, true, 1, kFold>(x, P, K, bdt, odt, st, F, blocks);
+    else warp_launch<W, R, U, false, 1, kFold>(x, P, K, bdt, odt, st, F, blocks);
   }
 }
 
@@ -541,6 +684,88 @@ void linear_gated(const Tensor& x, const Tensor& gate, const Tensor& up, const T
   P.gate_act = int(act);
   const DType bdt = gate_bias.defined() ? gate_bias.dtype() : up_bias.defined() ? up_bias.dtype() : DType::f32;
   gemv_parts(x, int(M), gate.dtype(), P, K, bdt, out.dtype(), l.stream);
+}
+
+namespace {
+
+// The folded launch (kernels.h linear_multi_normed): the warp design R4 U2 (dense designs
+// 1 and 4 and up; 2 and 3 keep their own row counts and compose), one row, everything the
+// kernel reads with 16-byte loads aligned.
+bool dense_fold_launch(const float* x, const RowNorm& norm, const GemvParts& P, DType wdt, int64_t K, DType bdt,
+                       DType odt, const RopeKv* rope) {
+  const int folds = decode_folds(), variant = gemv_variant(false);
+  if (!(folds & 1) || (rope && !(folds & 2)) || variant <= 0 || variant == 2 || variant == 3) return false;
+  const int64_t E = 16 / int64_t(dtype_size(wdt));
+  uintptr_t align = reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(norm.h) |
+                    reinterpret_cast<uintptr_t>(norm.sum) | reinterpret_cast<uintptr_t>(norm.w);
+  for (int i = 0; i < P.n; ++i) align |= reinterpret_cast<uintptr_t>(P.w[i]);
+  // (the folded row lives in shared memory: up to 48 KB, no opt-in needed)
+  if (K % E != 0 || K * 4 > 48 * 1024 || align % 16 != 0 || !norm.h || !norm.sum) return false;
+  DenseFold F;
+  F.h = norm.h, F.w = norm.w, F.wdt = int(norm.w_dtype), F.eps = norm.eps, F.w_offset = norm.w_offset, F.sum = norm.sum;
+  if (rope) {
+    const int D = rope->head_dim;
+    const DType c = rope->cache_dtype;
+    if (P.n != 3 || P.gate_act >= 0 || D <= 0 || D % 4 != 0 || P.N[0] % D != 0 || P.N[1] % D != 0 || !rope->pos ||
+        !rope->slot || !rope->inv_freq || !rope->k_cache || !rope->v_cache ||
+        (c != DType::f32 && c != DType::f16 && c != DType::bf16))
+      return false;
+    F.pos = rope->pos, F.slot = rope->slot, F.inv_freq = rope->inv_freq, F.attn_scale = rope->attn_scale, F.D = D;
+    F.kc = rope->k_cache, F.vc = rope->v_cache, F.cdt = int(c), F.n_slots = rope->n_slots;
+  }
+  cudaStream_t st = stream_of(current_device());
+  auto go = [&](auto tag) {
+    using W = decltype(tag);
+    if (rope) gemv_warp_launch<W, 4, 2, kFoldRope>(x, P, K, int(bdt), int(odt), st, F);
+    else gemv_warp_launch<W, 4, 2, kFoldNorm>(x, P, K, int(bdt), int(odt), st, F);
+  };
+  if (wdt == DType::bf16) go(bf16{});
+  else if (wdt == DType::f16) go(f16{});
+  else if (wdt == DType::f32) go(float{});
+  else return false;
+  MLXCEL_CUDA_LAUNCH_CHECK();
+  return true;
+}
+
+}  // namespace
+
+bool linear_multi_normed(const float* x, const RowNorm& norm, const std::vector<Tensor>& ws,
+                         const std::vector<Tensor>& biases, std::vector<Tensor>& outs, const RopeKv* rope) {
+  init();
+  MLXCEL_CUDA_REQUIRE(!ws.empty() && ws.size() <= size_t(kMaxParts) && biases.size() == ws.size() &&
+                          outs.size() == ws.size(),
+                      "linear_multi_normed: 1..3 parts");
+  const int64_t K = ws[0].dim(1);
+  GemvParts P;
+  P.n = int(ws.size());
+  DType bdt = DType::f32;
+  bool biased = false;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    if (ws[i].dtype() != ws[0].dtype() || ws[i].dim(1) != K || outs[i].dtype() != outs[0].dtype()) return false;
+    P.w[i] = ws[i].raw(), P.out[i] = outs[i].raw(), P.N[i] = ws[i].dim(0);
+    if (!biases[i].defined()) continue;
+    if (biased && biases[i].dtype() != bdt) return false;
+    P.bias[i] = biases[i].raw(), bdt = biases[i].dtype(), biased = true;
+  }
+  if (rope && ws.size() != 3) return false;
+  return dense_fold_launch(x, norm, P, ws[0].dtype(), K, bdt, outs[0].dtype(), rope);
+}
+
+bool linear_gated_normed(const float* x, const RowNorm& norm, const Tensor& gate, const Tensor& up,
+                         const Tensor& gate_bias, const Tensor& up_bias, Act act, Tensor& out) {
+  init();
+  const int64_t K = gate.dim(1), N = gate.dim(0);
+  if (up.dtype() != gate.dtype() || up.dim(0) != N || up.dim(1) != K) return false;
+  if (gate_bias.defined() && up_bias.defined() && gate_bias.dtype() != up_bias.dtype()) return false;
+  GemvParts P;
+  P.n = 2;
+  P.w[0] = gate.raw(), P.w[1] = up.raw();
+  P.bias[0] = gate_bias.defined() ? gate_bias.raw() : nullptr;
+  P.bias[1] = up_bias.defined() ? up_bias.raw() : nullptr;
+  P.out[0] = out.raw(), P.N[0] = N, P.N[1] = N;
+  P.gate_act = int(act);
+  const DType bdt = gate_bias.defined() ? gate_bias.dtype() : up_bias.defined() ? up_bias.dtype() : DType::f32;
+  return dense_fold_launch(x, norm, P, gate.dtype(), K, bdt, out.dtype(), nullptr);
 }
 
 }  // namespace mlxcel::cuda

@@ -59,6 +59,8 @@ inline bool copy_aligned(const float* x, const GemvParts& P, bool scales_too) {
 // g64, one row; dense takes 1): weights straight into registers, f16 on the tensor cores,
 // resident blocks (qgemv_rf; the default's first choice).
 int gemv_variant(bool quantized);
+// The decode folds switched on (kernels.h set_decode_folds: bit 0 the norm, bit 1 RoPE).
+int decode_folds();
 constexpr int kQgemvAuto = 9;
 // Whether quantized design v runs design 0's paths (the default runs them where designs
 // 11 and 8 do not apply).

@@ -684,8 +684,10 @@ bool normed_launch(const float* x, const RowNorm& norm, GemvParts& P, const Quan
 }
 }  // namespace
 
+int decode_folds() { return (g_norm_fold ? 1 : 0) | (g_rope_fold ? 2 : 0); }
+
 int set_decode_folds(int mask) {
-  const int old = (g_norm_fold ? 1 : 0) | (g_rope_fold ? 2 : 0);
+  const int old = decode_folds();
   g_norm_fold = (mask & 1) != 0;
   g_rope_fold = (mask & 2) != 0;
   return old;

@@ -130,13 +130,25 @@ Tensor Linear::gated(const Tensor& x, const Linear& gate, const Linear& up, ops:
 std::pair<Tensor, std::vector<Tensor>> Linear::add_norm_apply_all(const Tensor& x, const Tensor& h, const Norm& norm,
                                                                   const std::vector<const Linear*>& ls,
                                                                   DType norm_dtype, ops::RopeKvWrite* rope_kv) {
-  bool fold = norm.defined() && norm.kind_ == Norm::Kind::rms && !ls.empty() && ls.size() <= 3;
-  for (const Linear* l : ls) fold = fold && l->qweight_ && l->qweight_->spec.format == QuantFormat::mlx_affine;
-  if (fold) {
+  const bool rms = norm.defined() && norm.kind_ == Norm::Kind::rms && !ls.empty() && ls.size() <= 3;
+  // (Dense weights whose products read x in f32: the fold's own fallback is then what the
+  // composition below computes.)
+  bool mlx = rms, dense = rms && norm_dtype == DType::f32;
+  for (const Linear* l : ls) {
+    mlx = mlx && l->qweight_ && l->qweight_->spec.format == QuantFormat::mlx_affine;
+    dense = dense && !l->qweight_;
+  }
+  std::vector<Tensor> biases;
+  for (const Linear* l : ls) biases.push_back(l->bias_);
+  if (mlx) {
     std::vector<const QuantizedWeight*> ws;
-    std::vector<Tensor> biases;
-    for (const Linear* l : ls) ws.push_back(&*l->qweight_), biases.push_back(l->bias_);
+    for (const Linear* l : ls) ws.push_back(&*l->qweight_);
     return ops::add_rms_norm_qlinear_multi(x, h, norm.weight_, norm.eps_, norm.w_offset_, ws, biases, rope_kv);
+  }
+  if (dense) {
+    std::vector<Tensor> ws;
+    for (const Linear* l : ls) ws.push_back(l->weight_);
+    return ops::add_rms_norm_linear_multi(x, h, norm.weight_, norm.eps_, norm.w_offset_, ws, biases, rope_kv);
   }
   auto [sum, normed] = norm.add_then(x, h, norm_dtype);
   return {sum, apply_all(normed, ls)};
@@ -149,6 +161,9 @@ std::pair<Tensor, Tensor> Linear::add_norm_gated(const Tensor& x, const Tensor& 
       gate.qweight_->spec.format == QuantFormat::mlx_affine && up.qweight_->spec.format == QuantFormat::mlx_affine)
     return ops::add_rms_norm_qlinear_gated(x, h, norm.weight_, norm.eps_, norm.w_offset_, *gate.qweight_,
                                            *up.qweight_, act, gate.bias_, up.bias_);
+  if (norm.defined() && norm.kind_ == Norm::Kind::rms && !gate.qweight_ && !up.qweight_ && norm_dtype == DType::f32)
+    return ops::add_rms_norm_linear_gated(x, h, norm.weight_, norm.eps_, norm.w_offset_, gate.weight_, up.weight_, act,
+                                          gate.bias_, up.bias_, out_dtype);
   auto [sum, normed] = norm.add_then(x, h, norm_dtype);
   return {sum, gated(normed, gate, up, act, out_dtype)};
 }
