@@ -141,6 +141,24 @@ std::vector<Tensor> adjacent_product(const char* op, const Tensor& x, const std:
   return outs;
 }
 
+// The fused products' operands: contiguous weights and biases (biases checked and made
+// contiguous when defined) and f32 outputs of x's shape with the weights' rows.
+struct DenseOperands {
+  std::vector<Tensor> ws, bs, outs;
+};
+DenseOperands dense_operands(const char* op, const Tensor& x, const std::vector<Tensor>& ws, std::vector<Tensor> bs) {
+  DenseOperands d;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    check_linear(op, x, ws[i], bs[i]);
+    d.ws.push_back(contiguous_input(ws[i]));
+    d.bs.push_back(bs[i].defined() ? contiguous_input(bs[i]) : Tensor());
+    Shape shape = x.shape();
+    shape.back() = ws[i].dim(0);
+    d.outs.push_back(Tensor::empty(shape, DType::f32, x.device()));
+  }
+  return d;
+}
+
 }  // namespace
 
 bool detail::norm_foldable(const Tensor& x, const Tensor& h, const Tensor& norm_w, int64_t K) {
@@ -182,18 +200,10 @@ std::vector<Tensor> linear_multi(const Tensor& x, const std::vector<Tensor>& ws,
     for (size_t i = 0; i < ws.size(); ++i) outs.push_back(linear_from(kOp, x, xs, ws[i], bs[i]));
     return outs;
   }
-  std::vector<Tensor> wc;
-  for (size_t i = 0; i < ws.size(); ++i) {
-    check_linear(kOp, x, ws[i], bs[i]);
-    wc.push_back(contiguous_input(ws[i]));
-    if (bs[i].defined()) bs[i] = contiguous_input(bs[i]);
-    Shape shape = x.shape();
-    shape.back() = ws[i].dim(0);
-    outs.push_back(Tensor::empty(shape, DType::f32, x.device()));
-  }
+  DenseOperands d = dense_operands(kOp, x, ws, bs);
   Tensor xc = contiguous_input(x);
-  MLXCEL_CUDA_CALL(kOp, cuda::linear_multi(xc, wc, bs, outs));
-  return outs;
+  MLXCEL_CUDA_CALL(kOp, cuda::linear_multi(xc, d.ws, d.bs, d.outs));
+  return d.outs;
 }
 
 Tensor linear_gated(const Tensor& x, const Tensor& gate, const Tensor& up, Activation act, const Tensor& gate_bias,
@@ -203,16 +213,10 @@ Tensor linear_gated(const Tensor& x, const Tensor& gate, const Tensor& up, Activ
     const Tensor xs = shared_input(x, {gate, up});
     return gated(linear_from(kOp, x, xs, gate, gate_bias), linear_from(kOp, x, xs, up, up_bias), act, out_dtype);
   }
-  check_linear(kOp, x, gate, gate_bias);
-  check_linear(kOp, x, up, up_bias);
-  Tensor xc = contiguous_input(x), gc = contiguous_input(gate), uc = contiguous_input(up);
-  Tensor gb = gate_bias.defined() ? contiguous_input(gate_bias) : Tensor();
-  Tensor ub = up_bias.defined() ? contiguous_input(up_bias) : Tensor();
-  Shape shape = x.shape();
-  shape.back() = gate.dim(0);
-  Tensor out = Tensor::empty(shape, DType::f32, x.device());
-  MLXCEL_CUDA_CALL(kOp, cuda::linear_gated(xc, gc, uc, gb, ub, cpu::Act(act), out));
-  return out_dtype == DType::f32 ? out : astype(out, out_dtype);
+  DenseOperands d = dense_operands(kOp, x, {gate, up}, {gate_bias, up_bias});
+  Tensor xc = contiguous_input(x);
+  MLXCEL_CUDA_CALL(kOp, cuda::linear_gated(xc, d.ws[0], d.ws[1], d.bs[0], d.bs[1], cpu::Act(act), d.outs[0]));
+  return out_dtype == DType::f32 ? d.outs[0] : astype(d.outs[0], out_dtype);
 }
 
 std::pair<Tensor, std::vector<Tensor>> add_rms_norm_linear_multi(const Tensor& x, const Tensor& h, const Tensor& norm_w,
@@ -223,15 +227,7 @@ std::pair<Tensor, std::vector<Tensor>> add_rms_norm_linear_multi(const Tensor& x
   std::vector<Tensor> bs = biases.empty() ? std::vector<Tensor>(ws.size()) : biases;
   if (!ws.empty() && ws.size() <= 3 && bs.size() == ws.size() && fusable(x, ws, bs) &&
       norm_foldable(x, h, norm_w, ws[0].dim(1))) {
-    std::vector<Tensor> wc, outs;
-    for (size_t i = 0; i < ws.size(); ++i) {
-      check_linear(kOp, x, ws[i], bs[i]);
-      wc.push_back(contiguous_input(ws[i]));
-      if (bs[i].defined()) bs[i] = contiguous_input(bs[i]);
-      Shape shape = x.shape();
-      shape.back() = ws[i].dim(0);
-      outs.push_back(Tensor::empty(shape, DType::f32, x.device()));
-    }
+    DenseOperands d = dense_operands(kOp, x, ws, bs);
     const NormFold f = fold_inputs(x, h, norm_w, eps, w_offset);
     RopeKvTarget rt;
     [[maybe_unused]] const bool roped =
@@ -239,11 +235,11 @@ std::pair<Tensor, std::vector<Tensor>> add_rms_norm_linear_multi(const Tensor& x
     bool done = false;
     MLXCEL_CUDA_CALL(kOp, {
       // With the rope it is both or neither, as add_rms_norm_qlinear_multi.
-      if (roped) done = cuda::linear_multi_normed(f.xc.data<float>(), row_norm(f), wc, bs, outs, &rt);
+      if (roped) done = cuda::linear_multi_normed(f.xc.data<float>(), row_norm(f), d.ws, d.bs, d.outs, &rt);
       if (done) rope_kv->done = true;
-      else done = cuda::linear_multi_normed(f.xc.data<float>(), row_norm(f), wc, bs, outs);
+      else done = cuda::linear_multi_normed(f.xc.data<float>(), row_norm(f), d.ws, d.bs, d.outs);
     });
-    if (done) return {f.sum, outs};
+    if (done) return {f.sum, d.outs};
   }
   auto [sum, normed] = add_rms_norm(x, h, norm_w, eps, w_offset);
   return {sum, linear_multi(normed, ws, biases)};
@@ -255,19 +251,12 @@ std::pair<Tensor, Tensor> add_rms_norm_linear_gated(const Tensor& x, const Tenso
   constexpr const char* kOp = "add_rms_norm_linear_gated";
   if (fusable(x, {gate, up}, {gate_bias, up_bias}) && up.ndim() == 2 && gate.dim(0) == up.dim(0) &&
       norm_foldable(x, h, norm_w, gate.dim(1))) {
-    check_linear(kOp, x, gate, gate_bias);
-    check_linear(kOp, x, up, up_bias);
-    Tensor gc = contiguous_input(gate), uc = contiguous_input(up);
-    Tensor gb = gate_bias.defined() ? contiguous_input(gate_bias) : Tensor();
-    Tensor ub = up_bias.defined() ? contiguous_input(up_bias) : Tensor();
+    DenseOperands d = dense_operands(kOp, x, {gate, up}, {gate_bias, up_bias});
     const NormFold f = fold_inputs(x, h, norm_w, eps, w_offset);
-    Shape shape = x.shape();
-    shape.back() = gate.dim(0);
-    Tensor out = Tensor::empty(shape, DType::f32, x.device());
     bool done = false;
-    MLXCEL_CUDA_CALL(kOp, done = cuda::linear_gated_normed(f.xc.data<float>(), row_norm(f), gc, uc, gb, ub,
-                                                           cpu::Act(act), out));
-    if (done) return {f.sum, out_dtype == DType::f32 ? out : astype(out, out_dtype)};
+    MLXCEL_CUDA_CALL(kOp, done = cuda::linear_gated_normed(f.xc.data<float>(), row_norm(f), d.ws[0], d.ws[1], d.bs[0],
+                                                           d.bs[1], cpu::Act(act), d.outs[0]));
+    if (done) return {f.sum, out_dtype == DType::f32 ? d.outs[0] : astype(d.outs[0], out_dtype)};
   }
   auto [sum, normed] = add_rms_norm(x, h, norm_w, eps, w_offset);
   return {sum, linear_gated(normed, gate, up, act, gate_bias, up_bias, out_dtype)};

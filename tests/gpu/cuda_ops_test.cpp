@@ -442,6 +442,27 @@ TEST(CudaOps, NormFoldedIntoQuantizedGemv) {
   }
 }
 
+// A decode step's RoPE for the folded q/k/v tests: NeoX over whole heads of D, frequencies
+// mirrored on the device, attention scaling 1.1, position 1234 (on the device), slot 13 of
+// caches in blocks of bs (with its device mirror).
+struct RopeStep {
+  RopeParams rp;
+  AttentionContext ctx;
+  Tensor pos;
+  std::vector<float> inv;
+  RopeStep(int64_t D, int64_t bs) : inv(size_t(D / 2)) {
+    for (int i = 0; i < D / 2; ++i) inv[size_t(i)] = std::pow(10000.0f, -2.0f * i / float(D));
+    rp.inv_freq = Tensor::from_f32({D / 2}, inv);
+    rp.inv_freq_device = dev(rp.inv_freq);
+    rp.rotary_dim = int(D);
+    rp.attention_scaling = 1.1f;
+    ctx.block_size = int(bs);
+    ctx.slot_mapping = Tensor::from_i32({1}, {13});
+    ctx.slot_mapping_device = dev(ctx.slot_mapping);
+    pos = dev(Tensor::from_i32({1}, {1234}));
+  }
+};
+
 // The decode step's RoPE and K/V cache write taken by the folded q/k/v launch
 // (ops::RopeKvWrite): q and k as rope_kv_write rotates them, and the caches as it writes
 // them (other slots untouched), against add_rms_norm_qlinear_multi without it followed by
@@ -459,18 +480,11 @@ TEST(CudaOps, RopeKvWriteFoldedIntoQkvGemv) {
     QuantizedWeight wv = dev_quant(ops::quantize(rand_host({Hkv * D, K}), spec, DType::bf16));
     const Tensor bq = dev(rand_host({H * D})), bk = dev(rand_host({Hkv * D}));
     const Tensor x = dev(rand_host({1, K})), h = dev(rand_host({1, K})), nw = dev(rand_host({K}));
-    RopeParams rp;
-    std::vector<float> inv(size_t(D / 2));
-    for (int i = 0; i < D / 2; ++i) inv[size_t(i)] = std::pow(10000.0f, -2.0f * i / float(D));
-    rp.inv_freq = Tensor::from_f32({D / 2}, inv);
-    rp.inv_freq_device = dev(rp.inv_freq);
-    rp.rotary_dim = int(D);
-    rp.attention_scaling = 1.1f;
-    AttentionContext ctx;
-    ctx.block_size = int(bs);
-    ctx.slot_mapping = Tensor::from_i32({1}, {13});
-    ctx.slot_mapping_device = dev(ctx.slot_mapping);
-    const Tensor pos = dev(Tensor::from_i32({1}, {1234}));
+    const RopeStep step(D, bs);
+    const RopeParams& rp = step.rp;
+    const AttentionContext& ctx = step.ctx;
+    const Tensor& pos = step.pos;
+    const std::vector<float>& inv = step.inv;
     const int previous = cuda::set_gemv_variants(1, 9);  // the default (tests run design 0)
     for (DType cdt : {DType::f32, DType::bf16}) {
       SCOPED_TRACE(std::to_string(bits) + " bits D " + std::to_string(D) + " " + dtype_name(cdt));
@@ -578,18 +592,10 @@ TEST(CudaOps, RopeKvWriteFoldedIntoDenseQkvGemv) {
     const Tensor wv = dev(rand_host({Hkv * D, K}, wdt));
     const Tensor bq = dev(rand_host({H * D})), bk = dev(rand_host({Hkv * D}));
     const Tensor x = dev(rand_host({1, K})), h = dev(rand_host({1, K})), nw = dev(rand_host({K}));
-    RopeParams rp;
-    std::vector<float> inv(size_t(D / 2));
-    for (int i = 0; i < D / 2; ++i) inv[size_t(i)] = std::pow(10000.0f, -2.0f * i / float(D));
-    rp.inv_freq = Tensor::from_f32({D / 2}, inv);
-    rp.inv_freq_device = dev(rp.inv_freq);
-    rp.rotary_dim = int(D);
-    rp.attention_scaling = 1.1f;
-    AttentionContext ctx;
-    ctx.block_size = int(bs);
-    ctx.slot_mapping = Tensor::from_i32({1}, {13});
-    ctx.slot_mapping_device = dev(ctx.slot_mapping);
-    const Tensor pos = dev(Tensor::from_i32({1}, {1234}));
+    const RopeStep step(D, bs);
+    const RopeParams& rp = step.rp;
+    const AttentionContext& ctx = step.ctx;
+    const Tensor& pos = step.pos;
     for (DType cdt : {DType::f32, DType::bf16}) {
       SCOPED_TRACE(std::string(dtype_name(wdt)) + " D " + std::to_string(D) + " H " + std::to_string(H) + " cache " +
                    dtype_name(cdt));

@@ -141,20 +141,12 @@ bool g_gemv_ksplit = [] {
 // RoPE of q and k and the K/V cache write in the epilogue (the arguments of
 // qgemv_rf.cu's KNorm and KRope).
 struct DenseFold {
-  const float* h = nullptr;   // the residual's other term (null: no fold)
-  const void* w = nullptr;    // the norm weight (null: ones)
+  const float* h = nullptr;  // the residual's other term
+  const void* w = nullptr;   // the norm weight (null: ones)
   int wdt = 0;
   float eps = 0.0f, w_offset = 0.0f;
-  float* sum = nullptr;       // x + h, written by unit 0
-  const int32_t* pos = nullptr;  // RoPE (null: none)
-  const int32_t* slot = nullptr;
-  const float* inv_freq = nullptr;
-  float attn_scale = 1.0f;
-  int D = 0;
-  void* kc = nullptr;
-  void* vc = nullptr;
-  int cdt = 0;
-  int64_t n_slots = 0;
+  float* sum = nullptr;  // x + h, written by block 0
+  RopeKv rope;           // kFoldRope's
 };
 enum : int { kFoldNone = 0, kFoldNorm = 1, kFoldRope = 3 };
 
@@ -198,7 +190,8 @@ __global__ void __launch_bounds__(128) gemv_warp_kernel(const float* __restrict_
     const uint4* wrow[R];
   };
   auto row_of = [&](const Unit& u, int r) -> int64_t {
-    if (u.rot) return u.row0 / F.D * F.D + u.row0 % F.D / 2 + (r & 1) + (r >= 2 ? F.D / 2 : 0);
+    const int D = F.rope.head_dim;
+    if (u.rot) return u.row0 / D * D + u.row0 % D / 2 + (r & 1) + (r >= 2 ? D / 2 : 0);
     return u.row0 + r % kOut;
   };
   auto unit_at = [&](unsigned id) {
@@ -312,16 +305,16 @@ __global__ void __launch_bounds__(128) gemv_warp_kernel(const float* __restrict_
         if (bias) v += load_any(bias, bdt, n);
         if (un.rot) {
           if (bias) other += load_any(bias, bdt, row_of(un, lane ^ 2));
-          const int i = int(n % F.D) % (F.D / 2);
-          const float ang = float(F.pos[0]) * F.inv_freq[i];
-          const float c = cosf(ang) * F.attn_scale, sn = sinf(ang) * F.attn_scale;
+          const int D = F.rope.head_dim, i = int(n % D) % (D / 2);
+          const float ang = float(F.rope.pos[0]) * F.rope.inv_freq[i];
+          const float c = cosf(ang) * F.rope.attn_scale, sn = sinf(ang) * F.rope.attn_scale;
           const float a = lane < 2 ? v : other, b = lane < 2 ? other : v;
           v = lane < 2 ? a * c - b * sn : b * c + a * sn;
         }
         store_any(P.out[un.part], odt, n, v);
-        const int64_t slot = F.slot[0];
-        if (un.part > 0 && slot >= 0 && slot < F.n_slots)
-          store_any(un.part == 1 ? F.kc : F.vc, F.cdt, slot * un.N + n, v);
+        const int64_t slot = F.rope.slot[0];
+        if (un.part > 0 && slot >= 0 && slot < F.rope.n_slots)
+          store_any(un.part == 1 ? F.rope.k_cache : F.rope.v_cache, int(F.rope.cache_dtype), slot * un.N + n, v);
       }
     } else {
       store_warp_rows<R, kGated>(acc, lane, P, un.part, un.row0, un.N, bdt, odt);
@@ -665,6 +658,23 @@ void linear_multi(const Tensor& x, const std::vector<Tensor>& ws, const std::vec
   gemv_parts(x, int(M), ws[0].dtype(), P, K, bdt, outs[0].dtype(), l.stream);
 }
 
+namespace {
+// The parts of a gated launch (gate, up; the rows' act(gate) * up into out) and the
+// biases' dtype (f32 without biases).
+GemvParts gated_parts(const Tensor& gate, const Tensor& up, const Tensor& gate_bias, const Tensor& up_bias, Act act,
+                      Tensor& out, DType& bdt) {
+  GemvParts P;
+  P.n = 2;
+  P.w[0] = gate.raw(), P.w[1] = up.raw();
+  P.bias[0] = gate_bias.defined() ? gate_bias.raw() : nullptr;
+  P.bias[1] = up_bias.defined() ? up_bias.raw() : nullptr;
+  P.out[0] = out.raw(), P.N[0] = gate.dim(0), P.N[1] = gate.dim(0);
+  P.gate_act = int(act);
+  bdt = gate_bias.defined() ? gate_bias.dtype() : up_bias.defined() ? up_bias.dtype() : DType::f32;
+  return P;
+}
+}  // namespace
+
 void linear_gated(const Tensor& x, const Tensor& gate, const Tensor& up, const Tensor& gate_bias, const Tensor& up_bias,
                   Act act, Tensor& out) {
   init();
@@ -675,14 +685,8 @@ void linear_gated(const Tensor& x, const Tensor& gate, const Tensor& up, const T
   MLXCEL_CUDA_REQUIRE(!gate_bias.defined() || !up_bias.defined() || gate_bias.dtype() == up_bias.dtype(),
                       "linear_gated: bias dtypes differ");
   Launch l(out);
-  GemvParts P;
-  P.n = 2;
-  P.w[0] = gate.raw(), P.w[1] = up.raw();
-  P.bias[0] = gate_bias.defined() ? gate_bias.raw() : nullptr;
-  P.bias[1] = up_bias.defined() ? up_bias.raw() : nullptr;
-  P.out[0] = out.raw(), P.N[0] = N, P.N[1] = N;
-  P.gate_act = int(act);
-  const DType bdt = gate_bias.defined() ? gate_bias.dtype() : up_bias.defined() ? up_bias.dtype() : DType::f32;
+  DType bdt;
+  const GemvParts P = gated_parts(gate, up, gate_bias, up_bias, act, out, bdt);
   gemv_parts(x, int(M), gate.dtype(), P, K, bdt, out.dtype(), l.stream);
 }
 
@@ -710,8 +714,7 @@ bool dense_fold_launch(const float* x, const RowNorm& norm, const GemvParts& P, 
         !rope->slot || !rope->inv_freq || !rope->k_cache || !rope->v_cache ||
         (c != DType::f32 && c != DType::f16 && c != DType::bf16))
       return false;
-    F.pos = rope->pos, F.slot = rope->slot, F.inv_freq = rope->inv_freq, F.attn_scale = rope->attn_scale, F.D = D;
-    F.kc = rope->k_cache, F.vc = rope->v_cache, F.cdt = int(c), F.n_slots = rope->n_slots;
+    F.rope = *rope;
   }
   cudaStream_t st = stream_of(current_device());
   auto go = [&](auto tag) {
@@ -757,14 +760,8 @@ bool linear_gated_normed(const float* x, const RowNorm& norm, const Tensor& gate
   const int64_t K = gate.dim(1), N = gate.dim(0);
   if (up.dtype() != gate.dtype() || up.dim(0) != N || up.dim(1) != K) return false;
   if (gate_bias.defined() && up_bias.defined() && gate_bias.dtype() != up_bias.dtype()) return false;
-  GemvParts P;
-  P.n = 2;
-  P.w[0] = gate.raw(), P.w[1] = up.raw();
-  P.bias[0] = gate_bias.defined() ? gate_bias.raw() : nullptr;
-  P.bias[1] = up_bias.defined() ? up_bias.raw() : nullptr;
-  P.out[0] = out.raw(), P.N[0] = N, P.N[1] = N;
-  P.gate_act = int(act);
-  const DType bdt = gate_bias.defined() ? gate_bias.dtype() : up_bias.defined() ? up_bias.dtype() : DType::f32;
+  DType bdt;
+  const GemvParts P = gated_parts(gate, up, gate_bias, up_bias, act, out, bdt);
   return dense_fold_launch(x, norm, P, gate.dtype(), K, bdt, out.dtype(), nullptr);
 }
 
