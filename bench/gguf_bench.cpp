@@ -219,10 +219,16 @@ int kernel_bench(const std::string& filter) {
     int64_t N, K;
   };
   auto type_name = [](uint32_t t) {
-    return t == gguf::kQ8_0 ? "Q8_0" : t == gguf::kQ4_0 ? "Q4_0" : t == gguf::kQ4_K ? "Q4_K" : t == gguf::kQ5_K ? "Q5_K" : "Q6_K";
+    return t == gguf::kQ8_0   ? "Q8_0"
+           : t == gguf::kQ4_0 ? "Q4_0"
+           : t == gguf::kQ2_K ? "Q2_K"
+           : t == gguf::kQ3_K ? "Q3_K"
+           : t == gguf::kQ4_K ? "Q4_K"
+           : t == gguf::kQ5_K ? "Q5_K"
+                              : "Q6_K";
   };
-  for (uint32_t type : {uint32_t(gguf::kQ8_0), uint32_t(gguf::kQ4_0), uint32_t(gguf::kQ4_K), uint32_t(gguf::kQ5_K),
-                        uint32_t(gguf::kQ6_K)}) {
+  for (uint32_t type : {uint32_t(gguf::kQ8_0), uint32_t(gguf::kQ4_0), uint32_t(gguf::kQ2_K), uint32_t(gguf::kQ3_K),
+                        uint32_t(gguf::kQ4_K), uint32_t(gguf::kQ5_K), uint32_t(gguf::kQ6_K)}) {
     for (S s : {S{"qwen3-0.6b mlp up", 3072, 1024}, S{"qwen3-0.6b mlp down", 1024, 3072},
                 S{"llama-3.2-1b mlp up", 8192, 2048}, S{"lm head 151936x1024", 151936, 1024}}) {
       const std::string label = std::string(type_name(type)) + " " + s.name;
@@ -232,11 +238,14 @@ int kernel_bench(const std::string& filter) {
       std::mt19937 rng(1);
       for (auto& b : w) b = uint8_t(rng());
       const size_t bb = gguf::block_bytes(type);
-      for (int64_t r = 0; r < s.N; ++r)  // sane scales (Q6_K's d is its last 2 bytes)
+      for (int64_t r = 0; r < s.N; ++r)  // sane scales: d (and dmin after it)
         for (size_t b = 0; b < rb; b += bb) {
           uint16_t h = f32_to_f16(0.01f);
-          std::memcpy(&w[size_t(r) * rb + b + (type == gguf::kQ6_K ? 208 : 0)], &h, 2);
-          if (type == gguf::kQ4_K || type == gguf::kQ5_K) std::memcpy(&w[size_t(r) * rb + b + 2], &h, 2);
+          const bool d_only = type == gguf::kQ6_K || type == gguf::kQ3_K;  // at the block's end
+          const size_t at = d_only ? bb - 2 : type == gguf::kQ2_K ? bb - 4 : 0;
+          std::memcpy(&w[size_t(r) * rb + b + at], &h, 2);
+          if (type == gguf::kQ2_K || type == gguf::kQ4_K || type == gguf::kQ5_K)
+            std::memcpy(&w[size_t(r) * rb + b + at + 2], &h, 2);
         }
       std::vector<float> x(size_t(s.K), 0.5f), y(size_t(s.N));
       const char* ms = std::getenv("GGUF_BENCH_M");  // e.g. "1,4,16,128"

@@ -437,10 +437,10 @@ Tensor load_tensor(const std::shared_ptr<const GgufFile>& file, const GgufTensor
   }
   const bool dense = t.ggml_type == gguf::kF32 || t.ggml_type == gguf::kF16 || t.ggml_type == gguf::kBF16;
   if (keep_packed && is_matrix && !dense && K % 32 == 0) {
-    // The other block formats (Q4_1, Q5_0, Q5_1, Q2_K..Q6_K): requantized to Q8_0 and
-    // kept packed, so they run on the Q8_0 kernels at 8.5 bits a weight instead of as
-    // 16-bit copies (about 1.9x less to read a token). Q8_0's rounding (at most amax / 254
-    // of each 32-value block) is far below the source format's own.
+    // The other block formats (Q4_1, Q5_0, Q5_1; for devices also Q2_K, Q3_K, Q5_K, Q6_K):
+    // requantized to Q8_0 and kept packed, so they run on the Q8_0 kernels at 8.5 bits a
+    // weight instead of as 16-bit copies (about 1.9x less to read a token). Q8_0's rounding
+    // (at most amax / 254 of each 32-value block) is far below the source format's own.
     *packed_type = gguf::kQ8_0;
     auto q8 = std::make_shared<Tensor>(ops::gguf_rows_to_q8_0(t.ggml_type, src, rb, rows, K));
     uint8_t* dst = q8->data<uint8_t>();
@@ -518,6 +518,8 @@ QuantSpec packed_gguf_spec(const Tensor& marker, const std::string& what) {
   if (type == int32_t(gguf::kQ4_K)) return {QuantFormat::gguf_q4_k, 4, 32};
   if (type == int32_t(gguf::kQ6_K)) return {QuantFormat::gguf_q6_k, 6, 16};
   if (type == int32_t(gguf::kQ5_K)) return {QuantFormat::gguf_q5_k, 5, 32};
+  if (type == int32_t(gguf::kQ3_K)) return {QuantFormat::gguf_q3_k, 3, 16};
+  if (type == int32_t(gguf::kQ2_K)) return {QuantFormat::gguf_q2_k, 2, 16};
   // Loaded as MLX affine words with their scales and biases (GgufLoadOptions::affine_4bit).
   if (type == int32_t(gguf::kQ4_1)) return {QuantFormat::mlx_affine, 4, 32};
   invalid("{} has GGUF type {}, which is not kept packed", what, type);

@@ -86,7 +86,7 @@ bool is_gguf_type_marker(const std::string& name);
 // the config instead of keeping them as weights.
 bool is_gguf_rope_tensor(const std::string& name);
 // The packed format of a marker: {gguf_q8_0, 8, 32}, {gguf_q4_0, 4, 32}, {gguf_q5_k, 5, 32},
-// {gguf_q6_k, 6, 16} (packed, CPU), {gguf_q4_k, 4, 32}
+// {gguf_q6_k, 6, 16}, {gguf_q3_k, 3, 16}, {gguf_q2_k, 2, 16} (packed, CPU), {gguf_q4_k, 4, 32}
 // (packed Q4_K blocks for the CPU, or MLX affine 4-bit groups of 32 where the loader wrote
 // scales next to the words), or for Q4_1 loaded as MLX affine words (affine_4bit)
 // {mlx_affine, 4, 32}; throws Error(invalid_request) naming `what` for any other value.

@@ -1,4 +1,4 @@
-// GGUF block formats kept packed (QuantFormat::gguf_q8_0 / q4_0 / q4_k / q5_k / q6_k): the op side of
+// GGUF block formats kept packed (QuantFormat::gguf_q8_0 / q4_0 / q2_k ... q6_k): the op side of
 // ops::qlinear / qembedding / dequantize / validate_quantized for them. CPU only; the
 // kernels are in backends/cpu/gguf_quants.h. Internal to ops (quant.cpp dispatches here).
 #pragma once

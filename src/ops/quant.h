@@ -12,16 +12,18 @@
 
 namespace mlxcel {
 
-// gguf_q8_0 / gguf_q4_0 / gguf_q4_k / gguf_q5_k / gguf_q6_k: GGUF (ggml) blocks kept packed:
-// `packed` is u8 [N, K / 32 * 34 (Q8_0) or 18 (Q4_0), or K / 256 * 144 (Q4_K), 176 (Q5_K)
-// or 210 (Q6_K)], scales and biases are undefined; CPU only (ops/gguf_quant.h,
-// backends/cpu/gguf_quants.h). group_size: 32 (Q4_K / Q5_K: their sub-blocks), 16 for Q6_K's.
-enum class QuantFormat : uint8_t { mlx_affine, gguf_q8_0, gguf_q4_0, gguf_q4_k, gguf_q6_k, gguf_q5_k };
+// gguf_q8_0 / gguf_q4_0 / gguf_q2_k ... gguf_q6_k: GGUF (ggml) blocks kept packed: `packed`
+// is u8 [N, K / 32 * 34 (Q8_0) or 18 (Q4_0), or K / 256 * 84 (Q2_K), 110 (Q3_K), 144 (Q4_K),
+// 176 (Q5_K) or 210 (Q6_K)], scales and biases are undefined; CPU only (ops/gguf_quant.h,
+// backends/cpu/gguf_quants.h). group_size: 32 (Q4_K / Q5_K: their sub-blocks), 16 for
+// Q6_K's, Q3_K's and Q2_K's.
+enum class QuantFormat : uint8_t { mlx_affine, gguf_q8_0, gguf_q4_0, gguf_q4_k, gguf_q6_k, gguf_q5_k, gguf_q3_k, gguf_q2_k };
 
 // True for the GGUF block formats kept packed; their ggml type (gguf::GgmlType value).
 inline bool is_gguf_format(QuantFormat f) {
   return f == QuantFormat::gguf_q8_0 || f == QuantFormat::gguf_q4_0 || f == QuantFormat::gguf_q4_k ||
-         f == QuantFormat::gguf_q5_k || f == QuantFormat::gguf_q6_k;
+         f == QuantFormat::gguf_q5_k || f == QuantFormat::gguf_q6_k || f == QuantFormat::gguf_q3_k ||
+         f == QuantFormat::gguf_q2_k;
 }
 uint32_t gguf_type_of(QuantFormat f);
 

@@ -395,15 +395,61 @@ TEST(GgufAffine4, Q4_1FilesLoadAsMlxAffine) {
   fs::remove_all(tmp);
 }
 
-// A Qwen3-shaped file (hidden 256, ffn 512: whole 256-value blocks) laid out like
-// llama-quantize's Q4_K_M: random Q4_K blocks for q, k, o and up, Q6_K for v, down and the
-// embedding, and Q5_K for gate (as Q5_K_M files hold it) (Q6_K sub-block scales of one sign, as trained ones are: random signed
-// ones make outlier channels whose int8 rounding moves single positions' logits by 10-25%). On the CPU they stay packed (gguf_q4_k / gguf_q6_k, registered
-// for x8 copies), and the logits of a 3-token prompt (decode kernels) and a 20-token one
-// (int8 panel GEMM; the embedding's rows gathered from Q6_K blocks) match those of the
-// same file dequantized to f32 within the activations' int8 rounding. The memory estimate
-// counts the packed bytes and the x8 copies.
-TEST(GgufKQuants, MatricesStayPackedOnTheCpu) {
+// Random but valid K-quant blocks for a [N, K] matrix (K values a row). Q4_K as
+// random_blocks; Q5_K its d / dmin / scales with random high bits; Q6_K and Q3_K with
+// sub-block scales of one sign and size, as trained ones are (random signed ones make
+// outlier channels whose int8 rounding moves single positions' logits by 10-25%): Q6_K's
+// int8 scales 20..40, Q3_K's 6-bit ones 48..63 (16..31 once less 32), d in [0.0005, 0.005);
+// Q2_K's (4-bit scales and mins, unsigned) random, d likewise, dmin half of that.
+std::string kquant_matrix(uint32_t type, int64_t K, int64_t N, std::mt19937& rng) {
+  if (type == gguf::kQ4_K || type == gguf::kQ5_K) {
+    std::vector<uint8_t> q4 = random_blocks(gguf::kQ4_K, N, K, rng);
+    if (type == gguf::kQ4_K) return std::string(q4.begin(), q4.end());
+    std::string b(size_t(N * K / 256 * 176), '\0');
+    for (size_t blk = 0; blk < b.size() / 176; ++blk) {
+      std::memcpy(b.data() + blk * 176, q4.data() + blk * 144, 16);
+      for (int i = 0; i < 32; ++i) b[blk * 176 + 16 + size_t(i)] = char(rng());
+      std::memcpy(b.data() + blk * 176 + 48, q4.data() + blk * 144 + 16, 128);
+    }
+    return b;
+  }
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> scale(0.002f, 0.02f);
+  const size_t bb = gguf::block_bytes(type);
+  std::string b(size_t(N * K / 256) * bb, '\0');
+  for (size_t i = 0; i < b.size(); ++i) b[i] = char(byte(rng));
+  std::uniform_int_distribution<int> sc(20, 40);
+  for (size_t blk = 0; blk < b.size() / bb; ++blk) {
+    char* p = b.data() + blk * bb;
+    if (type == gguf::kQ6_K)
+      for (int j = 0; j < 16; ++j) p[192 + j] = char(sc(rng));
+    else if (type == gguf::kQ3_K)  // the scales' high pairs (bytes 8..11 of its 12) all 3
+      std::memset(p + 96 + 8, 0xFF, 4);
+    const uint16_t d = f32_to_f16(scale(rng) / 4);
+    std::memcpy(p + bb - (type == gguf::kQ2_K ? 4 : 2), &d, 2);
+    if (type == gguf::kQ2_K) {
+      const uint16_t dmin = f32_to_f16(scale(rng) / 8);
+      std::memcpy(p + bb - 2, &dmin, 2);
+    }
+  }
+  return b;
+}
+
+// The ggml types of a Qwen3-shaped test file's matrices.
+struct KQuantMix {
+  uint32_t embd, q, k, v, o, gate, up, down;
+};
+
+// A Qwen3-shaped file (hidden 256, ffn 512: whole 256-value blocks) of K-quant matrices
+// (kquant_matrix) laid out as `mix`, with an untied f32 LM head: int8 activations against a
+// random K-quant table as LM head move these logits by 8-17% (each product is within 0.7%
+// of its largest output; the packed products are checked one by one in
+// tests/gguf/gguf_quants_test.cpp). On the CPU the matrices stay packed (`formats`,
+// registered for x8 copies), and the logits of a 3-token prompt (decode kernels) and a
+// 20-token one (int8 panel GEMM; the embedding's rows gathered from its blocks) match those
+// of the same file dequantized to f32 within the activations' int8 rounding. The memory
+// estimate counts the packed bytes and the x8 copies.
+void check_kquants_stay_packed(const KQuantMix& mix, const std::vector<QuantFormat>& formats, const char* label) {
   const fs::path tmp = tmp_dir();
   const int64_t H = 256, F = 512, V = 300, D = 64, heads = 4, kv = 2, L = 2;
   GgufWriter w;
@@ -429,37 +475,10 @@ TEST(GgufKQuants, MatricesStayPackedOnTheCpu) {
     }
     return b;
   };
-  auto q4k = [&](int64_t K, int64_t N) {
-    std::vector<uint8_t> b = random_blocks(gguf::kQ4_K, N, K, rng);
-    return std::string(b.begin(), b.end());
+  auto add = [&](const std::string& name, uint32_t type, int64_t K, int64_t N) {
+    w.add_tensor(name, {K, N}, type, kquant_matrix(type, K, N, rng));
   };
-  auto q5k = [&](int64_t K, int64_t N) {  // Q4_K's d / dmin / scales, random high bits
-    std::vector<uint8_t> q4 = random_blocks(gguf::kQ4_K, N, K, rng);
-    std::string b(size_t(N * K / 256 * 176), '\0');
-    for (size_t blk = 0; blk < b.size() / 176; ++blk) {
-      std::memcpy(b.data() + blk * 176, q4.data() + blk * 144, 16);
-      for (int i = 0; i < 32; ++i) b[blk * 176 + 16 + size_t(i)] = char(rng());
-      std::memcpy(b.data() + blk * 176 + 48, q4.data() + blk * 144 + 16, 128);
-    }
-    return b;
-  };
-  auto q6k = [&](int64_t K, int64_t N) {  // random quants, d (the last 2 bytes of a block) in [0.0005, 0.005)
-    std::uniform_int_distribution<int> byte(0, 255);
-    std::uniform_real_distribution<float> scale(0.002f, 0.02f);
-    std::string b(size_t(N * K / 256 * 210), '\0');
-    for (size_t i = 0; i < b.size(); ++i) b[i] = char(byte(rng));
-    std::uniform_int_distribution<int> sc(20, 40);  // sub-block scales of one sign and size, like trained ones
-    for (size_t blk = 0; blk < b.size() / 210; ++blk) {
-      for (int j = 0; j < 16; ++j) b[blk * 210 + 192 + size_t(j)] = char(sc(rng));
-      const uint16_t d = f32_to_f16(scale(rng) / 4);
-      std::memcpy(b.data() + blk * 210 + 208, &d, 2);
-    }
-    return b;
-  };
-  w.add_tensor("token_embd.weight", {H, V}, gguf::kQ6_K, q6k(H, V));
-  // An untied f32 LM head: int8 activations against the random Q6_K table as LM head move
-  // these logits by 8-17% (each product is within 0.7% of its largest output; the
-  // packed products are checked one by one in tests/gguf/gguf_quants_test.cpp).
+  add("token_embd.weight", mix.embd, H, V);
   w.add_tensor("output.weight", {H, V}, gguf::kF32, f32s(H * V, 0.0f));
   w.add_tensor("output_norm.weight", {H}, gguf::kF32, f32s(H, 1.0f));
   for (int l = 0; l < L; ++l) {
@@ -468,40 +487,39 @@ TEST(GgufKQuants, MatricesStayPackedOnTheCpu) {
     w.add_tensor(p + "ffn_norm.weight", {H}, gguf::kF32, f32s(H, 1.0f));
     w.add_tensor(p + "attn_q_norm.weight", {D}, gguf::kF32, f32s(D, 1.0f));
     w.add_tensor(p + "attn_k_norm.weight", {D}, gguf::kF32, f32s(D, 1.0f));
-    w.add_tensor(p + "attn_q.weight", {H, heads * D}, gguf::kQ4_K, q4k(H, heads * D));
-    w.add_tensor(p + "attn_k.weight", {H, kv * D}, gguf::kQ4_K, q4k(H, kv * D));
-    w.add_tensor(p + "attn_v.weight", {H, kv * D}, gguf::kQ6_K, q6k(H, kv * D));
-    w.add_tensor(p + "attn_output.weight", {heads * D, H}, gguf::kQ4_K, q4k(heads * D, H));
-    w.add_tensor(p + "ffn_gate.weight", {H, F}, gguf::kQ5_K, q5k(H, F));
-    w.add_tensor(p + "ffn_up.weight", {H, F}, gguf::kQ4_K, q4k(H, F));
-    w.add_tensor(p + "ffn_down.weight", {F, H}, gguf::kQ6_K, q6k(F, H));
+    add(p + "attn_q.weight", mix.q, H, heads * D);
+    add(p + "attn_k.weight", mix.k, H, kv * D);
+    add(p + "attn_v.weight", mix.v, H, kv * D);
+    add(p + "attn_output.weight", mix.o, heads * D, H);
+    add(p + "ffn_gate.weight", mix.gate, H, F);
+    add(p + "ffn_up.weight", mix.up, H, F);
+    add(p + "ffn_down.weight", mix.down, F, H);
   }
-  const fs::path file = tmp / "q4_k.gguf";
+  const fs::path file = tmp / "kquants.gguf";
   w.write(file.string());
 
   Reference prompts;
   prompts.prompts = {{5, 17, 250}, {}};
   for (int i = 0; i < 20; ++i) prompts.prompts[1].push_back((i * 37 + 11) % int(V));
   const size_t x8_before = gguf::repacked_bytes_in_use();
-  const TwoLoads two = load_twice(file, GgufLoadOptions{}, {QuantFormat::gguf_q4_k, QuantFormat::gguf_q5_k, QuantFormat::gguf_q6_k}, prompts,
-                                  [&](const GgufCheckpoint& ck) {
-                                    // the file's rows
-                                    EXPECT_EQ(ck.weights.get("model.layers.0.mlp.down_proj.weight").shape()[1], F / 256 * 210);
-                                    EXPECT_EQ(ck.weights.get("model.layers.0.mlp.up_proj.weight").shape()[1], H / 256 * 144);
-                                  });
+  const TwoLoads two = load_twice(file, GgufLoadOptions{}, formats, prompts, [&](const GgufCheckpoint& ck) {
+    // the file's rows
+    EXPECT_EQ(ck.weights.get("model.layers.0.mlp.down_proj.weight").shape()[1], int64_t(gguf::row_bytes(mix.down, F)));
+    EXPECT_EQ(ck.weights.get("model.layers.0.mlp.up_proj.weight").shape()[1], int64_t(gguf::row_bytes(mix.up, H)));
+  });
   EXPECT_EQ(two.markers, int(L * 7 + 1));
   EXPECT_EQ(gguf::repacked_bytes_in_use(), x8_before);  // the copies went with the weights
   for (size_t p = 0; p < prompts.prompts.size(); ++p) {
     const double err = rel_err(two.packed[p], two.deq[p]);
-    EXPECT_LE(err, 1e-2) << "prompt " << p;
-    std::fprintf(stderr, "[gguf] Q4_K / Q5_K / Q6_K packed vs dequantized, %zu-token prompt: %.2e\n", prompts.prompts[p].size(),
-                 err);
+    EXPECT_LE(err, 1e-2) << label << " prompt " << p;
+    std::fprintf(stderr, "[gguf] %s packed vs dequantized, %zu-token prompt: %.2e\n", label,
+                 prompts.prompts[p].size(), err);
   }
   int64_t est = 0;
   const GgufFile f = GgufFile::open(file.string());
   int64_t x8 = 0;
   for (const GgufTensorInfo& t : f.tensors())
-    if (t.ggml_type == gguf::kQ4_K || t.ggml_type == gguf::kQ5_K || t.ggml_type == gguf::kQ6_K) {
+    if (t.ggml_type != gguf::kF32) {
       EXPECT_EQ(gguf_loaded_bytes(t, false, false), int64_t(t.n_bytes)) << t.name;
       est += gguf_loaded_bytes(t, false) - int64_t(t.n_bytes);
       x8 += int64_t(gguf::x8_bytes(t.ggml_type, t.shape[1], t.shape[0]));
@@ -510,6 +528,30 @@ TEST(GgufKQuants, MatricesStayPackedOnTheCpu) {
     }
   EXPECT_EQ(est, x8);
   fs::remove_all(tmp);
+}
+
+// Laid out like llama-quantize's Q4_K_M: Q4_K for q, k, o and up, Q6_K for v, down and the
+// embedding, and Q5_K for gate (as Q5_K_M files hold it).
+TEST(GgufKQuants, MatricesStayPackedOnTheCpu) {
+  using namespace gguf;
+  check_kquants_stay_packed({kQ6_K, kQ4_K, kQ4_K, kQ6_K, kQ4_K, kQ5_K, kQ4_K, kQ6_K},
+                            {QuantFormat::gguf_q4_k, QuantFormat::gguf_q5_k, QuantFormat::gguf_q6_k}, "Q4_K / Q5_K / Q6_K");
+}
+
+// Like llama-quantize's Q3_K_M: Q3_K for q, k, gate, up and the embedding, Q4_K for o,
+// Q5_K for v and down.
+TEST(GgufKQuants, Q3KMatricesStayPackedOnTheCpu) {
+  using namespace gguf;
+  check_kquants_stay_packed({kQ3_K, kQ3_K, kQ3_K, kQ5_K, kQ4_K, kQ3_K, kQ3_K, kQ5_K},
+                            {QuantFormat::gguf_q3_k, QuantFormat::gguf_q4_k, QuantFormat::gguf_q5_k}, "Q3_K_M");
+}
+
+// Like llama-quantize's Q2_K: Q2_K for q, k, gate, up and the embedding, Q3_K for v, o and
+// down.
+TEST(GgufKQuants, Q2KMatricesStayPackedOnTheCpu) {
+  using namespace gguf;
+  check_kquants_stay_packed({kQ2_K, kQ2_K, kQ2_K, kQ3_K, kQ3_K, kQ2_K, kQ2_K, kQ3_K},
+                            {QuantFormat::gguf_q2_k, QuantFormat::gguf_q3_k}, "Q2_K");
 }
 
 // `mlxcel inspect` on a GGUF file counts each tensor as it is once loaded: on the host (no

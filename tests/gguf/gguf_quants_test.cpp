@@ -355,7 +355,8 @@ TEST(GgufQuants, PackedDecodeKernelMatchesIntegerReference) {
 }
 
 // K-quant rows of random blocks, any bytes but the f16 scales: Q4_K's / Q5_K's d and dmin
-// (the first 4 bytes) and Q6_K's d (its last 2) in [2^-9, 2^-5). Every scale-byte pattern is valid.
+// (the first 4 bytes), Q2_K's (its last 4) and Q6_K's / Q3_K's d (their last 2) in [2^-9,
+// 2^-5). Every scale-byte pattern is valid.
 std::vector<uint8_t> random_kquant(uint32_t t, int64_t N, int64_t K, size_t stride, std::mt19937& rng) {
   std::vector<uint8_t> packed(stride * size_t(N), 0xCD);
   std::uniform_int_distribution<int> byte(0, 255);
@@ -366,8 +367,10 @@ std::vector<uint8_t> random_kquant(uint32_t t, int64_t N, int64_t K, size_t stri
       uint8_t* blk = packed.data() + size_t(r) * stride + size_t(b) * bb;
       for (size_t i = 0; i < bb; ++i) blk[i] = uint8_t(byte(rng));
       const uint16_t d = f32_to_f16(mag(rng)), dm = f32_to_f16(mag(rng));
-      std::memcpy(t == kQ6_K ? blk + 208 : blk, &d, 2);
-      if (t != kQ6_K) std::memcpy(blk + 2, &dm, 2);
+      const bool d_only = t == kQ6_K || t == kQ3_K;
+      const size_t at = d_only ? bb - 2 : t == kQ2_K ? bb - 4 : 0;  // d, then dmin
+      std::memcpy(blk + at, &d, 2);
+      if (!d_only) std::memcpy(blk + at + 2, &dm, 2);
     }
   return packed;
 }
@@ -375,7 +378,9 @@ std::vector<uint8_t> random_kquant(uint32_t t, int64_t N, int64_t K, size_t stri
 // The scalar model of the K-quant kernels' arithmetic for one row and one row of x: x to
 // int8 per block of 32 (d = amax / 127, round to nearest even), exact integer sums a
 // sub-block, then f32 scales: Q4_K / Q5_K y += (d sc) dx isum - (dmin m) dx sum(xq) per 32
-// values; Q6_K y += (d sc) dx (isum - 32 sum(xq)) per 16. ref and sum |terms| into mag.
+// values; Q6_K y += (d sc) dx (isum - 32 sum(xq)) per 16, Q3_K y += (d (sc - 32)) dx (isum -
+// 4 sum(xq)) per 16 (isum over the unsigned values, so the sums are of q - offset), Q2_K
+// y += (d sc) dx isum - (dmin m) dx sum(xq) per 16. ref and sum |terms| into mag.
 void kquant_model(uint32_t t, const uint8_t* row, const float* xm, int64_t K, double& ref, double& mag) {
   for (int64_t c32 = 0; c32 < K / 32; ++c32) {
     const float* xb = xm + c32 * 32;
@@ -405,6 +410,45 @@ void kquant_model(uint32_t t, const uint8_t* row, const float* xm, int64_t K, do
       const double t2 = double((f16_to_f32(hm) * float(mn)) * (dx * float(xsum)));
       ref += t1 - t2;
       mag += std::fabs(t1) + std::fabs(t2);
+    } else if (t == kQ2_K) {
+      // scales[16] (scale: low nibble, min: high), qs[64], d, dmin: chunk c = 4 n + j, value
+      // l: bits 2 j of qs byte 32 n + l; sub-blocks 2 c and 2 c + 1.
+      const uint8_t* blk = row + size_t(c32 / 8) * 84;
+      uint16_t hd, hm;
+      std::memcpy(&hd, blk + 80, 2);
+      std::memcpy(&hm, blk + 82, 2);
+      for (int half = 0; half < 2; ++half) {
+        const uint8_t s = blk[2 * c + half];
+        int32_t isum = 0, xsum = 0;
+        for (int l = 16 * half; l < 16 * half + 16; ++l) {
+          isum += ((blk[16 + 32 * (c / 4) + l] >> (2 * (c % 4))) & 3) * xq[l];
+          xsum += xq[l];
+        }
+        const double t1 = double(float(isum) * ((f16_to_f32(hd) * float(s & 0xF)) * dx));
+        const double t2 = double((f16_to_f32(hm) * float(s >> 4)) * (dx * float(xsum)));
+        ref += t1 - t2;
+        mag += std::fabs(t1) + std::fabs(t2);
+      }
+    } else if (t == kQ3_K) {
+      // hmask[32], qs[64], scales[12], d: chunk c = 4 n + j, value l: bits 2 j of qs byte
+      // 32 n + l, bit c of hmask byte l as 4; 6-bit scales, low nibbles in bytes 0..7, high
+      // pairs in 8..11, less 32.
+      const uint8_t* blk = row + size_t(c32 / 8) * 110;
+      const uint8_t* s = blk + 96;
+      uint16_t hd;
+      std::memcpy(&hd, blk + 108, 2);
+      for (int half = 0; half < 2; ++half) {
+        const int i = 2 * c + half;
+        const int sc = ((i < 8 ? s[i] & 0xF : s[i - 8] >> 4) | (((s[8 + i % 4] >> (2 * (i / 4))) & 3) << 4)) - 32;
+        int32_t isum = 0;
+        for (int l = 16 * half; l < 16 * half + 16; ++l) {
+          const int q3 = ((blk[32 + 32 * (c / 4) + l] >> (2 * (c % 4))) & 3) | (((blk[l] >> c) & 1) << 2);
+          isum += (q3 - 4) * xq[l];
+        }
+        const double term = double(float(isum) * ((f16_to_f32(hd) * float(sc)) * dx));
+        ref += term;
+        mag += std::fabs(term);
+      }
     } else {
       const uint8_t* blk = row + size_t(c32 / 8) * 210;
       uint16_t hd;
@@ -435,7 +479,7 @@ TEST(GgufQuants, KQuantsPackedMatchTheirReferences) {
   std::normal_distribution<float> nd(0, 1);
   const Case cases[] = {{1, 256, 1, 0}, {1, 768, 37, 3}, {3, 512, 9, 0},  {5, 256, 17, 1},
                         {15, 1024, 8, 0}, {16, 256, 23, 0}, {20, 768, 13, 2}, {70, 512, 41, 0}};
-  for (uint32_t t : {kQ4_K, kQ5_K, kQ6_K})
+  for (uint32_t t : {kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K})
   for (const Case& c : cases) {
     const size_t stride = row_bytes(t, c.K) + c.pad;
     std::vector<uint8_t> packed = random_kquant(t, c.N, c.K, stride, rng);
@@ -469,9 +513,10 @@ TEST(GgufQuants, KQuantsPackedMatchTheirReferences) {
       }
     }
   }
-  // The largest sums: every Q5_K value 31 (and Q4_K 15, Q6_K 63) against x of one sign at
-  // 127 after rounding, for the decode kernel and the GEMM (AVX2 sums pairs in i16).
-  for (uint32_t t : {kQ4_K, kQ5_K, kQ6_K})
+  // The largest sums: every Q5_K value 31 (and Q4_K 15, Q6_K 63, Q3_K 7, Q2_K 3) against x
+  // of one sign at 127 after rounding, for the decode kernel and the GEMM (AVX2 sums pairs in
+  // i16).
+  for (uint32_t t : {kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K})
     for (int64_t M : {int64_t(1), int64_t(20)}) {
       const int64_t K = 512, N = 9;
       const size_t rb = row_bytes(t, K);
@@ -480,6 +525,8 @@ TEST(GgufQuants, KQuantsPackedMatchTheirReferences) {
         for (int64_t b = 0; b < K / 256; ++b) {
           uint8_t* blk = packed.data() + size_t(r) * rb + size_t(b) * block_bytes(t);
           if (t == kQ6_K) std::memset(blk, 0xFF, 192);         // ql, qh
+          else if (t == kQ3_K) std::memset(blk, 0xFF, 96);     // hmask, qs
+          else if (t == kQ2_K) std::memset(blk + 16, 0xFF, 64);  // qs
           else std::memset(blk + 16, 0xFF, t == kQ5_K ? 160 : 128);  // (qh,) qs
         }
       std::vector<float> xe(size_t(M * K), 1.0f), ye(size_t(M * N));
@@ -487,7 +534,6 @@ TEST(GgufQuants, KQuantsPackedMatchTheirReferences) {
       for (int64_t m = 0; m < M; ++m)
         for (int64_t r = 0; r < N; ++r) {
           double ref = 0, mag = 0;
-          std::vector<float> wr(size_t(K));
           if (std::string(matmul_isa()) == "scalar" && M >= 64) continue;
           kquant_model(t, packed.data() + size_t(r) * rb, xe.data() + m * K, K, ref, mag);
           ASSERT_NEAR(ye[size_t(m * N + r)], ref, 2e-6 * mag + 1e-6) << "extreme type " << t << " M " << M << " row " << r;
@@ -499,6 +545,8 @@ TEST(GgufQuants, KQuantsPackedMatchTheirReferences) {
   EXPECT_ANY_THROW(matmul_packed(kQ4_K, x.data(), 1, 320, w.data(), 180, 1, nullptr, y.data()));
   EXPECT_ANY_THROW(matmul_packed(kQ6_K, x.data(), 1, 320, w.data(), 263, 1, nullptr, y.data()));
   EXPECT_ANY_THROW(matmul_packed(kQ5_K, x.data(), 1, 320, w.data(), 220, 1, nullptr, y.data()));
+  EXPECT_ANY_THROW(matmul_packed(kQ3_K, x.data(), 1, 320, w.data(), 138, 1, nullptr, y.data()));
+  EXPECT_ANY_THROW(matmul_packed(kQ2_K, x.data(), 1, 320, w.data(), 105, 1, nullptr, y.data()));
 }
 
 // Large enough that the rows are split over the thread pool in chunks pulled from a
@@ -541,7 +589,7 @@ TEST(GgufQuants, PackedKernelsSplitOverThreads) {
 // counts (a padded last group), 1..15 rows of x, rows at an odd stride, a bias, and a
 // weight of -128 in Q8_0.
 std::vector<uint8_t> random_packed(uint32_t t, int64_t N, int64_t K, size_t stride, std::mt19937& rng) {
-  if (t == kQ4_K || t == kQ5_K || t == kQ6_K) return random_kquant(t, N, K, stride, rng);
+  if (block_elems(t) == 256) return random_kquant(t, N, K, stride, rng);
   std::normal_distribution<float> nd(0, 1);
   std::vector<uint8_t> packed(stride * size_t(N), 0xCD);
   std::vector<float> w(static_cast<size_t>(K));
@@ -560,15 +608,19 @@ TEST(GgufQuants, X8LayoutMatchesRowLayoutExactly) {
   const Case cases[] = {{1, 32, 1, 0},  {1, 64, 7, 3},    {1, 1024, 37, 0}, {2, 96, 8, 0},  {3, 160, 9, 1},
                         {4, 256, 16, 0}, {5, 128, 17, 2},  {7, 3072, 13, 0}, {9, 64, 23, 5}, {15, 96, 41, 0},
                         {1, 512, 2051, 0}, {4, 1024, 777, 0}};
-  for (uint32_t t : {kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K}) {
+  for (uint32_t t : {kQ8_0, kQ4_0, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K}) {
     for (const Case& c : cases) {
       if (c.K % int64_t(block_elems(t)) != 0) continue;
       const size_t stride = row_bytes(t, c.K) + c.pad;
       std::vector<uint8_t> packed = random_packed(t, c.N, c.K, stride, rng);
       std::vector<uint8_t> x8(x8_bytes(t, c.N, c.K));
       // Q4_K: d, dmin and the unpacked scales and mins take 160 bytes of 1,184 a block of 8
-      // rows (Q5_K: 1,440 with its high bits).
-      const size_t per_group = t == kQ4_K ? size_t(c.K / 256) * 1184 : t == kQ5_K ? size_t(c.K / 256) * 1440 : 8 * row_bytes(t, c.K);
+      // rows (Q5_K: 1,440 with its high bits); Q3_K's scales unpacked to bytes 912.
+      const size_t blocks = size_t(c.K / 256);
+      const size_t per_group = t == kQ4_K   ? blocks * 1184
+                               : t == kQ5_K ? blocks * 1440
+                               : t == kQ3_K ? blocks * 912
+                                            : 8 * row_bytes(t, c.K);
       ASSERT_EQ(x8.size(), size_t((c.N + 7) / 8) * per_group);
       repack_x8(t, packed.data(), stride, c.N, c.K, x8.data());
       std::vector<float> x(size_t(c.M * c.K)), bias(size_t(c.N));
@@ -599,7 +651,7 @@ TEST(GgufQuants, RegisteredWeightsGetAnX8CopyForTheirLifetime) {
   std::mt19937 rng(29);
   std::normal_distribution<float> nd(0, 1);
   const int64_t N = 203, K = 256;
-  for (uint32_t t : {kQ8_0, kQ4_0, kQ4_K, kQ5_K, kQ6_K}) {
+  for (uint32_t t : {kQ8_0, kQ4_0, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K}) {
     const size_t rb = row_bytes(t, K);
     auto bytes = std::make_shared<std::vector<uint8_t>>(random_packed(t, N, K, rb, rng));
     const uint8_t* w = bytes->data();

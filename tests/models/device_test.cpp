@@ -63,12 +63,13 @@ TEST(GgufToMlx, DequantizesToTheSameValues) {
 }
 
 // Packed K-quants (what a CPU load keeps) on their way to a device: Q4_K as MLX affine 4-bit
-// g32 with f32 scales, the same values; Q5_K and Q6_K (no 4-bit MLX form) through Q8_0,
+// g32 with f32 scales, the same values; Q2_K, Q3_K, Q5_K and Q6_K (no 4-bit MLX form) through Q8_0,
 // each value within Q8_0's rounding (amax / 254 of its 32-value block).
 TEST(GgufToMlx, KQuantsBecomeMlxAffine) {
   const int64_t N = 5, K = 512;
   std::mt19937_64 r(5);
-  for (uint32_t type : {uint32_t(gguf::kQ4_K), uint32_t(gguf::kQ5_K), uint32_t(gguf::kQ6_K)}) {
+  for (uint32_t type : {uint32_t(gguf::kQ2_K), uint32_t(gguf::kQ3_K), uint32_t(gguf::kQ4_K), uint32_t(gguf::kQ5_K),
+                        uint32_t(gguf::kQ6_K)}) {
     const size_t bb = gguf::block_bytes(type);
     QuantizedWeight g;
     g.packed = Tensor::empty({N, int64_t(K / 256 * bb)}, DType::u8);
@@ -76,11 +77,15 @@ TEST(GgufToMlx, KQuantsBecomeMlxAffine) {
     for (int64_t i = 0; i < g.packed.numel(); ++i) p[i] = uint8_t(r());
     for (int64_t b = 0; b < N * K / 256; ++b) {
       const uint16_t d = f32_to_f16(0.001f + 0.01f * float(r() % 100) / 100.0f);
-      std::memcpy(p + b * int64_t(bb) + (type == gguf::kQ6_K ? 208 : 0), &d, 2);
-      if (type != gguf::kQ6_K) std::memcpy(p + b * int64_t(bb) + 2, &d, 2);
+      const bool d_only = type == gguf::kQ6_K || type == gguf::kQ3_K;  // d (and dmin after it)
+      const int64_t at = d_only ? int64_t(bb) - 2 : type == gguf::kQ2_K ? int64_t(bb) - 4 : 0;
+      std::memcpy(p + b * int64_t(bb) + at, &d, 2);
+      if (!d_only) std::memcpy(p + b * int64_t(bb) + at + 2, &d, 2);
     }
     g.spec = type == gguf::kQ4_K   ? QuantSpec{QuantFormat::gguf_q4_k, 4, 32}
              : type == gguf::kQ5_K ? QuantSpec{QuantFormat::gguf_q5_k, 5, 32}
+             : type == gguf::kQ3_K ? QuantSpec{QuantFormat::gguf_q3_k, 3, 16}
+             : type == gguf::kQ2_K ? QuantSpec{QuantFormat::gguf_q2_k, 2, 16}
                                    : QuantSpec{QuantFormat::gguf_q6_k, 6, 16};
     EXPECT_EQ(g.cols(), K);
     QuantizedWeight m = ops::gguf_to_mlx_affine(g, "test");

@@ -56,6 +56,15 @@ constexpr int64_t kX8Q5kBlock = kX8Q4kBlock + 256;
 // then the 4-bit parts (ql) as 32 vectors and the 2-bit parts (qh) as 16, lane r = 4
 // consecutive bytes of row r's ql / qh: 8 x 210 bytes, the file's size.
 constexpr int64_t kX8Q6kBlock = 16 + 128 + 1024 + 512;
+// ... and of an x8 Q3_K group: Q6_K's d[8] and int8 scales (here sc - 32), then qs as 16
+// vectors and hmask as 8, lane r = 4 consecutive bytes of row r's qs / hmask: 912 bytes
+// against the file's 8 x 110 (the scales unpacked from 12 bytes a row to 16).
+constexpr int64_t kX8Q3kBlock = 16 + 128 + 512 + 256;
+// ... and of an x8 Q2_K group: d[8], dmin[8] (f16), the 16 sub-blocks' scale bytes as they
+// are (scale in the low nibble, min in the high one) [sub-block][row], then qs as 16 vectors
+// as Q3_K's: 8 x 84 bytes, the file's size (the nibbles split in registers; split into
+// bytes they would add 19%).
+constexpr int64_t kX8Q2kBlock = 16 + 16 + 128 + 512;
 
 
 // The 6-bit scale and min j (0..7) of a Q4_K/Q5_K block's 12 scale bytes.
@@ -130,19 +139,21 @@ void deq_q2_k(const uint8_t* b, float* y) {
   }
 }
 
+// Scale i (0..15) of a Q3_K block's 12 scale bytes, less its offset of 32: 6 bits, the low
+// 4 from bytes 0..7 (nibbles), the high 2 from bytes 8..11.
+inline int8_t q3k_scale(const uint8_t* sraw, int i) {
+  const int low = i < 8 ? (sraw[i] & 0xF) : (sraw[i - 8] >> 4);
+  const int high = (sraw[8 + (i % 4)] >> (2 * (i / 4))) & 3;
+  return int8_t((low | (high << 4)) - 32);
+}
+
 // Q3_K: u8 hmask[32]; u8 qs[64]; u8 scales[12]; half d.
 void deq_q3_k(const uint8_t* b, float* y) {
   const uint8_t* hm = b;
   const uint8_t* q = b + 32;
-  const uint8_t* sraw = b + 96;
   const float d_all = half_at(b + 108);
-  // 16 6-bit scales: low 4 bits from bytes 0..7 (nibbles), high 2 bits from bytes 8..11.
   int8_t scales[16];
-  for (int i = 0; i < 16; ++i) {
-    int low = i < 8 ? (sraw[i] & 0xF) : (sraw[i - 8] >> 4);
-    int high = (sraw[8 + (i % 4)] >> (2 * (i / 4))) & 3;
-    scales[i] = int8_t((low | (high << 4)) - 32);
-  }
+  for (int i = 0; i < 16; ++i) scales[i] = q3k_scale(b + 96, i);
   int is = 0;
   uint8_t m = 1;
   for (int n = 0; n < 256; n += 128) {
@@ -397,7 +408,7 @@ struct XBlocks {
   std::vector<int8_t> q;  // [M, K]
   std::vector<float> d;   // [M, K / 32]
   std::vector<int32_t> s; // [M, K / 32]: 8 * the sum of the block's quants (Q4_0's -8 offset)
-  std::vector<int32_t> h; // [M, K / 32]: the sum of its first 16 quants (Q6_K's 16-value sub-blocks)
+  std::vector<int32_t> h; // [M, K / 32]: the sum of its first 16 quants (Q6_K's / Q3_K's 16-value sub-blocks)
 };
 
 // Pointers to xb's rows from row m0 on (K values a row): quants, scales, sums, half sums.
@@ -824,49 +835,94 @@ void x8_group_q45k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t 
   for (int j = 0; j < MC; ++j) _mm256_storeu_ps(out + j * 8, acc[j]);
 }
 
-// Q6_K on its x8 layout (kX8Q6kBlock): the 4 chunks of 32 values of a half block (ggml's
-// n) share their 2-bit parts and pairwise their 4-bit parts, so each step loads 3 vectors
-// (ql for chunks 0 / 2, ql for 1 / 3, qh) and unpacks the 4 chunks' values of one group of
-// 4 values a row. Each 16-value sub-block's exact integer sum of the unsigned 6-bit values
-// times int8 x, less 32 times x's sum over it (the -32 offset), then (d sc) dx in f32: the
-// first sub-blocks of the 4 chunks (groups 0-3), then the second ones (groups 4-7).
-template <int MC>
-void x8_group_q6k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
+// The x8 formats of 16-value sub-blocks, Q6_K (kX8Q6kBlock), Q3_K (kX8Q3kBlock) and Q2_K
+// (kX8Q2kBlock): d[8] first (Q2_K: then dmin[8]), where the scale bytes [sub-block][row] and
+// the quants start, and the offset taken off every (unsigned) value.
+template <uint32_t T>
+struct X8K16 {
+  static constexpr int64_t kBlock = T == kQ6_K ? kX8Q6kBlock : T == kQ3_K ? kX8Q3kBlock : kX8Q2kBlock;
+  static constexpr int64_t kScales = T == kQ2_K ? 32 : 16, kQuants = kScales + 128;
+  static constexpr int kOffset = T == kQ6_K ? 32 : T == kQ3_K ? 4 : 0;
+};
+
+// Values 4 v .. 4 v + 3 (v = 0..7) of the 4 chunks of 32 of a half block (ggml's n: chunks
+// 4 n .. 4 n + 3) in an x8 block of T, w[k] lane r = row r's of chunk 4 n + k, unsigned.
+// Q6_K: the 4 chunks share their 2-bit parts and pairwise their 4-bit parts, so 3 loads (ql
+// for chunks 0 / 2, ql for 1 / 3, qh) give all 4; Q2_K: one qs load (2 bits a chunk); Q3_K:
+// that and one hmask load (bit 4 n + k, worth 4).
+template <uint32_t T>
+inline void x8_k16_values(const uint8_t* blk, int n, int v, __m256i (&w)[4]) {
+  if constexpr (T == kQ6_K) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+    const uint8_t* ql = blk + 144 + 32 * 16 * n;
+    const __m256i l02 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32 * v));
+    const __m256i l13 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32 * (8 + v)));
+    const __m256i hv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 144 + 1024 + 32 * (8 * n + v)));
+    w[0] = _mm256_or_si256(_mm256_and_si256(l02, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 4), m30));
+    w[1] = _mm256_or_si256(_mm256_and_si256(l13, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m30));
+    w[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l02, 4), m4), _mm256_and_si256(hv, m30));
+    w[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l13, 4), m4),
+                           _mm256_and_si256(_mm256_srli_epi16(hv, 2), m30));
+  } else {
+    const __m256i m3 = _mm256_set1_epi8(0x03);
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + X8K16<T>::kQuants + 32 * (8 * n + v)));
+    w[0] = _mm256_and_si256(q, m3);
+    w[1] = _mm256_and_si256(_mm256_srli_epi16(q, 2), m3);
+    w[2] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m3);
+    w[3] = _mm256_and_si256(_mm256_srli_epi16(q, 6), m3);
+    if constexpr (T == kQ3_K) {
+      const __m256i m4 = _mm256_set1_epi8(0x04);
+      const __m256i h = _mm256_srl_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 144 + 512 + 32 * v)),
+                                         _mm_cvtsi32_si128(4 * n));  // bit k: chunk 4 n + k's high bit
+      w[0] = _mm256_or_si256(w[0], _mm256_and_si256(_mm256_slli_epi16(h, 2), m4));
+      w[1] = _mm256_or_si256(w[1], _mm256_and_si256(_mm256_slli_epi16(h, 1), m4));
+      w[2] = _mm256_or_si256(w[2], _mm256_and_si256(h, m4));
+      w[3] = _mm256_or_si256(w[3], _mm256_and_si256(_mm256_srli_epi16(h, 1), m4));
+    }
+  }
+}
+
+// Q6_K, Q3_K and Q2_K on their x8 layouts: a half block's 4 chunks of 32 are unpacked
+// together one group of 4 values a row at a time (x8_k16_values). Each 16-value sub-block's
+// exact integer sum of the unsigned values times int8 x, less the offset (32, 4, 0) times x's
+// sum over it, then (d sc) dx in f32 (Q2_K: less (dmin m) dx times x's sum): the first
+// sub-blocks of the 4 chunks (groups 0-3), then the second ones (groups 4-7).
+template <int MC, uint32_t T>
+void x8_group_k16(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
+  using F = X8K16<T>;
   [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
   __m256 acc[MC];
   for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
   const auto [xq, xd, xs, xh] = x_rows(xb, m0, K);
   for (int64_t b = 0; b < nb32 / 8; ++b) {
-    const uint8_t* blk = grp + b * kX8Q6kBlock;
+    const uint8_t* blk = grp + b * F::kBlock;
     // Every line of the block asked for up front, in order: the steps below read it in
-    // three interleaved places (ql twice, qh), which left the loads one at a time. Llama
-    // up_proj shape (8192 x 2048) from memory, 2 threads, five alternated runs: 0.42-0.48
-    // ms against 0.93-1.2 without, 0.47-0.57 a block ahead, Q8_0's x8 copy 0.51-0.71.
-    for (int64_t i = 0; i < kX8Q6kBlock; i += 64) _mm_prefetch(reinterpret_cast<const char*>(blk + i), _MM_HINT_T0);
+    // interleaved places (Q6_K: ql twice, qh; Q3_K: qs, hmask; the scales), which left the
+    // loads one at a time. Q6_K, Llama up_proj shape (8192 x 2048) from memory,
+    // 2 threads, five alternated runs: 0.42-0.48 ms against 0.93-1.2 without, 0.47-0.57 a
+    // block ahead, Q8_0's x8 copy 0.51-0.71.
+    for (int64_t i = 0; i < F::kBlock; i += 64) _mm_prefetch(reinterpret_cast<const char*>(blk + i), _MM_HINT_T0);
     const __m256 dv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
+    [[maybe_unused]] const __m256 mv =
+        T == kQ2_K ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16))) : dv;
     for (int n = 0; n < 2; ++n) {
-      const uint8_t* ql = blk + 144 + 32 * 16 * n;
-      const uint8_t* qh = blk + 144 + 1024 + 32 * 8 * n;
       for (int half = 0; half < 2; ++half) {  // sub-blocks 2c (groups 0-3), then 2c + 1 (4-7)
         __m256i is[MC][4];
+        int32_t xsum[MC][4];  // x's sums over the sub-blocks
+        // AVX2, Q3_K / Q2_K: maddubs pairs are at most 2 x 7 x 127, a sub-block's 4 groups
+        // add in i16; Q6_K's (2 x 63 x 127) go to i32 a group at a time.
+        [[maybe_unused]] __m256i s16[MC][4];
         for (int j = 0; j < MC; ++j)
           for (int k = 0; k < 4; ++k) {
             const int64_t x32 = b * 8 + 4 * n + k;
-            const int32_t h = half ? xs[j * nb32 + x32] / 8 - xh[j * nb32 + x32] : xh[j * nb32 + x32];
-            is[j][k] = _mm256_set1_epi32(-32 * h);
+            xsum[j][k] = half ? xs[j * nb32 + x32] / 8 - xh[j * nb32 + x32] : xh[j * nb32 + x32];
+            is[j][k] = _mm256_set1_epi32(-F::kOffset * xsum[j][k]);
+            s16[j][k] = _mm256_setzero_si256();
           }
 #pragma GCC unroll 4
         for (int v = 4 * half; v < 4 * half + 4; ++v) {
-          const __m256i l02 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32 * v));
-          const __m256i l13 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32 * (8 + v)));
-          const __m256i hv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qh + 32 * v));
-          const __m256i w[4] = {
-              _mm256_or_si256(_mm256_and_si256(l02, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 4), m30)),
-              _mm256_or_si256(_mm256_and_si256(l13, m4), _mm256_and_si256(_mm256_slli_epi16(hv, 2), m30)),
-              _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l02, 4), m4), _mm256_and_si256(hv, m30)),
-              _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l13, 4), m4),
-                              _mm256_and_si256(_mm256_srli_epi16(hv, 2), m30))};
+          __m256i w[4];
+          x8_k16_values<T>(blk, n, v, w);
 #pragma GCC unroll 4
           for (int j = 0; j < MC; ++j)
 #pragma GCC unroll 4
@@ -876,18 +932,35 @@ void x8_group_q6k(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t K
 #if MLXCEL_GGUF_VNNI
               is[j][k] = _mm256_dpbusd_epi32(is[j][k], w[k], _mm256_set1_epi32(x4));
 #else
-              // maddubs pairs are at most 2 x 63 x 127: one group at a time into i32
-              is[j][k] = _mm256_add_epi32(is[j][k], _mm256_madd_epi16(_mm256_maddubs_epi16(w[k], _mm256_set1_epi32(x4)), ones));
+              const __m256i p = _mm256_maddubs_epi16(w[k], _mm256_set1_epi32(x4));
+              if constexpr (T == kQ6_K) is[j][k] = _mm256_add_epi32(is[j][k], _mm256_madd_epi16(p, ones));
+              else s16[j][k] = _mm256_add_epi16(s16[j][k], p);
 #endif
             }
         }
+#if !MLXCEL_GGUF_VNNI
+        if constexpr (T != kQ6_K)
+          for (int j = 0; j < MC; ++j)
+            for (int k = 0; k < 4; ++k) is[j][k] = _mm256_add_epi32(is[j][k], _mm256_madd_epi16(s16[j][k], ones));
+#endif
         for (int k = 0; k < 4; ++k) {
           const int c = 4 * n + k;
-          const __m256 D = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                                                 reinterpret_cast<const __m128i*>(blk + 16 + 16 * c + 8 * half)))));
-          for (int j = 0; j < MC; ++j)
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[j][k]),
-                                     _mm256_mul_ps(D, _mm256_set1_ps(xd[j * nb32 + b * 8 + c])), acc[j]);
+          const __m128i sb = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + F::kScales + 16 * c + 8 * half));
+          if constexpr (T == kQ2_K) {  // scale and min nibbles
+            const __m256i sm = _mm256_cvtepu8_epi32(sb);
+            const __m256 D = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_and_si256(sm, _mm256_set1_epi32(0xF))));
+            const __m256 Mn = _mm256_mul_ps(mv, _mm256_cvtepi32_ps(_mm256_srli_epi32(sm, 4)));
+            for (int j = 0; j < MC; ++j) {
+              const float dx = xd[j * nb32 + b * 8 + c];
+              acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[j][k]), _mm256_mul_ps(D, _mm256_set1_ps(dx)), acc[j]);
+              acc[j] = _mm256_fnmadd_ps(Mn, _mm256_set1_ps(dx * float(xsum[j][k])), acc[j]);
+            }
+          } else {
+            const __m256 D = _mm256_mul_ps(dv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sb)));
+            for (int j = 0; j < MC; ++j)
+              acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[j][k]),
+                                       _mm256_mul_ps(D, _mm256_set1_ps(xd[j * nb32 + b * 8 + c])), acc[j]);
+          }
         }
       }
     }
@@ -900,7 +973,9 @@ void x8_group_t(uint32_t type, const uint8_t* grp, int64_t nb, const XBlocks& xb
   if (type == kQ8_0) x8_group<MC, true>(grp, nb, xb, K, m0, out);
   else if (type == kQ4_K) x8_group_q45k<MC, false>(grp, nb, xb, K, m0, out);
   else if (type == kQ5_K) x8_group_q45k<MC, true>(grp, nb, xb, K, m0, out);
-  else if (type == kQ6_K) x8_group_q6k<MC>(grp, nb, xb, K, m0, out);
+  else if (type == kQ6_K) x8_group_k16<MC, kQ6_K>(grp, nb, xb, K, m0, out);
+  else if (type == kQ3_K) x8_group_k16<MC, kQ3_K>(grp, nb, xb, K, m0, out);
+  else if (type == kQ2_K) x8_group_k16<MC, kQ2_K>(grp, nb, xb, K, m0, out);
   else x8_group<MC, false>(grp, nb, xb, K, m0, out);
 }
 
@@ -919,15 +994,22 @@ constexpr int64_t kPanelRows = 8;
 // The panels' kinds: Q4_0 and Q8_0 as above; Q4_K's 32-value sub-blocks with two scale
 // vectors, D = d sc and M = dmin m (f32, per row), y += D dx sum(q xq) - M dx sum(xq).
 // Q6_K's chunks of 32 hold two 16-value sub-blocks: D_a, D_b (d sc) a row, y += D_a dx
-// (sum_a(q xq) - 32 sum_a(xq)) + D_b dx (...)_b, the 6-bit values unsigned.
-enum PanelKind : int { kPanelQ4_0 = 0, kPanelQ8_0 = 1, kPanelQ4_K = 2, kPanelQ6_K = 3 };
+// (sum_a(q xq) - 32 sum_a(xq)) + D_b dx (...)_b, the 6-bit values unsigned. Q3_K's are
+// exactly of that shape (d (sc - 32) per 16 values, values q3 - 4): its panels hold q3 + 28.
+// Q2_K's are Q6_K's without the offset and with two more vectors, M_a, M_b (dmin m):
+// y -= M_a dx sum_a(xq) + M_b dx sum_b(xq).
+enum PanelKind : int { kPanelQ4_0 = 0, kPanelQ8_0 = 1, kPanelQ4_K = 2, kPanelQ6_K = 3, kPanelQ2_K = 4 };
 inline PanelKind panel_kind(uint32_t type) {
   return type == kQ8_0                     ? kPanelQ8_0
          : type == kQ4_K || type == kQ5_K ? kPanelQ4_K
-         : type == kQ6_K                  ? kPanelQ6_K
+         : type == kQ6_K || type == kQ3_K ? kPanelQ6_K
+         : type == kQ2_K                  ? kPanelQ2_K
                                           : kPanelQ4_0;
 }
-inline int64_t panel_block_bytes(int kind = kPanelQ4_0) { return (kind >= kPanelQ4_K ? 64 : 32) + 8 * 32; }
+// A block's f32 scale vectors (8 rows; the VNNI panels' 16 rows take twice as many bytes)
+// before its 8 groups.
+constexpr int64_t panel_head_bytes(int kind) { return kind == kPanelQ2_K ? 128 : kind >= kPanelQ4_K ? 64 : 32; }
+inline int64_t panel_block_bytes(int kind = kPanelQ4_0) { return panel_head_bytes(kind) + 8 * 32; }
 
 // Q6_K chunk c (0..7) of the 210-byte block at blk (the row layout): the scales of its two
 // sub-blocks times d, and its 32 values (0..63) as bytes in order.
@@ -941,6 +1023,34 @@ inline void q6k_row_chunk(const uint8_t* blk, int c, float* Da, float* Db, __m25
   const __m256i l4 = _mm256_and_si256(k >> 1 ? _mm256_srli_epi16(lo, 4) : lo, _mm256_set1_epi8(0x0F));
   const __m256i h2 = _mm256_and_si256(_mm256_srli_epi16(hi, 2 * k), _mm256_set1_epi8(0x03));
   *vals = _mm256_or_si256(l4, _mm256_slli_epi16(h2, 4));
+}
+
+// Q3_K chunk c (0..7) of the 110-byte block at blk as a Q6_K panel's: the scales less 32 of
+// its two sub-blocks times d, and its 32 values q3 + 28 (28..35) as bytes in order, whose
+// -32 in the Q6_K tiles leaves exactly q3 - 4. Value l: bits 2 (c % 4) of qs byte 32 (c / 4)
+// + l, and bit c of hmask byte l as 4.
+inline void q3k_row_chunk(const uint8_t* blk, int c, float* Da, float* Db, __m256i* vals) {
+  const float d = half_at(blk + 108);
+  *Da = d * float(q3k_scale(blk + 96, 2 * c));
+  *Db = d * float(q3k_scale(blk + 96, 2 * c + 1));
+  const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32 + 32 * (c / 4)));
+  const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk));
+  const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * (c % 4))), _mm256_set1_epi8(0x03));
+  const __m256i hi = _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(c)), _mm256_set1_epi8(0x01));
+  *vals = _mm256_add_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 2)), _mm256_set1_epi8(28));
+}
+
+// Q2_K chunk c (0..7) of the 84-byte block at blk: the scales and the mins of its two
+// sub-blocks times d and dmin, and its 32 values (0..3: bits 2 (c % 4) of qs byte 32 (c / 4)
+// + l) as bytes in order.
+inline void q2k_row_chunk(const uint8_t* blk, int c, float* D, int64_t ds, __m256i* vals) {
+  const float d = half_at(blk + 80), dmin = half_at(blk + 82);
+  for (int h = 0; h < 2; ++h) {
+    D[h * ds] = d * float(blk[2 * c + h] & 0xF);
+    D[(2 + h) * ds] = dmin * float(blk[2 * c + h] >> 4);
+  }
+  const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * (c / 4)));
+  *vals = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * (c % 4))), _mm256_set1_epi8(0x03));
 }
 
 // Q4_K (Q5_K) sub-block s (0..7) of the 256-value block at blk: D = d sc_s, M = dmin m_s,
@@ -957,6 +1067,16 @@ inline void q45k_sub_block(bool q5, const uint8_t* blk, int s, float* D, float* 
     const __m256i hb = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(s));
     *vals = _mm256_or_si256(*vals, _mm256_slli_epi16(_mm256_and_si256(hb, _mm256_set1_epi8(0x01)), 4));
   }
+}
+
+// Chunk c (0..7) of the 32 values of a K-quant block at blk in its panel kind's form: the
+// scales (Q4_K / Q5_K: D, M; Q6_K / Q3_K: D_a, D_b; Q2_K: D_a, D_b, M_a, M_b) at D[0],
+// D[ds], ..., the values as bytes in order.
+inline void kquant_chunk(uint32_t type, const uint8_t* blk, int c, float* D, int64_t ds, __m256i* vals) {
+  if (type == kQ6_K) q6k_row_chunk(blk, c, D, D + ds, vals);
+  else if (type == kQ3_K) q3k_row_chunk(blk, c, D, D + ds, vals);
+  else if (type == kQ2_K) q2k_row_chunk(blk, c, D, ds, vals);
+  else q45k_sub_block(type == kQ5_K, blk, c, D, D + ds, vals);
 }
 
 // 8 x 8 transpose of i32 elements: out[g] lane r = in[r] lane g.
@@ -984,18 +1104,16 @@ inline void transpose8x8(__m256i* r) {
 void pack_panel8(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* panel) {
   const size_t bb = type == kQ8_0 ? 34 : 18;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  if (panel_kind(type) >= kPanelQ4_K) {
+  if (const int kind = panel_kind(type); kind >= kPanelQ4_K) {
     const size_t kb = block_bytes(type);
     for (int64_t b = 0; b < nb; ++b) {
-      uint8_t* dst = panel + b * panel_block_bytes(kPanelQ4_K);
+      uint8_t* dst = panel + b * panel_block_bytes(kind);
       float* D = reinterpret_cast<float*>(dst);
       __m256i r[8];
-      for (int i = 0; i < 8; ++i) {
-        if (type == kQ6_K) q6k_row_chunk(rp[i] + size_t(b / 8) * kb, int(b % 8), D + i, D + 8 + i, r + i);
-        else q45k_sub_block(type == kQ5_K, rp[i] + size_t(b / 8) * kb, int(b % 8), D + i, D + 8 + i, r + i);
-      }
+      for (int i = 0; i < 8; ++i) kquant_chunk(type, rp[i] + size_t(b / 8) * kb, int(b % 8), D + i, 8, r + i);
       transpose8x8(r);
-      for (int g = 0; g < 8; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 + 32 * g), r[g]);
+      for (int g = 0; g < 8; ++g)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + panel_head_bytes(kind) + 32 * g), r[g]);
     }
     return;
   }
@@ -1047,16 +1165,18 @@ void gemm_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, co
                                  acc[m]);
     } else {
       // The block's 8 groups stay in registers while each row of x runs through them.
-      constexpr int kQ = kKind >= kPanelQ4_K ? 64 : 32;  // where the quants start
+      constexpr int64_t kQ = panel_head_bytes(kKind);  // where the quants start
       __m256i wg[8];
       for (int g = 0; g < 8; ++g) wg[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + kQ + 32 * g));
       for (int m = 0; m < MR; ++m) {
         const float dx = xd[m * nb + b];
-        if constexpr (kKind == kPanelQ6_K) {
+        if constexpr (kKind == kPanelQ6_K || kKind == kPanelQ2_K) {
           // maddubs pairs are at most 2 x 63 x 127: two groups fit in i16, the halves apart.
           const int8_t* xm = xb + m * K;
-          __m256i ia = _mm256_set1_epi32(-32 * xh[m * nb + b]);
-          __m256i ib = _mm256_set1_epi32(-32 * (xs[m * nb + b] / 8 - xh[m * nb + b]));
+          constexpr int kOffset = kKind == kPanelQ6_K ? 32 : 0;
+          const int32_t ha = xh[m * nb + b], hb = xs[m * nb + b] / 8 - ha;  // x's sums over the halves
+          __m256i ia = _mm256_set1_epi32(-kOffset * ha);
+          __m256i ib = _mm256_set1_epi32(-kOffset * hb);
           for (int g = 0; g < 4; g += 2) {
             int32_t x0, x1, x2, x3;
             std::memcpy(&x0, xm + 4 * g, 4);
@@ -1073,6 +1193,12 @@ void gemm_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, co
           const __m256 db = _mm256_loadu_ps(reinterpret_cast<const float*>(pb + 32));
           acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia), _mm256_mul_ps(dw, _mm256_set1_ps(dx)), acc[m]);
           acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ib), _mm256_mul_ps(db, _mm256_set1_ps(dx)), acc[m]);
+          if constexpr (kKind == kPanelQ2_K) {
+            acc[m] = _mm256_fnmadd_ps(_mm256_loadu_ps(reinterpret_cast<const float*>(pb + 64)),
+                                      _mm256_set1_ps(dx * float(ha)), acc[m]);
+            acc[m] = _mm256_fnmadd_ps(_mm256_loadu_ps(reinterpret_cast<const float*>(pb + 96)),
+                                      _mm256_set1_ps(dx * float(hb)), acc[m]);
+          }
           continue;
         }
         if constexpr (kKind == kPanelQ4_K) {
@@ -1148,6 +1274,7 @@ void gemm_int8(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uin
         case kPanelQ8_0: gemm_panel_rows<kPanelQ8_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
         case kPanelQ4_K: gemm_panel_rows<kPanelQ4_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
         case kPanelQ6_K: gemm_panel_rows<kPanelQ6_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
+        case kPanelQ2_K: gemm_panel_rows<kPanelQ2_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
         default: gemm_panel_rows<kPanelQ4_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
       }
     }
@@ -1167,24 +1294,24 @@ void gemm_int8(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uin
 // of x (its 4 bytes broadcast from memory), and the block's integer sums are exact, as
 // in the AVX2 GEMM: only the order of the f32 steps differs.
 constexpr int64_t kVnniRows = 16;
-inline int64_t vnni_block_bytes(int kind = kPanelQ4_0) { return (kind >= kPanelQ4_K ? 128 : 64) + 8 * 64; }
+inline int64_t vnni_block_bytes(int kind = kPanelQ4_0) { return 2 * panel_block_bytes(kind); }
 
 // Packs blocks [0, nb) of the 16 rows rp[] into `panel` (two 8-row halves).
 void pack_panel16(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* panel) {
-  if (panel_kind(type) >= kPanelQ4_K) {  // D (16 f32), M or D_b (16 f32), then the groups
+  // K-quants: the scale vectors of kquant_chunk (16 f32 each: D, M; D_a, D_b; D_a, D_b,
+  // M_a, M_b), then the groups.
+  if (const int kind = panel_kind(type); kind >= kPanelQ4_K) {
     const size_t kb = block_bytes(type);
+    const int64_t head = 2 * panel_head_bytes(kind);
     for (int64_t b = 0; b < nb; ++b) {
-      uint8_t* dst = panel + b * vnni_block_bytes(kPanelQ4_K);
+      uint8_t* dst = panel + b * vnni_block_bytes(kind);
       float* D = reinterpret_cast<float*>(dst);
       for (int h = 0; h < 2; ++h) {
         __m256i r[8];
-        for (int i = 0; i < 8; ++i) {
-          const uint8_t* blk = rp[8 * h + i] + size_t(b / 8) * kb;
-          if (type == kQ6_K) q6k_row_chunk(blk, int(b % 8), D + 8 * h + i, D + 16 + 8 * h + i, r + i);
-          else q45k_sub_block(type == kQ5_K, blk, int(b % 8), D + 8 * h + i, D + 16 + 8 * h + i, r + i);
-        }
+        for (int i = 0; i < 8; ++i)
+          kquant_chunk(type, rp[8 * h + i] + size_t(b / 8) * kb, int(b % 8), D + 8 * h + i, 16, r + i);
         transpose8x8(r);
-        for (int g = 0; g < 8; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 128 + 64 * g + 32 * h), r[g]);
+        for (int g = 0; g < 8; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + head + 64 * g + 32 * h), r[g]);
       }
     }
     return;
@@ -1217,18 +1344,20 @@ void pack_panel16(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* 
 template <int MR, int kKind>
 void vnni_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, const float* xd, const int32_t* xs,
                const int32_t* xh, __m512* out) {
-  constexpr bool Q8 = kKind == kPanelQ8_0, Q4K = kKind == kPanelQ4_K, Q6K = kKind == kPanelQ6_K;
-  constexpr int kQ = Q4K || Q6K ? 128 : 64;  // where the groups start
+  constexpr bool Q8 = kKind == kPanelQ8_0, Q4K = kKind == kPanelQ4_K;
+  constexpr bool Q6K = kKind == kPanelQ6_K, Q2K = kKind == kPanelQ2_K;
+  constexpr int64_t kQ = 2 * panel_head_bytes(kKind);  // where the groups start
   __m512 acc[MR];
   for (int m = 0; m < MR; ++m) acc[m] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* pb = panel + b * vnni_block_bytes(kKind);
     const int8_t* xb = xq + b * 32;
-    if constexpr (Q6K) {
+    if constexpr (Q6K || Q2K) {
+      constexpr int kOffset = Q6K ? 32 : 0;
       __m512i ia[MR], ib[MR];
       for (int m = 0; m < MR; ++m) {
-        ia[m] = _mm512_set1_epi32(-32 * xh[m * nb + b]);
-        ib[m] = _mm512_set1_epi32(-32 * (xs[m * nb + b] / 8 - xh[m * nb + b]));
+        ia[m] = _mm512_set1_epi32(-kOffset * xh[m * nb + b]);
+        ib[m] = _mm512_set1_epi32(-kOffset * (xs[m * nb + b] / 8 - xh[m * nb + b]));
       }
       for (int g = 0; g < 4; ++g) {
         const __m512i wa = _mm512_loadu_si512(pb + kQ + 64 * g), wb = _mm512_loadu_si512(pb + kQ + 64 * (g + 4));
@@ -1246,6 +1375,16 @@ void vnni_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, co
         const __m512 dx = _mm512_set1_ps(xd[m * nb + b]);
         acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[m]), _mm512_mul_ps(da, dx), acc[m]);
         acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ib[m]), _mm512_mul_ps(db, dx), acc[m]);
+      }
+      if constexpr (Q2K) {  // the mins against x's sums over the halves
+        const __m512 ma = _mm512_loadu_ps(reinterpret_cast<const float*>(pb + 128));
+        const __m512 mb = _mm512_loadu_ps(reinterpret_cast<const float*>(pb + 192));
+        for (int m = 0; m < MR; ++m) {
+          const float dx = xd[m * nb + b];
+          const int32_t ha = xh[m * nb + b], hb = xs[m * nb + b] / 8 - ha;
+          acc[m] = _mm512_fnmadd_ps(ma, _mm512_set1_ps(dx * float(ha)), acc[m]);
+          acc[m] = _mm512_fnmadd_ps(mb, _mm512_set1_ps(dx * float(hb)), acc[m]);
+        }
       }
       continue;
     }
@@ -1317,6 +1456,7 @@ void gemm_int8_vnni(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, cons
         case kPanelQ8_0: vnni_panel_rows<kPanelQ8_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
         case kPanelQ4_K: vnni_panel_rows<kPanelQ4_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
         case kPanelQ6_K: vnni_panel_rows<kPanelQ6_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
+        case kPanelQ2_K: vnni_panel_rows<kPanelQ2_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
         default: vnni_panel_rows<kPanelQ4_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
       }
     }
@@ -1476,6 +1616,8 @@ size_t x8_group_bytes(uint32_t type, int64_t K) {
   if (type == kQ4_K) return size_t(K / 256) * size_t(kX8Q4kBlock);
   if (type == kQ5_K) return size_t(K / 256) * size_t(kX8Q5kBlock);
   if (type == kQ6_K) return size_t(K / 256) * size_t(kX8Q6kBlock);
+  if (type == kQ3_K) return size_t(K / 256) * size_t(kX8Q3kBlock);
+  if (type == kQ2_K) return size_t(K / 256) * size_t(kX8Q2kBlock);
   return size_t(K / 32) * (type == kQ8_0 ? 272 : 144);
 }
 
@@ -1484,6 +1626,12 @@ size_t x8_bytes(uint32_t type, int64_t n_rows, int64_t K) {
 }
 
 namespace {
+
+// n_vec vectors of 4-byte lanes at dst, lane r of vector v = bytes 4 v .. 4 v + 3 of src
+// (row r's).
+inline void interleave4(uint8_t* dst, const uint8_t* src, int n_vec, int r) {
+  for (int v = 0; v < n_vec; ++v) std::memcpy(dst + 32 * v + 4 * r, src + 4 * v, 4);
+}
 
 // One x8 group from its 8 rows (rows[r]; a short group repeats its last row).
 void repack_group(uint32_t type, const uint8_t* const* rows, int64_t K, uint8_t* grp) {
@@ -1494,8 +1642,34 @@ void repack_group(uint32_t type, const uint8_t* const* rows, int64_t K, uint8_t*
         const uint8_t* blk = rows[r] + size_t(b) * 210;
         std::memcpy(dst + 2 * r, blk + 208, 2);
         for (int j = 0; j < 16; ++j) dst[16 + 8 * j + r] = blk[192 + j];
-        for (int v = 0; v < 32; ++v) std::memcpy(dst + 144 + 32 * v + 4 * r, blk + 4 * v, 4);
-        for (int v = 0; v < 16; ++v) std::memcpy(dst + 144 + 1024 + 32 * v + 4 * r, blk + 128 + 4 * v, 4);
+        interleave4(dst + 144, blk, 32, r);
+        interleave4(dst + 144 + 1024, blk + 128, 16, r);
+      }
+    }
+    return;
+  }
+  if (type == kQ3_K) {
+    for (int64_t b = 0; b < K / 256; ++b) {
+      uint8_t* dst = grp + b * kX8Q3kBlock;
+      for (int r = 0; r < 8; ++r) {
+        const uint8_t* blk = rows[r] + size_t(b) * 110;
+        std::memcpy(dst + 2 * r, blk + 108, 2);
+        for (int j = 0; j < 16; ++j) dst[16 + 8 * j + r] = uint8_t(q3k_scale(blk + 96, j));
+        interleave4(dst + 144, blk + 32, 16, r);
+        interleave4(dst + 144 + 512, blk, 8, r);
+      }
+    }
+    return;
+  }
+  if (type == kQ2_K) {
+    for (int64_t b = 0; b < K / 256; ++b) {
+      uint8_t* dst = grp + b * kX8Q2kBlock;
+      for (int r = 0; r < 8; ++r) {
+        const uint8_t* blk = rows[r] + size_t(b) * 84;
+        std::memcpy(dst + 2 * r, blk + 80, 2);
+        std::memcpy(dst + 16 + 2 * r, blk + 82, 2);
+        for (int j = 0; j < 16; ++j) dst[32 + 8 * j + r] = blk[j];
+        interleave4(dst + 160, blk + 16, 16, r);
       }
     }
     return;
@@ -1510,9 +1684,9 @@ void repack_group(uint32_t type, const uint8_t* const* rows, int64_t K, uint8_t*
         std::memcpy(dst + 2 * r, blk, 2);
         std::memcpy(dst + 16 + 2 * r, blk + 2, 2);
         for (int j = 0; j < 8; ++j) scale_min_k4(j, blk + 4, dst[32 + 8 * j + r], dst[96 + 8 * j + r]);
-        for (int v = 0; v < 32; ++v) std::memcpy(dst + 160 + 32 * v + 4 * r, blk + (q5 ? 48 : 16) + 4 * v, 4);
+        interleave4(dst + 160, blk + (q5 ? 48 : 16), 32, r);
         if (q5)
-          for (int v = 0; v < 8; ++v) std::memcpy(dst + kX8Q4kBlock + 32 * v + 4 * r, blk + 16 + 4 * v, 4);
+          interleave4(dst + kX8Q4kBlock, blk + 16, 8, r);
       }
     }
     return;
@@ -1547,25 +1721,38 @@ namespace {
 // The scalar kernel on the x8 layout: row r (0..7) of a group against one activation row.
 [[maybe_unused]] float x8_dot_scalar(uint32_t type, const uint8_t* grp, int64_t nb, int r, const int8_t* xq,
                                      const float* xd, const int32_t* xs, const int32_t* xh) {
-  if (type == kQ6_K) {
+  if (type == kQ6_K || type == kQ3_K || type == kQ2_K) {
+    const bool q6 = type == kQ6_K, q2 = type == kQ2_K;
+    const int off = q6 ? 32 : q2 ? 0 : 4;
+    const int64_t scales = q2 ? 32 : 16, quants = scales + 128;
     float acc = 0.0f;
     for (int64_t b = 0; b < nb / 8; ++b) {
-      const uint8_t* blk = grp + b * kX8Q6kBlock;
-      const float d = half_at(blk + 2 * r);
+      const uint8_t* blk = grp + b * (q6 ? kX8Q6kBlock : q2 ? kX8Q2kBlock : kX8Q3kBlock);
+      const float d = half_at(blk + 2 * r), dmin = q2 ? half_at(blk + 16 + 2 * r) : 0.0f;
       for (int c = 0; c < 8; ++c) {
         const int n = c / 4, k = c % 4;
         const int8_t* xv = xq + (b * 8 + c) * 32;
-        int32_t ia = -32 * xh[b * 8 + c], ib = -32 * (xs[b * 8 + c] / 8 - xh[b * 8 + c]);
+        const int32_t xsum[2] = {xh[b * 8 + c], xs[b * 8 + c] / 8 - xh[b * 8 + c]};
+        int32_t is[2] = {-off * xsum[0], -off * xsum[1]};
         for (int j = 0; j < 32; ++j) {
           const int v = j / 4, e = j % 4;
-          const uint8_t lo = blk[144 + 32 * (16 * n + 8 * (k & 1) + v) + 4 * r + e];
-          const uint8_t hi = blk[144 + 1024 + 32 * (8 * n + v) + 4 * r + e];
-          const int q = ((k >> 1 ? lo >> 4 : lo) & 0xF) | (((hi >> (2 * k)) & 3) << 4);
-          (j < 16 ? ia : ib) += q * xv[j];
+          int q;
+          if (q6) {
+            const uint8_t lo = blk[144 + 32 * (16 * n + 8 * (k & 1) + v) + 4 * r + e];
+            const uint8_t hi = blk[144 + 1024 + 32 * (8 * n + v) + 4 * r + e];
+            q = ((k >> 1 ? lo >> 4 : lo) & 0xF) | (((hi >> (2 * k)) & 3) << 4);
+          } else {
+            q = (blk[quants + 32 * (8 * n + v) + 4 * r + e] >> (2 * k)) & 3;
+            if (!q2) q |= ((blk[144 + 512 + 32 * v + 4 * r + e] >> c) & 1) << 2;
+          }
+          is[j / 16] += q * xv[j];
         }
         const float dx = xd[b * 8 + c];
-        acc += float(ia) * ((d * float(int8_t(blk[16 + 16 * c + r]))) * dx);
-        acc += float(ib) * ((d * float(int8_t(blk[24 + 16 * c + r]))) * dx);
+        for (int h = 0; h < 2; ++h) {
+          const uint8_t sb = blk[scales + 16 * c + 8 * h + r];
+          acc += float(is[h]) * ((d * (q2 ? float(sb & 0xF) : float(int8_t(sb)))) * dx);
+          if (q2) acc -= (dmin * float(sb >> 4)) * (dx * float(xsum[h]));
+        }
       }
     }
     return acc;
@@ -1626,7 +1813,7 @@ void decode_group(const DecodeMat& d, int64_t g, const XBlocks& xb, int64_t M, i
   const uint8_t* rp[kRows];
   if (!grp)
     for (int64_t i = 0; i < kRows; ++i) rp[i] = d.w + size_t(r0 + std::min(i, rc - 1)) * d.row_stride;
-  if (!grp && (type == kQ4_K || type == kQ5_K || type == kQ6_K)) {
+  if (!grp && block_elems(type) == 256) {
     // No row-layout K-quant kernel: the group is repacked here (the x8 copy's bytes).
     thread_local std::vector<uint8_t> tmp;
     tmp.resize(x8_group_bytes(type, K));

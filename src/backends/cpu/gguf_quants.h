@@ -1,6 +1,6 @@
 // GGUF (ggml) block formats on the CPU: reference dequantization of every block format
 // mlxcel reads, the reference quantizers the GGUF writer uses (Q8_0, Q4_0), and packed
-// matrix products for the formats kept packed at run time (Q8_0, Q4_0).
+// matrix products for the formats kept packed at run time (Q8_0, Q4_0, Q2_K..Q6_K).
 //
 // Block layouts (little-endian, as ggml-common.h defines them; "half" = IEEE f16):
 //   Q4_0  32 values, 18 B: half d; u8 qs[16]          w = d * (nibble - 8)
@@ -26,9 +26,9 @@ enum GgmlType : uint32_t {
 };
 
 // The block formats the CPU kernels take as they are (matmul_packed and the x8 copies):
-// Q8_0, Q4_0, Q4_K, Q5_K and Q6_K. The loader requantizes the others to Q8_0 for the CPU.
+// Q8_0, Q4_0 and Q2_K..Q6_K. The loader requantizes the others to Q8_0 for the CPU.
 inline bool kept_packed(uint32_t type) {
-  return type == kQ8_0 || type == kQ4_0 || type == kQ4_K || type == kQ5_K || type == kQ6_K;
+  return type == kQ8_0 || type == kQ4_0 || (type >= kQ2_K && type <= kQ6_K);
 }
 
 // True for the types dequantize_row() handles.
@@ -55,13 +55,15 @@ void quantize_row_q8_0(const float* src, uint8_t* dst, int64_t n);
 void quantize_row_q4_0(const float* src, uint8_t* dst, int64_t n);
 
 // y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]) for a packed W of `type` (kept_packed:
-// Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) with `n_rows` rows of K values, row r at w + r * row_stride
+// Q8_0, Q4_0, Q2_K..Q6_K) with `n_rows` rows of K values, row r at w + r * row_stride
 // bytes. x is f32 [M, K] contiguous, y f32 [M, n_rows] contiguous. Multithreaded over rows
 // on the global pool. x is quantized to int8 in blocks of 32 (ggml's Q8_0 activations);
 // the K-quants' integer sums are exact per sub-block and their scales applied in f32:
 // Q4_K / Q5_K y += (d sc) dx isum - (dmin m) dx sum(xq), Q6_K y += (d sc) dx (isum - 32
-// sum(xq)) per 16 values. Decode-sized products (M < 16) run on the x8 copy (below),
-// prefill-sized ones on the int8 panel GEMM, which takes every format's blocks as they are.
+// sum(xq)) per 16 values, Q3_K y += (d (sc - 32)) dx (isum - 4 sum(xq)) per 16, Q2_K
+// y += (d sc) dx isum - (dmin m) dx sum(xq) per 16.
+// Decode-sized products (M < 16) run on the x8 copy (below), prefill-sized ones on the
+// int8 panel GEMM, which takes every format's blocks as they are.
 void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* w, size_t row_stride,
                    int64_t n_rows, const float* bias, float* y);
 
@@ -99,7 +101,10 @@ void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, 
 // vectors (lane r of vector v of pair p: qs bytes 32 p + 4 v .. + 3 of row r; the low
 // nibbles are sub-block 2 p, the high ones 2 p + 1). Q5_K: the same, then its qh as 8
 // vectors (1,440 bytes). Q6_K: d (16 bytes), the 16 sub-blocks' int8 scales (128, [sub-
-// block][row]), ql as 32 vectors and qh as 16 (1,680 bytes = 8 x 210).
+// block][row]), ql as 32 vectors and qh as 16 (1,680 bytes = 8 x 210). Q3_K: d and the
+// int8 scales less 32 as Q6_K's, then qs as 16 vectors and hmask as 8 (912 bytes against
+// 8 x 110). Q2_K: d, dmin, the 16 scale bytes as they are ([sub-block][row]), qs as 16
+// vectors (672 bytes = 8 x 84).
 // The decode GEMV then reads one sequential stream per thread and needs neither
 // horizontal sums nor per-row scale loads; its results are bit-identical to
 // matmul_packed's on the row layout.
