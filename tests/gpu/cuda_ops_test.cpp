@@ -463,6 +463,25 @@ struct RopeStep {
   }
 };
 
+// A folded q/k/v launch's outputs (got; caches kc1 / vc1) against the same products without
+// the fold (plain) followed by rope_kv_write into kc2 / vc2 (zeros like kc1 / vc1 before):
+// q and k rotated alike, v unchanged, the whole caches alike (slot 13 written, every other
+// slot still zero in both).
+void expect_rope_kv_folded(const std::vector<Tensor>& got, const std::vector<Tensor>& plain, const RopeStep& step,
+                           int64_t H, int64_t Hkv, int64_t D, const Tensor& kc1, const Tensor& vc1, Tensor& kc2,
+                           Tensor& vc2) {
+  const Tensor want_q = ops::rope_kv_write(plain[0].reshape({1, H, D}), plain[1].reshape({1, Hkv, D}),
+                                           plain[2].reshape({1, Hkv, D}), step.pos, step.rp, kc2, vc2, step.ctx);
+  const Tensor want_k = ops::rope(plain[1].reshape({1, Hkv, D}), step.pos, step.rp);
+  EXPECT_LT(rel_err(got[0].reshape({1, H, D}), want_q), 1e-5);
+  EXPECT_LT(rel_err(got[1].reshape({1, Hkv, D}), want_k), 1e-5);
+  EXPECT_LT(rel_err(got[2], plain[2]), 1e-5);
+  const double tol = kc1.dtype() == DType::f32 ? 1e-5 : 1e-3;
+  EXPECT_LT(rel_err(kc1, kc2), tol);
+  EXPECT_LT(rel_err(vc1, vc2), tol);
+  EXPECT_GT(rel_err(kc1, ops::zeros(kc1.shape(), kc1.dtype(), Device::cuda())), 0.0);
+}
+
 // The decode step's RoPE and K/V cache write taken by the folded q/k/v launch
 // (ops::RopeKvWrite): q and k as rope_kv_write rotates them, and the caches as it writes
 // them (other slots untouched), against add_rms_norm_qlinear_multi without it followed by
@@ -495,17 +514,8 @@ TEST(CudaOps, RopeKvWriteFoldedIntoQkvGemv) {
       auto [sum, got] = ops::add_rms_norm_qlinear_multi(x, h, nw, 1e-5f, 0.0f, {&wq, &wk, &wv}, {bq, bk, Tensor()}, &rw);
       EXPECT_TRUE(rw.done);
       auto [sum2, plain] = ops::add_rms_norm_qlinear_multi(x, h, nw, 1e-5f, 0.0f, {&wq, &wk, &wv}, {bq, bk, Tensor()});
-      Tensor want_q = ops::rope_kv_write(plain[0].reshape({1, H, D}), plain[1].reshape({1, Hkv, D}),
-                                         plain[2].reshape({1, Hkv, D}), pos, rp, kc2, vc2, ctx);
-      Tensor want_k = ops::rope(plain[1].reshape({1, Hkv, D}), pos, rp);
       EXPECT_TRUE(bytes_equal(sum, sum2));
-      EXPECT_LT(rel_err(got[0].reshape({1, H, D}), want_q), 1e-5);
-      EXPECT_LT(rel_err(got[1].reshape({1, Hkv, D}), want_k), 1e-5);
-      EXPECT_LT(rel_err(got[2], plain[2]), 1e-5);
-      // The whole caches: slot 13 written alike, every other slot still zero in both.
-      EXPECT_LT(rel_err(kc1, kc2), cdt == DType::f32 ? 1e-5 : 1e-3);
-      EXPECT_LT(rel_err(vc1, vc2), cdt == DType::f32 ? 1e-5 : 1e-3);
-      EXPECT_GT(rel_err(kc1, ops::zeros({nb, bs, Hkv, D}, cdt, Device::cuda())), 0.0);
+      expect_rope_kv_folded(got, plain, step, H, Hkv, D, kc1, vc1, kc2, vc2);
     }
     // Declined: partial rotary dims, positions on the host, no slot mirror, design 0.
     Tensor kc = ops::zeros({nb, bs, Hkv, D}, DType::bf16, Device::cuda()), vc = ops::zeros({nb, bs, Hkv, D}, DType::bf16, Device::cuda());
@@ -606,16 +616,8 @@ TEST(CudaOps, RopeKvWriteFoldedIntoDenseQkvGemv) {
       auto [sum, got] = ops::add_rms_norm_linear_multi(x, h, nw, 1e-5f, 0.0f, {wq, wk, wv}, {bq, bk, Tensor()}, &rw);
       EXPECT_TRUE(rw.done);
       auto [sum2, plain] = ops::add_rms_norm_linear_multi(x, h, nw, 1e-5f, 0.0f, {wq, wk, wv}, {bq, bk, Tensor()});
-      Tensor want_q = ops::rope_kv_write(plain[0].reshape({1, H, D}), plain[1].reshape({1, Hkv, D}),
-                                         plain[2].reshape({1, Hkv, D}), pos, rp, kc2, vc2, ctx);
-      Tensor want_k = ops::rope(plain[1].reshape({1, Hkv, D}), pos, rp);
       EXPECT_TRUE(bytes_equal(sum, sum2));
-      EXPECT_LT(rel_err(got[0].reshape({1, H, D}), want_q), 1e-5);
-      EXPECT_LT(rel_err(got[1].reshape({1, Hkv, D}), want_k), 1e-5);
-      EXPECT_LT(rel_err(got[2], plain[2]), 1e-5);
-      EXPECT_LT(rel_err(kc1, kc2), cdt == DType::f32 ? 1e-5 : 1e-3);
-      EXPECT_LT(rel_err(vc1, vc2), cdt == DType::f32 ? 1e-5 : 1e-3);
-      EXPECT_GT(rel_err(kc1, ops::zeros({nb, bs, Hkv, D}, cdt, Device::cuda())), 0.0);
+      expect_rope_kv_folded(got, plain, step, H, Hkv, D, kc1, vc1, kc2, vc2);
     }
   }
 }
