@@ -1609,16 +1609,25 @@ void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, 
 
 // ---- x8 layout ------------------------------------------------------------------------
 
+namespace {
+// Bytes of the x8 copy of one block of 8 rows (block_elems values a row).
+size_t x8_block_bytes(uint32_t type) {
+  switch (type) {
+    case kQ4_K: return size_t(kX8Q4kBlock);
+    case kQ5_K: return size_t(kX8Q5kBlock);
+    case kQ6_K: return size_t(kX8Q6kBlock);
+    case kQ3_K: return size_t(kX8Q3kBlock);
+    case kQ2_K: return size_t(kX8Q2kBlock);
+    default: return type == kQ8_0 ? 272 : 144;
+  }
+}
+}  // namespace
+
 size_t x8_group_bytes(uint32_t type, int64_t K) {
   MLXCEL_CHECK(kept_packed(type), "gguf x8: type {} is not kept packed", type);
   const int64_t blk = int64_t(block_elems(type));
   MLXCEL_CHECK(K > 0 && K % blk == 0, "gguf x8: K {} is not a multiple of {}", K, blk);
-  if (type == kQ4_K) return size_t(K / 256) * size_t(kX8Q4kBlock);
-  if (type == kQ5_K) return size_t(K / 256) * size_t(kX8Q5kBlock);
-  if (type == kQ6_K) return size_t(K / 256) * size_t(kX8Q6kBlock);
-  if (type == kQ3_K) return size_t(K / 256) * size_t(kX8Q3kBlock);
-  if (type == kQ2_K) return size_t(K / 256) * size_t(kX8Q2kBlock);
-  return size_t(K / 32) * (type == kQ8_0 ? 272 : 144);
+  return size_t(K / blk) * x8_block_bytes(type);
 }
 
 size_t x8_bytes(uint32_t type, int64_t n_rows, int64_t K) {
@@ -1633,73 +1642,49 @@ inline void interleave4(uint8_t* dst, const uint8_t* src, int n_vec, int r) {
   for (int v = 0; v < n_vec; ++v) std::memcpy(dst + 32 * v + 4 * r, src + 4 * v, 4);
 }
 
+// Row r's block blk (the row layout) into its lanes of the x8 block at dst.
+void repack_block(uint32_t type, const uint8_t* blk, int r, uint8_t* dst) {
+  switch (type) {
+    case kQ6_K:
+      std::memcpy(dst + 2 * r, blk + 208, 2);
+      for (int j = 0; j < 16; ++j) dst[16 + 8 * j + r] = blk[192 + j];
+      interleave4(dst + 144, blk, 32, r);
+      interleave4(dst + 144 + 1024, blk + 128, 16, r);
+      return;
+    case kQ3_K:
+      std::memcpy(dst + 2 * r, blk + 108, 2);
+      for (int j = 0; j < 16; ++j) dst[16 + 8 * j + r] = uint8_t(q3k_scale(blk + 96, j));
+      interleave4(dst + 144, blk + 32, 16, r);
+      interleave4(dst + 144 + 512, blk, 8, r);
+      return;
+    case kQ2_K:
+      std::memcpy(dst + 2 * r, blk + 80, 2);
+      std::memcpy(dst + 16 + 2 * r, blk + 82, 2);
+      for (int j = 0; j < 16; ++j) dst[32 + 8 * j + r] = blk[j];
+      interleave4(dst + 160, blk + 16, 16, r);
+      return;
+    case kQ4_K:
+    case kQ5_K: {
+      const bool q5 = type == kQ5_K;
+      std::memcpy(dst + 2 * r, blk, 2);
+      std::memcpy(dst + 16 + 2 * r, blk + 2, 2);
+      for (int j = 0; j < 8; ++j) scale_min_k4(j, blk + 4, dst[32 + 8 * j + r], dst[96 + 8 * j + r]);
+      interleave4(dst + 160, blk + (q5 ? 48 : 16), 32, r);
+      if (q5) interleave4(dst + kX8Q4kBlock, blk + 16, 8, r);
+      return;
+    }
+    default:  // Q8_0 / Q4_0: d, then the quants
+      std::memcpy(dst + 2 * r, blk, 2);
+      interleave4(dst + 16, blk + 2, type == kQ8_0 ? 8 : 4, r);
+  }
+}
+
 // One x8 group from its 8 rows (rows[r]; a short group repeats its last row).
 void repack_group(uint32_t type, const uint8_t* const* rows, int64_t K, uint8_t* grp) {
-  if (type == kQ6_K) {
-    for (int64_t b = 0; b < K / 256; ++b) {
-      uint8_t* dst = grp + b * kX8Q6kBlock;
-      for (int r = 0; r < 8; ++r) {
-        const uint8_t* blk = rows[r] + size_t(b) * 210;
-        std::memcpy(dst + 2 * r, blk + 208, 2);
-        for (int j = 0; j < 16; ++j) dst[16 + 8 * j + r] = blk[192 + j];
-        interleave4(dst + 144, blk, 32, r);
-        interleave4(dst + 144 + 1024, blk + 128, 16, r);
-      }
-    }
-    return;
-  }
-  if (type == kQ3_K) {
-    for (int64_t b = 0; b < K / 256; ++b) {
-      uint8_t* dst = grp + b * kX8Q3kBlock;
-      for (int r = 0; r < 8; ++r) {
-        const uint8_t* blk = rows[r] + size_t(b) * 110;
-        std::memcpy(dst + 2 * r, blk + 108, 2);
-        for (int j = 0; j < 16; ++j) dst[16 + 8 * j + r] = uint8_t(q3k_scale(blk + 96, j));
-        interleave4(dst + 144, blk + 32, 16, r);
-        interleave4(dst + 144 + 512, blk, 8, r);
-      }
-    }
-    return;
-  }
-  if (type == kQ2_K) {
-    for (int64_t b = 0; b < K / 256; ++b) {
-      uint8_t* dst = grp + b * kX8Q2kBlock;
-      for (int r = 0; r < 8; ++r) {
-        const uint8_t* blk = rows[r] + size_t(b) * 84;
-        std::memcpy(dst + 2 * r, blk + 80, 2);
-        std::memcpy(dst + 16 + 2 * r, blk + 82, 2);
-        for (int j = 0; j < 16; ++j) dst[32 + 8 * j + r] = blk[j];
-        interleave4(dst + 160, blk + 16, 16, r);
-      }
-    }
-    return;
-  }
-  if (type == kQ4_K || type == kQ5_K) {
-    const bool q5 = type == kQ5_K;
-    const size_t kb = block_bytes(type);
-    for (int64_t b = 0; b < K / 256; ++b) {
-      uint8_t* dst = grp + b * (q5 ? kX8Q5kBlock : kX8Q4kBlock);
-      for (int r = 0; r < 8; ++r) {
-        const uint8_t* blk = rows[r] + size_t(b) * kb;
-        std::memcpy(dst + 2 * r, blk, 2);
-        std::memcpy(dst + 16 + 2 * r, blk + 2, 2);
-        for (int j = 0; j < 8; ++j) scale_min_k4(j, blk + 4, dst[32 + 8 * j + r], dst[96 + 8 * j + r]);
-        interleave4(dst + 160, blk + (q5 ? 48 : 16), 32, r);
-        if (q5)
-          interleave4(dst + kX8Q4kBlock, blk + 16, 8, r);
-      }
-    }
-    return;
-  }
-  const bool q8 = type == kQ8_0;
-  const size_t bb = q8 ? 34 : 18, qb = q8 ? 256 : 128;
-  for (int r = 0; r < 8; ++r)
-    for (int64_t b = 0; b < K / 32; ++b) {
-      const uint8_t* blk = rows[r] + size_t(b) * bb;
-      uint8_t* dst = grp + size_t(b) * (16 + qb);
-      std::memcpy(dst + 2 * r, blk, 2);
-      for (size_t v = 0; v < qb / 32; ++v) std::memcpy(dst + 16 + 32 * v + 4 * size_t(r), blk + 2 + 4 * v, 4);
-    }
+  const int64_t be = int64_t(block_elems(type));
+  const size_t kb = block_bytes(type), xb = x8_block_bytes(type);
+  for (int64_t b = 0; b < K / be; ++b)
+    for (int r = 0; r < 8; ++r) repack_block(type, rows[r] + size_t(b) * kb, r, grp + size_t(b) * xb);
 }
 
 }  // namespace

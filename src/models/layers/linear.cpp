@@ -87,7 +87,6 @@ Tensor Linear::operator()(const Tensor& x) const {
   return ops::linear(x, weight_, bias_);
 }
 
-
 std::vector<Tensor> Linear::apply_all(const Tensor& x, const std::vector<const Linear*>& ls) {
   bool dense = true, mlx = true, gguf_blocks = true;
   for (const Linear* l : ls) {
