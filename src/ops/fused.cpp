@@ -178,6 +178,23 @@ detail::NormFold detail::fold_inputs(const Tensor& x, const Tensor& h, const Ten
           Tensor::empty(x.shape(), DType::f32, x.device()), eps, w_offset};
 }
 
+bool detail::dense_fold_takes([[maybe_unused]] DType wdt, [[maybe_unused]] int64_t K, [[maybe_unused]] bool rope) {
+#ifdef MLXCEL_WITH_CUDA
+  return cuda::linear_fold_takes(wdt, K, rope);
+#else
+  return false;
+#endif
+}
+
+bool detail::quant_fold_takes([[maybe_unused]] int bits, [[maybe_unused]] int group_size, [[maybe_unused]] int64_t K,
+                              [[maybe_unused]] bool rope) {
+#ifdef MLXCEL_WITH_CUDA
+  return cuda::qlinear_fold_takes(bits, group_size, K, rope);
+#else
+  return false;
+#endif
+}
+
 #ifdef MLXCEL_WITH_CUDA
 cuda::RowNorm detail::row_norm(const NormFold& f) {
   cuda::RowNorm rn;
@@ -226,18 +243,20 @@ std::pair<Tensor, std::vector<Tensor>> add_rms_norm_linear_multi(const Tensor& x
   if (rope_kv) rope_kv->done = false;
   std::vector<Tensor> bs = biases.empty() ? std::vector<Tensor>(ws.size()) : biases;
   if (!ws.empty() && ws.size() <= 3 && bs.size() == ws.size() && fusable(x, ws, bs) &&
-      norm_foldable(x, h, norm_w, ws[0].dim(1))) {
-    DenseOperands d = dense_operands(kOp, x, ws, bs);
-    const NormFold f = fold_inputs(x, h, norm_w, eps, w_offset);
+      norm_foldable(x, h, norm_w, ws[0].dim(1)) && dense_fold_takes(ws[0].dtype(), ws[0].dim(1), false)) {
     RopeKvTarget rt;
     [[maybe_unused]] const bool roped =
-        rope_kv && ws.size() == 3 && rope_kv_target(*rope_kv, ws[0].dim(0), ws[1].dim(0), ws[2].dim(0), x.device(), &rt);
+        rope_kv && ws.size() == 3 && dense_fold_takes(ws[0].dtype(), ws[0].dim(1), true) &&
+        rope_kv_target(*rope_kv, ws[0].dim(0), ws[1].dim(0), ws[2].dim(0), x.device(), &rt);
+    DenseOperands d = dense_operands(kOp, x, ws, bs);
+    const NormFold f = fold_inputs(x, h, norm_w, eps, w_offset);
     bool done = false;
     MLXCEL_CUDA_CALL(kOp, {
+      const cuda::RowNorm rn = row_norm(f);
       // With the rope it is both or neither, as add_rms_norm_qlinear_multi.
-      if (roped) done = cuda::linear_multi_normed(f.xc.data<float>(), row_norm(f), d.ws, d.bs, d.outs, &rt);
+      if (roped) done = cuda::linear_multi_normed(f.xc.data<float>(), rn, d.ws, d.bs, d.outs, &rt);
       if (done) rope_kv->done = true;
-      else done = cuda::linear_multi_normed(f.xc.data<float>(), row_norm(f), d.ws, d.bs, d.outs);
+      else done = cuda::linear_multi_normed(f.xc.data<float>(), rn, d.ws, d.bs, d.outs);
     });
     if (done) return {f.sum, d.outs};
   }
@@ -250,7 +269,7 @@ std::pair<Tensor, Tensor> add_rms_norm_linear_gated(const Tensor& x, const Tenso
                                                     const Tensor& gate_bias, const Tensor& up_bias, DType out_dtype) {
   constexpr const char* kOp = "add_rms_norm_linear_gated";
   if (fusable(x, {gate, up}, {gate_bias, up_bias}) && up.ndim() == 2 && gate.dim(0) == up.dim(0) &&
-      norm_foldable(x, h, norm_w, gate.dim(1))) {
+      norm_foldable(x, h, norm_w, gate.dim(1)) && dense_fold_takes(gate.dtype(), gate.dim(1), false)) {
     DenseOperands d = dense_operands(kOp, x, {gate, up}, {gate_bias, up_bias});
     const NormFold f = fold_inputs(x, h, norm_w, eps, w_offset);
     bool done = false;

@@ -92,6 +92,11 @@ struct NormFold {
   float eps, w_offset;
 };
 NormFold fold_inputs(const Tensor& x, const Tensor& h, const Tensor& norm_w, float eps, float w_offset);
+// Whether the CUDA folds would take the products (cuda::linear_fold_takes /
+// qlinear_fold_takes; false in a build without CUDA), asked before fold_inputs and the
+// outputs are made, so that a declined fold does not make them twice.
+bool dense_fold_takes(DType wdt, int64_t K, bool rope);
+bool quant_fold_takes(int bits, int group_size, int64_t K, bool rope);
 #ifdef MLXCEL_WITH_CUDA
 // The fold as the CUDA launches take it (backends/cuda/kernels.h).
 cuda::RowNorm row_norm(const NormFold& f);

@@ -251,15 +251,20 @@ std::pair<Tensor, std::vector<Tensor>> add_rms_norm_qlinear_multi(const Tensor& 
                                                                   RopeKvWrite* rope_kv) {
   constexpr const char* kOp = "add_rms_norm_qlinear_multi";
   if (rope_kv) rope_kv->done = false;
+  auto takes = [&](bool rope) {
+    const QuantizedWeight& w0 = *ws[0];
+    return quant_fold_takes(w0.spec.bits, w0.spec.group_size, w0.cols(), rope);
+  };
   if (!ws.empty() && ws.size() <= 3 && (biases.empty() || biases.size() == ws.size()) &&
-      fusable(x, ws) && norm_foldable(x, h, norm_w, ws[0]->cols())) {
+      fusable(x, ws) && norm_foldable(x, h, norm_w, ws[0]->cols()) && takes(false)) {
     auto bias = [&](size_t i) { return biases.empty() ? Tensor() : biases[i]; };
     for (size_t i = 0; i < ws.size(); ++i) check_qlinear(kOp, x, *ws[i], bias(i));
+    detail::RopeKvTarget rt;
+    [[maybe_unused]] const bool roped =
+        rope_kv && ws.size() == 3 && takes(true) &&
+        detail::rope_kv_target(*rope_kv, ws[0]->rows(), ws[1]->rows(), ws[2]->rows(), x.device(), &rt);
     const NormFold f = fold_inputs(x, h, norm_w, eps, w_offset);
     MultiParts mp = multi_parts(x, ws, biases);
-    detail::RopeKvTarget rt;
-    [[maybe_unused]] const bool roped = rope_kv && ws.size() == 3 &&
-                       detail::rope_kv_target(*rope_kv, ws[0]->rows(), ws[1]->rows(), ws[2]->rows(), x.device(), &rt);
     bool done = false;
     MLXCEL_CUDA_CALL(kOp, {
       const cuda::RowNorm rn = row_norm(f);
@@ -280,7 +285,8 @@ std::pair<Tensor, Tensor> add_rms_norm_qlinear_gated(const Tensor& x, const Tens
                                                      const QuantizedWeight& up, Activation act,
                                                      const Tensor& gate_bias, const Tensor& up_bias) {
   constexpr const char* kOp = "add_rms_norm_qlinear_gated";
-  if (gate.rows() == up.rows() && fusable(x, {&gate, &up}) && norm_foldable(x, h, norm_w, gate.cols())) {
+  if (gate.rows() == up.rows() && fusable(x, {&gate, &up}) && norm_foldable(x, h, norm_w, gate.cols()) &&
+      quant_fold_takes(gate.spec.bits, gate.spec.group_size, gate.cols(), false)) {
     check_qlinear(kOp, x, gate, gate_bias);
     check_qlinear(kOp, x, up, up_bias);
     const NormFold f = fold_inputs(x, h, norm_w, eps, w_offset);

@@ -394,6 +394,24 @@ TEST(CudaOps, RegisterFedQuantizedGemvMatchesExact) {
   }
 }
 
+// A norm-fold test's results: the multi-part call's sum and outputs, the gated call's sum
+// and output, and (folded calls) the profile of both.
+struct NormFoldRun {
+  Tensor sum, gsum, g;
+  std::vector<Tensor> outs;
+  std::string report;
+};
+// The folded calls against the composition: the sums bit for bit, the products within tol,
+// add_rms_norm in the profile exactly where the call was expected to compose.
+void expect_norm_fold(const NormFoldRun& got, const NormFoldRun& want, double tol, bool composed) {
+  EXPECT_TRUE(bytes_equal(got.sum, want.sum));
+  EXPECT_TRUE(bytes_equal(got.gsum, want.sum));
+  ASSERT_EQ(got.outs.size(), want.outs.size());
+  for (size_t i = 0; i < got.outs.size(); ++i) EXPECT_LT(rel_err(got.outs[i], want.outs[i]), tol) << "output " << i;
+  EXPECT_LT(rel_err(got.g, want.g), tol);
+  EXPECT_EQ(got.report.find("add_rms_norm ") != std::string::npos, composed) << got.report;
+}
+
 // The residual add and RMSNorm folded into design 11 (ops::add_rms_norm_qlinear_multi /
 // _gated, one row): the sum bit for bit that of add_rms_norm, the products within 1e-3 of
 // add_rms_norm followed by the products on the device (the folded launch rounds
@@ -418,25 +436,22 @@ TEST(CudaOps, NormFoldedIntoQuantizedGemv) {
       const Tensor w = wform == 2 ? Tensor() : dev(rand_host({K}, wform == 0 ? DType::f32 : DType::bf16));
       const float offset = wform == 1 ? 1.0f : 0.0f;
       for (int variant : {9, 0}) {
+        SCOPED_TRACE("variant " + std::to_string(variant));
         const int previous = cuda::set_gemv_variants(1, variant);
         cuda::set_profiling(true);
         cuda::profile_report(true);
-        auto [sum, outs] = ops::add_rms_norm_qlinear_multi(x, h, w, 1e-5f, offset, {&q, &k}, {b, Tensor()});
-        auto [gsum, g] = ops::add_rms_norm_qlinear_gated(x, h, w, 1e-5f, offset, q, u, ops::Activation::silu, b);
-        const std::string report = cuda::profile_report(true);
+        NormFoldRun got;
+        std::tie(got.sum, got.outs) = ops::add_rms_norm_qlinear_multi(x, h, w, 1e-5f, offset, {&q, &k}, {b, Tensor()});
+        std::tie(got.gsum, got.g) = ops::add_rms_norm_qlinear_gated(x, h, w, 1e-5f, offset, q, u, ops::Activation::silu, b);
+        got.report = cuda::profile_report(true);
         cuda::set_profiling(false);
-        auto [want_sum, normed] = ops::add_rms_norm(x, h, w, 1e-5f, offset);
-        std::vector<Tensor> want = ops::qlinear_multi(normed, {&q, &k}, {b, Tensor()});
-        Tensor want_g = ops::qlinear_gated(normed, q, u, ops::Activation::silu, b);
+        NormFoldRun want;
+        Tensor normed;
+        std::tie(want.sum, normed) = ops::add_rms_norm(x, h, w, 1e-5f, offset);
+        want.outs = ops::qlinear_multi(normed, {&q, &k}, {b, Tensor()});
+        want.g = ops::qlinear_gated(normed, q, u, ops::Activation::silu, b);
         cuda::set_gemv_variants(previous / 16, previous % 16);
-        EXPECT_TRUE(bytes_equal(sum, want_sum)) << "variant " << variant;
-        EXPECT_TRUE(bytes_equal(gsum, want_sum)) << "variant " << variant;
-        ASSERT_EQ(outs.size(), 2u);
-        EXPECT_LT(rel_err(outs[0], want[0]), 1e-3) << "variant " << variant;
-        EXPECT_LT(rel_err(outs[1], want[1]), 1e-3) << "variant " << variant;
-        EXPECT_LT(rel_err(g, want_g), 1e-3) << "variant " << variant;
-        const bool composed = report.find("add_rms_norm ") != std::string::npos;
-        EXPECT_EQ(composed, variant == 0 || K > 4096) << report;
+        expect_norm_fold(got, want, 1e-3, variant == 0 || K > 4096);
       }
     }
   }
@@ -563,28 +578,57 @@ TEST(CudaOps, NormFoldedIntoDenseGemv) {
       const Tensor w = wform == 2 ? Tensor() : dev(rand_host({K}, wform == 0 ? DType::f32 : DType::bf16));
       const float offset = wform == 1 ? 1.0f : 0.0f;
       for (int variant : {1, 2}) {
+        SCOPED_TRACE("variant " + std::to_string(variant));
         const int previous = cuda::set_gemv_variants(variant, 9);
         cuda::set_profiling(true);
         cuda::profile_report(true);
-        auto [sum, outs] = ops::add_rms_norm_linear_multi(x, h, w, 1e-5f, offset, {q, k}, {b, Tensor()});
-        auto [gsum, g] = ops::add_rms_norm_linear_gated(x, h, w, 1e-5f, offset, q, u, ops::Activation::silu, b);
-        const std::string report = cuda::profile_report(true);
+        NormFoldRun got;
+        std::tie(got.sum, got.outs) = ops::add_rms_norm_linear_multi(x, h, w, 1e-5f, offset, {q, k}, {b, Tensor()});
+        std::tie(got.gsum, got.g) = ops::add_rms_norm_linear_gated(x, h, w, 1e-5f, offset, q, u, ops::Activation::silu, b);
+        got.report = cuda::profile_report(true);
         cuda::set_profiling(false);
-        auto [want_sum, normed] = ops::add_rms_norm(x, h, w, 1e-5f, offset);
-        std::vector<Tensor> want = ops::linear_multi(normed, {q, k}, {b, Tensor()});
-        Tensor want_g = ops::linear_gated(normed, q, u, ops::Activation::silu, b);
+        NormFoldRun want;
+        Tensor normed;
+        std::tie(want.sum, normed) = ops::add_rms_norm(x, h, w, 1e-5f, offset);
+        want.outs = ops::linear_multi(normed, {q, k}, {b, Tensor()});
+        want.g = ops::linear_gated(normed, q, u, ops::Activation::silu, b);
         cuda::set_gemv_variants(previous / 16, previous % 16);
-        EXPECT_TRUE(bytes_equal(sum, want_sum)) << "variant " << variant;
-        EXPECT_TRUE(bytes_equal(gsum, want_sum)) << "variant " << variant;
-        ASSERT_EQ(outs.size(), 2u);
-        EXPECT_LT(rel_err(outs[0], want[0]), 1e-5) << "variant " << variant;
-        EXPECT_LT(rel_err(outs[1], want[1]), 1e-5) << "variant " << variant;
-        EXPECT_LT(rel_err(g, want_g), 1e-5) << "variant " << variant;
-        const bool composed = report.find("add_rms_norm ") != std::string::npos;
-        EXPECT_EQ(composed, variant == 2) << report;
+        expect_norm_fold(got, want, 1e-5, variant == 2);
       }
     }
   }
+}
+
+// The folds' queries (asked before the operands are made) say what the launches take: the
+// dense fold for 16-byte loads of K and a row of at most 48 KB under dense designs 1 / 4+,
+// the quantized one for design 11's 4- and 8-bit g32 / g64 shapes up to K = 4096 under the
+// default or design 11; with the RoPE fold switched off, only the norm fold.
+TEST(CudaOps, FoldQueriesFollowTheLaunches) {
+  REQUIRE_GPU();
+  const int previous = cuda::set_gemv_variants(1, 9);
+  EXPECT_TRUE(cuda::linear_fold_takes(DType::bf16, 4096, true));
+  EXPECT_TRUE(cuda::linear_fold_takes(DType::f32, 12288, false));
+  EXPECT_FALSE(cuda::linear_fold_takes(DType::f32, 12292, false));  // 48 KB + 16 B
+  EXPECT_FALSE(cuda::linear_fold_takes(DType::bf16, 4100, false));  // not whole 16-byte loads
+  EXPECT_FALSE(cuda::linear_fold_takes(DType::u8, 4096, false));
+  EXPECT_TRUE(cuda::qlinear_fold_takes(4, 64, 4096, true));
+  EXPECT_TRUE(cuda::qlinear_fold_takes(8, 32, 1024, false));
+  EXPECT_FALSE(cuda::qlinear_fold_takes(4, 64, 4608, false));  // design 11's 28-warp form
+  EXPECT_FALSE(cuda::qlinear_fold_takes(4, 128, 4096, false));
+  EXPECT_FALSE(cuda::qlinear_fold_takes(4, 64, 1000, false));
+  const int folds = cuda::set_decode_folds(1);
+  EXPECT_FALSE(cuda::linear_fold_takes(DType::bf16, 4096, true));
+  EXPECT_TRUE(cuda::linear_fold_takes(DType::bf16, 4096, false));
+  EXPECT_FALSE(cuda::qlinear_fold_takes(4, 64, 4096, true));
+  EXPECT_TRUE(cuda::qlinear_fold_takes(4, 64, 4096, false));
+  cuda::set_decode_folds(0);
+  EXPECT_FALSE(cuda::linear_fold_takes(DType::bf16, 4096, false));
+  EXPECT_FALSE(cuda::qlinear_fold_takes(4, 64, 4096, false));
+  cuda::set_decode_folds(folds);
+  cuda::set_gemv_variants(2, 0);
+  EXPECT_FALSE(cuda::linear_fold_takes(DType::bf16, 4096, false));
+  EXPECT_FALSE(cuda::qlinear_fold_takes(4, 64, 4096, false));
+  cuda::set_gemv_variants(previous / 16, previous % 16);
 }
 
 // The RoPE and K/V cache write in the dense q/k/v launch: q and k as rope_kv_write

@@ -243,6 +243,13 @@ bool linear_multi_normed(const float* x, const RowNorm& norm, const std::vector<
                          const std::vector<Tensor>& biases, std::vector<Tensor>& outs, const RopeKv* rope = nullptr);
 bool linear_gated_normed(const float* x, const RowNorm& norm, const Tensor& gate, const Tensor& up,
                          const Tensor& gate_bias, const Tensor& up_bias, Act act, Tensor& out);
+// Whether the folded launches above would take products of K columns of `wdt` weights
+// (linear_fold_takes) or of `bits` / `group_size` MLX weights (qlinear_fold_takes), with
+// rope the q/k/v epilogue too: the switches, the selected design and the shape, asked
+// before the callers make the operands. The launches still decline (false) where the
+// operands' alignment or the parts do not fit.
+bool linear_fold_takes(DType wdt, int64_t K, bool rope);
+bool qlinear_fold_takes(int bits, int group_size, int64_t K, bool rope);
 // out f32 [n, K] = dequantized rows rows[0..n) of w; rows null means rows 0..n-1.
 // Row indices outside [0, N) throw invalid_request (this waits for the kernel).
 void dequantize_rows_f32(const QuantMatrix& w, const int32_t* rows, int64_t n, float* out);

@@ -633,6 +633,27 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& out) {
 }
 
 
+namespace {
+// The parts of a multi-part launch (linear_multi and its folded twin) and the biases'
+// dtype (f32 without biases); false where the parts differ in dtype or K, the outputs in
+// dtype or the biases in dtype.
+bool multi_parts(const std::vector<Tensor>& ws, const std::vector<Tensor>& biases, const std::vector<Tensor>& outs,
+                 GemvParts& P, DType& bdt) {
+  const int64_t K = ws[0].dim(1);
+  P.n = int(ws.size());
+  bdt = DType::f32;
+  bool biased = false;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    if (ws[i].dtype() != ws[0].dtype() || ws[i].dim(1) != K || outs[i].dtype() != outs[0].dtype()) return false;
+    P.w[i] = ws[i].raw(), P.out[i] = outs[i].raw(), P.N[i] = ws[i].dim(0);
+    if (!biases[i].defined()) continue;
+    if (biased && biases[i].dtype() != bdt) return false;
+    P.bias[i] = biases[i].raw(), bdt = biases[i].dtype(), biased = true;
+  }
+  return true;
+}
+}  // namespace
+
 void linear_multi(const Tensor& x, const std::vector<Tensor>& ws, const std::vector<Tensor>& biases,
                   std::vector<Tensor>& outs) {
   init();
@@ -644,17 +665,8 @@ void linear_multi(const Tensor& x, const std::vector<Tensor>& ws, const std::vec
   MLXCEL_CUDA_REQUIRE(M >= 1 && M <= kGemvMaxRows && K > 0, "linear_multi: decode-sized M and K > 0 only");
   Launch l(outs[0]);
   GemvParts P;
-  P.n = int(ws.size());
-  DType bdt = DType::f32;
-  for (size_t i = 0; i < ws.size(); ++i) {
-    MLXCEL_CUDA_REQUIRE(ws[i].dtype() == ws[0].dtype() && ws[i].dim(1) == K, "linear_multi: parts differ");
-    P.w[i] = ws[i].raw(), P.out[i] = outs[i].raw(), P.N[i] = ws[i].dim(0);
-    if (biases[i].defined()) {
-      P.bias[i] = biases[i].raw();
-      bdt = biases[i].dtype();
-    }
-  }
-  for (const Tensor& b : biases) MLXCEL_CUDA_REQUIRE(!b.defined() || b.dtype() == bdt, "linear_multi: bias dtypes differ");
+  DType bdt;
+  MLXCEL_CUDA_REQUIRE(multi_parts(ws, biases, outs, P, bdt), "linear_multi: parts differ");
   gemv_parts(x, int(M), ws[0].dtype(), P, K, bdt, outs[0].dtype(), l.stream);
 }
 
@@ -697,23 +709,16 @@ namespace {
 // kernel reads with 16-byte loads aligned.
 bool dense_fold_launch(const float* x, const RowNorm& norm, const GemvParts& P, DType wdt, int64_t K, DType bdt,
                        DType odt, const RopeKv* rope) {
-  const int folds = decode_folds(), variant = gemv_variant(false);
-  if (!(folds & 1) || (rope && !(folds & 2)) || variant <= 0 || variant == 2 || variant == 3) return false;
-  const int64_t E = 16 / int64_t(dtype_size(wdt));
+  if (!linear_fold_takes(wdt, K, rope != nullptr) || !norm.h || !norm.sum) return false;
   uintptr_t align = reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(norm.h) |
                     reinterpret_cast<uintptr_t>(norm.sum) | reinterpret_cast<uintptr_t>(norm.w);
   for (int i = 0; i < P.n; ++i) align |= reinterpret_cast<uintptr_t>(P.w[i]);
-  // (the folded row lives in shared memory: up to 48 KB, no opt-in needed)
-  if (K % E != 0 || K * 4 > 48 * 1024 || align % 16 != 0 || !norm.h || !norm.sum) return false;
+  if (align % 16 != 0) return false;
   DenseFold F;
   F.h = norm.h, F.w = norm.w, F.wdt = int(norm.w_dtype), F.eps = norm.eps, F.w_offset = norm.w_offset, F.sum = norm.sum;
   if (rope) {
-    const int D = rope->head_dim;
-    const DType c = rope->cache_dtype;
-    if (P.n != 3 || P.gate_act >= 0 || D <= 0 || D % 4 != 0 || P.N[0] % D != 0 || P.N[1] % D != 0 || !rope->pos ||
-        !rope->slot || !rope->inv_freq || !rope->k_cache || !rope->v_cache ||
-        (c != DType::f32 && c != DType::f16 && c != DType::bf16))
-      return false;
+    // Whole heads of D (a multiple of 4: a unit's rows) rows in q and k.
+    if (!rope_kv_takes(P, *rope, 4)) return false;
     F.rope = *rope;
   }
   cudaStream_t st = stream_of(current_device());
@@ -724,13 +729,28 @@ bool dense_fold_launch(const float* x, const RowNorm& norm, const GemvParts& P, 
   };
   if (wdt == DType::bf16) go(bf16{});
   else if (wdt == DType::f16) go(f16{});
-  else if (wdt == DType::f32) go(float{});
-  else return false;
+  else go(float{});
   MLXCEL_CUDA_LAUNCH_CHECK();
   return true;
 }
 
 }  // namespace
+
+bool rope_kv_takes(const GemvParts& P, const RopeKv& rope, int d_multiple) {
+  const int D = rope.head_dim;
+  const DType c = rope.cache_dtype;
+  return P.n == 3 && P.gate_act < 0 && D > 0 && D % d_multiple == 0 && P.N[0] % D == 0 && P.N[1] % D == 0 &&
+         rope.pos && rope.slot && rope.inv_freq && rope.k_cache && rope.v_cache &&
+         (c == DType::f32 || c == DType::f16 || c == DType::bf16);
+}
+
+bool linear_fold_takes(DType wdt, int64_t K, bool rope) {
+  const int folds = decode_folds(), variant = gemv_variant(false);
+  if (!(folds & 1) || (rope && !(folds & 2)) || variant <= 0 || variant == 2 || variant == 3) return false;
+  if (wdt != DType::bf16 && wdt != DType::f16 && wdt != DType::f32) return false;
+  // K whole 16-byte loads; the folded row lives in shared memory (up to 48 KB, no opt-in).
+  return K > 0 && K % (16 / int64_t(dtype_size(wdt))) == 0 && K * 4 <= 48 * 1024;
+}
 
 bool linear_multi_normed(const float* x, const RowNorm& norm, const std::vector<Tensor>& ws,
                          const std::vector<Tensor>& biases, std::vector<Tensor>& outs, const RopeKv* rope) {
@@ -738,20 +758,10 @@ bool linear_multi_normed(const float* x, const RowNorm& norm, const std::vector<
   MLXCEL_CUDA_REQUIRE(!ws.empty() && ws.size() <= size_t(kMaxParts) && biases.size() == ws.size() &&
                           outs.size() == ws.size(),
                       "linear_multi_normed: 1..3 parts");
-  const int64_t K = ws[0].dim(1);
   GemvParts P;
-  P.n = int(ws.size());
-  DType bdt = DType::f32;
-  bool biased = false;
-  for (size_t i = 0; i < ws.size(); ++i) {
-    if (ws[i].dtype() != ws[0].dtype() || ws[i].dim(1) != K || outs[i].dtype() != outs[0].dtype()) return false;
-    P.w[i] = ws[i].raw(), P.out[i] = outs[i].raw(), P.N[i] = ws[i].dim(0);
-    if (!biases[i].defined()) continue;
-    if (biased && biases[i].dtype() != bdt) return false;
-    P.bias[i] = biases[i].raw(), bdt = biases[i].dtype(), biased = true;
-  }
-  if (rope && ws.size() != 3) return false;
-  return dense_fold_launch(x, norm, P, ws[0].dtype(), K, bdt, outs[0].dtype(), rope);
+  DType bdt;
+  if (!multi_parts(ws, biases, outs, P, bdt)) return false;
+  return dense_fold_launch(x, norm, P, ws[0].dtype(), ws[0].dim(1), bdt, outs[0].dtype(), rope);
 }
 
 bool linear_gated_normed(const float* x, const RowNorm& norm, const Tensor& gate, const Tensor& up,

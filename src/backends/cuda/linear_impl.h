@@ -103,6 +103,16 @@ struct RowNorm;
 using RopeKv = ops::detail::RopeKvTarget;
 bool qgemv_rf(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
               cudaStream_t st, const RowNorm* norm = nullptr, const RopeKv* rope = nullptr);
+// Whether qgemv_rf takes one row of `bits` / 2^group_shift weights of K columns on this
+// card, with (folded) the norm or RoPE folds: its conditions but the operands' alignment
+// and the parts, so that a caller can ask before it makes them.
+bool qgemv_rf_takes(int bits, int group_shift, int64_t K, bool folded);
+
+// Whether a one-row q/k/v launch with parts P can take rope's epilogue: three parts, not
+// gated, whole heads of D rows (D a multiple of d_multiple) in q and k, every pointer set,
+// a cache of f32|f16|bf16 (what ops::detail::rope_kv_target gives; checked again here
+// because the launches read them unguarded).
+bool rope_kv_takes(const GemvParts& P, const RopeKv& rope, int d_multiple);
 
 // Design 10 (quantized, 4- or 8-bit, M <= 8 / (128 / group size), qgemv_ks.cu): design 8's
 // numerics for 4 bits (8 bits: exact 1024 + q and x scaled per column by a power of two

@@ -444,16 +444,20 @@ void launch(const float* x, GemvParts P, int K, int dev, cudaStream_t st, const 
 
 }  // namespace
 
+bool qgemv_rf_takes(int bits, int group_shift, int64_t K, bool folded) {
+  const bool fits = (bits == 4 || bits == 8) && (group_shift == 5 || group_shift == 6);
+  if (!fits || K % kWarpK != 0 || K / kWarpK > (group_shift == 5 ? kMaxWarps32 : kMaxWarps)) return false;
+  if (folded && K > 8 * kWarpK) return false;
+  return compute_major(current_device()) >= 8;
+}
+
 bool qgemv_rf(const float* x, int M, GemvParts P, int bits, int group_shift, int64_t K, DType scale_dtype,
               cudaStream_t st, const RowNorm* norm, const RopeKv* rope) {
-  const bool fits = (bits == 4 || bits == 8) && (group_shift == 5 || group_shift == 6);
-  if (!fits || M != 1 || K % kWarpK != 0 || K / kWarpK > (group_shift == 5 ? kMaxWarps32 : kMaxWarps)) return false;
+  if (M != 1 || !qgemv_rf_takes(bits, group_shift, K, norm || rope)) return false;
   const int dev = current_device();
-  if (compute_major(dev) < 8) return false;
   if (!copy_aligned(x, P, true)) return false;
   KNorm nm{nullptr, nullptr, 0, 0.0f, 0.0f, nullptr};
   if (norm) {
-    if (K > 8 * kWarpK) return false;
     if ((reinterpret_cast<uintptr_t>(norm->h) | reinterpret_cast<uintptr_t>(norm->sum) |
          reinterpret_cast<uintptr_t>(norm->w)) % 16 != 0)
       return false;
@@ -461,15 +465,10 @@ bool qgemv_rf(const float* x, int M, GemvParts P, int bits, int group_shift, int
   }
   KRope rp{nullptr, nullptr, nullptr, 1.0f, 0, nullptr, nullptr, 0, 0};
   if (rope) {
-    // q, k, v parts, whole heads of D (a multiple of 16) rows in q and k, one row of x.
-    const int D = rope->head_dim;
-    if (K > 8 * kWarpK || P.n != 3 || P.gate_act >= 0 || D <= 0 || D % 16 != 0 || P.N[0] % D != 0 ||
-        P.N[1] % D != 0 || !rope->pos || !rope->slot || !rope->inv_freq || !rope->k_cache || !rope->v_cache)
-      return false;
-    const DType c = rope->cache_dtype;
-    if (c != DType::f32 && c != DType::f16 && c != DType::bf16) return false;
-    rp = KRope{rope->pos, rope->slot, rope->inv_freq, rope->attn_scale, D, rope->k_cache, rope->v_cache, int(c),
-               rope->n_slots};
+    // Whole heads of D (a multiple of 16: a tile's rows) rows in q and k.
+    if (!rope_kv_takes(P, *rope, 16)) return false;
+    rp = KRope{rope->pos, rope->slot, rope->inv_freq, rope->attn_scale, rope->head_dim, rope->k_cache, rope->v_cache,
+               int(rope->cache_dtype), rope->n_slots};
   }
   if (scale_dtype == DType::f32)
     for (int i = 0; i < P.n; ++i)

@@ -675,16 +675,20 @@ bool g_rope_fold = [] {
   return !e || std::string(e) != "0";
 }();
 bool normed_launch(const float* x, const RowNorm& norm, GemvParts& P, const QuantMatrix& w, const RopeKv* rope) {
-  const int v = gemv_variant(true);
-  if (!g_norm_fold || (v != kQgemvAuto && v != 11)) return false;
-  if (rope && !g_rope_fold) return false;
-  const int shift = group_shift_of(w.group_size);
-  if (shift < 0) return false;
-  return qgemv_rf(x, 1, P, w.bits, shift, w.K, w.scale_dtype, stream_of(current_device()), &norm, rope);
+  if (!qlinear_fold_takes(w.bits, w.group_size, w.K, rope != nullptr)) return false;
+  return qgemv_rf(x, 1, P, w.bits, group_shift_of(w.group_size), w.K, w.scale_dtype, stream_of(current_device()), &norm,
+                  rope);
 }
 }  // namespace
 
 int decode_folds() { return (g_norm_fold ? 1 : 0) | (g_rope_fold ? 2 : 0); }
+
+bool qlinear_fold_takes(int bits, int group_size, int64_t K, bool rope) {
+  const int v = gemv_variant(true);
+  if (!g_norm_fold || (v != kQgemvAuto && v != 11) || (rope && !g_rope_fold)) return false;
+  const int shift = group_shift_of(group_size);
+  return shift >= 0 && qgemv_rf_takes(bits, shift, K, true);
+}
 
 int set_decode_folds(int mask) {
   const int old = decode_folds();
