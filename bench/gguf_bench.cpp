@@ -1,5 +1,5 @@
 // GGUF speed on the CPU (issue 9): synthetic checkpoints with real model shapes, the packed
-// Q8_0/Q4_0 GEMV kernels against the machine's read bandwidth, and prompt processing /
+// GEMV kernels against the machine's read bandwidth, and prompt processing /
 // generation of a model file.
 //
 //   gguf_bench synth <dir> qwen3-0.6b|llama-3.2-1b   random bf16 safetensors + config.json
@@ -9,6 +9,9 @@
 //   gguf_bench kernel [filter]                       GEMV GB/s per format, read bandwidth
 //                                                    (filter: a substring, e.g. "Q4_0 lm";
 //                                                    GGUF_BENCH_M=1,4,128 picks the rows of x)
+//   gguf_bench decode <format> qwen3-0.6b|llama-3.2-1b [rounds]   the GEMVs of one decode
+//                                                    step (format: q8_0, q4_0, q4_1, q5_0,
+//                                                    q5_1, q2_k .. q6_k), per-token ms
 //   gguf_bench model <model.gguf|dir> [pp] [tg] [f32|f16]   pp<pp> and tg<tg> tok/s, weight
 //                                                    GB/s; the KV cache dtype (llama.cpp's
 //                                                    default is f16)
@@ -24,10 +27,12 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <strings.h>
 #include <sys/mman.h>
 
 #include <fmt/format.h>
@@ -57,6 +62,46 @@ double cpu_seconds() {
   timespec ts;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+// ---- block formats --------------------------------------------------------------------------
+
+// The formats the packed kernels take (gguf::kept_packed), by name.
+struct Format {
+  uint32_t type;
+  const char* name;
+};
+constexpr Format kFormats[] = {{gguf::kQ8_0, "Q8_0"}, {gguf::kQ4_0, "Q4_0"}, {gguf::kQ4_1, "Q4_1"},
+                               {gguf::kQ5_0, "Q5_0"}, {gguf::kQ5_1, "Q5_1"}, {gguf::kQ2_K, "Q2_K"},
+                               {gguf::kQ3_K, "Q3_K"}, {gguf::kQ4_K, "Q4_K"}, {gguf::kQ5_K, "Q5_K"},
+                               {gguf::kQ6_K, "Q6_K"}};
+const char* type_name(uint32_t t) {
+  for (const Format& f : kFormats)
+    if (f.type == t) return f.name;
+  return "?";
+}
+// "q5_0" or "Q5_0" -> gguf::kQ5_0.
+uint32_t parse_type(const std::string& s) {
+  for (const Format& f : kFormats)
+    if (strcasecmp(f.name, s.c_str()) == 0) return f.type;
+  throw std::runtime_error("unknown block format " + s);
+}
+// Rows of random bytes as blocks of `type` with sane f16 scales: d (and dmin / m after it)
+// 0.01.
+std::vector<uint8_t> random_rows(uint32_t type, int64_t N, int64_t K, std::mt19937& rng) {
+  const size_t rb = gguf::row_bytes(type, K), bb = gguf::block_bytes(type);
+  std::vector<uint8_t> w(rb * size_t(N));
+  for (auto& b : w) b = uint8_t(rng());
+  const bool d_last = type == gguf::kQ6_K || type == gguf::kQ3_K;  // at the block's end
+  const size_t at = d_last ? bb - 2 : type == gguf::kQ2_K ? bb - 4 : 0;
+  const bool two = type == gguf::kQ2_K || type == gguf::kQ4_K || type == gguf::kQ5_K || type == gguf::kQ4_1 ||
+                   type == gguf::kQ5_1;
+  const uint16_t h = f32_to_f16(0.01f);
+  for (size_t b = 0; b < w.size(); b += bb) {
+    std::memcpy(&w[b + at], &h, 2);
+    if (two) std::memcpy(&w[b + at + 2], &h, 2);
+  }
+  return w;
 }
 
 // ---- synth ------------------------------------------------------------------------------
@@ -218,35 +263,15 @@ int kernel_bench(const std::string& filter) {
     const char* name;
     int64_t N, K;
   };
-  auto type_name = [](uint32_t t) {
-    return t == gguf::kQ8_0   ? "Q8_0"
-           : t == gguf::kQ4_0 ? "Q4_0"
-           : t == gguf::kQ2_K ? "Q2_K"
-           : t == gguf::kQ3_K ? "Q3_K"
-           : t == gguf::kQ4_K ? "Q4_K"
-           : t == gguf::kQ5_K ? "Q5_K"
-                              : "Q6_K";
-  };
-  for (uint32_t type : {uint32_t(gguf::kQ8_0), uint32_t(gguf::kQ4_0), uint32_t(gguf::kQ2_K), uint32_t(gguf::kQ3_K),
-                        uint32_t(gguf::kQ4_K), uint32_t(gguf::kQ5_K), uint32_t(gguf::kQ6_K)}) {
+  for (const Format& fmt : kFormats) {
+    const uint32_t type = fmt.type;
     for (S s : {S{"qwen3-0.6b mlp up", 3072, 1024}, S{"qwen3-0.6b mlp down", 1024, 3072},
                 S{"llama-3.2-1b mlp up", 8192, 2048}, S{"lm head 151936x1024", 151936, 1024}}) {
-      const std::string label = std::string(type_name(type)) + " " + s.name;
+      const std::string label = std::string(fmt.name) + " " + s.name;
       if (!filter.empty() && label.find(filter) == std::string::npos) continue;
       const size_t rb = gguf::row_bytes(type, s.K);
-      std::vector<uint8_t> w(rb * size_t(s.N));
       std::mt19937 rng(1);
-      for (auto& b : w) b = uint8_t(rng());
-      const size_t bb = gguf::block_bytes(type);
-      for (int64_t r = 0; r < s.N; ++r)  // sane scales: d (and dmin after it)
-        for (size_t b = 0; b < rb; b += bb) {
-          uint16_t h = f32_to_f16(0.01f);
-          const bool d_only = type == gguf::kQ6_K || type == gguf::kQ3_K;  // at the block's end
-          const size_t at = d_only ? bb - 2 : type == gguf::kQ2_K ? bb - 4 : 0;
-          std::memcpy(&w[size_t(r) * rb + b + at], &h, 2);
-          if (type == gguf::kQ2_K || type == gguf::kQ4_K || type == gguf::kQ5_K)
-            std::memcpy(&w[size_t(r) * rb + b + at + 2], &h, 2);
-        }
+      const std::vector<uint8_t> w = random_rows(type, s.N, s.K, rng);
       std::vector<float> x(size_t(s.K), 0.5f), y(size_t(s.N));
       const char* ms = std::getenv("GGUF_BENCH_M");  // e.g. "1,4,16,128"
       std::vector<int64_t> m_list;
@@ -298,7 +323,7 @@ int kernel_bench(const std::string& filter) {
 // each (matmul_packed_multi). Per-token milliseconds (min and median of the rounds) and
 // the weight bytes over the median time, against the read bandwidth measured first.
 int decode_bench(const std::string& quant, const std::string& shape, int rounds) {
-  const uint32_t type = quant == "q8_0" || quant == "Q8_0" ? gguf::kQ8_0 : gguf::kQ4_0;
+  const uint32_t type = parse_type(quant);
   struct Mat {
     int64_t N, K;
   };
@@ -316,17 +341,10 @@ int decode_bench(const std::string& quant, const std::string& shape, int rounds)
   double bytes = 0;
   std::mt19937 rng(1);
   for (size_t i = 0; i < mats.size(); ++i) {
-    const size_t rb = gguf::row_bytes(type, mats[i].K);
-    auto r = std::make_shared<std::vector<uint8_t>>(rb * size_t(mats[i].N));
-    for (auto& b : *r) b = uint8_t(rng());
-    for (int64_t row = 0; row < mats[i].N; ++row)
-      for (size_t b = 0; b < rb; b += (type == gguf::kQ8_0 ? 34 : 18)) {
-        uint16_t h = f32_to_f16(0.01f);
-        std::memcpy(&(*r)[size_t(row) * rb + b], &h, 2);
-      }
+    auto r = std::make_shared<std::vector<uint8_t>>(random_rows(type, mats[i].N, mats[i].K, rng));
     rows[0].push_back(r);
     rows[1].push_back(std::make_shared<std::vector<uint8_t>>(*r));
-    owners.push_back(gguf::repackable_owner(rows[1].back()->data(), rows[1].back()));
+    owners.push_back(gguf::repackable_owner(rows[1].back()->data(), rows[1].back()->size(), rows[1].back()));
     bytes += double(r->size());
   }
   std::vector<float> x(size_t(std::max(I, V)), 0.5f), y(size_t(std::max(I, V)) * 2);
@@ -584,7 +602,7 @@ int main(int argc, char** argv) {
     if (mode == "model" && argc >= 3)
       return model_bench(argv[2], argc > 3 ? std::atoi(argv[3]) : 512, argc > 4 ? std::atoi(argv[4]) : 128,
                          argc > 5 && std::string(argv[5]) == "f16" ? DType::f16 : DType::f32);
-    std::fprintf(stderr, "usage: gguf_bench synth <dir> qwen3-0.6b|llama-3.2-1b | convert <dir> <out.gguf> <quant> | bandwidth [threads] | kernel [filter] | model <path> [pp] [tg] [f32|f16]\n");
+    std::fprintf(stderr, "usage: gguf_bench synth <dir> qwen3-0.6b|llama-3.2-1b | convert <dir> <out.gguf> <quant> | bandwidth [threads] | kernel [filter] | decode <format> <shape> [rounds] | model <path> [pp] [tg] [f32|f16]\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gguf_bench: %s\n", e.what());

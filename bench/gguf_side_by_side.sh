@@ -13,8 +13,9 @@
 # 3. Weights: random checkpoints with the shapes of Qwen3-0.6B and Llama-3.2-1B
 #    (`gguf_bench synth`), written as GGUF by `mlxcel convert --to gguf --quant ...`
 #    into $WORK (default /tmp/mlxcel-side). $FILES picks them (default
-#    "qwen3-0.6b:q4_0 qwen3-0.6b:q8_0 llama-3.2-1b:q4_0"; f16 works too, and llama.cpp's
-#    own types, e.g. q4_k_m, are made from the F16 file by its llama-quantize).
+#    "qwen3-0.6b:q4_0 qwen3-0.6b:q8_0 llama-3.2-1b:q4_0"; f16, q4_1, q5_0 and q5_1 work
+#    too, and llama.cpp's own types, e.g. q4_k_m, are made from the F16 file by its
+#    llama-quantize).
 # 4. Each pass runs, per file and back to back: the read-bandwidth probe (2 threads),
 #    `llama-bench -m F -p 512 -n 128 -t 2 -r $REPS`, then `gguf_bench model F 512 128 f16`
 #    (pp512 on an empty cache, tg128 from an empty cache, f16 KV like llama.cpp). With
@@ -56,7 +57,7 @@ for spec in $FILES; do
   [ -f "$WORK/$shape/config.json" ] || "$GB" synth "$WORK/$shape" "$shape" > /dev/null
   f="$WORK/$shape-$quant.gguf"
   case "$quant" in
-    q4_0 | q8_0 | f16) [ -f "$f" ] || "$MX" convert -m "$WORK/$shape" -o "$f" --to gguf --quant "$quant" > /dev/null ;;
+    q4_0 | q4_1 | q5_0 | q5_1 | q8_0 | f16) [ -f "$f" ] || "$MX" convert -m "$WORK/$shape" -o "$f" --to gguf --quant "$quant" > /dev/null ;;
     *)  # a llama.cpp type (q4_k_m, q6_k, ...): llama-quantize from the F16 file
       f16="$WORK/$shape-f16.gguf"
       [ -f "$f16" ] || "$MX" convert -m "$WORK/$shape" -o "$f16" --to gguf --quant f16 > /dev/null

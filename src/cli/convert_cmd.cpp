@@ -1,5 +1,5 @@
 // `mlxcel convert`: quantize a Hugging Face checkpoint into the MLX layout, or write it
-// as one GGUF file (--to gguf --quant f16|q8_0|q4_0) in llama.cpp's layout.
+// as one GGUF file (--to gguf --quant f16|q8_0|q4_0|q4_1|q5_0|q5_1) in llama.cpp's layout.
 #include <memory>
 #include <string>
 
@@ -28,7 +28,7 @@ void add_convert_command(CLI::App& app) {
   cmd->add_option("--to", a->to, "Output format: mlx (a folder) or gguf (one file, llama.cpp layout)")
       ->check(CLI::IsMember({"mlx", "gguf"}));
   cmd->add_option("--quant", a->gguf_quant, "GGUF tensor type of the matrices (with --to gguf)")
-      ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_0"}));
+      ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"}));
   cmd->callback([a] {
     if (a->to == "gguf") {
       GgufConvertOptions g;

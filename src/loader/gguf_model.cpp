@@ -423,9 +423,10 @@ Tensor load_tensor(const std::shared_ptr<const GgufFile>& file, const GgufTensor
     // Registered for the CPU kernels' decode-time x8 copy (gguf::repackable_owner).
     if (permuted.empty())
       return Tensor::view_of(src, {rows, int64_t(rb)}, DType::u8,
-                             gguf::repackable_owner(src, std::const_pointer_cast<GgufFile>(file)));
+                             gguf::repackable_owner(src, t.n_bytes, std::const_pointer_cast<GgufFile>(file)));
     auto bytes = std::make_shared<std::vector<uint8_t>>(std::move(permuted));
-    return Tensor::view_of(bytes->data(), {rows, int64_t(rb)}, DType::u8, gguf::repackable_owner(bytes->data(), bytes));
+    return Tensor::view_of(bytes->data(), {rows, int64_t(rb)}, DType::u8,
+                           gguf::repackable_owner(bytes->data(), bytes->size(), bytes));
   }
   if (keep_packed && opts.affine_4bit && is_matrix && (t.ggml_type == gguf::kQ4_1 || t.ggml_type == gguf::kQ4_K)) {
     // Exactly MLX affine 4-bit groups of 32 (gguf::affine4_row), f32 scales and biases.
@@ -437,14 +438,14 @@ Tensor load_tensor(const std::shared_ptr<const GgufFile>& file, const GgufTensor
   }
   const bool dense = t.ggml_type == gguf::kF32 || t.ggml_type == gguf::kF16 || t.ggml_type == gguf::kBF16;
   if (keep_packed && is_matrix && !dense && K % 32 == 0) {
-    // The other block formats (Q4_1, Q5_0, Q5_1; for devices also Q2_K, Q3_K, Q5_K, Q6_K):
-    // requantized to Q8_0 and kept packed, so they run on the Q8_0 kernels at 8.5 bits a
-    // weight instead of as 16-bit copies (about 1.9x less to read a token). Q8_0's rounding
-    // (at most amax / 254 of each 32-value block) is far below the source format's own.
+    // The block formats the CPU does not keep and the device has no MLX form of (with
+    // affine_4bit: Q5_0, Q5_1, Q2_K, Q3_K, Q5_K, Q6_K): requantized to Q8_0 and kept packed,
+    // which place_weights turns into MLX 8-bit weights, instead of 16-bit copies. Q8_0's
+    // rounding (at most amax / 254 of each 32-value block) is far below the source format's.
     *packed_type = gguf::kQ8_0;
     auto q8 = std::make_shared<Tensor>(ops::gguf_rows_to_q8_0(t.ggml_type, src, rb, rows, K));
     uint8_t* dst = q8->data<uint8_t>();
-    return Tensor::view_of(dst, q8->shape(), DType::u8, gguf::repackable_owner(dst, q8));
+    return Tensor::view_of(dst, q8->shape(), DType::u8, gguf::repackable_owner(dst, q8->nbytes(), q8));
   }
   if (dense && permuted.empty() && !gemma_norm) {
     const DType dt = t.ggml_type == gguf::kF32 ? DType::f32 : t.ggml_type == gguf::kF16 ? DType::f16 : DType::bf16;
@@ -520,8 +521,10 @@ QuantSpec packed_gguf_spec(const Tensor& marker, const std::string& what) {
   if (type == int32_t(gguf::kQ5_K)) return {QuantFormat::gguf_q5_k, 5, 32};
   if (type == int32_t(gguf::kQ3_K)) return {QuantFormat::gguf_q3_k, 3, 16};
   if (type == int32_t(gguf::kQ2_K)) return {QuantFormat::gguf_q2_k, 2, 16};
-  // Loaded as MLX affine words with their scales and biases (GgufLoadOptions::affine_4bit).
-  if (type == int32_t(gguf::kQ4_1)) return {QuantFormat::mlx_affine, 4, 32};
+  // Q4_1 (like Q4_K): packed blocks for the CPU, or MLX affine words next to their scales.
+  if (type == int32_t(gguf::kQ4_1)) return {QuantFormat::gguf_q4_1, 4, 32};
+  if (type == int32_t(gguf::kQ5_0)) return {QuantFormat::gguf_q5_0, 5, 32};
+  if (type == int32_t(gguf::kQ5_1)) return {QuantFormat::gguf_q5_1, 5, 32};
   invalid("{} has GGUF type {}, which is not kept packed", what, type);
 }
 

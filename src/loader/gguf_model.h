@@ -35,18 +35,18 @@
 namespace mlxcel {
 
 struct GgufLoadOptions {
-  // Keep Q8_0/Q4_0/Q4_K/Q5_K/Q6_K matrices packed (ops::qlinear with QuantFormat::gguf_*), and requantize
-  // the other block formats' matrices to packed Q8_0 (rows of whole 32-value blocks). Only
-  // the CPU backend runs them; pass false to dequantize everything (e.g. for CUDA).
+  // Keep the matrices of every block format packed (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K:
+  // ops::qlinear with QuantFormat::gguf_*; with affine_4bit see there). Only the CPU backend
+  // runs them; pass false to dequantize everything.
   bool keep_packed = true;
   // dtype of the dense copies of the block formats when not kept packed: f16 halves the memory of f32 and represents every
   // ggml block value to f16 precision (pass f32 for bit-exact dequantized values).
   DType dequant_dtype = DType::f16;
   // With keep_packed: Q4_1 and Q4_K matrices become MLX affine 4-bit weights in groups of 32
   // with f32 scales and biases (exactly the values ggml dequantizes: gguf::affine4_row)
-  // instead of packed Q8_0 / Q4_K: 6 bits a weight to read instead of 9 where MLX weights
-  // run (CUDA: load_model sets it for devices other than the CPU, whose GGUF kernels take
-  // Q4_K as it is and Q4_1 as Q8_0). Q5_K and Q6_K are then requantized to Q8_0 as well.
+  // instead of packed blocks (CUDA: load_model sets it for devices other than the CPU,
+  // whose GGUF kernels take both as they are). The formats without an MLX form (Q5_0, Q5_1,
+  // Q2_K, Q3_K, Q5_K, Q6_K) are then requantized to Q8_0.
   bool affine_4bit = false;
   // Use the exact config.json that mlxcel's writer embeds (key mlxcel.hf_config) when present.
   bool use_embedded_config = true;
@@ -78,18 +78,18 @@ void permute_qk_rows(const uint8_t* src, uint8_t* dst, int64_t rows, size_t row_
 // absurd hyperparameters.
 nlohmann::json gguf_hf_config(const GgufFile& f, bool use_embedded_config = true);
 
-// A Q8_0/Q4_0 matrix kept packed is stored as "<prefix>.weight" (u8 rows of blocks) next
+// A matrix of GGUF blocks kept packed is stored as "<prefix>.weight" (u8 rows of blocks) next
 // to a marker "<prefix>.gguf_type" (i32 [1], the ggml type). These name and read it.
 inline constexpr const char* kGgufTypeSuffix = ".gguf_type";
 bool is_gguf_type_marker(const std::string& name);
 // The RoPE tensors (rope_freqs, rope_factors_long / _short), which the loader folds into
 // the config instead of keeping them as weights.
 bool is_gguf_rope_tensor(const std::string& name);
-// The packed format of a marker: {gguf_q8_0, 8, 32}, {gguf_q4_0, 4, 32}, {gguf_q5_k, 5, 32},
-// {gguf_q6_k, 6, 16}, {gguf_q3_k, 3, 16}, {gguf_q2_k, 2, 16} (packed, CPU), {gguf_q4_k, 4, 32}
-// (packed Q4_K blocks for the CPU, or MLX affine 4-bit groups of 32 where the loader wrote
-// scales next to the words), or for Q4_1 loaded as MLX affine words (affine_4bit)
-// {mlx_affine, 4, 32}; throws Error(invalid_request) naming `what` for any other value.
+// The packed format of a marker: {gguf_q8_0, 8, 32}, {gguf_q4_0, 4, 32}, {gguf_q5_0, 5, 32},
+// {gguf_q5_1, 5, 32}, {gguf_q5_k, 5, 32}, {gguf_q6_k, 6, 16}, {gguf_q3_k, 3, 16}, {gguf_q2_k,
+// 2, 16} (packed, CPU), {gguf_q4_k, 4, 32} and {gguf_q4_1, 4, 32} (packed blocks for the CPU,
+// or MLX affine 4-bit groups of 32 where the loader wrote scales next to the words:
+// affine_4bit); throws Error(invalid_request) naming `what` for any other value.
 QuantSpec packed_gguf_spec(const Tensor& marker, const std::string& what);
 
 // Opens, maps and converts a .gguf file. The returned weights keep the mapping alive.

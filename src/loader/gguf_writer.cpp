@@ -160,7 +160,10 @@ GgufQuant parse_gguf_quant(const std::string& s) {
   if (s == "f16") return GgufQuant::f16;
   if (s == "q8_0") return GgufQuant::q8_0;
   if (s == "q4_0") return GgufQuant::q4_0;
-  invalid("unknown GGUF quantization '{}' (choose f32, f16, q8_0 or q4_0)", s);
+  if (s == "q4_1") return GgufQuant::q4_1;
+  if (s == "q5_0") return GgufQuant::q5_0;
+  if (s == "q5_1") return GgufQuant::q5_1;
+  invalid("unknown GGUF quantization '{}' (choose f32, f16, q8_0, q4_0, q4_1, q5_0 or q5_1)", s);
 }
 
 // ---- tokenizer ----------------------------------------------------------------------
@@ -314,8 +317,25 @@ uint32_t file_type_of(GgufQuant q) {
     case GgufQuant::f16: return 1;
     case GgufQuant::q8_0: return 7;
     case GgufQuant::q4_0: return 2;
+    case GgufQuant::q4_1: return 3;  // llama_ftype: MOSTLY_Q4_1
+    case GgufQuant::q5_0: return 8;
+    case GgufQuant::q5_1: return 9;
   }
   return 1;
+}
+
+// The ggml type of a converted matrix.
+uint32_t matrix_type_of(GgufQuant q) {
+  switch (q) {
+    case GgufQuant::f32: return gguf::kF32;
+    case GgufQuant::f16: return gguf::kF16;
+    case GgufQuant::q8_0: return gguf::kQ8_0;
+    case GgufQuant::q4_0: return gguf::kQ4_0;
+    case GgufQuant::q4_1: return gguf::kQ4_1;
+    case GgufQuant::q5_0: return gguf::kQ5_0;
+    case GgufQuant::q5_1: return gguf::kQ5_1;
+  }
+  return gguf::kF16;
 }
 
 std::string encode_rows(const std::vector<float>& v, int64_t K, uint32_t type) {
@@ -334,9 +354,7 @@ std::string encode_rows(const std::vector<float>& v, int64_t K, uint32_t type) {
           std::memcpy(d + 2 * i, &h, 2);
         }
         break;
-      case gguf::kQ8_0: gguf::quantize_row_q8_0(src, d, K); break;
-      case gguf::kQ4_0: gguf::quantize_row_q4_0(src, d, K); break;
-      default: MLXCEL_CHECK(false, "encode_rows: type {}", type);
+      default: gguf::quantize_row(type, src, d, K); break;  // the 32-value block formats
     }
   }
   return out;
@@ -461,9 +479,7 @@ void convert_to_gguf(const std::string& src_dir, const std::string& dst_path, co
 
   const bool permute = gguf_arch_permutes_qk(arch);
   const bool gemma = mt == "gemma" || mt == "gemma2" || mt == "gemma3_text";
-  const uint32_t mat_type = opts.quant == GgufQuant::f32 ? gguf::kF32
-                            : opts.quant == GgufQuant::f16 ? gguf::kF16
-                            : opts.quant == GgufQuant::q8_0 ? gguf::kQ8_0 : gguf::kQ4_0;
+  const uint32_t mat_type = matrix_type_of(opts.quant);
   for (const auto& [name, t] : weights) {
     if (cfg.tie_word_embeddings && name == "lm_head.weight") continue;
     const std::string gname = hf_to_gguf_tensor_name(mt, name);
@@ -493,9 +509,7 @@ void convert_to_gguf(const std::string& src_dir, const std::string& dst_path, co
     uint32_t type = gguf::kF32;
     if (t.ndim() == 2) {
       type = mat_type;
-      if (type == gguf::kQ8_0 || type == gguf::kQ4_0) {
-        if (K % 32 != 0) type = gguf::kF16;
-      }
+      if (type != gguf::kF32 && type != gguf::kF16 && K % 32 != 0) type = gguf::kF16;
     }
     std::vector<int64_t> shape;
     for (int i = t.ndim() - 1; i >= 0; --i) shape.push_back(t.dim(i));

@@ -1,5 +1,5 @@
 // GGUF v3 writer, and safetensors checkpoint -> GGUF conversion in llama.cpp's layout
-// (`mlxcel convert --to gguf --quant f16|q8_0|q4_0`).
+// (`mlxcel convert --to gguf --quant f16|q8_0|q4_0|q4_1|q5_0|q5_1`).
 //
 //   GgufWriter w;
 //   w.add_string("general.architecture", "llama");
@@ -56,7 +56,7 @@ class GgufWriter {
   uint32_t alignment_ = 32;
 };
 
-enum class GgufQuant { f32, f16, q8_0, q4_0 };
+enum class GgufQuant { f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1 };
 // "f16" -> GgufQuant::f16; throws Error(invalid_request) listing the choices.
 GgufQuant parse_gguf_quant(const std::string& s);
 

@@ -20,6 +20,9 @@ uint32_t gguf_type_of(QuantFormat f) {
     case QuantFormat::gguf_q6_k: return gguf::kQ6_K;
     case QuantFormat::gguf_q3_k: return gguf::kQ3_K;
     case QuantFormat::gguf_q2_k: return gguf::kQ2_K;
+    case QuantFormat::gguf_q4_1: return gguf::kQ4_1;
+    case QuantFormat::gguf_q5_0: return gguf::kQ5_0;
+    case QuantFormat::gguf_q5_1: return gguf::kQ5_1;
     default: invalid("not a GGUF block format");
   }
 }
@@ -32,7 +35,8 @@ namespace {
 
 void cpu_only(const char* op, Device d) {
   if (d.type != DeviceType::cpu)
-    unsupported("[{}] GGUF Q8_0/Q4_0/Q2_K..Q6_K weights kept packed run on the CPU only (load with keep_packed = false)",
+    unsupported("[{}] GGUF Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q2_K..Q6_K weights kept packed run on the CPU only (load with "
+                "keep_packed = false)",
                 op);
 }
 
@@ -148,15 +152,16 @@ namespace mlxcel::ops {
 QuantizedWeight gguf_to_mlx_affine(const QuantizedWeight& w, const std::string& what) {
   constexpr const char* kOp = "gguf_to_mlx_affine";
   if (!is_gguf_format(w.spec.format))
-    invalid("[{}] {}: not a GGUF Q8_0/Q4_0/Q2_K..Q6_K weight", kOp, what);
+    invalid("[{}] {}: not a GGUF Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q2_K..Q6_K weight", kOp, what);
   detail::gguf_validate(kOp, w, what);
   if (w.packed.device().type != DeviceType::cpu) invalid("[{}] {}: the packed weight must be on the host", kOp, what);
   const uint8_t* base = static_cast<const uint8_t*>(w.packed.raw());
   const size_t row_stride = size_t(w.packed.strides()[0]);  // in bytes (u8)
-  if (w.spec.format == QuantFormat::gguf_q4_k)
-    return gguf_rows_to_affine4(gguf::kQ4_K, base, row_stride, w.rows(), w.cols());
+  if (w.spec.format == QuantFormat::gguf_q4_k || w.spec.format == QuantFormat::gguf_q4_1)
+    return gguf_rows_to_affine4(gguf_type_of(w.spec.format), base, row_stride, w.rows(), w.cols());
   if (w.spec.format != QuantFormat::gguf_q8_0 && w.spec.format != QuantFormat::gguf_q4_0) {
-    // Q2_K's, Q3_K's and Q6_K's 16-value sub-blocks have no MLX form, nor Q5_K's 5 bits: through Q8_0.
+    // Q2_K's, Q3_K's and Q6_K's 16-value sub-blocks have no MLX form, nor the 5 bits of Q5_0,
+    // Q5_1 and Q5_K: through Q8_0.
     QuantizedWeight q8;
     q8.spec = {QuantFormat::gguf_q8_0, 8, 32};
     q8.packed = gguf_rows_to_q8_0(gguf_type_of(w.spec.format), base, row_stride, w.rows(), w.cols());

@@ -1,6 +1,7 @@
-// GGUF block formats kept packed (QuantFormat::gguf_q8_0 / q4_0 / q2_k ... q6_k): the op side of
-// ops::qlinear / qembedding / dequantize / validate_quantized for them. CPU only; the
-// kernels are in backends/cpu/gguf_quants.h. Internal to ops (quant.cpp dispatches here).
+// GGUF block formats kept packed (QuantFormat::gguf_q4_0 / q4_1 / q5_0 / q5_1 / q8_0 / q2_k ...
+// q6_k): the op side of ops::qlinear / qembedding / dequantize / validate_quantized for them.
+// CPU only; the kernels are in backends/cpu/gguf_quants.h. Internal to ops (quant.cpp
+// dispatches here).
 #pragma once
 
 #include <string>

@@ -12,19 +12,18 @@
 
 namespace mlxcel {
 
-// gguf_q8_0 / gguf_q4_0 / gguf_q2_k ... gguf_q6_k: GGUF (ggml) blocks kept packed: `packed`
-// is u8 [N, K / 32 * 34 (Q8_0) or 18 (Q4_0), or K / 256 * 84 (Q2_K), 110 (Q3_K), 144 (Q4_K),
-// 176 (Q5_K) or 210 (Q6_K)], scales and biases are undefined; CPU only (ops/gguf_quant.h,
-// backends/cpu/gguf_quants.h). group_size: 32 (Q4_K / Q5_K: their sub-blocks), 16 for
-// Q6_K's, Q3_K's and Q2_K's.
-enum class QuantFormat : uint8_t { mlx_affine, gguf_q8_0, gguf_q4_0, gguf_q4_k, gguf_q6_k, gguf_q5_k, gguf_q3_k, gguf_q2_k };
+// gguf_q4_0 / gguf_q4_1 / gguf_q5_0 / gguf_q5_1 / gguf_q8_0 / gguf_q2_k ... gguf_q6_k: GGUF
+// (ggml) blocks kept packed: `packed` is u8 [N, K / 32 * 18 (Q4_0), 20 (Q4_1), 22 (Q5_0), 24
+// (Q5_1) or 34 (Q8_0), or K / 256 * 84 (Q2_K), 110 (Q3_K), 144 (Q4_K), 176 (Q5_K) or 210
+// (Q6_K)], scales and biases are undefined; CPU only (ops/gguf_quant.h,
+// backends/cpu/gguf_quants.h). group_size: 32 (the 32-value formats' blocks, Q4_K / Q5_K's
+// sub-blocks), 16 for Q6_K's, Q3_K's and Q2_K's.
+enum class QuantFormat : uint8_t {
+  mlx_affine, gguf_q8_0, gguf_q4_0, gguf_q4_k, gguf_q6_k, gguf_q5_k, gguf_q3_k, gguf_q2_k, gguf_q4_1, gguf_q5_0, gguf_q5_1
+};
 
 // True for the GGUF block formats kept packed; their ggml type (gguf::GgmlType value).
-inline bool is_gguf_format(QuantFormat f) {
-  return f == QuantFormat::gguf_q8_0 || f == QuantFormat::gguf_q4_0 || f == QuantFormat::gguf_q4_k ||
-         f == QuantFormat::gguf_q5_k || f == QuantFormat::gguf_q6_k || f == QuantFormat::gguf_q3_k ||
-         f == QuantFormat::gguf_q2_k;
-}
+inline bool is_gguf_format(QuantFormat f) { return f != QuantFormat::mlx_affine; }  // all the others
 uint32_t gguf_type_of(QuantFormat f);
 
 struct QuantSpec {
@@ -62,7 +61,9 @@ QuantizedWeight quantize(const Tensor& w, QuantSpec spec, DType scale_dtype = DT
 // nibbles q) -> 4 bits, scale d, bias -8 d; groups of 32 (one ggml block), scales and
 // biases f16 (the block's own d; f32 when -128 d or -8 d would overflow f16).
 // Dequantizing gives the same f32 values as ggml's dequantization. Lets the backends
-// without GGUF kernels (CUDA) run these files on the MLX kernels.
+// without GGUF kernels (CUDA) run these files on the MLX kernels. Q4_1 and Q4_K become
+// exactly their values as 4 bits with f32 scales (gguf_rows_to_affine4); the other formats
+// go through Q8_0 (gguf_rows_to_q8_0), each value within amax / 254 of its 32-value block.
 QuantizedWeight gguf_to_mlx_affine(const QuantizedWeight& w, const std::string& what);
 // N rows of GGUF blocks of `type` (row r at src + r * row_stride bytes, K values) on the
 // host, rows in parallel: as ggml Q8_0 rows (u8 [N, K / 32 * 34]; dequantized, then ggml's

@@ -158,6 +158,26 @@ TEST_P(GgufFamily, ConfigFromLlamaCppKeysAlone) {
 
 INSTANTIATE_TEST_SUITE_P(All, GgufFamily, ::testing::ValuesIn(families()), [](const auto& info) { return info.param; });
 
+// Random but valid blocks of a format that starts with its f16 scale d (the 32-value ones,
+// Q4_K) for `rows` rows of K values: d in [0.002, 0.02); Q4_1 / Q5_1 then hold an f16 min,
+// set so that the block is centred on 0 like trained weights, Q4_K a dmin of d / 4.
+std::vector<uint8_t> random_blocks(uint32_t type, int64_t rows, int64_t K, std::mt19937& rng) {
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> scale(0.002f, 0.02f);
+  const size_t bb = gguf::block_bytes(type), blocks = size_t(rows * K) / gguf::block_elems(type);
+  std::vector<uint8_t> out(bb * blocks);
+  for (size_t b = 0; b < blocks; ++b) {
+    uint8_t* blk = out.data() + b * bb;
+    for (size_t i = 0; i < bb; ++i) blk[i] = uint8_t(byte(rng));
+    const float dv = scale(rng);
+    const float mv = type == gguf::kQ4_1 ? -7.5f * dv : type == gguf::kQ5_1 ? -15.5f * dv : dv / 4;
+    const uint16_t d = f32_to_f16(dv), m = f32_to_f16(mv);
+    std::memcpy(blk, &d, 2);
+    if (type == gguf::kQ4_1 || type == gguf::kQ5_1 || type == gguf::kQ4_K) std::memcpy(blk + 2, &m, 2);
+  }
+  return out;
+}
+
 // A copy of GGUF file `src` at `dst` with every 2-D blk.* tensor whose rows are whole
 // 32-value blocks replaced by random but valid blocks of `types` in turn (f16 scales in
 // a sane range, random quants): the metadata and the other tensors as they are.
@@ -194,8 +214,6 @@ void write_with_block_formats(const std::string& src, const std::string& dst, co
     }
   }
   std::mt19937 rng(7);
-  std::uniform_int_distribution<int> byte(0, 255);
-  std::uniform_real_distribution<float> scale(0.002f, 0.02f);
   size_t next = 0;
   for (const GgufTensorInfo& t : f.tensors()) {
     const uint8_t* data = f.tensor_data(t);
@@ -205,19 +223,8 @@ void write_with_block_formats(const std::string& src, const std::string& dst, co
       continue;
     }
     const uint32_t type = types[next++ % types.size()];
-    const size_t bb = gguf::block_bytes(type), blocks = size_t(t.shape[0] / 32 * t.shape[1]);
-    std::string bytes(bb * blocks, '\0');
-    for (size_t b = 0; b < blocks; ++b) {
-      uint8_t* blk = reinterpret_cast<uint8_t*>(bytes.data()) + b * bb;
-      for (size_t i = 0; i < bb; ++i) blk[i] = uint8_t(byte(rng));
-      // Every 32-value format starts with its f16 scale; Q4_1/Q5_1 then hold an f16 min,
-      // set so that the block is centred on 0 like trained weights.
-      const float dv = scale(rng);
-      const uint16_t d = f32_to_f16(dv), m = f32_to_f16(-dv * (type == gguf::kQ4_1 ? 7.5f : 15.5f));
-      std::memcpy(blk, &d, 2);
-      if (type == gguf::kQ4_1 || type == gguf::kQ5_1) std::memcpy(blk + 2, &m, 2);
-    }
-    w.add_tensor(t.name, t.shape, type, std::move(bytes));
+    const std::vector<uint8_t> bytes = random_blocks(type, t.shape[1], t.shape[0], rng);
+    w.add_tensor(t.name, t.shape, type, std::string(bytes.begin(), bytes.end()));
   }
   w.write(dst);
 }
@@ -266,19 +273,39 @@ TwoLoads load_twice(const fs::path& path, GgufLoadOptions opts, const std::vecto
   return out;
 }
 
-// Block formats without packed kernels (Q4_1, Q5_0, Q5_1 here; Q2_K..Q6_K go the same
-// way) are requantized to Q8_0 at load and run on the packed Q8_0 kernels: the weights
-// carry the Q8_0 marker, and the logits track the same file dequantized to f32 within the
-// packed Q8_0 tolerance (kCases).
-TEST(GgufBlockFormats, RequantizedToQ8_0AndRunPacked) {
+// Q4_1, Q5_0 and Q5_1 matrices (the llama fixture's, random blocks): on the CPU they stay
+// packed as in the file (their markers, the file's rows) and the logits track the same file
+// dequantized to f32 within the packed kernels' tolerance (kCases). With affine_4bit (what
+// load_model asks for a device) Q4_1 becomes MLX affine weights (GgufAffine4 below) and
+// Q5_0 / Q5_1, which have no MLX form, are requantized to Q8_0: the Q8_0 marker, each value
+// within Q8_0's rounding of the source's, and the logits within the same tolerance.
+TEST(GgufBlockFormats, KeptPackedOnTheCpuRequantizedForDevices) {
   const fs::path dir = fixtures_dir() / "llama";
   const Reference ref = load_reference(dir);
   const fs::path tmp = tmp_dir();
+  auto perr_of = [&](const TwoLoads& two) {
+    double perr = 0;
+    for (size_t p = 0; p < ref.prompts.size(); ++p) perr = std::max(perr, rel_err(two.packed[p], two.deq[p]));
+    return perr;
+  };
   llama_with_blocks(tmp / "blocks.gguf", {gguf::kQ4_1, gguf::kQ5_0, gguf::kQ5_1});
+  const TwoLoads cpu = load_twice(tmp / "blocks.gguf", GgufLoadOptions{},
+                                  {QuantFormat::gguf_q4_1, QuantFormat::gguf_q5_0, QuantFormat::gguf_q5_1}, ref,
+                                  [&](const GgufCheckpoint& ck) {
+                                    const GgufFile src = GgufFile::open((tmp / "blocks.gguf").string());
+                                    for (const GgufTensorInfo& t : src.tensors())
+                                      if (t.name == "blk.0.ffn_down.weight")
+                                        EXPECT_EQ(ck.weights.get("model.layers.0.mlp.down_proj.weight").nbytes(), t.n_bytes);
+                                  });
+  EXPECT_EQ(cpu.markers, 14);  // 2 layers x 7 matrices of the llama fixture
+  EXPECT_LE(perr_of(cpu), 0.15);
+  std::fprintf(stderr, "[gguf] Q4_1/Q5_0/Q5_1 packed vs dequantized %.2e\n", perr_of(cpu));
+
+  llama_with_blocks(tmp / "q5.gguf", {gguf::kQ5_0, gguf::kQ5_1});
   auto check_values = [&](const GgufCheckpoint& ck) {
     // Each requantized block is within Q8_0's rounding (amax / 254, and f16's scale)
     // of the source block, value by value.
-    const GgufFile src = GgufFile::open((tmp / "blocks.gguf").string());
+    const GgufFile src = GgufFile::open((tmp / "q5.gguf").string());
     for (const GgufTensorInfo& t : src.tensors()) {
       // (not attn_q/attn_k: the loader undoes llama.cpp's row permutation there)
       if (t.name != "blk.0.ffn_down.weight" && t.name != "blk.1.ffn_gate.weight") continue;
@@ -301,33 +328,13 @@ TEST(GgufBlockFormats, RequantizedToQ8_0AndRunPacked) {
       }
     }
   };
-  const TwoLoads two = load_twice(tmp / "blocks.gguf", GgufLoadOptions{}, {QuantFormat::gguf_q8_0}, ref, check_values);
-  // 2 layers x 7 matrices of the llama fixture.
-  EXPECT_EQ(two.markers, 14);
-  const auto& deq = two.deq;
-  const auto& packed = two.packed;
-  double perr = 0;
-  for (size_t p = 0; p < ref.prompts.size(); ++p) perr = std::max(perr, rel_err(packed[p], deq[p]));
-  EXPECT_LE(perr, 0.15);
-  std::fprintf(stderr, "[gguf] Q4_1/Q5_0/Q5_1 requantized to Q8_0: packed vs dequantized %.2e\n", perr);
+  GgufLoadOptions dev;
+  dev.affine_4bit = true;
+  const TwoLoads q8 = load_twice(tmp / "q5.gguf", dev, {QuantFormat::gguf_q8_0}, ref, check_values);
+  EXPECT_EQ(q8.markers, 14);
+  EXPECT_LE(perr_of(q8), 0.15);
+  std::fprintf(stderr, "[gguf] Q5_0/Q5_1 requantized to Q8_0 (affine_4bit): packed vs dequantized %.2e\n", perr_of(q8));
   fs::remove_all(tmp);
-}
-
-// Random but valid blocks of a 4-bit affine format for `rows` rows of K values.
-std::vector<uint8_t> random_blocks(uint32_t type, int64_t rows, int64_t K, std::mt19937& rng) {
-  std::uniform_int_distribution<int> byte(0, 255);
-  std::uniform_real_distribution<float> scale(0.002f, 0.02f);
-  const size_t bb = gguf::block_bytes(type), blocks = size_t(rows * K) / gguf::block_elems(type);
-  std::vector<uint8_t> out(bb * blocks);
-  for (size_t b = 0; b < blocks; ++b) {
-    uint8_t* blk = out.data() + b * bb;
-    for (size_t i = 0; i < bb; ++i) blk[i] = uint8_t(byte(rng));
-    const float dv = scale(rng);
-    const uint16_t d = f32_to_f16(dv), m = f32_to_f16(type == gguf::kQ4_1 ? -7.5f * dv : dv / 4);
-    std::memcpy(blk, &d, 2);
-    std::memcpy(blk + 2, &m, 2);  // Q4_1: the min; Q4_K: dmin
-  }
-  return out;
 }
 
 // Q4_1 and Q4_K rows as MLX affine 4-bit groups of 32 (gguf::affine4_row, what CUDA loads
@@ -377,7 +384,7 @@ TEST(GgufAffine4, Q4_1FilesLoadAsMlxAffine) {
   llama_with_blocks(tmp / "q4_1.gguf", {gguf::kQ4_1});
   GgufLoadOptions lo;
   lo.affine_4bit = true;
-  const TwoLoads two = load_twice(tmp / "q4_1.gguf", lo, {QuantFormat::mlx_affine}, ref, [](const GgufCheckpoint& ck) {
+  const TwoLoads two = load_twice(tmp / "q4_1.gguf", lo, {QuantFormat::gguf_q4_1}, ref, [](const GgufCheckpoint& ck) {
     for (const std::string& name : ck.weights.names()) {
       if (!is_gguf_type_marker(name)) continue;
       const std::string prefix = name.substr(0, name.size() - std::string(kGgufTypeSuffix).size());
@@ -395,13 +402,17 @@ TEST(GgufAffine4, Q4_1FilesLoadAsMlxAffine) {
   fs::remove_all(tmp);
 }
 
-// Random but valid K-quant blocks for a [N, K] matrix (K values a row). Q4_K as
-// random_blocks; Q5_K its d / dmin / scales with random high bits; Q6_K and Q3_K with
+// Random but valid blocks for a [N, K] matrix (K values a row). Q4_K and the 32-value
+// formats as random_blocks; Q5_K Q4_K's d / dmin / scales with random high bits; Q6_K and Q3_K with
 // sub-block scales of one sign and size, as trained ones are (random signed ones make
 // outlier channels whose int8 rounding moves single positions' logits by 10-25%): Q6_K's
 // int8 scales 20..40, Q3_K's 6-bit ones 48..63 (16..31 once less 32), d in [0.0005, 0.005);
 // Q2_K's (4-bit scales and mins, unsigned) random, d likewise, dmin half of that.
-std::string kquant_matrix(uint32_t type, int64_t K, int64_t N, std::mt19937& rng) {
+std::string block_matrix(uint32_t type, int64_t K, int64_t N, std::mt19937& rng) {
+  if (gguf::block_elems(type) == 32) {
+    std::vector<uint8_t> b = random_blocks(type, N, K, rng);
+    return std::string(b.begin(), b.end());
+  }
   if (type == gguf::kQ4_K || type == gguf::kQ5_K) {
     std::vector<uint8_t> q4 = random_blocks(gguf::kQ4_K, N, K, rng);
     if (type == gguf::kQ4_K) return std::string(q4.begin(), q4.end());
@@ -436,12 +447,12 @@ std::string kquant_matrix(uint32_t type, int64_t K, int64_t N, std::mt19937& rng
 }
 
 // The ggml types of a Qwen3-shaped test file's matrices.
-struct KQuantMix {
+struct BlockMix {
   uint32_t embd, q, k, v, o, gate, up, down;
 };
 
-// A Qwen3-shaped file (hidden 256, ffn 512: whole 256-value blocks) of K-quant matrices
-// (kquant_matrix) laid out as `mix`, with an untied f32 LM head: int8 activations against a
+// A Qwen3-shaped file (hidden 256, ffn 512: whole 256-value blocks) of block-format matrices
+// (block_matrix) laid out as `mix`, with an untied f32 LM head: int8 activations against a
 // random K-quant table as LM head move these logits by 8-17% (each product is within 0.7%
 // of its largest output; the packed products are checked one by one in
 // tests/gguf/gguf_quants_test.cpp). On the CPU the matrices stay packed (`formats`,
@@ -449,7 +460,8 @@ struct KQuantMix {
 // 20-token one (int8 panel GEMM; the embedding's rows gathered from its blocks) match those
 // of the same file dequantized to f32 within the activations' int8 rounding. The memory
 // estimate counts the packed bytes and the x8 copies.
-void check_kquants_stay_packed(const KQuantMix& mix, const std::vector<QuantFormat>& formats, const char* label) {
+void check_stays_packed(const BlockMix& mix, const std::vector<QuantFormat>& formats, const char* label,
+                        double tol = 1e-2) {
   const fs::path tmp = tmp_dir();
   const int64_t H = 256, F = 512, V = 300, D = 64, heads = 4, kv = 2, L = 2;
   GgufWriter w;
@@ -476,7 +488,7 @@ void check_kquants_stay_packed(const KQuantMix& mix, const std::vector<QuantForm
     return b;
   };
   auto add = [&](const std::string& name, uint32_t type, int64_t K, int64_t N) {
-    w.add_tensor(name, {K, N}, type, kquant_matrix(type, K, N, rng));
+    w.add_tensor(name, {K, N}, type, block_matrix(type, K, N, rng));
   };
   add("token_embd.weight", mix.embd, H, V);
   w.add_tensor("output.weight", {H, V}, gguf::kF32, f32s(H * V, 0.0f));
@@ -495,7 +507,7 @@ void check_kquants_stay_packed(const KQuantMix& mix, const std::vector<QuantForm
     add(p + "ffn_up.weight", mix.up, H, F);
     add(p + "ffn_down.weight", mix.down, F, H);
   }
-  const fs::path file = tmp / "kquants.gguf";
+  const fs::path file = tmp / "blocks.gguf";
   w.write(file.string());
 
   Reference prompts;
@@ -511,7 +523,7 @@ void check_kquants_stay_packed(const KQuantMix& mix, const std::vector<QuantForm
   EXPECT_EQ(gguf::repacked_bytes_in_use(), x8_before);  // the copies went with the weights
   for (size_t p = 0; p < prompts.prompts.size(); ++p) {
     const double err = rel_err(two.packed[p], two.deq[p]);
-    EXPECT_LE(err, 1e-2) << label << " prompt " << p;
+    EXPECT_LE(err, tol) << label << " prompt " << p;
     std::fprintf(stderr, "[gguf] %s packed vs dequantized, %zu-token prompt: %.2e\n", label,
                  prompts.prompts[p].size(), err);
   }
@@ -524,7 +536,8 @@ void check_kquants_stay_packed(const KQuantMix& mix, const std::vector<QuantForm
       est += gguf_loaded_bytes(t, false) - int64_t(t.n_bytes);
       x8 += int64_t(gguf::x8_bytes(t.ggml_type, t.shape[1], t.shape[0]));
       const int64_t n = t.shape[0] * t.shape[1];  // device: MLX 4-bit g32 f32 scales, or Q8_0 as MLX 8-bit
-      EXPECT_EQ(gguf_loaded_bytes(t, true), t.ggml_type == gguf::kQ4_K ? n / 2 + n / 32 * 8 : n + n / 32 * 4);
+      const bool affine4 = t.ggml_type == gguf::kQ4_K || t.ggml_type == gguf::kQ4_1;
+      EXPECT_EQ(gguf_loaded_bytes(t, true), affine4 ? n / 2 + n / 32 * 8 : n + n / 32 * 4);
     }
   EXPECT_EQ(est, x8);
   fs::remove_all(tmp);
@@ -534,7 +547,7 @@ void check_kquants_stay_packed(const KQuantMix& mix, const std::vector<QuantForm
 // embedding, and Q5_K for gate (as Q5_K_M files hold it).
 TEST(GgufKQuants, MatricesStayPackedOnTheCpu) {
   using namespace gguf;
-  check_kquants_stay_packed({kQ6_K, kQ4_K, kQ4_K, kQ6_K, kQ4_K, kQ5_K, kQ4_K, kQ6_K},
+  check_stays_packed({kQ6_K, kQ4_K, kQ4_K, kQ6_K, kQ4_K, kQ5_K, kQ4_K, kQ6_K},
                             {QuantFormat::gguf_q4_k, QuantFormat::gguf_q5_k, QuantFormat::gguf_q6_k}, "Q4_K / Q5_K / Q6_K");
 }
 
@@ -542,7 +555,7 @@ TEST(GgufKQuants, MatricesStayPackedOnTheCpu) {
 // Q5_K for v and down.
 TEST(GgufKQuants, Q3KMatricesStayPackedOnTheCpu) {
   using namespace gguf;
-  check_kquants_stay_packed({kQ3_K, kQ3_K, kQ3_K, kQ5_K, kQ4_K, kQ3_K, kQ3_K, kQ5_K},
+  check_stays_packed({kQ3_K, kQ3_K, kQ3_K, kQ5_K, kQ4_K, kQ3_K, kQ3_K, kQ5_K},
                             {QuantFormat::gguf_q3_k, QuantFormat::gguf_q4_k, QuantFormat::gguf_q5_k}, "Q3_K_M");
 }
 
@@ -550,8 +563,19 @@ TEST(GgufKQuants, Q3KMatricesStayPackedOnTheCpu) {
 // down.
 TEST(GgufKQuants, Q2KMatricesStayPackedOnTheCpu) {
   using namespace gguf;
-  check_kquants_stay_packed({kQ2_K, kQ2_K, kQ2_K, kQ3_K, kQ3_K, kQ2_K, kQ2_K, kQ3_K},
+  check_stays_packed({kQ2_K, kQ2_K, kQ2_K, kQ3_K, kQ3_K, kQ2_K, kQ2_K, kQ3_K},
                             {QuantFormat::gguf_q2_k, QuantFormat::gguf_q3_k}, "Q2_K");
+}
+
+// Q4_1, Q5_0 and Q5_1 throughout (the embedding Q5_1, q / k / up Q4_1, v / gate Q5_0, o /
+// down Q5_1). The uniform random values of these blocks make a touchier model than the
+// K-quant files: Q4_0's long-standing kernels on such a file with every matrix Q4_0 move
+// its logits by 0.6-1.0e-2, these by 1.3e-2 (3 tokens) and 2.2e-2 (20): within 3e-2.
+TEST(GgufBlockFormats, Q4_1Q5_0Q5_1MatricesStayPackedOnTheCpu) {
+  using namespace gguf;
+  check_stays_packed({kQ5_1, kQ4_1, kQ4_1, kQ5_0, kQ5_1, kQ5_0, kQ4_1, kQ5_1},
+                     {QuantFormat::gguf_q4_1, QuantFormat::gguf_q5_0, QuantFormat::gguf_q5_1}, "Q4_1 / Q5_0 / Q5_1",
+                     3e-2);
 }
 
 // `mlxcel inspect` on a GGUF file counts each tensor as it is once loaded: on the host (no

@@ -224,12 +224,45 @@ TEST(GgufQuants, ReferenceQuantizersRoundTrip) {
       for (int j = 0; j < 32; ++j) EXPECT_LE(std::fabs(y[b * 32 + j] - x[b * 32 + j]), tol + 1e-3f);
     }
   }
-  // Q4_0 keeps the signed extreme exactly representable (d = max / -8).
+  // Q4_1 / Q5_1 (levels min + k d, d = (max - min) / 15 or 31, rounded to the nearest) and
+  // Q5_0 (levels -16..15 of d = max / -16), through quantize_row (Q8_0 / Q4_0 there too).
+  for (uint32_t t : {kQ8_0, kQ4_0, kQ4_1, kQ5_0, kQ5_1}) {
+    std::vector<uint8_t> q(row_bytes(t, 256));
+    quantize_row(t, x.data(), q.data(), 256);
+    auto y = deq(t, q, 256);
+    if (t == kQ8_0 || t == kQ4_0) {
+      std::vector<uint8_t> q2(q.size());
+      if (t == kQ8_0) quantize_row_q8_0(x.data(), q2.data(), 256);
+      else quantize_row_q4_0(x.data(), q2.data(), 256);
+      EXPECT_EQ(q, q2) << t;
+      continue;
+    }
+    for (int b = 0; b < 8; ++b) {
+      float amax = 0, mn = x[size_t(b * 32)], mx = mn;
+      for (int j = 0; j < 32; ++j) {
+        const float v = x[size_t(b * 32 + j)];
+        amax = std::max(amax, std::fabs(v)), mn = std::min(mn, v), mx = std::max(mx, v);
+      }
+      const float tol = t == kQ5_0 ? amax / 16 * 1.01f : (mx - mn) / (t == kQ4_1 ? 15 : 31) * 0.51f;
+      for (int j = 0; j < 32; ++j) EXPECT_LE(std::fabs(y[b * 32 + j] - x[b * 32 + j]), tol + 2e-3f) << t;
+    }
+  }
+  // Q4_0 and Q5_0 keep the signed extreme exactly representable (d = max / -8, -16), Q4_1 /
+  // Q5_1 the minimum (m = min); values on the levels come back exactly.
   std::vector<float> z(32, 0.0f);
   z[3] = -4.0f;
   std::vector<uint8_t> q(18);
   quantize_row_q4_0(z.data(), q.data(), 32);
   EXPECT_EQ(deq(kQ4_0, q, 32)[3], -4.0f);
+  for (uint32_t t : {kQ4_1, kQ5_0, kQ5_1}) {
+    const int levels = t == kQ4_1 ? 16 : 32;
+    std::vector<float> v(32);
+    for (int j = 0; j < 32; ++j) v[size_t(j)] = t == kQ5_0 ? -0.25f * float(j % 32 - 16) : -1.0f + 0.5f * float(j % levels);
+    std::vector<uint8_t> qb(block_bytes(t));
+    quantize_row(t, v.data(), qb.data(), 32);
+    EXPECT_EQ(deq(t, qb, 32), v) << t;
+  }
+  EXPECT_ANY_THROW(quantize_row(kQ4_K, x.data(), q.data(), 256));
 }
 
 TEST(GgufQuants, PackedMatmulMatchesDequantized) {
@@ -354,34 +387,36 @@ TEST(GgufQuants, PackedDecodeKernelMatchesIntegerReference) {
   }
 }
 
-// K-quant rows of random blocks, any bytes but the f16 scales: Q4_K's / Q5_K's d and dmin
-// (the first 4 bytes), Q2_K's (its last 4) and Q6_K's / Q3_K's d (their last 2) in [2^-9,
-// 2^-5). Every scale-byte pattern is valid.
-std::vector<uint8_t> random_kquant(uint32_t t, int64_t N, int64_t K, size_t stride, std::mt19937& rng) {
+// Rows of random blocks (the K-quants, Q4_1, Q5_0, Q5_1), any bytes but the f16 scales: Q4_K's
+// / Q5_K's d and dmin (the first 4 bytes), Q4_1's / Q5_1's d and m (likewise), Q5_0's d (its
+// first 2), Q2_K's d and dmin (its last 4) and Q6_K's / Q3_K's d (their last 2) in [2^-9,
+// 2^-5). Every other byte pattern is valid.
+std::vector<uint8_t> random_blocks(uint32_t t, int64_t N, int64_t K, size_t stride, std::mt19937& rng) {
   std::vector<uint8_t> packed(stride * size_t(N), 0xCD);
   std::uniform_int_distribution<int> byte(0, 255);
   std::uniform_real_distribution<float> mag(1.0f / 512, 1.0f / 32);
   const size_t bb = block_bytes(t);
   for (int64_t r = 0; r < N; ++r)
-    for (int64_t b = 0; b < K / 256; ++b) {
+    for (int64_t b = 0; b < K / int64_t(block_elems(t)); ++b) {
       uint8_t* blk = packed.data() + size_t(r) * stride + size_t(b) * bb;
       for (size_t i = 0; i < bb; ++i) blk[i] = uint8_t(byte(rng));
       const uint16_t d = f32_to_f16(mag(rng)), dm = f32_to_f16(mag(rng));
-      const bool d_only = t == kQ6_K || t == kQ3_K;
-      const size_t at = d_only ? bb - 2 : t == kQ2_K ? bb - 4 : 0;  // d, then dmin
+      const bool d_only = t == kQ6_K || t == kQ3_K || t == kQ5_0;
+      const size_t at = t == kQ6_K || t == kQ3_K ? bb - 2 : t == kQ2_K ? bb - 4 : 0;  // d, then dmin
       std::memcpy(blk + at, &d, 2);
       if (!d_only) std::memcpy(blk + at + 2, &dm, 2);
     }
   return packed;
 }
 
-// The scalar model of the K-quant kernels' arithmetic for one row and one row of x: x to
+// The scalar model of the packed kernels' arithmetic for one row and one row of x: x to
 // int8 per block of 32 (d = amax / 127, round to nearest even), exact integer sums a
 // sub-block, then f32 scales: Q4_K / Q5_K y += (d sc) dx isum - (dmin m) dx sum(xq) per 32
 // values; Q6_K y += (d sc) dx (isum - 32 sum(xq)) per 16, Q3_K y += (d (sc - 32)) dx (isum -
 // 4 sum(xq)) per 16 (isum over the unsigned values, so the sums are of q - offset), Q2_K
-// y += (d sc) dx isum - (dmin m) dx sum(xq) per 16. ref and sum |terms| into mag.
-void kquant_model(uint32_t t, const uint8_t* row, const float* xm, int64_t K, double& ref, double& mag) {
+// y += (d sc) dx isum - (dmin m) dx sum(xq) per 16; Q4_1 / Q5_1 y += d dx isum + m dx
+// sum(xq) and Q5_0 y += d dx (isum - 16 sum(xq)) per 32. ref and sum |terms| into mag.
+void block_model(uint32_t t, const uint8_t* row, const float* xm, int64_t K, double& ref, double& mag) {
   for (int64_t c32 = 0; c32 < K / 32; ++c32) {
     const float* xb = xm + c32 * 32;
     float amax = 0;
@@ -390,7 +425,28 @@ void kquant_model(uint32_t t, const uint8_t* row, const float* xm, int64_t K, do
     int xq[32];
     for (int j = 0; j < 32; ++j) xq[j] = int(std::nearbyintf(xb[j] * id));
     const int c = int(c32 % 8);
-    if (t == kQ4_K || t == kQ5_K) {
+    if (block_elems(t) == 32) {
+      // d (, m), Q5_x: qh (bit j: value j's 16), then qs (byte j: value j low, j + 16 high)
+      const bool with_min = t != kQ5_0, q5 = t != kQ4_1;
+      const size_t bb = block_bytes(t);
+      const uint8_t* blk = row + size_t(c32) * bb;
+      uint16_t hd, hm = 0;
+      uint32_t qh = 0;
+      std::memcpy(&hd, blk, 2);
+      if (with_min) std::memcpy(&hm, blk + 2, 2);
+      if (q5) std::memcpy(&qh, blk + (with_min ? 4 : 2), 4);
+      int32_t isum = 0, xsum = 0;
+      for (int j = 0; j < 32; ++j) {
+        const uint8_t byte = blk[bb - 16 + size_t(j % 16)];
+        const int q = (j < 16 ? byte & 0xF : byte >> 4) | int((qh >> j) & 1) << 4;
+        isum += (q - (t == kQ5_0 ? 16 : 0)) * xq[j];
+        xsum += xq[j];
+      }
+      const double t1 = double(float(isum) * (f16_to_f32(hd) * dx));
+      const double t2 = double(f16_to_f32(hm) * (dx * float(xsum)));
+      ref += t1 + t2;
+      mag += std::fabs(t1) + std::fabs(t2);
+    } else if (t == kQ4_K || t == kQ5_K) {
       const bool q5 = t == kQ5_K;
       const uint8_t* blk = row + size_t(c32 / 8) * (q5 ? 176 : 144);
       const uint8_t* q = blk + 4;  // ggml's get_scale_min_k4
@@ -469,24 +525,28 @@ void kquant_model(uint32_t t, const uint8_t* row, const float* xm, int64_t K, do
   }
 }
 
-// K-quants kept packed, decode-sized M (the x8 kernels: a group repacked on the fly when the
-// weight has no copy) and prompt-sized M (the int8 panel GEMM), against a scalar model of
-// their arithmetic (kquant_model; the scalar build's f32 GEMM from 64 rows: against the
-// dequantized product). Odd row counts and strides, tiles with a remainder, biases, and
-// the largest sums each format can make.
-TEST(GgufQuants, KQuantsPackedMatchTheirReferences) {
+// The formats without a row-layout kernel (K-quants, Q4_1, Q5_0, Q5_1) kept packed,
+// decode-sized M (the x8 kernels: a group repacked on the fly when the weight has no copy)
+// and prompt-sized M (the int8 panel GEMM), against a scalar model of their arithmetic
+// (block_model; the scalar build's f32 GEMM from 64 rows: against the dequantized
+// product). Odd row counts and strides, tiles with a remainder, biases, and the largest
+// sums each format can make.
+TEST(GgufQuants, BlockFormatsPackedMatchTheirReferences) {
   std::mt19937 rng(41);
   std::normal_distribution<float> nd(0, 1);
-  const Case cases[] = {{1, 256, 1, 0}, {1, 768, 37, 3}, {3, 512, 9, 0},  {5, 256, 17, 1},
-                        {15, 1024, 8, 0}, {16, 256, 23, 0}, {20, 768, 13, 2}, {70, 512, 41, 0}};
-  for (uint32_t t : {kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K})
+  // (the 32-value formats take every case, the K-quants those of whole 256-value blocks)
+  const Case cases[] = {{1, 256, 1, 0},   {1, 768, 37, 3}, {3, 512, 9, 0},  {5, 256, 17, 1},  {15, 1024, 8, 0},
+                        {16, 256, 23, 0}, {20, 768, 13, 2}, {70, 512, 41, 0}, {1, 32, 5, 1},  {4, 96, 9, 0},
+                        {17, 160, 11, 3}, {64, 96, 19, 0}};
+  for (uint32_t t : {kQ4_1, kQ5_0, kQ5_1, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K})
   for (const Case& c : cases) {
+    if (c.K % int64_t(block_elems(t)) != 0) continue;
     const size_t stride = row_bytes(t, c.K) + c.pad;
-    std::vector<uint8_t> packed = random_kquant(t, c.N, c.K, stride, rng);
+    std::vector<uint8_t> packed = random_blocks(t, c.N, c.K, stride, rng);
     std::vector<float> x(size_t(c.M * c.K)), bias(size_t(c.N));
     for (auto& v : x) v = nd(rng);
     for (auto& v : bias) v = nd(rng);
-    for (int j = 32; j < 64; ++j) x[size_t(j)] = 0.0f;  // an all-zero block of x
+    for (int64_t j = 32; j < std::min<int64_t>(64, c.M * c.K); ++j) x[size_t(j)] = 0.0f;  // an all-zero block of x
     std::vector<float> y(size_t(c.M * c.N), std::nanf(""));
     matmul_packed(t, x.data(), c.M, c.K, packed.data(), stride, c.N, bias.data(), y.data());
     // The scalar build runs prompt-sized M (>= 64) as the f32 GEMM on dequantized weights.
@@ -497,7 +557,7 @@ TEST(GgufQuants, KQuantsPackedMatchTheirReferences) {
         const uint8_t* row = packed.data() + size_t(r) * stride;
         double ref = bias[size_t(r)], mag = std::fabs(bias[size_t(r)]);
         if (exact_model) {
-          kquant_model(t, row, xm, c.K, ref, mag);
+          block_model(t, row, xm, c.K, ref, mag);
           ASSERT_NEAR(y[size_t(m * c.N + r)], ref, 2e-6 * mag + 1e-6)
               << "type " << t << " M " << c.M << " K " << c.K << " N " << c.N << " m " << m << " row " << r;
         } else {
@@ -513,21 +573,25 @@ TEST(GgufQuants, KQuantsPackedMatchTheirReferences) {
       }
     }
   }
-  // The largest sums: every Q5_K value 31 (and Q4_K 15, Q6_K 63, Q3_K 7, Q2_K 3) against x
-  // of one sign at 127 after rounding, for the decode kernel and the GEMM (AVX2 sums pairs in
-  // i16).
-  for (uint32_t t : {kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K})
+  // The largest sums: every Q5_K / Q5_1 / Q5_0 value 31 (and Q4_K / Q4_1 15, Q6_K 63, Q3_K 7,
+  // Q2_K 3) against x of one sign at 127 after rounding, for the decode kernel and the GEMM
+  // (AVX2 sums pairs in i16); and Q5_0's smallest (0, worth -16).
+  for (uint32_t t : {kQ4_1, kQ5_0, kQ5_1, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K})
+    for (int fill : {0xFF, 0x00})
     for (int64_t M : {int64_t(1), int64_t(20)}) {
+      if (fill == 0 && t != kQ5_0) continue;
       const int64_t K = 512, N = 9;
       const size_t rb = row_bytes(t, K);
-      std::vector<uint8_t> packed = random_kquant(t, N, K, rb, rng);
+      std::vector<uint8_t> packed = random_blocks(t, N, K, rb, rng);
       for (int64_t r = 0; r < N; ++r)
-        for (int64_t b = 0; b < K / 256; ++b) {
+        for (int64_t b = 0; b < K / int64_t(block_elems(t)); ++b) {
           uint8_t* blk = packed.data() + size_t(r) * rb + size_t(b) * block_bytes(t);
-          if (t == kQ6_K) std::memset(blk, 0xFF, 192);         // ql, qh
-          else if (t == kQ3_K) std::memset(blk, 0xFF, 96);     // hmask, qs
-          else if (t == kQ2_K) std::memset(blk + 16, 0xFF, 64);  // qs
-          else std::memset(blk + 16, 0xFF, t == kQ5_K ? 160 : 128);  // (qh,) qs
+          if (t == kQ6_K) std::memset(blk, fill, 192);                 // ql, qh
+          else if (t == kQ3_K) std::memset(blk, fill, 96);             // hmask, qs
+          else if (t == kQ2_K) std::memset(blk + 16, fill, 64);        // qs
+          else if (t == kQ5_0) std::memset(blk + 2, fill, 20);         // qh, qs
+          else if (t == kQ4_1 || t == kQ5_1) std::memset(blk + 4, fill, block_bytes(t) - 4);  // (qh,) qs
+          else std::memset(blk + 16, fill, t == kQ5_K ? 160 : 128);    // (qh,) qs
         }
       std::vector<float> xe(size_t(M * K), 1.0f), ye(size_t(M * N));
       matmul_packed(t, xe.data(), M, K, packed.data(), rb, N, nullptr, ye.data());
@@ -535,8 +599,9 @@ TEST(GgufQuants, KQuantsPackedMatchTheirReferences) {
         for (int64_t r = 0; r < N; ++r) {
           double ref = 0, mag = 0;
           if (std::string(matmul_isa()) == "scalar" && M >= 64) continue;
-          kquant_model(t, packed.data() + size_t(r) * rb, xe.data() + m * K, K, ref, mag);
-          ASSERT_NEAR(ye[size_t(m * N + r)], ref, 2e-6 * mag + 1e-6) << "extreme type " << t << " M " << M << " row " << r;
+          block_model(t, packed.data() + size_t(r) * rb, xe.data() + m * K, K, ref, mag);
+          ASSERT_NEAR(ye[size_t(m * N + r)], ref, 2e-6 * mag + 1e-6)
+              << "extreme type " << t << " fill " << fill << " M " << M << " row " << r;
         }
     }
   // K must hold whole 256-value blocks.
@@ -589,7 +654,7 @@ TEST(GgufQuants, PackedKernelsSplitOverThreads) {
 // counts (a padded last group), 1..15 rows of x, rows at an odd stride, a bias, and a
 // weight of -128 in Q8_0.
 std::vector<uint8_t> random_packed(uint32_t t, int64_t N, int64_t K, size_t stride, std::mt19937& rng) {
-  if (block_elems(t) == 256) return random_kquant(t, N, K, stride, rng);
+  if (t != kQ8_0 && t != kQ4_0) return random_blocks(t, N, K, stride, rng);
   std::normal_distribution<float> nd(0, 1);
   std::vector<uint8_t> packed(stride * size_t(N), 0xCD);
   std::vector<float> w(static_cast<size_t>(K));
@@ -608,14 +673,15 @@ TEST(GgufQuants, X8LayoutMatchesRowLayoutExactly) {
   const Case cases[] = {{1, 32, 1, 0},  {1, 64, 7, 3},    {1, 1024, 37, 0}, {2, 96, 8, 0},  {3, 160, 9, 1},
                         {4, 256, 16, 0}, {5, 128, 17, 2},  {7, 3072, 13, 0}, {9, 64, 23, 5}, {15, 96, 41, 0},
                         {1, 512, 2051, 0}, {4, 1024, 777, 0}};
-  for (uint32_t t : {kQ8_0, kQ4_0, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K}) {
+  for (uint32_t t : {kQ8_0, kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K}) {
     for (const Case& c : cases) {
       if (c.K % int64_t(block_elems(t)) != 0) continue;
       const size_t stride = row_bytes(t, c.K) + c.pad;
       std::vector<uint8_t> packed = random_packed(t, c.N, c.K, stride, rng);
       std::vector<uint8_t> x8(x8_bytes(t, c.N, c.K));
       // Q4_K: d, dmin and the unpacked scales and mins take 160 bytes of 1,184 a block of 8
-      // rows (Q5_K: 1,440 with its high bits); Q3_K's scales unpacked to bytes 912.
+      // rows (Q5_K: 1,440 with its high bits); Q3_K's scales unpacked to bytes 912. The
+      // others: the file's bytes (Q4_1 / Q5_0 / Q5_1: d, m and qh by row, then the quants).
       const size_t blocks = size_t(c.K / 256);
       const size_t per_group = t == kQ4_K   ? blocks * 1184
                                : t == kQ5_K ? blocks * 1440
@@ -644,14 +710,14 @@ TEST(GgufQuants, X8LayoutMatchesRowLayoutExactly) {
 
 // A weight registered through repackable_owner gets its x8 copy on the first decode-sized
 // product (prefill-sized ones keep the row layout), with the same results; the copy goes
-// when the owner does, and calls that do not match the registered weight (a slice of
-// fewer rows at the same address) use the row layout.
+// when the owner does. Row views of it from a multiple of 8 rows on (fewer rows at the same
+// address, later rows) use the same copy, views from other rows the row layout.
 TEST(GgufQuants, RegisteredWeightsGetAnX8CopyForTheirLifetime) {
   if (!repack_enabled()) GTEST_SKIP() << "MLXCEL_GGUF_REPACK=0";
   std::mt19937 rng(29);
   std::normal_distribution<float> nd(0, 1);
   const int64_t N = 203, K = 256;
-  for (uint32_t t : {kQ8_0, kQ4_0, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K}) {
+  for (uint32_t t : {kQ8_0, kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K}) {
     const size_t rb = row_bytes(t, K);
     auto bytes = std::make_shared<std::vector<uint8_t>>(random_packed(t, N, K, rb, rng));
     const uint8_t* w = bytes->data();
@@ -661,17 +727,27 @@ TEST(GgufQuants, RegisteredWeightsGetAnX8CopyForTheirLifetime) {
     matmul_packed(t, x.data(), 1, K, w, rb, N, nullptr, ref1.data());
     matmul_packed(t, x.data(), 16, K, w, rb, N, nullptr, ref16.data());
     const size_t before = repacked_bytes_in_use();
-    std::shared_ptr<void> owner = repackable_owner(w, bytes);
+    std::shared_ptr<void> owner = repackable_owner(w, bytes->size(), bytes);
     matmul_packed(t, x.data(), 16, K, w, rb, N, nullptr, y.data());  // prefill-sized: no copy
     EXPECT_EQ(repacked_bytes_in_use(), before);
     EXPECT_EQ(y, ref16);
-    matmul_packed(t, x.data(), 1, K, w, rb, N, nullptr, y.data());
+    // The first product is a view of the first N - 9 rows: the copy holds all N.
+    matmul_packed(t, x.data(), 1, K, w, rb, N - 9, nullptr, y.data());
     EXPECT_EQ(repacked_bytes_in_use(), before + x8_bytes(t, N, K));
-    EXPECT_TRUE(std::equal(ref1.begin(), ref1.end(), y.begin()));
-    matmul_packed(t, x.data(), 1, K, w, rb, N - 9, nullptr, y.data());  // first N - 9 rows
     EXPECT_TRUE(std::equal(ref1.begin(), ref1.end() - 9, y.begin()));
-    matmul_packed(t, x.data(), 1, K, w, rb, N, nullptr, y.data());  // the copy again
+    matmul_packed(t, x.data(), 1, K, w, rb, N, nullptr, y.data());
     EXPECT_TRUE(std::equal(ref1.begin(), ref1.end(), y.begin()));
+    // Views from rows 16 (its groups in the copy) and 13 (the row layout), 2 rows of x.
+    std::vector<float> ref2(size_t(2 * N));
+    matmul_packed(t, x.data(), 2, K, w, rb, N, nullptr, ref2.data());
+    for (int64_t r0 : {int64_t(16), int64_t(13)}) {
+      const int64_t n = N - r0 - 5;
+      std::vector<float> yv(size_t(2 * n));
+      matmul_packed(t, x.data(), 2, K, w + size_t(r0) * rb, rb, n, nullptr, yv.data());
+      for (int64_t m = 0; m < 2; ++m)
+        for (int64_t r = 0; r < n; ++r) ASSERT_EQ(yv[size_t(m * n + r)], ref2[size_t(m * N + r0 + r)]) << t << " " << r0;
+    }
+    EXPECT_EQ(repacked_bytes_in_use(), before + x8_bytes(t, N, K));
     owner.reset();
     EXPECT_EQ(repacked_bytes_in_use(), before);
     EXPECT_EQ(bytes.use_count(), 1);
@@ -679,26 +755,28 @@ TEST(GgufQuants, RegisteredWeightsGetAnX8CopyForTheirLifetime) {
 }
 
 // Several products of one x in one region (q/k/v, gate/up): bit for bit the separate
-// calls' results, with mixed types, odd row counts, biases, one product registered (x8
-// copy) and the others not, at decode and at prefill sizes.
+// calls' results, with mixed types, odd row counts, biases, two products registered (x8
+// copies) and the others not, at decode and at prefill sizes.
 TEST(GgufQuants, MultiProductMatchesSeparateCalls) {
   std::mt19937 rng(31);
   std::normal_distribution<float> nd(0, 1);
   const int64_t K = 320;
-  const uint32_t types[3] = {kQ4_0, kQ8_0, kQ4_0};
-  const int64_t rows_of[3] = {37, 8, 203};
+  constexpr int kN = 5;
+  const uint32_t types[kN] = {kQ4_0, kQ8_0, kQ4_0, kQ5_1, kQ4_1};
+  const int64_t rows_of[kN] = {37, 8, 203, 21, 64};
   std::vector<std::shared_ptr<std::vector<uint8_t>>> w;
-  for (int i = 0; i < 3; ++i)
+  for (int i = 0; i < kN; ++i)
     w.push_back(std::make_shared<std::vector<uint8_t>>(random_packed(types[i], rows_of[i], K, row_bytes(types[i], K), rng)));
-  std::shared_ptr<void> owner = repackable_owner(w[2]->data(), w[2]);
+  std::shared_ptr<void> owner = repackable_owner(w[2]->data(), w[2]->size(), w[2]);
+  std::shared_ptr<void> owner4 = repackable_owner(w[4]->data(), w[4]->size(), w[4]);
   std::vector<float> bias(203);
   for (auto& v : bias) v = nd(rng);
   for (int64_t M : {int64_t(1), int64_t(3), int64_t(15), int64_t(17)}) {
     std::vector<float> x(size_t(M * K));
     for (auto& v : x) v = nd(rng);
-    std::vector<std::vector<float>> ref(3), got(3);
-    PackedProduct ps[3];
-    for (int i = 0; i < 3; ++i) {
+    std::vector<std::vector<float>> ref(kN), got(kN);
+    PackedProduct ps[kN];
+    for (int i = 0; i < kN; ++i) {
       ref[size_t(i)].assign(size_t(M * rows_of[i]), 0.0f);
       got[size_t(i)].assign(size_t(M * rows_of[i]), std::nanf(""));
       const float* b = i == 1 ? nullptr : bias.data();
@@ -706,8 +784,8 @@ TEST(GgufQuants, MultiProductMatchesSeparateCalls) {
                     ref[size_t(i)].data());
       ps[i] = {types[i], w[size_t(i)]->data(), row_bytes(types[i], K), rows_of[i], b, got[size_t(i)].data()};
     }
-    matmul_packed_multi(x.data(), M, K, ps, 3);
-    for (int i = 0; i < 3; ++i) EXPECT_EQ(got[size_t(i)], ref[size_t(i)]) << "M " << M << " product " << i;
+    matmul_packed_multi(x.data(), M, K, ps, kN);
+    for (int i = 0; i < kN; ++i) EXPECT_EQ(got[size_t(i)], ref[size_t(i)]) << "M " << M << " product " << i;
   }
   PackedProduct none{};
   EXPECT_ANY_THROW(matmul_packed_multi(nullptr, 1, K, &none, 0));
@@ -725,7 +803,7 @@ TEST(GgufQuants, ConcurrentFirstUseOfARegisteredWeight) {
   std::vector<float> x(static_cast<size_t>(K)), ref(static_cast<size_t>(N));
   for (auto& v : x) v = nd(rng);
   matmul_packed(kQ4_0, x.data(), 1, K, bytes->data(), rb, N, nullptr, ref.data());
-  std::shared_ptr<void> owner = repackable_owner(bytes->data(), bytes);
+  std::shared_ptr<void> owner = repackable_owner(bytes->data(), bytes->size(), bytes);
   std::vector<std::vector<float>> got(4, std::vector<float>(static_cast<size_t>(N)));
   std::vector<std::thread> th;
   for (size_t t = 0; t < got.size(); ++t)

@@ -62,23 +62,25 @@ TEST(GgufToMlx, DequantizesToTheSameValues) {
   }
 }
 
-// Packed K-quants (what a CPU load keeps) on their way to a device: Q4_K as MLX affine 4-bit
-// g32 with f32 scales, the same values; Q2_K, Q3_K, Q5_K and Q6_K (no 4-bit MLX form) through Q8_0,
-// each value within Q8_0's rounding (amax / 254 of its 32-value block).
-TEST(GgufToMlx, KQuantsBecomeMlxAffine) {
+// Packed K-quants, Q4_1, Q5_0 and Q5_1 (what a CPU load keeps) on their way to a device: Q4_K
+// and Q4_1 as MLX affine 4-bit g32 with f32 scales, the same values; Q2_K, Q3_K, Q5_K, Q6_K,
+// Q5_0 and Q5_1 (no 4-bit MLX form) through Q8_0, each value within Q8_0's rounding (amax /
+// 254 of its 32-value block).
+TEST(GgufToMlx, PackedBlocksBecomeMlxAffine) {
   const int64_t N = 5, K = 512;
   std::mt19937_64 r(5);
   for (uint32_t type : {uint32_t(gguf::kQ2_K), uint32_t(gguf::kQ3_K), uint32_t(gguf::kQ4_K), uint32_t(gguf::kQ5_K),
-                        uint32_t(gguf::kQ6_K)}) {
+                        uint32_t(gguf::kQ6_K), uint32_t(gguf::kQ4_1), uint32_t(gguf::kQ5_0), uint32_t(gguf::kQ5_1)}) {
     const size_t bb = gguf::block_bytes(type);
+    const int64_t blocks = K / int64_t(gguf::block_elems(type));
     QuantizedWeight g;
-    g.packed = Tensor::empty({N, int64_t(K / 256 * bb)}, DType::u8);
+    g.packed = Tensor::empty({N, int64_t(blocks * bb)}, DType::u8);
     auto* p = static_cast<uint8_t*>(g.packed.raw());
     for (int64_t i = 0; i < g.packed.numel(); ++i) p[i] = uint8_t(r());
-    for (int64_t b = 0; b < N * K / 256; ++b) {
+    for (int64_t b = 0; b < N * blocks; ++b) {
       const uint16_t d = f32_to_f16(0.001f + 0.01f * float(r() % 100) / 100.0f);
-      const bool d_only = type == gguf::kQ6_K || type == gguf::kQ3_K;  // d (and dmin after it)
-      const int64_t at = d_only ? int64_t(bb) - 2 : type == gguf::kQ2_K ? int64_t(bb) - 4 : 0;
+      const bool d_only = type == gguf::kQ6_K || type == gguf::kQ3_K || type == gguf::kQ5_0;  // d (and dmin / m after it)
+      const int64_t at = type == gguf::kQ6_K || type == gguf::kQ3_K ? int64_t(bb) - 2 : type == gguf::kQ2_K ? int64_t(bb) - 4 : 0;
       std::memcpy(p + b * int64_t(bb) + at, &d, 2);
       if (!d_only) std::memcpy(p + b * int64_t(bb) + at + 2, &d, 2);
     }
@@ -86,11 +88,15 @@ TEST(GgufToMlx, KQuantsBecomeMlxAffine) {
              : type == gguf::kQ5_K ? QuantSpec{QuantFormat::gguf_q5_k, 5, 32}
              : type == gguf::kQ3_K ? QuantSpec{QuantFormat::gguf_q3_k, 3, 16}
              : type == gguf::kQ2_K ? QuantSpec{QuantFormat::gguf_q2_k, 2, 16}
+             : type == gguf::kQ4_1 ? QuantSpec{QuantFormat::gguf_q4_1, 4, 32}
+             : type == gguf::kQ5_0 ? QuantSpec{QuantFormat::gguf_q5_0, 5, 32}
+             : type == gguf::kQ5_1 ? QuantSpec{QuantFormat::gguf_q5_1, 5, 32}
                                    : QuantSpec{QuantFormat::gguf_q6_k, 6, 16};
+    const bool affine4 = type == gguf::kQ4_K || type == gguf::kQ4_1;
     EXPECT_EQ(g.cols(), K);
     QuantizedWeight m = ops::gguf_to_mlx_affine(g, "test");
     EXPECT_EQ(m.spec.format, QuantFormat::mlx_affine);
-    EXPECT_EQ(m.spec.bits, type == gguf::kQ4_K ? 4 : 8);
+    EXPECT_EQ(m.spec.bits, affine4 ? 4 : 8);
     EXPECT_EQ(m.spec.group_size, 32);
     std::vector<float> want(size_t(N * K));
     for (int64_t i = 0; i < N; ++i) gguf::dequantize_row(type, p + i * g.packed.dim(1), want.data() + i * K, K);
@@ -98,7 +104,7 @@ TEST(GgufToMlx, KQuantsBecomeMlxAffine) {
     for (int64_t b0 = 0; b0 < N * K; b0 += 32) {
       float amax = 0;
       for (int64_t i = b0; i < b0 + 32; ++i) amax = std::max(amax, std::fabs(want[size_t(i)]));
-      const float tol = type == gguf::kQ4_K ? 0.0f : amax / 254 * 1.01f + amax * 1e-3f;
+      const float tol = affine4 ? 0.0f : amax / 254 * 1.01f + amax * 1e-3f;
       for (int64_t i = b0; i < b0 + 32; ++i)
         ASSERT_LE(std::fabs(got.data<float>()[i] - want[size_t(i)]), tol) << "type " << type << " at " << i;
     }

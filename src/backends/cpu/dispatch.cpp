@@ -57,6 +57,7 @@
     (type, src, n, words, scales, biases))                                                                         \
   X(void, quantize_row_q8_0, (const float* src, uint8_t* dst, int64_t n), (src, dst, n))                           \
   X(void, quantize_row_q4_0, (const float* src, uint8_t* dst, int64_t n), (src, dst, n))                           \
+  X(void, quantize_row, (uint32_t type, const float* src, uint8_t* dst, int64_t n), (type, src, dst, n))           \
   X(void, matmul_packed,                                                                                           \
     (uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* w, size_t row_stride, int64_t n_rows,     \
      const float* bias, float* y),                                                                                 \
@@ -74,7 +75,8 @@
     (uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* wx8, int64_t n_rows, const float* bias,   \
      float* y),                                                                                                    \
     (type, x, M, K, wx8, n_rows, bias, y))                                                                         \
-  X(std::shared_ptr<void>, repackable_owner, (const uint8_t* w, std::shared_ptr<void> inner), (w, std::move(inner))) \
+  X(std::shared_ptr<void>, repackable_owner, (const uint8_t* w, size_t bytes, std::shared_ptr<void> inner),         \
+    (w, bytes, std::move(inner)))                                                                                  \
   X(size_t, repacked_bytes_in_use, (), ())                                                                         \
   X(void, set_idle_prefetch_bytes, (int64_t bytes), (bytes))                                                       \
   X(int64_t, idle_prefetch_bytes, (), ())                                                                          \

@@ -5,9 +5,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -65,6 +65,26 @@ constexpr int64_t kX8Q3kBlock = 16 + 128 + 512 + 256;
 // as Q3_K's: 8 x 84 bytes, the file's size (the nibbles split in registers; split into
 // bytes they would add 19%).
 constexpr int64_t kX8Q2kBlock = 16 + 16 + 128 + 512;
+
+// The 32-value formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0). An x8 block is the file's 8 blocks:
+// each f16 field (d; Q4_1 / Q5_1: then m) as the 8 rows' (2 bytes a row), then the rest
+// (Q5_0 / Q5_1: the 4 bytes of fifth bits; the quants) as vectors of 4-byte lanes, lane r =
+// row r's. The 4-bit and 5-bit values stay unsigned: the integer block sums start at
+// -xs_mult * xs (xs = 8 sum(xq): Q4_0's offset of 8 once, Q5_0's 16 twice), and Q4_1 /
+// Q5_1 add m dx sum(xq) in f32. (Q8_0's values are signed.)
+struct B32 {
+  int halves;        // f16 fields: 1 (d) or 2 (d, m)
+  bool high;         // fifth bits (qh) before the quants
+  int64_t qh, qs;    // where qh and the quants start in an x8 block
+  int64_t block;     // bytes of an x8 block
+  int xs_mult;
+};
+constexpr B32 b32_format(uint32_t t) {
+  const int halves = t == kQ4_1 || t == kQ5_1 ? 2 : 1;
+  const bool high = t == kQ5_0 || t == kQ5_1;
+  const int64_t qs = 16 * halves + (high ? 32 : 0);
+  return {halves, high, 16 * halves, qs, qs + (t == kQ8_0 ? 256 : 128), t == kQ4_0 ? 1 : t == kQ5_0 ? 2 : 0};
+}
 
 
 // The 6-bit scale and min j (0..7) of a Q4_K/Q5_K block's 12 scale bytes.
@@ -375,25 +395,62 @@ void quantize_row_q8_0(const float* x, uint8_t* y, int64_t n) {
   }
 }
 
-void quantize_row_q4_0(const float* x, uint8_t* y, int64_t n) {
-  MLXCEL_CHECK(n % 32 == 0, "q4_0: {} values", n);
-  for (int64_t i = 0; i < n / 32; ++i, x += 32, y += 18) {
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < 32; ++j) {
-      if (amax < std::fabs(x[j])) {
-        amax = std::fabs(x[j]);
-        max = x[j];
+namespace {
+
+// ggml's reference quantizers of the 4- and 5-bit 32-value formats (quantize_row_q4_0_ref,
+// q4_1_ref, q5_0_ref, q5_1_ref). Q4_0 / Q5_0: d = the value of largest magnitude over -8 /
+// -16, q = trunc(x / d + 8.5 / 16.5); Q4_1 / Q5_1: d = (max - min) / 15 / 31, m = min, q =
+// trunc((x - min) / d + 0.5); q capped at 15 / 31, the fifth bits of value j in bit j of qh.
+void quantize_row_b32(uint32_t type, const float* x, uint8_t* y, int64_t n) {
+  const B32 f = b32_format(type);
+  const int half = f.high ? 16 : 8, top = 2 * half - 1;
+  const size_t bb = block_bytes(type);
+  for (int64_t i = 0; i < n / 32; ++i, x += 32, y += bb) {
+    float d, lo = 0.0f, off = 0.5f;
+    if (f.halves == 2) {
+      float mn = x[0], mx = x[0];
+      for (int j = 1; j < 32; ++j) mn = std::min(mn, x[j]), mx = std::max(mx, x[j]);
+      d = (mx - mn) / float(top);
+      lo = mn;
+    } else {
+      float amax = 0.0f, max = 0.0f;
+      for (int j = 0; j < 32; ++j) {
+        if (amax < std::fabs(x[j])) {
+          amax = std::fabs(x[j]);
+          max = x[j];
+        }
       }
+      d = max / -float(half);
+      off = float(half) + 0.5f;
     }
-    const float d = max / -8.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     put_half(y, d);
+    if (f.halves == 2) put_half(y + 2, lo);
+    uint8_t* qs = y + bb - 16;
+    uint32_t qh = 0;
     for (int j = 0; j < 16; ++j) {
-      const uint8_t a = uint8_t(std::min(15, int(int8_t(x[j] * id + 8.5f))));
-      const uint8_t b = uint8_t(std::min(15, int(int8_t(x[j + 16] * id + 8.5f))));
-      y[2 + j] = uint8_t(a | (b << 4));
+      const int a = std::min(top, int(int8_t((x[j] - lo) * id + off)));
+      const int b = std::min(top, int(int8_t((x[j + 16] - lo) * id + off)));
+      qs[j] = uint8_t((a & 0xF) | ((b & 0xF) << 4));
+      qh |= uint32_t(a >> 4) << j | uint32_t(b >> 4) << (j + 16);
     }
+    if (f.high) std::memcpy(y + 2 * f.halves, &qh, 4);
   }
+}
+
+}  // namespace
+
+void quantize_row_q4_0(const float* x, uint8_t* y, int64_t n) {
+  MLXCEL_CHECK(n % 32 == 0, "q4_0: {} values", n);
+  quantize_row_b32(kQ4_0, x, y, n);
+}
+
+void quantize_row(uint32_t type, const float* x, uint8_t* y, int64_t n) {
+  MLXCEL_CHECK(n % 32 == 0, "gguf quantize: {} values", n);
+  MLXCEL_CHECK(type == kQ8_0 || type == kQ4_0 || type == kQ4_1 || type == kQ5_0 || type == kQ5_1,
+               "gguf quantize: type {} has no quantizer", type);
+  if (type == kQ8_0) quantize_row_q8_0(x, y, n);
+  else quantize_row_b32(type, x, y, n);
 }
 
 // ---- packed matmul -------------------------------------------------------------------
@@ -407,7 +464,7 @@ namespace {
 struct XBlocks {
   std::vector<int8_t> q;  // [M, K]
   std::vector<float> d;   // [M, K / 32]
-  std::vector<int32_t> s; // [M, K / 32]: 8 * the sum of the block's quants (Q4_0's -8 offset)
+  std::vector<int32_t> s; // [M, K / 32]: 8 * the sum of the block's quants (Q4_0's / Q5_0's offsets, the mins)
   std::vector<int32_t> h; // [M, K / 32]: the sum of its first 16 quants (Q6_K's / Q3_K's 16-value sub-blocks)
 };
 
@@ -545,6 +602,28 @@ inline __m256i dot_8_groups(const __m256i (&wg)[8], const int8_t* xm) {
   return s16;
 }
 
+// The same block sums in i32. Values up to 31 (k5bit: Q5_0 / Q5_1 / Q5_K) overflow i16
+// over 8 groups (8 x 2 x 31 x 127), so their groups add in i16 four at a time.
+template <bool k5bit>
+inline __m256i sum_8_groups(const __m256i (&wg)[8], const int8_t* xm) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  if constexpr (!k5bit) {
+    return _mm256_madd_epi16(dot_8_groups(wg, xm), ones);
+  } else {
+    __m256i s32 = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      __m256i s16 = _mm256_setzero_si256();
+      for (int g = 4 * h; g < 4 * h + 4; ++g) {
+        int32_t x4;
+        std::memcpy(&x4, xm + 4 * g, 4);
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wg[g], _mm256_set1_epi32(x4)));
+      }
+      s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(s16, ones));
+    }
+    return s32;
+  }
+}
+
 // Decode kernels: 8 weight rows at a time against MC (1..4) quantized activation rows.
 // Each row's block dot products stay integers until the 8 rows' sums are gathered into
 // one vector (lane i = row i), so the block scales of the 8 rows are applied with one
@@ -663,14 +742,16 @@ void q8_0_rows8(const uint8_t* const* rp, const uint8_t* pf, const XBlocks& xb, 
 // ---- decode kernels on the x8 layout (see gguf_quants.h) --------------------------------
 //
 // A group of 8 rows is one contiguous region, block after block: the 8 rows' f16 scales
-// (16 bytes), then the block's quants, interleaved so that i32 lane r of a 32-byte vector
-// holds 4 consecutive values of row r. Q4_0: 4 vectors per block, byte j
-// of lane r in vector v = qs byte 4v + j of row r (low nibble value 4v + j, high nibble
-// value 16 + 4v + j). Q8_0: 8 vectors per block, vector g lane r = values 4g..4g+3. One
-// broadcast 4-byte group of x against such a vector gives the 8 rows' partial sums in the
-// 8 lanes: no horizontal sums, and one 16-byte load gives the 8 scales. The integer block
-// sums and the float steps after them are those of q4_0_rows8 / q8_0_rows8, so the
-// results are bit-identical to the row-layout kernels.
+// (16 bytes; Q4_1 / Q5_1: then their f16 mins), Q5_0 / Q5_1's fifth bits (one vector, lane
+// r = row r's 32 bits), then the block's quants, interleaved so that i32 lane r of a
+// 32-byte vector holds 4 consecutive values of row r (b32_format). 4-bit quants: 4 vectors
+// per block, byte j of lane r in vector v = qs byte 4v + j of row r (low nibble value 4v +
+// j, high nibble value 16 + 4v + j). Q8_0: 8 vectors per block, vector g lane r = values
+// 4g..4g+3. One broadcast 4-byte group of x against such a vector gives the 8 rows'
+// partial sums in the 8 lanes: no horizontal sums, and one 16-byte load gives the 8
+// scales. For Q4_0 and Q8_0 the integer block sums and the float steps after them are
+// those of q4_0_rows8 / q8_0_rows8, so the results are bit-identical to the row-layout
+// kernels.
 // How far ahead the x8 GEMV prefetches (MLXCEL_X8_PF bytes, a tuning knob). 0 = none,
 // the default: with the scales inline the stream is one the hardware prefetcher follows
 // (Zen 4 VM, one thread: 23.8 GB/s without, 19.8 at 1 KB, 22.6 at 2 KB; two threads: all
@@ -683,26 +764,53 @@ inline int64_t x8_prefetch_bytes() {
   return v;
 }
 
-template <int MC, bool Q8>
+// Q5_0 / Q5_1 in an x8 block: lane r of qh holds row r's 32 fifth bits (bit j: value j),
+// added to the values of the block's 8 groups as 16s. Group g (values 4 g .. 4 g + 3, w[g])
+// takes bits 4 g + e, in byte g / 2 of the lane, bits 4 (g % 2) + e: that byte broadcast to
+// the lane's 4 bytes, byte e tested against bit 4 (g % 2) + e. AVX-512: a byte mask, and
+// 16 added under it; AVX2: the byte (shifted up a nibble for even g) masked to bit 4 + e is
+// 0 or a power of two from 16 on, which min(., 16) makes 0 or 16.
+inline void x8_add_high_bits(__m256i qh, __m256i (&w)[8]) {
+  const __m256i m10 = _mm256_set1_epi8(0x10), sel = _mm256_set1_epi32(int(0x80402010u));
+  [[maybe_unused]] const __m256i sel_lo = _mm256_set1_epi32(0x08040201);
+  const __m256i lane_byte0 = _mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0, 0, 0, 0, 4, 4, 4, 4,
+                                              8, 8, 8, 8, 12, 12, 12, 12);
+  for (int k = 0; k < 4; ++k) {
+    const __m256i b = _mm256_shuffle_epi8(qh, _mm256_add_epi8(lane_byte0, _mm256_set1_epi8(char(k))));
+#if MLXCEL_GGUF_VNNI
+    w[2 * k] = _mm256_mask_add_epi8(w[2 * k], _mm256_test_epi8_mask(b, sel_lo), w[2 * k], m10);
+    w[2 * k + 1] = _mm256_mask_add_epi8(w[2 * k + 1], _mm256_test_epi8_mask(b, sel), w[2 * k + 1], m10);
+#else
+    w[2 * k] = _mm256_or_si256(w[2 * k], _mm256_min_epu8(_mm256_and_si256(_mm256_slli_epi16(b, 4), sel), m10));
+    w[2 * k + 1] = _mm256_or_si256(w[2 * k + 1], _mm256_min_epu8(_mm256_and_si256(b, sel), m10));
+#endif
+  }
+}
+
+// The 32-value formats on the x8 layout. Q8_0: signed values (VNNI: q + 128 against 128
+// sum(xq)); the others: the 8 groups of unsigned values unpacked once a block for all MC
+// rows of x, each block sum exact in i32 from -xs_mult * xs on, then d dx in f32 (Q4_1 /
+// Q5_1: + m dx sum(xq)).
+template <int MC, uint32_t T>
 void x8_group(const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
+  constexpr B32 F = b32_format(T);
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[MC];
   for (int j = 0; j < MC; ++j) acc[j] = _mm256_setzero_ps();
   const auto [xq, xd, xs, xh] = x_rows(xb, m0, K);
-  constexpr int64_t kQb = Q8 ? 256 : 128;
   const int64_t pf = x8_prefetch_bytes();
   for (int64_t b = 0; b < nb; ++b) {
     // Optional software prefetch a fixed distance ahead in the group's stream (into the
     // next group at the end of this one).
     if (pf > 0) {
-      const char* p = reinterpret_cast<const char*>(grp + b * (16 + kQb) + pf);
-      for (int64_t i = 0; i < 16 + kQb; i += 64) _mm_prefetch(p + i, _MM_HINT_NTA);
+      const char* p = reinterpret_cast<const char*>(grp + b * F.block + pf);
+      for (int64_t i = 0; i < F.block; i += 64) _mm_prefetch(p + i, _MM_HINT_NTA);
     }
-    const uint8_t* blk = grp + b * (16 + kQb);
+    const uint8_t* blk = grp + b * F.block;
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
-    if constexpr (Q8) {
-      const uint8_t* q = blk + 16;
+    const uint8_t* q = blk + F.qs;
+    if constexpr (T == kQ8_0) {
       __m256i isum[MC];
 #if MLXCEL_GGUF_VNNI
       // q + 128 (q ^ 0x80) as the unsigned operand and 128 * sum(x) = 16 * xs taken off:
@@ -735,26 +843,31 @@ void x8_group(const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int6
         acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_mul_ps(dw, _mm256_set1_ps(xd[j * nb + b])),
                                  acc[j]);
     } else {
-      const uint8_t* q = blk + 16;
       __m256i wg[8];
       for (int v = 0; v < 4; ++v) {
         const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * v));
         wg[v] = _mm256_and_si256(raw, m4);
         wg[v + 4] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
       }
+      if constexpr (F.high) x8_add_high_bits(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + F.qh)), wg);
+      [[maybe_unused]] const __m256 mv =
+          F.halves == 2 ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16))) : dw;
       for (int j = 0; j < MC; ++j) {
+        const int32_t xsj = xs[j * nb + b];
 #if MLXCEL_GGUF_VNNI
-        __m256i qi = _mm256_set1_epi32(-xs[j * nb + b]);
+        __m256i qi = _mm256_set1_epi32(-F.xs_mult * xsj);
         for (int g = 0; g < 8; ++g) {
           int32_t x4;
           std::memcpy(&x4, xq + j * K + b * 32 + 4 * g, 4);
           qi = _mm256_dpbusd_epi32(qi, wg[g], _mm256_set1_epi32(x4));
         }
 #else
-        const __m256i s16 = dot_8_groups(wg, xq + j * K + b * 32);
-        const __m256i qi = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(xs[j * nb + b]));
+        const __m256i qi =
+            _mm256_sub_epi32(sum_8_groups<F.high>(wg, xq + j * K + b * 32), _mm256_set1_epi32(F.xs_mult * xsj));
 #endif
-        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(qi), _mm256_mul_ps(dw, _mm256_set1_ps(xd[j * nb + b])), acc[j]);
+        const float dx = xd[j * nb + b];
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(qi), _mm256_mul_ps(dw, _mm256_set1_ps(dx)), acc[j]);
+        if constexpr (F.halves == 2) acc[j] = _mm256_fmadd_ps(mv, _mm256_set1_ps(dx * 0.125f * float(xsj)), acc[j]);
       }
     }
   }
@@ -970,13 +1083,16 @@ void x8_group_k16(const uint8_t* grp, int64_t nb32, const XBlocks& xb, int64_t K
 
 template <int MC>
 void x8_group_t(uint32_t type, const uint8_t* grp, int64_t nb, const XBlocks& xb, int64_t K, int64_t m0, float* out) {
-  if (type == kQ8_0) x8_group<MC, true>(grp, nb, xb, K, m0, out);
+  if (type == kQ8_0) x8_group<MC, kQ8_0>(grp, nb, xb, K, m0, out);
+  else if (type == kQ4_1) x8_group<MC, kQ4_1>(grp, nb, xb, K, m0, out);
+  else if (type == kQ5_0) x8_group<MC, kQ5_0>(grp, nb, xb, K, m0, out);
+  else if (type == kQ5_1) x8_group<MC, kQ5_1>(grp, nb, xb, K, m0, out);
   else if (type == kQ4_K) x8_group_q45k<MC, false>(grp, nb, xb, K, m0, out);
   else if (type == kQ5_K) x8_group_q45k<MC, true>(grp, nb, xb, K, m0, out);
   else if (type == kQ6_K) x8_group_k16<MC, kQ6_K>(grp, nb, xb, K, m0, out);
   else if (type == kQ3_K) x8_group_k16<MC, kQ3_K>(grp, nb, xb, K, m0, out);
   else if (type == kQ2_K) x8_group_k16<MC, kQ2_K>(grp, nb, xb, K, m0, out);
-  else x8_group<MC, false>(grp, nb, xb, K, m0, out);
+  else x8_group<MC, kQ4_0>(grp, nb, xb, K, m0, out);
 }
 
 // ---- prefill GEMM (int8) --------------------------------------------------------------
@@ -997,18 +1113,29 @@ constexpr int64_t kPanelRows = 8;
 // (sum_a(q xq) - 32 sum_a(xq)) + D_b dx (...)_b, the 6-bit values unsigned. Q3_K's are
 // exactly of that shape (d (sc - 32) per 16 values, values q3 - 4): its panels hold q3 + 28.
 // Q2_K's are Q6_K's without the offset and with two more vectors, M_a, M_b (dmin m):
-// y -= M_a dx sum_a(xq) + M_b dx sum_b(xq).
-enum PanelKind : int { kPanelQ4_0 = 0, kPanelQ8_0 = 1, kPanelQ4_K = 2, kPanelQ6_K = 3, kPanelQ2_K = 4 };
+// y -= M_a dx sum_a(xq) + M_b dx sum_b(xq). Q4_1 and Q5_1 blocks are exactly of Q4_K's shape
+// (D = d, M = -m: y += d dx sum(q xq) + m dx sum(xq)); Q5_0's are Q4_0's with values up to
+// 31 and 16 sum(xq) taken off (its own kind: the AVX2 tiles add its groups in i16 four at
+// a time).
+enum PanelKind : int { kPanelQ4_0 = 0, kPanelQ8_0 = 1, kPanelQ4_K = 2, kPanelQ6_K = 3, kPanelQ2_K = 4, kPanelQ5_0 = 5 };
 inline PanelKind panel_kind(uint32_t type) {
-  return type == kQ8_0                     ? kPanelQ8_0
-         : type == kQ4_K || type == kQ5_K ? kPanelQ4_K
-         : type == kQ6_K || type == kQ3_K ? kPanelQ6_K
-         : type == kQ2_K                  ? kPanelQ2_K
-                                          : kPanelQ4_0;
+  switch (type) {
+    case kQ8_0: return kPanelQ8_0;
+    case kQ4_1: case kQ5_1: case kQ4_K: case kQ5_K: return kPanelQ4_K;
+    case kQ6_K: case kQ3_K: return kPanelQ6_K;
+    case kQ2_K: return kPanelQ2_K;
+    case kQ5_0: return kPanelQ5_0;
+    default: return kPanelQ4_0;
+  }
 }
 // A block's f32 scale vectors (8 rows; the VNNI panels' 16 rows take twice as many bytes)
 // before its 8 groups.
-constexpr int64_t panel_head_bytes(int kind) { return kind == kPanelQ2_K ? 128 : kind >= kPanelQ4_K ? 64 : 32; }
+constexpr int64_t panel_head_bytes(int kind) {
+  return kind == kPanelQ2_K ? 128 : kind == kPanelQ4_K || kind == kPanelQ6_K ? 64 : 32;
+}
+// Q4_0's and Q8_0's panels are packed from whole blocks at a time (pack_panel8 /
+// pack_panel16); the other formats' a chunk of 32 values at a time (row_chunk).
+inline bool packs_by_chunk(uint32_t type) { return type != kQ4_0 && type != kQ8_0; }
 inline int64_t panel_block_bytes(int kind = kPanelQ4_0) { return panel_head_bytes(kind) + 8 * 32; }
 
 // Q6_K chunk c (0..7) of the 210-byte block at blk (the row layout): the scales of its two
@@ -1069,14 +1196,40 @@ inline void q45k_sub_block(bool q5, const uint8_t* blk, int s, float* D, float* 
   }
 }
 
-// Chunk c (0..7) of the 32 values of a K-quant block at blk in its panel kind's form: the
-// scales (Q4_K / Q5_K: D, M; Q6_K / Q3_K: D_a, D_b; Q2_K: D_a, D_b, M_a, M_b) at D[0],
-// D[ds], ..., the values as bytes in order.
-inline void kquant_chunk(uint32_t type, const uint8_t* blk, int c, float* D, int64_t ds, __m256i* vals) {
-  if (type == kQ6_K) q6k_row_chunk(blk, c, D, D + ds, vals);
-  else if (type == kQ3_K) q3k_row_chunk(blk, c, D, D + ds, vals);
-  else if (type == kQ2_K) q2k_row_chunk(blk, c, D, ds, vals);
-  else q45k_sub_block(type == kQ5_K, blk, c, D, D + ds, vals);
+// A Q4_1 / Q5_0 / Q5_1 block at blk (the row layout) in its panel kind's form: D[0] = d,
+// Q4_1 / Q5_1 D[ds] = -m (the Q4_K panels take M dx sum(xq) off), and its 32 values (0..15;
+// Q5_0 / Q5_1 0..31, bit j of qh worth 16 to value j) as bytes in order.
+inline void b32_row_block(uint32_t type, const uint8_t* blk, float* D, int64_t ds, __m256i* vals) {
+  const B32 f = b32_format(type);
+  D[0] = half_at(blk);
+  if (f.halves == 2) D[ds] = -half_at(blk + 2);
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + block_bytes(type) - 16));
+  *vals = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
+  if (f.high) {  // byte j: qh's byte j / 8 masked to bit j % 8, then 16 where it is set
+    uint32_t qh;
+    std::memcpy(&qh, blk + 2 * f.halves, 4);
+    const __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32(int(qh)),
+                                          _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2,
+                                                           2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ull));
+    *vals = _mm256_or_si256(*vals, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(b, bit), bit),
+                                                    _mm256_set1_epi8(0x10)));
+  }
+}
+
+// Chunk c of the 32 values of the blocks of a row at row (the row layout; c / (block_elems
+// / 32) picks the block) in its panel kind's form: the scales (Q4_K / Q5_K / Q4_1 / Q5_1: D,
+// M; Q6_K / Q3_K: D_a, D_b; Q2_K: D_a, D_b, M_a, M_b; Q5_0: D) at D[0], D[ds], ..., the
+// values as bytes in order.
+inline void row_chunk(uint32_t type, const uint8_t* row, int64_t c, float* D, int64_t ds, __m256i* vals) {
+  const int64_t per_block = int64_t(block_elems(type)) / 32;
+  const uint8_t* blk = row + size_t(c / per_block) * block_bytes(type);
+  const int k = int(c % per_block);
+  if (type == kQ6_K) q6k_row_chunk(blk, k, D, D + ds, vals);
+  else if (type == kQ3_K) q3k_row_chunk(blk, k, D, D + ds, vals);
+  else if (type == kQ2_K) q2k_row_chunk(blk, k, D, ds, vals);
+  else if (type == kQ4_K || type == kQ5_K) q45k_sub_block(type == kQ5_K, blk, k, D, D + ds, vals);
+  else b32_row_block(type, blk, D, ds, vals);
 }
 
 // 8 x 8 transpose of i32 elements: out[g] lane r = in[r] lane g.
@@ -1104,13 +1257,13 @@ inline void transpose8x8(__m256i* r) {
 void pack_panel8(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* panel) {
   const size_t bb = type == kQ8_0 ? 34 : 18;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  if (const int kind = panel_kind(type); kind >= kPanelQ4_K) {
-    const size_t kb = block_bytes(type);
+  if (packs_by_chunk(type)) {
+    const int kind = panel_kind(type);
     for (int64_t b = 0; b < nb; ++b) {
       uint8_t* dst = panel + b * panel_block_bytes(kind);
       float* D = reinterpret_cast<float*>(dst);
       __m256i r[8];
-      for (int i = 0; i < 8; ++i) kquant_chunk(type, rp[i] + size_t(b / 8) * kb, int(b % 8), D + i, 8, r + i);
+      for (int i = 0; i < 8; ++i) row_chunk(type, rp[i], b, D + i, 8, r + i);
       transpose8x8(r);
       for (int g = 0; g < 8; ++g)
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + panel_head_bytes(kind) + 32 * g), r[g]);
@@ -1202,23 +1355,15 @@ void gemm_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, co
           continue;
         }
         if constexpr (kKind == kPanelQ4_K) {
-          // Q5_K's values reach 31: the i16 sums go to i32 every 4 groups (|.| <= 4 x 2 x 31 x 127).
-          __m256i isum = _mm256_setzero_si256();
-          for (int h = 0; h < 2; ++h) {
-            __m256i s16 = _mm256_setzero_si256();
-            for (int g = 4 * h; g < 4 * h + 4; ++g) {
-              int32_t x4;
-              std::memcpy(&x4, xb + m * K + 4 * g, 4);
-              s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wg[g], _mm256_set1_epi32(x4)));
-            }
-            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(s16, ones));
-          }
+          // Q5_K's / Q5_1's values reach 31: sums in i16 four groups at a time.
+          const __m256i isum = sum_8_groups<true>(wg, xb + m * K);
           const __m256 mn = _mm256_loadu_ps(reinterpret_cast<const float*>(pb + 32));
           acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(dx)), acc[m]);
           acc[m] = _mm256_fnmadd_ps(mn, _mm256_set1_ps(dx * 0.125f * float(xs[m * nb + b])), acc[m]);
-        } else {
-          const __m256i s16 = dot_8_groups(wg, xb + m * K);
-          const __m256i q = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(xs[m * nb + b]));
+        } else {  // Q4_0 / Q5_0: less 8 / 16 sum(xq) (xs = 8 sum(xq))
+          constexpr bool k5 = kKind == kPanelQ5_0;
+          const __m256i q =
+              _mm256_sub_epi32(sum_8_groups<k5>(wg, xb + m * K), _mm256_set1_epi32((k5 ? 2 : 1) * xs[m * nb + b]));
           acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_mul_ps(dw, _mm256_set1_ps(dx)), acc[m]);
         }
       }
@@ -1275,6 +1420,7 @@ void gemm_int8(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, const uin
         case kPanelQ4_K: gemm_panel_rows<kPanelQ4_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
         case kPanelQ6_K: gemm_panel_rows<kPanelQ6_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
         case kPanelQ2_K: gemm_panel_rows<kPanelQ2_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
+        case kPanelQ5_0: gemm_panel_rows<kPanelQ5_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
         default: gemm_panel_rows<kPanelQ4_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
       }
     }
@@ -1298,18 +1444,17 @@ inline int64_t vnni_block_bytes(int kind = kPanelQ4_0) { return 2 * panel_block_
 
 // Packs blocks [0, nb) of the 16 rows rp[] into `panel` (two 8-row halves).
 void pack_panel16(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* panel) {
-  // K-quants: the scale vectors of kquant_chunk (16 f32 each: D, M; D_a, D_b; D_a, D_b,
-  // M_a, M_b), then the groups.
-  if (const int kind = panel_kind(type); kind >= kPanelQ4_K) {
-    const size_t kb = block_bytes(type);
+  // The scale vectors of row_chunk (16 f32 each: D, M; D_a, D_b; D_a, D_b, M_a, M_b; D),
+  // then the groups (the values unsigned as they are).
+  if (packs_by_chunk(type)) {
+    const int kind = panel_kind(type);
     const int64_t head = 2 * panel_head_bytes(kind);
     for (int64_t b = 0; b < nb; ++b) {
       uint8_t* dst = panel + b * vnni_block_bytes(kind);
       float* D = reinterpret_cast<float*>(dst);
       for (int h = 0; h < 2; ++h) {
         __m256i r[8];
-        for (int i = 0; i < 8; ++i)
-          kquant_chunk(type, rp[8 * h + i] + size_t(b / 8) * kb, int(b % 8), D + 8 * h + i, 16, r + i);
+        for (int i = 0; i < 8; ++i) row_chunk(type, rp[8 * h + i], b, D + 8 * h + i, 16, r + i);
         transpose8x8(r);
         for (int g = 0; g < 8; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + head + 64 * g + 32 * h), r[g]);
       }
@@ -1389,8 +1534,10 @@ void vnni_tile(const uint8_t* panel, int64_t nb, const int8_t* xq, int64_t K, co
       continue;
     }
     __m512i isum[MR];
-    // xs = 8 * sum(x): Q4_0's offset; Q8_0's is 128 * sum(x); Q4_K's is a float term.
-    for (int m = 0; m < MR; ++m) isum[m] = _mm512_set1_epi32(Q4K ? 0 : -(Q8 ? 16 : 1) * xs[m * nb + b]);
+    // xs = 8 * sum(x): Q4_0's offset; Q5_0's is 16 * sum(x), Q8_0's 128 * sum(x); Q4_K's is
+    // a float term.
+    constexpr int kXsMult = Q4K ? 0 : Q8 ? 16 : kKind == kPanelQ5_0 ? 2 : 1;
+    for (int m = 0; m < MR; ++m) isum[m] = _mm512_set1_epi32(-kXsMult * xs[m * nb + b]);
     for (int g = 0; g < 8; ++g) {
       const __m512i wv = _mm512_loadu_si512(pb + kQ + 64 * g);
       for (int m = 0; m < MR; ++m) {
@@ -1457,6 +1604,7 @@ void gemm_int8_vnni(uint32_t type, const XBlocks& xb, int64_t M, int64_t K, cons
         case kPanelQ4_K: vnni_panel_rows<kPanelQ4_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
         case kPanelQ6_K: vnni_panel_rows<kPanelQ6_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
         case kPanelQ2_K: vnni_panel_rows<kPanelQ2_K>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
+        case kPanelQ5_0: vnni_panel_rows<kPanelQ5_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
         default: vnni_panel_rows<kPanelQ4_0>(panel.data(), K, xb, M, r0, rc, bias, y, n_rows); break;
       }
     }
@@ -1618,7 +1766,7 @@ size_t x8_block_bytes(uint32_t type) {
     case kQ6_K: return size_t(kX8Q6kBlock);
     case kQ3_K: return size_t(kX8Q3kBlock);
     case kQ2_K: return size_t(kX8Q2kBlock);
-    default: return type == kQ8_0 ? 272 : 144;
+    default: return size_t(b32_format(type).block);  // the file's 8 blocks
   }
 }
 }  // namespace
@@ -1673,9 +1821,11 @@ void repack_block(uint32_t type, const uint8_t* blk, int r, uint8_t* dst) {
       if (q5) interleave4(dst + kX8Q4kBlock, blk + 16, 8, r);
       return;
     }
-    default:  // Q8_0 / Q4_0: d, then the quants
-      std::memcpy(dst + 2 * r, blk, 2);
-      interleave4(dst + 16, blk + 2, type == kQ8_0 ? 8 : 4, r);
+    default: {  // the 32-value formats: d (, m) 2 bytes a row, then (qh and) the quants 4
+      const B32 f = b32_format(type);
+      for (int h = 0; h < f.halves; ++h) std::memcpy(dst + 16 * h + 2 * r, blk + 2 * h, 2);
+      interleave4(dst + 16 * f.halves, blk + 2 * f.halves, int(block_bytes(type) - 2 * f.halves) / 4, r);
+    }
   }
 }
 
@@ -1763,23 +1913,24 @@ namespace {
     }
     return acc;
   }
-  const bool q8 = type == kQ8_0;
-  const int64_t bb = q8 ? 16 + 256 : 16 + 128;
+  const B32 f = b32_format(type);
   float acc = 0.0f;
   for (int64_t b = 0; b < nb; ++b) {
     const int8_t* xv = xq + b * 32;
-    const uint8_t* q = grp + b * bb + 16;
-    int32_t s = 0;
-    if (q8) {
-      for (int j = 0; j < 32; ++j) s += int32_t(int8_t(q[32 * (j / 4) + 4 * r + j % 4])) * xv[j];
-    } else {
-      for (int j = 0; j < 16; ++j) {
-        const uint8_t byte = q[32 * (j / 4) + 4 * r + j % 4];
-        s += int32_t(byte & 0xF) * xv[j] + int32_t(byte >> 4) * xv[j + 16];
+    const uint8_t* blk = grp + b * f.block;
+    uint32_t qh = 0;  // Q5_0 / Q5_1: bit j is value j's 16
+    if (f.high) std::memcpy(&qh, blk + f.qh + 4 * r, 4);
+    int32_t s = -f.xs_mult * xs[b];
+    for (int j = 0; j < 32; ++j) {
+      if (type == kQ8_0) {
+        s += int32_t(int8_t(blk[f.qs + 32 * (j / 4) + 4 * r + j % 4])) * xv[j];
+      } else {
+        const uint8_t byte = blk[f.qs + 32 * (j % 16 / 4) + 4 * r + j % 4];
+        s += int32_t((j < 16 ? byte & 0xF : byte >> 4) | ((qh >> j) & 1) << 4) * xv[j];
       }
-      s -= xs[b];
     }
-    acc += float(s) * half_at(grp + b * bb + 2 * r) * xd[b];
+    acc += float(s) * half_at(blk + 2 * r) * xd[b];
+    if (f.halves == 2) acc += half_at(blk + 16 + 2 * r) * (xd[b] * 0.125f * float(xs[b]));
   }
   return acc;
 }
@@ -1798,8 +1949,9 @@ void decode_group(const DecodeMat& d, int64_t g, const XBlocks& xb, int64_t M, i
   const uint8_t* rp[kRows];
   if (!grp)
     for (int64_t i = 0; i < kRows; ++i) rp[i] = d.w + size_t(r0 + std::min(i, rc - 1)) * d.row_stride;
-  if (!grp && block_elems(type) == 256) {
-    // No row-layout K-quant kernel: the group is repacked here (the x8 copy's bytes).
+  if (!grp && type != kQ4_0 && type != kQ8_0) {
+    // No row-layout kernel but Q4_0's and Q8_0's: the group is repacked here (the x8 copy's
+    // bytes).
     thread_local std::vector<uint8_t> tmp;
     tmp.resize(x8_group_bytes(type, K));
     repack_group(type, rp, K, tmp.data());
@@ -1894,6 +2046,7 @@ struct X8Arena {
 
 struct X8Copy {
   int registrations = 0;
+  size_t extent = 0;  // the registered bytes (rows at any stride: known at the first product)
   uint32_t type = 0;
   int64_t n_rows = 0, K = 0;
   size_t row_stride = 0, bytes = 0;
@@ -1907,7 +2060,7 @@ struct X8Copy {
 
 struct X8Registry {
   std::mutex mu;
-  std::unordered_map<const uint8_t*, X8Copy> map;
+  std::map<const uint8_t*, X8Copy> map;  // ordered: a row view's weight is the one at or below it
   std::vector<std::unique_ptr<X8Arena>> arenas;  // the last one takes new copies
   size_t bytes = 0;
   const uint8_t* first_key = nullptr;  // the first and the last copy made (the ring of next_key)
@@ -1970,57 +2123,69 @@ struct RepackableOwner {
   }
 };
 
-// The x8 copy of a registered weight (made now if it has none yet), or null.
+// The x8 copy of rows [r0, r0 + n_rows) of a registered weight, w pointing at row r0: the
+// whole weight (r0 = 0) or a row view of it from a group boundary on (r0 % 8 == 0; Phi-3's
+// fused q/k/v and gate/up are split into such views). The copy, of all the registered rows,
+// is made now if the weight has none yet. Null for anything else.
 const uint8_t* x8_copy_of(uint32_t type, const uint8_t* w, size_t row_stride, int64_t n_rows, int64_t K,
                           Span* next) {
   X8Registry& reg = x8_registry();
   std::unique_lock<std::mutex> lock(reg.mu);
-  auto it = reg.map.find(w);
-  if (it == reg.map.end()) return nullptr;
+  auto it = reg.map.upper_bound(w);
+  if (it == reg.map.begin()) return nullptr;
+  --it;  // the registered weight at or below w
+  const uint8_t* base = it->first;
+  const size_t off = size_t(w - base);
+  if (row_stride == 0 || off % row_stride != 0 || off / row_stride % 8 != 0) return nullptr;
+  const int64_t r0 = int64_t(off / row_stride);
+  if (r0 + n_rows > int64_t(it->second.extent / row_stride)) return nullptr;
   if (!it->second.buf) {
     // Claim the copy, then repack without the lock (repack_x8 runs on the thread pool; a
     // caller that finds the copy not ready yet uses the row layout meanwhile).
     X8Copy& c = it->second;
-    const size_t bytes = x8_bytes(type, n_rows, K);
+    const int64_t all_rows = int64_t(c.extent / row_stride);
+    const size_t bytes = x8_bytes(type, all_rows, K);
     c.buf = reg.allocate(bytes, &c.arena);
     if (!c.buf) return nullptr;
     c.type = type;
-    c.n_rows = n_rows;
+    c.n_rows = all_rows;
     c.K = K;
     c.row_stride = row_stride;
     c.bytes = bytes;
     reg.bytes += bytes;
     if (reg.last_key) {
       auto last = reg.map.find(reg.last_key);
-      if (last != reg.map.end()) last->second.next_key = w;
+      if (last != reg.map.end()) last->second.next_key = base;
     }
-    if (!reg.first_key) reg.first_key = w;
+    if (!reg.first_key) reg.first_key = base;
     c.next_key = reg.first_key;
-    reg.last_key = w;
+    reg.last_key = base;
     uint8_t* dst = c.buf;
     lock.unlock();
-    repack_x8(type, w, row_stride, n_rows, K, dst);  // the weight outlives this call
+    repack_x8(type, base, row_stride, all_rows, K, dst);  // the weight outlives this call
     lock.lock();
-    it = reg.map.find(w);
+    it = reg.map.find(base);
     if (it == reg.map.end()) return nullptr;
     it->second.ready = true;
   }
   const X8Copy& c = it->second;
-  if (!c.ready || c.type != type || c.n_rows != n_rows || c.K != K || c.row_stride != row_stride) return nullptr;
+  if (!c.ready || c.type != type || r0 + n_rows > c.n_rows || c.K != K || c.row_stride != row_stride) return nullptr;
   if (next) {
     auto nx = reg.map.find(c.next_key);
     *next = nx != reg.map.end() && nx->second.ready ? Span{nx->second.buf, nx->second.bytes} : Span{};
   }
-  return c.buf;
+  return c.buf + size_t(r0 / 8) * x8_group_bytes(type, K);
 }
 
 }  // namespace
 
-std::shared_ptr<void> repackable_owner(const uint8_t* w, std::shared_ptr<void> inner) {
+std::shared_ptr<void> repackable_owner(const uint8_t* w, size_t bytes, std::shared_ptr<void> inner) {
   {
     X8Registry& reg = x8_registry();
     std::lock_guard<std::mutex> lock(reg.mu);
-    ++reg.map[w].registrations;
+    X8Copy& c = reg.map[w];
+    ++c.registrations;
+    c.extent = std::max(c.extent, bytes);
   }
   return std::make_shared<RepackableOwner>(w, std::move(inner));
 }

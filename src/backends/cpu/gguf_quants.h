@@ -1,6 +1,7 @@
 // GGUF (ggml) block formats on the CPU: reference dequantization of every block format
-// mlxcel reads, the reference quantizers the GGUF writer uses (Q8_0, Q4_0), and packed
-// matrix products for the formats kept packed at run time (Q8_0, Q4_0, Q2_K..Q6_K).
+// mlxcel reads, the reference quantizers the GGUF writer uses (Q8_0, Q4_0, Q4_1, Q5_0,
+// Q5_1), and packed matrix products for the formats kept packed at run time (Q4_0, Q4_1,
+// Q5_0, Q5_1, Q8_0, Q2_K..Q6_K).
 //
 // Block layouts (little-endian, as ggml-common.h defines them; "half" = IEEE f16):
 //   Q4_0  32 values, 18 B: half d; u8 qs[16]          w = d * (nibble - 8)
@@ -26,9 +27,10 @@ enum GgmlType : uint32_t {
 };
 
 // The block formats the CPU kernels take as they are (matmul_packed and the x8 copies):
-// Q8_0, Q4_0 and Q2_K..Q6_K. The loader requantizes the others to Q8_0 for the CPU.
+// every quantized format above, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K..Q6_K.
 inline bool kept_packed(uint32_t type) {
-  return type == kQ8_0 || type == kQ4_0 || (type >= kQ2_K && type <= kQ6_K);
+  return type == kQ4_0 || type == kQ4_1 || type == kQ5_0 || type == kQ5_1 || type == kQ8_0 ||
+         (type >= kQ2_K && type <= kQ6_K);
 }
 
 // True for the types dequantize_row() handles.
@@ -53,15 +55,18 @@ bool affine4_row(uint32_t type, const uint8_t* src, int64_t n, uint32_t* words, 
 // ggml's reference quantizers (quantize_row_q8_0_ref / q4_0_ref): n a multiple of 32.
 void quantize_row_q8_0(const float* src, uint8_t* dst, int64_t n);
 void quantize_row_q4_0(const float* src, uint8_t* dst, int64_t n);
+// The same for any of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (ggml's quantize_row_<type>_ref).
+void quantize_row(uint32_t type, const float* src, uint8_t* dst, int64_t n);
 
 // y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]) for a packed W of `type` (kept_packed:
-// Q8_0, Q4_0, Q2_K..Q6_K) with `n_rows` rows of K values, row r at w + r * row_stride
-// bytes. x is f32 [M, K] contiguous, y f32 [M, n_rows] contiguous. Multithreaded over rows
-// on the global pool. x is quantized to int8 in blocks of 32 (ggml's Q8_0 activations);
-// the K-quants' integer sums are exact per sub-block and their scales applied in f32:
-// Q4_K / Q5_K y += (d sc) dx isum - (dmin m) dx sum(xq), Q6_K y += (d sc) dx (isum - 32
-// sum(xq)) per 16 values, Q3_K y += (d (sc - 32)) dx (isum - 4 sum(xq)) per 16, Q2_K
-// y += (d sc) dx isum - (dmin m) dx sum(xq) per 16.
+// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K) with `n_rows` rows of K values, row r at w + r *
+// row_stride bytes. x is f32 [M, K] contiguous, y f32 [M, n_rows] contiguous. Multithreaded
+// over rows on the global pool. x is quantized to int8 in blocks of 32 (ggml's Q8_0
+// activations); the integer sums are exact per block / sub-block and the scales applied in
+// f32: Q8_0 / Q4_0 / Q5_0 y += d dx sum((q - offset) xq) (offsets 0, 8, 16), Q4_1 / Q5_1
+// y += d dx isum + m dx sum(xq), Q4_K / Q5_K y += (d sc) dx isum - (dmin m) dx sum(xq),
+// Q6_K y += (d sc) dx (isum - 32 sum(xq)) per 16 values, Q3_K y += (d (sc - 32)) dx (isum -
+// 4 sum(xq)) per 16, Q2_K y += (d sc) dx isum - (dmin m) dx sum(xq) per 16.
 // Decode-sized products (M < 16) run on the x8 copy (below), prefill-sized ones on the
 // int8 panel GEMM, which takes every format's blocks as they are.
 void matmul_packed(uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* w, size_t row_stride,
@@ -90,9 +95,11 @@ void gather_rows(uint32_t type, const uint8_t* w, size_t row_stride, int64_t K, 
 //
 // Groups of 8 rows (the last group padded by repeating the last row), each one contiguous
 // region of group_bytes(type, K), block after block: the 8 rows' f16 scales of the block
-// (16 bytes), then its quants interleaved so that the 32-bit lane r of a 32-byte vector
-// holds 4 consecutive values of row r (Q4_0: 128 bytes, nibbles as in the row layout;
-// Q8_0: 256 bytes). The same bytes as the row layout when n_rows % 8 == 0. (Scales
+// (16 bytes; Q4_1 / Q5_1: then their f16 mins, 16 more), Q5_0 / Q5_1's fifth bits as one
+// vector (lane r = row r's 4 bytes of qh), then its quants interleaved so that the 32-bit
+// lane r of a 32-byte vector holds 4 consecutive values of row r (4-bit quants: 128 bytes,
+// nibbles as in the row layout; Q8_0: 256 bytes): 8 times the file's block (144, 160, 176,
+// 192, 272 bytes). The same bytes as the row layout when n_rows % 8 == 0. (Scales
 // inline, not in a region of their own, so the GEMV reads a single stream the hardware
 // prefetcher follows: 1.5x the single-thread rate on a Zen 4 VM, session 20.)
 // Q4_K: per 256-value block 1,184 bytes (against 8 x 144 in the row layout): the 8 rows'
@@ -116,12 +123,15 @@ void repack_x8(uint32_t type, const uint8_t* w, size_t row_stride, int64_t n_row
 void matmul_x8(uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* wx8, int64_t n_rows,
                const float* bias, float* y);
 
-// Weights whose first byte is registered here get an x8 copy on their first decode-sized
-// matmul_packed (M < 16), and matmul_packed uses the copy from then on whenever it is
-// called with the same pointer, type, K, row count and stride. The loader registers the
-// packed weights it hands out through repackable_owner(): a keep-alive that holds `inner`
-// and drops the registration and the copy when the weight's bytes are released.
-std::shared_ptr<void> repackable_owner(const uint8_t* w, std::shared_ptr<void> inner);
+// Weights whose bytes ([w, w + bytes)) are registered here get an x8 copy of all their rows
+// on their first decode-sized matmul_packed (M < 16), and matmul_packed uses the copy from
+// then on whenever it is called on rows of the weight that start a group of 8 (the whole
+// weight, or a row view of it from a multiple of 8 rows on: Phi-3's fused q/k/v and gate/up
+// are split into such views) with the same type, K and stride; other calls use the row
+// layout. The loader registers the packed weights it hands out through repackable_owner():
+// a keep-alive that holds `inner` and drops the registration and the copy when the
+// weight's bytes are released.
+std::shared_ptr<void> repackable_owner(const uint8_t* w, size_t bytes, std::shared_ptr<void> inner);
 // Bytes held by x8 copies now (for tests and benches).
 size_t repacked_bytes_in_use();
 // After a decode-sized product on an x8 copy, the first bytes (at most this many) of the
