@@ -365,7 +365,7 @@ int decode_bench(const std::string& quant, const std::string& shape, int rounds)
   for (size_t i = 0; i < mats.size(); ++i) product(i, 1);  // makes the x8 copies, in decode order
   // The same shapes as MLX affine weights at the same bits (group 64, bf16 scales: Q4_0 ->
   // q4 g64, 4.5 bits a weight; Q8_0 -> q8 g64, 8.5), through cpu::qlinear / qlinear_multi
-  // as a decode step runs them, in the default x form and in the int8 and int16 ones.
+  // as a decode step runs them, with x as f32, int8 and int16 (and in the default form from a THP copy).
   const int mbits = type == gguf::kQ8_0 ? 8 : 4;
   std::vector<std::vector<uint32_t>> mpacked;
   std::vector<std::vector<uint16_t>> mscales;
@@ -428,8 +428,8 @@ int decode_bench(const std::string& quant, const std::string& shape, int rounds)
   const int tokens = 16;
   for (int round = 0; round < rounds; ++round) {
     for (int variant = 0; variant < kVariants; ++variant) {
-      const bool xform = variant == 4 || variant == 5;
-      const int form = xform ? cpu::set_q4_x_parts(variant == 4 ? cpu::kQ4XInt8 : cpu::kQ4XInt16) : 0;
+      const bool xform = variant >= 3 && variant <= 5;
+      const int form = xform ? cpu::set_q4_x_parts(variant == 3 ? 0 : variant == 4 ? cpu::kQ4XInt8 : cpu::kQ4XInt16) : 0;
       use_thp = variant == 6;
       auto t0 = Clock::now();
       for (int tok = 0; tok < tokens; ++tok) {
@@ -456,7 +456,7 @@ int decode_bench(const std::string& quant, const std::string& shape, int rounds)
               shape.c_str(), quant.c_str(), mats.size(), bytes / 1e6, double(gguf::repacked_bytes_in_use()) / 1e6, bw,
               rounds, tokens);
   const std::string mlx_name = fmt::format("MLX q{} g64 bf16, fused", mbits);
-  const std::string names[kVariants] = {"rows", "x8", "x8, q/k/v and gate/up fused", mlx_name + " (default x)",
+  const std::string names[kVariants] = {"rows", "x8", "x8, q/k/v and gate/up fused", mlx_name + " (f32 x)",
                                         mlx_name + " (int8 x)", mlx_name + " (int16 x)",
                                         mlx_name + " (default x, THP copy)"};
   for (int v = 0; v < kVariants; ++v) {

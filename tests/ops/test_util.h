@@ -68,10 +68,10 @@ inline bool cpu_bf16_product(DType wdt, int64_t M) {
 // 0 = as f32, 1 or 2 = as that many bf16 parts, cpu::kQ4XInt8 / kQ4XInt16 = quantized to
 // int8 / int16 per group.
 inline int cpu_q4_x_parts(int64_t M, int64_t K, int bits, int gs, DType sdt) {
-  if (cpu::isa() != cpu::Isa::avx512 || (bits != 4 && bits != 8) || K % gs != 0 || M > cpu::kGemvMaxRows) return 0;
+  if (cpu::isa() == cpu::Isa::generic || (bits != 4 && bits != 8) || K % gs != 0 || M > cpu::kGemvMaxRows) return 0;
   const int form = cpu::q4_x_form(sdt == DType::bf16);
   if (form == cpu::kQ4XInt8 || form == cpu::kQ4XInt16) return K % (bits == 4 ? 128 : 64) == 0 ? form : 0;
-  return K % 64 == 0 ? form : 0;
+  return cpu::isa() == cpu::Isa::avx512 && K % 64 == 0 ? form : 0;  // the bf16 forms: avx512 only
 }
 
 // A group of x as the int8 decode form quantizes it (llama.cpp's Q8 activations: d = max

@@ -96,7 +96,7 @@ std::atomic<int>& q4_parts_switch() {
 }
 }  // namespace
 
-int q4_x_parts() { return isa() == Isa::avx512 ? q4_parts_switch().load(std::memory_order_relaxed) : 0; }
+int q4_x_parts() { return isa() != Isa::generic ? q4_parts_switch().load(std::memory_order_relaxed) : 0; }
 
 int set_q4_x_parts(int parts) {
   parts = std::clamp(parts, -1, kQ4XInt16);
@@ -106,6 +106,8 @@ int set_q4_x_parts(int parts) {
 
 int q4_x_form(bool bf16_scales) {
   const int parts = q4_x_parts();
+  // The avx2 build has the integer forms and the f32 path; its default is the int16 form.
+  if (isa() == Isa::avx2) return parts == 0 || parts == kQ4XInt8 ? parts : kQ4XInt16;
   if (parts >= 0) return parts;
   return !has_avx512_bf16() ? kQ4XInt16 : bf16_scales && bf16_products() ? 1 : 2;
 }

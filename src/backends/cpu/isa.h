@@ -35,14 +35,15 @@ bool has_avx512_bf16();
 // benchmarks) returns the previous setting and cannot turn it on without the instructions.
 bool bf16_products();
 bool set_bf16_products(bool on);
-// How the avx512 build's MLX 4- and 8-bit decode GEMV (up to kGemvMaxRows rows of x) takes
-// x; the weights stay exact in every form:
+// How the avx512 and avx2 builds' MLX 4- and 8-bit decode GEMV (up to kGemvMaxRows rows of
+// x) takes x; the weights stay exact in every form:
 //   1 or 2 (MLXCEL_CPU_Q4_X=bf16|bf16x2; needs AVX512_BF16): x as 1 or 2 bf16 parts (hi +
 //     lo: 16 of f32's 24 bits) by VDPBF16PS;
-//   kQ4XInt16 (4, MLXCEL_CPU_Q4_X=int16; the avx512 build's VNNI): x quantized per weight
-//     group to 16-bit integers (d = max |x| / (127 * 256)), as two int8 parts, by VPDPBUSD
-//     (four a 64-byte chunk of weights): as exact as one bf16 part or more, at about its
-//     rate (cpu_kernels_bench q4 g64 4096^2, hot: 0.19-0.23 ms, bf16 0.21-0.28, f32 0.39-0.41);
+//   kQ4XInt16 (4, MLXCEL_CPU_Q4_X=int16): x quantized per weight group to 16-bit integers
+//     (d = max |x| / (127 * 256)), as two int8 parts, by VPDPBUSD (avx512: four a 64-byte
+//     chunk of weights; as exact as one bf16 part or more, at about its rate:
+//     cpu_kernels_bench q4 g64 4096^2, hot: 0.19-0.23 ms, bf16 0.21-0.28, f32 0.39-0.41) or
+//     VPMADDUBSW + VPMADDWD (avx2; 8-bit weights by VPMADDWD against x as int16);
 //   kQ4XInt8 (3, MLXCEL_CPU_Q4_X=int8): x quantized per weight group to int8 (d = max |x| /
 //     127, as llama.cpp's activations for its Q4_0 / Q8_0 / K-quant weights): the fastest
 //     (hot 0.13 ms) but the least exact (the family fixtures' logits move by 1-11% where
@@ -50,10 +51,10 @@ bool set_bf16_products(bool on);
 //     change), so opt-in;
 //   0 (MLXCEL_CPU_Q4_X=f32): the f32 paths.
 // The default (-1): 1 bf16 part for bf16 scales where bf16_products() (the rule prompt-sized
-// products follow), else 2 parts; int16 without AVX512_BF16. q4_x_parts: the setting (read
-// once; 0 outside the avx512 build); set_q4_x_parts (tests, benchmarks) returns the
-// previous setting (a bf16 form without the instructions sets 0); q4_x_form: the form for
-// a weight's scales.
+// products follow), else 2 parts; int16 without AVX512_BF16, and in the avx2 build (which
+// has no bf16 forms). q4_x_parts: the setting (read once; 0 in
+// the generic build); set_q4_x_parts (tests, benchmarks) returns the previous setting (a
+// bf16 form without the instructions sets 0); q4_x_form: the form for a weight's scales.
 constexpr int kQ4XInt8 = 3;
 constexpr int kQ4XInt16 = 4;
 int q4_x_parts();

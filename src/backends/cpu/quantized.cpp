@@ -244,10 +244,62 @@ void qgemv4_rows(const float* xe, const float* xo, const float* xs, const QuantM
   }
 }
 
-#if defined(MLXCEL_SIMD_AVX512)
+// Products of 1 to kGemvMaxRows rows of x with n (1-4) matrices of one K in one parallel
+// region (a decode step's q, k and v, or gate and up: one hand-off to the workers, x
+// prepared once). pass(i, m0, rows, b0, b1) multiplies rows m0 .. m0 + rows of x (rows <=
+// kDecodePassRows) with rows [b0, b1) of matrix i. More than kDecodePassRows rows of x go
+// in passes over blocks of weight rows that stay in L2 (at most, the whole share: one
+// stream). Each row of x gets the same bits whatever the batch. (cpu_kernels_bench, q4 g64
+// 4096 x 4096, bf16 form, ms hot / cold: M = 4: 0.85 / 0.93 against the f32 path's 1.1 /
+// 1.5; 8 rows of x in one pass, 64 KB of bf16 pairs at K = 4096, left L1: 4.2 / 4.3.)
+constexpr int kDecodePassRows = 4;
+template <typename Pass>
+void decode_region(int64_t M, const QuantMatrix* ws, int n, const Pass& pass) {
+  MLXCEL_CHECK(n >= 1 && n <= 4 && M >= 1 && M <= kGemvMaxRows, "decode region of {} x {}", n, M);
+  int64_t first[4] = {0}, total = 0;  // where each matrix's rows start in [0, total)
+  for (int i = 0; i < n; ++i) first[i] = total, total += ws[i].N;
+  const int64_t K = ws[0].K;
+  const int64_t block = M <= kDecodePassRows ? total : std::max<int64_t>(1, 65536 / (K * ws[0].bits / 8));
+  auto body = [&](int64_t t0, int64_t t1) {
+    for (int i = 0; i < n && t0 < t1; ++i) {
+      const int64_t end = first[i] + ws[i].N;
+      if (t0 >= end) continue;
+      const int64_t n1 = std::min(t1, end) - first[i];
+      for (int64_t b0 = t0 - first[i]; b0 < n1; b0 += block)
+        for (int64_t m0 = 0; m0 < M; m0 += kDecodePassRows)
+          pass(i, m0, int(std::min<int64_t>(kDecodePassRows, M - m0)), b0, std::min(n1, b0 + block));
+      t0 = std::min(t1, end);
+    }
+  };
+  ThreadPool::global().parallel_for(total, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, K * M)));
+}
+
+// f(std::integral_constant<int, rows>) for rows 1 .. kDecodePassRows.
+template <typename F>
+inline void with_rows(int rows, F&& f) {
+  switch (rows) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    default: f(std::integral_constant<int, 4>{}); break;
+  }
+}
+
+// f(std::integral_constant<int, gs>) for the decode kernels' group sizes 32, 64 and 128.
+template <typename F>
+inline void with_group_size(int gs, F&& f) {
+  switch (gs) {
+    case 32: f(std::integral_constant<int, 32>{}); break;
+    case 64: f(std::integral_constant<int, 64>{}); break;
+    default: f(std::integral_constant<int, 128>{}); break;
+  }
+}
+
 // How far ahead the decode kernels prefetch a weight row of rb bytes: at least 4 KB, on the
 // same byte of a later row.
 inline int64_t prefetch_ahead(int64_t rb) { return (4096 + rb - 1) / rb * rb; }
+
+#if defined(MLXCEL_SIMD_AVX512)
 
 // Up to 16 values of a row's scales (or biases) as f32, k the lanes to load (the others 0;
 // masked-off lanes never fault).
@@ -470,57 +522,6 @@ MLXCEL_BF16_TARGET void split_x_bf16(const float* x, int64_t K, int gs, uint16_t
 }
 
 
-// Products of 1 to kGemvMaxRows rows of x with n (1-4) matrices of one K in one parallel
-// region (a decode step's q, k and v, or gate and up: one hand-off to the workers, x
-// prepared once). pass(i, m0, rows, b0, b1) multiplies rows m0 .. m0 + rows of x (rows <=
-// kDecodePassRows) with rows [b0, b1) of matrix i. More than kDecodePassRows rows of x go
-// in passes over blocks of weight rows that stay in L2 (at most, the whole share: one
-// stream). Each row of x gets the same bits whatever the batch. (cpu_kernels_bench, q4 g64
-// 4096 x 4096, bf16 form, ms hot / cold: M = 4: 0.85 / 0.93 against the f32 path's 1.1 /
-// 1.5; 8 rows of x in one pass, 64 KB of bf16 pairs at K = 4096, left L1: 4.2 / 4.3.)
-constexpr int kDecodePassRows = 4;
-template <typename Pass>
-void decode_region(int64_t M, const QuantMatrix* ws, int n, const Pass& pass) {
-  MLXCEL_CHECK(n >= 1 && n <= 4 && M >= 1 && M <= kGemvMaxRows, "decode region of {} x {}", n, M);
-  int64_t first[4] = {0}, total = 0;  // where each matrix's rows start in [0, total)
-  for (int i = 0; i < n; ++i) first[i] = total, total += ws[i].N;
-  const int64_t K = ws[0].K;
-  const int64_t block = M <= kDecodePassRows ? total : std::max<int64_t>(1, 65536 / (K * ws[0].bits / 8));
-  auto body = [&](int64_t t0, int64_t t1) {
-    for (int i = 0; i < n && t0 < t1; ++i) {
-      const int64_t end = first[i] + ws[i].N;
-      if (t0 >= end) continue;
-      const int64_t n1 = std::min(t1, end) - first[i];
-      for (int64_t b0 = t0 - first[i]; b0 < n1; b0 += block)
-        for (int64_t m0 = 0; m0 < M; m0 += kDecodePassRows)
-          pass(i, m0, int(std::min<int64_t>(kDecodePassRows, M - m0)), b0, std::min(n1, b0 + block));
-      t0 = std::min(t1, end);
-    }
-  };
-  ThreadPool::global().parallel_for(total, body, std::max<int64_t>(16, (int64_t(1) << 15) / std::max<int64_t>(1, K * M)));
-}
-
-// f(std::integral_constant<int, rows>) for rows 1 .. kDecodePassRows.
-template <typename F>
-inline void with_rows(int rows, F&& f) {
-  switch (rows) {
-    case 1: f(std::integral_constant<int, 1>{}); break;
-    case 2: f(std::integral_constant<int, 2>{}); break;
-    case 3: f(std::integral_constant<int, 3>{}); break;
-    default: f(std::integral_constant<int, 4>{}); break;
-  }
-}
-
-// f(std::integral_constant<int, gs>) for the decode kernels' group sizes 32, 64 and 128.
-template <typename F>
-inline void with_group_size(int gs, F&& f) {
-  switch (gs) {
-    case 32: f(std::integral_constant<int, 32>{}); break;
-    case 64: f(std::integral_constant<int, 64>{}); break;
-    default: f(std::integral_constant<int, 128>{}); break;
-  }
-}
-
 template <typename S, int NX, int BITS>
 void qgemv4_bf16_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, float* const* ys) {
   const int gs = ws[0].group_size;
@@ -544,8 +545,8 @@ void qgemv4_bf16_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, 
 }
 #endif
 
-#if defined(MLXCEL_SIMD_AVX512)
-// ---- 4- and 8-bit decode with int8 x on AVX-512 VNNI ------------------------------------
+#if defined(MLXCEL_SIMD_AVX512) || defined(MLXCEL_SIMD_AVX2)
+// ---- 4- and 8-bit decode with int8 x on AVX-512 VNNI (and AVX2, below) ------------------------------------
 //
 // x is quantized like llama.cpp's activations: in blocks (here each weight group, 32, 64
 // or 128 values; llama.cpp takes 32 for Q4_0 / Q8_0 weights and 256 for its K-quants),
@@ -574,6 +575,11 @@ struct XInt8 {
   float* xs;
   float* r;
 };
+#endif
+
+#if defined(MLXCEL_SIMD_AVX512)
+template <int BITS, bool X2>
+constexpr int kXIntBytes = X2 ? 2 : 1;  // bytes of q and q2 a value of x
 
 template <int BITS, bool X2>
 void quantize_x_int8(const float* x, int64_t K, int gs, const XInt8& o) {
@@ -686,19 +692,161 @@ void qgemv_int8_rows(const XInt8* xi, const QuantMatrix& w, int64_t n0, int64_t 
   }
 }
 
+#elif defined(MLXCEL_SIMD_AVX2)
+// ---- the same forms on AVX2 ----------------------------------------------------------
+//
+// The arithmetic and the error terms above, with AVX2's integer products, a 32-byte chunk
+// of a weight row at a time. 4-bit (64 values a chunk; x's 32 even values, then its 32 odd
+// ones): VPMADDUBSW multiplies the unsigned nibbles by x's int8 values and sums pairs in
+// 16 bits (low and high nibbles together at most 4 x 15 x 128 = 7,680: no saturation),
+// VPMADDWD sums those into 32-bit lanes (times 256 for the int16 form's high part). 8-bit
+// (32 values a chunk, in order): unsigned bytes times int8 would saturate VPMADDUBSW's
+// pairs, so the bytes are widened to 16 bits and VPMADDWD takes x as int16 (the int16
+// form's x16, or the int8 form's values), both forms in one kernel. About 17 instructions
+// a chunk of 64 4-bit weights in the int16 form, against 28 for the f32 path (qgemv4_rows).
+template <int BITS, bool X2>
+constexpr int kXIntBytes = X2 || BITS == 8 ? 2 : 1;  // bytes of q a value of x
 
+// 8 values of a row's scales (or biases, or x's per-group floats) as f32; n < 8 loads n
+// and zeroes the rest.
+template <typename S>
+inline __m256 load8(const S* p, int64_t n) {
+  if (n >= 8) {
+    if constexpr (std::is_same_v<S, float>) return _mm256_loadu_ps(p);
+    else if constexpr (std::is_same_v<S, f16_t>) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    else return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+  }
+  alignas(32) float t[8] = {};
+  for (int64_t i = 0; i < n; ++i) t[i] = to_f32(p[i]);
+  return _mm256_load_ps(t);
+}
+
+template <int BITS, bool X2>
+void quantize_x_int8(const float* x, int64_t K, int gs, const XInt8& o) {
+  constexpr float kMax = X2 ? 127.0f * 256.0f : 127.0f;
+  int16_t* q16 = reinterpret_cast<int16_t*>(o.q);
+  alignas(32) int32_t t[128];
+  for (int64_t g = 0; g < K / gs; ++g) {
+    const float* p = x + g * gs;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 amax = _mm256_setzero_ps(), sum = _mm256_setzero_ps();
+    for (int i = 0; i < gs; i += 8) {
+      const __m256 v = _mm256_loadu_ps(p + i);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v));
+      sum = _mm256_add_ps(sum, v);
+    }
+    const float d = simd::hmax(amax) / kMax;
+    const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    // Nearest even, as nearbyintf in the default rounding mode.
+    for (int i = 0; i < gs; i += 8)
+      _mm256_store_si256(reinterpret_cast<__m256i*>(t + i), _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p + i), id)));
+    int64_t qsum = 0;
+    for (int i = 0; i < gs; ++i) {
+      const int32_t v = std::clamp<int32_t>(t[i], -int32_t(kMax), int32_t(kMax));
+      qsum += v;
+      const int64_t k = g * gs + i;
+      if constexpr (BITS == 8) {
+        q16[k] = int16_t(v);
+      } else {
+        // Chunk c = k / 64: its even values first, then its odd ones.
+        const int64_t j = k % 64, at = k - j + (j % 2 ? 32 + j / 2 : j / 2);
+        if constexpr (X2) {
+          const int32_t hi = (v + 128) >> 8;
+          o.q[at] = int8_t(hi);
+          o.q2[at] = int8_t(v - 256 * hi);
+        } else {
+          o.q[at] = int8_t(v);
+        }
+      }
+    }
+    o.d[g] = d;
+    o.xs[g] = simd::hsum(sum);
+    o.r[g] = float(kIntCentre<BITS>) * (o.xs[g] - d * float(qsum));
+  }
+}
+
+// M rows of x against weight rows [n0, n1), one weight row at a time, in blocks of 8 groups:
+// their scales s_g d_g stay in a register per row of x and each chunk picks its lanes'
+// (VPERMPS); the block's bias and centring terms are added as vectors.
+template <typename S, int GS, int M, int BITS, bool X2>
+void qgemv_int8_rows(const XInt8* xi, const QuantMatrix& w, int64_t n0, int64_t n1, float* y) {
+  constexpr int kVals = BITS == 4 ? 64 : 32;    // values a chunk
+  constexpr int kGpc = kVals / GS;               // groups a chunk (0: a group spans chunks)
+  constexpr int kCpb = kGpc ? 8 / kGpc : 8 * GS / kVals;  // chunks a block of 8 groups
+  const int64_t K = w.K, G = K / GS, rb = K * BITS / 8, chunks = K / kVals, pf = prefetch_ahead(rb);
+  const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1), k256 = _mm256_set1_epi16(256);
+  // Lane j's group within a chunk: with two groups a chunk, lanes 0-3 hold the first.
+  const __m256i idx0 = kGpc == 2 ? _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0) : _mm256_setzero_si256();
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* row = reinterpret_cast<const uint8_t*>(w.packed) + n * rb;
+    const S* scales = static_cast<const S*>(w.scales) + n * G;
+    const S* biases = static_cast<const S*>(w.biases) + n * G;
+    __m256 acc[M];
+    for (int m = 0; m < M; ++m) acc[m] = _mm256_setzero_ps();
+    for (int64_t g0 = 0, c = 0; g0 < G; g0 += 8) {
+      const int64_t ng = G - g0;
+      const __m256 sv = load8(scales + g0, ng), bv = load8(biases + g0, ng);
+      __m256 sd[M];
+      for (int m = 0; m < M; ++m) {
+        sd[m] = _mm256_mul_ps(sv, load8(xi[m].d + g0, ng));
+        acc[m] = _mm256_fmadd_ps(bv, load8(xi[m].xs + g0, ng), _mm256_fmadd_ps(sv, load8(xi[m].r + g0, ng), acc[m]));
+      }
+      const int64_t cend = std::min(chunks, c + kCpb);
+      for (int j = 0; c < cend; ++c, ++j) {
+        __m256i idx;
+        if constexpr (kGpc != 0) idx = _mm256_add_epi32(idx0, _mm256_set1_epi32(kGpc * j));
+        else idx = _mm256_set1_epi32(j / (kCpb / 8));
+        const uint8_t* wc = row + 32 * c;
+        if ((c & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(wc + pf), _MM_HINT_T0);
+        if constexpr (BITS == 4) {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc));
+          const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+          for (int m = 0; m < M; ++m) {
+            const __m256i* xq = reinterpret_cast<const __m256i*>(xi[m].q + 64 * c);
+            const __m256i t = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256(xq)),
+                                               _mm256_maddubs_epi16(hi, _mm256_loadu_si256(xq + 1)));
+            __m256i is;
+            if constexpr (X2) {
+              const __m256i* xl = reinterpret_cast<const __m256i*>(xi[m].q2 + 64 * c);
+              const __m256i t2 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256(xl)),
+                                                  _mm256_maddubs_epi16(hi, _mm256_loadu_si256(xl + 1)));
+              is = _mm256_add_epi32(_mm256_madd_epi16(t, k256), _mm256_madd_epi16(t2, ones));
+            } else {
+              is = _mm256_madd_epi16(t, ones);
+            }
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_permutevar8x32_ps(sd[m], idx), acc[m]);
+          }
+        } else {
+          const __m256i w0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wc)));
+          const __m256i w1 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wc + 16)));
+          for (int m = 0; m < M; ++m) {
+            const __m256i* xq = reinterpret_cast<const __m256i*>(reinterpret_cast<const int16_t*>(xi[m].q) + 32 * c);
+            const __m256i is = _mm256_add_epi32(_mm256_madd_epi16(w0, _mm256_loadu_si256(xq)),
+                                                _mm256_madd_epi16(w1, _mm256_loadu_si256(xq + 1)));
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_permutevar8x32_ps(sd[m], idx), acc[m]);
+          }
+        }
+      }
+    }
+    for (int m = 0; m < M; ++m) y[m * w.N + n] = simd::hsum(acc[m]);
+  }
+}
+#endif
+
+#if defined(MLXCEL_SIMD_AVX512) || defined(MLXCEL_SIMD_AVX2)
 template <typename S, int BITS, bool X2>
 void qgemv_int8_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, float* const* ys) {
   const int gs = ws[0].group_size;
   const int64_t K = ws[0].K, G = K / gs;
   thread_local std::vector<int8_t> qbuf;
   thread_local std::vector<float> fbuf;
-  qbuf.resize(size_t((X2 ? 2 : 1) * M * K));
+  constexpr int kB = kXIntBytes<BITS, X2>;
+  qbuf.resize(size_t(kB * M * K));
   fbuf.resize(size_t(M * 3 * G));
   XInt8 xi[kGemvMaxRows];
   for (int64_t m = 0; m < M; ++m) {
     float* f = fbuf.data() + m * 3 * G;
-    int8_t* q = qbuf.data() + (X2 ? 2 : 1) * m * K;
+    int8_t* q = qbuf.data() + kB * m * K;
     xi[m] = XInt8{q, X2 ? q + K : nullptr, f, f + G, f + 2 * G};
     quantize_x_int8<BITS, X2>(x + m * K, K, gs, xi[m]);
   }
@@ -732,11 +880,13 @@ bool decode_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, float
     else x2 ? qgemv_int8_multi<S, 8, true>(x, M, ws, n, ys) : qgemv_int8_multi<S, 8, false>(x, M, ws, n, ys);
     return true;
   }
+#if defined(MLXCEL_SIMD_AVX512)
   if ((form == 1 || form == 2) && w.K % 64 == 0) {
     if (w.bits == 4) form == 2 ? qgemv4_bf16_multi<S, 2, 4>(x, M, ws, n, ys) : qgemv4_bf16_multi<S, 1, 4>(x, M, ws, n, ys);
     else form == 2 ? qgemv4_bf16_multi<S, 2, 8>(x, M, ws, n, ys) : qgemv4_bf16_multi<S, 1, 8>(x, M, ws, n, ys);
     return true;
   }
+#endif
   return false;
 }
 #endif
@@ -744,7 +894,7 @@ bool decode_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, float
 // The decode kernels (decode_multi), or the f32 4-bit path, when they apply; false otherwise.
 template <typename S>
 bool qgemv4(const float* x, int64_t M, const QuantMatrix& w, float* y) {
-#if defined(MLXCEL_SIMD_AVX512)
+#if defined(MLXCEL_SIMD_AVX512) || defined(MLXCEL_SIMD_AVX2)
   if (decode_multi<S>(x, M, &w, 1, &y)) return true;
 #endif
   // The f32 path: 4-bit weights in whole groups of 2 kWidth values, one row of x only (with
@@ -978,7 +1128,7 @@ void qlinear(const float* x, int64_t M, const QuantMatrix& w, const float* bias,
 void qlinear_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, const float* const* biases,
                    float* const* ys) {
   MLXCEL_CHECK(n >= 1 && n <= 4, "qlinear_multi of {} matrices", n);
-#if defined(MLXCEL_SIMD_AVX512)
+#if defined(MLXCEL_SIMD_AVX512) || defined(MLXCEL_SIMD_AVX2)
   bool done = false;
   switch (ws[0].scale_dtype) {
     case DType::f32: done = decode_multi<float>(x, M, ws, n, ys); break;
