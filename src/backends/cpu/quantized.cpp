@@ -254,20 +254,20 @@ void qgemv4_rows(const float* xe, const float* xo, const float* xs, const QuantM
 // 1.5; 8 rows of x in one pass, 64 KB of bf16 pairs at K = 4096, left L1: 4.2 / 4.3.)
 constexpr int kDecodePassRows = 4;
 template <typename Pass>
-void decode_region(int64_t M, const QuantMatrix* ws, int n, const Pass& pass) {
+void decode_region(int64_t M, const QuantMatrix* ws, int n, const Pass& pass, int pass_rows = kDecodePassRows) {
   MLXCEL_CHECK(n >= 1 && n <= 4 && M >= 1 && M <= kGemvMaxRows, "decode region of {} x {}", n, M);
   int64_t first[4] = {0}, total = 0;  // where each matrix's rows start in [0, total)
   for (int i = 0; i < n; ++i) first[i] = total, total += ws[i].N;
   const int64_t K = ws[0].K;
-  const int64_t block = M <= kDecodePassRows ? total : std::max<int64_t>(1, 65536 / (K * ws[0].bits / 8));
+  const int64_t block = M <= pass_rows ? total : std::max<int64_t>(1, 65536 / (K * ws[0].bits / 8));
   auto body = [&](int64_t t0, int64_t t1) {
     for (int i = 0; i < n && t0 < t1; ++i) {
       const int64_t end = first[i] + ws[i].N;
       if (t0 >= end) continue;
       const int64_t n1 = std::min(t1, end) - first[i];
       for (int64_t b0 = t0 - first[i]; b0 < n1; b0 += block)
-        for (int64_t m0 = 0; m0 < M; m0 += kDecodePassRows)
-          pass(i, m0, int(std::min<int64_t>(kDecodePassRows, M - m0)), b0, std::min(n1, b0 + block));
+        for (int64_t m0 = 0; m0 < M; m0 += pass_rows)
+          pass(i, m0, int(std::min<int64_t>(pass_rows, M - m0)), b0, std::min(n1, b0 + block));
       t0 = std::min(t1, end);
     }
   };
@@ -580,6 +580,8 @@ struct XInt8 {
 #if defined(MLXCEL_SIMD_AVX512)
 template <int BITS, bool X2>
 constexpr int kXIntBytes = X2 ? 2 : 1;  // bytes of q and q2 a value of x
+template <int BITS, bool X2>
+constexpr int kIntPassRows = kDecodePassRows;  // rows of x a pass of qgemv_int8_rows
 
 template <int BITS, bool X2>
 void quantize_x_int8(const float* x, int64_t K, int gs, const XInt8& o) {
@@ -706,6 +708,10 @@ void qgemv_int8_rows(const XInt8* xi, const QuantMatrix& w, int64_t n0, int64_t 
 // a chunk of 64 4-bit weights in the int16 form, against 28 for the f32 path (qgemv4_rows).
 template <int BITS, bool X2>
 constexpr int kXIntBytes = X2 || BITS == 8 ? 2 : 1;  // bytes of q a value of x
+// Rows of x a pass of qgemv_int8_rows: the 4-bit int16 form's 4 rows spill AVX2's 16
+// vector registers.
+template <int BITS, bool X2>
+constexpr int kIntPassRows = BITS == 4 && X2 ? 2 : kDecodePassRows;
 
 // 8 values of a row's scales (or biases, or x's per-group floats) as f32; n < 8 loads n
 // and zeroes the rest.
@@ -857,7 +863,7 @@ void qgemv_int8_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, f
         qgemv_int8_rows<S, GS.value, R.value, BITS, X2>(xi + m0, ws[i], b0, b1, ys[i] + m0 * ws[i].N);
       });
     });
-  });
+  }, kIntPassRows<BITS, X2>);
 }
 
 // The decode kernels' products (int8 or bf16 forms of x) when they take these weights (of
