@@ -545,8 +545,7 @@ void qgemv4_bf16_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, 
 }
 #endif
 
-#if defined(MLXCEL_SIMD_AVX512) || defined(MLXCEL_SIMD_AVX2)
-// ---- 4- and 8-bit decode with int8 x on AVX-512 VNNI (and AVX2, below) ------------------------------------
+// ---- 4- and 8-bit decode with int8 x on AVX-512 VNNI (and AVX2, below) -------------
 //
 // x is quantized like llama.cpp's activations: in blocks (here each weight group, 32, 64
 // or 128 values; llama.cpp takes 32 for Q4_0 / Q8_0 weights and 256 for its K-quants),
@@ -575,7 +574,6 @@ struct XInt8 {
   float* xs;
   float* r;
 };
-#endif
 
 #if defined(MLXCEL_SIMD_AVX512)
 template <int BITS, bool X2>
@@ -839,7 +837,6 @@ void qgemv_int8_rows(const XInt8* xi, const QuantMatrix& w, int64_t n0, int64_t 
 }
 #endif
 
-#if defined(MLXCEL_SIMD_AVX512) || defined(MLXCEL_SIMD_AVX2)
 template <typename S, int BITS, bool X2>
 void qgemv_int8_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, float* const* ys) {
   const int gs = ws[0].group_size;
@@ -895,14 +892,11 @@ bool decode_multi(const float* x, int64_t M, const QuantMatrix* ws, int n, float
 #endif
   return false;
 }
-#endif
 
 // The decode kernels (decode_multi), or the f32 4-bit path, when they apply; false otherwise.
 template <typename S>
 bool qgemv4(const float* x, int64_t M, const QuantMatrix& w, float* y) {
-#if defined(MLXCEL_SIMD_AVX512) || defined(MLXCEL_SIMD_AVX2)
   if (decode_multi<S>(x, M, &w, 1, &y)) return true;
-#endif
   // The f32 path: 4-bit weights in whole groups of 2 kWidth values, one row of x only (with
   // 4 and 8 rows, cpu_kernels_bench 4096 x 4096, the general path's shared dequantized
   // vector measured faster: 1.18 / 2.16 ms against 1.40 / 3.11).
