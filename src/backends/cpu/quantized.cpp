@@ -247,7 +247,8 @@ void qgemv4_rows(const float* xe, const float* xo, const float* xs, const QuantM
 // Products of 1 to kGemvMaxRows rows of x with n (1-4) matrices of one K in one parallel
 // region (a decode step's q, k and v, or gate and up: one hand-off to the workers, x
 // prepared once). pass(i, m0, rows, b0, b1) multiplies rows m0 .. m0 + rows of x (rows <=
-// kDecodePassRows) with rows [b0, b1) of matrix i. More than kDecodePassRows rows of x go
+// pass_rows: kDecodePassRows, or fewer where a kernel's registers ask) with rows [b0, b1)
+// of matrix i. More than pass_rows rows of x go
 // in passes over blocks of weight rows that stay in L2 (at most, the whole share: one
 // stream). Each row of x gets the same bits whatever the batch. (cpu_kernels_bench, q4 g64
 // 4096 x 4096, bf16 form, ms hot / cold: M = 4: 0.85 / 0.93 against the f32 path's 1.1 /
