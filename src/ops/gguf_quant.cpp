@@ -235,7 +235,7 @@ Tensor gguf_rows_to_q8_0(uint32_t type, const uint8_t* src, size_t row_stride, i
         std::vector<float> row(static_cast<size_t>(K));
         for (int64_t r = r0; r < r1; ++r) {
           gguf::dequantize_row(type, src + size_t(r) * row_stride, row.data(), K);
-          gguf::quantize_row_q8_0(row.data(), dst + size_t(r) * qrb, K);
+          gguf::quantize_row(gguf::kQ8_0, row.data(), dst + size_t(r) * qrb, K);
         }
       },
       64);

@@ -212,8 +212,7 @@ TEST(GgufQuants, ReferenceQuantizersRoundTrip) {
   for (auto& v : x) v = nd(rng);
   for (uint32_t t : {kQ8_0, kQ4_0}) {
     std::vector<uint8_t> q(row_bytes(t, 256));
-    if (t == kQ8_0) quantize_row_q8_0(x.data(), q.data(), 256);
-    else quantize_row_q4_0(x.data(), q.data(), 256);
+    quantize_row(t, x.data(), q.data(), 256);
     auto y = deq(t, q, 256);
     for (int b = 0; b < 8; ++b) {
       float amax = 0;
@@ -225,18 +224,11 @@ TEST(GgufQuants, ReferenceQuantizersRoundTrip) {
     }
   }
   // Q4_1 / Q5_1 (levels min + k d, d = (max - min) / 15 or 31, rounded to the nearest) and
-  // Q5_0 (levels -16..15 of d = max / -16), through quantize_row (Q8_0 / Q4_0 there too).
-  for (uint32_t t : {kQ8_0, kQ4_0, kQ4_1, kQ5_0, kQ5_1}) {
+  // Q5_0 (levels -16..15 of d = max / -16).
+  for (uint32_t t : {kQ4_1, kQ5_0, kQ5_1}) {
     std::vector<uint8_t> q(row_bytes(t, 256));
     quantize_row(t, x.data(), q.data(), 256);
     auto y = deq(t, q, 256);
-    if (t == kQ8_0 || t == kQ4_0) {
-      std::vector<uint8_t> q2(q.size());
-      if (t == kQ8_0) quantize_row_q8_0(x.data(), q2.data(), 256);
-      else quantize_row_q4_0(x.data(), q2.data(), 256);
-      EXPECT_EQ(q, q2) << t;
-      continue;
-    }
     for (int b = 0; b < 8; ++b) {
       float amax = 0, mn = x[size_t(b * 32)], mx = mn;
       for (int j = 0; j < 32; ++j) {
@@ -252,7 +244,7 @@ TEST(GgufQuants, ReferenceQuantizersRoundTrip) {
   std::vector<float> z(32, 0.0f);
   z[3] = -4.0f;
   std::vector<uint8_t> q(18);
-  quantize_row_q4_0(z.data(), q.data(), 32);
+  quantize_row(kQ4_0, z.data(), q.data(), 32);
   EXPECT_EQ(deq(kQ4_0, q, 32)[3], -4.0f);
   for (uint32_t t : {kQ4_1, kQ5_0, kQ5_1}) {
     const int levels = t == kQ4_1 ? 16 : 32;
@@ -282,8 +274,7 @@ TEST(GgufQuants, PackedMatmulMatchesDequantized) {
       const size_t rb = row_bytes(t, K);
       std::vector<uint8_t> packed(rb * size_t(N));
       for (int64_t r = 0; r < N; ++r) {
-        if (t == kQ8_0) quantize_row_q8_0(w.data() + r * K, packed.data() + r * rb, K);
-        else quantize_row_q4_0(w.data() + r * K, packed.data() + r * rb, K);
+        quantize_row(t, w.data() + r * K, packed.data() + r * rb, K);
       }
       std::vector<float> y(static_cast<size_t>(M * N));
       matmul_packed(t, x.data(), M, K, packed.data(), rb, N, bias.data(), y.data());
@@ -341,8 +332,7 @@ TEST(GgufQuants, PackedDecodeKernelMatchesIntegerReference) {
         for (int j = 0; j < 32; ++j) x[size_t(32 + j)] = 0.0f;
       std::vector<uint8_t> packed(stride * size_t(c.N), 0xAB);
       for (int64_t r = 0; r < c.N; ++r) {
-        if (t == kQ8_0) quantize_row_q8_0(w.data() + r * c.K, packed.data() + r * stride, c.K);
-        else quantize_row_q4_0(w.data() + r * c.K, packed.data() + r * stride, c.K);
+        quantize_row(t, w.data() + r * c.K, packed.data() + r * stride, c.K);
       }
       if (t == kQ8_0) packed[2] = 0x80;  // an int8 weight of -128 (ggml never writes it, but it is valid)
       std::vector<float> y(size_t(c.M * c.N));
@@ -626,8 +616,7 @@ TEST(GgufQuants, PackedKernelsSplitOverThreads) {
     std::vector<float> w(static_cast<size_t>(K));
     for (int64_t r = 0; r < N; ++r) {
       for (auto& v : w) v = nd(rng);
-      if (t == kQ8_0) quantize_row_q8_0(w.data(), packed.data() + size_t(r) * rb, K);
-      else quantize_row_q4_0(w.data(), packed.data() + size_t(r) * rb, K);
+      quantize_row(t, w.data(), packed.data() + size_t(r) * rb, K);
     }
     for (int64_t M : {int64_t(1), int64_t(5), int64_t(20)}) {
       std::vector<float> x(static_cast<size_t>(M * K)), y(static_cast<size_t>(M * N), std::nanf("")),
@@ -660,8 +649,7 @@ std::vector<uint8_t> random_packed(uint32_t t, int64_t N, int64_t K, size_t stri
   std::vector<float> w(static_cast<size_t>(K));
   for (int64_t r = 0; r < N; ++r) {
     for (auto& v : w) v = nd(rng);
-    if (t == kQ8_0) quantize_row_q8_0(w.data(), packed.data() + size_t(r) * stride, K);
-    else quantize_row_q4_0(w.data(), packed.data() + size_t(r) * stride, K);
+    quantize_row(t, w.data(), packed.data() + size_t(r) * stride, K);
   }
   if (t == kQ8_0) packed[2] = 0x80;
   return packed;

@@ -79,8 +79,7 @@ TEST(CpuIsa, LevelsAgree) {
         const size_t rb = gguf::row_bytes(t, 128);
         std::vector<uint8_t> packed(rb * 19);
         for (int64_t n = 0; n < 19; ++n) {
-          if (t == gguf::kQ8_0) gguf::quantize_row_q8_0(wv.data() + n * 128, packed.data() + n * rb, 128);
-          else gguf::quantize_row_q4_0(wv.data() + n * 128, packed.data() + n * rb, 128);
+          gguf::quantize_row(t, wv.data() + n * 128, packed.data() + n * rb, 128);
         }
         std::vector<float> y(size_t(M * 19));
         gguf::matmul_packed(t, xv.data(), M, 128, packed.data(), rb, 19, nullptr, y.data());

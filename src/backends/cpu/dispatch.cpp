@@ -55,8 +55,6 @@
   X(void, dequantize_row, (uint32_t type, const uint8_t* src, float* dst, int64_t n), (type, src, dst, n))         \
   X(bool, affine4_row, (uint32_t type, const uint8_t* src, int64_t n, uint32_t* words, float* scales, float* biases), \
     (type, src, n, words, scales, biases))                                                                         \
-  X(void, quantize_row_q8_0, (const float* src, uint8_t* dst, int64_t n), (src, dst, n))                           \
-  X(void, quantize_row_q4_0, (const float* src, uint8_t* dst, int64_t n), (src, dst, n))                           \
   X(void, quantize_row, (uint32_t type, const float* src, uint8_t* dst, int64_t n), (type, src, dst, n))           \
   X(void, matmul_packed,                                                                                           \
     (uint32_t type, const float* x, int64_t M, int64_t K, const uint8_t* w, size_t row_stride, int64_t n_rows,     \

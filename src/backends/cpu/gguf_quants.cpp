@@ -383,8 +383,10 @@ void dequantize_row(uint32_t t, const uint8_t* src, float* dst, int64_t n) {
   }
 }
 
+namespace {
+
+// ggml's reference quantizers: Q8_0 (quantize_row_q8_0_ref): d = amax / 127, q = round(x / d).
 void quantize_row_q8_0(const float* x, uint8_t* y, int64_t n) {
-  MLXCEL_CHECK(n % 32 == 0, "q8_0: {} values", n);
   for (int64_t i = 0; i < n / 32; ++i, x += 32, y += 34) {
     float amax = 0.0f;
     for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
@@ -395,9 +397,7 @@ void quantize_row_q8_0(const float* x, uint8_t* y, int64_t n) {
   }
 }
 
-namespace {
-
-// ggml's reference quantizers of the 4- and 5-bit 32-value formats (quantize_row_q4_0_ref,
+// The 4- and 5-bit 32-value formats (quantize_row_q4_0_ref,
 // q4_1_ref, q5_0_ref, q5_1_ref). Q4_0 / Q5_0: d = the value of largest magnitude over -8 /
 // -16, q = trunc(x / d + 8.5 / 16.5); Q4_1 / Q5_1: d = (max - min) / 15 / 31, m = min, q =
 // trunc((x - min) / d + 0.5); q capped at 15 / 31, the fifth bits of value j in bit j of qh.
@@ -439,11 +439,6 @@ void quantize_row_b32(uint32_t type, const float* x, uint8_t* y, int64_t n) {
 }
 
 }  // namespace
-
-void quantize_row_q4_0(const float* x, uint8_t* y, int64_t n) {
-  MLXCEL_CHECK(n % 32 == 0, "q4_0: {} values", n);
-  quantize_row_b32(kQ4_0, x, y, n);
-}
 
 void quantize_row(uint32_t type, const float* x, uint8_t* y, int64_t n) {
   MLXCEL_CHECK(n % 32 == 0, "gguf quantize: {} values", n);

@@ -52,10 +52,8 @@ void dequantize_row(uint32_t type, const uint8_t* src, float* dst, int64_t n);
 // written) for other types.
 bool affine4_row(uint32_t type, const uint8_t* src, int64_t n, uint32_t* words, float* scales, float* biases);
 
-// ggml's reference quantizers (quantize_row_q8_0_ref / q4_0_ref): n a multiple of 32.
-void quantize_row_q8_0(const float* src, uint8_t* dst, int64_t n);
-void quantize_row_q4_0(const float* src, uint8_t* dst, int64_t n);
-// The same for any of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (ggml's quantize_row_<type>_ref).
+// ggml's reference quantizer of Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1 (quantize_row_<type>_ref):
+// n values (a multiple of 32) into n / 32 blocks of `type`.
 void quantize_row(uint32_t type, const float* src, uint8_t* dst, int64_t n);
 
 // y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]) for a packed W of `type` (kept_packed:
