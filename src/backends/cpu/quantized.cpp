@@ -713,17 +713,17 @@ template <int BITS, bool X2>
 constexpr int kIntPassRows = BITS == 4 && X2 ? 2 : kDecodePassRows;
 
 // 8 values of a row's scales (or biases, or x's per-group floats) as f32; n < 8 loads n
-// and zeroes the rest.
+// and zeroes the rest (f32: a masked load; f16 / bf16 have none in AVX2).
 template <typename S>
 inline __m256 load8(const S* p, int64_t n) {
-  if (n >= 8) {
-    if constexpr (std::is_same_v<S, float>) return _mm256_loadu_ps(p);
-    else if constexpr (std::is_same_v<S, f16_t>) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    else return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+  if (n >= 8) return simd::load(p);
+  if constexpr (std::is_same_v<S, float>) {
+    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+  } else {
+    alignas(32) float t[8] = {};
+    for (int64_t i = 0; i < n; ++i) t[i] = to_f32(p[i]);
+    return _mm256_load_ps(t);
   }
-  alignas(32) float t[8] = {};
-  for (int64_t i = 0; i < n; ++i) t[i] = to_f32(p[i]);
-  return _mm256_load_ps(t);
 }
 
 template <int BITS, bool X2>
