@@ -1,5 +1,6 @@
 // MLX affine quantization: packing, quantize/dequantize against MLX's algorithm,
 // round trips, error bounds, qlinear (GEMV and GEMM paths) and qembedding.
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -327,6 +328,23 @@ TEST(Qlinear, MatchesDequantizedDenseEveryFormat) {
     for (int bits : kBits)
       for (int gs : kGroups)
         for (int64_t M : {1, 2, 3, 5, 8, 9, 19, 32, 33, 45}) check_qlinear(M, 37, 3 * gs, bits, gs, sdt, M % 2 == 1, seed++);
+}
+
+// Prompt-sized products in every form of x (the avx2 build's GEMM takes x as int16 or int8
+// per group, as its decode does): K over more than one K block of the GEMM (512) and ending
+// mid-block, M not a multiple of its 6-row tiles, N not a multiple of its 16 or 64 columns.
+TEST(Qlinear, PromptEveryXForm) {
+  const int before = cpu::q4_x_parts();
+  uint32_t seed = 700;
+  for (int parts : {-1, 0, cpu::kQ4XInt8, cpu::kQ4XInt16}) {
+    cpu::set_q4_x_parts(parts);
+    for (DType sdt : optest::kFloatDTypes)
+      for (int gs : kGroups)
+        for (int bits : {4, 8})
+          for (auto [M, N, K] : {std::array<int64_t, 3>{33, 37, 1152}, {100, 130, 640}, {47, 64, 128}})
+            if (K % gs == 0) check_qlinear(M, N, K, bits, gs, sdt, M % 2 == 1, seed++);
+  }
+  cpu::set_q4_x_parts(before);
 }
 
 // The MLX 4- and 8-bit decode GEMV's ways to multiply (by the weight's scales; f32 x; x as one

@@ -63,14 +63,18 @@ inline bool cpu_bf16_product(DType wdt, int64_t M) {
   return wdt == DType::bf16 && M > cpu::kGemvMaxRows && cpu::bf16_products();
 }
 
-// How the CPU's MLX 4- and 8-bit decode GEMV takes x for a product of M rows with K
+// How the CPU's MLX 4- and 8-bit products take x for a product of M rows with K
 // columns of `bits`-bit weights in groups of gs with scales of dtype sdt (cpu::q4_x_form):
 // 0 = as f32, 1 or 2 = as that many bf16 parts, cpu::kQ4XInt8 / kQ4XInt16 = quantized to
 // int8 / int16 per group.
 inline int cpu_q4_x_parts(int64_t M, int64_t K, int bits, int gs, DType sdt) {
-  if (cpu::isa() == cpu::Isa::generic || (bits != 4 && bits != 8) || K % gs != 0 || M > cpu::kGemvMaxRows) return 0;
+  if (cpu::isa() == cpu::Isa::generic || (bits != 4 && bits != 8) || K % gs != 0) return 0;
   const int form = cpu::q4_x_form(sdt == DType::bf16);
-  if (form == cpu::kQ4XInt8 || form == cpu::kQ4XInt16) return K % (bits == 4 ? 128 : 64) == 0 ? form : 0;
+  const bool int_form = form == cpu::kQ4XInt8 || form == cpu::kQ4XInt16;
+  // Prompt-sized products: the avx2 build's GEMM takes x in the integer forms too.
+  if (M > cpu::kGemvMaxRows)
+    return cpu::isa() == cpu::Isa::avx2 && int_form && (gs == 32 || gs == 64 || gs == 128) ? form : 0;
+  if (int_form) return K % (bits == 4 ? 128 : 64) == 0 ? form : 0;
   return cpu::isa() == cpu::Isa::avx512 && K % 64 == 0 ? form : 0;  // the bf16 forms: avx512 only
 }
 

@@ -121,7 +121,7 @@ void for_gemv_groups(int64_t M, int64_t n0, int64_t n1, Fn&& fn) {
 // The work split of run() and run_bf16(): column tiles of kNB weight rows, and row
 // ranges of x as well when there are few tiles, so every thread has work (tiles of mr
 // rows of x). For each tile and row range, block(scratch, n0, nb, k0, kb, m_begin, m_end)
-// runs per K block of kKB (one Scratch per thread), then the bias is added.
+// runs per K block of kKB (one Scratch per thread, kept), then the bias is added.
 template <typename Scratch, typename Block>
 void for_each_block(int64_t M, int64_t K, int64_t N, int64_t mr, const float* bias, float* y, const Block& block) {
   const int64_t n_tiles = (N + kNB - 1) / kNB;
@@ -130,7 +130,9 @@ void for_each_block(int64_t M, int64_t K, int64_t N, int64_t mr, const float* bi
   const int64_t m_chunk = (M + m_splits - 1) / m_splits;
   m_splits = (M + m_chunk - 1) / m_chunk;
   ThreadPool::global().parallel_for(n_tiles * m_splits, [&](int64_t item0, int64_t item1) {
-    Scratch scratch;
+    // NOTE: one per thread for the process's life: made per call, the f32 panels (2 x 128 KB)
+    // were mmap'd, faulted in and unmapped by every product of a prefill.
+    thread_local Scratch scratch;
     for (int64_t item = item0; item < item1; ++item) {
       const int64_t n0 = (item / m_splits) * kNB, nb = std::min(kNB, N - n0);
       const int64_t m_begin = (item % m_splits) * m_chunk, m_end = std::min(M, m_begin + m_chunk);

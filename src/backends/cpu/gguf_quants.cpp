@@ -1227,26 +1227,6 @@ inline void row_chunk(uint32_t type, const uint8_t* row, int64_t c, float* D, in
   else b32_row_block(type, blk, D, ds, vals);
 }
 
-// 8 x 8 transpose of i32 elements: out[g] lane r = in[r] lane g.
-inline void transpose8x8(__m256i* r) {
-  const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
-  const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
-  const __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
-  const __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
-  const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
-  const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
-  const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
-  const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
-  r[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
-  r[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
-  r[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
-  r[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
-  r[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
-  r[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
-  r[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
-  r[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
-}
-
 #if !MLXCEL_GGUF_VNNI  // the AVX2 GEMM; the avx512 build runs gemm_int8_vnni below
 // Packs blocks [0, nb) of the 8 rows rp[] into `panel`.
 void pack_panel8(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* panel) {
@@ -1259,7 +1239,7 @@ void pack_panel8(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* p
       float* D = reinterpret_cast<float*>(dst);
       __m256i r[8];
       for (int i = 0; i < 8; ++i) row_chunk(type, rp[i], b, D + i, 8, r + i);
-      transpose8x8(r);
+      cpu::simd::transpose8x8(r);
       for (int g = 0; g < 8; ++g)
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + panel_head_bytes(kind) + 32 * g), r[g]);
     }
@@ -1278,7 +1258,7 @@ void pack_panel8(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* p
         r[i] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);  // values 0..31
       }
     }
-    transpose8x8(r);
+    cpu::simd::transpose8x8(r);
     for (int g = 0; g < 8; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 32 + 32 * g), r[g]);
   }
 }
@@ -1450,7 +1430,7 @@ void pack_panel16(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* 
       for (int h = 0; h < 2; ++h) {
         __m256i r[8];
         for (int i = 0; i < 8; ++i) row_chunk(type, rp[8 * h + i], b, D + 8 * h + i, 16, r + i);
-        transpose8x8(r);
+        cpu::simd::transpose8x8(r);
         for (int g = 0; g < 8; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + head + 64 * g + 32 * h), r[g]);
       }
     }
@@ -1474,7 +1454,7 @@ void pack_panel16(uint32_t type, const uint8_t* const* rp, int64_t nb, uint8_t* 
           r[i] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);  // values 0..31
         }
       }
-      transpose8x8(r);
+      cpu::simd::transpose8x8(r);
       for (int g = 0; g < 8; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 64 + 64 * g + 32 * h), r[g]);
     }
   }

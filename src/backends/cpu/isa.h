@@ -52,7 +52,9 @@ bool set_bf16_products(bool on);
 //   0 (MLXCEL_CPU_Q4_X=f32): the f32 paths.
 // The default (-1): 1 bf16 part for bf16 scales where bf16_products() (the rule prompt-sized
 // products follow), else 2 parts; int16 without AVX512_BF16, and in the avx2 build (which
-// has no bf16 forms). q4_x_parts: the setting (read once; 0 in
+// has no bf16 forms). The avx2 build's prompt-sized products (more than kGemvMaxRows rows)
+// of MLX 4- and 8-bit weights take x in the integer forms too (VPMADDWD against the
+// centred weights as int16; the f32 GEMM with MLXCEL_CPU_Q4_X=f32). q4_x_parts: the setting (read once; 0 in
 // the generic build); set_q4_x_parts (tests, benchmarks) returns the previous setting (a
 // bf16 form without the instructions sets 0); q4_x_form: the form for a weight's scales.
 constexpr int kQ4XInt8 = 3;

@@ -997,6 +997,238 @@ inline void add_bias(float* y, int64_t M, int64_t N, const float* bias) {
     for (int64_t n = 0; n < N; ++n) y[m * N + n] += bias[n];
 }
 
+#if defined(MLXCEL_SIMD_AVX2)
+// ---- prefill on AVX2 with x as int16 (the decode's integer forms of x) ---------------
+//
+// The avx2 build's f32 GEMM is bound by its FMA rate (8 products an instruction, about 2
+// instructions a cycle). With x quantized per weight group to 16-bit integers, as the
+// decode takes it (kQ4XInt16: d = max |x| / (127 * 256); kQ4XInt8: max |x| / 127), and
+// the weights centred, q - Z (Z = 8 or 128), as int16, VPMADDWD makes 16 products an
+// instruction (pairs summed into 32-bit lanes) and VPADDD adds them up: the same
+// arithmetic as the decode kernels,
+//   y = sum_g s_g d_g sum_k (q_k - Z) x~_k + (b_g + Z s_g) X_g,
+// with X_g the exact f32 sum of x over the group. A panel holds kNB weight rows of one K
+// block as int32 lanes of two int16 values (k, k + 1), 16 columns a k-pair (two vectors),
+// with each group's s_g and b_g + Z s_g per column; a 6 x 16 register tile of int32 sums
+// (12 of the 16 registers) runs a group, then its sums are scaled into f32 in memory.
+// Sums stay exact: |q - Z| <= 128 and |x~| <= 32,512, so a group of 128 sums to under 2^30.
+constexpr int kX16MR = 6;  // rows of x a register tile
+constexpr int kX16Cols = 16;  // columns of y a register tile
+static_assert(gemm::kNB % kX16Cols == 0);
+
+// x quantized for gemm_x16: per row K int16 values, per group d (x~ = d q) and the exact sum.
+struct X16 {
+  std::vector<int16_t> q;
+  std::vector<float> d, xs;
+};
+
+void quantize_x16(const float* x, int64_t M, int64_t K, int gs, float kmax, X16& o) {
+  const int64_t G = K / gs;
+  o.q.resize(size_t(M * K));
+  o.d.resize(size_t(M * G));
+  o.xs.resize(size_t(M * G));
+  parallel_for(M, K * 4, [&](int64_t m0, int64_t m1) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i lim = _mm256_set1_epi32(int(kmax));
+    for (int64_t i = m0 * G; i < m1 * G; ++i) {
+      const float* p = x + i * gs;
+      __m256 amax = _mm256_setzero_ps(), sum = _mm256_setzero_ps();
+      for (int j = 0; j < gs; j += 8) {
+        const __m256 v = _mm256_loadu_ps(p + j);
+        amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v));
+        sum = _mm256_add_ps(sum, v);
+      }
+      const float d = simd::hmax(amax) / kmax;
+      const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+      for (int j = 0; j < gs; j += 8) {
+        // Nearest even, as nearbyintf in the default rounding mode, then clamped to the range.
+        __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(p + j), id));
+        v = _mm256_max_epi32(_mm256_min_epi32(v, lim), _mm256_sub_epi32(_mm256_setzero_si256(), lim));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(o.q.data() + i * gs + j),
+                         _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
+      }
+      o.d[size_t(i)] = d;
+      o.xs[size_t(i)] = simd::hsum(sum);
+    }
+  });
+}
+
+// A thread's panel: w [kNB / 16][kb / 2][16] int32 pairs; s and b [kb / gs][kNB].
+struct X16Panel {
+  std::vector<int32_t> w = std::vector<int32_t>(size_t(gemm::kNB * gemm::kKB / 2));
+  std::vector<float> s = std::vector<float>(size_t(gemm::kNB * gemm::kKB / 32)),
+                     b = std::vector<float>(size_t(gemm::kNB * gemm::kKB / 32));
+};
+
+// Weight rows [n0, n0 + nb) x columns [k0, k0 + kb) of 4- or 8-bit weights into a panel
+// (columns past nb: the last row again, with zero scales).
+template <typename S>
+void pack_x16_panel(const QuantMatrix& w, int64_t n0, int64_t nb, int64_t k0, int64_t kb, X16Panel& p) {
+  const int gs = w.group_size, bits = w.bits;
+  const int64_t G = w.K / gs, gb = kb / gs, pairs = kb / 2, rb = w.K * bits / 8;
+  const int64_t cols = (nb + kX16Cols - 1) / kX16Cols * kX16Cols;
+  const float Z = bits == 4 ? 8.0f : 128.0f;
+  for (int64_t j = 0; j < cols; ++j)
+    for (int64_t g = 0; g < gb; ++g) {
+      const int64_t at = (n0 + j) * G + k0 / gs + g;
+      const float s = j < nb ? sval<S>(w.scales, at) : 0.0f, b = j < nb ? sval<S>(w.biases, at) : 0.0f;
+      p.s[size_t(g * gemm::kNB + j)] = s;
+      p.b[size_t(g * gemm::kNB + j)] = b + Z * s;
+    }
+  const uint8_t* base = reinterpret_cast<const uint8_t*>(w.packed);
+  const __m256i m4 = _mm256_set1_epi32(0x0F), z4 = _mm256_set1_epi32(8), z8 = _mm256_set1_epi16(128);
+  for (int64_t c8 = 0; c8 < cols / 8; ++c8) {
+    const uint8_t* rows[8];
+    for (int i = 0; i < 8; ++i) rows[i] = base + std::min(n0 + c8 * 8 + i, n0 + nb - 1) * rb + k0 * bits / 8;
+    int32_t* dst = p.w.data() + (c8 / 2) * pairs * kX16Cols + (c8 % 2) * 8;
+    for (int64_t p0 = 0; p0 < pairs; p0 += 8) {
+      __m256i r[8];
+      for (int i = 0; i < 8; ++i) {
+        if (bits == 4) {  // byte b: values 2b (low nibble) and 2b + 1, one pair
+          int64_t v8;
+          std::memcpy(&v8, rows[i] + p0, 8);
+          const __m256i v = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(v8));
+          const __m256i lo = _mm256_sub_epi32(_mm256_and_si256(v, m4), z4);
+          const __m256i hi = _mm256_sub_epi32(_mm256_srli_epi32(v, 4), z4);
+          r[i] = _mm256_blend_epi16(lo, _mm256_slli_epi32(hi, 16), 0xAA);
+        } else {
+          const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[i] + 2 * p0));
+          r[i] = _mm256_sub_epi16(_mm256_cvtepu8_epi16(v), z8);
+        }
+      }
+      simd::transpose8x8(r);
+      for (int g = 0; g < 8; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (p0 + g) * kX16Cols), r[g]);
+    }
+  }
+}
+
+// y[m][0..ncols) (+)= rows [m, m + MR) of x against 16 columns of a panel (wp: their pairs;
+// sp, bp: their first group's scales and bias terms, kNB apart) over a K block at k0.
+template <int MR, int GS>
+void x16_tile(const int32_t* wp, const float* sp, const float* bp, const X16& xq, int64_t K, int64_t m, int64_t k0,
+              int64_t kb, float* y, int64_t ldy, bool accumulate, int ncols) {
+  constexpr int kPairs = GS / 2;
+  const int64_t G = K / GS;
+  const int32_t* xr[MR];
+  for (int i = 0; i < MR; ++i) xr[i] = reinterpret_cast<const int32_t*>(xq.q.data() + (m + i) * K + k0);
+  alignas(32) float f[MR][kX16Cols] = {};
+  for (int64_t g = 0; g < kb / GS; ++g) {
+    alignas(32) __m256i a[MR][2];
+    for (int i = 0; i < MR; ++i) a[i][0] = a[i][1] = _mm256_setzero_si256();
+    const int32_t* wg = wp + g * kPairs * kX16Cols;
+    const int64_t xo = g * kPairs;
+    if constexpr (MR == kX16MR) {
+      // NOTE: the compiler's allocation of this loop spilled half the sums (12 sums, 2
+      // weight vectors, x and a product take all 16 registers): 50 against 126 GFLOP/s.
+      // The group's sums are made in ymm0-11 and stored to `a`.
+      const int32_t *x0 = xr[0] + xo, *x3 = xr[3] + xo;
+      const int64_t ld = K * int64_t(sizeof(int16_t));
+      int64_t n = kPairs;
+      __asm__ volatile(
+#define MLXCEL_X16_ZERO(r) "vpxor %%ymm" r ", %%ymm" r ", %%ymm" r "\n\t"
+          MLXCEL_X16_ZERO("0") MLXCEL_X16_ZERO("1") MLXCEL_X16_ZERO("2") MLXCEL_X16_ZERO("3")
+          MLXCEL_X16_ZERO("4") MLXCEL_X16_ZERO("5") MLXCEL_X16_ZERO("6") MLXCEL_X16_ZERO("7")
+          MLXCEL_X16_ZERO("8") MLXCEL_X16_ZERO("9") MLXCEL_X16_ZERO("10") MLXCEL_X16_ZERO("11")
+#undef MLXCEL_X16_ZERO
+          "1:\n\t"
+          "vmovdqu (%[w]), %%ymm12\n\t"
+          "vmovdqu 32(%[w]), %%ymm13\n\t"
+#define MLXCEL_X16_ROW(addr, a0, a1)                   \
+  "vpbroadcastd " addr ", %%ymm14\n\t"                 \
+  "vpmaddwd %%ymm14, %%ymm12, %%ymm15\n\t"             \
+  "vpaddd %%ymm15, %%ymm" a0 ", %%ymm" a0 "\n\t"         \
+  "vpmaddwd %%ymm14, %%ymm13, %%ymm14\n\t"             \
+  "vpaddd %%ymm14, %%ymm" a1 ", %%ymm" a1 "\n\t"
+          MLXCEL_X16_ROW("(%[x0])", "0", "1")
+          MLXCEL_X16_ROW("(%[x0],%[ld])", "2", "3")
+          MLXCEL_X16_ROW("(%[x0],%[ld],2)", "4", "5")
+          MLXCEL_X16_ROW("(%[x3])", "6", "7")
+          MLXCEL_X16_ROW("(%[x3],%[ld])", "8", "9")
+          MLXCEL_X16_ROW("(%[x3],%[ld],2)", "10", "11")
+#undef MLXCEL_X16_ROW
+          "add $64, %[w]\n\t"
+          "add $4, %[x0]\n\t"
+          "add $4, %[x3]\n\t"
+          "dec %[n]\n\t"
+          "jnz 1b\n\t"
+#define MLXCEL_X16_STORE(r, off) "vmovdqa %%ymm" r ", " off "(%[a])\n\t"
+          MLXCEL_X16_STORE("0", "0") MLXCEL_X16_STORE("1", "32") MLXCEL_X16_STORE("2", "64")
+          MLXCEL_X16_STORE("3", "96") MLXCEL_X16_STORE("4", "128") MLXCEL_X16_STORE("5", "160")
+          MLXCEL_X16_STORE("6", "192") MLXCEL_X16_STORE("7", "224") MLXCEL_X16_STORE("8", "256")
+          MLXCEL_X16_STORE("9", "288") MLXCEL_X16_STORE("10", "320") MLXCEL_X16_STORE("11", "352")
+#undef MLXCEL_X16_STORE
+          : [w] "+r"(wg), [x0] "+r"(x0), [x3] "+r"(x3), [n] "+r"(n)
+          : [ld] "r"(ld), [a] "r"(&a[0][0])
+          : "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+            "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+    } else {
+      for (int p = 0; p < kPairs; ++p) {
+        const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + p * kX16Cols));
+        const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + p * kX16Cols + 8));
+        for (int i = 0; i < MR; ++i) {
+          const __m256i xb = _mm256_set1_epi32(xr[i][xo + p]);
+          a[i][0] = _mm256_add_epi32(a[i][0], _mm256_madd_epi16(w0, xb));
+          a[i][1] = _mm256_add_epi32(a[i][1], _mm256_madd_epi16(w1, xb));
+        }
+      }
+    }
+    const float* s = sp + g * gemm::kNB;
+    const float* b = bp + g * gemm::kNB;
+    const int64_t gi = (m * G) + k0 / GS + g;
+    for (int i = 0; i < MR; ++i) {
+      const __m256 d = _mm256_set1_ps(xq.d[size_t(gi + i * G)]), X = _mm256_set1_ps(xq.xs[size_t(gi + i * G)]);
+      for (int v = 0; v < 2; ++v) {
+        __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[i][v]), _mm256_mul_ps(_mm256_loadu_ps(s + 8 * v), d),
+                                   _mm256_load_ps(f[i] + 8 * v));
+        _mm256_store_ps(f[i] + 8 * v, _mm256_fmadd_ps(_mm256_loadu_ps(b + 8 * v), X, t));
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    float* out = y + i * ldy;
+    for (int n = 0; n < ncols; ++n) out[n] = accumulate ? out[n] + f[i][n] : f[i][n];
+  }
+}
+
+template <int GS>
+using X16TileFn = void (*)(const int32_t*, const float*, const float*, const X16&, int64_t, int64_t, int64_t, int64_t,
+                           float*, int64_t, bool, int);
+
+template <int GS>
+X16TileFn<GS> x16_tile_for(int mr) {
+  static const auto table = []<int... I>(std::integer_sequence<int, I...>) {
+    return std::array<X16TileFn<GS>, kX16MR>{&x16_tile<I + 1, GS>...};
+  }(std::make_integer_sequence<int, kX16MR>{});
+  return table[size_t(mr - 1)];
+}
+
+// Whether gemm_x16 takes these weights with x in this form (the decode's integer forms).
+inline bool x16_takes(const QuantMatrix& w, int form) {
+  const int gs = w.group_size;
+  return (form == kQ4XInt16 || form == kQ4XInt8) && (w.bits == 4 || w.bits == 8) && (gs == 32 || gs == 64 || gs == 128) &&
+         w.K % gs == 0;
+}
+
+template <typename S, int GS>
+void gemm_x16(const float* x, int64_t M, const QuantMatrix& w, const float* bias, float* y, float kmax) {
+  const int64_t K = w.K, N = w.N;
+  thread_local X16 buf;
+  X16& xq = buf;  // NOTE: a reference, so the workers read the caller's (a lambda does not capture a thread_local)
+  quantize_x16(x, M, K, GS, kmax, xq);
+  gemm::for_each_block<X16Panel>(
+      M, K, N, kX16MR, bias, y,
+      [&](X16Panel& p, int64_t n0, int64_t nb, int64_t k0, int64_t kb, int64_t m_begin, int64_t m_end) {
+        pack_x16_panel<S>(w, n0, nb, k0, kb, p);
+        for (int64_t m = m_begin; m < m_end; m += kX16MR) {
+          const X16TileFn<GS> tile = x16_tile_for<GS>(int(std::min<int64_t>(kX16MR, m_end - m)));
+          for (int64_t c = 0; c < nb; c += kX16Cols)
+            tile(p.w.data() + c * (kb / 2), p.s.data() + c, p.b.data() + c, xq, K, m, k0, kb, y + m * N + n0 + c, N,
+                 k0 > 0, int(std::min<int64_t>(kX16Cols, nb - c)));
+        }
+      });
+}
+#endif
+
 template <typename S>
 void qlinear_typed(const float* x, int64_t M, const QuantMatrix& w, const float* bias, float* y) {
   if (M <= kGemvMaxRows) {
@@ -1006,6 +1238,12 @@ void qlinear_typed(const float* x, int64_t M, const QuantMatrix& w, const float*
   }
 #if defined(MLXCEL_SIMD_AVX512)
   if (w.scale_dtype == DType::bf16 && bf16_products()) return gemm::run_bf16(x, M, w.K, w.N, QuantSource<S>{w}, bias, y);
+#elif defined(MLXCEL_SIMD_AVX2)
+  if (const int form = q4_x_form(w.scale_dtype == DType::bf16); x16_takes(w, form)) {
+    const float kmax = form == kQ4XInt8 ? 127.0f : 127.0f * 256.0f;
+    with_group_size(w.group_size, [&](auto GS) { gemm_x16<S, GS.value>(x, M, w, bias, y, kmax); });
+    return;
+  }
 #endif
   gemm::run(x, M, w.K, w.N, QuantSource<S>{w}, bias, y);
 }
