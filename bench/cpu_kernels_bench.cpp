@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
       row("qlinear q4 g64 " + nk + " M=" + m + " (cold)", [&](int i) { ops::qlinear(x, wq[size_t(i % q_copies)]); },
           qbytes, 2.0 * M * N * K, read_gbs);
     }
-    for (int64_t M : {128, 512}) {
+    for (int64_t M : {48, 128, 512}) {  // 48: a short prompt, where a panel serves few rows
       Tensor x = random_f32({M, K}, 96);
       row("qlinear q4 g64 " + nk + " M=" + std::to_string(M) + " (GEMM)", [&](int) { ops::qlinear(x, wq[0]); }, qbytes,
           2.0 * M * N * K, read_gbs);
