@@ -1120,8 +1120,15 @@ void x16_tile(const int32_t* wp, const float* sp, const float* bp, const X16& xq
     if constexpr (MR == kX16MR) {
       // NOTE: the compiler's allocation of this loop spilled half the sums (12 sums, 2
       // weight vectors, x and a product take all 16 registers): 50 against 126 GFLOP/s.
-      // The group's sums are made in ymm0-11 and stored to `a`.
+      // The group's sums are made in ymm0-11 and scaled into f there (a C++ epilogue from
+      // sums stored to memory cost 13% of the tile's time).
       const int32_t *x0 = xr[0] + xo, *x3 = xr[3] + xo;
+      alignas(32) float dx[2 * kX16MR];  // per row: d and X of the group
+      for (int i = 0; i < kX16MR; ++i) {
+        const size_t at = size_t((m + i) * G + k0 / GS + g);
+        dx[2 * i] = xq.d[at];
+        dx[2 * i + 1] = xq.xs[at];
+      }
       const int64_t ld = K * int64_t(sizeof(int16_t));
       int64_t n = kPairs;
       __asm__ volatile(
@@ -1151,16 +1158,85 @@ void x16_tile(const int32_t* wp, const float* sp, const float* bp, const X16& xq
           "add $4, %[x3]\n\t"
           "dec %[n]\n\t"
           "jnz 1b\n\t"
-#define MLXCEL_X16_STORE(r, off) "vmovdqa %%ymm" r ", " off "(%[a])\n\t"
-          MLXCEL_X16_STORE("0", "0") MLXCEL_X16_STORE("1", "32") MLXCEL_X16_STORE("2", "64")
-          MLXCEL_X16_STORE("3", "96") MLXCEL_X16_STORE("4", "128") MLXCEL_X16_STORE("5", "160")
-          MLXCEL_X16_STORE("6", "192") MLXCEL_X16_STORE("7", "224") MLXCEL_X16_STORE("8", "256")
-          MLXCEL_X16_STORE("9", "288") MLXCEL_X16_STORE("10", "320") MLXCEL_X16_STORE("11", "352")
-#undef MLXCEL_X16_STORE
+          // The group's sums into f (as the other tiles' code below, in the same order):
+          // f = cvt(a) (s d) + f, then + b X.
+          "vbroadcastss 0(%[dx]), %%ymm12\n\t"
+          "vbroadcastss 4(%[dx]), %%ymm13\n\t"
+          "vcvtdq2ps %%ymm0, %%ymm0\n\t"
+          "vmulps 0(%[s]), %%ymm12, %%ymm14\n\t"
+          "vfmadd213ps 0(%[f]), %%ymm14, %%ymm0\n\t"
+          "vfmadd231ps 0(%[b]), %%ymm13, %%ymm0\n\t"
+          "vmovaps %%ymm0, 0(%[f])\n\t"
+          "vcvtdq2ps %%ymm1, %%ymm1\n\t"
+          "vmulps 32(%[s]), %%ymm12, %%ymm14\n\t"
+          "vfmadd213ps 32(%[f]), %%ymm14, %%ymm1\n\t"
+          "vfmadd231ps 32(%[b]), %%ymm13, %%ymm1\n\t"
+          "vmovaps %%ymm1, 32(%[f])\n\t"
+          "vbroadcastss 8(%[dx]), %%ymm12\n\t"
+          "vbroadcastss 12(%[dx]), %%ymm13\n\t"
+          "vcvtdq2ps %%ymm2, %%ymm2\n\t"
+          "vmulps 0(%[s]), %%ymm12, %%ymm14\n\t"
+          "vfmadd213ps 64(%[f]), %%ymm14, %%ymm2\n\t"
+          "vfmadd231ps 0(%[b]), %%ymm13, %%ymm2\n\t"
+          "vmovaps %%ymm2, 64(%[f])\n\t"
+          "vcvtdq2ps %%ymm3, %%ymm3\n\t"
+          "vmulps 32(%[s]), %%ymm12, %%ymm14\n\t"
+          "vfmadd213ps 96(%[f]), %%ymm14, %%ymm3\n\t"
+          "vfmadd231ps 32(%[b]), %%ymm13, %%ymm3\n\t"
+          "vmovaps %%ymm3, 96(%[f])\n\t"
+          "vbroadcastss 16(%[dx]), %%ymm12\n\t"
+          "vbroadcastss 20(%[dx]), %%ymm13\n\t"
+          "vcvtdq2ps %%ymm4, %%ymm4\n\t"
+          "vmulps 0(%[s]), %%ymm12, %%ymm14\n\t"
+          "vfmadd213ps 128(%[f]), %%ymm14, %%ymm4\n\t"
+          "vfmadd231ps 0(%[b]), %%ymm13, %%ymm4\n\t"
+          "vmovaps %%ymm4, 128(%[f])\n\t"
+          "vcvtdq2ps %%ymm5, %%ymm5\n\t"
+          "vmulps 32(%[s]), %%ymm12, %%ymm14\n\t"
+          "vfmadd213ps 160(%[f]), %%ymm14, %%ymm5\n\t"
+          "vfmadd231ps 32(%[b]), %%ymm13, %%ymm5\n\t"
+          "vmovaps %%ymm5, 160(%[f])\n\t"
+          "vbroadcastss 24(%[dx]), %%ymm12\n\t"
+          "vbroadcastss 28(%[dx]), %%ymm13\n\t"
+          "vcvtdq2ps %%ymm6, %%ymm6\n\t"
+          "vmulps 0(%[s]), %%ymm12, %%ymm14\n\t"
+          "vfmadd213ps 192(%[f]), %%ymm14, %%ymm6\n\t"
+          "vfmadd231ps 0(%[b]), %%ymm13, %%ymm6\n\t"
+          "vmovaps %%ymm6, 192(%[f])\n\t"
+          "vcvtdq2ps %%ymm7, %%ymm7\n\t"
+          "vmulps 32(%[s]), %%ymm12, %%ymm14\n\t"
+          "vfmadd213ps 224(%[f]), %%ymm14, %%ymm7\n\t"
+          "vfmadd231ps 32(%[b]), %%ymm13, %%ymm7\n\t"
+          "vmovaps %%ymm7, 224(%[f])\n\t"
+          "vbroadcastss 32(%[dx]), %%ymm12\n\t"
+          "vbroadcastss 36(%[dx]), %%ymm13\n\t"
+          "vcvtdq2ps %%ymm8, %%ymm8\n\t"
+          "vmulps 0(%[s]), %%ymm12, %%ymm14\n\t"
+          "vfmadd213ps 256(%[f]), %%ymm14, %%ymm8\n\t"
+          "vfmadd231ps 0(%[b]), %%ymm13, %%ymm8\n\t"
+          "vmovaps %%ymm8, 256(%[f])\n\t"
+          "vcvtdq2ps %%ymm9, %%ymm9\n\t"
+          "vmulps 32(%[s]), %%ymm12, %%ymm14\n\t"
+          "vfmadd213ps 288(%[f]), %%ymm14, %%ymm9\n\t"
+          "vfmadd231ps 32(%[b]), %%ymm13, %%ymm9\n\t"
+          "vmovaps %%ymm9, 288(%[f])\n\t"
+          "vbroadcastss 40(%[dx]), %%ymm12\n\t"
+          "vbroadcastss 44(%[dx]), %%ymm13\n\t"
+          "vcvtdq2ps %%ymm10, %%ymm10\n\t"
+          "vmulps 0(%[s]), %%ymm12, %%ymm14\n\t"
+          "vfmadd213ps 320(%[f]), %%ymm14, %%ymm10\n\t"
+          "vfmadd231ps 0(%[b]), %%ymm13, %%ymm10\n\t"
+          "vmovaps %%ymm10, 320(%[f])\n\t"
+          "vcvtdq2ps %%ymm11, %%ymm11\n\t"
+          "vmulps 32(%[s]), %%ymm12, %%ymm14\n\t"
+          "vfmadd213ps 352(%[f]), %%ymm14, %%ymm11\n\t"
+          "vfmadd231ps 32(%[b]), %%ymm13, %%ymm11\n\t"
+          "vmovaps %%ymm11, 352(%[f])\n\t"
           : [w] "+r"(wg), [x0] "+r"(x0), [x3] "+r"(x3), [n] "+r"(n)
-          : [ld] "r"(ld), [a] "r"(&a[0][0])
+          : [ld] "r"(ld), [dx] "r"(dx), [s] "r"(sp + g * gemm::kNB), [b] "r"(bp + g * gemm::kNB), [f] "r"(&f[0][0])
           : "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
             "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+      continue;
     } else {
       for (int p = 0; p < kPairs; ++p) {
         const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + p * kX16Cols));
