@@ -726,6 +726,20 @@ inline __m256 load8(const S* p, int64_t n) {
   }
 }
 
+// A group of gs values of x (gs a multiple of 8): its scale d = max |x| / kmax, and its
+// exact f32 sum at *sum.
+inline float x_group_scale(const float* p, int gs, float kmax, float* sum) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 amax = _mm256_setzero_ps(), s = _mm256_setzero_ps();
+  for (int i = 0; i < gs; i += 8) {
+    const __m256 v = _mm256_loadu_ps(p + i);
+    amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v));
+    s = _mm256_add_ps(s, v);
+  }
+  *sum = simd::hsum(s);
+  return simd::hmax(amax) / kmax;
+}
+
 template <int BITS, bool X2>
 void quantize_x_int8(const float* x, int64_t K, int gs, const XInt8& o) {
   constexpr float kMax = X2 ? 127.0f * 256.0f : 127.0f;
@@ -733,14 +747,8 @@ void quantize_x_int8(const float* x, int64_t K, int gs, const XInt8& o) {
   alignas(32) int32_t t[128];
   for (int64_t g = 0; g < K / gs; ++g) {
     const float* p = x + g * gs;
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 amax = _mm256_setzero_ps(), sum = _mm256_setzero_ps();
-    for (int i = 0; i < gs; i += 8) {
-      const __m256 v = _mm256_loadu_ps(p + i);
-      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v));
-      sum = _mm256_add_ps(sum, v);
-    }
-    const float d = simd::hmax(amax) / kMax;
+    float xs;
+    const float d = x_group_scale(p, gs, kMax, &xs);
     const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
     // Nearest even, as nearbyintf in the default rounding mode.
     for (int i = 0; i < gs; i += 8)
@@ -765,7 +773,7 @@ void quantize_x_int8(const float* x, int64_t K, int gs, const XInt8& o) {
       }
     }
     o.d[g] = d;
-    o.xs[g] = simd::hsum(sum);
+    o.xs[g] = xs;
     o.r[g] = float(kIntCentre<BITS>) * (o.xs[g] - d * float(qsum));
   }
 }
@@ -1028,17 +1036,10 @@ void quantize_x16(const float* x, int64_t M, int64_t K, int gs, float kmax, X16&
   o.d.resize(size_t(M * G));
   o.xs.resize(size_t(M * G));
   parallel_for(M, K * 4, [&](int64_t m0, int64_t m1) {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
     const __m256i lim = _mm256_set1_epi32(int(kmax));
     for (int64_t i = m0 * G; i < m1 * G; ++i) {
       const float* p = x + i * gs;
-      __m256 amax = _mm256_setzero_ps(), sum = _mm256_setzero_ps();
-      for (int j = 0; j < gs; j += 8) {
-        const __m256 v = _mm256_loadu_ps(p + j);
-        amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v));
-        sum = _mm256_add_ps(sum, v);
-      }
-      const float d = simd::hmax(amax) / kmax;
+      const float d = x_group_scale(p, gs, kmax, &o.xs[size_t(i)]);
       const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
       for (int j = 0; j < gs; j += 8) {
         // Nearest even, as nearbyintf in the default rounding mode, then clamped to the range.
@@ -1048,7 +1049,6 @@ void quantize_x16(const float* x, int64_t M, int64_t K, int gs, float kmax, X16&
                          _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
       }
       o.d[size_t(i)] = d;
-      o.xs[size_t(i)] = simd::hsum(sum);
     }
   });
 }
