@@ -1109,8 +1109,8 @@ void x16_tile(const int32_t* wp, const float* sp, const float* bp, const X16& xq
               int64_t kb, float* y, int64_t ldy, bool accumulate, int ncols) {
   constexpr int kPairs = GS / 2;
   const int64_t G = K / GS;
-  const int32_t* xr[MR];
-  for (int i = 0; i < MR; ++i) xr[i] = reinterpret_cast<const int32_t*>(xq.q.data() + (m + i) * K + k0);
+  const int16_t* xr[MR];  // pairs (k, k + 1) read as one 32-bit value
+  for (int i = 0; i < MR; ++i) xr[i] = xq.q.data() + (m + i) * K + k0;
   alignas(32) float f[MR][kX16Cols] = {};
   for (int64_t g = 0; g < kb / GS; ++g) {
     alignas(32) __m256i a[MR][2];
@@ -1122,7 +1122,7 @@ void x16_tile(const int32_t* wp, const float* sp, const float* bp, const X16& xq
       // weight vectors, x and a product take all 16 registers): 50 against 126 GFLOP/s.
       // The group's sums are made in ymm0-11 and scaled into f there (a C++ epilogue from
       // sums stored to memory cost 13% of the tile's time).
-      const int32_t *x0 = xr[0] + xo, *x3 = xr[3] + xo;
+      const int16_t *x0 = xr[0] + 2 * xo, *x3 = xr[3] + 2 * xo;
       alignas(32) float dx[2 * kX16MR];  // per row: d and X of the group
       for (int i = 0; i < kX16MR; ++i) {
         const size_t at = size_t((m + i) * G + k0 / GS + g);
@@ -1242,7 +1242,9 @@ void x16_tile(const int32_t* wp, const float* sp, const float* bp, const X16& xq
         const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + p * kX16Cols));
         const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + p * kX16Cols + 8));
         for (int i = 0; i < MR; ++i) {
-          const __m256i xb = _mm256_set1_epi32(xr[i][xo + p]);
+          int32_t pair;
+          std::memcpy(&pair, xr[i] + 2 * (xo + p), sizeof(pair));
+          const __m256i xb = _mm256_set1_epi32(pair);
           a[i][0] = _mm256_add_epi32(a[i][0], _mm256_madd_epi16(w0, xb));
           a[i][1] = _mm256_add_epi32(a[i][1], _mm256_madd_epi16(w1, xb));
         }
