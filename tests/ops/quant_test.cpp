@@ -395,6 +395,30 @@ TEST(Qlinear, FourBitDecodeRowsAsAlone) {
   cpu::set_q4_x_parts(before);
 }
 
+// Prompt-sized products in the avx2 build's integer forms give each row of x the bits it
+// gets in any other prompt-sized batch (a row's x is quantized alone and its sums run in
+// the same order in a 6-row tile or a shorter one): rows of a 40-row product against the
+// same rows inside 47- and 100-row products, over two K blocks.
+TEST(Qlinear, PromptRowsAsInAnyBatch) {
+  if (cpu::isa() != cpu::Isa::avx2) GTEST_SKIP() << "the integer prompt forms are the avx2 build's";
+  const int before = cpu::q4_x_parts();
+  for (int parts : {cpu::kQ4XInt8, cpu::kQ4XInt16}) {
+    cpu::set_q4_x_parts(parts);
+    for (int bits : {4, 8}) {
+      const QuantizedWeight q =
+          ops::quantize(optest::rand_f32({70, 1088}, uint32_t(20 + bits)), {QuantFormat::mlx_affine, bits, 64}, DType::bf16);
+      const Tensor x = optest::rand_f32({100, 1088}, 31);
+      const auto base = ops::qlinear(x.slice(0, 0, 40).clone(), q).to_f32_vector();
+      for (int64_t M : {47, 100}) {
+        const auto more = ops::qlinear(x.slice(0, 0, M).clone(), q).to_f32_vector();
+        for (size_t i = 0; i < base.size(); ++i)
+          ASSERT_EQ(base[i], more[i]) << "bits " << bits << " parts " << parts << " M " << M << " at " << i;
+      }
+    }
+  }
+  cpu::set_q4_x_parts(before);
+}
+
 // qlinear_multi (one parallel region for q, k, v or gate, up on the CPU) gives each
 // product's qlinear bits, for every decode form, batch sizes on both sides of the GEMV
 // limit, biases or none, and weights of different specs (products one by one).
