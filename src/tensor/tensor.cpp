@@ -46,20 +46,17 @@ std::mutex g_alloc_mu;
 // (MBs each, made and freed by every op) were mapped, zeroed page by page and unmapped
 // again, about 7% of an MLX q4 Qwen3-0.6B pp512 in the kernel's page-fault paths. Blocks
 // up to 64 MB now stay in the heap and up to 512 MB of freed heap is kept for reuse.
-void tune_malloc() {
+// Set once, when the program starts (not on every allocation).
+const bool g_malloc_tuned = [] {
 #if defined(__GLIBC__)
-  static const bool once = [] {
-    mallopt(M_MMAP_THRESHOLD, 64 << 20);
-    mallopt(M_TRIM_THRESHOLD, 512 << 20);
-    return true;
-  }();
-  (void)once;
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 512 << 20);
 #endif
-}
+  return true;
+}();
 
 Allocator g_allocators[2] = {
     {[](size_t n) -> void* {
-       tune_malloc();
        // 64-byte alignment for AVX-512 loads; size rounded up as aligned_alloc requires.
        void* p = std::aligned_alloc(64, (n + 63) / 64 * 64);
        if (!p) throw Error(ErrorKind::resource_exhausted, fmt::format("out of host memory ({} bytes)", n));

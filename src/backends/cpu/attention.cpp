@@ -225,25 +225,16 @@ void attend(const PagedAttentionArgs& a, const WorkItem& w, Scratch& sc) {
         if (a.softcap > 0.0f)
           for (int64_t j = j0; j < j1; ++j) sr[j] = std::tanh(sr[j] / a.softcap) * a.softcap;
         // A whole chunk of visible keys (most of a prefill's): max and sum as vectors; the
-        // scalar loops' dependent chains took about a third of prefill attention.
-        if (j0 == 0 && j1 == kKeyChunk && simd::kWidth > 1) {
+        // scalar loops' dependent chains took about a fifth of prefill attention.
+        const bool whole = j0 == 0 && j1 == kKeyChunk && simd::kWidth > 1;
+        float block_max = neg_inf;
+        if (whole) {
           simd::VecF mx = simd::load(sr);
           for (int64_t j = simd::kWidth; j < kKeyChunk; j += simd::kWidth) mx = simd::max(mx, simd::load(sr + j));
-          const float m_new = std::max(m[r], simd::hmax(mx));
-          corr[r] = m[r] == neg_inf ? 1.0f : std::exp(m[r] - m_new);
-          m[r] = m_new;
-          const simd::VecF mv = simd::set1(m_new);
-          simd::VecF sum = simd::zero();
-          for (int64_t j = 0; j < kKeyChunk; j += simd::kWidth) {
-            const simd::VecF e = simd::exp(simd::sub(simd::load(sr + j), mv));
-            simd::store(sr + j, e);
-            sum = simd::add(sum, e);
-          }
-          l[r] = l[r] * corr[r] + simd::hsum(sum);
-          continue;
+          block_max = simd::hmax(mx);
+        } else {
+          for (int64_t j = j0; j < j1; ++j) block_max = std::max(block_max, sr[j]);
         }
-        float block_max = neg_inf;
-        for (int64_t j = j0; j < j1; ++j) block_max = std::max(block_max, sr[j]);
         const float m_new = std::max(m[r], block_max);
         corr[r] = m[r] == neg_inf ? 1.0f : std::exp(m[r] - m_new);
         m[r] = m_new;
@@ -251,10 +242,16 @@ void attend(const PagedAttentionArgs& a, const WorkItem& w, Scratch& sc) {
         int64_t j = 0;
         for (; j + simd::kWidth <= nk; j += simd::kWidth) simd::store(sr + j, simd::exp(simd::sub(simd::load(sr + j), mv)));
         for (; j < nk; ++j) sr[j] = std::exp(sr[j] - m_new);
-        std::fill(sr, sr + j0, 0.0f);
-        std::fill(sr + j1, sr + kKeyChunk, 0.0f);
         float sum = 0.0f;
-        for (int64_t jj = j0; jj < j1; ++jj) sum += sr[jj];
+        if (whole) {
+          simd::VecF sv = simd::load(sr);
+          for (int64_t jj = simd::kWidth; jj < kKeyChunk; jj += simd::kWidth) sv = simd::add(sv, simd::load(sr + jj));
+          sum = simd::hsum(sv);
+        } else {
+          std::fill(sr, sr + j0, 0.0f);
+          std::fill(sr + j1, sr + kKeyChunk, 0.0f);
+          for (int64_t jj = j0; jj < j1; ++jj) sum += sr[jj];
+        }
         l[r] = l[r] * corr[r] + sum;
       }
       chunk_pv(s, corr, n_rows, vals, nk, Dv, acc);

@@ -1018,7 +1018,7 @@ inline void add_bias(float* y, int64_t M, int64_t N, const float* bias) {
 // with X_g the exact f32 sum of x over the group. A panel holds kNB weight rows of one K
 // block as int32 lanes of two int16 values (k, k + 1), 16 columns a k-pair (two vectors),
 // with each group's s_g and b_g + Z s_g per column; a 6 x 16 register tile of int32 sums
-// (12 of the 16 registers) runs a group, then its sums are scaled into f32 in memory.
+// (12 of the 16 registers) runs a group, then its sums are scaled into f32 sums in L1.
 // Sums stay exact: |q - Z| <= 128 and |x~| <= 32,512, so a group of 128 sums to under 2^30.
 constexpr int kX16MR = 6;  // rows of x a register tile
 constexpr int kX16Cols = 16;  // columns of y a register tile
@@ -1113,8 +1113,6 @@ void x16_tile(const int32_t* wp, const float* sp, const float* bp, const X16& xq
   for (int i = 0; i < MR; ++i) xr[i] = xq.q.data() + (m + i) * K + k0;
   alignas(32) float f[MR][kX16Cols] = {};
   for (int64_t g = 0; g < kb / GS; ++g) {
-    alignas(32) __m256i a[MR][2];
-    for (int i = 0; i < MR; ++i) a[i][0] = a[i][1] = _mm256_setzero_si256();
     const int32_t* wg = wp + g * kPairs * kX16Cols;
     const int64_t xo = g * kPairs;
     if constexpr (MR == kX16MR) {
@@ -1159,85 +1157,32 @@ void x16_tile(const int32_t* wp, const float* sp, const float* bp, const X16& xq
           "dec %[n]\n\t"
           "jnz 1b\n\t"
           // The group's sums into f (as the other tiles' code below, in the same order):
-          // f = cvt(a) (s d) + f, then + b X.
-          "vbroadcastss 0(%[dx]), %%ymm12\n\t"
-          "vbroadcastss 4(%[dx]), %%ymm13\n\t"
-          "vcvtdq2ps %%ymm0, %%ymm0\n\t"
-          "vmulps 0(%[s]), %%ymm12, %%ymm14\n\t"
-          "vfmadd213ps 0(%[f]), %%ymm14, %%ymm0\n\t"
-          "vfmadd231ps 0(%[b]), %%ymm13, %%ymm0\n\t"
-          "vmovaps %%ymm0, 0(%[f])\n\t"
-          "vcvtdq2ps %%ymm1, %%ymm1\n\t"
-          "vmulps 32(%[s]), %%ymm12, %%ymm14\n\t"
-          "vfmadd213ps 32(%[f]), %%ymm14, %%ymm1\n\t"
-          "vfmadd231ps 32(%[b]), %%ymm13, %%ymm1\n\t"
-          "vmovaps %%ymm1, 32(%[f])\n\t"
-          "vbroadcastss 8(%[dx]), %%ymm12\n\t"
-          "vbroadcastss 12(%[dx]), %%ymm13\n\t"
-          "vcvtdq2ps %%ymm2, %%ymm2\n\t"
-          "vmulps 0(%[s]), %%ymm12, %%ymm14\n\t"
-          "vfmadd213ps 64(%[f]), %%ymm14, %%ymm2\n\t"
-          "vfmadd231ps 0(%[b]), %%ymm13, %%ymm2\n\t"
-          "vmovaps %%ymm2, 64(%[f])\n\t"
-          "vcvtdq2ps %%ymm3, %%ymm3\n\t"
-          "vmulps 32(%[s]), %%ymm12, %%ymm14\n\t"
-          "vfmadd213ps 96(%[f]), %%ymm14, %%ymm3\n\t"
-          "vfmadd231ps 32(%[b]), %%ymm13, %%ymm3\n\t"
-          "vmovaps %%ymm3, 96(%[f])\n\t"
-          "vbroadcastss 16(%[dx]), %%ymm12\n\t"
-          "vbroadcastss 20(%[dx]), %%ymm13\n\t"
-          "vcvtdq2ps %%ymm4, %%ymm4\n\t"
-          "vmulps 0(%[s]), %%ymm12, %%ymm14\n\t"
-          "vfmadd213ps 128(%[f]), %%ymm14, %%ymm4\n\t"
-          "vfmadd231ps 0(%[b]), %%ymm13, %%ymm4\n\t"
-          "vmovaps %%ymm4, 128(%[f])\n\t"
-          "vcvtdq2ps %%ymm5, %%ymm5\n\t"
-          "vmulps 32(%[s]), %%ymm12, %%ymm14\n\t"
-          "vfmadd213ps 160(%[f]), %%ymm14, %%ymm5\n\t"
-          "vfmadd231ps 32(%[b]), %%ymm13, %%ymm5\n\t"
-          "vmovaps %%ymm5, 160(%[f])\n\t"
-          "vbroadcastss 24(%[dx]), %%ymm12\n\t"
-          "vbroadcastss 28(%[dx]), %%ymm13\n\t"
-          "vcvtdq2ps %%ymm6, %%ymm6\n\t"
-          "vmulps 0(%[s]), %%ymm12, %%ymm14\n\t"
-          "vfmadd213ps 192(%[f]), %%ymm14, %%ymm6\n\t"
-          "vfmadd231ps 0(%[b]), %%ymm13, %%ymm6\n\t"
-          "vmovaps %%ymm6, 192(%[f])\n\t"
-          "vcvtdq2ps %%ymm7, %%ymm7\n\t"
-          "vmulps 32(%[s]), %%ymm12, %%ymm14\n\t"
-          "vfmadd213ps 224(%[f]), %%ymm14, %%ymm7\n\t"
-          "vfmadd231ps 32(%[b]), %%ymm13, %%ymm7\n\t"
-          "vmovaps %%ymm7, 224(%[f])\n\t"
-          "vbroadcastss 32(%[dx]), %%ymm12\n\t"
-          "vbroadcastss 36(%[dx]), %%ymm13\n\t"
-          "vcvtdq2ps %%ymm8, %%ymm8\n\t"
-          "vmulps 0(%[s]), %%ymm12, %%ymm14\n\t"
-          "vfmadd213ps 256(%[f]), %%ymm14, %%ymm8\n\t"
-          "vfmadd231ps 0(%[b]), %%ymm13, %%ymm8\n\t"
-          "vmovaps %%ymm8, 256(%[f])\n\t"
-          "vcvtdq2ps %%ymm9, %%ymm9\n\t"
-          "vmulps 32(%[s]), %%ymm12, %%ymm14\n\t"
-          "vfmadd213ps 288(%[f]), %%ymm14, %%ymm9\n\t"
-          "vfmadd231ps 32(%[b]), %%ymm13, %%ymm9\n\t"
-          "vmovaps %%ymm9, 288(%[f])\n\t"
-          "vbroadcastss 40(%[dx]), %%ymm12\n\t"
-          "vbroadcastss 44(%[dx]), %%ymm13\n\t"
-          "vcvtdq2ps %%ymm10, %%ymm10\n\t"
-          "vmulps 0(%[s]), %%ymm12, %%ymm14\n\t"
-          "vfmadd213ps 320(%[f]), %%ymm14, %%ymm10\n\t"
-          "vfmadd231ps 0(%[b]), %%ymm13, %%ymm10\n\t"
-          "vmovaps %%ymm10, 320(%[f])\n\t"
-          "vcvtdq2ps %%ymm11, %%ymm11\n\t"
-          "vmulps 32(%[s]), %%ymm12, %%ymm14\n\t"
-          "vfmadd213ps 352(%[f]), %%ymm14, %%ymm11\n\t"
-          "vfmadd231ps 32(%[b]), %%ymm13, %%ymm11\n\t"
-          "vmovaps %%ymm11, 352(%[f])\n\t"
+          // f = cvt(a) (s d) + f, then + b X. Row i: d and X at dx + 8 i, 4; f at f + 64 i.
+#define MLXCEL_X16_SCALE(a, sv, fo)                     \
+  "vcvtdq2ps %%ymm" a ", %%ymm" a "\n\t"                 \
+  "vmulps " sv "(%[s]), %%ymm12, %%ymm14\n\t"           \
+  "vfmadd213ps " fo "(%[f]), %%ymm14, %%ymm" a "\n\t"   \
+  "vfmadd231ps " sv "(%[b]), %%ymm13, %%ymm" a "\n\t"   \
+  "vmovaps %%ymm" a ", " fo "(%[f])\n\t"
+#define MLXCEL_X16_EPI(d, X, a0, a1, f0, f1)           \
+  "vbroadcastss " d "(%[dx]), %%ymm12\n\t"              \
+  "vbroadcastss " X "(%[dx]), %%ymm13\n\t"              \
+  MLXCEL_X16_SCALE(a0, "0", f0) MLXCEL_X16_SCALE(a1, "32", f1)
+          MLXCEL_X16_EPI("0", "4", "0", "1", "0", "32")
+          MLXCEL_X16_EPI("8", "12", "2", "3", "64", "96")
+          MLXCEL_X16_EPI("16", "20", "4", "5", "128", "160")
+          MLXCEL_X16_EPI("24", "28", "6", "7", "192", "224")
+          MLXCEL_X16_EPI("32", "36", "8", "9", "256", "288")
+          MLXCEL_X16_EPI("40", "44", "10", "11", "320", "352")
+#undef MLXCEL_X16_EPI
+#undef MLXCEL_X16_SCALE
           : [w] "+r"(wg), [x0] "+r"(x0), [x3] "+r"(x3), [n] "+r"(n)
           : [ld] "r"(ld), [dx] "r"(dx), [s] "r"(sp + g * gemm::kNB), [b] "r"(bp + g * gemm::kNB), [f] "r"(&f[0][0])
           : "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
             "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
-      continue;
     } else {
+      __m256i a[MR][2];
+      for (int i = 0; i < MR; ++i) a[i][0] = a[i][1] = _mm256_setzero_si256();
       for (int p = 0; p < kPairs; ++p) {
         const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + p * kX16Cols));
         const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + p * kX16Cols + 8));
@@ -1249,16 +1194,16 @@ void x16_tile(const int32_t* wp, const float* sp, const float* bp, const X16& xq
           a[i][1] = _mm256_add_epi32(a[i][1], _mm256_madd_epi16(w1, xb));
         }
       }
-    }
-    const float* s = sp + g * gemm::kNB;
-    const float* b = bp + g * gemm::kNB;
-    const int64_t gi = (m * G) + k0 / GS + g;
-    for (int i = 0; i < MR; ++i) {
-      const __m256 d = _mm256_set1_ps(xq.d[size_t(gi + i * G)]), X = _mm256_set1_ps(xq.xs[size_t(gi + i * G)]);
-      for (int v = 0; v < 2; ++v) {
-        __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[i][v]), _mm256_mul_ps(_mm256_loadu_ps(s + 8 * v), d),
-                                   _mm256_load_ps(f[i] + 8 * v));
-        _mm256_store_ps(f[i] + 8 * v, _mm256_fmadd_ps(_mm256_loadu_ps(b + 8 * v), X, t));
+      const float* s = sp + g * gemm::kNB;
+      const float* b = bp + g * gemm::kNB;
+      const int64_t gi = (m * G) + k0 / GS + g;
+      for (int i = 0; i < MR; ++i) {
+        const __m256 d = _mm256_set1_ps(xq.d[size_t(gi + i * G)]), X = _mm256_set1_ps(xq.xs[size_t(gi + i * G)]);
+        for (int v = 0; v < 2; ++v) {
+          __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a[i][v]), _mm256_mul_ps(_mm256_loadu_ps(s + 8 * v), d),
+                                     _mm256_load_ps(f[i] + 8 * v));
+          _mm256_store_ps(f[i] + 8 * v, _mm256_fmadd_ps(_mm256_loadu_ps(b + 8 * v), X, t));
+        }
       }
     }
   }
